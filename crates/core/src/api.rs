@@ -1,0 +1,163 @@
+//! What the REST API sends and receives: request bodies, resource views and the error body.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::resources::Resources;
+use crate::spec::compute::ComputeSpec;
+use crate::spec::datastore::DatastoreSpec;
+use crate::spec::instance_type::InstanceType;
+use crate::yaml::Position;
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// One error: a stable code, what went wrong, where, and what to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code (`JobNotFound`, `InvalidSpec`, ...).
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// What to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// Where in the submitted file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
+}
+
+/// `POST /api/jobs`: a job file as the user wrote it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobCreateRequest {
+    /// The file name, for error messages.
+    pub file: String,
+    /// The YAML text.
+    pub yaml: String,
+    /// The folder the file is in (absolute), for relative `code` and input paths.
+    pub base_dir: String,
+    /// `--set path=value` overrides, applied in order.
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+/// `PUT /api/instance-types`: one or more InstanceType documents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// The file name, for error messages.
+    pub file: String,
+    /// The YAML text.
+    pub yaml: String,
+}
+
+/// A stored resource with its version, for optimistic concurrency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Versioned<T> {
+    /// The resource.
+    #[serde(flatten)]
+    pub spec: T,
+    /// Bumped on every change.
+    pub resource_version: i64,
+}
+
+/// An instance type as the API shows it.
+pub type InstanceTypeView = Versioned<InstanceType>;
+/// A datastore as the API shows it.
+pub type DatastoreView = Versioned<DatastoreSpec>;
+
+/// A compute as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComputeView {
+    /// The spec.
+    #[serde(flatten)]
+    pub spec: ComputeSpec,
+    /// Always `Succeeded` once attached.
+    pub provisioning_state: String,
+    /// Total capacity.
+    pub capacity: Resources,
+    /// Capacity not reserved by running jobs.
+    pub free: Resources,
+    /// GPUs found on the machine.
+    #[serde(default)]
+    pub gpus: Vec<String>,
+    /// Version.
+    pub resource_version: i64,
+}
+
+/// A job as the API shows it: Azure ML's field names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Name.
+    pub name: String,
+    /// Always `command`.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Status name.
+    pub status: String,
+    /// Why it is in that status (queue shortfall, failure reason), when there is something to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
+    /// Failure category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_kind: Option<String>,
+    /// Exit code of the command, once it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Display name.
+    pub display_name: String,
+    /// Experiment.
+    pub experiment_name: String,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Compute, as `azureml:<name>`.
+    pub compute: String,
+    /// `{instance_type: ...}`.
+    pub resources: BTreeMap<String, String>,
+    /// `{timeout: ...}` when set.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, u64>,
+    /// The command as written.
+    pub command: String,
+    /// Code folder as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Environment as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<serde_json::Value>,
+    /// Environment variables.
+    pub environment_variables: BTreeMap<String, String>,
+    /// Inputs as written.
+    pub inputs: serde_json::Value,
+    /// Outputs as written.
+    pub outputs: serde_json::Value,
+    /// `{created_at: ...}`.
+    pub creation_context: BTreeMap<String, String>,
+    /// When the command started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// When the job ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    /// GPUs assigned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// Version.
+    pub resource_version: i64,
+}
+
+/// A file in a job output, for `job download`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Path relative to the output's root, `/`-separated.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}

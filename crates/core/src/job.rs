@@ -1,0 +1,212 @@
+//! A job's life: Azure ML's status names, the state each carries, and the record that is stored.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::spec::instance_type::InstanceType;
+use crate::spec::job::JobSpec;
+
+/// Azure ML's job status names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobStatus {
+    /// Accepted, not yet queued.
+    NotStarted,
+    /// Waiting for capacity.
+    Queued,
+    /// Inputs being resolved, working folder being made.
+    Preparing,
+    /// The command is running.
+    Running,
+    /// Outputs being collected.
+    Finalizing,
+    /// Finished with exit code 0.
+    Completed,
+    /// Finished otherwise.
+    Failed,
+    /// Canceled by a person.
+    Canceled,
+}
+
+impl JobStatus {
+    /// True for Completed, Failed and Canceled.
+    pub const fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled)
+    }
+
+    /// The name as Azure ML spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::NotStarted => "NotStarted",
+            JobStatus::Queued => "Queued",
+            JobStatus::Preparing => "Preparing",
+            JobStatus::Running => "Running",
+            JobStatus::Finalizing => "Finalizing",
+            JobStatus::Completed => "Completed",
+            JobStatus::Failed => "Failed",
+            JobStatus::Canceled => "Canceled",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a job failed, in a form scripts can match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The command exited non-zero or was killed by a signal.
+    NonZeroExit,
+    /// The process tree used more memory than the instance type's limit.
+    OOMKilled,
+    /// `limits.timeout` passed.
+    DeadlineExceeded,
+    /// The request can never fit the compute.
+    Unschedulable,
+    /// Inputs or the working folder could not be prepared.
+    PreparationFailed,
+    /// The process could not be started.
+    StartFailed,
+    /// The server stopped while the job ran and could not re-attach to it.
+    ServerRestarted,
+}
+
+/// The job's state; each carries the data that state has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status")]
+pub enum JobState {
+    /// Accepted.
+    NotStarted,
+    /// Waiting for capacity (the reason is computed live by the scheduler).
+    Queued,
+    /// Being prepared.
+    Preparing {
+        /// When admission happened.
+        #[serde(with = "time::serde::rfc3339")]
+        admitted_at: OffsetDateTime,
+        /// GPUs assigned (UUIDs or indices).
+        #[serde(default)]
+        gpus: Vec<String>,
+        /// A note from admission (e.g. started ahead of a larger job).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    /// Running.
+    Running {
+        /// When the command started.
+        #[serde(with = "time::serde::rfc3339")]
+        started_at: OffsetDateTime,
+        /// GPUs assigned.
+        #[serde(default)]
+        gpus: Vec<String>,
+        /// The supervising process.
+        supervisor_pid: u32,
+    },
+    /// Collecting outputs.
+    Finalizing {
+        /// When the command started.
+        #[serde(with = "time::serde::rfc3339")]
+        started_at: OffsetDateTime,
+        /// Exit code of the command.
+        exit_code: i32,
+    },
+    /// Finished successfully.
+    Completed {
+        /// When the command started.
+        #[serde(with = "time::serde::rfc3339")]
+        started_at: OffsetDateTime,
+        /// When it ended.
+        #[serde(with = "time::serde::rfc3339")]
+        ended_at: OffsetDateTime,
+    },
+    /// Finished unsuccessfully.
+    Failed {
+        /// When the command started, if it did.
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        started_at: Option<OffsetDateTime>,
+        /// When it ended.
+        #[serde(with = "time::serde::rfc3339")]
+        ended_at: OffsetDateTime,
+        /// Exit code, when the command ran and exited.
+        #[serde(default)]
+        exit_code: Option<i32>,
+        /// Category.
+        kind: FailureKind,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// Canceled.
+    Canceled {
+        /// When the command started, if it did.
+        #[serde(default, with = "time::serde::rfc3339::option")]
+        started_at: Option<OffsetDateTime>,
+        /// When it ended.
+        #[serde(with = "time::serde::rfc3339")]
+        ended_at: OffsetDateTime,
+    },
+}
+
+impl JobState {
+    /// The status name of this state.
+    pub const fn status(&self) -> JobStatus {
+        match self {
+            JobState::NotStarted => JobStatus::NotStarted,
+            JobState::Queued => JobStatus::Queued,
+            JobState::Preparing { .. } => JobStatus::Preparing,
+            JobState::Running { .. } => JobStatus::Running,
+            JobState::Finalizing { .. } => JobStatus::Finalizing,
+            JobState::Completed { .. } => JobStatus::Completed,
+            JobState::Failed { .. } => JobStatus::Failed,
+            JobState::Canceled { .. } => JobStatus::Canceled,
+        }
+    }
+
+    /// When the command started, if it has.
+    pub fn started_at(&self) -> Option<OffsetDateTime> {
+        match self {
+            JobState::Running { started_at, .. }
+            | JobState::Finalizing { started_at, .. }
+            | JobState::Completed { started_at, .. } => Some(*started_at),
+            JobState::Failed { started_at, .. } | JobState::Canceled { started_at, .. } => *started_at,
+            _ => None,
+        }
+    }
+
+    /// When the job ended, if it has.
+    pub fn ended_at(&self) -> Option<OffsetDateTime> {
+        match self {
+            JobState::Completed { ended_at, .. } | JobState::Failed { ended_at, .. } | JobState::Canceled { ended_at, .. } => {
+                Some(*ended_at)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Everything stored about a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Unique name.
+    pub name: String,
+    /// The spec as submitted (with overrides applied and the name filled in).
+    pub spec: JobSpec,
+    /// Display name (defaults to the name).
+    pub display_name: String,
+    /// Experiment (defaults to the submitting folder's name).
+    pub experiment_name: String,
+    /// Compute name.
+    pub compute: String,
+    /// The instance type as it was at submission.
+    pub instance_type: InstanceType,
+    /// The folder the YAML file was in, for relative paths.
+    pub base_dir: String,
+    /// When it was accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Current state.
+    pub state: JobState,
+}

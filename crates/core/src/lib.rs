@@ -1,0 +1,14 @@
+//! Berth's domain types: specs parsed from YAML with positions, validation, job states and the
+//! API's request and response shapes. No I/O and no async here.
+
+pub mod api;
+pub mod interpolate;
+pub mod job;
+pub mod names;
+pub mod quantity;
+pub mod resources;
+pub mod spec;
+pub mod yaml;
+
+pub use quantity::Quantity;
+pub use resources::Resources;

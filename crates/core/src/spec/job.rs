@@ -1,0 +1,405 @@
+//! Command jobs (`commandJob.schema.json`): parsed from YAML with positions into a validated spec.
+
+use std::collections::BTreeMap;
+
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use crate::interpolate::{Reference, references};
+use crate::names::validate_name;
+use crate::spec::data::{InputMode, JobInput, JobOutput, parse_input, parse_output};
+use crate::yaml::{Source, SpecError};
+
+/// Queue priority (`queue_settings.priority`); FIFO within a priority.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Runs after medium and high.
+    Low,
+    /// The default.
+    #[default]
+    Medium,
+    /// Runs first.
+    High,
+}
+
+/// The job's environment: recorded on the local compute, used as the image on Kubernetes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Environment {
+    /// `azureml:<name>:<version>` or `azureml:<name>@latest`.
+    Reference(String),
+    /// An inline environment.
+    Inline {
+        /// Container image.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<String>,
+        /// Conda file: a path as written, or the inline mapping.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conda_file: Option<Value>,
+    },
+}
+
+/// A validated command job spec, as the user wrote it (paths not yet resolved).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Name; generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Experiment; defaults to the submitting folder's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_name: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// The command, with `${{...}}` references.
+    pub command: String,
+    /// Code folder, as written (relative to the YAML file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub environment_variables: BTreeMap<String, String>,
+    /// Compute name (without `azureml:`); `None` means `local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<String>,
+    /// Instance type name; `None` means `defaultinstancetype`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_type: Option<String>,
+    /// `limits.timeout` in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+    /// Queue priority.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Inputs by name.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, JobInput>,
+    /// Outputs by name.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, JobOutput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    #[serde(rename = "$schema")]
+    _schema: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    display_name: Option<String>,
+    experiment_name: Option<Spanned<String>>,
+    description: Option<String>,
+    #[serde(default)]
+    tags: BTreeMap<String, Spanned<Value>>,
+    command: Option<Spanned<String>>,
+    code: Option<Spanned<String>>,
+    environment: Option<Spanned<Value>>,
+    #[serde(default)]
+    environment_variables: BTreeMap<String, Spanned<Value>>,
+    compute: Option<Spanned<String>>,
+    resources: Option<RawResources>,
+    limits: Option<RawLimits>,
+    queue_settings: Option<RawQueue>,
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<Value>>,
+    #[serde(default)]
+    outputs: BTreeMap<String, Spanned<Option<Value>>>,
+    // Azure ML fields Berth knows and does not support yet: rejected by name below.
+    distribution: Option<Spanned<IgnoredAny>>,
+    services: Option<Spanned<IgnoredAny>>,
+    identity: Option<Spanned<IgnoredAny>>,
+    properties: Option<Spanned<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    instance_type: Option<Spanned<String>>,
+    instance_count: Option<Spanned<u32>>,
+    shm_size: Option<Spanned<IgnoredAny>>,
+    docker_args: Option<Spanned<IgnoredAny>>,
+    locations: Option<Spanned<IgnoredAny>>,
+    properties: Option<Spanned<IgnoredAny>>,
+    max_instance_count: Option<Spanned<IgnoredAny>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    timeout: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    priority: Option<Spanned<String>>,
+    job_tier: Option<Spanned<IgnoredAny>>,
+}
+
+fn unsupported(src: &Source<'_>, field: &str, at: &Option<Spanned<IgnoredAny>>) -> Result<(), SpecError> {
+    match at {
+        Some(at) => Err(src
+            .error_at(at, format!("`{field}` is not supported yet"))
+            .hint("remove it; Berth runs single-node command jobs today")),
+        None => Ok(()),
+    }
+}
+
+/// Renders a YAML scalar as the string a command or environment sees.
+pub(crate) fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Strips the `azureml:` prefix of a reference.
+pub fn strip_azureml(s: &str) -> &str {
+    s.strip_prefix("azureml:").unwrap_or(s)
+}
+
+impl JobSpec {
+    /// Parses and validates a command job file.
+    pub fn parse(src: &Source<'_>) -> Result<JobSpec, SpecError> {
+        let raw: RawJob = src.parse()?;
+        raw.validate(src)
+    }
+
+    /// Applies one `--set path=value` override, as `az ml job create --set` does.
+    pub fn apply_set(&mut self, assignment: &str) -> Result<(), SpecError> {
+        let (path, value) = assignment.split_once('=').ok_or_else(|| {
+            SpecError::new(format!("--set `{assignment}` has no `=`")).hint("write --set path=value, e.g. --set limits.timeout=600")
+        })?;
+        let value = value.to_string();
+        let bad = |m: String| SpecError::new(format!("--set {path}: {m}"));
+        let parts: Vec<&str> = path.split('.').collect();
+        match parts.as_slice() {
+            ["name"] => {
+                validate_name("job", &value).map_err(bad)?;
+                self.name = Some(value);
+            }
+            ["display_name"] => self.display_name = Some(value),
+            ["experiment_name"] => {
+                validate_name("experiment", &value).map_err(bad)?;
+                self.experiment_name = Some(value);
+            }
+            ["description"] => self.description = Some(value),
+            ["command"] => self.command = value,
+            ["code"] => self.code = Some(value),
+            ["compute"] => self.compute = Some(strip_azureml(&value).to_string()),
+            ["resources", "instance_type"] => self.instance_type = Some(value),
+            ["limits", "timeout"] => {
+                let t: u64 = value.parse().ok().filter(|t| *t > 0).ok_or_else(|| bad("must be a positive number of seconds".into()))?;
+                self.timeout_seconds = Some(t);
+            }
+            ["queue_settings", "priority"] => self.priority = parse_priority(&value).map_err(bad)?,
+            ["tags", k] => {
+                self.tags.insert(k.to_string(), value);
+            }
+            ["environment_variables", k] => {
+                self.environment_variables.insert(k.to_string(), value);
+            }
+            ["environment", "image"] => match &mut self.environment {
+                Some(Environment::Inline { image, .. }) => *image = Some(value),
+                _ => self.environment = Some(Environment::Inline { image: Some(value), conda_file: None }),
+            },
+            ["inputs", n] => match self.inputs.get_mut(*n) {
+                Some(JobInput::Literal { .. }) | None => {
+                    self.inputs.insert(n.to_string(), JobInput::Literal { value });
+                }
+                Some(_) => return Err(bad(format!("input `{n}` is a data input; set inputs.{n}.path instead"))),
+            },
+            ["inputs", n, "path"] => match self.inputs.get_mut(*n) {
+                Some(JobInput::Data { path: p, .. }) => *p = crate::spec::data::DataPath::parse(&value).map_err(bad)?,
+                _ => return Err(bad(format!("the job has no data input `{n}`"))),
+            },
+            ["inputs", n, "mode"] => match self.inputs.get_mut(*n) {
+                Some(JobInput::Data { mode, .. }) => *mode = InputMode::parse(&value).map_err(bad)?,
+                _ => return Err(bad(format!("the job has no data input `{n}`"))),
+            },
+            _ => {
+                return Err(bad("this field cannot be set from the command line".into()).hint(
+                    "settable: name, display_name, experiment_name, description, command, code, compute, resources.instance_type, limits.timeout, queue_settings.priority, tags.<k>, environment_variables.<k>, environment.image, inputs.<n>, inputs.<n>.path, inputs.<n>.mode",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that every `${{...}}` in the command names an input or output.
+    pub fn check_references(&self) -> Result<(), String> {
+        let refs = references(&self.command).map_err(|e| e.to_string())?;
+        for r in refs {
+            let known = match &r {
+                Reference::Input(n) => self.inputs.contains_key(n),
+                Reference::Output(n) => self.outputs.contains_key(n),
+                Reference::Other(_) => false,
+            };
+            if !known {
+                let defined = match &r {
+                    Reference::Input(_) => names(self.inputs.keys()),
+                    Reference::Output(_) => names(self.outputs.keys()),
+                    Reference::Other(_) => "only inputs.<name> and outputs.<name> may be used".into(),
+                };
+                return Err(format!("the command refers to `${{{{{}}}}}`, which the job does not define ({defined})", r.text()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<_> = keys.map(|k| format!("`{k}`")).collect();
+    if v.is_empty() { "it defines none".into() } else { format!("it defines {}", v.join(", ")) }
+}
+
+fn parse_priority(s: &str) -> Result<Priority, String> {
+    match s {
+        "low" => Ok(Priority::Low),
+        "medium" => Ok(Priority::Medium),
+        "high" => Ok(Priority::High),
+        other => Err(format!("`{other}` is not a priority; use low, medium or high")),
+    }
+}
+
+fn string_map(src: &Source<'_>, what: &str, m: BTreeMap<String, Spanned<Value>>) -> Result<BTreeMap<String, String>, SpecError> {
+    m.into_iter()
+        .map(|(k, v)| match scalar_text(&v.value) {
+            Some(s) => Ok((k, s)),
+            None if v.value.is_null() => Ok((k, String::new())),
+            None => Err(src.error_at(&v, format!("{what} `{k}` must be a string, number or boolean"))),
+        })
+        .collect()
+}
+
+impl RawJob {
+    fn validate(self, src: &Source<'_>) -> Result<JobSpec, SpecError> {
+        if let Some(k) = &self.kind
+            && k.value != "command"
+        {
+            let msg = match k.value.as_str() {
+                "sweep" | "pipeline" | "automl" | "spark" | "parallel" => format!("`type: {}` jobs are not supported yet", k.value),
+                other => format!("`type: {other}` is not a job type"),
+            };
+            return Err(src.error_at(k, msg).hint("Berth runs `type: command` jobs"));
+        }
+        unsupported(src, "distribution", &self.distribution)?;
+        unsupported(src, "services", &self.services)?;
+        unsupported(src, "identity", &self.identity)?;
+        unsupported(src, "properties", &self.properties)?;
+        let mut instance_type = None;
+        if let Some(r) = self.resources {
+            unsupported(src, "resources.shm_size", &r.shm_size)?;
+            unsupported(src, "resources.docker_args", &r.docker_args)?;
+            unsupported(src, "resources.locations", &r.locations)?;
+            unsupported(src, "resources.properties", &r.properties)?;
+            unsupported(src, "resources.max_instance_count", &r.max_instance_count)?;
+            if let Some(c) = &r.instance_count
+                && c.value != 1
+            {
+                return Err(src.error_at(c, "`resources.instance_count` other than 1 is not supported yet").hint("multi-node jobs come with distributed training"));
+            }
+            instance_type = r.instance_type.map(|t| t.value);
+        }
+        let mut priority = Priority::default();
+        if let Some(q) = self.queue_settings {
+            unsupported(src, "queue_settings.job_tier", &q.job_tier)?;
+            if let Some(p) = &q.priority {
+                priority = parse_priority(&p.value).map_err(|m| src.error_at(p, m))?;
+            }
+        }
+        let timeout_seconds = match self.limits.and_then(|l| l.timeout) {
+            Some(t) if t.value <= 0 => return Err(src.error_at(&t, "`limits.timeout` must be a positive number of seconds")),
+            Some(t) => Some(t.value as u64),
+            None => None,
+        };
+        let name = match self.name {
+            Some(n) => {
+                validate_name("job", &n.value).map_err(|m| src.error_at(&n, m))?;
+                Some(n.value)
+            }
+            None => None,
+        };
+        if let Some(e) = &self.experiment_name {
+            validate_name("experiment", &e.value).map_err(|m| src.error_at(e, m))?;
+        }
+        let command = self.command.ok_or_else(|| {
+            SpecError::new(format!("{}: the job has no `command`", src.name)).hint("add `command: python train.py` or similar")
+        })?;
+        if command.value.trim().is_empty() {
+            return Err(src.error_at(&command, "`command` is empty"));
+        }
+        let environment = self.environment.map(|e| parse_environment(src, e)).transpose()?;
+        let mut inputs = BTreeMap::new();
+        for (k, v) in self.inputs {
+            validate_name("input", &k).map_err(|m| src.error_at(&v, m))?;
+            inputs.insert(k.clone(), parse_input(&k, &v.value).map_err(|m| src.error_at(&v, m))?);
+        }
+        let mut outputs = BTreeMap::new();
+        for (k, v) in self.outputs {
+            validate_name("output", &k).map_err(|m| src.error_at(&v, m))?;
+            outputs.insert(k.clone(), parse_output(&k, v.value.as_ref()).map_err(|m| src.error_at(&v, m))?);
+        }
+        let spec = JobSpec {
+            name,
+            display_name: self.display_name,
+            experiment_name: self.experiment_name.map(|e| e.value),
+            description: self.description,
+            tags: string_map(src, "tag", self.tags)?,
+            command: command.value.clone(),
+            code: self.code.map(|c| c.value),
+            environment,
+            environment_variables: string_map(src, "environment variable", self.environment_variables)?,
+            compute: self.compute.map(|c| strip_azureml(&c.value).to_string()),
+            instance_type,
+            timeout_seconds,
+            priority,
+            inputs,
+            outputs,
+        };
+        spec.check_references().map_err(|m| src.error_at(&command, m))?;
+        Ok(spec)
+    }
+}
+
+fn parse_environment(src: &Source<'_>, e: Spanned<Value>) -> Result<Environment, SpecError> {
+    let shape = "`environment` must be `azureml:<name>:<version>` or a mapping with `image` and/or `conda_file`";
+    match &e.value {
+        Value::String(s) if s.starts_with("azureml:") && s.len() > "azureml:".len() => Ok(Environment::Reference(s.clone())),
+        Value::Object(m) => {
+            let mut image = None;
+            let mut conda_file = None;
+            for (k, v) in m {
+                match k.as_str() {
+                    "image" => image = Some(v.as_str().ok_or_else(|| src.error_at(&e, "`environment.image` must be a string"))?.to_string()),
+                    "conda_file" => conda_file = Some(v.clone()),
+                    "name" | "version" | "description" | "tags" | "os_type" => {}
+                    "build" | "inference_config" => {
+                        return Err(src.error_at(&e, format!("`environment.{k}` is not supported yet")).hint("give an `image` or a `conda_file`"));
+                    }
+                    other => return Err(src.error_at(&e, format!("unknown field `{other}` in `environment`")).hint(shape)),
+                }
+            }
+            if image.is_none() && conda_file.is_none() {
+                return Err(src.error_at(&e, "`environment` has neither `image` nor `conda_file`").hint(shape));
+            }
+            Ok(Environment::Inline { image, conda_file })
+        }
+        _ => Err(src.error_at(&e, shape)),
+    }
+}

@@ -1,0 +1,7 @@
+//! Specs: the YAML resources a user writes, validated into typed values.
+
+pub mod compute;
+pub mod data;
+pub mod datastore;
+pub mod instance_type;
+pub mod job;
