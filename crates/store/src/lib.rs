@@ -1,1 +1,367 @@
-//! placeholder
+//! Berth's durable state: every resource as a versioned JSON row in SQLite (one file under
+//! `$BERTH_HOME`, WAL, synced on commit), so that what the API accepted survives a crash.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqliteConnection};
+
+/// Which table of resources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Instance types.
+    InstanceType,
+    /// Computes.
+    Compute,
+    /// Datastores.
+    Datastore,
+    /// Jobs.
+    Job,
+}
+
+impl Kind {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Kind::InstanceType => "instance_type",
+            Kind::Compute => "compute",
+            Kind::Datastore => "datastore",
+            Kind::Job => "job",
+        }
+    }
+}
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A resource with this name exists.
+    #[error("{kind:?} `{name}` already exists")]
+    AlreadyExists {
+        /// Kind.
+        kind: Kind,
+        /// Name.
+        name: String,
+    },
+    /// No resource with this name.
+    #[error("{kind:?} `{name}` does not exist")]
+    NotFound {
+        /// Kind.
+        kind: Kind,
+        /// Name.
+        name: String,
+    },
+    /// Someone else changed the resource since it was read.
+    #[error("{kind:?} `{name}` changed since it was read (expected version {expected}); read it again and retry")]
+    Conflict {
+        /// Kind.
+        kind: Kind,
+        /// Name.
+        name: String,
+        /// The version the caller had.
+        expected: i64,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored body no longer parses (written by an incompatible version).
+    #[error("stored {kind:?} `{name}` is unreadable: {source}")]
+    Corrupt {
+        /// Kind.
+        kind: Kind,
+        /// Name.
+        name: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A body could not be encoded.
+    #[error("cannot encode resource: {0}")]
+    Encode(#[source] serde_json::Error),
+}
+
+/// A resource read from the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stored<T> {
+    /// The resource.
+    pub value: T,
+    /// Its version.
+    pub resource_version: i64,
+    /// Insertion order (FIFO order for jobs).
+    pub seq: i64,
+}
+
+/// The store: a pool of SQLite connections.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        Self::migrate(pool).await
+    }
+
+    /// An empty in-memory store, for tests.
+    pub async fn in_memory() -> Result<Store, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // One connection: each in-memory connection would otherwise be its own database.
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        Self::migrate(pool).await
+    }
+
+    async fn migrate(pool: SqlitePool) -> Result<Store, StoreError> {
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Inserts a new resource; fails with `AlreadyExists` if the name is taken.
+    pub async fn insert<T: Serialize>(&self, kind: Kind, name: &str, status: Option<&str>, value: &T) -> Result<i64, StoreError> {
+        let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
+        let t = now();
+        let res = sqlx::query(
+            "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
+        )
+        .bind(kind.as_str())
+        .bind(name)
+        .bind(status)
+        .bind(body)
+        .bind(&t)
+        .bind(&t)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(1),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::AlreadyExists { kind, name: name.to_string() })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Inserts or replaces a resource; returns its new version.
+    pub async fn upsert<T: Serialize>(&self, kind: Kind, name: &str, value: &T) -> Result<i64, StoreError> {
+        let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
+        let t = now();
+        let row = sqlx::query(
+            "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, NULL, ?, 1, ?, ?)
+             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, resource_version = resource_version + 1, updated_at = excluded.updated_at
+             RETURNING resource_version",
+        )
+        .bind(kind.as_str())
+        .bind(name)
+        .bind(body)
+        .bind(&t)
+        .bind(&t)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// Replaces a resource if its version is still `expected`; returns the new version.
+    pub async fn update<T: Serialize>(
+        &self,
+        kind: Kind,
+        name: &str,
+        expected: i64,
+        status: Option<&str>,
+        value: &T,
+    ) -> Result<i64, StoreError> {
+        let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
+        let row = sqlx::query(
+            "UPDATE resources SET body = ?, status = ?, resource_version = resource_version + 1, updated_at = ?
+             WHERE kind = ? AND name = ? AND resource_version = ? RETURNING resource_version",
+        )
+        .bind(body)
+        .bind(status)
+        .bind(now())
+        .bind(kind.as_str())
+        .bind(name)
+        .bind(expected)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(r.get(0)),
+            None => {
+                let exists = self.version(kind, name).await?.is_some();
+                Err(if exists {
+                    StoreError::Conflict { kind, name: name.to_string(), expected }
+                } else {
+                    StoreError::NotFound { kind, name: name.to_string() }
+                })
+            }
+        }
+    }
+
+    async fn version(&self, kind: Kind, name: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT resource_version FROM resources WHERE kind = ? AND name = ?")
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Reads one resource.
+    pub async fn get<T: DeserializeOwned>(&self, kind: Kind, name: &str) -> Result<Option<Stored<T>>, StoreError> {
+        let row = sqlx::query("SELECT body, resource_version, seq FROM resources WHERE kind = ? AND name = ?")
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| decode(kind, name, &r)).transpose()
+    }
+
+    /// Reads every resource of a kind, oldest first.
+    pub async fn list<T: DeserializeOwned>(&self, kind: Kind) -> Result<Vec<Stored<T>>, StoreError> {
+        let rows = sqlx::query("SELECT body, resource_version, seq, name FROM resources WHERE kind = ? ORDER BY seq")
+            .bind(kind.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| decode(kind, r.get::<&str, _>(3), r)).collect()
+    }
+
+    /// Reads the resources of a kind whose status is one of `statuses`, oldest first.
+    pub async fn list_with_status<T: DeserializeOwned>(&self, kind: Kind, statuses: &[&str]) -> Result<Vec<Stored<T>>, StoreError> {
+        let mut out = Vec::new();
+        for status in statuses {
+            let rows = sqlx::query("SELECT body, resource_version, seq, name FROM resources WHERE kind = ? AND status = ? ORDER BY seq")
+                .bind(kind.as_str())
+                .bind(status)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &rows {
+                out.push(decode(kind, r.get::<&str, _>(3), r)?);
+            }
+        }
+        out.sort_by_key(|s| s.seq);
+        Ok(out)
+    }
+
+    /// Counts the resources of a kind whose status is one of `statuses` and whose body's
+    /// top-level `field` equals `value`.
+    pub async fn count_where(&self, kind: Kind, statuses: &[&str], field: &str, value: &str) -> Result<i64, StoreError> {
+        let mut n = 0;
+        for status in statuses {
+            let row = sqlx::query("SELECT COUNT(*) FROM resources WHERE kind = ? AND status = ? AND json_extract(body, ?) = ?")
+                .bind(kind.as_str())
+                .bind(status)
+                .bind(format!("$.{field}"))
+                .bind(value)
+                .fetch_one(&self.pool)
+                .await?;
+            n += row.get::<i64, _>(0);
+        }
+        Ok(n)
+    }
+
+    /// Deletes a resource; returns whether it existed.
+    pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        let res = sqlx::query("DELETE FROM resources WHERE kind = ? AND name = ?")
+            .bind(kind.as_str())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    /// Runs `f` inside one transaction (for several writes that must land together).
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Upserts inside a transaction.
+    pub async fn upsert_in<T: Serialize>(conn: &mut SqliteConnection, kind: Kind, name: &str, value: &T) -> Result<(), StoreError> {
+        let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
+        let t = now();
+        sqlx::query(
+            "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, NULL, ?, 1, ?, ?)
+             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, resource_version = resource_version + 1, updated_at = excluded.updated_at",
+        )
+        .bind(kind.as_str())
+        .bind(name)
+        .bind(body)
+        .bind(&t)
+        .bind(&t)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+fn decode<T: DeserializeOwned>(kind: Kind, name: &str, r: &sqlx::sqlite::SqliteRow) -> Result<Stored<T>, StoreError> {
+    let body: &str = r.get(0);
+    let value = serde_json::from_str(body).map_err(|source| StoreError::Corrupt { kind, name: name.to_string(), source })?;
+    Ok(Stored { value, resource_version: r.get(1), seq: r.get(2) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn insert_get_update_with_versions() -> Result<(), StoreError> {
+        let s = Store::in_memory().await?;
+        assert_eq!(s.insert(Kind::Job, "a", Some("Queued"), &serde_json::json!({"x": 1})).await?, 1);
+        assert!(matches!(
+            s.insert(Kind::Job, "a", None, &serde_json::json!({})).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        let got: Stored<serde_json::Value> = s.get(Kind::Job, "a").await?.ok_or(StoreError::NotFound { kind: Kind::Job, name: "a".into() })?;
+        assert_eq!(got.value["x"], 1);
+        assert_eq!(s.update(Kind::Job, "a", 1, Some("Running"), &serde_json::json!({"x": 2})).await?, 2);
+        assert!(matches!(
+            s.update(Kind::Job, "a", 1, None, &serde_json::json!({})).await,
+            Err(StoreError::Conflict { expected: 1, .. })
+        ));
+        assert!(matches!(
+            s.update(Kind::Job, "zz", 1, None, &serde_json::json!({})).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let running: Vec<Stored<serde_json::Value>> = s.list_with_status(Kind::Job, &["Running"]).await?;
+        assert_eq!(running.len(), 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn upsert_bumps_version_and_kinds_are_separate() -> Result<(), StoreError> {
+        let s = Store::in_memory().await?;
+        assert_eq!(s.upsert(Kind::InstanceType, "a", &1).await?, 1);
+        assert_eq!(s.upsert(Kind::InstanceType, "a", &2).await?, 2);
+        assert_eq!(s.upsert(Kind::Compute, "a", &3).await?, 1);
+        let all: Vec<Stored<i32>> = s.list(Kind::InstanceType).await?;
+        assert_eq!(all.iter().map(|x| x.value).collect::<Vec<_>>(), [2]);
+        assert!(s.delete(Kind::InstanceType, "a").await?);
+        assert!(!s.delete(Kind::InstanceType, "a").await?);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn survives_reopen() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e.into()))?;
+        let path = dir.path().join("berth.db");
+        Store::open(&path).await?.insert(Kind::Job, "j", Some("Queued"), &"body").await?;
+        let again = Store::open(&path).await?;
+        let got: Option<Stored<String>> = again.get(Kind::Job, "j").await?;
+        assert_eq!(got.map(|g| g.value).as_deref(), Some("body"));
+        Ok(())
+    }
+}
