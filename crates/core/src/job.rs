@@ -5,8 +5,49 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use std::collections::BTreeMap;
+
+use crate::spec::data::{DataType, InputMode};
 use crate::spec::instance_type::InstanceType;
 use crate::spec::job::JobSpec;
+
+/// An input with its path resolved at submission (datastores and relative paths made absolute).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ResolvedInput {
+    /// A literal value.
+    Literal {
+        /// The value.
+        value: String,
+    },
+    /// A file or folder on the server's machine.
+    Path {
+        /// Absolute path.
+        path: String,
+        /// File or folder.
+        data_type: DataType,
+        /// How the job sees it.
+        mode: InputMode,
+    },
+    /// An http(s) URL, fetched while the job is prepared.
+    Url {
+        /// The URL.
+        url: String,
+        /// File or folder.
+        data_type: DataType,
+        /// How the job sees it.
+        mode: InputMode,
+    },
+}
+
+/// An output with the absolute path the job writes it to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedOutput {
+    /// Absolute path.
+    pub path: String,
+    /// File or folder.
+    pub data_type: DataType,
+}
 
 /// Azure ML's job status names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -204,6 +245,12 @@ pub struct JobRecord {
     pub instance_type: InstanceType,
     /// The folder the YAML file was in, for relative paths.
     pub base_dir: String,
+    /// The job's own folder (code snapshot, logs, default outputs).
+    pub workdir: String,
+    /// Inputs, resolved.
+    pub inputs: BTreeMap<String, ResolvedInput>,
+    /// Outputs, resolved.
+    pub outputs: BTreeMap<String, ResolvedOutput>,
     /// When it was accepted.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,

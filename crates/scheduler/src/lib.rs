@@ -1,1 +1,9 @@
-//! placeholder
+//! Berth's job scheduling: the admission reactor, the job manager that drives it, and the
+//! backends that run work (the local backend runs processes on this machine).
+
+pub mod backend;
+pub mod machine;
+pub mod manager;
+pub mod reactor;
+pub mod supervisor;
+pub mod workdir;

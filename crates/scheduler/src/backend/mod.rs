@@ -1,0 +1,38 @@
+//! The one small trait between the job manager and whatever runs jobs. The manager never
+//! knows which backend it drives.
+
+pub mod local;
+
+use std::future::Future;
+
+use berth_core::job::JobRecord;
+
+use crate::supervisor::RunResult;
+
+/// What re-attaching to a job found after a server restart.
+#[derive(Debug)]
+pub enum Reattach {
+    /// Still running; `wait` will report its end.
+    Running {
+        /// Its supervising process.
+        pid: u32,
+    },
+    /// It ended while the server was down.
+    Finished(RunResult),
+    /// Nothing to re-attach to and no record of how it ended.
+    Lost,
+}
+
+/// Runs jobs somewhere.
+pub trait Backend: Send + Sync + 'static {
+    /// Makes everything the job needs before it starts (inputs, output folders, run plan).
+    fn prepare(&self, job: &JobRecord, gpus: &[String]) -> impl Future<Output = Result<(), String>> + Send;
+    /// Starts the job; returns the id of what supervises it.
+    fn launch(&self, job: &JobRecord) -> impl Future<Output = Result<u32, String>> + Send;
+    /// Waits for the job started (or re-attached) as `pid` to end.
+    fn wait(&self, job: &JobRecord, pid: u32) -> impl Future<Output = RunResult> + Send;
+    /// Asks a started job to stop; `wait` then reports it canceled.
+    fn cancel(&self, job: &JobRecord) -> impl Future<Output = ()> + Send;
+    /// Finds a job that was running when the server stopped.
+    fn reattach(&self, job: &JobRecord) -> impl Future<Output = Reattach> + Send;
+}

@@ -1,0 +1,297 @@
+//! The job manager: the only writer of job state. It feeds events to the admission reactor,
+//! acts on the effects through the backend, and recovers every unfinished job after a restart.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use berth_core::job::{FailureKind, JobRecord, JobState, JobStatus};
+use berth_store::{Kind, Store, StoreError, Stored};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::backend::{Backend, Reattach};
+use crate::reactor::{Reactor, Recorded};
+use crate::supervisor::{Ending, RunResult};
+
+/// The pool every local compute draws from: this machine.
+pub const LOCAL_POOL: &str = "local";
+
+/// Errors a person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// No such job.
+    #[error("job `{0}` does not exist")]
+    NotFound(String),
+    /// The job already ended.
+    #[error("job `{name}` already finished ({status}); there is nothing to cancel")]
+    AlreadyFinished {
+        /// Job.
+        name: String,
+        /// Its final status.
+        status: JobStatus,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Drives jobs from submission to their end.
+pub struct JobManager<B: Backend> {
+    store: Store,
+    backend: B,
+    reactor: Mutex<Reactor>,
+    cancels: Mutex<HashSet<String>>,
+    changed: watch::Sender<u64>,
+}
+
+const ACTIVE: [&str; 5] = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing"];
+
+impl<B: Backend> JobManager<B> {
+    /// A manager whose local pool has `capacity` and these GPU ids.
+    pub fn new(store: Store, backend: B, capacity: berth_core::Resources, gpu_ids: Vec<String>) -> Arc<Self> {
+        let mut reactor = Reactor::default();
+        reactor.set_pool(LOCAL_POOL, capacity, gpu_ids);
+        Arc::new(JobManager {
+            store,
+            backend,
+            reactor: Mutex::new(reactor),
+            cancels: Mutex::new(HashSet::new()),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// A receiver that ticks whenever any job changes state.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Why a queued job waits, if it is queued.
+    pub fn queue_reason(&self, job: &str) -> Option<String> {
+        self.reactor.lock().ok()?.queue_reason(job)
+    }
+
+    /// Total and free capacity of a pool.
+    pub fn capacity(&self, pool: &str) -> Option<(berth_core::Resources, berth_core::Resources)> {
+        self.reactor.lock().ok()?.capacity(pool)
+    }
+
+    /// Stores a new job (durably, before returning) and queues it.
+    pub async fn submit(self: &Arc<Self>, mut record: JobRecord) -> Result<Stored<JobRecord>, ManagerError> {
+        record.state = JobState::Queued;
+        self.store.insert(Kind::Job, &record.name, Some(JobStatus::Queued.as_str()), &record).await?;
+        let stored: Stored<JobRecord> = self.store.get(Kind::Job, &record.name).await?.ok_or_else(|| ManagerError::NotFound(record.name.clone()))?;
+        self.enqueue(&stored);
+        self.notify();
+        Ok(stored)
+    }
+
+    fn enqueue(self: &Arc<Self>, job: &Stored<JobRecord>) {
+        let mut fx = Recorded::default();
+        if let Ok(mut r) = self.reactor.lock() {
+            r.on_submitted(&mut fx, &job.value.name, LOCAL_POOL, job.value.instance_type.requests, job.value.spec.priority, job.seq as u64);
+        }
+        self.apply(fx);
+    }
+
+    fn apply(self: &Arc<Self>, fx: Recorded) {
+        for (job, gpus, note) in fx.admitted {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.run(job, gpus, note).await });
+        }
+        for (job, reason) in fx.rejected {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                let now = OffsetDateTime::now_utc();
+                let failed = JobState::Failed { started_at: None, ended_at: now, exit_code: None, kind: FailureKind::Unschedulable, message: reason };
+                if let Err(e) = me.set_state(&job, |_| Some(failed.clone())).await {
+                    warn!(job = %job, error = %e, "cannot record an unschedulable job");
+                }
+            });
+        }
+    }
+
+    fn finished(self: &Arc<Self>, job: &str) {
+        let mut fx = Recorded::default();
+        if let Ok(mut r) = self.reactor.lock() {
+            r.on_finished(&mut fx, job);
+        }
+        self.apply(fx);
+    }
+
+    fn cancel_requested(&self, job: &str) -> bool {
+        self.cancels.lock().is_ok_and(|c| c.contains(job))
+    }
+
+    async fn run(self: Arc<Self>, name: String, gpus: Vec<String>, note: Option<String>) {
+        let admitted_at = OffsetDateTime::now_utc();
+        let preparing = JobState::Preparing { admitted_at, gpus: gpus.clone(), note };
+        let job = match self.set_state(&name, |cur| (cur.status() == JobStatus::Queued).then(|| preparing.clone())).await {
+            Ok(Some(j)) => j,
+            Ok(None) => return self.finished(&name),
+            Err(e) => {
+                warn!(job = %name, error = %e, "cannot mark job preparing");
+                return self.finished(&name);
+            }
+        };
+        if let Err(message) = self.backend.prepare(&job, &gpus).await {
+            self.end(&name, None, RunResult { ending: Ending::StartFailed, exit_code: None, message }, FailureKind::PreparationFailed).await;
+            return self.finished(&name);
+        }
+        if self.cancel_requested(&name) {
+            self.end(&name, None, RunResult { ending: Ending::Canceled, exit_code: None, message: "canceled".into() }, FailureKind::StartFailed).await;
+            return self.finished(&name);
+        }
+        let pid = match self.backend.launch(&job).await {
+            Ok(pid) => pid,
+            Err(message) => {
+                self.end(&name, None, RunResult { ending: Ending::StartFailed, exit_code: None, message }, FailureKind::StartFailed).await;
+                return self.finished(&name);
+            }
+        };
+        let started_at = OffsetDateTime::now_utc();
+        let running = JobState::Running { started_at, gpus, supervisor_pid: pid };
+        if let Err(e) = self.set_state(&name, |_| Some(running.clone())).await {
+            warn!(job = %name, error = %e, "cannot mark job running");
+        }
+        if self.cancel_requested(&name) {
+            self.backend.cancel(&job).await;
+        }
+        info!(job = %name, pid, "job running");
+        let result = self.backend.wait(&job, pid).await;
+        self.end(&name, Some(started_at), result, FailureKind::NonZeroExit).await;
+        self.finished(&name);
+    }
+
+    async fn end(&self, name: &str, started_at: Option<OffsetDateTime>, result: RunResult, start_kind: FailureKind) {
+        let ended_at = OffsetDateTime::now_utc();
+        if result.ending == Ending::Succeeded
+            && let Some(s) = started_at
+        {
+            // Outputs are written in place on the local compute, so finalizing only records it.
+            let _ = self.set_state(name, |_| Some(JobState::Finalizing { started_at: s, exit_code: 0 })).await;
+        }
+        let kind = match result.ending {
+            Ending::Succeeded | Ending::Canceled => None,
+            Ending::Failed => Some(FailureKind::NonZeroExit),
+            Ending::OOMKilled => Some(FailureKind::OOMKilled),
+            Ending::DeadlineExceeded => Some(FailureKind::DeadlineExceeded),
+            Ending::StartFailed => Some(start_kind),
+        };
+        let state = match (result.ending, kind) {
+            (Ending::Succeeded, _) => JobState::Completed { started_at: started_at.unwrap_or(ended_at), ended_at },
+            (Ending::Canceled, _) | (_, None) => JobState::Canceled { started_at, ended_at },
+            (_, Some(kind)) => JobState::Failed { started_at, ended_at, exit_code: result.exit_code, kind, message: result.message },
+        };
+        if let Err(e) = self.set_state(name, |_| Some(state.clone())).await {
+            warn!(job = %name, error = %e, "cannot record the end of a job");
+        }
+        if let Ok(mut c) = self.cancels.lock() {
+            c.remove(name);
+        }
+    }
+
+    /// Cancels a job: a queued one at once, a started one by stopping its process tree.
+    pub async fn cancel(self: &Arc<Self>, name: &str) -> Result<JobStatus, ManagerError> {
+        let job: Stored<JobRecord> = self.store.get(Kind::Job, name).await?.ok_or_else(|| ManagerError::NotFound(name.to_string()))?;
+        let status = job.value.state.status();
+        if status.is_terminal() {
+            return Err(ManagerError::AlreadyFinished { name: name.to_string(), status });
+        }
+        let was_queued = self.reactor.lock().is_ok_and(|mut r| r.on_dequeued(name));
+        if was_queued {
+            let now = OffsetDateTime::now_utc();
+            self.set_state(name, |_| Some(JobState::Canceled { started_at: None, ended_at: now })).await?;
+            return Ok(JobStatus::Canceled);
+        }
+        if let Ok(mut c) = self.cancels.lock() {
+            c.insert(name.to_string());
+        }
+        self.backend.cancel(&job.value).await;
+        Ok(status)
+    }
+
+    /// Re-queues and re-attaches every unfinished job; call once at start-up.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), ManagerError> {
+        let jobs: Vec<Stored<JobRecord>> = self.store.list_with_status(Kind::Job, &ACTIVE).await?;
+        let mut requeue = Vec::new();
+        for job in jobs {
+            let name = job.value.name.clone();
+            match job.value.state.status() {
+                JobStatus::NotStarted | JobStatus::Queued => requeue.push(job),
+                JobStatus::Preparing | JobStatus::Running | JobStatus::Finalizing => match self.backend.reattach(&job.value).await {
+                    Reattach::Running { pid } => {
+                        let gpus = match &job.value.state {
+                            JobState::Running { gpus, .. } | JobState::Preparing { gpus, .. } => gpus.clone(),
+                            _ => Vec::new(),
+                        };
+                        if let Ok(mut r) = self.reactor.lock() {
+                            r.restore_running(&name, LOCAL_POOL, job.value.instance_type.requests, gpus);
+                        }
+                        info!(job = %name, pid, "re-attached to a running job");
+                        let me = Arc::clone(self);
+                        let started = job.value.state.started_at().unwrap_or_else(OffsetDateTime::now_utc);
+                        tokio::spawn(async move {
+                            let result = me.backend.wait(&job.value, pid).await;
+                            me.end(&name, Some(started), result, FailureKind::NonZeroExit).await;
+                            me.finished(&name);
+                        });
+                    }
+                    Reattach::Finished(result) => {
+                        let started = job.value.state.started_at();
+                        self.end(&name, started, result, FailureKind::NonZeroExit).await;
+                    }
+                    Reattach::Lost if job.value.state.status() == JobStatus::Preparing => {
+                        // Nothing ran yet: queue it again.
+                        self.set_state(&name, |_| Some(JobState::Queued)).await?;
+                        requeue.push(job);
+                    }
+                    Reattach::Lost => {
+                        let now = OffsetDateTime::now_utc();
+                        let state = JobState::Failed {
+                            started_at: job.value.state.started_at(),
+                            ended_at: now,
+                            exit_code: None,
+                            kind: FailureKind::ServerRestarted,
+                            message: "server restarted: the job's process was gone and left no result; submit it again".into(),
+                        };
+                        self.set_state(&name, |_| Some(state.clone())).await?;
+                    }
+                },
+                _ => {}
+            }
+        }
+        for job in requeue {
+            self.enqueue(&job);
+        }
+        Ok(())
+    }
+
+    /// Reads, changes and writes a job's state, retrying if someone else wrote in between.
+    /// `change` returns `None` to leave the job as it is.
+    async fn set_state(&self, name: &str, change: impl Fn(&JobState) -> Option<JobState>) -> Result<Option<JobRecord>, ManagerError> {
+        loop {
+            let Some(mut job) = self.store.get::<JobRecord>(Kind::Job, name).await? else {
+                return Err(ManagerError::NotFound(name.to_string()));
+            };
+            let Some(next) = change(&job.value.state) else { return Ok(None) };
+            if job.value.state.status().is_terminal() {
+                return Ok(None);
+            }
+            job.value.state = next;
+            let status = job.value.state.status().as_str();
+            match self.store.update(Kind::Job, name, job.resource_version, Some(status), &job.value).await {
+                Ok(_) => {
+                    self.notify();
+                    return Ok(Some(job.value));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+}

@@ -1,0 +1,204 @@
+//! The per-job supervisor: `berth job-supervise <dir>` runs one job's command in its own
+//! process group, writes its output to the job's log, enforces `limits.timeout` and the
+//! memory limit, obeys cancel, and writes how it ended to `result.json`. It outlives a
+//! crashed server, which re-attaches to it on restart.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process_group};
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use crate::workdir::{JobDir, write_atomic};
+
+/// What to run: written by the backend, read by the supervisor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// The command, interpolated, run with `/bin/sh -c`.
+    pub command: String,
+    /// Working folder.
+    pub cwd: String,
+    /// Environment added to the server's.
+    pub env: BTreeMap<String, String>,
+    /// `limits.timeout`.
+    pub timeout_seconds: Option<u64>,
+    /// Memory limit of the process tree, in bytes.
+    pub memory_limit_bytes: Option<u64>,
+    /// The instance type's name, for messages.
+    pub instance_type: String,
+    /// Lines written at the top of the log before the command starts.
+    pub preamble: Vec<String>,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ending {
+    /// Exit code 0.
+    Succeeded,
+    /// Non-zero exit or killed by a signal.
+    Failed,
+    /// Killed for using too much memory.
+    OOMKilled,
+    /// Killed at `limits.timeout`.
+    DeadlineExceeded,
+    /// Killed on request.
+    Canceled,
+    /// The command could not be started.
+    StartFailed,
+}
+
+/// `result.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// How it ended.
+    pub ending: Ending,
+    /// Exit code, if the command exited.
+    pub exit_code: Option<i32>,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+const TICK: Duration = Duration::from_millis(100);
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the job in `dir` to the end; returns the process exit code for the supervisor itself.
+pub async fn supervise(dir: &Path) -> i32 {
+    let dir = JobDir::new(dir);
+    let result = match std::fs::read(dir.plan()).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<RunPlan>(&b).map_err(|e| e.to_string())) {
+        Ok(plan) => run(&dir, &plan).await,
+        Err(e) => RunResult { ending: Ending::StartFailed, exit_code: None, message: format!("cannot read the run plan: {e}") },
+    };
+    let code = i32::from(result.ending != Ending::Succeeded);
+    if let Ok(mut log) = std::fs::OpenOptions::new().append(true).create(true).open(dir.log()) {
+        let _ = writeln!(log, "[berth] {}", result.message);
+    }
+    match serde_json::to_vec(&result) {
+        Ok(bytes) if write_atomic(&dir.result(), &bytes).is_ok() => code,
+        _ => 2,
+    }
+}
+
+async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
+    let start_failed = |e: String| RunResult { ending: Ending::StartFailed, exit_code: None, message: e };
+    let log = match open_log(dir, plan) {
+        Ok(l) => l,
+        Err(e) => return start_failed(format!("cannot open the job log: {e}")),
+    };
+    let (out, err) = match (log.try_clone(), log.try_clone()) {
+        (Ok(o), Ok(e)) => (o, e),
+        _ => return start_failed("cannot share the job log".into()),
+    };
+    let mut child = match Command::new("/bin/sh")
+        .arg("-c")
+        .arg(&plan.command)
+        .current_dir(&plan.cwd)
+        .envs(&plan.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return start_failed(format!("cannot start `/bin/sh -c {}`: {e}", plan.command)),
+    };
+    let Some(pgid) = child.id().and_then(|p| Pid::from_raw(p as i32)) else {
+        return start_failed("the command exited before it could be watched".into());
+    };
+    let _ = std::fs::write(dir.process_group(), pgid.as_raw_nonzero().to_string());
+    let started = Instant::now();
+    let deadline = plan.timeout_seconds.map(|s| started + Duration::from_secs(s));
+    let mut killed: Option<(Ending, String, Instant)> = None;
+    let mut tick = tokio::time::interval(TICK);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = tick.tick() => {}
+        }
+        if let Some((_, _, at)) = &killed {
+            if at.elapsed() > GRACE {
+                let _ = kill_process_group(pgid, Signal::KILL);
+            }
+            continue;
+        }
+        if dir.cancel_flag().exists() {
+            let _ = kill_process_group(pgid, Signal::TERM);
+            killed = Some((Ending::Canceled, "canceled on request".into(), Instant::now()));
+        } else if deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = kill_process_group(pgid, Signal::TERM);
+            let msg = format!("DeadlineExceeded: the job ran longer than limits.timeout ({}s) and was stopped", plan.timeout_seconds.unwrap_or(0));
+            killed = Some((Ending::DeadlineExceeded, msg, Instant::now()));
+        } else if let Some(limit) = plan.memory_limit_bytes {
+            let used = group_rss(pgid.as_raw_nonzero().get());
+            if used > limit {
+                let _ = kill_process_group(pgid, Signal::KILL);
+                let msg = format!(
+                    "OOMKilled: the job's processes used {} of memory, over the {} limit of instance type `{}`; use an instance type with a larger memory limit",
+                    human_bytes(used),
+                    human_bytes(limit),
+                    plan.instance_type
+                );
+                killed = Some((Ending::OOMKilled, msg, Instant::now()));
+            }
+        }
+    };
+    // Whatever the command left behind in its group goes with it.
+    let _ = kill_process_group(pgid, Signal::KILL);
+    let exit_code = status.as_ref().ok().and_then(|s| s.code());
+    if let Some((ending, message, _)) = killed {
+        return RunResult { ending, exit_code, message };
+    }
+    match status {
+        Ok(s) if s.success() => RunResult { ending: Ending::Succeeded, exit_code: Some(0), message: "the command exited with code 0".into() },
+        Ok(s) => match s.code() {
+            Some(c) => RunResult { ending: Ending::Failed, exit_code: Some(c), message: format!("the command exited with code {c}") },
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                let sig = s.signal().unwrap_or(0);
+                RunResult { ending: Ending::Failed, exit_code: Some(128 + sig), message: format!("the command was killed by signal {sig}") }
+            }
+        },
+        Err(e) => RunResult { ending: Ending::Failed, exit_code: None, message: format!("lost track of the command: {e}") },
+    }
+}
+
+fn open_log(dir: &JobDir, plan: &RunPlan) -> std::io::Result<std::fs::File> {
+    let path = dir.log();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    for line in &plan.preamble {
+        writeln!(f, "{line}")?;
+    }
+    Ok(f)
+}
+
+/// Resident memory of every process in process group `pgid`, in bytes.
+pub fn group_rss(pgid: i32) -> u64 {
+    let page = rustix::param::page_size() as u64;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut total = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // rest[0] is field 3 (state): pgrp is field 5, rss field 24.
+        if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            total += f.get(21).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page;
+        }
+    }
+    total
+}
+
+/// `2.1Gi`, `512Mi`, `10Ki`.
+pub fn human_bytes(b: u64) -> String {
+    berth_core::Quantity::from_units(b as i64).display_bytes()
+}

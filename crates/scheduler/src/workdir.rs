@@ -1,0 +1,135 @@
+//! A job's folder: where its code snapshot, inputs, outputs, logs and run files live.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The layout of one job's folder under `$BERTH_HOME/jobs/<name>`.
+#[derive(Clone, Debug)]
+pub struct JobDir {
+    root: PathBuf,
+}
+
+impl JobDir {
+    /// The folder at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        JobDir { root: root.into() }
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The code snapshot (the command's working folder).
+    pub fn code(&self) -> PathBuf {
+        self.root.join("code")
+    }
+    /// Downloaded inputs.
+    pub fn inputs(&self) -> PathBuf {
+        self.root.join("inputs")
+    }
+    /// Default output folders.
+    pub fn outputs(&self) -> PathBuf {
+        self.root.join("outputs")
+    }
+    /// The job's log: stdout and stderr together.
+    pub fn log(&self) -> PathBuf {
+        self.root.join("user_logs").join("std_log.txt")
+    }
+    /// What the supervisor runs.
+    pub fn plan(&self) -> PathBuf {
+        self.root.join("run.json")
+    }
+    /// How the run ended, written by the supervisor.
+    pub fn result(&self) -> PathBuf {
+        self.root.join("result.json")
+    }
+    /// Present when a cancel was asked for.
+    pub fn cancel_flag(&self) -> PathBuf {
+        self.root.join("cancel")
+    }
+    /// The supervisor's pid.
+    pub fn supervisor_pid(&self) -> PathBuf {
+        self.root.join("supervisor.pid")
+    }
+    /// The command's process group.
+    pub fn process_group(&self) -> PathBuf {
+        self.root.join("pgid")
+    }
+}
+
+/// Copies a folder recursively (files and folders; symlinks are followed; `.git` is skipped).
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<u64> {
+    let mut bytes = 0;
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ".git" {
+            continue;
+        }
+        let from = entry.path();
+        let to = dst.join(&name);
+        let meta = std::fs::metadata(&from)?;
+        if meta.is_dir() {
+            bytes += copy_tree(&from, &to)?;
+        } else {
+            bytes += std::fs::copy(&from, &to)?;
+        }
+    }
+    Ok(bytes)
+}
+
+/// Writes a file atomically: a temporary beside it, then a rename.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Lists the files under `root` with sizes, paths relative and `/`-separated, sorted.
+pub fn list_files(root: &Path) -> io::Result<Vec<(String, u64)>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let meta = std::fs::metadata(&path)?;
+            if meta.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                out.push((rel, meta.len()));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    if std::fs::metadata(root)?.is_dir() {
+        walk(root, root, &mut out)?;
+    } else {
+        let name = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        out.push((name, std::fs::metadata(root)?.len()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_and_lists_a_tree() -> io::Result<()> {
+        let t = tempfile::tempdir()?;
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("sub"))?;
+        std::fs::create_dir_all(src.join(".git"))?;
+        std::fs::write(src.join("a.py"), "print(1)")?;
+        std::fs::write(src.join("sub/b.txt"), "bb")?;
+        std::fs::write(src.join(".git/HEAD"), "x")?;
+        let dst = t.path().join("dst");
+        assert_eq!(copy_tree(&src, &dst)?, 10);
+        assert_eq!(list_files(&dst)?, [("a.py".to_string(), 8), ("sub/b.txt".to_string(), 2)]);
+        Ok(())
+    }
+}
