@@ -87,6 +87,28 @@ impl<'a> Source<'a> {
         })
     }
 
+    /// The first place where `key:` is written (with `value` on the same line, if given);
+    /// for errors found after parsing, such as a reference to something that does not exist.
+    pub fn locate(&self, key: &str, value: Option<&str>) -> Option<Position> {
+        let prefix = format!("{key}:");
+        self.text.lines().enumerate().find_map(|(i, line)| {
+            let trimmed = line.trim_start().trim_start_matches("- ");
+            if !trimmed.starts_with(&prefix) {
+                return None;
+            }
+            let column = match value {
+                Some(v) => line.find(v)?,
+                None => line.find(&prefix)?,
+            };
+            Some(Position { file: self.name.to_string(), line: i as u32 + 1, column: column as u32 + 1 })
+        })
+    }
+
+    /// An error at the place `locate` finds, or with no position.
+    pub fn error_near(&self, key: &str, value: Option<&str>, message: impl Into<String>) -> SpecError {
+        SpecError { position: self.locate(key, value), message: message.into(), hint: None }
+    }
+
     /// An error pointing at a spanned value.
     pub fn error_at<T>(&self, at: &Spanned<T>, message: impl Into<String>) -> SpecError {
         SpecError {
@@ -178,6 +200,14 @@ mod tests {
         let src = Source::new("x.yaml", "name: a\n  count: [1\n");
         let err = src.parse::<Small>().err();
         assert!(err.as_ref().and_then(|e| e.position.as_ref()).is_some(), "{err:?}");
+    }
+
+    #[test]
+    fn locates_keys() {
+        let src = Source::new("x.yaml", "a: 1\nresources:\n  instance_type: big\n");
+        assert_eq!(src.locate("instance_type", Some("big")).map(|p| (p.line, p.column)), Some((3, 18)));
+        assert_eq!(src.locate("a", None).map(|p| p.line), Some(1));
+        assert_eq!(src.locate("nope", None), None);
     }
 
     #[test]

@@ -1,1 +1,195 @@
-//! placeholder
+//! Berth's control plane: the REST API (axum, thin handlers over services), its configuration
+//! and the wiring of store, job manager and backend. `app` builds the router so tests run it
+//! in-process; `run` binds, recovers unfinished jobs and serves until SIGTERM or Ctrl-C.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod openapi;
+pub mod services;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::{Json, Router};
+use berth_core::Resources;
+use berth_scheduler::backend::local::LocalBackend;
+use berth_scheduler::manager::JobManager;
+use berth_store::Store;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tracing::info;
+
+pub use config::ServerConfig;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Durable state.
+    pub store: Store,
+    /// The job manager.
+    pub jobs: Arc<JobManager<LocalBackend>>,
+    /// The API token.
+    pub token: Arc<str>,
+    /// `$BERTH_HOME`.
+    pub home: Arc<PathBuf>,
+    /// GPU UUIDs of this machine's local compute.
+    pub gpus: Arc<[String]>,
+}
+
+/// What `$BERTH_HOME/server.json` holds, so the CLI and scripts find a running server.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// Base URL of the API.
+    pub api_url: String,
+    /// Base URL of the scoring (inference) listener.
+    pub scoring_url: String,
+    /// File holding the bearer token.
+    pub token_file: String,
+    /// The server's pid.
+    pub pid: u32,
+    /// Berth's version.
+    pub version: String,
+}
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The home folder is unusable.
+    #[error("cannot use {path} as BERTH_HOME: {source}")]
+    Home {
+        /// Folder.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another server holds the home folder.
+    #[error("another berth server is already using {0}; stop it, or start this one with another --home")]
+    Busy(PathBuf),
+    /// An address cannot be bound.
+    #[error("cannot listen on {addr}: {source}; pick another address or port (port 0 picks a free one)")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store failed to open.
+    #[error("cannot open the database: {0}")]
+    Store(#[from] berth_store::StoreError),
+    /// Recovery failed.
+    #[error("cannot recover unfinished jobs: {0}")]
+    Recover(String),
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .merge(api::routes(state.clone()))
+        .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// The scoring listener's answer until online endpoints exist: no endpoint by that name.
+fn scoring_app() -> Router {
+    Router::new().fallback(|uri: axum::http::Uri| async move {
+        let body = berth_core::api::ErrorBody {
+            error: berth_core::api::ErrorDetail {
+                code: "EndpointNotFound".into(),
+                message: format!("no online endpoint serves {}", uri.path()),
+                hint: Some("this server has no online endpoints".into()),
+                position: None,
+            },
+        };
+        (axum::http::StatusCode::NOT_FOUND, Json(body))
+    })
+}
+
+fn home_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+    move |source| StartError::Home { path: path.to_path_buf(), source }
+}
+
+/// Builds the state: opens the store, starts the manager, recovers jobs.
+pub async fn build_state(config: &ServerConfig) -> Result<AppState, StartError> {
+    let home = &config.home;
+    std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
+    let token = auth::load_or_create_token(home).map_err(home_error(home))?;
+    let store = Store::open(&home.join("berth.db")).await?;
+    services::resources::ensure_local_compute(&store).await.map_err(|e| StartError::Recover(e.to_string()))?;
+    let (machine, gpus) = berth_scheduler::machine::detect();
+    let gpu_ids: Vec<String> = gpus.iter().map(|g| g.uuid.clone()).take(config.local_gpus.map_or(usize::MAX, |n| n as usize)).collect();
+    let capacity = Resources::new(
+        config.local_cpu.unwrap_or(machine.cpu),
+        config.local_memory.unwrap_or(machine.memory),
+        gpu_ids.len() as u32,
+    );
+    info!(capacity = %capacity, "local compute");
+    let jobs = JobManager::new(store.clone(), LocalBackend::new(config.supervisor.clone()), capacity, gpu_ids.clone());
+    jobs.recover().await.map_err(|e| StartError::Recover(e.to_string()))?;
+    Ok(AppState { store, jobs, token: token.into(), home: Arc::new(home.clone()), gpus: gpu_ids.into() })
+}
+
+/// Runs the server until SIGTERM or Ctrl-C. Jobs keep running across a restart.
+pub async fn run(config: ServerConfig) -> Result<(), StartError> {
+    let home = config.home.clone();
+    std::fs::create_dir_all(&home).map_err(home_error(&home))?;
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(home.join("server.lock")).map_err(home_error(&home))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| StartError::Busy(home.clone()))?;
+    let api = TcpListener::bind(config.api_listen).await.map_err(|source| StartError::Bind { addr: config.api_listen, source })?;
+    let scoring = TcpListener::bind(config.scoring_listen).await.map_err(|source| StartError::Bind { addr: config.scoring_listen, source })?;
+    let state = build_state(&config).await?;
+    let api_addr = api.local_addr().map_err(home_error(&home))?;
+    let scoring_addr = scoring.local_addr().map_err(home_error(&home))?;
+    let info = ServerInfo {
+        api_url: format!("http://{api_addr}"),
+        scoring_url: format!("http://{scoring_addr}"),
+        token_file: auth::token_path(&home).to_string_lossy().into_owned(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let info_bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
+    berth_scheduler::workdir::write_atomic(&home.join("server.json"), &info_bytes).map_err(home_error(&home))?;
+    info!(api = %info.api_url, scoring = %info.scoring_url, home = %home.display(), "berth server ready");
+    eprintln!("berth server ready: API {} · scoring {} · home {}", info.api_url, info.scoring_url, home.display());
+    let app = app(state, config.max_body_bytes);
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut stop_api = stop_tx.subscribe();
+    let mut stop_scoring = stop_tx.subscribe();
+    let api_task = tokio::spawn(async move {
+        axum::serve(api, app).with_graceful_shutdown(async move { let _ = stop_api.recv().await; }).await
+    });
+    let scoring_task = tokio::spawn(async move {
+        axum::serve(scoring, scoring_app()).with_graceful_shutdown(async move { let _ = stop_scoring.recv().await; }).await
+    });
+    shutdown_signal().await;
+    info!("shutting down; running jobs keep running and are re-attached at the next start");
+    let _ = stop_tx.send(());
+    let _ = api_task.await;
+    let _ = scoring_task.await;
+    let _ = std::fs::remove_file(home.join("server.json"));
+    drop(lock);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

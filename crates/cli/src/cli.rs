@@ -1,0 +1,227 @@
+//! The command line, as clap types: `az ml`-shaped verbs.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Berth: training jobs and inference endpoints on one machine or a Kubernetes cluster,
+/// with Azure ML's YAML and verbs.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, propagate_version = true)]
+pub struct Cli {
+    /// State folder of the local server (default: $BERTH_HOME, else ~/.berth).
+    #[arg(long, global = true, env = "BERTH_HOME")]
+    pub home: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Print only this field of the result (a dotted path, e.g. `status`).
+    #[arg(long, global = true)]
+    pub query: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table for people.
+    Table,
+    /// JSON, with Azure ML's field names.
+    Json,
+    /// YAML.
+    Yaml,
+    /// Tab-separated values, for scripts.
+    Tsv,
+}
+
+/// Top-level verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control plane (API, scheduler, local compute) in the foreground.
+    Server(ServerArgs),
+    /// Training jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Instance types: the resource profiles jobs ask for.
+    #[command(subcommand, name = "instance-type")]
+    InstanceType(InstanceTypeCommand),
+    /// Computes: where jobs run.
+    #[command(subcommand)]
+    Compute(ComputeCommand),
+    /// Datastores: named folders jobs read and write.
+    #[command(subcommand)]
+    Datastore(DatastoreCommand),
+    /// Supervise one job's process (started by the server; not for people).
+    #[command(name = "job-supervise", hide = true)]
+    JobSupervise {
+        /// The job's folder.
+        dir: PathBuf,
+    },
+}
+
+/// `berth server` flags.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// API address (port 0 picks a free port) [default: 127.0.0.1:8700].
+    #[arg(long)]
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// Scoring address (port 0 picks a free port) [default: 127.0.0.1:8701].
+    #[arg(long)]
+    pub scoring_listen: Option<std::net::SocketAddr>,
+    /// CPU the local compute offers [default: this machine's].
+    #[arg(long)]
+    pub local_cpu: Option<berth_core::Quantity>,
+    /// Memory the local compute offers, e.g. 8Gi [default: this machine's].
+    #[arg(long)]
+    pub local_memory: Option<berth_core::Quantity>,
+    /// GPUs the local compute offers [default: those nvidia-smi lists].
+    #[arg(long)]
+    pub local_gpus: Option<u32>,
+}
+
+/// `berth job ...`
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a job from a YAML file.
+    Create {
+        /// The job file.
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Job name (default: from the file, else generated).
+        #[arg(short, long)]
+        name: Option<String>,
+        /// Override a field: --set limits.timeout=600 (repeatable).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
+        /// Stream the job's log until it ends; exit non-zero unless it completes.
+        #[arg(long)]
+        stream: bool,
+    },
+    /// Show a job.
+    Show {
+        /// Job name.
+        #[arg(short, long)]
+        name: String,
+    },
+    /// List jobs, newest first.
+    List,
+    /// Stream a job's log until it ends; exit non-zero unless it completes.
+    Stream {
+        /// Job name.
+        #[arg(short, long)]
+        name: String,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// Job name.
+        #[arg(short, long)]
+        name: String,
+    },
+    /// Download a job's outputs (and with --all, its logs).
+    Download {
+        /// Job name.
+        #[arg(short, long)]
+        name: String,
+        /// The output to download.
+        #[arg(long)]
+        output_name: Option<String>,
+        /// Download every output and the logs.
+        #[arg(long)]
+        all: bool,
+        /// Where to put them [default: the current folder].
+        #[arg(long, default_value = ".")]
+        download_path: PathBuf,
+    },
+}
+
+/// `berth instance-type ...`
+#[derive(Debug, Subcommand)]
+pub enum InstanceTypeCommand {
+    /// Create or update the InstanceTypes in a file (all or nothing).
+    Apply {
+        /// The file (one or more documents, or an InstanceTypeList).
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// List instance types.
+    List,
+    /// Show an instance type.
+    Show {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+    },
+    /// Delete an instance type.
+    Delete {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+    },
+}
+
+/// `berth compute ...`
+#[derive(Debug, Subcommand)]
+pub enum ComputeCommand {
+    /// Attach a compute.
+    Attach {
+        /// local (this machine) or Kubernetes.
+        #[arg(long = "type", required_unless_present = "file")]
+        kind: Option<String>,
+        /// Compute name.
+        #[arg(short, long, required_unless_present = "file")]
+        name: Option<String>,
+        /// A compute YAML file instead of flags.
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+        /// Free text.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Show a compute.
+    Show {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+    },
+    /// List computes.
+    List,
+    /// Detach a compute.
+    Detach {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+        /// Detach even with unfinished jobs (they are canceled).
+        #[arg(long)]
+        force: bool,
+        /// Do not ask for confirmation (accepted for az compatibility).
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+/// `berth datastore ...`
+#[derive(Debug, Subcommand)]
+pub enum DatastoreCommand {
+    /// Create a datastore over a local folder.
+    Create {
+        /// Name.
+        #[arg(short, long, required_unless_present = "file")]
+        name: Option<String>,
+        /// The folder.
+        #[arg(long, required_unless_present = "file")]
+        path: Option<PathBuf>,
+        /// A datastore YAML file instead of flags.
+        #[arg(short, long)]
+        file: Option<PathBuf>,
+    },
+    /// List datastores.
+    List,
+    /// Show a datastore.
+    Show {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+    },
+}

@@ -1,0 +1,143 @@
+//! `berth job ...`: create, show, list, stream, cancel, download.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_core::api::{JobCreateRequest, JobView, OutputFile};
+use futures_util::StreamExt;
+use reqwest::Method;
+
+use crate::cli::JobCommand;
+use crate::client::{Client, seg};
+use crate::failure::Failure;
+use crate::output::Printer;
+
+const COLUMNS: [(&str, &str); 6] = [
+    ("Name", "name"),
+    ("Status", "status"),
+    ("Compute", "compute"),
+    ("Instance type", "resources.instance_type"),
+    ("Created", "creation_context.created_at"),
+    ("Message", "status_message"),
+];
+
+/// Runs one job verb; returns the process exit code.
+pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32, Failure> {
+    match cmd {
+        JobCommand::Create { file, name, set, stream } => {
+            let job = create(client, &file, name, set).await?;
+            out.print(&job, &COLUMNS)?;
+            if stream { follow(client, &job.name).await } else { Ok(0) }
+        }
+        JobCommand::Show { name } => {
+            let job: JobView = client.get(&format!("/api/jobs/{}", seg(&name))).await?;
+            out.print(&job, &COLUMNS).map(|_| 0)
+        }
+        JobCommand::List => {
+            let jobs: Vec<JobView> = client.get("/api/jobs").await?;
+            out.print(&jobs, &COLUMNS).map(|_| 0)
+        }
+        JobCommand::Stream { name } => follow(client, &name).await,
+        JobCommand::Cancel { name } => {
+            let job: JobView = client.call(Method::POST, &format!("/api/jobs/{}/cancel", seg(&name)), None::<&()>).await?;
+            out.print(&job, &COLUMNS).map(|_| 0)
+        }
+        JobCommand::Download { name, output_name, all, download_path } => download(client, &name, output_name, all, &download_path).await,
+    }
+}
+
+async fn create(client: &Client, file: &Path, name: Option<String>, mut set: Vec<String>) -> Result<JobView, Failure> {
+    let yaml = std::fs::read_to_string(file).map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
+    let abs = std::path::absolute(file).map_err(|e| Failure::new(e.to_string()))?;
+    let base_dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    if let Some(n) = name {
+        set.push(format!("name={n}"));
+    }
+    let req = JobCreateRequest { file: file.display().to_string(), yaml, base_dir: base_dir.to_string_lossy().into_owned(), set };
+    client.call(Method::POST, "/api/jobs", Some(&req)).await
+}
+
+/// Streams a job's log to stdout and its status changes to stderr until it ends.
+pub async fn follow(client: &Client, name: &str) -> Result<i32, Failure> {
+    eprintln!("Streaming logs of job {name}; Ctrl-C stops streaming, not the job.");
+    let status_path = format!("/api/jobs/{}", seg(name));
+    let watch = async {
+        let mut last = (String::new(), None::<String>);
+        loop {
+            if let Ok(job) = client.get::<JobView>(&status_path).await {
+                let now = (job.status.clone(), job.status_message.clone());
+                if now != last {
+                    match &now.1 {
+                        Some(m) if job.status != "Failed" => eprintln!("[berth] {name}: {} ({m})", now.0),
+                        _ => eprintln!("[berth] {name}: {}", now.0),
+                    }
+                    last = now;
+                }
+                if matches!(job.status.as_str(), "Completed" | "Failed" | "Canceled") {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let logs = async {
+        let resp = client.send(Method::GET, &format!("/api/jobs/{}/logs?follow=true", seg(name)), None::<&()>).await?;
+        let mut body = resp.bytes_stream();
+        let mut stdout = std::io::stdout();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Failure::new(format!("the log stream broke: {e}")))?;
+            let _ = stdout.write_all(&chunk);
+            let _ = stdout.flush();
+        }
+        Ok::<(), Failure>(())
+    };
+    let (logged, ()) = tokio::join!(logs, watch);
+    logged?;
+    let job: JobView = client.get(&status_path).await?;
+    let summary = match (job.status.as_str(), &job.status_message) {
+        ("Completed", _) => return { eprintln!("Job {name} Completed."); Ok(0) },
+        (s, Some(m)) => format!("Job {name} {s}: {m}"),
+        (s, None) => format!("Job {name} {s}."),
+    };
+    eprintln!("{summary}");
+    Ok(1)
+}
+
+async fn download(client: &Client, name: &str, output: Option<String>, all: bool, dest: &Path) -> Result<i32, Failure> {
+    let job: JobView = client.get(&format!("/api/jobs/{}", seg(name))).await?;
+    let outputs: Vec<String> = match (output, all) {
+        (Some(o), _) => vec![o],
+        (None, true) => job.outputs.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default(),
+        (None, false) => return Err(Failure::new("say what to download").hint("pass --output-name <name>, or --all for every output and the logs")),
+    };
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for o in &outputs {
+        let list: Vec<OutputFile> = client.get(&format!("/api/jobs/{}/outputs/{}/files", seg(name), seg(o))).await?;
+        let root = dest.join("named-outputs").join(o);
+        for f in list {
+            let path = f.path.split('/').map(seg).collect::<Vec<_>>().join("/");
+            let resp = client.send(Method::GET, &format!("/api/jobs/{}/outputs/{}/files/{path}", seg(name), seg(o)), None::<&()>).await?;
+            let data = resp.bytes().await.map_err(|e| Failure::new(format!("download of {} broke: {e}", f.path)))?;
+            write_file(&root.join(&f.path), &data)?;
+            files += 1;
+            bytes += data.len() as u64;
+        }
+    }
+    if all {
+        let resp = client.send(Method::GET, &format!("/api/jobs/{}/logs", seg(name)), None::<&()>).await?;
+        let data = resp.bytes().await.map_err(|e| Failure::new(format!("log download broke: {e}")))?;
+        write_file(&dest.join("artifacts").join("user_logs").join("std_log.txt"), &data)?;
+        files += 1;
+        bytes += data.len() as u64;
+    }
+    eprintln!("Downloaded {files} file(s), {bytes} bytes, to {}", dest.display());
+    Ok(0)
+}
+
+fn write_file(path: &Path, data: &[u8]) -> Result<(), Failure> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Failure::new(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    std::fs::write(path, data).map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))
+}

@@ -1,0 +1,4 @@
+//! One module per group of verbs.
+
+pub mod job;
+pub mod resources;

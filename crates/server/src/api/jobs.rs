@@ -1,0 +1,159 @@
+//! Handlers for jobs: create, show, list, cancel, logs (followed live) and output files.
+
+use std::path::{Component, PathBuf};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_core::api::{JobCreateRequest, JobView, OutputFile};
+use berth_core::job::JobRecord;
+use berth_scheduler::workdir::{JobDir, list_files};
+use berth_store::Kind;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::ApiJson;
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::jobs as svc;
+
+pub async fn create(State(s): State<AppState>, ApiJson(req): ApiJson<JobCreateRequest>) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    svc::create(&s, req).await.map(|v| (StatusCode::CREATED, Json(v)))
+}
+
+pub async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<JobView>, ApiError> {
+    let job = svc::get(&s, &name).await?;
+    Ok(Json(svc::view(&s, &job)))
+}
+
+pub async fn list(State(s): State<AppState>) -> Result<Json<Vec<JobView>>, ApiError> {
+    let jobs = s.store.list::<JobRecord>(Kind::Job).await?;
+    Ok(Json(jobs.iter().rev().map(|j| svc::view(&s, j)).collect()))
+}
+
+pub async fn cancel(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<JobView>, ApiError> {
+    s.jobs.cancel(&name).await?;
+    let job = svc::get(&s, &name).await?;
+    Ok(Json(svc::view(&s, &job)))
+}
+
+#[derive(Deserialize)]
+pub struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+    #[serde(default)]
+    offset: u64,
+}
+
+struct Tail {
+    state: AppState,
+    name: String,
+    path: PathBuf,
+    offset: u64,
+    follow: bool,
+    done: bool,
+    changes: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Tail {
+    async fn read_more(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        match tokio::fs::File::open(&self.path).await {
+            Ok(mut f) => {
+                f.seek(std::io::SeekFrom::Start(self.offset)).await?;
+                f.take(1 << 20).read_to_end(&mut buf).await?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.offset += buf.len() as u64;
+        Ok(buf)
+    }
+
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            // Read the job's status before the file, so nothing written before the end is missed.
+            let finished = !self.follow
+                || svc::get(&self.state, &self.name).await.map(|j| j.value.state.status().is_terminal()).unwrap_or(true);
+            match self.read_more().await {
+                Ok(b) if !b.is_empty() => return Some(Ok(Bytes::from(b))),
+                Ok(_) if finished => {
+                    self.done = true;
+                    return None;
+                }
+                Ok(_) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(200), self.changes.changed()).await;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// The job's log from `offset`; with `follow=true`, kept open until the job ends.
+pub async fn logs(State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Result<Response, ApiError> {
+    let job = svc::get(&s, &name).await?;
+    let tail = Tail {
+        path: JobDir::new(&job.value.workdir).log(),
+        changes: s.jobs.subscribe(),
+        state: s,
+        name,
+        offset: q.offset,
+        follow: q.follow,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(tail, |mut t| async move { t.next_chunk().await.map(|c| (c, t)) });
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+}
+
+pub async fn output_files(State(s): State<AppState>, Path((name, output)): Path<(String, String)>) -> Result<Json<Vec<OutputFile>>, ApiError> {
+    let root = svc::output_path(&s, &name, &output).await?;
+    if !root.exists() {
+        return Ok(Json(Vec::new()));
+    }
+    let files = tokio::task::spawn_blocking(move || list_files(&root))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("cannot list output `{output}`: {e}")))?;
+    Ok(Json(files.into_iter().map(|(path, size)| OutputFile { path, size }).collect()))
+}
+
+pub async fn output_file(State(s): State<AppState>, Path((name, output, path)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+    let rel = PathBuf::from(&path);
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(ApiError::BadRequest(format!("`{path}` is not a path inside the output")));
+    }
+    let root = svc::output_path(&s, &name, &output).await?;
+    let file = root.join(rel);
+    let f = tokio::fs::File::open(&file).await.map_err(|_| ApiError::NotFound {
+        kind: "output file",
+        name: path.clone(),
+        hint: Some(format!("`berth job download --name {name} --output-name {output}` fetches every file")),
+    })?;
+    let stream = tokio_util_stream(f);
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream)).into_response())
+}
+
+fn tokio_util_stream(f: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    futures_util::stream::unfold(Some(f), |f| async move {
+        let mut f = f?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}

@@ -1,0 +1,54 @@
+//! The REST API's routes: thin handlers over the services.
+
+mod jobs;
+mod resources;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router, middleware};
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// A JSON body whose rejections are API errors (413 for a body over the limit).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(e) => Err(rejection(e)),
+        }
+    }
+}
+
+fn rejection(e: JsonRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("the request body is larger than the server accepts".into())
+    } else {
+        ApiError::BadRequest(format!("the request body is not valid: {}", e.body_text()))
+    }
+}
+
+/// Every authenticated route under `/api`.
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs", post(jobs::create).get(jobs::list))
+        .route("/api/jobs/{name}", get(jobs::show))
+        .route("/api/jobs/{name}/cancel", post(jobs::cancel))
+        .route("/api/jobs/{name}/logs", get(jobs::logs))
+        .route("/api/jobs/{name}/outputs/{output}/files", get(jobs::output_files))
+        .route("/api/jobs/{name}/outputs/{output}/files/{*path}", get(jobs::output_file))
+        .route("/api/instance-types", put(resources::apply_instance_types).get(resources::list_instance_types))
+        .route("/api/instance-types/{name}", get(resources::show_instance_type).delete(resources::delete_instance_type))
+        .route("/api/computes", post(resources::attach_compute).get(resources::list_computes))
+        .route("/api/computes/{name}", get(resources::show_compute).delete(resources::detach_compute))
+        .route("/api/datastores", post(resources::create_datastore).get(resources::list_datastores))
+        .route("/api/datastores/{name}", get(resources::show_datastore))
+        .route_layer(middleware::from_fn_with_state(state, crate::auth::require_token))
+}

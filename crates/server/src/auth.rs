@@ -1,0 +1,82 @@
+//! The API's bearer token: made on first start into `$BERTH_HOME/token` (mode 0600) and
+//! checked on every request, with a constant-time comparison.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Where the token lives under a home folder.
+pub fn token_path(home: &Path) -> PathBuf {
+    home.join("token")
+}
+
+/// Reads the token, creating a random one if there is none.
+pub fn load_or_create_token(home: &Path) -> std::io::Result<String> {
+    let path = token_path(home);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    f.write_all(token.as_bytes())?;
+    Ok(token)
+}
+
+/// Compares without leaking where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Rejects requests without the right `Authorization: Bearer <token>`.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::Unauthorized("the bearer token is wrong".into()).into_response(),
+        None => ApiError::Unauthorized("no bearer token was sent".into()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_is_created_once_and_private() -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let home = tempfile::tempdir()?;
+        let a = load_or_create_token(home.path())?;
+        let b = load_or_create_token(home.path())?;
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+        let mode = std::fs::metadata(token_path(home.path()))?.permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        Ok(())
+    }
+
+    #[test]
+    fn compares_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

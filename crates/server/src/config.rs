@@ -1,0 +1,166 @@
+//! `berth server`'s configuration: defaults, then `$BERTH_HOME/config.yaml`, then `BERTH_*`
+//! environment variables, then flags; validated once at start-up.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use berth_core::Quantity;
+use serde::Deserialize;
+
+/// Everything `berth server` needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// State folder: database, token, job folders.
+    pub home: PathBuf,
+    /// Control-plane API address (port 0 picks a free port).
+    pub api_listen: SocketAddr,
+    /// Scoring (inference router) address (port 0 picks a free port).
+    pub scoring_listen: SocketAddr,
+    /// CPU the local compute offers; default: this machine's CPUs.
+    pub local_cpu: Option<Quantity>,
+    /// Memory the local compute offers; default: this machine's memory.
+    pub local_memory: Option<Quantity>,
+    /// GPUs the local compute offers; default: those `nvidia-smi` lists.
+    pub local_gpus: Option<u32>,
+    /// Largest request body the API accepts, in bytes.
+    pub max_body_bytes: usize,
+    /// The command that supervises one job (`<berth> job-supervise`).
+    pub supervisor: Vec<String>,
+}
+
+/// Settings a file, the environment or flags may give; unset fields keep the earlier value.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// `api_listen: 127.0.0.1:8700`
+    pub api_listen: Option<SocketAddr>,
+    /// `scoring_listen: 127.0.0.1:8701`
+    pub scoring_listen: Option<SocketAddr>,
+    /// `local_cpu: "4"`
+    pub local_cpu: Option<Quantity>,
+    /// `local_memory: 8Gi`
+    pub local_memory: Option<Quantity>,
+    /// `local_gpus: 0`
+    pub local_gpus: Option<u32>,
+    /// `max_body_bytes: 8388608`
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file does not parse.
+    #[error("{0}")]
+    File(berth_core::yaml::SpecError),
+    /// The config file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An environment variable holds a bad value.
+    #[error("environment variable {name}={value} is not valid: {reason}")]
+    Env {
+        /// Variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigLayer {
+    fn over(self, base: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            api_listen: self.api_listen.or(base.api_listen),
+            scoring_listen: self.scoring_listen.or(base.scoring_listen),
+            local_cpu: self.local_cpu.or(base.local_cpu),
+            local_memory: self.local_memory.or(base.local_memory),
+            local_gpus: self.local_gpus.or(base.local_gpus),
+            max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
+        }
+    }
+
+    /// Reads `BERTH_API_LISTEN`, `BERTH_SCORING_LISTEN`, `BERTH_LOCAL_CPU`, `BERTH_LOCAL_MEMORY`,
+    /// `BERTH_LOCAL_GPUS` and `BERTH_MAX_BODY_BYTES` through `get`.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<ConfigLayer, ConfigError> {
+        fn parse<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<T>, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match get(name) {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|e: T::Err| ConfigError::Env { name, value: v, reason: e.to_string() }),
+            }
+        }
+        Ok(ConfigLayer {
+            api_listen: parse(&get, "BERTH_API_LISTEN")?,
+            scoring_listen: parse(&get, "BERTH_SCORING_LISTEN")?,
+            local_cpu: parse(&get, "BERTH_LOCAL_CPU")?,
+            local_memory: parse(&get, "BERTH_LOCAL_MEMORY")?,
+            local_gpus: parse(&get, "BERTH_LOCAL_GPUS")?,
+            max_body_bytes: parse(&get, "BERTH_MAX_BODY_BYTES")?,
+        })
+    }
+}
+
+impl ServerConfig {
+    /// Builds the configuration: defaults, `home/config.yaml` if present, `env`, then `flags`.
+    pub fn load(home: &Path, env: ConfigLayer, flags: ConfigLayer, supervisor: Vec<String>) -> Result<ServerConfig, ConfigError> {
+        let file_path = home.join("config.yaml");
+        let file = match std::fs::read_to_string(&file_path) {
+            Ok(text) => {
+                let name = file_path.display().to_string();
+                berth_core::yaml::Source::new(&name, &text).parse::<ConfigLayer>().map_err(ConfigError::File)?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigLayer::default(),
+            Err(source) => return Err(ConfigError::Read { path: file_path, source }),
+        };
+        let merged = flags.over(env.over(file));
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        Ok(ServerConfig {
+            home: home.to_path_buf(),
+            api_listen: merged.api_listen.unwrap_or(loopback(8700)),
+            scoring_listen: merged.scoring_listen.unwrap_or(loopback(8701)),
+            local_cpu: merged.local_cpu,
+            local_memory: merged.local_memory,
+            local_gpus: merged.local_gpus,
+            max_body_bytes: merged.max_body_bytes.unwrap_or(8 << 20),
+            supervisor,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() -> Result<(), Box<dyn std::error::Error>> {
+        let home = tempfile::tempdir()?;
+        std::fs::write(home.path().join("config.yaml"), "local_cpu: \"3\"\nlocal_gpus: 1\n")?;
+        let env = ConfigLayer::from_env(|k| (k == "BERTH_LOCAL_CPU").then(|| "2".to_string()))?;
+        let flags = ConfigLayer { api_listen: Some("127.0.0.1:0".parse()?), ..Default::default() };
+        let c = ServerConfig::load(home.path(), env, flags, vec![])?;
+        assert_eq!(c.local_cpu, Some(Quantity::from_units(2)));
+        assert_eq!(c.local_gpus, Some(1));
+        assert_eq!(c.api_listen.port(), 0);
+        assert_eq!(c.scoring_listen.port(), 8701);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_are_named() -> Result<(), Box<dyn std::error::Error>> {
+        let err = ConfigLayer::from_env(|k| (k == "BERTH_LOCAL_MEMORY").then(|| "lots".to_string())).err();
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("BERTH_LOCAL_MEMORY=lots"));
+        let home = tempfile::tempdir()?;
+        std::fs::write(home.path().join("config.yaml"), "local_cpus: 3\n")?;
+        let err = ServerConfig::load(home.path(), ConfigLayer::default(), ConfigLayer::default(), vec![]).err();
+        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("unknown field `local_cpus`"));
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! Job submission and views: parse the file, resolve every reference against the workspace,
+//! snapshot the code, and hand the job to the manager, storing nothing half-way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_core::api::{JobCreateRequest, JobView};
+use berth_core::job::{JobRecord, JobState, ResolvedInput, ResolvedOutput};
+use berth_core::names::validate_name;
+use berth_core::spec::compute::{ComputeKind, LOCAL_COMPUTE};
+use berth_core::spec::data::{DataPath, DataType, JobInput};
+use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
+use berth_core::spec::job::JobSpec;
+use berth_core::yaml::{Source, SpecError};
+use berth_scheduler::workdir::{JobDir, copy_tree};
+use berth_store::{Kind, Stored};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::resources::{datastore_root, find_compute, find_instance_type};
+
+const ADJECTIVES: [&str; 16] = [
+    "brave", "calm", "eager", "gentle", "happy", "keen", "lively", "mellow", "nimble", "quiet", "sincere", "steady", "swift", "tidy", "witty", "zesty",
+];
+const NOUNS: [&str; 16] = [
+    "badger", "comet", "falcon", "garden", "harbor", "island", "lantern", "maple", "otter", "pepper", "river", "sparrow", "tiger", "tulip", "walrus", "yarrow",
+];
+
+/// A fresh job name in Azure ML's style: `sincere_tiger_k3v9x2qa`.
+pub fn generate_name() -> String {
+    let a = ADJECTIVES[rand::random_range(0..ADJECTIVES.len())];
+    let n = NOUNS[rand::random_range(0..NOUNS.len())];
+    let suffix: String = (0..8).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rand::random_range(0..36)])).collect();
+    format!("{a}_{n}_{suffix}")
+}
+
+/// Validates, resolves and submits a job file.
+pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, ApiError> {
+    let src = Source::new(&req.file, &req.yaml);
+    let mut spec = JobSpec::parse(&src).map_err(ApiError::spec)?;
+    for s in &req.set {
+        spec.apply_set(s).map_err(ApiError::spec)?;
+    }
+    spec.check_references().map_err(|m| ApiError::spec(src.error_near("command", None, m)))?;
+    let base_dir = PathBuf::from(&req.base_dir);
+    if !base_dir.is_absolute() {
+        return Err(ApiError::BadRequest(format!("base_dir `{}` must be an absolute path", req.base_dir)));
+    }
+    let name = spec.name.clone().unwrap_or_else(generate_name);
+    validate_name("job", &name).map_err(|m| ApiError::spec(SpecError::new(m)))?;
+    if state.store.get::<serde_json::Value>(Kind::Job, &name).await?.is_some() {
+        return Err(ApiError::AlreadyExists { kind: "job", name, hint: Some("pick another name with --name, or leave the name out to get a generated one".into()) });
+    }
+    spec.name = Some(name.clone());
+
+    let compute_name = spec.compute.clone().unwrap_or_else(|| LOCAL_COMPUTE.to_string());
+    let compute = find_compute(state, &compute_name).await?.ok_or_else(|| {
+        ApiError::spec(
+            src.error_near("compute", None, format!("compute `{compute_name}` does not exist"))
+                .hint(format!("attach it with `berth compute attach --type local --name {compute_name}`, or see `berth compute list`")),
+        )
+    })?;
+    if compute.kind != ComputeKind::Local {
+        return Err(ApiError::NotSupported(format!("compute `{compute_name}` is a Kubernetes compute, which this server cannot run jobs on yet")));
+    }
+    let it_name = spec.instance_type.clone().unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
+    let instance_type = find_instance_type(state, &it_name).await?.ok_or_else(|| {
+        ApiError::spec(
+            src.error_near("instance_type", Some(&it_name), format!("instance type `{it_name}` does not exist"))
+                .hint("apply it with `berth instance-type apply -f instance-types.yaml`; `berth instance-type list` shows what there is"),
+        )
+    })?;
+
+    let workdir = state.home.join("jobs").join(&name);
+    let inputs = resolve_inputs(state, &src, &spec, &base_dir).await?;
+    let outputs = resolve_outputs(state, &src, &spec, &workdir).await?;
+    let code = match &spec.code {
+        Some(c) => {
+            let p = base_dir.join(c);
+            if !p.exists() {
+                return Err(ApiError::spec(
+                    src.error_near("code", Some(c), format!("code path `{c}` does not exist (looked for {})", p.display()))
+                        .hint("`code` is relative to the job file's folder"),
+                ));
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let experiment_name = spec.experiment_name.clone().unwrap_or_else(|| experiment_from(&base_dir));
+    let record = JobRecord {
+        name: name.clone(),
+        display_name: spec.display_name.clone().unwrap_or_else(|| name.clone()),
+        experiment_name,
+        compute: compute_name,
+        instance_type,
+        base_dir: req.base_dir.clone(),
+        workdir: workdir.to_string_lossy().into_owned(),
+        inputs,
+        outputs,
+        created_at: OffsetDateTime::now_utc(),
+        state: JobState::NotStarted,
+        spec,
+    };
+    snapshot(&workdir, code).await?;
+    match state.jobs.submit(record).await {
+        Ok(stored) => Ok(view(state, &stored)),
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&workdir).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// The experiment name Azure ML derives from the submitting folder.
+fn experiment_from(base_dir: &Path) -> String {
+    let raw = base_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let clean: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if clean.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) { clean } else { "default".into() }
+}
+
+async fn snapshot(workdir: &Path, code: Option<PathBuf>) -> Result<(), ApiError> {
+    let dir = JobDir::new(workdir);
+    let _ = tokio::fs::remove_dir_all(workdir).await;
+    let code_dst = dir.code();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&code_dst)?;
+        if let Some(src) = code {
+            if src.is_dir() {
+                copy_tree(&src, &code_dst)?;
+            } else if let Some(file) = src.file_name() {
+                std::fs::copy(&src, code_dst.join(file))?;
+            }
+        }
+        std::fs::create_dir_all(dir.log().parent().unwrap_or(dir.root()))?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("cannot snapshot the code into {}: {e}", workdir.display())))
+}
+
+async fn resolve_inputs(state: &AppState, src: &Source<'_>, spec: &JobSpec, base: &Path) -> Result<BTreeMap<String, ResolvedInput>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (name, input) in &spec.inputs {
+        let resolved = match input {
+            JobInput::Literal { value } => ResolvedInput::Literal { value: value.clone() },
+            JobInput::Data { data_type, path, mode } => {
+                let local = match path {
+                    DataPath::Url { url } => {
+                        out.insert(name.clone(), ResolvedInput::Url { url: url.clone(), data_type: *data_type, mode: *mode });
+                        continue;
+                    }
+                    DataPath::Local { path } => base.join(path),
+                    DataPath::Datastore { datastore, path } => {
+                        let root = datastore_root(state, datastore).await?.ok_or_else(|| {
+                            ApiError::spec(
+                                src.error_near("path", Some(datastore), format!("input `{name}`: datastore `{datastore}` does not exist"))
+                                    .hint(format!("create it with `berth datastore create --name {datastore} --path <folder>`")),
+                            )
+                        })?;
+                        root.join(path)
+                    }
+                };
+                let written = match path {
+                    DataPath::Local { path } => path.clone(),
+                    DataPath::Datastore { datastore, .. } => datastore.clone(),
+                    DataPath::Url { url } => url.clone(),
+                };
+                check_exists(src, name, &written, &local, *data_type)?;
+                ResolvedInput::Path { path: local.to_string_lossy().into_owned(), data_type: *data_type, mode: *mode }
+            }
+        };
+        out.insert(name.clone(), resolved);
+    }
+    Ok(out)
+}
+
+fn check_exists(src: &Source<'_>, name: &str, written: &str, path: &Path, data_type: DataType) -> Result<(), ApiError> {
+    let err = |m: String| ApiError::spec(src.error_near("path", Some(written), m));
+    match std::fs::metadata(path) {
+        Err(_) => Err(err(format!("input `{name}`: {} does not exist", path.display()))),
+        Ok(m) if data_type == DataType::UriFile && m.is_dir() => {
+            Err(err(format!("input `{name}` is `type: uri_file` but {} is a folder; use `type: uri_folder`", path.display())))
+        }
+        Ok(m) if data_type == DataType::UriFolder && !m.is_dir() => {
+            Err(err(format!("input `{name}` is `type: uri_folder` but {} is a file; use `type: uri_file`", path.display())))
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+async fn resolve_outputs(state: &AppState, src: &Source<'_>, spec: &JobSpec, workdir: &Path) -> Result<BTreeMap<String, ResolvedOutput>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (name, o) in &spec.outputs {
+        let path = match &o.path {
+            Some(DataPath::Datastore { datastore, path }) => {
+                let root = datastore_root(state, datastore).await?.ok_or_else(|| {
+                    ApiError::spec(src.error_near("path", Some(datastore), format!("output `{name}`: datastore `{datastore}` does not exist")))
+                })?;
+                root.join(path)
+            }
+            _ if o.data_type == DataType::UriFile => JobDir::new(workdir).outputs().join(name).join(name),
+            _ => JobDir::new(workdir).outputs().join(name),
+        };
+        out.insert(name.clone(), ResolvedOutput { path: path.to_string_lossy().into_owned(), data_type: o.data_type });
+    }
+    Ok(out)
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// The API's view of a stored job, with the live queue reason.
+pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
+    let job = &stored.value;
+    let (status_message, failure_kind, exit_code) = match &job.state {
+        JobState::Queued => (state.jobs.queue_reason(&job.name), None, None),
+        JobState::Preparing { note, .. } => (note.clone(), None, None),
+        JobState::Failed { kind, message, exit_code, .. } => (Some(message.clone()), Some(format!("{kind:?}")), *exit_code),
+        JobState::Completed { .. } => (None, None, Some(0)),
+        JobState::Finalizing { exit_code, .. } => (None, None, Some(*exit_code)),
+        _ => (None, None, None),
+    };
+    let gpus = match &job.state {
+        JobState::Preparing { gpus, .. } | JobState::Running { gpus, .. } => gpus.clone(),
+        _ => Vec::new(),
+    };
+    let spec = &job.spec;
+    JobView {
+        name: job.name.clone(),
+        job_type: "command".into(),
+        status: job.state.status().as_str().into(),
+        status_message,
+        failure_kind,
+        exit_code,
+        display_name: job.display_name.clone(),
+        experiment_name: job.experiment_name.clone(),
+        description: spec.description.clone(),
+        tags: spec.tags.clone(),
+        compute: format!("azureml:{}", job.compute),
+        resources: BTreeMap::from([("instance_type".to_string(), job.instance_type.name.clone())]),
+        limits: spec.timeout_seconds.map(|t| BTreeMap::from([("timeout".to_string(), t)])).unwrap_or_default(),
+        command: spec.command.clone(),
+        code: spec.code.clone(),
+        environment: spec.environment.as_ref().and_then(|e| serde_json::to_value(e).ok()),
+        environment_variables: spec.environment_variables.clone(),
+        inputs: serde_json::to_value(&job.inputs).unwrap_or_default(),
+        outputs: serde_json::to_value(&job.outputs).unwrap_or_default(),
+        creation_context: BTreeMap::from([("created_at".to_string(), rfc3339(job.created_at))]),
+        start_time: job.state.started_at().map(rfc3339),
+        end_time: job.state.ended_at().map(rfc3339),
+        gpus,
+        resource_version: stored.resource_version,
+    }
+}
+
+/// Reads a job.
+pub async fn get(state: &AppState, name: &str) -> Result<Stored<JobRecord>, ApiError> {
+    state.store.get(Kind::Job, name).await?.ok_or_else(|| ApiError::NotFound {
+        kind: "job",
+        name: name.to_string(),
+        hint: Some("`berth job list` shows the jobs".into()),
+    })
+}
+
+/// The folder or file an output was written to.
+pub async fn output_path(state: &AppState, name: &str, output: &str) -> Result<PathBuf, ApiError> {
+    let job = get(state, name).await?;
+    let o = job.value.outputs.get(output).ok_or_else(|| ApiError::NotFound {
+        kind: "output",
+        name: output.to_string(),
+        hint: Some(format!("job `{name}` has outputs: {}", job.value.outputs.keys().cloned().collect::<Vec<_>>().join(", "))),
+    })?;
+    let p = PathBuf::from(&o.path);
+    Ok(if o.data_type == DataType::UriFile { p.parent().map(Path::to_path_buf).unwrap_or(p) } else { p })
+}
