@@ -72,14 +72,17 @@ impl Quantity {
     /// Renders a byte count the way a person reads memory: `16Gi`, `1536Mi`, `100M`.
     pub fn display_bytes(self) -> String {
         let bytes = self.units_ceil();
-        for (suffix, scale) in [("Ti", 1i128 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-            if bytes >= scale && bytes % scale == 0 {
+        let units = [("Ti", 1i128 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+        for (suffix, scale) in units {
+            // Exact Ki only for small values: 24684084Ki reads better as 23.5Gi.
+            if bytes >= scale && bytes % scale == 0 && (suffix != "Ki" || bytes < 1 << 20) {
                 return format!("{}{suffix}", bytes / scale);
             }
         }
-        for (suffix, scale) in [("Gi", 1i128 << 30), ("Mi", 1 << 20)] {
+        for (suffix, scale) in units {
             if bytes >= scale {
-                return format!("{:.1}{suffix}", bytes as f64 / scale as f64);
+                let s = format!("{:.1}", bytes as f64 / scale as f64);
+                return format!("{}{suffix}", s.trim_end_matches(".0"));
             }
         }
         bytes.to_string()
@@ -258,5 +261,6 @@ mod tests {
         assert_eq!("100m".parse::<Quantity>().map(|q| q.display_cpu()).ok().as_deref(), Some("100m"));
         assert_eq!("16Gi".parse::<Quantity>().map(|q| q.display_bytes()).ok().as_deref(), Some("16Gi"));
         assert_eq!("2".parse::<Quantity>().map(|q| q.to_string()).ok().as_deref(), Some("2"));
+        assert_eq!("24684084Ki".parse::<Quantity>().map(|q| q.display_bytes()).ok().as_deref(), Some("23.5Gi"));
     }
 }

@@ -10,12 +10,24 @@ use crate::quantity::Quantity;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Resources {
     /// CPU in cores (millicore precision).
+    #[serde(serialize_with = "cpu_text")]
     pub cpu: Quantity,
     /// Memory in bytes.
+    #[serde(serialize_with = "memory_text")]
     pub memory: Quantity,
     /// Whole `nvidia.com/gpu` devices.
     #[serde(default)]
     pub gpus: u32,
+}
+
+fn cpu_text<S: serde::Serializer>(q: &Quantity, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&q.display_cpu())
+}
+
+/// Memory as people write it (`4Gi`); exact values only, so it reads back the same.
+fn memory_text<S: serde::Serializer>(q: &Quantity, s: S) -> Result<S::Ok, S::Error> {
+    let shown = q.display_bytes();
+    if shown.contains('.') { s.collect_str(q) } else { s.serialize_str(&shown) }
 }
 
 impl Resources {
@@ -70,6 +82,14 @@ mod tests {
         assert!(!r("2100m", "1Gi", 0).fits_in(&free));
         assert!(!r("1", "5Gi", 0).fits_in(&free));
         assert!(!r("1", "1Gi", 1).fits_in(&free));
+    }
+
+    #[test]
+    fn serializes_as_people_write_it() {
+        let json = serde_json::to_string(&r("1500m", "4Gi", 1)).unwrap_or_default();
+        assert_eq!(json, r#"{"cpu":"1.5","memory":"4Gi","gpus":1}"#);
+        let back: Resources = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(back, r("1500m", "4Gi", 1));
     }
 
     #[test]

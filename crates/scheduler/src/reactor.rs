@@ -90,7 +90,13 @@ impl Reactor {
             return;
         };
         if !request.fits_in(&p.total) {
-            fx.reject(job, format!("needs {request}; `{pool}` has only {} in total, so it can never run there", p.total));
+            fx.reject(
+                job,
+                format!(
+                    "needs {request}; `{pool}` has only {} in total, so it can never run there; pick an instance type that fits (`berth instance-type list`)",
+                    p.total
+                ),
+            );
             return;
         }
         let key = (Reverse(priority), seq);

@@ -1,0 +1,116 @@
+//! Test support: a real `berth server` on port 0 with its own home, and a way to run the CLI
+//! against it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+
+/// A running server and its home folder.
+pub struct Server {
+    pub home: tempfile::TempDir,
+    pub child: Child,
+    pub api_url: String,
+}
+
+impl Server {
+    /// Starts a server with extra flags; returns once it is ready (reads its "ready" line).
+    pub fn start(flags: &[&str]) -> Server {
+        let home = tempfile::tempdir().expect("temp home");
+        Self::start_in(home, flags, &[])
+    }
+
+    /// Starts a server in an existing home, with extra flags and environment.
+    pub fn start_in(home: tempfile::TempDir, flags: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(BERTH)
+            .args(["server", "--api-listen", "127.0.0.1:0", "--scoring-listen", "127.0.0.1:0"])
+            .args(flags)
+            .env("BERTH_HOME", home.path())
+            .env("BERTH_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start berth server");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut api_url = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("server output");
+            if let Some(rest) = line.strip_prefix("berth server ready: API ") {
+                api_url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                break;
+            }
+        }
+        assert!(!api_url.is_empty(), "server did not start");
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { home, child, api_url }
+    }
+
+    /// Runs `berth <args>` against this server from folder `cwd`.
+    pub fn cli_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        Command::new(BERTH).args(args).current_dir(cwd).env("BERTH_HOME", self.home.path()).output().expect("run berth")
+    }
+
+    /// Runs `berth <args>` from the home folder.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_in(self.home.path(), args)
+    }
+
+    /// Runs `berth <args> -o json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        let out = self.cli(&a);
+        assert!(out.status.success(), "berth {args:?} failed: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("json output")
+    }
+
+    /// The status of a job.
+    pub fn status(&self, job: &str) -> serde_json::Value {
+        self.json(&["job", "show", "--name", job])
+    }
+
+    /// Kills the server with SIGKILL and returns its home.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.home, tempfile::tempdir().expect("temp"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Writes a file under `dir`, creating folders.
+pub fn write(dir: &Path, rel: &str, body: &str) -> PathBuf {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+/// An instance type file with one type.
+pub fn instance_type(name: &str, cpu: &str, memory: &str) -> String {
+    format!(
+        "apiVersion: amlarc.azureml.com/v1alpha1\nkind: InstanceType\nmetadata:\n  name: {name}\nspec:\n  resources:\n    requests:\n      cpu: \"{cpu}\"\n      memory: {memory}\n    limits:\n      cpu: \"{cpu}\"\n      memory: {memory}\n"
+    )
+}
+
+/// The seed example folder.
+pub fn seed_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed")
+}
