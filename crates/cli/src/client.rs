@@ -20,44 +20,74 @@ pub struct Client {
 pub fn home_dir(flag: Option<&Path>) -> PathBuf {
     match flag {
         Some(p) => p.to_path_buf(),
-        None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".berth"),
+        None => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".berth"),
     }
 }
 
 impl Client {
     /// Finds the server: `BERTH_SERVER` + `BERTH_TOKEN`, else `<home>/server.json`.
     pub fn connect(home: &Path) -> Result<Client, Failure> {
-        let http = reqwest::Client::builder().build().map_err(|e| Failure::new(format!("cannot build an HTTP client: {e}")))?;
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(|e| Failure::new(format!("cannot build an HTTP client: {e}")))?;
         if let Ok(base) = std::env::var("BERTH_SERVER") {
-            let token = std::env::var("BERTH_TOKEN")
-                .map_err(|_| Failure::new("BERTH_SERVER is set but BERTH_TOKEN is not").hint("export BERTH_TOKEN=<the server's token>"))?;
-            return Ok(Client { http, base: base.trim_end_matches('/').to_string(), token });
+            let token = std::env::var("BERTH_TOKEN").map_err(|_| {
+                Failure::new("BERTH_SERVER is set but BERTH_TOKEN is not")
+                    .hint("export BERTH_TOKEN=<the server's token>")
+            })?;
+            return Ok(Client {
+                http,
+                base: base.trim_end_matches('/').to_string(),
+                token,
+            });
         }
         let info_path = home.join("server.json");
         let text = std::fs::read_to_string(&info_path).map_err(|_| {
             Failure::new(format!("no berth server is running for {} (there is no {})", home.display(), info_path.display()))
                 .hint("start one with `berth server &`, or set BERTH_SERVER and BERTH_TOKEN to reach a remote one")
         })?;
-        let info: berth_server::ServerInfo =
-            serde_json::from_str(&text).map_err(|e| Failure::new(format!("{} is not readable: {e}", info_path.display())))?;
-        let token = std::fs::read_to_string(&info.token_file)
-            .map_err(|e| Failure::new(format!("cannot read the server token {}: {e}", info.token_file)))?;
-        Ok(Client { http, base: info.api_url, token: token.trim().to_string() })
+        let info: berth_server::ServerInfo = serde_json::from_str(&text)
+            .map_err(|e| Failure::new(format!("{} is not readable: {e}", info_path.display())))?;
+        let token = std::fs::read_to_string(&info.token_file).map_err(|e| {
+            Failure::new(format!(
+                "cannot read the server token {}: {e}",
+                info.token_file
+            ))
+        })?;
+        Ok(Client {
+            http,
+            base: info.api_url,
+            token: token.trim().to_string(),
+        })
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token)
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
     }
 
     /// Sends a request and returns the raw response, turning API errors into failures.
-    pub async fn send(&self, method: Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<reqwest::Response, Failure> {
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<reqwest::Response, Failure> {
         let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.json(b);
         }
         let resp = req.send().await.map_err(|e| {
-            Failure::new(format!("cannot reach the berth server at {}: {}", self.base, root_cause(&e)))
-                .hint("is `berth server` running? `berth server &` starts one")
+            Failure::new(format!(
+                "cannot reach the berth server at {}: {}",
+                self.base,
+                root_cause(&e)
+            ))
+            .hint("is `berth server` running? `berth server &` starts one")
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -71,12 +101,20 @@ impl Client {
     }
 
     /// A JSON request with a JSON answer.
-    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&(impl Serialize + ?Sized)>) -> Result<T, Failure> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, Failure> {
         let resp = self.send(method, path, body).await?;
         if resp.status() == StatusCode::NO_CONTENT {
-            return serde_json::from_value(serde_json::Value::Null).map_err(|e| Failure::new(e.to_string()));
+            return serde_json::from_value(serde_json::Value::Null)
+                .map_err(|e| Failure::new(e.to_string()));
         }
-        resp.json().await.map_err(|e| Failure::new(format!("the server's answer is not readable: {e}")))
+        resp.json()
+            .await
+            .map_err(|e| Failure::new(format!("the server's answer is not readable: {e}")))
     }
 
     /// GET returning JSON.
@@ -97,7 +135,9 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 pub fn seg(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -19,7 +19,11 @@ pub struct Failure {
 impl Failure {
     /// A failure with exit code 1.
     pub fn new(message: impl Into<String>) -> Self {
-        Failure { message: message.into(), hint: None, code: 1 }
+        Failure {
+            message: message.into(),
+            hint: None,
+            code: 1,
+        }
     }
 
     /// Adds a hint.
@@ -34,8 +38,16 @@ impl Failure {
             Some(p) => format!("{p}: {}", e.message),
             None => e.message,
         };
-        let code = if status == StatusCode::UNAUTHORIZED { 3 } else { 1 };
-        Failure { message, hint: e.hint, code }
+        let code = if status == StatusCode::UNAUTHORIZED {
+            3
+        } else {
+            1
+        };
+        Failure {
+            message,
+            hint: e.hint,
+            code,
+        }
     }
 }
 

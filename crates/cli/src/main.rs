@@ -16,7 +16,10 @@ use failure::Failure;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -36,25 +39,39 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let home = client::home_dir(cli.home.as_deref());
-    let out = output::Printer { format: cli.output, query: cli.query };
+    let out = output::Printer {
+        format: cli.output,
+        query: cli.query,
+    };
     match cli.command {
         Command::Server(args) => server(home, args).await,
         Command::JobSupervise { dir } => Ok(berth_scheduler::supervisor::supervise(&dir).await),
         Command::Job(cmd) => commands::job::run(&client::Client::connect(&home)?, &out, cmd).await,
-        Command::InstanceType(cmd) => commands::resources::instance_type(&client::Client::connect(&home)?, &out, cmd).await,
-        Command::Compute(cmd) => commands::resources::compute(&client::Client::connect(&home)?, &out, cmd).await,
-        Command::Datastore(cmd) => commands::resources::datastore(&client::Client::connect(&home)?, &out, cmd).await,
+        Command::InstanceType(cmd) => {
+            commands::resources::instance_type(&client::Client::connect(&home)?, &out, cmd).await
+        }
+        Command::Compute(cmd) => {
+            commands::resources::compute(&client::Client::connect(&home)?, &out, cmd).await
+        }
+        Command::Datastore(cmd) => {
+            commands::resources::datastore(&client::Client::connect(&home)?, &out, cmd).await
+        }
     }
 }
 
 async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failure> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let exe = std::env::current_exe().map_err(|e| Failure::new(format!("cannot find the berth binary: {e}")))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::new(format!("cannot find the berth binary: {e}")))?;
     let supervisor = vec![exe.to_string_lossy().into_owned(), "job-supervise".into()];
-    let env = berth_server::config::ConfigLayer::from_env(|k| std::env::var(k).ok()).map_err(|e| Failure::new(e.to_string()))?;
+    let env = berth_server::config::ConfigLayer::from_env(|k| std::env::var(k).ok())
+        .map_err(|e| Failure::new(e.to_string()))?;
     let flags = berth_server::config::ConfigLayer {
         api_listen: args.api_listen,
         scoring_listen: args.scoring_listen,
@@ -63,7 +80,10 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         local_gpus: args.local_gpus,
         max_body_bytes: None,
     };
-    let config = berth_server::ServerConfig::load(&home, env, flags, supervisor).map_err(|e| Failure::new(e.to_string()))?;
-    berth_server::run(config).await.map_err(|e| Failure::new(e.to_string()))?;
+    let config = berth_server::ServerConfig::load(&home, env, flags, supervisor)
+        .map_err(|e| Failure::new(e.to_string()))?;
+    berth_server::run(config)
+        .await
+        .map_err(|e| Failure::new(e.to_string()))?;
     Ok(0)
 }

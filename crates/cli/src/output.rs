@@ -38,18 +38,34 @@ impl Printer {
         let mut v = serde_json::to_value(value).map_err(|e| Failure::new(e.to_string()))?;
         if let Some(q) = &self.query {
             v = match &v {
-                Value::Array(items) => Value::Array(items.iter().map(|i| pick(i, q).cloned().unwrap_or(Value::Null)).collect()),
-                one => pick(one, q).cloned().ok_or_else(|| Failure::new(format!("--query: the result has no field `{q}`")))?,
+                Value::Array(items) => Value::Array(
+                    items
+                        .iter()
+                        .map(|i| pick(i, q).cloned().unwrap_or(Value::Null))
+                        .collect(),
+                ),
+                one => pick(one, q).cloned().ok_or_else(|| {
+                    Failure::new(format!("--query: the result has no field `{q}`"))
+                })?,
             };
         }
         let text = match self.format {
-            Format::Json => serde_json::to_string_pretty(&v).map_err(|e| Failure::new(e.to_string()))?,
-            Format::Yaml => serde_saphyr::to_string(&v).map_err(|e| Failure::new(e.to_string()))?.trim_end().to_string(),
+            Format::Json => {
+                serde_json::to_string_pretty(&v).map_err(|e| Failure::new(e.to_string()))?
+            }
+            Format::Yaml => serde_saphyr::to_string(&v)
+                .map_err(|e| Failure::new(e.to_string()))?
+                .trim_end()
+                .to_string(),
             Format::Tsv | Format::Table if self.query.is_some() => match &v {
                 Value::Array(items) => items.iter().map(scalar).collect::<Vec<_>>().join("\n"),
                 one => scalar(one),
             },
-            Format::Tsv => rows(&v, columns).iter().map(|r| r.join("\t")).collect::<Vec<_>>().join("\n"),
+            Format::Tsv => rows(&v, columns)
+                .iter()
+                .map(|r| r.join("\t"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             Format::Table => {
                 let mut t = Table::new();
                 t.load_preset(NOTHING);
@@ -72,5 +88,13 @@ fn rows(v: &Value, columns: &[(&str, &str)]) -> Vec<Vec<String>> {
         Value::Array(a) => a.iter().collect(),
         one => vec![one],
     };
-    items.iter().map(|i| columns.iter().map(|(_, path)| pick(i, path).map(scalar).unwrap_or_default()).collect()).collect()
+    items
+        .iter()
+        .map(|i| {
+            columns
+                .iter()
+                .map(|(_, path)| pick(i, path).map(scalar).unwrap_or_default())
+                .collect()
+        })
+        .collect()
 }

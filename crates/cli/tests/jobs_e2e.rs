@@ -10,21 +10,60 @@ fn seed_job_runs_streams_and_downloads_its_model() {
     let seed = seed_dir();
     let ok = |args: &[&str]| {
         let out = s.cli_in(&seed, args);
-        assert!(out.status.success(), "berth {args:?}: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "berth {args:?}: {}",
+            text(&out.stderr)
+        );
         out
     };
     ok(&["instance-type", "apply", "-f", "instance-types.yaml"]);
-    ok(&["datastore", "create", "--name", "mydata", "--path", "./data"]);
-    ok(&["compute", "attach", "--type", "local", "--name", "aks-compute"]);
+    ok(&[
+        "datastore",
+        "create",
+        "--name",
+        "mydata",
+        "--path",
+        "./data",
+    ]);
+    ok(&[
+        "compute",
+        "attach",
+        "--type",
+        "local",
+        "--name",
+        "aks-compute",
+    ]);
     let listed = text(&ok(&["instance-type", "list"]).stdout);
-    assert!(listed.contains("gpu-training") && listed.contains("defaultinstancetype") && listed.contains("4Gi"), "{listed}");
+    assert!(
+        listed.contains("gpu-training")
+            && listed.contains("defaultinstancetype")
+            && listed.contains("4Gi"),
+        "{listed}"
+    );
 
-    let out = ok(&["job", "create", "--file", "training-job.yaml", "--name", "seed1", "--set", "resources.instance_type=cpu-small", "--stream"]);
+    let out = ok(&[
+        "job",
+        "create",
+        "--file",
+        "training-job.yaml",
+        "--name",
+        "seed1",
+        "--set",
+        "resources.instance_type=cpu-small",
+        "--stream",
+    ]);
     let log = text(&out.stdout);
-    assert!(log.lines().next().is_some_and(|l| l.starts_with("seed1")) || log.contains(" seed1 "), "name first: {log}");
+    assert!(
+        log.lines().next().is_some_and(|l| l.starts_with("seed1")) || log.contains(" seed1 "),
+        "name first: {log}"
+    );
     assert!(log.contains("is recorded but not pulled"), "{log}");
     assert!(log.contains("epoch 50/50"), "{log}");
-    assert!(log.contains("[berth] the command exited with code 0"), "{log}");
+    assert!(
+        log.contains("[berth] the command exited with code 0"),
+        "{log}"
+    );
 
     let job = s.status("seed1");
     assert_eq!(job["status"], "Completed");
@@ -33,21 +72,47 @@ fn seed_job_runs_streams_and_downloads_its_model() {
     assert!(job["start_time"].is_string() && job["end_time"].is_string());
 
     let dest = tempfile::tempdir().expect("dest");
-    let dl = s.cli(&["job", "download", "--name", "seed1", "--output-name", "model", "--download-path", &dest.path().to_string_lossy()]);
+    let dl = s.cli(&[
+        "job",
+        "download",
+        "--name",
+        "seed1",
+        "--output-name",
+        "model",
+        "--download-path",
+        &dest.path().to_string_lossy(),
+    ]);
     assert!(dl.status.success(), "{}", text(&dl.stderr));
-    let model: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dest.path().join("named-outputs/model/model.json")).expect("model.json")).expect("json");
+    let model: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dest.path().join("named-outputs/model/model.json"))
+            .expect("model.json"),
+    )
+    .expect("json");
     let w0 = model["weights"][0].as_f64().unwrap_or_default();
     assert!((w0 - 3.0).abs() < 0.1, "learned weight {w0}");
 
     // The seed's own instance type needs a GPU this machine does not have: it fails fast, saying why.
-    let out = s.cli_in(&seed, &["job", "create", "--file", "training-job.yaml", "--name", "gpu", "--stream"]);
+    let out = s.cli_in(
+        &seed,
+        &[
+            "job",
+            "create",
+            "--file",
+            "training-job.yaml",
+            "--name",
+            "gpu",
+            "--stream",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let job = s.status("gpu");
     assert_eq!(job["status"], "Failed");
     assert_eq!(job["failure_kind"], "Unschedulable");
     let msg = job["status_message"].as_str().unwrap_or_default();
-    assert!(msg.contains("needs 4 CPU, 16Gi, 1 nvidia.com/gpu") && msg.contains("can never run there"), "{msg}");
+    assert!(
+        msg.contains("needs 4 CPU, 16Gi, 1 nvidia.com/gpu") && msg.contains("can never run there"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -55,10 +120,19 @@ fn failing_job_reports_its_exit_code() {
     let s = Server::start(&[]);
     let dir = s.home.path().join("work");
     write(&dir, "job.yaml", "command: echo about to fail; exit 3\n");
-    let out = s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "bad", "--stream"]);
+    let out = s.cli_in(
+        &dir,
+        &[
+            "job", "create", "-f", "job.yaml", "--name", "bad", "--stream",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("about to fail"));
-    assert!(text(&out.stderr).contains("exited with code 3"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("exited with code 3"),
+        "{}",
+        text(&out.stderr)
+    );
     let job = s.status("bad");
     assert_eq!(job["status"], "Failed");
     assert_eq!(job["exit_code"], 3);
@@ -70,18 +144,43 @@ fn job_waits_for_capacity_and_starts_when_it_frees() {
     let s = Server::start(&["--local-cpu", "1"]);
     let dir = s.home.path().join("work");
     write(&dir, "it.yaml", &instance_type("one-cpu", "1", "64Mi"));
-    assert!(s.cli_in(&dir, &["instance-type", "apply", "-f", "it.yaml"]).status.success());
+    assert!(
+        s.cli_in(&dir, &["instance-type", "apply", "-f", "it.yaml"])
+            .status
+            .success()
+    );
     let flag = dir.join("go");
-    write(&dir, "job.yaml", &format!(
-        "command: while [ ! -f {} ]; do sleep 0.05; done; echo done\nresources:\n  instance_type: one-cpu\n",
-        flag.display()
-    ));
-    assert!(s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "first"]).status.success());
-    assert!(s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "second"]).status.success());
+    write(
+        &dir,
+        "job.yaml",
+        &format!(
+            "command: while [ ! -f {} ]; do sleep 0.05; done; echo done\nresources:\n  instance_type: one-cpu\n",
+            flag.display()
+        ),
+    );
+    assert!(
+        s.cli_in(
+            &dir,
+            &["job", "create", "-f", "job.yaml", "--name", "first"]
+        )
+        .status
+        .success()
+    );
+    assert!(
+        s.cli_in(
+            &dir,
+            &["job", "create", "-f", "job.yaml", "--name", "second"]
+        )
+        .status
+        .success()
+    );
     let second = s.status("second");
     assert_eq!(second["status"], "Queued");
     let reason = second["status_message"].as_str().unwrap_or_default();
-    assert!(reason.starts_with("needs 1 CPU, 64Mi, 0 nvidia.com/gpu; local has 0 CPU"), "{reason}");
+    assert!(
+        reason.starts_with("needs 1 CPU, 64Mi, 0 nvidia.com/gpu; local has 0 CPU"),
+        "{reason}"
+    );
 
     std::fs::write(&flag, "").expect("flag");
     let out = s.cli(&["job", "stream", "--name", "second"]);
@@ -95,8 +194,19 @@ fn cancel_stops_the_whole_process_tree() {
     let s = Server::start(&[]);
     let dir = s.home.path().join("work");
     let pidfile = dir.join("child.pid");
-    write(&dir, "job.yaml", &format!("command: sh -c 'echo $$ > {}; sleep 300' & wait\n", pidfile.display()));
-    assert!(s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "long"]).status.success());
+    write(
+        &dir,
+        "job.yaml",
+        &format!(
+            "command: sh -c 'echo $$ > {}; sleep 300' & wait\n",
+            pidfile.display()
+        ),
+    );
+    assert!(
+        s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "long"])
+            .status
+            .success()
+    );
     // The job is admitted at once; cancel it wherever it is (Preparing or Running).
     let out = s.cli(&["job", "cancel", "--name", "long"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -105,38 +215,86 @@ fn cancel_stops_the_whole_process_tree() {
     assert_eq!(s.status("long")["status"], "Canceled");
     if let Ok(pid) = std::fs::read_to_string(&pidfile) {
         // Gone, or a zombie waiting for a reaper: either way no longer running.
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("gone");
-        assert!(matches!(state, "gone" | "Z" | "X"), "the grandchild {} survived cancel in state {state}", pid.trim());
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("gone");
+        assert!(
+            matches!(state, "gone" | "Z" | "X"),
+            "the grandchild {} survived cancel in state {state}",
+            pid.trim()
+        );
     }
     let again = s.cli(&["job", "cancel", "--name", "long"]);
     assert_eq!(again.status.code(), Some(1));
-    assert!(text(&again.stderr).contains("already finished (Canceled)"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already finished (Canceled)"),
+        "{}",
+        text(&again.stderr)
+    );
 }
 
 #[test]
 fn timeout_and_memory_limit_are_enforced() {
     let s = Server::start(&[]);
     let dir = s.home.path().join("work");
-    write(&dir, "slow.yaml", "command: sleep 30\nlimits:\n  timeout: 1\n");
-    let out = s.cli_in(&dir, &["job", "create", "-f", "slow.yaml", "--name", "slow", "--stream"]);
+    write(
+        &dir,
+        "slow.yaml",
+        "command: sleep 30\nlimits:\n  timeout: 1\n",
+    );
+    let out = s.cli_in(
+        &dir,
+        &[
+            "job",
+            "create",
+            "-f",
+            "slow.yaml",
+            "--name",
+            "slow",
+            "--stream",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let job = s.status("slow");
     assert_eq!(job["failure_kind"], "DeadlineExceeded");
-    assert!(job["status_message"].as_str().unwrap_or_default().contains("limits.timeout (1s)"));
+    assert!(
+        job["status_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limits.timeout (1s)")
+    );
 
     write(&dir, "small.yaml", &instance_type("small", "100m", "64Mi"));
-    assert!(s.cli_in(&dir, &["instance-type", "apply", "-f", "small.yaml"]).status.success());
+    assert!(
+        s.cli_in(&dir, &["instance-type", "apply", "-f", "small.yaml"])
+            .status
+            .success()
+    );
     write(
         &dir,
         "hog.yaml",
         "command: python3 -c \"import time; x = bytearray(256 * 1024 * 1024); time.sleep(30)\"\nresources:\n  instance_type: small\n",
     );
-    let out = s.cli_in(&dir, &["job", "create", "-f", "hog.yaml", "--name", "hog", "--stream"]);
+    let out = s.cli_in(
+        &dir,
+        &[
+            "job", "create", "-f", "hog.yaml", "--name", "hog", "--stream",
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     let job = s.status("hog");
     assert_eq!(job["failure_kind"], "OOMKilled", "{job}");
-    assert!(job["status_message"].as_str().unwrap_or_default().contains("over the 64Mi limit of instance type `small`"), "{job}");
+    assert!(
+        job["status_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("over the 64Mi limit of instance type `small`"),
+        "{job}"
+    );
 }
 
 #[test]
@@ -144,20 +302,48 @@ fn restart_after_kill9_loses_nothing() {
     let s = Server::start(&["--local-cpu", "1"]);
     let dir = s.home.path().join("work");
     write(&dir, "it.yaml", &instance_type("one-cpu", "1", "64Mi"));
-    assert!(s.cli_in(&dir, &["instance-type", "apply", "-f", "it.yaml"]).status.success());
+    assert!(
+        s.cli_in(&dir, &["instance-type", "apply", "-f", "it.yaml"])
+            .status
+            .success()
+    );
     let flag = dir.join("go");
-    write(&dir, "job.yaml", &format!(
-        "command: echo started; while [ ! -f {} ]; do sleep 0.05; done; echo finished\nresources:\n  instance_type: one-cpu\n",
-        flag.display()
-    ));
-    assert!(s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "running"]).status.success());
-    assert!(s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "queued"]).status.success());
+    write(
+        &dir,
+        "job.yaml",
+        &format!(
+            "command: echo started; while [ ! -f {} ]; do sleep 0.05; done; echo finished\nresources:\n  instance_type: one-cpu\n",
+            flag.display()
+        ),
+    );
+    assert!(
+        s.cli_in(
+            &dir,
+            &["job", "create", "-f", "job.yaml", "--name", "running"]
+        )
+        .status
+        .success()
+    );
+    assert!(
+        s.cli_in(
+            &dir,
+            &["job", "create", "-f", "job.yaml", "--name", "queued"]
+        )
+        .status
+        .success()
+    );
     assert_eq!(s.status("queued")["status"], "Queued");
 
     let home = s.kill9();
     let s = Server::start_in(home, &["--local-cpu", "1"], &[]);
-    let running = s.status("running")["status"].as_str().unwrap_or_default().to_string();
-    assert!(["Preparing", "Running"].contains(&running.as_str()), "running job is {running}");
+    let running = s.status("running")["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        ["Preparing", "Running"].contains(&running.as_str()),
+        "running job is {running}"
+    );
     assert_eq!(s.status("queued")["status"], "Queued");
 
     std::fs::write(&flag, "").expect("flag");

@@ -42,7 +42,10 @@ fn scan(command: &str) -> Result<Vec<(usize, usize, Reference)>, InterpolateErro
     while let Some(rel) = command[from..].find("${{") {
         let start = from + rel;
         let body_start = start + 3;
-        let end = command[body_start..].find("}}").ok_or(InterpolateError::Unclosed(start))? + body_start;
+        let end = command[body_start..]
+            .find("}}")
+            .ok_or(InterpolateError::Unclosed(start))?
+            + body_start;
         let body = command[body_start..end].trim();
         let reference = match body.split_once('.') {
             Some(("inputs", n)) if !n.is_empty() => Reference::Input(n.to_string()),
@@ -87,7 +90,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -97,7 +103,10 @@ mod tests {
             &map(&[("d", "/data"), ("n", "5")]),
             &map(&[("model", "/out/model")]),
         );
-        assert_eq!(got.as_deref(), Ok("python train.py --data /data --out /out/model --n 5"));
+        assert_eq!(
+            got.as_deref(),
+            Ok("python train.py --data /data --out /out/model --n 5")
+        );
     }
 
     #[test]
@@ -109,16 +118,25 @@ mod tests {
             Some("the command refers to `${{inputs.nope}}`, which the job does not define")
         );
         let err = interpolate("x ${{search_space.lr}}", &map(&[]), &map(&[]));
-        assert_eq!(err, Err(InterpolateError::Unknown("search_space.lr".into())));
+        assert_eq!(
+            err,
+            Err(InterpolateError::Unknown("search_space.lr".into()))
+        );
     }
 
     #[test]
     fn reports_unclosed() {
-        assert_eq!(interpolate("a ${{inputs.x", &map(&[]), &map(&[])), Err(InterpolateError::Unclosed(2)));
+        assert_eq!(
+            interpolate("a ${{inputs.x", &map(&[]), &map(&[])),
+            Err(InterpolateError::Unclosed(2))
+        );
     }
 
     #[test]
     fn leaves_plain_text_alone() {
-        assert_eq!(interpolate("echo ${HOME} {{x}}", &map(&[]), &map(&[])).as_deref(), Ok("echo ${HOME} {{x}}"));
+        assert_eq!(
+            interpolate("echo ${HOME} {{x}}", &map(&[]), &map(&[])).as_deref(),
+            Ok("echo ${HOME} {{x}}")
+        );
     }
 }

@@ -73,7 +73,10 @@ pub enum JobStatus {
 impl JobStatus {
     /// True for Completed, Failed and Canceled.
     pub const fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled)
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Canceled
+        )
     }
 
     /// The name as Azure ML spells it.
@@ -212,7 +215,9 @@ impl JobState {
             JobState::Running { started_at, .. }
             | JobState::Finalizing { started_at, .. }
             | JobState::Completed { started_at, .. } => Some(*started_at),
-            JobState::Failed { started_at, .. } | JobState::Canceled { started_at, .. } => *started_at,
+            JobState::Failed { started_at, .. } | JobState::Canceled { started_at, .. } => {
+                *started_at
+            }
             _ => None,
         }
     }
@@ -220,9 +225,9 @@ impl JobState {
     /// When the job ended, if it has.
     pub fn ended_at(&self) -> Option<OffsetDateTime> {
         match self {
-            JobState::Completed { ended_at, .. } | JobState::Failed { ended_at, .. } | JobState::Canceled { ended_at, .. } => {
-                Some(*ended_at)
-            }
+            JobState::Completed { ended_at, .. }
+            | JobState::Failed { ended_at, .. }
+            | JobState::Canceled { ended_at, .. } => Some(*ended_at),
             _ => None,
         }
     }

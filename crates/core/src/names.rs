@@ -3,8 +3,13 @@
 /// Checks an Azure ML asset or job name: letters, digits, `-` and `_`, starting with a
 /// letter or digit, at most 255 characters.
 pub fn validate_name(kind: &str, name: &str) -> Result<(), String> {
-    let ok_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok_start = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if name.is_empty() || name.len() > 255 || !ok_start || !ok_chars {
         return Err(format!(
             "`{name}` is not a valid {kind} name: use 1-255 letters, digits, `-` or `_`, starting with a letter or digit"

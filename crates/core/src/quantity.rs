@@ -72,7 +72,12 @@ impl Quantity {
     /// Renders a byte count the way a person reads memory: `16Gi`, `1536Mi`, `100M`.
     pub fn display_bytes(self) -> String {
         let bytes = self.units_ceil();
-        let units = [("Ti", 1i128 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+        let units = [
+            ("Ti", 1i128 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ];
         for (suffix, scale) in units {
             // Exact Ki only for small values: 24684084Ki reads better as 23.5Gi.
             if bytes >= scale && bytes % scale == 0 && (suffix != "Ki" || bytes < 1 << 20) {
@@ -156,7 +161,10 @@ impl FromStr for Quantity {
         let mut digits: i128 = 0;
         for c in int_part.chars().chain(frac_part.chars()) {
             let d = c.to_digit(10).ok_or_else(malformed)? as i128;
-            digits = digits.checked_mul(10).and_then(|v| v.checked_add(d)).ok_or_else(overflow)?;
+            digits = digits
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(d))
+                .ok_or_else(overflow)?;
         }
         exp10 = exp10 - frac_part.len() as i32 + 3;
         let mut value = digits.checked_mul(multiplier).ok_or_else(overflow)?;
@@ -248,19 +256,68 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!("".parse::<Quantity>(), Err(QuantityError::Empty));
-        assert!(matches!("4GB".parse::<Quantity>(), Err(QuantityError::Malformed(_))));
-        assert!(matches!("abc".parse::<Quantity>(), Err(QuantityError::Malformed(_))));
-        assert!(matches!("1..2".parse::<Quantity>(), Err(QuantityError::Malformed(_))));
-        assert!(matches!("-1".parse::<Quantity>(), Err(QuantityError::Negative(_))));
-        assert!(matches!("1e400".parse::<Quantity>(), Err(QuantityError::Overflow(_))));
+        assert!(matches!(
+            "4GB".parse::<Quantity>(),
+            Err(QuantityError::Malformed(_))
+        ));
+        assert!(matches!(
+            "abc".parse::<Quantity>(),
+            Err(QuantityError::Malformed(_))
+        ));
+        assert!(matches!(
+            "1..2".parse::<Quantity>(),
+            Err(QuantityError::Malformed(_))
+        ));
+        assert!(matches!(
+            "-1".parse::<Quantity>(),
+            Err(QuantityError::Negative(_))
+        ));
+        assert!(matches!(
+            "1e400".parse::<Quantity>(),
+            Err(QuantityError::Overflow(_))
+        ));
     }
 
     #[test]
     fn displays_compactly() {
-        assert_eq!("1500m".parse::<Quantity>().map(|q| q.display_cpu()).ok().as_deref(), Some("1.5"));
-        assert_eq!("100m".parse::<Quantity>().map(|q| q.display_cpu()).ok().as_deref(), Some("100m"));
-        assert_eq!("16Gi".parse::<Quantity>().map(|q| q.display_bytes()).ok().as_deref(), Some("16Gi"));
-        assert_eq!("2".parse::<Quantity>().map(|q| q.to_string()).ok().as_deref(), Some("2"));
-        assert_eq!("24684084Ki".parse::<Quantity>().map(|q| q.display_bytes()).ok().as_deref(), Some("23.5Gi"));
+        assert_eq!(
+            "1500m"
+                .parse::<Quantity>()
+                .map(|q| q.display_cpu())
+                .ok()
+                .as_deref(),
+            Some("1.5")
+        );
+        assert_eq!(
+            "100m"
+                .parse::<Quantity>()
+                .map(|q| q.display_cpu())
+                .ok()
+                .as_deref(),
+            Some("100m")
+        );
+        assert_eq!(
+            "16Gi"
+                .parse::<Quantity>()
+                .map(|q| q.display_bytes())
+                .ok()
+                .as_deref(),
+            Some("16Gi")
+        );
+        assert_eq!(
+            "2".parse::<Quantity>()
+                .map(|q| q.to_string())
+                .ok()
+                .as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            "24684084Ki"
+                .parse::<Quantity>()
+                .map(|q| q.display_bytes())
+                .ok()
+                .as_deref(),
+            Some("23.5Gi")
+        );
     }
 }

@@ -27,7 +27,11 @@ fn cpu_text<S: serde::Serializer>(q: &Quantity, s: S) -> Result<S::Ok, S::Error>
 /// Memory as people write it (`4Gi`); exact values only, so it reads back the same.
 fn memory_text<S: serde::Serializer>(q: &Quantity, s: S) -> Result<S::Ok, S::Error> {
     let shown = q.display_bytes();
-    if shown.contains('.') { s.collect_str(q) } else { s.serialize_str(&shown) }
+    if shown.contains('.') {
+        s.collect_str(q)
+    } else {
+        s.serialize_str(&shown)
+    }
 }
 
 impl Resources {
@@ -63,7 +67,13 @@ impl Resources {
 impl fmt::Display for Resources {
     /// `4 CPU, 16Gi, 1 nvidia.com/gpu`: the form used in queue reasons.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} CPU, {}, {} nvidia.com/gpu", self.cpu.display_cpu(), self.memory.display_bytes(), self.gpus)
+        write!(
+            f,
+            "{} CPU, {}, {} nvidia.com/gpu",
+            self.cpu.display_cpu(),
+            self.memory.display_bytes(),
+            self.gpus
+        )
     }
 }
 
@@ -72,7 +82,11 @@ mod tests {
     use super::*;
 
     fn r(cpu: &str, mem: &str, gpus: u32) -> Resources {
-        Resources::new(cpu.parse().unwrap_or_default(), mem.parse().unwrap_or_default(), gpus)
+        Resources::new(
+            cpu.parse().unwrap_or_default(),
+            mem.parse().unwrap_or_default(),
+            gpus,
+        )
     }
 
     #[test]
@@ -94,7 +108,13 @@ mod tests {
 
     #[test]
     fn displays_like_the_queue_reason() {
-        assert_eq!(r("4", "16Gi", 1).to_string(), "4 CPU, 16Gi, 1 nvidia.com/gpu");
-        assert_eq!(r("1500m", "512Mi", 0).to_string(), "1.5 CPU, 512Mi, 0 nvidia.com/gpu");
+        assert_eq!(
+            r("4", "16Gi", 1).to_string(),
+            "4 CPU, 16Gi, 1 nvidia.com/gpu"
+        );
+        assert_eq!(
+            r("1500m", "512Mi", 0).to_string(),
+            "1.5 CPU, 512Mi, 0 nvidia.com/gpu"
+        );
     }
 }

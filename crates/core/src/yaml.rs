@@ -100,13 +100,26 @@ impl<'a> Source<'a> {
                 Some(v) => line.find(v)?,
                 None => line.find(&prefix)?,
             };
-            Some(Position { file: self.name.to_string(), line: i as u32 + 1, column: column as u32 + 1 })
+            Some(Position {
+                file: self.name.to_string(),
+                line: i as u32 + 1,
+                column: column as u32 + 1,
+            })
         })
     }
 
     /// An error at the place `locate` finds, or with no position.
-    pub fn error_near(&self, key: &str, value: Option<&str>, message: impl Into<String>) -> SpecError {
-        SpecError { position: self.locate(key, value), message: message.into(), hint: None }
+    pub fn error_near(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        message: impl Into<String>,
+    ) -> SpecError {
+        SpecError {
+            position: self.locate(key, value),
+            message: message.into(),
+            hint: None,
+        }
     }
 
     /// An error pointing at a spanned value.
@@ -135,8 +148,9 @@ impl<'a> Source<'a> {
     fn convert(&self, e: &serde_saphyr::Error) -> SpecError {
         let inner = e.without_snippet();
         let position = inner.location().and_then(|l| self.position(&l));
-        let raw = inner
-            .render_with_options(serde_saphyr::render_options!(snippets: serde_saphyr::SnippetMode::Off));
+        let raw = inner.render_with_options(
+            serde_saphyr::render_options!(snippets: serde_saphyr::SnippetMode::Off),
+        );
         let message = strip_location_suffix(&raw);
         let hint = hint_for(&message);
         SpecError {
@@ -183,15 +197,26 @@ mod tests {
     #[test]
     fn unknown_field_has_position_and_hint() {
         let src = Source::new("x.yaml", "name: a\ncount: 1\ncolour: red\n");
-        let err = src.parse::<Small>().err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.starts_with("x.yaml:3:1: unknown field `colour`"), "{err}");
+        let err = src
+            .parse::<Small>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("x.yaml:3:1: unknown field `colour`"),
+            "{err}"
+        );
         assert!(err.contains("remove the field"), "{err}");
     }
 
     #[test]
     fn wrong_type_has_position() {
         let src = Source::new("x.yaml", "name: a\ncount: lots\n");
-        let err = src.parse::<Small>().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = src
+            .parse::<Small>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.starts_with("x.yaml:2:8:"), "{err}");
     }
 
@@ -199,13 +224,20 @@ mod tests {
     fn malformed_yaml_has_position() {
         let src = Source::new("x.yaml", "name: a\n  count: [1\n");
         let err = src.parse::<Small>().err();
-        assert!(err.as_ref().and_then(|e| e.position.as_ref()).is_some(), "{err:?}");
+        assert!(
+            err.as_ref().and_then(|e| e.position.as_ref()).is_some(),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn locates_keys() {
         let src = Source::new("x.yaml", "a: 1\nresources:\n  instance_type: big\n");
-        assert_eq!(src.locate("instance_type", Some("big")).map(|p| (p.line, p.column)), Some((3, 18)));
+        assert_eq!(
+            src.locate("instance_type", Some("big"))
+                .map(|p| (p.line, p.column)),
+            Some((3, 18))
+        );
         assert_eq!(src.locate("a", None).map(|p| p.line), Some(1));
         assert_eq!(src.locate("nope", None), None);
     }
@@ -213,7 +245,11 @@ mod tests {
     #[test]
     fn empty_file_is_reported() {
         let src = Source::new("x.yaml", "\n");
-        let err = src.parse::<Small>().err().map(|e| e.to_string()).unwrap_or_default();
+        let err = src
+            .parse::<Small>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("x.yaml is empty"), "{err}");
     }
 }

@@ -15,10 +15,22 @@ pub struct Gpu {
 
 /// The machine's CPUs, memory and GPUs.
 pub fn detect() -> (Resources, Vec<Gpu>) {
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
-    let memory = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| parse_meminfo(&m)).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| parse_meminfo(&m))
+        .unwrap_or(0);
     let gpus = detect_gpus();
-    (Resources::new(Quantity::from_units(cpus), Quantity::from_units(memory), gpus.len() as u32), gpus)
+    (
+        Resources::new(
+            Quantity::from_units(cpus),
+            Quantity::from_units(memory),
+            gpus.len() as u32,
+        ),
+        gpus,
+    )
 }
 
 fn parse_meminfo(text: &str) -> Option<i64> {
@@ -46,7 +58,8 @@ pub fn parse_nvidia_smi(text: &str) -> Vec<Gpu> {
             let index = f.next()?.parse().ok()?;
             let uuid = f.next()?.to_string();
             let name = f.next().unwrap_or("").to_string();
-            uuid.starts_with("GPU-").then_some(Gpu { index, uuid, name })
+            uuid.starts_with("GPU-")
+                .then_some(Gpu { index, uuid, name })
         })
         .collect()
 }
@@ -62,6 +75,9 @@ mod tests {
         assert_eq!(g[0].uuid, "GPU-0b17e4f7-aaaa");
         assert_eq!(g[1].index, 1);
         assert!(parse_nvidia_smi("No devices were found\n").is_empty());
-        assert_eq!(parse_meminfo("MemTotal:       24576000 kB\nMemFree: 1 kB\n"), Some(24576000 * 1024));
+        assert_eq!(
+            parse_meminfo("MemTotal:       24576000 kB\nMemFree: 1 kB\n"),
+            Some(24576000 * 1024)
+        );
     }
 }

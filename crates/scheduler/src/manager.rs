@@ -49,7 +49,12 @@ const ACTIVE: [&str; 5] = ["NotStarted", "Queued", "Preparing", "Running", "Fina
 
 impl<B: Backend> JobManager<B> {
     /// A manager whose local pool has `capacity` and these GPU ids.
-    pub fn new(store: Store, backend: B, capacity: berth_core::Resources, gpu_ids: Vec<String>) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        backend: B,
+        capacity: berth_core::Resources,
+        gpu_ids: Vec<String>,
+    ) -> Arc<Self> {
         let mut reactor = Reactor::default();
         reactor.set_pool(LOCAL_POOL, capacity, gpu_ids);
         Arc::new(JobManager {
@@ -77,10 +82,24 @@ impl<B: Backend> JobManager<B> {
     }
 
     /// Stores a new job (durably, before returning) and queues it.
-    pub async fn submit(self: &Arc<Self>, mut record: JobRecord) -> Result<Stored<JobRecord>, ManagerError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        mut record: JobRecord,
+    ) -> Result<Stored<JobRecord>, ManagerError> {
         record.state = JobState::Queued;
-        self.store.insert(Kind::Job, &record.name, Some(JobStatus::Queued.as_str()), &record).await?;
-        let stored: Stored<JobRecord> = self.store.get(Kind::Job, &record.name).await?.ok_or_else(|| ManagerError::NotFound(record.name.clone()))?;
+        self.store
+            .insert(
+                Kind::Job,
+                &record.name,
+                Some(JobStatus::Queued.as_str()),
+                &record,
+            )
+            .await?;
+        let stored: Stored<JobRecord> = self
+            .store
+            .get(Kind::Job, &record.name)
+            .await?
+            .ok_or_else(|| ManagerError::NotFound(record.name.clone()))?;
         self.enqueue(&stored);
         self.notify();
         Ok(stored)
@@ -89,7 +108,14 @@ impl<B: Backend> JobManager<B> {
     fn enqueue(self: &Arc<Self>, job: &Stored<JobRecord>) {
         let mut fx = Recorded::default();
         if let Ok(mut r) = self.reactor.lock() {
-            r.on_submitted(&mut fx, &job.value.name, LOCAL_POOL, job.value.instance_type.requests, job.value.spec.priority, job.seq as u64);
+            r.on_submitted(
+                &mut fx,
+                &job.value.name,
+                LOCAL_POOL,
+                job.value.instance_type.requests,
+                job.value.spec.priority,
+                job.seq as u64,
+            );
         }
         self.apply(fx);
     }
@@ -103,7 +129,13 @@ impl<B: Backend> JobManager<B> {
             let me = Arc::clone(self);
             tokio::spawn(async move {
                 let now = OffsetDateTime::now_utc();
-                let failed = JobState::Failed { started_at: None, ended_at: now, exit_code: None, kind: FailureKind::Unschedulable, message: reason };
+                let failed = JobState::Failed {
+                    started_at: None,
+                    ended_at: now,
+                    exit_code: None,
+                    kind: FailureKind::Unschedulable,
+                    message: reason,
+                };
                 if let Err(e) = me.set_state(&job, |_| Some(failed.clone())).await {
                     warn!(job = %job, error = %e, "cannot record an unschedulable job");
                 }
@@ -125,8 +157,17 @@ impl<B: Backend> JobManager<B> {
 
     async fn run(self: Arc<Self>, name: String, gpus: Vec<String>, note: Option<String>) {
         let admitted_at = OffsetDateTime::now_utc();
-        let preparing = JobState::Preparing { admitted_at, gpus: gpus.clone(), note };
-        let job = match self.set_state(&name, |cur| (cur.status() == JobStatus::Queued).then(|| preparing.clone())).await {
+        let preparing = JobState::Preparing {
+            admitted_at,
+            gpus: gpus.clone(),
+            note,
+        };
+        let job = match self
+            .set_state(&name, |cur| {
+                (cur.status() == JobStatus::Queued).then(|| preparing.clone())
+            })
+            .await
+        {
             Ok(Some(j)) => j,
             Ok(None) => return self.finished(&name),
             Err(e) => {
@@ -135,22 +176,56 @@ impl<B: Backend> JobManager<B> {
             }
         };
         if let Err(message) = self.backend.prepare(&job, &gpus).await {
-            self.end(&name, None, RunResult { ending: Ending::StartFailed, exit_code: None, message }, FailureKind::PreparationFailed).await;
+            self.end(
+                &name,
+                None,
+                RunResult {
+                    ending: Ending::StartFailed,
+                    exit_code: None,
+                    message,
+                },
+                FailureKind::PreparationFailed,
+            )
+            .await;
             return self.finished(&name);
         }
         if self.cancel_requested(&name) {
-            self.end(&name, None, RunResult { ending: Ending::Canceled, exit_code: None, message: "canceled".into() }, FailureKind::StartFailed).await;
+            self.end(
+                &name,
+                None,
+                RunResult {
+                    ending: Ending::Canceled,
+                    exit_code: None,
+                    message: "canceled".into(),
+                },
+                FailureKind::StartFailed,
+            )
+            .await;
             return self.finished(&name);
         }
         let pid = match self.backend.launch(&job).await {
             Ok(pid) => pid,
             Err(message) => {
-                self.end(&name, None, RunResult { ending: Ending::StartFailed, exit_code: None, message }, FailureKind::StartFailed).await;
+                self.end(
+                    &name,
+                    None,
+                    RunResult {
+                        ending: Ending::StartFailed,
+                        exit_code: None,
+                        message,
+                    },
+                    FailureKind::StartFailed,
+                )
+                .await;
                 return self.finished(&name);
             }
         };
         let started_at = OffsetDateTime::now_utc();
-        let running = JobState::Running { started_at, gpus, supervisor_pid: pid };
+        let running = JobState::Running {
+            started_at,
+            gpus,
+            supervisor_pid: pid,
+        };
         if let Err(e) = self.set_state(&name, |_| Some(running.clone())).await {
             warn!(job = %name, error = %e, "cannot mark job running");
         }
@@ -159,17 +234,31 @@ impl<B: Backend> JobManager<B> {
         }
         info!(job = %name, pid, "job running");
         let result = self.backend.wait(&job, pid).await;
-        self.end(&name, Some(started_at), result, FailureKind::NonZeroExit).await;
+        self.end(&name, Some(started_at), result, FailureKind::NonZeroExit)
+            .await;
         self.finished(&name);
     }
 
-    async fn end(&self, name: &str, started_at: Option<OffsetDateTime>, result: RunResult, start_kind: FailureKind) {
+    async fn end(
+        &self,
+        name: &str,
+        started_at: Option<OffsetDateTime>,
+        result: RunResult,
+        start_kind: FailureKind,
+    ) {
         let ended_at = OffsetDateTime::now_utc();
         if result.ending == Ending::Succeeded
             && let Some(s) = started_at
         {
             // Outputs are written in place on the local compute, so finalizing only records it.
-            let _ = self.set_state(name, |_| Some(JobState::Finalizing { started_at: s, exit_code: 0 })).await;
+            let _ = self
+                .set_state(name, |_| {
+                    Some(JobState::Finalizing {
+                        started_at: s,
+                        exit_code: 0,
+                    })
+                })
+                .await;
         }
         let kind = match result.ending {
             Ending::Succeeded | Ending::Canceled => None,
@@ -179,9 +268,21 @@ impl<B: Backend> JobManager<B> {
             Ending::StartFailed => Some(start_kind),
         };
         let state = match (result.ending, kind) {
-            (Ending::Succeeded, _) => JobState::Completed { started_at: started_at.unwrap_or(ended_at), ended_at },
-            (Ending::Canceled, _) | (_, None) => JobState::Canceled { started_at, ended_at },
-            (_, Some(kind)) => JobState::Failed { started_at, ended_at, exit_code: result.exit_code, kind, message: result.message },
+            (Ending::Succeeded, _) => JobState::Completed {
+                started_at: started_at.unwrap_or(ended_at),
+                ended_at,
+            },
+            (Ending::Canceled, _) | (_, None) => JobState::Canceled {
+                started_at,
+                ended_at,
+            },
+            (_, Some(kind)) => JobState::Failed {
+                started_at,
+                ended_at,
+                exit_code: result.exit_code,
+                kind,
+                message: result.message,
+            },
         };
         if let Err(e) = self.set_state(name, |_| Some(state.clone())).await {
             warn!(job = %name, error = %e, "cannot record the end of a job");
@@ -193,15 +294,28 @@ impl<B: Backend> JobManager<B> {
 
     /// Cancels a job: a queued one at once, a started one by stopping its process tree.
     pub async fn cancel(self: &Arc<Self>, name: &str) -> Result<JobStatus, ManagerError> {
-        let job: Stored<JobRecord> = self.store.get(Kind::Job, name).await?.ok_or_else(|| ManagerError::NotFound(name.to_string()))?;
+        let job: Stored<JobRecord> = self
+            .store
+            .get(Kind::Job, name)
+            .await?
+            .ok_or_else(|| ManagerError::NotFound(name.to_string()))?;
         let status = job.value.state.status();
         if status.is_terminal() {
-            return Err(ManagerError::AlreadyFinished { name: name.to_string(), status });
+            return Err(ManagerError::AlreadyFinished {
+                name: name.to_string(),
+                status,
+            });
         }
         let was_queued = self.reactor.lock().is_ok_and(|mut r| r.on_dequeued(name));
         if was_queued {
             let now = OffsetDateTime::now_utc();
-            self.set_state(name, |_| Some(JobState::Canceled { started_at: None, ended_at: now })).await?;
+            self.set_state(name, |_| {
+                Some(JobState::Canceled {
+                    started_at: None,
+                    ended_at: now,
+                })
+            })
+            .await?;
             return Ok(JobStatus::Canceled);
         }
         if let Ok(mut c) = self.cancels.lock() {
@@ -219,45 +333,59 @@ impl<B: Backend> JobManager<B> {
             let name = job.value.name.clone();
             match job.value.state.status() {
                 JobStatus::NotStarted | JobStatus::Queued => requeue.push(job),
-                JobStatus::Preparing | JobStatus::Running | JobStatus::Finalizing => match self.backend.reattach(&job.value).await {
-                    Reattach::Running { pid } => {
-                        let gpus = match &job.value.state {
-                            JobState::Running { gpus, .. } | JobState::Preparing { gpus, .. } => gpus.clone(),
-                            _ => Vec::new(),
-                        };
-                        if let Ok(mut r) = self.reactor.lock() {
-                            r.restore_running(&name, LOCAL_POOL, job.value.instance_type.requests, gpus);
+                JobStatus::Preparing | JobStatus::Running | JobStatus::Finalizing => {
+                    match self.backend.reattach(&job.value).await {
+                        Reattach::Running { pid } => {
+                            let gpus = match &job.value.state {
+                                JobState::Running { gpus, .. }
+                                | JobState::Preparing { gpus, .. } => gpus.clone(),
+                                _ => Vec::new(),
+                            };
+                            if let Ok(mut r) = self.reactor.lock() {
+                                r.restore_running(
+                                    &name,
+                                    LOCAL_POOL,
+                                    job.value.instance_type.requests,
+                                    gpus,
+                                );
+                            }
+                            info!(job = %name, pid, "re-attached to a running job");
+                            let me = Arc::clone(self);
+                            let started = job
+                                .value
+                                .state
+                                .started_at()
+                                .unwrap_or_else(OffsetDateTime::now_utc);
+                            tokio::spawn(async move {
+                                let result = me.backend.wait(&job.value, pid).await;
+                                me.end(&name, Some(started), result, FailureKind::NonZeroExit)
+                                    .await;
+                                me.finished(&name);
+                            });
                         }
-                        info!(job = %name, pid, "re-attached to a running job");
-                        let me = Arc::clone(self);
-                        let started = job.value.state.started_at().unwrap_or_else(OffsetDateTime::now_utc);
-                        tokio::spawn(async move {
-                            let result = me.backend.wait(&job.value, pid).await;
-                            me.end(&name, Some(started), result, FailureKind::NonZeroExit).await;
-                            me.finished(&name);
-                        });
-                    }
-                    Reattach::Finished(result) => {
-                        let started = job.value.state.started_at();
-                        self.end(&name, started, result, FailureKind::NonZeroExit).await;
-                    }
-                    Reattach::Lost if job.value.state.status() == JobStatus::Preparing => {
-                        // Nothing ran yet: queue it again.
-                        self.set_state(&name, |_| Some(JobState::Queued)).await?;
-                        requeue.push(job);
-                    }
-                    Reattach::Lost => {
-                        let now = OffsetDateTime::now_utc();
-                        let state = JobState::Failed {
+                        Reattach::Finished(result) => {
+                            let started = job.value.state.started_at();
+                            self.end(&name, started, result, FailureKind::NonZeroExit)
+                                .await;
+                        }
+                        Reattach::Lost if job.value.state.status() == JobStatus::Preparing => {
+                            // Nothing ran yet: queue it again.
+                            self.set_state(&name, |_| Some(JobState::Queued)).await?;
+                            requeue.push(job);
+                        }
+                        Reattach::Lost => {
+                            let now = OffsetDateTime::now_utc();
+                            let state = JobState::Failed {
                             started_at: job.value.state.started_at(),
                             ended_at: now,
                             exit_code: None,
                             kind: FailureKind::ServerRestarted,
                             message: "server restarted: the job's process was gone and left no result; submit it again".into(),
                         };
-                        self.set_state(&name, |_| Some(state.clone())).await?;
+                            self.set_state(&name, |_| Some(state.clone())).await?;
+                        }
                     }
-                },
+                }
                 _ => {}
             }
         }
@@ -269,18 +397,34 @@ impl<B: Backend> JobManager<B> {
 
     /// Reads, changes and writes a job's state, retrying if someone else wrote in between.
     /// `change` returns `None` to leave the job as it is.
-    async fn set_state(&self, name: &str, change: impl Fn(&JobState) -> Option<JobState>) -> Result<Option<JobRecord>, ManagerError> {
+    async fn set_state(
+        &self,
+        name: &str,
+        change: impl Fn(&JobState) -> Option<JobState>,
+    ) -> Result<Option<JobRecord>, ManagerError> {
         loop {
             let Some(mut job) = self.store.get::<JobRecord>(Kind::Job, name).await? else {
                 return Err(ManagerError::NotFound(name.to_string()));
             };
-            let Some(next) = change(&job.value.state) else { return Ok(None) };
+            let Some(next) = change(&job.value.state) else {
+                return Ok(None);
+            };
             if job.value.state.status().is_terminal() {
                 return Ok(None);
             }
             job.value.state = next;
             let status = job.value.state.status().as_str();
-            match self.store.update(Kind::Job, name, job.resource_version, Some(status), &job.value).await {
+            match self
+                .store
+                .update(
+                    Kind::Job,
+                    name,
+                    job.resource_version,
+                    Some(status),
+                    &job.value,
+                )
+                .await
+            {
                 Ok(_) => {
                     self.notify();
                     return Ok(Some(job.value));

@@ -74,19 +74,44 @@ impl Reactor {
     /// Adds (or resizes) a pool with the given capacity and GPU ids.
     pub fn set_pool(&mut self, name: &str, total: Resources, gpu_ids: Vec<String>) {
         let used: Vec<&Running> = self.running.values().filter(|r| r.pool == name).collect();
-        let reserved = used.iter().fold(Resources::default(), |acc, r| acc.add(&r.request));
+        let reserved = used
+            .iter()
+            .fold(Resources::default(), |acc, r| acc.add(&r.request));
         let busy: Vec<&String> = used.iter().flat_map(|r| r.gpus.iter()).collect();
         let free_gpus: Vec<String> = gpu_ids.into_iter().filter(|g| !busy.contains(&g)).collect();
         let mut free = total.saturating_sub(&reserved);
         free.gpus = free_gpus.len() as u32;
-        let queues = self.pools.remove(name).map(|p| p.queues).unwrap_or_default();
-        self.pools.insert(name.to_string(), Pool { total, free, free_gpus, queues });
+        let queues = self
+            .pools
+            .remove(name)
+            .map(|p| p.queues)
+            .unwrap_or_default();
+        self.pools.insert(
+            name.to_string(),
+            Pool {
+                total,
+                free,
+                free_gpus,
+                queues,
+            },
+        );
     }
 
     /// A job was submitted to `pool`; `seq` orders it among jobs of the same priority.
-    pub fn on_submitted(&mut self, fx: &mut impl Effects, job: &str, pool: &str, request: Resources, priority: Priority, seq: u64) {
+    pub fn on_submitted(
+        &mut self,
+        fx: &mut impl Effects,
+        job: &str,
+        pool: &str,
+        request: Resources,
+        priority: Priority,
+        seq: u64,
+    ) {
         let Some(p) = self.pools.get_mut(pool) else {
-            fx.reject(job, format!("compute pool `{pool}` is not known to the scheduler"));
+            fx.reject(
+                job,
+                format!("compute pool `{pool}` is not known to the scheduler"),
+            );
             return;
         };
         if !request.fits_in(&p.total) {
@@ -100,14 +125,26 @@ impl Reactor {
             return;
         }
         let key = (Reverse(priority), seq);
-        p.queues.entry(request).or_default().insert(key, job.to_string());
-        self.queued.insert(job.to_string(), Queued { pool: pool.to_string(), request, key });
+        p.queues
+            .entry(request)
+            .or_default()
+            .insert(key, job.to_string());
+        self.queued.insert(
+            job.to_string(),
+            Queued {
+                pool: pool.to_string(),
+                request,
+                key,
+            },
+        );
         self.admit(fx, pool);
     }
 
     /// A job left the queue before running (canceled); returns whether it was queued.
     pub fn on_dequeued(&mut self, job: &str) -> bool {
-        let Some(q) = self.queued.remove(job) else { return false };
+        let Some(q) = self.queued.remove(job) else {
+            return false;
+        };
         if let Some(p) = self.pools.get_mut(&q.pool)
             && let Some(queue) = p.queues.get_mut(&q.request)
         {
@@ -121,9 +158,14 @@ impl Reactor {
 
     /// A running job ended: its capacity returns and waiting jobs may start.
     pub fn on_finished(&mut self, fx: &mut impl Effects, job: &str) {
-        let Some(r) = self.running.remove(job) else { return };
+        let Some(r) = self.running.remove(job) else {
+            return;
+        };
         if let Some(p) = self.pools.get_mut(&r.pool) {
-            p.free = p.free.add(&Resources { gpus: 0, ..r.request });
+            p.free = p.free.add(&Resources {
+                gpus: 0,
+                ..r.request
+            });
             p.free_gpus.extend(r.gpus);
             p.free.gpus = p.free_gpus.len() as u32;
         }
@@ -131,20 +173,36 @@ impl Reactor {
     }
 
     /// Records a job that is already running (found at restart), reserving its capacity.
-    pub fn restore_running(&mut self, job: &str, pool: &str, request: Resources, gpus: Vec<String>) {
+    pub fn restore_running(
+        &mut self,
+        job: &str,
+        pool: &str,
+        request: Resources,
+        gpus: Vec<String>,
+    ) {
         if let Some(p) = self.pools.get_mut(pool) {
             p.free = p.free.saturating_sub(&Resources { gpus: 0, ..request });
             p.free_gpus.retain(|g| !gpus.contains(g));
             p.free.gpus = p.free_gpus.len() as u32;
         }
-        self.running.insert(job.to_string(), Running { pool: pool.to_string(), request, gpus });
+        self.running.insert(
+            job.to_string(),
+            Running {
+                pool: pool.to_string(),
+                request,
+                gpus,
+            },
+        );
     }
 
     /// Why a queued job is still waiting, or `None` if it is not queued.
     pub fn queue_reason(&self, job: &str) -> Option<String> {
         let q = self.queued.get(job)?;
         let p = self.pools.get(&q.pool)?;
-        Some(format!("needs {}; {} has {} free", q.request, q.pool, p.free))
+        Some(format!(
+            "needs {}; {} has {} free",
+            q.request, q.pool, p.free
+        ))
     }
 
     /// Total and free capacity of a pool.
@@ -158,12 +216,16 @@ impl Reactor {
     }
 
     fn admit(&mut self, fx: &mut impl Effects, pool: &str) {
-        let Some(p) = self.pools.get_mut(pool) else { return };
+        let Some(p) = self.pools.get_mut(pool) else {
+            return;
+        };
         loop {
             let mut best: Option<(QueueKey, Resources)> = None;
             let mut earliest_blocked: Option<(QueueKey, String)> = None;
             for (shape, queue) in &p.queues {
-                let Some((key, name)) = queue.first_key_value() else { continue };
+                let Some((key, name)) = queue.first_key_value() else {
+                    continue;
+                };
                 if shape.fits_in(&p.free) {
                     if best.as_ref().is_none_or(|(k, _)| key < k) {
                         best = Some((*key, *shape));
@@ -173,8 +235,12 @@ impl Reactor {
                 }
             }
             let Some((key, shape)) = best else { return };
-            let Some(queue) = p.queues.get_mut(&shape) else { return };
-            let Some(job) = queue.remove(&key) else { return };
+            let Some(queue) = p.queues.get_mut(&shape) else {
+                return;
+            };
+            let Some(job) = queue.remove(&key) else {
+                return;
+            };
             if queue.is_empty() {
                 p.queues.remove(&shape);
             }
@@ -185,7 +251,14 @@ impl Reactor {
             let note = earliest_blocked
                 .filter(|(k, _)| *k < key)
                 .map(|(_, other)| format!("started ahead of earlier job `{other}`, which is waiting for more capacity than is free"));
-            self.running.insert(job.clone(), Running { pool: pool.to_string(), request: shape, gpus: gpus.clone() });
+            self.running.insert(
+                job.clone(),
+                Running {
+                    pool: pool.to_string(),
+                    request: shape,
+                    gpus: gpus.clone(),
+                },
+            );
             fx.admit(&job, gpus, note);
         }
     }
@@ -197,12 +270,20 @@ mod tests {
     use berth_core::Quantity;
 
     fn r(cpu: i64, gib: i64, gpus: u32) -> Resources {
-        Resources::new(Quantity::from_units(cpu), Quantity::from_units(gib << 30), gpus)
+        Resources::new(
+            Quantity::from_units(cpu),
+            Quantity::from_units(gib << 30),
+            gpus,
+        )
     }
 
     fn reactor(cpu: i64, gib: i64, gpus: u32) -> Reactor {
         let mut re = Reactor::default();
-        re.set_pool("local", r(cpu, gib, gpus), (0..gpus).map(|i| format!("GPU-{i}")).collect());
+        re.set_pool(
+            "local",
+            r(cpu, gib, gpus),
+            (0..gpus).map(|i| format!("GPU-{i}")).collect(),
+        );
         re
     }
 
@@ -219,7 +300,9 @@ mod tests {
         assert_eq!(names(&fx), ["a"]);
         assert_eq!(
             re.queue_reason("b").as_deref(),
-            Some("needs 3 CPU, 4Gi, 0 nvidia.com/gpu; local has 1 CPU, 12Gi, 0 nvidia.com/gpu free")
+            Some(
+                "needs 3 CPU, 4Gi, 0 nvidia.com/gpu; local has 1 CPU, 12Gi, 0 nvidia.com/gpu free"
+            )
         );
         re.on_finished(&mut fx, "a");
         assert_eq!(names(&fx), ["a", "b"]);
@@ -260,7 +343,11 @@ mod tests {
         let mut fx = Recorded::default();
         re.on_submitted(&mut fx, "gpu", "local", r(1, 1, 1), Priority::Medium, 1);
         assert_eq!(fx.rejected.len(), 1);
-        assert!(fx.rejected[0].1.contains("can never run there"), "{}", fx.rejected[0].1);
+        assert!(
+            fx.rejected[0].1.contains("can never run there"),
+            "{}",
+            fx.rejected[0].1
+        );
         assert_eq!(re.queued_len(), 0);
     }
 
@@ -275,7 +362,10 @@ mod tests {
         assert_eq!(fx.admitted[1].1, ["GPU-1"]);
         assert_eq!(names(&fx), ["a", "b"]);
         re.on_finished(&mut fx, "a");
-        assert_eq!(fx.admitted[2], ("c".to_string(), vec!["GPU-0".to_string()], None));
+        assert_eq!(
+            fx.admitted[2],
+            ("c".to_string(), vec!["GPU-0".to_string()], None)
+        );
     }
 
     #[test]

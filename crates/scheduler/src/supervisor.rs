@@ -67,12 +67,23 @@ const GRACE: Duration = Duration::from_secs(5);
 /// Runs the job in `dir` to the end; returns the process exit code for the supervisor itself.
 pub async fn supervise(dir: &Path) -> i32 {
     let dir = JobDir::new(dir);
-    let result = match std::fs::read(dir.plan()).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice::<RunPlan>(&b).map_err(|e| e.to_string())) {
+    let result = match std::fs::read(dir.plan())
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<RunPlan>(&b).map_err(|e| e.to_string()))
+    {
         Ok(plan) => run(&dir, &plan).await,
-        Err(e) => RunResult { ending: Ending::StartFailed, exit_code: None, message: format!("cannot read the run plan: {e}") },
+        Err(e) => RunResult {
+            ending: Ending::StartFailed,
+            exit_code: None,
+            message: format!("cannot read the run plan: {e}"),
+        },
     };
     let code = i32::from(result.ending != Ending::Succeeded);
-    if let Ok(mut log) = std::fs::OpenOptions::new().append(true).create(true).open(dir.log()) {
+    if let Ok(mut log) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.log())
+    {
         let _ = writeln!(log, "[berth] {}", result.message);
     }
     match serde_json::to_vec(&result) {
@@ -82,7 +93,11 @@ pub async fn supervise(dir: &Path) -> i32 {
 }
 
 async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
-    let start_failed = |e: String| RunResult { ending: Ending::StartFailed, exit_code: None, message: e };
+    let start_failed = |e: String| RunResult {
+        ending: Ending::StartFailed,
+        exit_code: None,
+        message: e,
+    };
     let log = match open_log(dir, plan) {
         Ok(l) => l,
         Err(e) => return start_failed(format!("cannot open the job log: {e}")),
@@ -111,7 +126,9 @@ async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
     };
     let _ = std::fs::write(dir.process_group(), pgid.as_raw_nonzero().to_string());
     let started = Instant::now();
-    let deadline = plan.timeout_seconds.map(|s| started + Duration::from_secs(s));
+    let deadline = plan
+        .timeout_seconds
+        .map(|s| started + Duration::from_secs(s));
     let mut killed: Option<(Ending, String, Instant)> = None;
     let mut tick = tokio::time::interval(TICK);
     let status = loop {
@@ -127,10 +144,17 @@ async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
         }
         if dir.cancel_flag().exists() {
             let _ = kill_process_group(pgid, Signal::TERM);
-            killed = Some((Ending::Canceled, "canceled on request".into(), Instant::now()));
+            killed = Some((
+                Ending::Canceled,
+                "canceled on request".into(),
+                Instant::now(),
+            ));
         } else if deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = kill_process_group(pgid, Signal::TERM);
-            let msg = format!("DeadlineExceeded: the job ran longer than limits.timeout ({}s) and was stopped", plan.timeout_seconds.unwrap_or(0));
+            let msg = format!(
+                "DeadlineExceeded: the job ran longer than limits.timeout ({}s) and was stopped",
+                plan.timeout_seconds.unwrap_or(0)
+            );
             killed = Some((Ending::DeadlineExceeded, msg, Instant::now()));
         } else if let Some(limit) = plan.memory_limit_bytes {
             let used = group_rss(pgid.as_raw_nonzero().get());
@@ -150,19 +174,39 @@ async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
     let _ = kill_process_group(pgid, Signal::KILL);
     let exit_code = status.as_ref().ok().and_then(|s| s.code());
     if let Some((ending, message, _)) = killed {
-        return RunResult { ending, exit_code, message };
+        return RunResult {
+            ending,
+            exit_code,
+            message,
+        };
     }
     match status {
-        Ok(s) if s.success() => RunResult { ending: Ending::Succeeded, exit_code: Some(0), message: "the command exited with code 0".into() },
+        Ok(s) if s.success() => RunResult {
+            ending: Ending::Succeeded,
+            exit_code: Some(0),
+            message: "the command exited with code 0".into(),
+        },
         Ok(s) => match s.code() {
-            Some(c) => RunResult { ending: Ending::Failed, exit_code: Some(c), message: format!("the command exited with code {c}") },
+            Some(c) => RunResult {
+                ending: Ending::Failed,
+                exit_code: Some(c),
+                message: format!("the command exited with code {c}"),
+            },
             None => {
                 use std::os::unix::process::ExitStatusExt;
                 let sig = s.signal().unwrap_or(0);
-                RunResult { ending: Ending::Failed, exit_code: Some(128 + sig), message: format!("the command was killed by signal {sig}") }
+                RunResult {
+                    ending: Ending::Failed,
+                    exit_code: Some(128 + sig),
+                    message: format!("the command was killed by signal {sig}"),
+                }
             }
         },
-        Err(e) => RunResult { ending: Ending::Failed, exit_code: None, message: format!("lost track of the command: {e}") },
+        Err(e) => RunResult {
+            ending: Ending::Failed,
+            exit_code: None,
+            message: format!("lost track of the command: {e}"),
+        },
     }
 }
 
@@ -171,7 +215,10 @@ fn open_log(dir: &JobDir, plan: &RunPlan) -> std::io::Result<std::fs::File> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     for line in &plan.preamble {
         writeln!(f, "{line}")?;
     }
@@ -181,14 +228,25 @@ fn open_log(dir: &JobDir, plan: &RunPlan) -> std::io::Result<std::fs::File> {
 /// Resident memory of every process in process group `pgid`, in bytes.
 pub fn group_rss(pgid: i32) -> u64 {
     let page = rustix::param::page_size() as u64;
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     let mut total = 0;
     for e in entries.flatten() {
         let name = e.file_name();
-        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         // Fields after the command name, which is in parentheses and may hold spaces.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
         let f: Vec<&str> = rest.split_whitespace().collect();
         // rest[0] is field 3 (state): pgrp is field 5, rss field 24.
         if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {

@@ -97,7 +97,11 @@ pub fn list_files(root: &Path) -> io::Result<Vec<(String, u64)>> {
                 walk(root, &path, out)?;
             } else {
                 let rel = path.strip_prefix(root).unwrap_or(&path);
-                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                let rel = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/");
                 out.push((rel, meta.len()));
             }
         }
@@ -107,7 +111,10 @@ pub fn list_files(root: &Path) -> io::Result<Vec<(String, u64)>> {
     if std::fs::metadata(root)?.is_dir() {
         walk(root, root, &mut out)?;
     } else {
-        let name = root.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         out.push((name, std::fs::metadata(root)?.len()));
     }
     out.sort();
@@ -129,7 +136,10 @@ mod tests {
         std::fs::write(src.join(".git/HEAD"), "x")?;
         let dst = t.path().join("dst");
         assert_eq!(copy_tree(&src, &dst)?, 10);
-        assert_eq!(list_files(&dst)?, [("a.py".to_string(), 8), ("sub/b.txt".to_string(), 2)]);
+        assert_eq!(
+            list_files(&dst)?,
+            [("a.py".to_string(), 8), ("sub/b.txt".to_string(), 2)]
+        );
         Ok(())
     }
 }

@@ -28,7 +28,12 @@ pub fn load_or_create_token(home: &Path) -> std::io::Result<String> {
     }
     let bytes: [u8; 32] = rand::random();
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
     f.write_all(token.as_bytes())?;
     Ok(token)
 }
@@ -68,7 +73,9 @@ mod tests {
         let b = load_or_create_token(home.path())?;
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
-        let mode = std::fs::metadata(token_path(home.path()))?.permissions().mode();
+        let mode = std::fs::metadata(token_path(home.path()))?
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         Ok(())
     }

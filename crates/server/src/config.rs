@@ -88,13 +88,20 @@ impl ConfigLayer {
     /// Reads `BERTH_API_LISTEN`, `BERTH_SCORING_LISTEN`, `BERTH_LOCAL_CPU`, `BERTH_LOCAL_MEMORY`,
     /// `BERTH_LOCAL_GPUS` and `BERTH_MAX_BODY_BYTES` through `get`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<ConfigLayer, ConfigError> {
-        fn parse<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<T>, ConfigError>
+        fn parse<T: std::str::FromStr>(
+            get: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+        ) -> Result<Option<T>, ConfigError>
         where
             T::Err: std::fmt::Display,
         {
             match get(name) {
                 None => Ok(None),
-                Some(v) => v.parse().map(Some).map_err(|e: T::Err| ConfigError::Env { name, value: v, reason: e.to_string() }),
+                Some(v) => v.parse().map(Some).map_err(|e: T::Err| ConfigError::Env {
+                    name,
+                    value: v,
+                    reason: e.to_string(),
+                }),
             }
         }
         Ok(ConfigLayer {
@@ -110,15 +117,27 @@ impl ConfigLayer {
 
 impl ServerConfig {
     /// Builds the configuration: defaults, `home/config.yaml` if present, `env`, then `flags`.
-    pub fn load(home: &Path, env: ConfigLayer, flags: ConfigLayer, supervisor: Vec<String>) -> Result<ServerConfig, ConfigError> {
+    pub fn load(
+        home: &Path,
+        env: ConfigLayer,
+        flags: ConfigLayer,
+        supervisor: Vec<String>,
+    ) -> Result<ServerConfig, ConfigError> {
         let file_path = home.join("config.yaml");
         let file = match std::fs::read_to_string(&file_path) {
             Ok(text) => {
                 let name = file_path.display().to_string();
-                berth_core::yaml::Source::new(&name, &text).parse::<ConfigLayer>().map_err(ConfigError::File)?
+                berth_core::yaml::Source::new(&name, &text)
+                    .parse::<ConfigLayer>()
+                    .map_err(ConfigError::File)?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigLayer::default(),
-            Err(source) => return Err(ConfigError::Read { path: file_path, source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: file_path,
+                    source,
+                });
+            }
         };
         let merged = flags.over(env.over(file));
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
@@ -142,9 +161,15 @@ mod tests {
     #[test]
     fn layers_override_in_order() -> Result<(), Box<dyn std::error::Error>> {
         let home = tempfile::tempdir()?;
-        std::fs::write(home.path().join("config.yaml"), "local_cpu: \"3\"\nlocal_gpus: 1\n")?;
+        std::fs::write(
+            home.path().join("config.yaml"),
+            "local_cpu: \"3\"\nlocal_gpus: 1\n",
+        )?;
         let env = ConfigLayer::from_env(|k| (k == "BERTH_LOCAL_CPU").then(|| "2".to_string()))?;
-        let flags = ConfigLayer { api_listen: Some("127.0.0.1:0".parse()?), ..Default::default() };
+        let flags = ConfigLayer {
+            api_listen: Some("127.0.0.1:0".parse()?),
+            ..Default::default()
+        };
         let c = ServerConfig::load(home.path(), env, flags, vec![])?;
         assert_eq!(c.local_cpu, Some(Quantity::from_units(2)));
         assert_eq!(c.local_gpus, Some(1));
@@ -155,12 +180,28 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() -> Result<(), Box<dyn std::error::Error>> {
-        let err = ConfigLayer::from_env(|k| (k == "BERTH_LOCAL_MEMORY").then(|| "lots".to_string())).err();
-        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("BERTH_LOCAL_MEMORY=lots"));
+        let err =
+            ConfigLayer::from_env(|k| (k == "BERTH_LOCAL_MEMORY").then(|| "lots".to_string()))
+                .err();
+        assert!(
+            err.map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("BERTH_LOCAL_MEMORY=lots")
+        );
         let home = tempfile::tempdir()?;
         std::fs::write(home.path().join("config.yaml"), "local_cpus: 3\n")?;
-        let err = ServerConfig::load(home.path(), ConfigLayer::default(), ConfigLayer::default(), vec![]).err();
-        assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("unknown field `local_cpus`"));
+        let err = ServerConfig::load(
+            home.path(),
+            ConfigLayer::default(),
+            ConfigLayer::default(),
+            vec![],
+        )
+        .err();
+        assert!(
+            err.map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("unknown field `local_cpus`")
+        );
         Ok(())
     }
 }

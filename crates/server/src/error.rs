@@ -65,10 +65,14 @@ impl ApiError {
             ApiError::Unauthorized(_) => (
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
-                Some("send Authorization: Bearer <token>; the token is in $BERTH_HOME/token".into()),
+                Some(
+                    "send Authorization: Bearer <token>; the token is in $BERTH_HOME/token".into(),
+                ),
             ),
             ApiError::NotFound { hint, .. } => (StatusCode::NOT_FOUND, "NotFound", hint.clone()),
-            ApiError::AlreadyExists { hint, .. } => (StatusCode::CONFLICT, "AlreadyExists", hint.clone()),
+            ApiError::AlreadyExists { hint, .. } => {
+                (StatusCode::CONFLICT, "AlreadyExists", hint.clone())
+            }
             ApiError::InvalidSpec(e) => (StatusCode::BAD_REQUEST, "InvalidSpec", e.hint.clone()),
             ApiError::Conflict { hint, .. } => (StatusCode::CONFLICT, "Conflict", hint.clone()),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest", None),
@@ -78,7 +82,11 @@ impl ApiError {
                 Some("send a smaller body, or raise max_body_bytes in the server config".into()),
             ),
             ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "NotSupported", None),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Internal", Some("see the server's log".into())),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal",
+                Some("see the server's log".into()),
+            ),
         }
     }
 
@@ -98,7 +106,14 @@ impl IntoResponse for ApiError {
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %message, "internal error");
         }
-        let body = ErrorBody { error: ErrorDetail { code: code.into(), message, hint, position } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message,
+                hint,
+                position,
+            },
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -106,7 +121,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict { .. } => ApiError::Conflict { message: e.to_string(), hint: Some("retry the request".into()) },
+            StoreError::Conflict { .. } => ApiError::Conflict {
+                message: e.to_string(),
+                hint: Some("retry the request".into()),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -115,8 +133,15 @@ impl From<StoreError> for ApiError {
 impl From<ManagerError> for ApiError {
     fn from(e: ManagerError) -> Self {
         match e {
-            ManagerError::NotFound(name) => ApiError::NotFound { kind: "job", name, hint: Some("`berth job list` shows the jobs".into()) },
-            ManagerError::AlreadyFinished { .. } => ApiError::Conflict { message: e.to_string(), hint: None },
+            ManagerError::NotFound(name) => ApiError::NotFound {
+                kind: "job",
+                name,
+                hint: Some("`berth job list` shows the jobs".into()),
+            },
+            ManagerError::AlreadyFinished { .. } => ApiError::Conflict {
+                message: e.to_string(),
+                hint: None,
+            },
             ManagerError::Store(s) => s.into(),
         }
     }

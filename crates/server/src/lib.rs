@@ -69,10 +69,14 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// Another server holds the home folder.
-    #[error("another berth server is already using {0}; stop it, or start this one with another --home")]
+    #[error(
+        "another berth server is already using {0}; stop it, or start this one with another --home"
+    )]
     Busy(PathBuf),
     /// An address cannot be bound.
-    #[error("cannot listen on {addr}: {source}; pick another address or port (port 0 picks a free one)")]
+    #[error(
+        "cannot listen on {addr}: {source}; pick another address or port (port 0 picks a free one)"
+    )]
     Bind {
         /// Address.
         addr: SocketAddr,
@@ -92,8 +96,14 @@ pub enum StartError {
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(api::routes(state.clone()))
-        .route("/api/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/api/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route(
+            "/api/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/api/openapi.json",
+            get(|| async { Json(openapi::document()) }),
+        )
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -114,7 +124,10 @@ fn scoring_app() -> Router {
 }
 
 fn home_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
-    move |source| StartError::Home { path: path.to_path_buf(), source }
+    move |source| StartError::Home {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Builds the state: opens the store, starts the manager, recovers jobs.
@@ -123,28 +136,63 @@ pub async fn build_state(config: &ServerConfig) -> Result<AppState, StartError> 
     std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
     let token = auth::load_or_create_token(home).map_err(home_error(home))?;
     let store = Store::open(&home.join("berth.db")).await?;
-    services::resources::ensure_local_compute(&store).await.map_err(|e| StartError::Recover(e.to_string()))?;
+    services::resources::ensure_local_compute(&store)
+        .await
+        .map_err(|e| StartError::Recover(e.to_string()))?;
     let (machine, gpus) = berth_scheduler::machine::detect();
-    let gpu_ids: Vec<String> = gpus.iter().map(|g| g.uuid.clone()).take(config.local_gpus.map_or(usize::MAX, |n| n as usize)).collect();
+    let gpu_ids: Vec<String> = gpus
+        .iter()
+        .map(|g| g.uuid.clone())
+        .take(config.local_gpus.map_or(usize::MAX, |n| n as usize))
+        .collect();
     let capacity = Resources::new(
         config.local_cpu.unwrap_or(machine.cpu),
         config.local_memory.unwrap_or(machine.memory),
         gpu_ids.len() as u32,
     );
     info!(capacity = %capacity, "local compute");
-    let jobs = JobManager::new(store.clone(), LocalBackend::new(config.supervisor.clone()), capacity, gpu_ids.clone());
-    jobs.recover().await.map_err(|e| StartError::Recover(e.to_string()))?;
-    Ok(AppState { store, jobs, token: token.into(), home: Arc::new(home.clone()), gpus: gpu_ids.into() })
+    let jobs = JobManager::new(
+        store.clone(),
+        LocalBackend::new(config.supervisor.clone()),
+        capacity,
+        gpu_ids.clone(),
+    );
+    jobs.recover()
+        .await
+        .map_err(|e| StartError::Recover(e.to_string()))?;
+    Ok(AppState {
+        store,
+        jobs,
+        token: token.into(),
+        home: Arc::new(home.clone()),
+        gpus: gpu_ids.into(),
+    })
 }
 
 /// Runs the server until SIGTERM or Ctrl-C. Jobs keep running across a restart.
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let home = config.home.clone();
     std::fs::create_dir_all(&home).map_err(home_error(&home))?;
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(home.join("server.lock")).map_err(home_error(&home))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| StartError::Busy(home.clone()))?;
-    let api = TcpListener::bind(config.api_listen).await.map_err(|source| StartError::Bind { addr: config.api_listen, source })?;
-    let scoring = TcpListener::bind(config.scoring_listen).await.map_err(|source| StartError::Bind { addr: config.scoring_listen, source })?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.join("server.lock"))
+        .map_err(home_error(&home))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| StartError::Busy(home.clone()))?;
+    let api = TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.api_listen,
+            source,
+        })?;
+    let scoring = TcpListener::bind(config.scoring_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.scoring_listen,
+            source,
+        })?;
     let state = build_state(&config).await?;
     let api_addr = api.local_addr().map_err(home_error(&home))?;
     let scoring_addr = scoring.local_addr().map_err(home_error(&home))?;
@@ -156,18 +204,32 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let info_bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
-    berth_scheduler::workdir::write_atomic(&home.join("server.json"), &info_bytes).map_err(home_error(&home))?;
+    berth_scheduler::workdir::write_atomic(&home.join("server.json"), &info_bytes)
+        .map_err(home_error(&home))?;
     info!(api = %info.api_url, scoring = %info.scoring_url, home = %home.display(), "berth server ready");
-    eprintln!("berth server ready: API {} · scoring {} · home {}", info.api_url, info.scoring_url, home.display());
+    eprintln!(
+        "berth server ready: API {} · scoring {} · home {}",
+        info.api_url,
+        info.scoring_url,
+        home.display()
+    );
     let app = app(state, config.max_body_bytes);
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut stop_api = stop_tx.subscribe();
     let mut stop_scoring = stop_tx.subscribe();
     let api_task = tokio::spawn(async move {
-        axum::serve(api, app).with_graceful_shutdown(async move { let _ = stop_api.recv().await; }).await
+        axum::serve(api, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_api.recv().await;
+            })
+            .await
     });
     let scoring_task = tokio::spawn(async move {
-        axum::serve(scoring, scoring_app()).with_graceful_shutdown(async move { let _ = stop_scoring.recv().await; }).await
+        axum::serve(scoring, scoring_app())
+            .with_graceful_shutdown(async move {
+                let _ = stop_scoring.recv().await;
+            })
+            .await
     });
     shutdown_signal().await;
     info!("shutting down; running jobs keep running and are re-attached at the next start");

@@ -6,7 +6,9 @@ use std::str::FromStr;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, SqliteConnection};
 
 /// Which table of resources.
@@ -53,7 +55,9 @@ pub enum StoreError {
         name: String,
     },
     /// Someone else changed the resource since it was read.
-    #[error("{kind:?} `{name}` changed since it was read (expected version {expected}); read it again and retry")]
+    #[error(
+        "{kind:?} `{name}` changed since it was read (expected version {expected}); read it again and retry"
+    )]
     Conflict {
         /// Kind.
         kind: Kind,
@@ -116,7 +120,10 @@ impl Store {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         Self::migrate(pool).await
     }
 
@@ -124,7 +131,10 @@ impl Store {
     pub async fn in_memory() -> Result<Store, StoreError> {
         let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
         // One connection: each in-memory connection would otherwise be its own database.
-        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
         Self::migrate(pool).await
     }
 
@@ -134,7 +144,13 @@ impl Store {
     }
 
     /// Inserts a new resource; fails with `AlreadyExists` if the name is taken.
-    pub async fn insert<T: Serialize>(&self, kind: Kind, name: &str, status: Option<&str>, value: &T) -> Result<i64, StoreError> {
+    pub async fn insert<T: Serialize>(
+        &self,
+        kind: Kind,
+        name: &str,
+        status: Option<&str>,
+        value: &T,
+    ) -> Result<i64, StoreError> {
         let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
         let t = now();
         let res = sqlx::query(
@@ -151,14 +167,22 @@ impl Store {
         match res {
             Ok(_) => Ok(1),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::AlreadyExists { kind, name: name.to_string() })
+                Err(StoreError::AlreadyExists {
+                    kind,
+                    name: name.to_string(),
+                })
             }
             Err(e) => Err(e.into()),
         }
     }
 
     /// Inserts or replaces a resource; returns its new version.
-    pub async fn upsert<T: Serialize>(&self, kind: Kind, name: &str, value: &T) -> Result<i64, StoreError> {
+    pub async fn upsert<T: Serialize>(
+        &self,
+        kind: Kind,
+        name: &str,
+        value: &T,
+    ) -> Result<i64, StoreError> {
         let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
         let t = now();
         let row = sqlx::query(
@@ -203,9 +227,16 @@ impl Store {
             None => {
                 let exists = self.version(kind, name).await?.is_some();
                 Err(if exists {
-                    StoreError::Conflict { kind, name: name.to_string(), expected }
+                    StoreError::Conflict {
+                        kind,
+                        name: name.to_string(),
+                        expected,
+                    }
                 } else {
-                    StoreError::NotFound { kind, name: name.to_string() }
+                    StoreError::NotFound {
+                        kind,
+                        name: name.to_string(),
+                    }
                 })
             }
         }
@@ -221,26 +252,43 @@ impl Store {
     }
 
     /// Reads one resource.
-    pub async fn get<T: DeserializeOwned>(&self, kind: Kind, name: &str) -> Result<Option<Stored<T>>, StoreError> {
-        let row = sqlx::query("SELECT body, resource_version, seq FROM resources WHERE kind = ? AND name = ?")
-            .bind(kind.as_str())
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<Stored<T>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT body, resource_version, seq FROM resources WHERE kind = ? AND name = ?",
+        )
+        .bind(kind.as_str())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| decode(kind, name, &r)).transpose()
     }
 
     /// Reads every resource of a kind, oldest first.
-    pub async fn list<T: DeserializeOwned>(&self, kind: Kind) -> Result<Vec<Stored<T>>, StoreError> {
-        let rows = sqlx::query("SELECT body, resource_version, seq, name FROM resources WHERE kind = ? ORDER BY seq")
-            .bind(kind.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| decode(kind, r.get::<&str, _>(3), r)).collect()
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+    ) -> Result<Vec<Stored<T>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT body, resource_version, seq, name FROM resources WHERE kind = ? ORDER BY seq",
+        )
+        .bind(kind.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| decode(kind, r.get::<&str, _>(3), r))
+            .collect()
     }
 
     /// Reads the resources of a kind whose status is one of `statuses`, oldest first.
-    pub async fn list_with_status<T: DeserializeOwned>(&self, kind: Kind, statuses: &[&str]) -> Result<Vec<Stored<T>>, StoreError> {
+    pub async fn list_with_status<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        statuses: &[&str],
+    ) -> Result<Vec<Stored<T>>, StoreError> {
         let mut out = Vec::new();
         for status in statuses {
             let rows = sqlx::query("SELECT body, resource_version, seq, name FROM resources WHERE kind = ? AND status = ? ORDER BY seq")
@@ -258,7 +306,13 @@ impl Store {
 
     /// Counts the resources of a kind whose status is one of `statuses` and whose body's
     /// top-level `field` equals `value`.
-    pub async fn count_where(&self, kind: Kind, statuses: &[&str], field: &str, value: &str) -> Result<i64, StoreError> {
+    pub async fn count_where(
+        &self,
+        kind: Kind,
+        statuses: &[&str],
+        field: &str,
+        value: &str,
+    ) -> Result<i64, StoreError> {
         let mut n = 0;
         for status in statuses {
             let row = sqlx::query("SELECT COUNT(*) FROM resources WHERE kind = ? AND status = ? AND json_extract(body, ?) = ?")
@@ -289,7 +343,12 @@ impl Store {
     }
 
     /// Upserts inside a transaction.
-    pub async fn upsert_in<T: Serialize>(conn: &mut SqliteConnection, kind: Kind, name: &str, value: &T) -> Result<(), StoreError> {
+    pub async fn upsert_in<T: Serialize>(
+        conn: &mut SqliteConnection,
+        kind: Kind,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
         let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
         let t = now();
         sqlx::query(
@@ -307,10 +366,22 @@ impl Store {
     }
 }
 
-fn decode<T: DeserializeOwned>(kind: Kind, name: &str, r: &sqlx::sqlite::SqliteRow) -> Result<Stored<T>, StoreError> {
+fn decode<T: DeserializeOwned>(
+    kind: Kind,
+    name: &str,
+    r: &sqlx::sqlite::SqliteRow,
+) -> Result<Stored<T>, StoreError> {
     let body: &str = r.get(0);
-    let value = serde_json::from_str(body).map_err(|source| StoreError::Corrupt { kind, name: name.to_string(), source })?;
-    Ok(Stored { value, resource_version: r.get(1), seq: r.get(2) })
+    let value = serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
+        kind,
+        name: name.to_string(),
+        source,
+    })?;
+    Ok(Stored {
+        value,
+        resource_version: r.get(1),
+        seq: r.get(2),
+    })
 }
 
 #[cfg(test)]
@@ -320,23 +391,44 @@ mod tests {
     #[tokio::test]
     async fn insert_get_update_with_versions() -> Result<(), StoreError> {
         let s = Store::in_memory().await?;
-        assert_eq!(s.insert(Kind::Job, "a", Some("Queued"), &serde_json::json!({"x": 1})).await?, 1);
+        assert_eq!(
+            s.insert(Kind::Job, "a", Some("Queued"), &serde_json::json!({"x": 1}))
+                .await?,
+            1
+        );
         assert!(matches!(
             s.insert(Kind::Job, "a", None, &serde_json::json!({})).await,
             Err(StoreError::AlreadyExists { .. })
         ));
-        let got: Stored<serde_json::Value> = s.get(Kind::Job, "a").await?.ok_or(StoreError::NotFound { kind: Kind::Job, name: "a".into() })?;
+        let got: Stored<serde_json::Value> =
+            s.get(Kind::Job, "a").await?.ok_or(StoreError::NotFound {
+                kind: Kind::Job,
+                name: "a".into(),
+            })?;
         assert_eq!(got.value["x"], 1);
-        assert_eq!(s.update(Kind::Job, "a", 1, Some("Running"), &serde_json::json!({"x": 2})).await?, 2);
+        assert_eq!(
+            s.update(
+                Kind::Job,
+                "a",
+                1,
+                Some("Running"),
+                &serde_json::json!({"x": 2})
+            )
+            .await?,
+            2
+        );
         assert!(matches!(
-            s.update(Kind::Job, "a", 1, None, &serde_json::json!({})).await,
+            s.update(Kind::Job, "a", 1, None, &serde_json::json!({}))
+                .await,
             Err(StoreError::Conflict { expected: 1, .. })
         ));
         assert!(matches!(
-            s.update(Kind::Job, "zz", 1, None, &serde_json::json!({})).await,
+            s.update(Kind::Job, "zz", 1, None, &serde_json::json!({}))
+                .await,
             Err(StoreError::NotFound { .. })
         ));
-        let running: Vec<Stored<serde_json::Value>> = s.list_with_status(Kind::Job, &["Running"]).await?;
+        let running: Vec<Stored<serde_json::Value>> =
+            s.list_with_status(Kind::Job, &["Running"]).await?;
         assert_eq!(running.len(), 1);
         Ok(())
     }
@@ -358,7 +450,10 @@ mod tests {
     async fn survives_reopen() -> Result<(), StoreError> {
         let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e.into()))?;
         let path = dir.path().join("berth.db");
-        Store::open(&path).await?.insert(Kind::Job, "j", Some("Queued"), &"body").await?;
+        Store::open(&path)
+            .await?
+            .insert(Kind::Job, "j", Some("Queued"), &"body")
+            .await?;
         let again = Store::open(&path).await?;
         let got: Option<Stored<String>> = again.get(Kind::Job, "j").await?;
         assert_eq!(got.map(|g| g.value).as_deref(), Some("body"));

@@ -25,10 +25,19 @@ const COLUMNS: [(&str, &str); 6] = [
 /// Runs one job verb; returns the process exit code.
 pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32, Failure> {
     match cmd {
-        JobCommand::Create { file, name, set, stream } => {
+        JobCommand::Create {
+            file,
+            name,
+            set,
+            stream,
+        } => {
             let job = create(client, &file, name, set).await?;
             out.print(&job, &COLUMNS)?;
-            if stream { follow(client, &job.name).await } else { Ok(0) }
+            if stream {
+                follow(client, &job.name).await
+            } else {
+                Ok(0)
+            }
         }
         JobCommand::Show { name } => {
             let job: JobView = client.get(&format!("/api/jobs/{}", seg(&name))).await?;
@@ -40,21 +49,46 @@ pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32,
         }
         JobCommand::Stream { name } => follow(client, &name).await,
         JobCommand::Cancel { name } => {
-            let job: JobView = client.call(Method::POST, &format!("/api/jobs/{}/cancel", seg(&name)), None::<&()>).await?;
+            let job: JobView = client
+                .call(
+                    Method::POST,
+                    &format!("/api/jobs/{}/cancel", seg(&name)),
+                    None::<&()>,
+                )
+                .await?;
             out.print(&job, &COLUMNS).map(|_| 0)
         }
-        JobCommand::Download { name, output_name, all, download_path } => download(client, &name, output_name, all, &download_path).await,
+        JobCommand::Download {
+            name,
+            output_name,
+            all,
+            download_path,
+        } => download(client, &name, output_name, all, &download_path).await,
     }
 }
 
-async fn create(client: &Client, file: &Path, name: Option<String>, mut set: Vec<String>) -> Result<JobView, Failure> {
-    let yaml = std::fs::read_to_string(file).map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
+async fn create(
+    client: &Client,
+    file: &Path,
+    name: Option<String>,
+    mut set: Vec<String>,
+) -> Result<JobView, Failure> {
+    let yaml = std::fs::read_to_string(file)
+        .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
     let abs = std::path::absolute(file).map_err(|e| Failure::new(e.to_string()))?;
-    let base_dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let base_dir = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     if let Some(n) = name {
         set.push(format!("name={n}"));
     }
-    let req = JobCreateRequest { file: file.display().to_string(), yaml, base_dir: base_dir.to_string_lossy().into_owned(), set };
+    let req = JobCreateRequest {
+        file: file.display().to_string(),
+        yaml,
+        base_dir: base_dir.to_string_lossy().into_owned(),
+        set,
+    };
     client.call(Method::POST, "/api/jobs", Some(&req)).await
 }
 
@@ -69,7 +103,9 @@ pub async fn follow(client: &Client, name: &str) -> Result<i32, Failure> {
                 let now = (job.status.clone(), job.status_message.clone());
                 if now != last {
                     match &now.1 {
-                        Some(m) if job.status != "Failed" => eprintln!("[berth] {name}: {} ({m})", now.0),
+                        Some(m) if job.status != "Failed" => {
+                            eprintln!("[berth] {name}: {} ({m})", now.0)
+                        }
                         _ => eprintln!("[berth] {name}: {}", now.0),
                     }
                     last = now;
@@ -82,7 +118,13 @@ pub async fn follow(client: &Client, name: &str) -> Result<i32, Failure> {
         }
     };
     let logs = async {
-        let resp = client.send(Method::GET, &format!("/api/jobs/{}/logs?follow=true", seg(name)), None::<&()>).await?;
+        let resp = client
+            .send(
+                Method::GET,
+                &format!("/api/jobs/{}/logs?follow=true", seg(name)),
+                None::<&()>,
+            )
+            .await?;
         let mut body = resp.bytes_stream();
         let mut stdout = std::io::stdout();
         while let Some(chunk) = body.next().await {
@@ -96,7 +138,12 @@ pub async fn follow(client: &Client, name: &str) -> Result<i32, Failure> {
     logged?;
     let job: JobView = client.get(&status_path).await?;
     let summary = match (job.status.as_str(), &job.status_message) {
-        ("Completed", _) => return { eprintln!("Job {name} Completed."); Ok(0) },
+        ("Completed", _) => {
+            return {
+                eprintln!("Job {name} Completed.");
+                Ok(0)
+            };
+        }
         (s, Some(m)) => format!("Job {name} {s}: {m}"),
         (s, None) => format!("Job {name} {s}."),
     };
@@ -104,40 +151,81 @@ pub async fn follow(client: &Client, name: &str) -> Result<i32, Failure> {
     Ok(1)
 }
 
-async fn download(client: &Client, name: &str, output: Option<String>, all: bool, dest: &Path) -> Result<i32, Failure> {
+async fn download(
+    client: &Client,
+    name: &str,
+    output: Option<String>,
+    all: bool,
+    dest: &Path,
+) -> Result<i32, Failure> {
     let job: JobView = client.get(&format!("/api/jobs/{}", seg(name))).await?;
     let outputs: Vec<String> = match (output, all) {
         (Some(o), _) => vec![o],
-        (None, true) => job.outputs.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default(),
-        (None, false) => return Err(Failure::new("say what to download").hint("pass --output-name <name>, or --all for every output and the logs")),
+        (None, true) => job
+            .outputs
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default(),
+        (None, false) => {
+            return Err(Failure::new("say what to download")
+                .hint("pass --output-name <name>, or --all for every output and the logs"));
+        }
     };
     let (mut files, mut bytes) = (0u64, 0u64);
     for o in &outputs {
-        let list: Vec<OutputFile> = client.get(&format!("/api/jobs/{}/outputs/{}/files", seg(name), seg(o))).await?;
+        let list: Vec<OutputFile> = client
+            .get(&format!("/api/jobs/{}/outputs/{}/files", seg(name), seg(o)))
+            .await?;
         let root = dest.join("named-outputs").join(o);
         for f in list {
             let path = f.path.split('/').map(seg).collect::<Vec<_>>().join("/");
-            let resp = client.send(Method::GET, &format!("/api/jobs/{}/outputs/{}/files/{path}", seg(name), seg(o)), None::<&()>).await?;
-            let data = resp.bytes().await.map_err(|e| Failure::new(format!("download of {} broke: {e}", f.path)))?;
+            let resp = client
+                .send(
+                    Method::GET,
+                    &format!("/api/jobs/{}/outputs/{}/files/{path}", seg(name), seg(o)),
+                    None::<&()>,
+                )
+                .await?;
+            let data = resp
+                .bytes()
+                .await
+                .map_err(|e| Failure::new(format!("download of {} broke: {e}", f.path)))?;
             write_file(&root.join(&f.path), &data)?;
             files += 1;
             bytes += data.len() as u64;
         }
     }
     if all {
-        let resp = client.send(Method::GET, &format!("/api/jobs/{}/logs", seg(name)), None::<&()>).await?;
-        let data = resp.bytes().await.map_err(|e| Failure::new(format!("log download broke: {e}")))?;
-        write_file(&dest.join("artifacts").join("user_logs").join("std_log.txt"), &data)?;
+        let resp = client
+            .send(
+                Method::GET,
+                &format!("/api/jobs/{}/logs", seg(name)),
+                None::<&()>,
+            )
+            .await?;
+        let data = resp
+            .bytes()
+            .await
+            .map_err(|e| Failure::new(format!("log download broke: {e}")))?;
+        write_file(
+            &dest.join("artifacts").join("user_logs").join("std_log.txt"),
+            &data,
+        )?;
         files += 1;
         bytes += data.len() as u64;
     }
-    eprintln!("Downloaded {files} file(s), {bytes} bytes, to {}", dest.display());
+    eprintln!(
+        "Downloaded {files} file(s), {bytes} bytes, to {}",
+        dest.display()
+    );
     Ok(0)
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<(), Failure> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Failure::new(format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Failure::new(format!("cannot create {}: {e}", parent.display())))?;
     }
-    std::fs::write(path, data).map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))
+    std::fs::write(path, data)
+        .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))
 }

@@ -21,12 +21,18 @@ const IT_COLUMNS: [(&str, &str); 6] = [
     ("Memory limit", "limits.memory"),
     ("GPUs", "limits.gpus"),
 ];
-const COMPUTE_COLUMNS: [(&str, &str); 5] =
-    [("Name", "name"), ("Type", "type"), ("State", "provisioning_state"), ("Free CPU", "free.cpu"), ("Free GPUs", "free.gpus")];
+const COMPUTE_COLUMNS: [(&str, &str); 5] = [
+    ("Name", "name"),
+    ("Type", "type"),
+    ("State", "provisioning_state"),
+    ("Free CPU", "free.cpu"),
+    ("Free GPUs", "free.gpus"),
+];
 const DS_COLUMNS: [(&str, &str); 3] = [("Name", "name"), ("Type", "type"), ("Path", "path")];
 
 fn read(file: &Path) -> Result<String, Failure> {
-    std::fs::read_to_string(file).map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))
+    std::fs::read_to_string(file)
+        .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))
 }
 
 fn spec_failure(e: berth_core::yaml::SpecError) -> Failure {
@@ -39,19 +45,42 @@ fn spec_failure(e: berth_core::yaml::SpecError) -> Failure {
 }
 
 /// `berth instance-type ...`
-pub async fn instance_type(client: &Client, out: &Printer, cmd: InstanceTypeCommand) -> Result<i32, Failure> {
+pub async fn instance_type(
+    client: &Client,
+    out: &Printer,
+    cmd: InstanceTypeCommand,
+) -> Result<i32, Failure> {
     match cmd {
         InstanceTypeCommand::Apply { file } => {
-            let req = ApplyRequest { file: file.display().to_string(), yaml: read(&file)? };
-            let applied: Vec<InstanceTypeView> = client.call(Method::PUT, "/api/instance-types", Some(&req)).await?;
+            let req = ApplyRequest {
+                file: file.display().to_string(),
+                yaml: read(&file)?,
+            };
+            let applied: Vec<InstanceTypeView> = client
+                .call(Method::PUT, "/api/instance-types", Some(&req))
+                .await?;
             out.print(&applied, &IT_COLUMNS)?;
         }
-        InstanceTypeCommand::List => out.print(&client.get::<Vec<InstanceTypeView>>("/api/instance-types").await?, &IT_COLUMNS)?,
-        InstanceTypeCommand::Show { name } => {
-            out.print(&client.get::<InstanceTypeView>(&format!("/api/instance-types/{}", seg(&name))).await?, &IT_COLUMNS)?
-        }
+        InstanceTypeCommand::List => out.print(
+            &client
+                .get::<Vec<InstanceTypeView>>("/api/instance-types")
+                .await?,
+            &IT_COLUMNS,
+        )?,
+        InstanceTypeCommand::Show { name } => out.print(
+            &client
+                .get::<InstanceTypeView>(&format!("/api/instance-types/{}", seg(&name)))
+                .await?,
+            &IT_COLUMNS,
+        )?,
         InstanceTypeCommand::Delete { name } => {
-            client.send(Method::DELETE, &format!("/api/instance-types/{}", seg(&name)), None::<&()>).await?;
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/api/instance-types/{}", seg(&name)),
+                    None::<&()>,
+                )
+                .await?;
             eprintln!("Deleted instance type {name}.");
         }
     }
@@ -61,11 +90,17 @@ pub async fn instance_type(client: &Client, out: &Printer, cmd: InstanceTypeComm
 /// `berth compute ...`
 pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Result<i32, Failure> {
     match cmd {
-        ComputeCommand::Attach { kind, name, file, description } => {
+        ComputeCommand::Attach {
+            kind,
+            name,
+            file,
+            description,
+        } => {
             let spec = match file {
                 Some(f) => {
                     let text = read(&f)?;
-                    let mut s = ComputeSpec::parse(&Source::new(&f.display().to_string(), &text)).map_err(spec_failure)?;
+                    let mut s = ComputeSpec::parse(&Source::new(&f.display().to_string(), &text))
+                        .map_err(spec_failure)?;
                     if let Some(n) = name {
                         s.name = n;
                     }
@@ -73,17 +108,41 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
                 }
                 None => ComputeSpec {
                     name: name.unwrap_or_default(),
-                    kind: ComputeKind::parse(kind.as_deref().unwrap_or_default()).map_err(Failure::new)?,
+                    kind: ComputeKind::parse(kind.as_deref().unwrap_or_default())
+                        .map_err(Failure::new)?,
                     description,
                     capacity: None,
                 },
             };
-            out.print(&client.call::<ComputeView>(Method::POST, "/api/computes", Some(&spec)).await?, &COMPUTE_COLUMNS)?;
+            out.print(
+                &client
+                    .call::<ComputeView>(Method::POST, "/api/computes", Some(&spec))
+                    .await?,
+                &COMPUTE_COLUMNS,
+            )?;
         }
-        ComputeCommand::Show { name } => out.print(&client.get::<ComputeView>(&format!("/api/computes/{}", seg(&name))).await?, &COMPUTE_COLUMNS)?,
-        ComputeCommand::List => out.print(&client.get::<Vec<ComputeView>>("/api/computes").await?, &COMPUTE_COLUMNS)?,
-        ComputeCommand::Detach { name, force, yes: _ } => {
-            client.send(Method::DELETE, &format!("/api/computes/{}?force={force}", seg(&name)), None::<&()>).await?;
+        ComputeCommand::Show { name } => out.print(
+            &client
+                .get::<ComputeView>(&format!("/api/computes/{}", seg(&name)))
+                .await?,
+            &COMPUTE_COLUMNS,
+        )?,
+        ComputeCommand::List => out.print(
+            &client.get::<Vec<ComputeView>>("/api/computes").await?,
+            &COMPUTE_COLUMNS,
+        )?,
+        ComputeCommand::Detach {
+            name,
+            force,
+            yes: _,
+        } => {
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/api/computes/{}?force={force}", seg(&name)),
+                    None::<&()>,
+                )
+                .await?;
             eprintln!("Detached compute {name}.");
         }
     }
@@ -91,13 +150,18 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
 }
 
 /// `berth datastore ...`
-pub async fn datastore(client: &Client, out: &Printer, cmd: DatastoreCommand) -> Result<i32, Failure> {
+pub async fn datastore(
+    client: &Client,
+    out: &Printer,
+    cmd: DatastoreCommand,
+) -> Result<i32, Failure> {
     match cmd {
         DatastoreCommand::Create { name, path, file } => {
             let mut spec = match file {
                 Some(f) => {
                     let text = read(&f)?;
-                    let mut s = DatastoreSpec::parse(&Source::new(&f.display().to_string(), &text)).map_err(spec_failure)?;
+                    let mut s = DatastoreSpec::parse(&Source::new(&f.display().to_string(), &text))
+                        .map_err(spec_failure)?;
                     // A relative path in the file is relative to the file.
                     let DatastoreLocation::Local { path: p } = &mut s.location;
                     if let Some(dir) = f.parent() {
@@ -110,17 +174,35 @@ pub async fn datastore(client: &Client, out: &Printer, cmd: DatastoreCommand) ->
                 }
                 None => DatastoreSpec {
                     name: name.unwrap_or_default(),
-                    location: DatastoreLocation::Local { path: path.map(|p| p.to_string_lossy().into_owned()).unwrap_or_default() },
+                    location: DatastoreLocation::Local {
+                        path: path
+                            .map(|p| p.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    },
                     description: None,
                 },
             };
             let DatastoreLocation::Local { path: p } = &mut spec.location;
-            let abs = std::path::absolute(&*p).map_err(|e| Failure::new(format!("datastore path `{p}`: {e}")))?;
+            let abs = std::path::absolute(&*p)
+                .map_err(|e| Failure::new(format!("datastore path `{p}`: {e}")))?;
             *p = abs.to_string_lossy().into_owned();
-            out.print(&client.call::<DatastoreView>(Method::POST, "/api/datastores", Some(&spec)).await?, &DS_COLUMNS)?;
+            out.print(
+                &client
+                    .call::<DatastoreView>(Method::POST, "/api/datastores", Some(&spec))
+                    .await?,
+                &DS_COLUMNS,
+            )?;
         }
-        DatastoreCommand::List => out.print(&client.get::<Vec<DatastoreView>>("/api/datastores").await?, &DS_COLUMNS)?,
-        DatastoreCommand::Show { name } => out.print(&client.get::<DatastoreView>(&format!("/api/datastores/{}", seg(&name))).await?, &DS_COLUMNS)?,
+        DatastoreCommand::List => out.print(
+            &client.get::<Vec<DatastoreView>>("/api/datastores").await?,
+            &DS_COLUMNS,
+        )?,
+        DatastoreCommand::Show { name } => out.print(
+            &client
+                .get::<DatastoreView>(&format!("/api/datastores/{}", seg(&name)))
+                .await?,
+            &DS_COLUMNS,
+        )?,
     }
     Ok(0)
 }

@@ -26,7 +26,13 @@ impl Server {
     /// Starts a server in an existing home, with extra flags and environment.
     pub fn start_in(home: tempfile::TempDir, flags: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BERTH)
-            .args(["server", "--api-listen", "127.0.0.1:0", "--scoring-listen", "127.0.0.1:0"])
+            .args([
+                "server",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--scoring-listen",
+                "127.0.0.1:0",
+            ])
             .args(flags)
             .env("BERTH_HOME", home.path())
             .env("BERTH_LOG", "warn")
@@ -42,19 +48,32 @@ impl Server {
         for line in lines.by_ref() {
             let line = line.expect("server output");
             if let Some(rest) = line.strip_prefix("berth server ready: API ") {
-                api_url = rest.split_whitespace().next().unwrap_or_default().to_string();
+                api_url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
                 break;
             }
         }
         assert!(!api_url.is_empty(), "server did not start");
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { home, child, api_url }
+        Server {
+            home,
+            child,
+            api_url,
+        }
     }
 
     /// Runs `berth <args>` against this server from folder `cwd`.
     pub fn cli_in(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new(BERTH).args(args).current_dir(cwd).env("BERTH_HOME", self.home.path()).output().expect("run berth")
+        Command::new(BERTH)
+            .args(args)
+            .current_dir(cwd)
+            .env("BERTH_HOME", self.home.path())
+            .output()
+            .expect("run berth")
     }
 
     /// Runs `berth <args>` from the home folder.
@@ -67,7 +86,11 @@ impl Server {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
         let out = self.cli(&a);
-        assert!(out.status.success(), "berth {args:?} failed: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}",
+            text(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("json output")
     }
 

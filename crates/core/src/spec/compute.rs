@@ -26,7 +26,9 @@ impl ComputeKind {
         match s.to_ascii_lowercase().as_str() {
             "local" => Ok(ComputeKind::Local),
             "kubernetes" => Ok(ComputeKind::Kubernetes),
-            other => Err(format!("`{other}` is not a compute type; use local or Kubernetes")),
+            other => Err(format!(
+                "`{other}` is not a compute type; use local or Kubernetes"
+            )),
         }
     }
 }
@@ -64,6 +66,11 @@ impl ComputeSpec {
         let raw: RawCompute = src.parse()?;
         validate_name("compute", &raw.name.value).map_err(|m| src.error_at(&raw.name, m))?;
         let kind = ComputeKind::parse(&raw.kind.value).map_err(|m| src.error_at(&raw.kind, m))?;
-        Ok(ComputeSpec { name: raw.name.value, kind, description: raw.description, capacity: None })
+        Ok(ComputeSpec {
+            name: raw.name.value,
+            kind,
+            description: raw.description,
+            capacity: None,
+        })
     }
 }

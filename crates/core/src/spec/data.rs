@@ -26,8 +26,16 @@ impl DataType {
             "uri_folder" => DataType::UriFolder,
             "custom_model" => DataType::CustomModel,
             "mlflow_model" => DataType::MlflowModel,
-            "mltable" | "triton_model" => return Err(format!("`type: {s}` is not supported yet; use uri_file or uri_folder")),
-            other => return Err(format!("`type: {other}` is not a data type; use uri_file, uri_folder, custom_model or mlflow_model")),
+            "mltable" | "triton_model" => {
+                return Err(format!(
+                    "`type: {s}` is not supported yet; use uri_file or uri_folder"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "`type: {other}` is not a data type; use uri_file, uri_folder, custom_model or mlflow_model"
+                ));
+            }
         })
     }
 }
@@ -66,21 +74,33 @@ impl DataPath {
             if p.split('/').any(|seg| seg == "..") {
                 return Err(format!("`{s}` leaves its datastore with `..`"));
             }
-            return Ok(DataPath::Datastore { datastore: ds.to_string(), path: p.trim_matches('/').to_string() });
+            return Ok(DataPath::Datastore {
+                datastore: ds.to_string(),
+                path: p.trim_matches('/').to_string(),
+            });
         }
         if s.starts_with("https://") || s.starts_with("http://") {
             return Ok(DataPath::Url { url: s.to_string() });
         }
-        for scheme in ["azureml:", "wasbs://", "wasb://", "abfss://", "adl://", "s3://", "gs://"] {
+        for scheme in [
+            "azureml:", "wasbs://", "wasb://", "abfss://", "adl://", "s3://", "gs://",
+        ] {
             if s.starts_with(scheme) {
-                return Err(format!("`{s}`: `{scheme}` paths are not supported yet; use a datastore path, a local path or an https URL"));
+                return Err(format!(
+                    "`{s}`: `{scheme}` paths are not supported yet; use a datastore path, a local path or an https URL"
+                ));
             }
         }
-        let local = s.strip_prefix("file://").or_else(|| s.strip_prefix("file:")).unwrap_or(s);
+        let local = s
+            .strip_prefix("file://")
+            .or_else(|| s.strip_prefix("file:"))
+            .unwrap_or(s);
         if local.is_empty() {
             return Err("a path cannot be empty".into());
         }
-        Ok(DataPath::Local { path: local.to_string() })
+        Ok(DataPath::Local {
+            path: local.to_string(),
+        })
     }
 }
 
@@ -104,8 +124,12 @@ impl InputMode {
             "ro_mount" => Ok(InputMode::RoMount),
             "download" => Ok(InputMode::Download),
             "direct" => Ok(InputMode::Direct),
-            "eval_mount" | "eval_download" => Err(format!("`mode: {s}` is for mltable inputs, which are not supported yet")),
-            other => Err(format!("`mode: {other}` is not an input mode; use ro_mount, download or direct")),
+            "eval_mount" | "eval_download" => Err(format!(
+                "`mode: {s}` is for mltable inputs, which are not supported yet"
+            )),
+            other => Err(format!(
+                "`mode: {other}` is not an input mode; use ro_mount, download or direct"
+            )),
         }
     }
 }
@@ -161,52 +185,93 @@ pub fn parse_input(name: &str, v: &Value) -> Result<JobInput, String> {
         return Ok(JobInput::Literal { value: text });
     }
     let Value::Object(m) = v else {
-        return Err(format!("input `{name}` must be a literal value or a mapping with `type` and `path`"));
+        return Err(format!(
+            "input `{name}` must be a literal value or a mapping with `type` and `path`"
+        ));
     };
     let mut data_type = DataType::UriFolder;
     let mut path = None;
     let mut mode = InputMode::default();
     for (k, val) in m {
-        let text = || scalar_text(val).ok_or_else(|| format!("`inputs.{name}.{k}` must be a string"));
+        let text =
+            || scalar_text(val).ok_or_else(|| format!("`inputs.{name}.{k}` must be a string"));
         match k.as_str() {
-            "type" => data_type = DataType::parse(&text()?).map_err(|e| format!("input `{name}`: {e}"))?,
-            "path" => path = Some(DataPath::parse(&text()?).map_err(|e| format!("input `{name}`: {e}"))?),
-            "mode" => mode = InputMode::parse(&text()?).map_err(|e| format!("input `{name}`: {e}"))?,
+            "type" => {
+                data_type = DataType::parse(&text()?).map_err(|e| format!("input `{name}`: {e}"))?
+            }
+            "path" => {
+                path = Some(DataPath::parse(&text()?).map_err(|e| format!("input `{name}`: {e}"))?)
+            }
+            "mode" => {
+                mode = InputMode::parse(&text()?).map_err(|e| format!("input `{name}`: {e}"))?
+            }
             "description" | "optional" => {}
             "default" | "value" => return Ok(JobInput::Literal { value: text()? }),
-            other => return Err(format!("unknown field `{other}` in input `{name}`; use type, path, mode or description")),
+            other => {
+                return Err(format!(
+                    "unknown field `{other}` in input `{name}`; use type, path, mode or description"
+                ));
+            }
         }
     }
     let path = path.ok_or_else(|| format!("input `{name}` has no `path`"))?;
-    Ok(JobInput::Data { data_type, path, mode })
+    Ok(JobInput::Data {
+        data_type,
+        path,
+        mode,
+    })
 }
 
 /// Parses one entry of `outputs:` (an empty entry means a folder in the job's outputs).
 pub fn parse_output(name: &str, v: Option<&Value>) -> Result<JobOutput, String> {
-    let mut out = JobOutput { data_type: DataType::UriFolder, path: None, mode: OutputMode::default() };
+    let mut out = JobOutput {
+        data_type: DataType::UriFolder,
+        path: None,
+        mode: OutputMode::default(),
+    };
     let Some(v) = v.filter(|v| !v.is_null()) else {
         return Ok(out);
     };
     let Value::Object(m) = v else {
-        return Err(format!("output `{name}` must be a mapping with `type`, `path` and/or `mode`"));
+        return Err(format!(
+            "output `{name}` must be a mapping with `type`, `path` and/or `mode`"
+        ));
     };
     for (k, val) in m {
-        let text = || scalar_text(val).ok_or_else(|| format!("`outputs.{name}.{k}` must be a string"));
+        let text =
+            || scalar_text(val).ok_or_else(|| format!("`outputs.{name}.{k}` must be a string"));
         match k.as_str() {
-            "type" => out.data_type = DataType::parse(&text()?).map_err(|e| format!("output `{name}`: {e}"))?,
-            "path" => match DataPath::parse(&text()?).map_err(|e| format!("output `{name}`: {e}"))? {
-                p @ DataPath::Datastore { .. } => out.path = Some(p),
-                _ => return Err(format!("output `{name}`: an output path must be azureml://datastores/<name>/paths/<path>")),
-            },
+            "type" => {
+                out.data_type =
+                    DataType::parse(&text()?).map_err(|e| format!("output `{name}`: {e}"))?
+            }
+            "path" => {
+                match DataPath::parse(&text()?).map_err(|e| format!("output `{name}`: {e}"))? {
+                    p @ DataPath::Datastore { .. } => out.path = Some(p),
+                    _ => {
+                        return Err(format!(
+                            "output `{name}`: an output path must be azureml://datastores/<name>/paths/<path>"
+                        ));
+                    }
+                }
+            }
             "mode" => {
                 out.mode = match text()?.as_str() {
                     "rw_mount" => OutputMode::RwMount,
                     "upload" => OutputMode::Upload,
-                    other => return Err(format!("output `{name}`: `mode: {other}` is not an output mode; use rw_mount or upload")),
+                    other => {
+                        return Err(format!(
+                            "output `{name}`: `mode: {other}` is not an output mode; use rw_mount or upload"
+                        ));
+                    }
                 }
             }
             "description" => {}
-            other => return Err(format!("unknown field `{other}` in output `{name}`; use type, path, mode or description")),
+            other => {
+                return Err(format!(
+                    "unknown field `{other}` in output `{name}`; use type, path, mode or description"
+                ));
+            }
         }
     }
     Ok(out)
@@ -220,25 +285,61 @@ mod tests {
     fn parses_paths() {
         assert_eq!(
             DataPath::parse("azureml://datastores/mydata/paths/training/"),
-            Ok(DataPath::Datastore { datastore: "mydata".into(), path: "training".into() })
+            Ok(DataPath::Datastore {
+                datastore: "mydata".into(),
+                path: "training".into()
+            })
         );
-        assert_eq!(DataPath::parse("./data"), Ok(DataPath::Local { path: "./data".into() }));
-        assert_eq!(DataPath::parse("file:/tmp/x"), Ok(DataPath::Local { path: "/tmp/x".into() }));
-        assert!(matches!(DataPath::parse("https://example.com/a.csv"), Ok(DataPath::Url { .. })));
+        assert_eq!(
+            DataPath::parse("./data"),
+            Ok(DataPath::Local {
+                path: "./data".into()
+            })
+        );
+        assert_eq!(
+            DataPath::parse("file:/tmp/x"),
+            Ok(DataPath::Local {
+                path: "/tmp/x".into()
+            })
+        );
+        assert!(matches!(
+            DataPath::parse("https://example.com/a.csv"),
+            Ok(DataPath::Url { .. })
+        ));
         assert!(DataPath::parse("azureml://datastores/x").is_err());
         assert!(DataPath::parse("azureml://datastores/x/paths/../../etc").is_err());
-        assert!(DataPath::parse("wasbs://c@a.blob.core.windows.net/x").unwrap_err().contains("not supported yet"));
+        assert!(
+            DataPath::parse("wasbs://c@a.blob.core.windows.net/x")
+                .unwrap_err()
+                .contains("not supported yet")
+        );
     }
 
     #[test]
     fn parses_inputs() {
-        assert_eq!(parse_input("n", &Value::from(5)), Ok(JobInput::Literal { value: "5".into() }));
-        let v: Value = serde_json::from_str(r#"{"type":"uri_file","path":"a.csv","mode":"download"}"#).unwrap_or_default();
-        assert!(matches!(parse_input("d", &v), Ok(JobInput::Data { data_type: DataType::UriFile, mode: InputMode::Download, .. })));
+        assert_eq!(
+            parse_input("n", &Value::from(5)),
+            Ok(JobInput::Literal { value: "5".into() })
+        );
+        let v: Value =
+            serde_json::from_str(r#"{"type":"uri_file","path":"a.csv","mode":"download"}"#)
+                .unwrap_or_default();
+        assert!(matches!(
+            parse_input("d", &v),
+            Ok(JobInput::Data {
+                data_type: DataType::UriFile,
+                mode: InputMode::Download,
+                ..
+            })
+        ));
         let v: Value = serde_json::from_str(r#"{"type":"uri_folder"}"#).unwrap_or_default();
         assert_eq!(parse_input("d", &v), Err("input `d` has no `path`".into()));
         let v: Value = serde_json::from_str(r#"{"path":"a","mode":"rw"}"#).unwrap_or_default();
-        assert!(parse_input("d", &v).unwrap_err().contains("`mode: rw` is not an input mode"));
+        assert!(
+            parse_input("d", &v)
+                .unwrap_err()
+                .contains("`mode: rw` is not an input mode")
+        );
     }
 
     #[test]

@@ -49,13 +49,32 @@ impl DatastoreSpec {
         validate_name("datastore", &raw.name.value).map_err(|m| src.error_at(&raw.name, m))?;
         let location = match raw.kind.value.as_str() {
             "local" => DatastoreLocation::Local {
-                path: raw.path.ok_or_else(|| src.error_at(&raw.kind, "a local datastore needs `path`"))?,
+                path: raw
+                    .path
+                    .ok_or_else(|| src.error_at(&raw.kind, "a local datastore needs `path`"))?,
             },
             "azure_blob" | "azure_file" | "azure_data_lake_gen1" | "azure_data_lake_gen2" => {
-                return Err(src.error_at(&raw.kind, format!("`type: {}` datastores are not supported yet", raw.kind.value)).hint("use `type: local` with a `path`"));
+                return Err(src
+                    .error_at(
+                        &raw.kind,
+                        format!(
+                            "`type: {}` datastores are not supported yet",
+                            raw.kind.value
+                        ),
+                    )
+                    .hint("use `type: local` with a `path`"));
             }
-            other => return Err(src.error_at(&raw.kind, format!("`type: {other}` is not a datastore type; use local"))),
+            other => {
+                return Err(src.error_at(
+                    &raw.kind,
+                    format!("`type: {other}` is not a datastore type; use local"),
+                ));
+            }
         };
-        Ok(DatastoreSpec { name: raw.name.value, location, description: raw.description })
+        Ok(DatastoreSpec {
+            name: raw.name.value,
+            location,
+            description: raw.description,
+        })
     }
 }

@@ -55,7 +55,12 @@ impl InstanceType {
                 "InstanceType" => {
                     let (metadata, spec) = match (doc.metadata, doc.spec) {
                         (Some(m), Some(s)) => (m, s),
-                        _ => return Err(src.error_at(&doc.kind, "an InstanceType needs `metadata` and `spec`")),
+                        _ => {
+                            return Err(src.error_at(
+                                &doc.kind,
+                                "an InstanceType needs `metadata` and `spec`",
+                            ));
+                        }
                     };
                     out.push(Raw { metadata, spec }.validate(src)?);
                 }
@@ -63,13 +68,23 @@ impl InstanceType {
                     for item in doc.items.unwrap_or_default() {
                         check_api_version(src, &item.api_version)?;
                         if item.kind.value != "InstanceType" {
-                            return Err(src.error_at(&item.kind, "an InstanceTypeList item must be `kind: InstanceType`"));
+                            return Err(src.error_at(
+                                &item.kind,
+                                "an InstanceTypeList item must be `kind: InstanceType`",
+                            ));
                         }
-                        out.push(Raw { metadata: item.metadata, spec: item.spec }.validate(src)?);
+                        out.push(
+                            Raw {
+                                metadata: item.metadata,
+                                spec: item.spec,
+                            }
+                            .validate(src)?,
+                        );
                     }
                 }
                 other => {
-                    return Err(src.error_at(&doc.kind, format!("`kind: {other}` is not an InstanceType"))
+                    return Err(src
+                        .error_at(&doc.kind, format!("`kind: {other}` is not an InstanceType"))
                         .hint("use `kind: InstanceType` or `kind: InstanceTypeList`"));
                 }
             }
@@ -77,7 +92,10 @@ impl InstanceType {
         let mut seen = std::collections::BTreeSet::new();
         for it in &out {
             if !seen.insert(it.name.clone()) {
-                return Err(SpecError::new(format!("{}: instance type `{}` is defined twice", src.name, it.name)));
+                return Err(SpecError::new(format!(
+                    "{}: instance type `{}` is defined twice",
+                    src.name, it.name
+                )));
             }
         }
         Ok(out)
@@ -158,11 +176,24 @@ impl Raw {
         validate_k8s_name(&name.value).map_err(|m| src.error_at(name, m))?;
         let res = &self.spec.resources;
         let missing = |what: &str| {
-            src.error_at(res, format!("instance type `{}` has no `{what}`", name.value))
-                .hint("give cpu and memory under both requests and limits, e.g. cpu: \"1\", memory: 2Gi")
+            src.error_at(
+                res,
+                format!("instance type `{}` has no `{what}`", name.value),
+            )
+            .hint(
+                "give cpu and memory under both requests and limits, e.g. cpu: \"1\", memory: 2Gi",
+            )
         };
-        let requests = res.value.requests.as_ref().ok_or_else(|| missing("resources.requests"))?;
-        let limits = res.value.limits.as_ref().ok_or_else(|| missing("resources.limits"))?;
+        let requests = res
+            .value
+            .requests
+            .as_ref()
+            .ok_or_else(|| missing("resources.requests"))?;
+        let limits = res
+            .value
+            .limits
+            .as_ref()
+            .ok_or_else(|| missing("resources.limits"))?;
         let req = list(src, requests, "requests", &name.value)?;
         let lim = list(src, limits, "limits", &name.value)?;
         for (what, r, l, at) in [
@@ -170,10 +201,16 @@ impl Raw {
             ("memory", req.memory, lim.memory, &requests.value.memory),
         ] {
             if r > l {
-                let at = at.as_ref().map(|a| src.error_at(a, "")).and_then(|e| e.position);
+                let at = at
+                    .as_ref()
+                    .map(|a| src.error_at(a, ""))
+                    .and_then(|e| e.position);
                 return Err(SpecError {
                     position: at,
-                    message: format!("the {what} request of `{}` is larger than its limit", name.value),
+                    message: format!(
+                        "the {what} request of `{}` is larger than its limit",
+                        name.value
+                    ),
                     hint: Some("a request must be at most the limit".into()),
                 });
             }
@@ -188,17 +225,28 @@ impl Raw {
         Ok(InstanceType {
             name: name.value.clone(),
             node_selector: self.spec.node_selector,
-            requests: Resources { gpus: lim.gpus, ..req },
+            requests: Resources {
+                gpus: lim.gpus,
+                ..req
+            },
             limits: lim,
         })
     }
 }
 
-fn list(src: &Source<'_>, l: &Spanned<RawList>, which: &str, name: &str) -> Result<Resources, SpecError> {
+fn list(
+    src: &Source<'_>,
+    l: &Spanned<RawList>,
+    which: &str,
+    name: &str,
+) -> Result<Resources, SpecError> {
     let need = |q: &Option<Spanned<Quantity>>, what: &str| -> Result<Quantity, SpecError> {
         let q = q.as_ref().ok_or_else(|| {
-            src.error_at(l, format!("instance type `{name}` has no {what} in {which}"))
-                .hint(format!("add `{what}:` under resources.{which}"))
+            src.error_at(
+                l,
+                format!("instance type `{name}` has no {what} in {which}"),
+            )
+            .hint(format!("add `{what}:` under resources.{which}"))
         })?;
         if q.value.is_zero() {
             return Err(src.error_at(q, format!("{what} in {which} must be more than zero")));
@@ -236,7 +284,10 @@ mod tests {
         let gpu = &types[2];
         assert_eq!(gpu.requests.gpus, 1);
         assert_eq!(gpu.limits.cpu, Quantity::from_units(8));
-        assert_eq!(gpu.node_selector.get("agentpool").map(String::as_str), Some("gpupool"));
+        assert_eq!(
+            gpu.node_selector.get("agentpool").map(String::as_str),
+            Some("gpupool")
+        );
     }
 
     #[test]
@@ -256,26 +307,60 @@ mod tests {
 
     #[test]
     fn rejects_zero_and_negative_and_inverted() {
-        let e = one("    requests: {cpu: \"0\", memory: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n").err().unwrap_or_default();
-        assert!(e.starts_with("it.yaml:7:") && e.contains("cpu in requests must be more than zero"), "{e}");
-        let e = one("    requests: {cpu: \"-1\", memory: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n").err().unwrap_or_default();
+        let e = one("    requests: {cpu: \"0\", memory: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("it.yaml:7:") && e.contains("cpu in requests must be more than zero"),
+            "{e}"
+        );
+        let e =
+            one("    requests: {cpu: \"-1\", memory: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n")
+                .err()
+                .unwrap_or_default();
         assert!(e.contains("negative"), "{e}");
-        let e = one("    requests: {cpu: 2, memory: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n").err().unwrap_or_default();
-        assert!(e.contains("cpu request of `t` is larger than its limit"), "{e}");
-        let e = one("    limits: {cpu: 1, memory: 1Gi}\n").err().unwrap_or_default();
+        let e = one("    requests: {cpu: 2, memory: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.contains("cpu request of `t` is larger than its limit"),
+            "{e}"
+        );
+        let e = one("    limits: {cpu: 1, memory: 1Gi}\n")
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("has no `resources.requests`"), "{e}");
-        let e = one("    requests: {cpu: 1}\n    limits: {cpu: 1, memory: 1Gi}\n").err().unwrap_or_default();
+        let e = one("    requests: {cpu: 1}\n    limits: {cpu: 1, memory: 1Gi}\n")
+            .err()
+            .unwrap_or_default();
         assert!(e.contains("no memory in requests"), "{e}");
     }
 
     #[test]
     fn rejects_unknown_fields_and_kinds() {
-        let e = one("    requests: {cpu: 1, memory: 1Gi, disk: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n").err().unwrap_or_default();
-        assert!(e.starts_with("it.yaml:7:") && e.contains("unknown field `disk`"), "{e}");
-        let e = parse("apiVersion: v1\nkind: InstanceType\n").err().unwrap_or_default();
-        assert!(e.starts_with("it.yaml:1:") && e.contains("apiVersion: v1"), "{e}");
-        let e = parse("apiVersion: amlarc.azureml.com/v1alpha1\nkind: Pod\n").err().unwrap_or_default();
-        assert!(e.starts_with("it.yaml:2:") && e.contains("`kind: Pod`"), "{e}");
+        let e = one(
+            "    requests: {cpu: 1, memory: 1Gi, disk: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            e.starts_with("it.yaml:7:") && e.contains("unknown field `disk`"),
+            "{e}"
+        );
+        let e = parse("apiVersion: v1\nkind: InstanceType\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("it.yaml:1:") && e.contains("apiVersion: v1"),
+            "{e}"
+        );
+        let e = parse("apiVersion: amlarc.azureml.com/v1alpha1\nkind: Pod\n")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            e.starts_with("it.yaml:2:") && e.contains("`kind: Pod`"),
+            "{e}"
+        );
     }
 
     #[test]

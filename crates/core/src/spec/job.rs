@@ -13,7 +13,9 @@ use crate::spec::data::{InputMode, JobInput, JobOutput, parse_input, parse_outpu
 use crate::yaml::{Source, SpecError};
 
 /// Queue priority (`queue_settings.priority`); FIFO within a priority.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Runs after medium and high.
@@ -149,7 +151,11 @@ struct RawQueue {
     job_tier: Option<Spanned<IgnoredAny>>,
 }
 
-fn unsupported(src: &Source<'_>, field: &str, at: &Option<Spanned<IgnoredAny>>) -> Result<(), SpecError> {
+fn unsupported(
+    src: &Source<'_>,
+    field: &str,
+    at: &Option<Spanned<IgnoredAny>>,
+) -> Result<(), SpecError> {
     match at {
         Some(at) => Err(src
             .error_at(at, format!("`{field}` is not supported yet"))
@@ -183,7 +189,8 @@ impl JobSpec {
     /// Applies one `--set path=value` override, as `az ml job create --set` does.
     pub fn apply_set(&mut self, assignment: &str) -> Result<(), SpecError> {
         let (path, value) = assignment.split_once('=').ok_or_else(|| {
-            SpecError::new(format!("--set `{assignment}` has no `=`")).hint("write --set path=value, e.g. --set limits.timeout=600")
+            SpecError::new(format!("--set `{assignment}` has no `=`"))
+                .hint("write --set path=value, e.g. --set limits.timeout=600")
         })?;
         let value = value.to_string();
         let bad = |m: String| SpecError::new(format!("--set {path}: {m}"));
@@ -204,10 +211,16 @@ impl JobSpec {
             ["compute"] => self.compute = Some(strip_azureml(&value).to_string()),
             ["resources", "instance_type"] => self.instance_type = Some(value),
             ["limits", "timeout"] => {
-                let t: u64 = value.parse().ok().filter(|t| *t > 0).ok_or_else(|| bad("must be a positive number of seconds".into()))?;
+                let t: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|t| *t > 0)
+                    .ok_or_else(|| bad("must be a positive number of seconds".into()))?;
                 self.timeout_seconds = Some(t);
             }
-            ["queue_settings", "priority"] => self.priority = parse_priority(&value).map_err(bad)?,
+            ["queue_settings", "priority"] => {
+                self.priority = parse_priority(&value).map_err(bad)?
+            }
             ["tags", k] => {
                 self.tags.insert(k.to_string(), value);
             }
@@ -216,20 +229,34 @@ impl JobSpec {
             }
             ["environment", "image"] => match &mut self.environment {
                 Some(Environment::Inline { image, .. }) => *image = Some(value),
-                _ => self.environment = Some(Environment::Inline { image: Some(value), conda_file: None }),
+                _ => {
+                    self.environment = Some(Environment::Inline {
+                        image: Some(value),
+                        conda_file: None,
+                    })
+                }
             },
             ["inputs", n] => match self.inputs.get_mut(*n) {
                 Some(JobInput::Literal { .. }) | None => {
-                    self.inputs.insert(n.to_string(), JobInput::Literal { value });
+                    self.inputs
+                        .insert(n.to_string(), JobInput::Literal { value });
                 }
-                Some(_) => return Err(bad(format!("input `{n}` is a data input; set inputs.{n}.path instead"))),
+                Some(_) => {
+                    return Err(bad(format!(
+                        "input `{n}` is a data input; set inputs.{n}.path instead"
+                    )));
+                }
             },
             ["inputs", n, "path"] => match self.inputs.get_mut(*n) {
-                Some(JobInput::Data { path: p, .. }) => *p = crate::spec::data::DataPath::parse(&value).map_err(bad)?,
+                Some(JobInput::Data { path: p, .. }) => {
+                    *p = crate::spec::data::DataPath::parse(&value).map_err(bad)?
+                }
                 _ => return Err(bad(format!("the job has no data input `{n}`"))),
             },
             ["inputs", n, "mode"] => match self.inputs.get_mut(*n) {
-                Some(JobInput::Data { mode, .. }) => *mode = InputMode::parse(&value).map_err(bad)?,
+                Some(JobInput::Data { mode, .. }) => {
+                    *mode = InputMode::parse(&value).map_err(bad)?
+                }
                 _ => return Err(bad(format!("the job has no data input `{n}`"))),
             },
             _ => {
@@ -254,9 +281,14 @@ impl JobSpec {
                 let defined = match &r {
                     Reference::Input(_) => names(self.inputs.keys()),
                     Reference::Output(_) => names(self.outputs.keys()),
-                    Reference::Other(_) => "only inputs.<name> and outputs.<name> may be used".into(),
+                    Reference::Other(_) => {
+                        "only inputs.<name> and outputs.<name> may be used".into()
+                    }
                 };
-                return Err(format!("the command refers to `${{{{{}}}}}`, which the job does not define ({defined})", r.text()));
+                return Err(format!(
+                    "the command refers to `${{{{{}}}}}`, which the job does not define ({defined})",
+                    r.text()
+                ));
             }
         }
         Ok(())
@@ -265,7 +297,11 @@ impl JobSpec {
 
 fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<_> = keys.map(|k| format!("`{k}`")).collect();
-    if v.is_empty() { "it defines none".into() } else { format!("it defines {}", v.join(", ")) }
+    if v.is_empty() {
+        "it defines none".into()
+    } else {
+        format!("it defines {}", v.join(", "))
+    }
 }
 
 fn parse_priority(s: &str) -> Result<Priority, String> {
@@ -273,16 +309,25 @@ fn parse_priority(s: &str) -> Result<Priority, String> {
         "low" => Ok(Priority::Low),
         "medium" => Ok(Priority::Medium),
         "high" => Ok(Priority::High),
-        other => Err(format!("`{other}` is not a priority; use low, medium or high")),
+        other => Err(format!(
+            "`{other}` is not a priority; use low, medium or high"
+        )),
     }
 }
 
-fn string_map(src: &Source<'_>, what: &str, m: BTreeMap<String, Spanned<Value>>) -> Result<BTreeMap<String, String>, SpecError> {
+fn string_map(
+    src: &Source<'_>,
+    what: &str,
+    m: BTreeMap<String, Spanned<Value>>,
+) -> Result<BTreeMap<String, String>, SpecError> {
     m.into_iter()
         .map(|(k, v)| match scalar_text(&v.value) {
             Some(s) => Ok((k, s)),
             None if v.value.is_null() => Ok((k, String::new())),
-            None => Err(src.error_at(&v, format!("{what} `{k}` must be a string, number or boolean"))),
+            None => Err(src.error_at(
+                &v,
+                format!("{what} `{k}` must be a string, number or boolean"),
+            )),
         })
         .collect()
 }
@@ -293,7 +338,9 @@ impl RawJob {
             && k.value != "command"
         {
             let msg = match k.value.as_str() {
-                "sweep" | "pipeline" | "automl" | "spark" | "parallel" => format!("`type: {}` jobs are not supported yet", k.value),
+                "sweep" | "pipeline" | "automl" | "spark" | "parallel" => {
+                    format!("`type: {}` jobs are not supported yet", k.value)
+                }
                 other => format!("`type: {other}` is not a job type"),
             };
             return Err(src.error_at(k, msg).hint("Berth runs `type: command` jobs"));
@@ -312,7 +359,12 @@ impl RawJob {
             if let Some(c) = &r.instance_count
                 && c.value != 1
             {
-                return Err(src.error_at(c, "`resources.instance_count` other than 1 is not supported yet").hint("multi-node jobs come with distributed training"));
+                return Err(src
+                    .error_at(
+                        c,
+                        "`resources.instance_count` other than 1 is not supported yet",
+                    )
+                    .hint("multi-node jobs come with distributed training"));
             }
             instance_type = r.instance_type.map(|t| t.value);
         }
@@ -324,7 +376,11 @@ impl RawJob {
             }
         }
         let timeout_seconds = match self.limits.and_then(|l| l.timeout) {
-            Some(t) if t.value <= 0 => return Err(src.error_at(&t, "`limits.timeout` must be a positive number of seconds")),
+            Some(t) if t.value <= 0 => {
+                return Err(
+                    src.error_at(&t, "`limits.timeout` must be a positive number of seconds")
+                );
+            }
             Some(t) => Some(t.value as u64),
             None => None,
         };
@@ -339,21 +395,31 @@ impl RawJob {
             validate_name("experiment", &e.value).map_err(|m| src.error_at(e, m))?;
         }
         let command = self.command.ok_or_else(|| {
-            SpecError::new(format!("{}: the job has no `command`", src.name)).hint("add `command: python train.py` or similar")
+            SpecError::new(format!("{}: the job has no `command`", src.name))
+                .hint("add `command: python train.py` or similar")
         })?;
         if command.value.trim().is_empty() {
             return Err(src.error_at(&command, "`command` is empty"));
         }
-        let environment = self.environment.map(|e| parse_environment(src, e)).transpose()?;
+        let environment = self
+            .environment
+            .map(|e| parse_environment(src, e))
+            .transpose()?;
         let mut inputs = BTreeMap::new();
         for (k, v) in self.inputs {
             validate_name("input", &k).map_err(|m| src.error_at(&v, m))?;
-            inputs.insert(k.clone(), parse_input(&k, &v.value).map_err(|m| src.error_at(&v, m))?);
+            inputs.insert(
+                k.clone(),
+                parse_input(&k, &v.value).map_err(|m| src.error_at(&v, m))?,
+            );
         }
         let mut outputs = BTreeMap::new();
         for (k, v) in self.outputs {
             validate_name("output", &k).map_err(|m| src.error_at(&v, m))?;
-            outputs.insert(k.clone(), parse_output(&k, v.value.as_ref()).map_err(|m| src.error_at(&v, m))?);
+            outputs.insert(
+                k.clone(),
+                parse_output(&k, v.value.as_ref()).map_err(|m| src.error_at(&v, m))?,
+            );
         }
         let spec = JobSpec {
             name,
@@ -364,7 +430,11 @@ impl RawJob {
             command: command.value.clone(),
             code: self.code.map(|c| c.value),
             environment,
-            environment_variables: string_map(src, "environment variable", self.environment_variables)?,
+            environment_variables: string_map(
+                src,
+                "environment variable",
+                self.environment_variables,
+            )?,
             compute: self.compute.map(|c| strip_azureml(&c.value).to_string()),
             instance_type,
             timeout_seconds,
@@ -372,7 +442,8 @@ impl RawJob {
             inputs,
             outputs,
         };
-        spec.check_references().map_err(|m| src.error_at(&command, m))?;
+        spec.check_references()
+            .map_err(|m| src.error_at(&command, m))?;
         Ok(spec)
     }
 }
@@ -380,23 +451,41 @@ impl RawJob {
 fn parse_environment(src: &Source<'_>, e: Spanned<Value>) -> Result<Environment, SpecError> {
     let shape = "`environment` must be `azureml:<name>:<version>` or a mapping with `image` and/or `conda_file`";
     match &e.value {
-        Value::String(s) if s.starts_with("azureml:") && s.len() > "azureml:".len() => Ok(Environment::Reference(s.clone())),
+        Value::String(s) if s.starts_with("azureml:") && s.len() > "azureml:".len() => {
+            Ok(Environment::Reference(s.clone()))
+        }
         Value::Object(m) => {
             let mut image = None;
             let mut conda_file = None;
             for (k, v) in m {
                 match k.as_str() {
-                    "image" => image = Some(v.as_str().ok_or_else(|| src.error_at(&e, "`environment.image` must be a string"))?.to_string()),
+                    "image" => {
+                        image = Some(
+                            v.as_str()
+                                .ok_or_else(|| {
+                                    src.error_at(&e, "`environment.image` must be a string")
+                                })?
+                                .to_string(),
+                        )
+                    }
                     "conda_file" => conda_file = Some(v.clone()),
                     "name" | "version" | "description" | "tags" | "os_type" => {}
                     "build" | "inference_config" => {
-                        return Err(src.error_at(&e, format!("`environment.{k}` is not supported yet")).hint("give an `image` or a `conda_file`"));
+                        return Err(src
+                            .error_at(&e, format!("`environment.{k}` is not supported yet"))
+                            .hint("give an `image` or a `conda_file`"));
                     }
-                    other => return Err(src.error_at(&e, format!("unknown field `{other}` in `environment`")).hint(shape)),
+                    other => {
+                        return Err(src
+                            .error_at(&e, format!("unknown field `{other}` in `environment`"))
+                            .hint(shape));
+                    }
                 }
             }
             if image.is_none() && conda_file.is_none() {
-                return Err(src.error_at(&e, "`environment` has neither `image` nor `conda_file`").hint(shape));
+                return Err(src
+                    .error_at(&e, "`environment` has neither `image` nor `conda_file`")
+                    .hint(shape));
             }
             Ok(Environment::Inline { image, conda_file })
         }

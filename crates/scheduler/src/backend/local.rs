@@ -29,30 +29,60 @@ impl LocalBackend {
     /// `supervisor` is the command that supervises one job, given its folder as the last
     /// argument: normally `[<path to berth>, "job-supervise"]`.
     pub fn new(supervisor: Vec<String>) -> Self {
-        LocalBackend { supervisor, children: Mutex::new(HashMap::new()), http: reqwest::Client::new() }
+        LocalBackend {
+            supervisor,
+            children: Mutex::new(HashMap::new()),
+            http: reqwest::Client::new(),
+        }
     }
 
     async fn fetch(&self, url: &str, dest: &Path) -> Result<(), String> {
-        let resp = self.http.get(url).send().await.map_err(|e| format!("cannot download {url}: {e}"))?;
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| format!("cannot download {url}: {e}"))?;
         if !resp.status().is_success() {
             return Err(format!("cannot download {url}: HTTP {}", resp.status()));
         }
-        let bytes = resp.bytes().await.map_err(|e| format!("cannot download {url}: {e}"))?;
-        tokio::fs::write(dest, &bytes).await.map_err(|e| format!("cannot write {}: {e}", dest.display()))
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("cannot download {url}: {e}"))?;
+        tokio::fs::write(dest, &bytes)
+            .await
+            .map_err(|e| format!("cannot write {}: {e}", dest.display()))
     }
 
-    async fn resolve_input(&self, dir: &JobDir, name: &str, input: &ResolvedInput) -> Result<String, String> {
+    async fn resolve_input(
+        &self,
+        dir: &JobDir,
+        name: &str,
+        input: &ResolvedInput,
+    ) -> Result<String, String> {
         match input {
             ResolvedInput::Literal { value } => Ok(value.clone()),
-            ResolvedInput::Path { path, mode: InputMode::Download, .. } => {
+            ResolvedInput::Path {
+                path,
+                mode: InputMode::Download,
+                ..
+            } => {
                 let src = PathBuf::from(path);
                 let dest_dir = dir.inputs().join(name);
-                let file_name = src.file_name().map(|n| n.to_owned()).unwrap_or_else(|| name.into());
+                let file_name = src
+                    .file_name()
+                    .map(|n| n.to_owned())
+                    .unwrap_or_else(|| name.into());
                 let dest = dest_dir.join(file_name);
                 let (s, d) = (src.clone(), dest.clone());
                 tokio::task::spawn_blocking(move || {
                     std::fs::create_dir_all(d.parent().unwrap_or(&d))?;
-                    if s.is_dir() { copy_tree(&s, &d).map(|_| ()) } else { std::fs::copy(&s, &d).map(|_| ()) }
+                    if s.is_dir() {
+                        copy_tree(&s, &d).map(|_| ())
+                    } else {
+                        std::fs::copy(&s, &d).map(|_| ())
+                    }
                 })
                 .await
                 .map_err(|e| e.to_string())?
@@ -60,30 +90,65 @@ impl LocalBackend {
                 Ok(dest.to_string_lossy().into_owned())
             }
             ResolvedInput::Path { path, .. } => Ok(path.clone()),
-            ResolvedInput::Url { url, mode: InputMode::Direct, .. } => Ok(url.clone()),
+            ResolvedInput::Url {
+                url,
+                mode: InputMode::Direct,
+                ..
+            } => Ok(url.clone()),
             ResolvedInput::Url { url, data_type, .. } => {
                 let dest_dir = dir.inputs().join(name);
-                tokio::fs::create_dir_all(&dest_dir).await.map_err(|e| e.to_string())?;
-                let file = url.rsplit('/').next().filter(|s| !s.is_empty()).unwrap_or("data");
+                tokio::fs::create_dir_all(&dest_dir)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let file = url
+                    .rsplit('/')
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("data");
                 let file = file.split(['?', '#']).next().unwrap_or("data");
                 let dest = dest_dir.join(file);
-                self.fetch(url, &dest).await.map_err(|e| format!("input `{name}`: {e}"))?;
-                let seen = if *data_type == DataType::UriFile { dest } else { dest_dir };
+                self.fetch(url, &dest)
+                    .await
+                    .map_err(|e| format!("input `{name}`: {e}"))?;
+                let seen = if *data_type == DataType::UriFile {
+                    dest
+                } else {
+                    dest_dir
+                };
                 Ok(seen.to_string_lossy().into_owned())
             }
         }
     }
 
-    fn plan(&self, job: &JobRecord, gpus: &[String], inputs: BTreeMap<String, String>) -> Result<RunPlan, String> {
+    fn plan(
+        &self,
+        job: &JobRecord,
+        gpus: &[String],
+        inputs: BTreeMap<String, String>,
+    ) -> Result<RunPlan, String> {
         let dir = JobDir::new(&job.workdir);
-        let outputs: BTreeMap<String, String> = job.outputs.iter().map(|(k, o)| (k.clone(), o.path.clone())).collect();
-        let command = interpolate(&job.spec.command, &inputs, &outputs).map_err(|e| e.to_string())?;
+        let outputs: BTreeMap<String, String> = job
+            .outputs
+            .iter()
+            .map(|(k, o)| (k.clone(), o.path.clone()))
+            .collect();
+        let command =
+            interpolate(&job.spec.command, &inputs, &outputs).map_err(|e| e.to_string())?;
         let mut env = job.spec.environment_variables.clone();
         env.insert("AZUREML_RUN_ID".into(), job.name.clone());
-        env.insert("AZUREML_EXPERIMENT_NAME".into(), job.experiment_name.clone());
-        env.insert("AZUREML_ARM_PROJECT_NAME".into(), job.experiment_name.clone());
+        env.insert(
+            "AZUREML_EXPERIMENT_NAME".into(),
+            job.experiment_name.clone(),
+        );
+        env.insert(
+            "AZUREML_ARM_PROJECT_NAME".into(),
+            job.experiment_name.clone(),
+        );
         env.insert("AZUREML_COMPUTE".into(), job.compute.clone());
-        env.insert("AZUREML_INSTANCE_TYPE".into(), job.instance_type.name.clone());
+        env.insert(
+            "AZUREML_INSTANCE_TYPE".into(),
+            job.instance_type.name.clone(),
+        );
         env.insert("PYTHONUNBUFFERED".into(), "1".into());
         env.insert("CUDA_VISIBLE_DEVICES".into(), gpus.join(","));
         for (k, v) in &inputs {
@@ -93,16 +158,27 @@ impl LocalBackend {
             env.insert(format!("AZURE_ML_OUTPUT_{k}"), v.clone());
         }
         let mut preamble = vec![match &job.spec.environment {
-            Some(Environment::Inline { image: Some(image), .. }) => format!(
+            Some(Environment::Inline {
+                image: Some(image), ..
+            }) => format!(
                 "[berth] environment image `{image}` is recorded but not pulled: the local compute runs jobs with this machine's interpreter and tools"
             ),
             Some(Environment::Reference(r)) => format!(
                 "[berth] environment `{r}` is recorded but not built: the local compute runs jobs with this machine's interpreter and tools"
             ),
-            _ => "[berth] the local compute runs jobs with this machine's interpreter and tools".into(),
+            _ => "[berth] the local compute runs jobs with this machine's interpreter and tools"
+                .into(),
         }];
-        if matches!(&job.spec.environment, Some(Environment::Inline { conda_file: Some(_), .. })) {
-            preamble.push("[berth] conda_file is recorded but not installed on the local compute".into());
+        if matches!(
+            &job.spec.environment,
+            Some(Environment::Inline {
+                conda_file: Some(_),
+                ..
+            })
+        ) {
+            preamble.push(
+                "[berth] conda_file is recorded but not installed on the local compute".into(),
+            );
         }
         preamble.push(format!(
             "[berth] job {} on compute {} with instance type {} (limits {}); GPUs: {}",
@@ -110,7 +186,11 @@ impl LocalBackend {
             job.compute,
             job.instance_type.name,
             job.instance_type.limits,
-            if gpus.is_empty() { "none".to_string() } else { gpus.join(",") }
+            if gpus.is_empty() {
+                "none".to_string()
+            } else {
+                gpus.join(",")
+            }
         ));
         preamble.push(format!("[berth] command: {command}"));
         Ok(RunPlan {
@@ -131,24 +211,36 @@ fn alive(pid: u32) -> bool {
 
 /// True when `pid` is a supervisor of the job in `dir` (guards against a reused pid).
 fn is_supervisor_of(pid: u32, dir: &Path) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let dir = dir.as_os_str().as_encoded_bytes();
     alive(pid) && args.contains(&b"job-supervise".as_slice()) && args.contains(&dir)
 }
 
 fn read_result(dir: &JobDir) -> Option<RunResult> {
-    std::fs::read(dir.result()).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    std::fs::read(dir.result())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 impl Backend for LocalBackend {
     async fn prepare(&self, job: &JobRecord, gpus: &[String]) -> Result<(), String> {
         let dir = JobDir::new(&job.workdir);
-        tokio::fs::create_dir_all(dir.code()).await.map_err(|e| format!("cannot create {}: {e}", dir.code().display()))?;
+        tokio::fs::create_dir_all(dir.code())
+            .await
+            .map_err(|e| format!("cannot create {}: {e}", dir.code().display()))?;
         for (name, o) in &job.outputs {
             let p = PathBuf::from(&o.path);
-            let folder = if o.data_type == DataType::UriFile { p.parent().map(Path::to_path_buf).unwrap_or(p) } else { p };
-            tokio::fs::create_dir_all(&folder).await.map_err(|e| format!("cannot create output `{name}` at {}: {e}", folder.display()))?;
+            let folder = if o.data_type == DataType::UriFile {
+                p.parent().map(Path::to_path_buf).unwrap_or(p)
+            } else {
+                p
+            };
+            tokio::fs::create_dir_all(&folder).await.map_err(|e| {
+                format!("cannot create output `{name}` at {}: {e}", folder.display())
+            })?;
         }
         let mut inputs = BTreeMap::new();
         for (name, input) in &job.inputs {
@@ -161,8 +253,12 @@ impl Backend for LocalBackend {
 
     async fn launch(&self, job: &JobRecord) -> Result<u32, String> {
         let dir = JobDir::new(&job.workdir);
-        let (program, args) = self.supervisor.split_first().ok_or("no supervisor command is configured")?;
-        let log = std::fs::File::create(dir.root().join("supervisor.log")).map_err(|e| e.to_string())?;
+        let (program, args) = self
+            .supervisor
+            .split_first()
+            .ok_or("no supervisor command is configured")?;
+        let log =
+            std::fs::File::create(dir.root().join("supervisor.log")).map_err(|e| e.to_string())?;
         let child = Command::new(program)
             .args(args)
             .arg(dir.root())
@@ -175,13 +271,20 @@ impl Backend for LocalBackend {
             .map_err(|e| format!("cannot start the job supervisor `{program}`: {e}"))?;
         let pid = child.id().ok_or("the job supervisor exited at once")?;
         let _ = std::fs::write(dir.supervisor_pid(), pid.to_string());
-        self.children.lock().map_err(|_| "poisoned")?.insert(job.name.clone(), child);
+        self.children
+            .lock()
+            .map_err(|_| "poisoned")?
+            .insert(job.name.clone(), child);
         Ok(pid)
     }
 
     async fn wait(&self, job: &JobRecord, pid: u32) -> RunResult {
         let dir = JobDir::new(&job.workdir);
-        let child = self.children.lock().ok().and_then(|mut c| c.remove(&job.name));
+        let child = self
+            .children
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(&job.name));
         match child {
             Some(mut c) => {
                 let _ = c.wait().await;
@@ -204,9 +307,14 @@ impl Backend for LocalBackend {
         let dir = JobDir::new(&job.workdir);
         let _ = std::fs::write(dir.cancel_flag(), b"");
         // If the supervisor is gone, stop the command's group directly.
-        let sup = std::fs::read_to_string(dir.supervisor_pid()).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        let sup = std::fs::read_to_string(dir.supervisor_pid())
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
         if sup.is_none_or(|p| !is_supervisor_of(p, dir.root()))
-            && let Some(pg) = std::fs::read_to_string(dir.process_group()).ok().and_then(|s| s.trim().parse::<i32>().ok()).and_then(Pid::from_raw)
+            && let Some(pg) = std::fs::read_to_string(dir.process_group())
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .and_then(Pid::from_raw)
         {
             let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
         }
@@ -214,7 +322,9 @@ impl Backend for LocalBackend {
 
     async fn reattach(&self, job: &JobRecord) -> Reattach {
         let dir = JobDir::new(&job.workdir);
-        let pid = std::fs::read_to_string(dir.supervisor_pid()).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        let pid = std::fs::read_to_string(dir.supervisor_pid())
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
         match pid {
             Some(p) if is_supervisor_of(p, dir.root()) => Reattach::Running { pid: p },
             _ => match read_result(&dir) {

@@ -26,7 +26,11 @@ pub enum Reattach {
 /// Runs jobs somewhere.
 pub trait Backend: Send + Sync + 'static {
     /// Makes everything the job needs before it starts (inputs, output folders, run plan).
-    fn prepare(&self, job: &JobRecord, gpus: &[String]) -> impl Future<Output = Result<(), String>> + Send;
+    fn prepare(
+        &self,
+        job: &JobRecord,
+        gpus: &[String],
+    ) -> impl Future<Output = Result<(), String>> + Send;
     /// Starts the job; returns the id of what supervises it.
     fn launch(&self, job: &JobRecord) -> impl Future<Output = Result<u32, String>> + Send;
     /// Waits for the job started (or re-attached) as `pid` to end.

@@ -20,11 +20,19 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::services::jobs as svc;
 
-pub async fn create(State(s): State<AppState>, ApiJson(req): ApiJson<JobCreateRequest>) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    svc::create(&s, req).await.map(|v| (StatusCode::CREATED, Json(v)))
+pub async fn create(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<JobCreateRequest>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    svc::create(&s, req)
+        .await
+        .map(|v| (StatusCode::CREATED, Json(v)))
 }
 
-pub async fn show(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<JobView>, ApiError> {
+pub async fn show(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
     let job = svc::get(&s, &name).await?;
     Ok(Json(svc::view(&s, &job)))
 }
@@ -34,7 +42,10 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<Vec<JobView>>, ApiEr
     Ok(Json(jobs.iter().rev().map(|j| svc::view(&s, j)).collect()))
 }
 
-pub async fn cancel(State(s): State<AppState>, Path(name): Path<String>) -> Result<Json<JobView>, ApiError> {
+pub async fn cancel(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
     s.jobs.cancel(&name).await?;
     let job = svc::get(&s, &name).await?;
     Ok(Json(svc::view(&s, &job)))
@@ -80,7 +91,10 @@ impl Tail {
             }
             // Read the job's status before the file, so nothing written before the end is missed.
             let finished = !self.follow
-                || svc::get(&self.state, &self.name).await.map(|j| j.value.state.status().is_terminal()).unwrap_or(true);
+                || svc::get(&self.state, &self.name)
+                    .await
+                    .map(|j| j.value.state.status().is_terminal())
+                    .unwrap_or(true);
             match self.read_more().await {
                 Ok(b) if !b.is_empty() => return Some(Ok(Bytes::from(b))),
                 Ok(_) if finished => {
@@ -88,7 +102,9 @@ impl Tail {
                     return None;
                 }
                 Ok(_) => {
-                    let _ = tokio::time::timeout(Duration::from_millis(200), self.changes.changed()).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(200), self.changes.changed())
+                            .await;
                 }
                 Err(e) => {
                     self.done = true;
@@ -100,7 +116,11 @@ impl Tail {
 }
 
 /// The job's log from `offset`; with `follow=true`, kept open until the job ends.
-pub async fn logs(State(s): State<AppState>, Path(name): Path<String>, Query(q): Query<LogQuery>) -> Result<Response, ApiError> {
+pub async fn logs(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> Result<Response, ApiError> {
     let job = svc::get(&s, &name).await?;
     let tail = Tail {
         path: JobDir::new(&job.value.workdir).log(),
@@ -111,11 +131,22 @@ pub async fn logs(State(s): State<AppState>, Path(name): Path<String>, Query(q):
         follow: q.follow,
         done: false,
     };
-    let stream = futures_util::stream::unfold(tail, |mut t| async move { t.next_chunk().await.map(|c| (c, t)) });
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(stream)).into_response())
+    let stream =
+        futures_util::stream::unfold(
+            tail,
+            |mut t| async move { t.next_chunk().await.map(|c| (c, t)) },
+        );
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
-pub async fn output_files(State(s): State<AppState>, Path((name, output)): Path<(String, String)>) -> Result<Json<Vec<OutputFile>>, ApiError> {
+pub async fn output_files(
+    State(s): State<AppState>,
+    Path((name, output)): Path<(String, String)>,
+) -> Result<Json<Vec<OutputFile>>, ApiError> {
     let root = svc::output_path(&s, &name, &output).await?;
     if !root.exists() {
         return Ok(Json(Vec::new()));
@@ -124,26 +155,46 @@ pub async fn output_files(State(s): State<AppState>, Path((name, output)): Path<
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(format!("cannot list output `{output}`: {e}")))?;
-    Ok(Json(files.into_iter().map(|(path, size)| OutputFile { path, size }).collect()))
+    Ok(Json(
+        files
+            .into_iter()
+            .map(|(path, size)| OutputFile { path, size })
+            .collect(),
+    ))
 }
 
-pub async fn output_file(State(s): State<AppState>, Path((name, output, path)): Path<(String, String, String)>) -> Result<Response, ApiError> {
+pub async fn output_file(
+    State(s): State<AppState>,
+    Path((name, output, path)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
     let rel = PathBuf::from(&path);
     if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(ApiError::BadRequest(format!("`{path}` is not a path inside the output")));
+        return Err(ApiError::BadRequest(format!(
+            "`{path}` is not a path inside the output"
+        )));
     }
     let root = svc::output_path(&s, &name, &output).await?;
     let file = root.join(rel);
-    let f = tokio::fs::File::open(&file).await.map_err(|_| ApiError::NotFound {
-        kind: "output file",
-        name: path.clone(),
-        hint: Some(format!("`berth job download --name {name} --output-name {output}` fetches every file")),
-    })?;
+    let f = tokio::fs::File::open(&file)
+        .await
+        .map_err(|_| ApiError::NotFound {
+            kind: "output file",
+            name: path.clone(),
+            hint: Some(format!(
+                "`berth job download --name {name} --output-name {output}` fetches every file"
+            )),
+        })?;
     let stream = tokio_util_stream(f);
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(stream)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
-fn tokio_util_stream(f: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+fn tokio_util_stream(
+    f: tokio::fs::File,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
     futures_util::stream::unfold(Some(f), |f| async move {
         let mut f = f?;
         let mut buf = vec![0u8; 64 * 1024];

@@ -42,13 +42,37 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/api/jobs/{name}", get(jobs::show))
         .route("/api/jobs/{name}/cancel", post(jobs::cancel))
         .route("/api/jobs/{name}/logs", get(jobs::logs))
-        .route("/api/jobs/{name}/outputs/{output}/files", get(jobs::output_files))
-        .route("/api/jobs/{name}/outputs/{output}/files/{*path}", get(jobs::output_file))
-        .route("/api/instance-types", put(resources::apply_instance_types).get(resources::list_instance_types))
-        .route("/api/instance-types/{name}", get(resources::show_instance_type).delete(resources::delete_instance_type))
-        .route("/api/computes", post(resources::attach_compute).get(resources::list_computes))
-        .route("/api/computes/{name}", get(resources::show_compute).delete(resources::detach_compute))
-        .route("/api/datastores", post(resources::create_datastore).get(resources::list_datastores))
+        .route(
+            "/api/jobs/{name}/outputs/{output}/files",
+            get(jobs::output_files),
+        )
+        .route(
+            "/api/jobs/{name}/outputs/{output}/files/{*path}",
+            get(jobs::output_file),
+        )
+        .route(
+            "/api/instance-types",
+            put(resources::apply_instance_types).get(resources::list_instance_types),
+        )
+        .route(
+            "/api/instance-types/{name}",
+            get(resources::show_instance_type).delete(resources::delete_instance_type),
+        )
+        .route(
+            "/api/computes",
+            post(resources::attach_compute).get(resources::list_computes),
+        )
+        .route(
+            "/api/computes/{name}",
+            get(resources::show_compute).delete(resources::detach_compute),
+        )
+        .route(
+            "/api/datastores",
+            post(resources::create_datastore).get(resources::list_datastores),
+        )
         .route("/api/datastores/{name}", get(resources::show_datastore))
-        .route_layer(middleware::from_fn_with_state(state, crate::auth::require_token))
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            crate::auth::require_token,
+        ))
 }

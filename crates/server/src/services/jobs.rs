@@ -22,17 +22,21 @@ use crate::error::ApiError;
 use crate::services::resources::{datastore_root, find_compute, find_instance_type};
 
 const ADJECTIVES: [&str; 16] = [
-    "brave", "calm", "eager", "gentle", "happy", "keen", "lively", "mellow", "nimble", "quiet", "sincere", "steady", "swift", "tidy", "witty", "zesty",
+    "brave", "calm", "eager", "gentle", "happy", "keen", "lively", "mellow", "nimble", "quiet",
+    "sincere", "steady", "swift", "tidy", "witty", "zesty",
 ];
 const NOUNS: [&str; 16] = [
-    "badger", "comet", "falcon", "garden", "harbor", "island", "lantern", "maple", "otter", "pepper", "river", "sparrow", "tiger", "tulip", "walrus", "yarrow",
+    "badger", "comet", "falcon", "garden", "harbor", "island", "lantern", "maple", "otter",
+    "pepper", "river", "sparrow", "tiger", "tulip", "walrus", "yarrow",
 ];
 
 /// A fresh job name in Azure ML's style: `sincere_tiger_k3v9x2qa`.
 pub fn generate_name() -> String {
     let a = ADJECTIVES[rand::random_range(0..ADJECTIVES.len())];
     let n = NOUNS[rand::random_range(0..NOUNS.len())];
-    let suffix: String = (0..8).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rand::random_range(0..36)])).collect();
+    let suffix: String = (0..8)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rand::random_range(0..36)]))
+        .collect();
     format!("{a}_{n}_{suffix}")
 }
 
@@ -43,19 +47,38 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
     for s in &req.set {
         spec.apply_set(s).map_err(ApiError::spec)?;
     }
-    spec.check_references().map_err(|m| ApiError::spec(src.error_near("command", None, m)))?;
+    spec.check_references()
+        .map_err(|m| ApiError::spec(src.error_near("command", None, m)))?;
     let base_dir = PathBuf::from(&req.base_dir);
     if !base_dir.is_absolute() {
-        return Err(ApiError::BadRequest(format!("base_dir `{}` must be an absolute path", req.base_dir)));
+        return Err(ApiError::BadRequest(format!(
+            "base_dir `{}` must be an absolute path",
+            req.base_dir
+        )));
     }
     let name = spec.name.clone().unwrap_or_else(generate_name);
     validate_name("job", &name).map_err(|m| ApiError::spec(SpecError::new(m)))?;
-    if state.store.get::<serde_json::Value>(Kind::Job, &name).await?.is_some() {
-        return Err(ApiError::AlreadyExists { kind: "job", name, hint: Some("pick another name with --name, or leave the name out to get a generated one".into()) });
+    if state
+        .store
+        .get::<serde_json::Value>(Kind::Job, &name)
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::AlreadyExists {
+            kind: "job",
+            name,
+            hint: Some(
+                "pick another name with --name, or leave the name out to get a generated one"
+                    .into(),
+            ),
+        });
     }
     spec.name = Some(name.clone());
 
-    let compute_name = spec.compute.clone().unwrap_or_else(|| LOCAL_COMPUTE.to_string());
+    let compute_name = spec
+        .compute
+        .clone()
+        .unwrap_or_else(|| LOCAL_COMPUTE.to_string());
     let compute = find_compute(state, &compute_name).await?.ok_or_else(|| {
         ApiError::spec(
             src.error_near("compute", None, format!("compute `{compute_name}` does not exist"))
@@ -63,9 +86,14 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         )
     })?;
     if compute.kind != ComputeKind::Local {
-        return Err(ApiError::NotSupported(format!("compute `{compute_name}` is a Kubernetes compute, which this server cannot run jobs on yet")));
+        return Err(ApiError::NotSupported(format!(
+            "compute `{compute_name}` is a Kubernetes compute, which this server cannot run jobs on yet"
+        )));
     }
-    let it_name = spec.instance_type.clone().unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
+    let it_name = spec
+        .instance_type
+        .clone()
+        .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
     let instance_type = find_instance_type(state, &it_name).await?.ok_or_else(|| {
         ApiError::spec(
             src.error_near("instance_type", Some(&it_name), format!("instance type `{it_name}` does not exist"))
@@ -81,15 +109,25 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
             let p = base_dir.join(c);
             if !p.exists() {
                 return Err(ApiError::spec(
-                    src.error_near("code", Some(c), format!("code path `{c}` does not exist (looked for {})", p.display()))
-                        .hint("`code` is relative to the job file's folder"),
+                    src.error_near(
+                        "code",
+                        Some(c),
+                        format!(
+                            "code path `{c}` does not exist (looked for {})",
+                            p.display()
+                        ),
+                    )
+                    .hint("`code` is relative to the job file's folder"),
                 ));
             }
             Some(p)
         }
         None => None,
     };
-    let experiment_name = spec.experiment_name.clone().unwrap_or_else(|| experiment_from(&base_dir));
+    let experiment_name = spec
+        .experiment_name
+        .clone()
+        .unwrap_or_else(|| experiment_from(&base_dir));
     let record = JobRecord {
         name: name.clone(),
         display_name: spec.display_name.clone().unwrap_or_else(|| name.clone()),
@@ -116,9 +154,29 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
 
 /// The experiment name Azure ML derives from the submitting folder.
 fn experiment_from(base_dir: &Path) -> String {
-    let raw = base_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let clean: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    if clean.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) { clean } else { "default".into() }
+    let raw = base_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let clean: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+    {
+        clean
+    } else {
+        "default".into()
+    }
 }
 
 async fn snapshot(workdir: &Path, code: Option<PathBuf>) -> Result<(), ApiError> {
@@ -139,18 +197,41 @@ async fn snapshot(workdir: &Path, code: Option<PathBuf>) -> Result<(), ApiError>
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("cannot snapshot the code into {}: {e}", workdir.display())))
+    .map_err(|e| {
+        ApiError::Internal(format!(
+            "cannot snapshot the code into {}: {e}",
+            workdir.display()
+        ))
+    })
 }
 
-async fn resolve_inputs(state: &AppState, src: &Source<'_>, spec: &JobSpec, base: &Path) -> Result<BTreeMap<String, ResolvedInput>, ApiError> {
+async fn resolve_inputs(
+    state: &AppState,
+    src: &Source<'_>,
+    spec: &JobSpec,
+    base: &Path,
+) -> Result<BTreeMap<String, ResolvedInput>, ApiError> {
     let mut out = BTreeMap::new();
     for (name, input) in &spec.inputs {
         let resolved = match input {
-            JobInput::Literal { value } => ResolvedInput::Literal { value: value.clone() },
-            JobInput::Data { data_type, path, mode } => {
+            JobInput::Literal { value } => ResolvedInput::Literal {
+                value: value.clone(),
+            },
+            JobInput::Data {
+                data_type,
+                path,
+                mode,
+            } => {
                 let local = match path {
                     DataPath::Url { url } => {
-                        out.insert(name.clone(), ResolvedInput::Url { url: url.clone(), data_type: *data_type, mode: *mode });
+                        out.insert(
+                            name.clone(),
+                            ResolvedInput::Url {
+                                url: url.clone(),
+                                data_type: *data_type,
+                                mode: *mode,
+                            },
+                        );
                         continue;
                     }
                     DataPath::Local { path } => base.join(path),
@@ -170,7 +251,11 @@ async fn resolve_inputs(state: &AppState, src: &Source<'_>, spec: &JobSpec, base
                     DataPath::Url { url } => url.clone(),
                 };
                 check_exists(src, name, &written, &local, *data_type)?;
-                ResolvedInput::Path { path: local.to_string_lossy().into_owned(), data_type: *data_type, mode: *mode }
+                ResolvedInput::Path {
+                    path: local.to_string_lossy().into_owned(),
+                    data_type: *data_type,
+                    mode: *mode,
+                }
             }
         };
         out.insert(name.clone(), resolved);
@@ -178,34 +263,62 @@ async fn resolve_inputs(state: &AppState, src: &Source<'_>, spec: &JobSpec, base
     Ok(out)
 }
 
-fn check_exists(src: &Source<'_>, name: &str, written: &str, path: &Path, data_type: DataType) -> Result<(), ApiError> {
+fn check_exists(
+    src: &Source<'_>,
+    name: &str,
+    written: &str,
+    path: &Path,
+    data_type: DataType,
+) -> Result<(), ApiError> {
     let err = |m: String| ApiError::spec(src.error_near("path", Some(written), m));
     match std::fs::metadata(path) {
-        Err(_) => Err(err(format!("input `{name}`: {} does not exist", path.display()))),
-        Ok(m) if data_type == DataType::UriFile && m.is_dir() => {
-            Err(err(format!("input `{name}` is `type: uri_file` but {} is a folder; use `type: uri_folder`", path.display())))
-        }
-        Ok(m) if data_type == DataType::UriFolder && !m.is_dir() => {
-            Err(err(format!("input `{name}` is `type: uri_folder` but {} is a file; use `type: uri_file`", path.display())))
-        }
+        Err(_) => Err(err(format!(
+            "input `{name}`: {} does not exist",
+            path.display()
+        ))),
+        Ok(m) if data_type == DataType::UriFile && m.is_dir() => Err(err(format!(
+            "input `{name}` is `type: uri_file` but {} is a folder; use `type: uri_folder`",
+            path.display()
+        ))),
+        Ok(m) if data_type == DataType::UriFolder && !m.is_dir() => Err(err(format!(
+            "input `{name}` is `type: uri_folder` but {} is a file; use `type: uri_file`",
+            path.display()
+        ))),
         Ok(_) => Ok(()),
     }
 }
 
-async fn resolve_outputs(state: &AppState, src: &Source<'_>, spec: &JobSpec, workdir: &Path) -> Result<BTreeMap<String, ResolvedOutput>, ApiError> {
+async fn resolve_outputs(
+    state: &AppState,
+    src: &Source<'_>,
+    spec: &JobSpec,
+    workdir: &Path,
+) -> Result<BTreeMap<String, ResolvedOutput>, ApiError> {
     let mut out = BTreeMap::new();
     for (name, o) in &spec.outputs {
         let path = match &o.path {
             Some(DataPath::Datastore { datastore, path }) => {
                 let root = datastore_root(state, datastore).await?.ok_or_else(|| {
-                    ApiError::spec(src.error_near("path", Some(datastore), format!("output `{name}`: datastore `{datastore}` does not exist")))
+                    ApiError::spec(src.error_near(
+                        "path",
+                        Some(datastore),
+                        format!("output `{name}`: datastore `{datastore}` does not exist"),
+                    ))
                 })?;
                 root.join(path)
             }
-            _ if o.data_type == DataType::UriFile => JobDir::new(workdir).outputs().join(name).join(name),
+            _ if o.data_type == DataType::UriFile => {
+                JobDir::new(workdir).outputs().join(name).join(name)
+            }
             _ => JobDir::new(workdir).outputs().join(name),
         };
-        out.insert(name.clone(), ResolvedOutput { path: path.to_string_lossy().into_owned(), data_type: o.data_type });
+        out.insert(
+            name.clone(),
+            ResolvedOutput {
+                path: path.to_string_lossy().into_owned(),
+                data_type: o.data_type,
+            },
+        );
     }
     Ok(out)
 }
@@ -220,7 +333,12 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
     let (status_message, failure_kind, exit_code) = match &job.state {
         JobState::Queued => (state.jobs.queue_reason(&job.name), None, None),
         JobState::Preparing { note, .. } => (note.clone(), None, None),
-        JobState::Failed { kind, message, exit_code, .. } => (Some(message.clone()), Some(format!("{kind:?}")), *exit_code),
+        JobState::Failed {
+            kind,
+            message,
+            exit_code,
+            ..
+        } => (Some(message.clone()), Some(format!("{kind:?}")), *exit_code),
         JobState::Completed { .. } => (None, None, Some(0)),
         JobState::Finalizing { exit_code, .. } => (None, None, Some(*exit_code)),
         _ => (None, None, None),
@@ -243,10 +361,16 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
         tags: spec.tags.clone(),
         compute: format!("azureml:{}", job.compute),
         resources: BTreeMap::from([("instance_type".to_string(), job.instance_type.name.clone())]),
-        limits: spec.timeout_seconds.map(|t| BTreeMap::from([("timeout".to_string(), t)])).unwrap_or_default(),
+        limits: spec
+            .timeout_seconds
+            .map(|t| BTreeMap::from([("timeout".to_string(), t)]))
+            .unwrap_or_default(),
         command: spec.command.clone(),
         code: spec.code.clone(),
-        environment: spec.environment.as_ref().and_then(|e| serde_json::to_value(e).ok()),
+        environment: spec
+            .environment
+            .as_ref()
+            .and_then(|e| serde_json::to_value(e).ok()),
         environment_variables: spec.environment_variables.clone(),
         inputs: serde_json::to_value(&job.inputs).unwrap_or_default(),
         outputs: serde_json::to_value(&job.outputs).unwrap_or_default(),
@@ -260,21 +384,41 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
 
 /// Reads a job.
 pub async fn get(state: &AppState, name: &str) -> Result<Stored<JobRecord>, ApiError> {
-    state.store.get(Kind::Job, name).await?.ok_or_else(|| ApiError::NotFound {
-        kind: "job",
-        name: name.to_string(),
-        hint: Some("`berth job list` shows the jobs".into()),
-    })
+    state
+        .store
+        .get(Kind::Job, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "job",
+            name: name.to_string(),
+            hint: Some("`berth job list` shows the jobs".into()),
+        })
 }
 
 /// The folder or file an output was written to.
 pub async fn output_path(state: &AppState, name: &str, output: &str) -> Result<PathBuf, ApiError> {
     let job = get(state, name).await?;
-    let o = job.value.outputs.get(output).ok_or_else(|| ApiError::NotFound {
-        kind: "output",
-        name: output.to_string(),
-        hint: Some(format!("job `{name}` has outputs: {}", job.value.outputs.keys().cloned().collect::<Vec<_>>().join(", "))),
-    })?;
+    let o = job
+        .value
+        .outputs
+        .get(output)
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "output",
+            name: output.to_string(),
+            hint: Some(format!(
+                "job `{name}` has outputs: {}",
+                job.value
+                    .outputs
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        })?;
     let p = PathBuf::from(&o.path);
-    Ok(if o.data_type == DataType::UriFile { p.parent().map(Path::to_path_buf).unwrap_or(p) } else { p })
+    Ok(if o.data_type == DataType::UriFile {
+        p.parent().map(Path::to_path_buf).unwrap_or(p)
+    } else {
+        p
+    })
 }

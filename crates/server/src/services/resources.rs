@@ -17,13 +17,19 @@ use crate::error::ApiError;
 const ACTIVE: [&str; 5] = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing"];
 
 /// Applies every InstanceType in a file, all or nothing.
-pub async fn apply_instance_types(state: &AppState, req: ApplyRequest) -> Result<Vec<InstanceTypeView>, ApiError> {
-    let types = InstanceType::parse_file(&Source::new(&req.file, &req.yaml)).map_err(ApiError::spec)?;
+pub async fn apply_instance_types(
+    state: &AppState,
+    req: ApplyRequest,
+) -> Result<Vec<InstanceTypeView>, ApiError> {
+    let types =
+        InstanceType::parse_file(&Source::new(&req.file, &req.yaml)).map_err(ApiError::spec)?;
     let mut tx = state.store.begin().await?;
     for t in &types {
         Store::upsert_in(&mut tx, Kind::InstanceType, &t.name, t).await?;
     }
-    tx.commit().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut out = Vec::new();
     for t in &types {
         if let Some(v) = get_instance_type(state, &t.name).await? {
@@ -36,24 +42,52 @@ pub async fn apply_instance_types(state: &AppState, req: ApplyRequest) -> Result
 /// Every instance type, with the built-in default unless it was overridden.
 pub async fn list_instance_types(state: &AppState) -> Result<Vec<InstanceTypeView>, ApiError> {
     let stored = state.store.list::<InstanceType>(Kind::InstanceType).await?;
-    let mut out: Vec<InstanceTypeView> = stored.into_iter().map(|s| Versioned { spec: s.value, resource_version: s.resource_version }).collect();
+    let mut out: Vec<InstanceTypeView> = stored
+        .into_iter()
+        .map(|s| Versioned {
+            spec: s.value,
+            resource_version: s.resource_version,
+        })
+        .collect();
     if !out.iter().any(|t| t.spec.name == DEFAULT_INSTANCE_TYPE) {
-        out.insert(0, Versioned { spec: InstanceType::default_type(), resource_version: 0 });
+        out.insert(
+            0,
+            Versioned {
+                spec: InstanceType::default_type(),
+                resource_version: 0,
+            },
+        );
     }
     Ok(out)
 }
 
 /// One instance type (the built-in default included).
-pub async fn get_instance_type(state: &AppState, name: &str) -> Result<Option<InstanceTypeView>, ApiError> {
-    match state.store.get::<InstanceType>(Kind::InstanceType, name).await? {
-        Some(s) => Ok(Some(Versioned { spec: s.value, resource_version: s.resource_version })),
-        None if name == DEFAULT_INSTANCE_TYPE => Ok(Some(Versioned { spec: InstanceType::default_type(), resource_version: 0 })),
+pub async fn get_instance_type(
+    state: &AppState,
+    name: &str,
+) -> Result<Option<InstanceTypeView>, ApiError> {
+    match state
+        .store
+        .get::<InstanceType>(Kind::InstanceType, name)
+        .await?
+    {
+        Some(s) => Ok(Some(Versioned {
+            spec: s.value,
+            resource_version: s.resource_version,
+        })),
+        None if name == DEFAULT_INSTANCE_TYPE => Ok(Some(Versioned {
+            spec: InstanceType::default_type(),
+            resource_version: 0,
+        })),
         None => Ok(None),
     }
 }
 
 /// The instance type a job named, if it exists.
-pub async fn find_instance_type(state: &AppState, name: &str) -> Result<Option<InstanceType>, ApiError> {
+pub async fn find_instance_type(
+    state: &AppState,
+    name: &str,
+) -> Result<Option<InstanceType>, ApiError> {
     Ok(get_instance_type(state, name).await?.map(|v| v.spec))
 }
 
@@ -68,13 +102,25 @@ pub async fn delete_instance_type(state: &AppState, name: &str) -> Result<(), Ap
             hint: Some("apply an InstanceType named defaultinstancetype to change it".into()),
         });
     }
-    Err(ApiError::NotFound { kind: "instance type", name: name.into(), hint: Some("`berth instance-type list` shows what there is".into()) })
+    Err(ApiError::NotFound {
+        kind: "instance type",
+        name: name.into(),
+        hint: Some("`berth instance-type list` shows what there is".into()),
+    })
 }
 
 /// Makes sure the built-in `local` compute exists.
 pub async fn ensure_local_compute(store: &Store) -> Result<(), ApiError> {
-    let spec = ComputeSpec { name: LOCAL_COMPUTE.into(), kind: ComputeKind::Local, description: Some("this machine".into()), capacity: None };
-    match store.insert(Kind::Compute, LOCAL_COMPUTE, None, &spec).await {
+    let spec = ComputeSpec {
+        name: LOCAL_COMPUTE.into(),
+        kind: ComputeKind::Local,
+        description: Some("this machine".into()),
+        capacity: None,
+    };
+    match store
+        .insert(Kind::Compute, LOCAL_COMPUTE, None, &spec)
+        .await
+    {
         Ok(_) | Err(berth_store::StoreError::AlreadyExists { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
@@ -88,7 +134,11 @@ pub async fn attach_compute(state: &AppState, spec: ComputeSpec) -> Result<Compu
             "Kubernetes computes are not available in this version yet; attach `--type local` to run on this machine".into(),
         ));
     }
-    match state.store.insert(Kind::Compute, &spec.name, None, &spec).await {
+    match state
+        .store
+        .insert(Kind::Compute, &spec.name, None, &spec)
+        .await
+    {
         Ok(_) => {}
         Err(berth_store::StoreError::AlreadyExists { .. }) => {
             return Err(ApiError::AlreadyExists {
@@ -104,45 +154,77 @@ pub async fn attach_compute(state: &AppState, spec: ComputeSpec) -> Result<Compu
 
 /// The compute a job named, if it exists.
 pub async fn find_compute(state: &AppState, name: &str) -> Result<Option<ComputeSpec>, ApiError> {
-    Ok(state.store.get::<ComputeSpec>(Kind::Compute, name).await?.map(|s| s.value))
+    Ok(state
+        .store
+        .get::<ComputeSpec>(Kind::Compute, name)
+        .await?
+        .map(|s| s.value))
 }
 
 fn compute_view(state: &AppState, spec: ComputeSpec, resource_version: i64) -> ComputeView {
     let (capacity, free) = state.jobs.capacity(LOCAL_POOL).unwrap_or_default();
-    ComputeView { spec, provisioning_state: "Succeeded".into(), capacity, free, gpus: state.gpus.to_vec(), resource_version }
+    ComputeView {
+        spec,
+        provisioning_state: "Succeeded".into(),
+        capacity,
+        free,
+        gpus: state.gpus.to_vec(),
+        resource_version,
+    }
 }
 
 /// One compute.
 pub async fn get_compute(state: &AppState, name: &str) -> Result<ComputeView, ApiError> {
-    let s = state.store.get::<ComputeSpec>(Kind::Compute, name).await?.ok_or_else(|| ApiError::NotFound {
-        kind: "compute",
-        name: name.into(),
-        hint: Some(format!("attach it with `berth compute attach --type local --name {name}`")),
-    })?;
+    let s = state
+        .store
+        .get::<ComputeSpec>(Kind::Compute, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "compute",
+            name: name.into(),
+            hint: Some(format!(
+                "attach it with `berth compute attach --type local --name {name}`"
+            )),
+        })?;
     Ok(compute_view(state, s.value, s.resource_version))
 }
 
 /// Every compute.
 pub async fn list_computes(state: &AppState) -> Result<Vec<ComputeView>, ApiError> {
     let all = state.store.list::<ComputeSpec>(Kind::Compute).await?;
-    Ok(all.into_iter().map(|s| compute_view(state, s.value, s.resource_version)).collect())
+    Ok(all
+        .into_iter()
+        .map(|s| compute_view(state, s.value, s.resource_version))
+        .collect())
 }
 
 /// Detaches a compute; refuses while jobs on it are unfinished, unless `force`.
 pub async fn detach_compute(state: &AppState, name: &str, force: bool) -> Result<(), ApiError> {
     get_compute(state, name).await?;
     if name == LOCAL_COMPUTE {
-        return Err(ApiError::Conflict { message: "the `local` compute is built in and cannot be detached".into(), hint: None });
+        return Err(ApiError::Conflict {
+            message: "the `local` compute is built in and cannot be detached".into(),
+            hint: None,
+        });
     }
-    let active = state.store.count_where(Kind::Job, &ACTIVE, "compute", name).await?;
+    let active = state
+        .store
+        .count_where(Kind::Job, &ACTIVE, "compute", name)
+        .await?;
     if active > 0 && !force {
         return Err(ApiError::Conflict {
             message: format!("compute `{name}` has {active} unfinished job(s)"),
-            hint: Some("cancel them first, or pass --force to detach anyway (they are canceled)".into()),
+            hint: Some(
+                "cancel them first, or pass --force to detach anyway (they are canceled)".into(),
+            ),
         });
     }
     if active > 0 {
-        for job in state.store.list_with_status::<berth_core::job::JobRecord>(Kind::Job, &ACTIVE).await? {
+        for job in state
+            .store
+            .list_with_status::<berth_core::job::JobRecord>(Kind::Job, &ACTIVE)
+            .await?
+        {
             if job.value.compute == name {
                 let _ = state.jobs.cancel(&job.value.name).await;
             }
@@ -153,18 +235,32 @@ pub async fn detach_compute(state: &AppState, name: &str, force: bool) -> Result
 }
 
 /// Creates a datastore.
-pub async fn create_datastore(state: &AppState, spec: DatastoreSpec) -> Result<DatastoreView, ApiError> {
+pub async fn create_datastore(
+    state: &AppState,
+    spec: DatastoreSpec,
+) -> Result<DatastoreView, ApiError> {
     berth_core::names::validate_name("datastore", &spec.name).map_err(ApiError::BadRequest)?;
     let DatastoreLocation::Local { path } = &spec.location;
     let p = PathBuf::from(path);
     if !p.is_absolute() {
-        return Err(ApiError::BadRequest(format!("datastore path `{path}` must be absolute")));
+        return Err(ApiError::BadRequest(format!(
+            "datastore path `{path}` must be absolute"
+        )));
     }
     if !p.is_dir() {
-        return Err(ApiError::BadRequest(format!("datastore path {path} is not an existing folder; create it first")));
+        return Err(ApiError::BadRequest(format!(
+            "datastore path {path} is not an existing folder; create it first"
+        )));
     }
-    match state.store.insert(Kind::Datastore, &spec.name, None, &spec).await {
-        Ok(v) => Ok(Versioned { spec, resource_version: v }),
+    match state
+        .store
+        .insert(Kind::Datastore, &spec.name, None, &spec)
+        .await
+    {
+        Ok(v) => Ok(Versioned {
+            spec,
+            resource_version: v,
+        }),
         Err(berth_store::StoreError::AlreadyExists { .. }) => Err(ApiError::AlreadyExists {
             kind: "datastore",
             name: spec.name,
@@ -176,23 +272,42 @@ pub async fn create_datastore(state: &AppState, spec: DatastoreSpec) -> Result<D
 
 /// One datastore.
 pub async fn get_datastore(state: &AppState, name: &str) -> Result<DatastoreView, ApiError> {
-    let s = state.store.get::<DatastoreSpec>(Kind::Datastore, name).await?.ok_or_else(|| ApiError::NotFound {
-        kind: "datastore",
-        name: name.into(),
-        hint: Some(format!("create it with `berth datastore create --name {name} --path <folder>`")),
-    })?;
-    Ok(Versioned { spec: s.value, resource_version: s.resource_version })
+    let s = state
+        .store
+        .get::<DatastoreSpec>(Kind::Datastore, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "datastore",
+            name: name.into(),
+            hint: Some(format!(
+                "create it with `berth datastore create --name {name} --path <folder>`"
+            )),
+        })?;
+    Ok(Versioned {
+        spec: s.value,
+        resource_version: s.resource_version,
+    })
 }
 
 /// Every datastore.
 pub async fn list_datastores(state: &AppState) -> Result<Vec<DatastoreView>, ApiError> {
     let all = state.store.list::<DatastoreSpec>(Kind::Datastore).await?;
-    Ok(all.into_iter().map(|s| Versioned { spec: s.value, resource_version: s.resource_version }).collect())
+    Ok(all
+        .into_iter()
+        .map(|s| Versioned {
+            spec: s.value,
+            resource_version: s.resource_version,
+        })
+        .collect())
 }
 
 /// The folder a datastore stands for, if it exists.
 pub async fn datastore_root(state: &AppState, name: &str) -> Result<Option<PathBuf>, ApiError> {
-    Ok(state.store.get::<DatastoreSpec>(Kind::Datastore, name).await?.map(|s| match s.value.location {
-        DatastoreLocation::Local { path } => PathBuf::from(path),
-    }))
+    Ok(state
+        .store
+        .get::<DatastoreSpec>(Kind::Datastore, name)
+        .await?
+        .map(|s| match s.value.location {
+            DatastoreLocation::Local { path } => PathBuf::from(path),
+        }))
 }
