@@ -492,3 +492,7 @@ fn parse_environment(src: &Source<'_>, e: Spanned<Value>) -> Result<Environment,
         _ => Err(src.error_at(&e, shape)),
     }
 }
+
+#[cfg(test)]
+#[path = "job_tests.rs"]
+mod tests;

@@ -29,6 +29,8 @@ impl LocalBackend {
     /// `supervisor` is the command that supervises one job, given its folder as the last
     /// argument: normally `[<path to berth>, "job-supervise"]`.
     pub fn new(supervisor: Vec<String>) -> Self {
+        // Berth uses rustls with ring everywhere; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         LocalBackend {
             supervisor,
             children: Mutex::new(HashMap::new()),
