@@ -1,0 +1,1 @@
+//! Shared helpers for Berth benchmarks (none yet).

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Berth's main job on the embedded default, from a fresh checkout: build, start a server with
+# a temporary home, apply the seed's instance types, create the datastore, attach the seed's
+# compute, run the seed's training job to completion with its log streamed, download the
+# model, and stop the server. Exits non-zero if any step fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v python >/dev/null || command -v python3 >/dev/null || { apt-get update && apt-get install -y python3 python-is-python3; }
+cargo build --release
+berth="$PWD/target/release/berth"
+export BERTH_HOME="${BERTH_HOME:-$(mktemp -d)}"
+log="$BERTH_HOME/server.log"
+
+"$berth" server --api-listen 127.0.0.1:0 --scoring-listen 127.0.0.1:0 2>"$log" &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+until grep -q "berth server ready" "$log"; do
+  kill -0 $server 2>/dev/null || { cat "$log"; exit 1; }
+  sleep 0.1
+done
+grep "berth server ready" "$log"
+
+cd examples/seed
+"$berth" instance-type apply -f instance-types.yaml
+"$berth" datastore create --name mydata --path ./data
+"$berth" compute attach --type local --name aks-compute
+
+# The seed asks for gpu-training (1 GPU). Without a GPU here, run it on cpu-small instead.
+set_type=()
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "(no GPU on this machine: running the seed's job with --set resources.instance_type=cpu-small)"
+  set_type=(--set resources.instance_type=cpu-small)
+fi
+"$berth" job create --file training-job.yaml --name "quickstart-$$" "${set_type[@]}" --stream
+"$berth" job show --name "quickstart-$$"
+out=$(mktemp -d)
+"$berth" job download --name "quickstart-$$" --output-name model --download-path "$out"
+echo "model: $(cat "$out/named-outputs/model/model.json" | tr -d '\n ' | cut -c1-120)"
