@@ -19,15 +19,35 @@ fn main() {
         Resources::new(Quantity::from_millis(500), gib(1), 0),
     ];
     let mut r = Reactor::default();
-    r.set_pool("local", Resources::new(Quantity::from_units(4), gib(16), 0), vec![]);
+    r.set_pool(
+        "local",
+        Resources::new(Quantity::from_units(4), gib(16), 0),
+        vec![],
+    );
     let mut fx = Recorded::default();
     let t = Instant::now();
     for i in 0..QUEUED {
-        let prio = if i % 10 == 0 { Priority::High } else { Priority::Medium };
-        r.on_submitted(&mut fx, &format!("job-{i}"), "local", shapes[i % 3], prio, i as u64);
+        let prio = if i % 10 == 0 {
+            Priority::High
+        } else {
+            Priority::Medium
+        };
+        r.on_submitted(
+            &mut fx,
+            &format!("job-{i}"),
+            "local",
+            shapes[i % 3],
+            prio,
+            i as u64,
+        );
     }
     let submit = t.elapsed();
-    println!("submitted {QUEUED} jobs in {submit:?} ({:.0} submits/s); {} admitted at once, {} queued", QUEUED as f64 / submit.as_secs_f64(), fx.admitted.len(), r.queued_len());
+    println!(
+        "submitted {QUEUED} jobs in {submit:?} ({:.0} submits/s); {} admitted at once, {} queued",
+        QUEUED as f64 / submit.as_secs_f64(),
+        fx.admitted.len(),
+        r.queued_len()
+    );
     let t = Instant::now();
     let mut next = 0;
     while next < fx.admitted.len() {

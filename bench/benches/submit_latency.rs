@@ -15,11 +15,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const N: usize = 200;
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn read_ns(p: &Path) -> u128 {
-    std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    std::fs::read_to_string(p)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
@@ -30,7 +36,10 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
 
 fn main() {
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/berth");
-    assert!(bin.exists(), "build the binary first: cargo build --release");
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release"
+    );
     let home = tempfile::tempdir().expect("home");
     let work = home.path().join("work");
     std::fs::create_dir_all(&work).expect("work");
@@ -39,13 +48,23 @@ fn main() {
     for i in 0..N {
         let f = work.join(format!("sh-{i}"));
         let t0 = now_ns();
-        let status = Command::new("sh").arg("-c").arg(format!("date +%s%N > {}", f.display())).status().expect("sh");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("date +%s%N > {}", f.display()))
+            .status()
+            .expect("sh");
         assert!(status.success());
         baseline.push((read_ns(&f) - t0) as f64 / 1e6);
     }
 
     let mut server = Command::new(&bin)
-        .args(["server", "--api-listen", "127.0.0.1:0", "--scoring-listen", "127.0.0.1:0"])
+        .args([
+            "server",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--scoring-listen",
+            "127.0.0.1:0",
+        ])
         .env("BERTH_HOME", home.path())
         .env("BERTH_LOG", "warn")
         .stderr(Stdio::piped())
@@ -59,14 +78,20 @@ fn main() {
     }
     std::thread::spawn(move || for _ in lines {});
     let stamp = work.join("stamp");
-    std::fs::write(work.join("job.yaml"), format!("command: date +%s%N > {}\n", stamp.display())).expect("job");
+    std::fs::write(
+        work.join("job.yaml"),
+        format!("command: date +%s%N > {}\n", stamp.display()),
+    )
+    .expect("job");
     let mut berth = Vec::new();
     for i in 0..N {
         let _ = std::fs::remove_file(&stamp);
         let name = format!("j{i}");
         let t0 = now_ns();
         let out = Command::new(&bin)
-            .args(["job", "create", "-f", "job.yaml", "--name", &name, "--stream"])
+            .args([
+                "job", "create", "-f", "job.yaml", "--name", &name, "--stream",
+            ])
             .current_dir(&work)
             .env("BERTH_HOME", home.path())
             .stdout(Stdio::null())
@@ -77,10 +102,19 @@ fn main() {
         berth.push((read_ns(&stamp) - t0) as f64 / 1e6);
     }
     let _ = server.kill();
+    let _ = server.wait();
     let (bp50, bp99) = percentiles(baseline);
     let (p50, p99) = percentiles(berth);
-    println!("N={N} sequential trivial jobs; times from just before the request to the command's first instruction");
+    println!(
+        "N={N} sequential trivial jobs; times from just before the request to the command's first instruction"
+    );
     println!("sh -c spawn         p50 {bp50:.2} ms  p99 {bp99:.2} ms");
-    println!("berth job create    p50 {p50:.2} ms  p99 {p99:.2} ms  (includes the CLI process, HTTP, durable insert, admission, supervisor spawn)");
-    println!("extra over sh -c    p50 {:.2} ms  p99 {:.2} ms", p50 - bp50, p99 - bp99);
+    println!(
+        "berth job create    p50 {p50:.2} ms  p99 {p99:.2} ms  (includes the CLI process, HTTP, durable insert, admission, supervisor spawn)"
+    );
+    println!(
+        "extra over sh -c    p50 {:.2} ms  p99 {:.2} ms",
+        p50 - bp50,
+        p99 - bp99
+    );
 }

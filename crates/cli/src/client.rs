@@ -30,17 +30,15 @@ pub fn home_dir(flag: Option<&Path>) -> PathBuf {
 impl Client {
     /// Finds the server: `BERTH_SERVER` + `BERTH_TOKEN`, else `<home>/server.json`.
     pub fn connect(home: &Path) -> Result<Client, Failure> {
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| Failure::new(format!("cannot build an HTTP client: {e}")))?;
         if let Ok(base) = std::env::var("BERTH_SERVER") {
             let token = std::env::var("BERTH_TOKEN").map_err(|_| {
                 Failure::new("BERTH_SERVER is set but BERTH_TOKEN is not")
                     .hint("export BERTH_TOKEN=<the server's token>")
             })?;
+            let base = base.trim_end_matches('/').to_string();
             return Ok(Client {
-                http,
-                base: base.trim_end_matches('/').to_string(),
+                http: http_client(&base)?,
+                base,
                 token,
             });
         }
@@ -58,7 +56,7 @@ impl Client {
             ))
         })?;
         Ok(Client {
-            http,
+            http: http_client(&info.api_url)?,
             base: info.api_url,
             token: token.trim().to_string(),
         })
@@ -121,6 +119,17 @@ impl Client {
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
         self.call(Method::GET, path, None::<&()>).await
     }
+}
+
+/// A client for `base`; for plain http it skips loading the system's root certificates,
+/// which would otherwise cost milliseconds on every CLI call.
+fn http_client(base: &str) -> Result<reqwest::Client, Failure> {
+    let mut b = reqwest::Client::builder();
+    if base.starts_with("http://") {
+        b = b.tls_certs_only(std::iter::empty());
+    }
+    b.build()
+        .map_err(|e| Failure::new(format!("cannot build an HTTP client: {e}")))
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

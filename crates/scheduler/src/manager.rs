@@ -87,7 +87,8 @@ impl<B: Backend> JobManager<B> {
         mut record: JobRecord,
     ) -> Result<Stored<JobRecord>, ManagerError> {
         record.state = JobState::Queued;
-        self.store
+        let (resource_version, seq) = self
+            .store
             .insert(
                 Kind::Job,
                 &record.name,
@@ -95,11 +96,11 @@ impl<B: Backend> JobManager<B> {
                 &record,
             )
             .await?;
-        let stored: Stored<JobRecord> = self
-            .store
-            .get(Kind::Job, &record.name)
-            .await?
-            .ok_or_else(|| ManagerError::NotFound(record.name.clone()))?;
+        let stored = Stored {
+            value: record,
+            resource_version,
+            seq,
+        };
         self.enqueue(&stored);
         self.notify();
         Ok(stored)

@@ -15,11 +15,19 @@ struct Api {
 
 async fn api_with(max_body: Option<usize>) -> Api {
     let home = tempfile::tempdir().unwrap();
-    let flags = ConfigLayer { max_body_bytes: max_body, local_cpu: Some("2".parse().unwrap()), ..Default::default() };
+    let flags = ConfigLayer {
+        max_body_bytes: max_body,
+        local_cpu: Some("2".parse().unwrap()),
+        ..Default::default()
+    };
     let config = ServerConfig::load(home.path(), ConfigLayer::default(), flags, vec![]).unwrap();
     let state = berth_server::build_state(&config).await.unwrap();
     let token = state.token.to_string();
-    Api { app: berth_server::app(state, config.max_body_bytes), token, home }
+    Api {
+        app: berth_server::app(state, config.max_body_bytes),
+        token,
+        home,
+    }
 }
 
 async fn api() -> Api {
@@ -27,7 +35,13 @@ async fn api() -> Api {
 }
 
 impl Api {
-    async fn call_with(&self, method: &str, uri: &str, body: Option<Value>, token: Option<&str>) -> (StatusCode, Value) {
+    async fn call_with(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -39,10 +53,18 @@ impl Api {
             }
             None => Body::empty(),
         };
-        let resp = self.app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -52,11 +74,20 @@ impl Api {
 
     async fn submit(&self, yaml: &str) -> (StatusCode, Value) {
         let base = self.home.path().to_string_lossy().into_owned();
-        self.call("POST", "/api/jobs", Some(json!({"file": "job.yaml", "yaml": yaml, "base_dir": base}))).await
+        self.call(
+            "POST",
+            "/api/jobs",
+            Some(json!({"file": "job.yaml", "yaml": yaml, "base_dir": base})),
+        )
+        .await
     }
 
     async fn job_count(&self) -> usize {
-        self.call("GET", "/api/jobs", None).await.1.as_array().map_or(0, Vec::len)
+        self.call("GET", "/api/jobs", None)
+            .await
+            .1
+            .as_array()
+            .map_or(0, Vec::len)
     }
 }
 
@@ -69,7 +100,10 @@ async fn token_is_required() {
     let (s, body) = a.call_with("GET", "/api/jobs", None, Some("wrong")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["message"], "the bearer token is wrong");
-    assert_eq!(a.call_with("GET", "/api/health", None, None).await.0, StatusCode::OK);
+    assert_eq!(
+        a.call_with("GET", "/api/health", None, None).await.0,
+        StatusCode::OK
+    );
     let (s, doc) = a.call_with("GET", "/api/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(doc["paths"]["/api/jobs"]["post"].is_object());
@@ -80,12 +114,36 @@ async fn invalid_specs_name_the_place_and_store_nothing() {
     let a = api().await;
     let cases = [
         ("command: x\nbogus: 1\n", "unknown field `bogus`", 2),
-        ("command: x\nresources:\n  instance_type: huge\n", "instance type `huge` does not exist", 3),
-        ("command: x\ncompute: azureml:nowhere\n", "compute `nowhere` does not exist", 2),
-        ("command: x ${{inputs.d}}\ninputs:\n  d:\n    path: azureml://datastores/nope/paths/x\n", "datastore `nope` does not exist", 4),
-        ("command: x ${{inputs.d}}\ninputs:\n  d:\n    path: ./missing\n", "does not exist", 4),
-        ("command: x\ncode: ./no-such-code\n", "code path `./no-such-code` does not exist", 2),
-        ("command: python ${{inputs.nope}}\n", "`${{inputs.nope}}`", 1),
+        (
+            "command: x\nresources:\n  instance_type: huge\n",
+            "instance type `huge` does not exist",
+            3,
+        ),
+        (
+            "command: x\ncompute: azureml:nowhere\n",
+            "compute `nowhere` does not exist",
+            2,
+        ),
+        (
+            "command: x ${{inputs.d}}\ninputs:\n  d:\n    path: azureml://datastores/nope/paths/x\n",
+            "datastore `nope` does not exist",
+            4,
+        ),
+        (
+            "command: x ${{inputs.d}}\ninputs:\n  d:\n    path: ./missing\n",
+            "does not exist",
+            4,
+        ),
+        (
+            "command: x\ncode: ./no-such-code\n",
+            "code path `./no-such-code` does not exist",
+            2,
+        ),
+        (
+            "command: python ${{inputs.nope}}\n",
+            "`${{inputs.nope}}`",
+            1,
+        ),
     ];
     for (yaml, message, line) in cases {
         let (s, body) = a.submit(yaml).await;
@@ -95,17 +153,27 @@ async fn invalid_specs_name_the_place_and_store_nothing() {
         assert!(m.contains(message), "{yaml}: {m}");
         assert_eq!(body["error"]["position"]["line"], line, "{yaml}: {body}");
         assert_eq!(body["error"]["position"]["file"], "job.yaml");
-        assert!(body["error"]["hint"].is_string() || line == 1 || message.contains("does not exist"), "{body}");
+        assert!(
+            body["error"]["hint"].is_string() || line == 1 || message.contains("does not exist"),
+            "{body}"
+        );
     }
     assert_eq!(a.job_count().await, 0);
     let jobs_dir = a.home.path().join("jobs");
-    assert_eq!(std::fs::read_dir(jobs_dir).unwrap().count(), 0, "no job folder left behind");
+    assert_eq!(
+        std::fs::read_dir(jobs_dir).unwrap().count(),
+        0,
+        "no job folder left behind"
+    );
 }
 
 #[tokio::test]
 async fn duplicate_names_conflict() {
     let a = api().await;
-    assert_eq!(a.submit("name: same\ncommand: true\n").await.0, StatusCode::CREATED);
+    assert_eq!(
+        a.submit("name: same\ncommand: true\n").await.0,
+        StatusCode::CREATED
+    );
     let (s, body) = a.submit("name: same\ncommand: true\n").await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(body["error"]["code"], "AlreadyExists");
@@ -117,33 +185,87 @@ async fn instance_types_apply_all_or_nothing() {
     let a = api().await;
     let good = "apiVersion: amlarc.azureml.com/v1alpha1\nkind: InstanceType\nmetadata: {name: ok}\nspec:\n  resources:\n    requests: {cpu: 1, memory: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n";
     let bad = "apiVersion: amlarc.azureml.com/v1alpha1\nkind: InstanceType\nmetadata: {name: bad}\nspec:\n  resources:\n    requests: {cpu: 0, memory: 1Gi}\n    limits: {cpu: 1, memory: 1Gi}\n";
-    let (s, body) = a.call("PUT", "/api/instance-types", Some(json!({"file": "it.yaml", "yaml": format!("{good}---\n{bad}")}))).await;
+    let (s, body) = a
+        .call(
+            "PUT",
+            "/api/instance-types",
+            Some(json!({"file": "it.yaml", "yaml": format!("{good}---\n{bad}")})),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["position"]["line"], 14, "{body}");
-    assert_eq!(a.call("GET", "/api/instance-types/ok", None).await.0, StatusCode::NOT_FOUND);
-    let (s, body) = a.call("PUT", "/api/instance-types", Some(json!({"file": "it.yaml", "yaml": good}))).await;
+    assert_eq!(
+        a.call("GET", "/api/instance-types/ok", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, body) = a
+        .call(
+            "PUT",
+            "/api/instance-types",
+            Some(json!({"file": "it.yaml", "yaml": good})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body[0]["requests"]["memory"], "1Gi");
     let (_, list) = a.call("GET", "/api/instance-types", None).await;
-    let names: Vec<&str> = list.as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
     assert_eq!(names, ["defaultinstancetype", "ok"]);
-    assert_eq!(a.call("DELETE", "/api/instance-types/defaultinstancetype", None).await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        a.call("DELETE", "/api/instance-types/defaultinstancetype", None)
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
 }
 
 #[tokio::test]
 async fn computes_and_datastores_are_checked() {
     let a = api().await;
-    let (s, _) = a.call("POST", "/api/computes", Some(json!({"name": "c1", "type": "local"}))).await;
+    let (s, _) = a
+        .call(
+            "POST",
+            "/api/computes",
+            Some(json!({"name": "c1", "type": "local"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (s, body) = a.call("POST", "/api/computes", Some(json!({"name": "c1", "type": "local"}))).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("AlreadyExists")));
+    let (s, body) = a
+        .call(
+            "POST",
+            "/api/computes",
+            Some(json!({"name": "c1", "type": "local"})),
+        )
+        .await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("AlreadyExists"))
+    );
     let (s, _) = a.call("DELETE", "/api/computes/local", None).await;
     assert_eq!(s, StatusCode::CONFLICT);
-    let (s, body) = a.call("POST", "/api/datastores", Some(json!({"name": "d", "type": "local", "path": "/no/such/folder"}))).await;
+    let (s, body) = a
+        .call(
+            "POST",
+            "/api/datastores",
+            Some(json!({"name": "d", "type": "local", "path": "/no/such/folder"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("not an existing folder"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not an existing folder")
+    );
     let (s, body) = a.call("GET", "/api/jobs/nope", None).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("NotFound")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("NotFound"))
+    );
     let (s, _) = a.call("POST", "/api/jobs/nope/cancel", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
@@ -156,5 +278,8 @@ async fn bodies_over_the_limit_get_413() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"]["code"], "PayloadTooLarge");
     let (s, body) = a.call("POST", "/api/jobs", Some(json!({"yaml": 1}))).await;
-    assert_eq!((s, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("BadRequest")));
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("BadRequest"))
+    );
 }

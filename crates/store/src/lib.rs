@@ -143,14 +143,15 @@ impl Store {
         Ok(Store { pool })
     }
 
-    /// Inserts a new resource; fails with `AlreadyExists` if the name is taken.
+    /// Inserts a new resource; fails with `AlreadyExists` if the name is taken. Returns its
+    /// version (1) and its insertion order.
     pub async fn insert<T: Serialize>(
         &self,
         kind: Kind,
         name: &str,
         status: Option<&str>,
         value: &T,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<(i64, i64), StoreError> {
         let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
         let t = now();
         let res = sqlx::query(
@@ -165,7 +166,7 @@ impl Store {
         .execute(&self.pool)
         .await;
         match res {
-            Ok(_) => Ok(1),
+            Ok(done) => Ok((1, done.last_insert_rowid())),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::AlreadyExists {
                     kind,
@@ -394,7 +395,7 @@ mod tests {
         assert_eq!(
             s.insert(Kind::Job, "a", Some("Queued"), &serde_json::json!({"x": 1}))
                 .await?,
-            1
+            (1, 1)
         );
         assert!(matches!(
             s.insert(Kind::Job, "a", None, &serde_json::json!({})).await,

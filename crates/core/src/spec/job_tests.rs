@@ -14,17 +14,25 @@ fn parses_the_seed_job() {
     let job = parse(SEED).unwrap();
     assert_eq!(job.compute.as_deref(), Some("aks-compute"));
     assert_eq!(job.instance_type.as_deref(), Some("gpu-training"));
-    assert!(matches!(&job.environment, Some(Environment::Inline { image: Some(i), .. }) if i.starts_with("mcr.microsoft.com/")));
+    assert!(
+        matches!(&job.environment, Some(Environment::Inline { image: Some(i), .. }) if i.starts_with("mcr.microsoft.com/"))
+    );
     assert!(job.command.contains("--epochs 50"));
     assert_eq!(
         job.inputs.get("training_data"),
         Some(&JobInput::Data {
             data_type: DataType::UriFolder,
-            path: DataPath::Datastore { datastore: "mydata".into(), path: "training".into() },
+            path: DataPath::Datastore {
+                datastore: "mydata".into(),
+                path: "training".into()
+            },
             mode: InputMode::RoMount,
         })
     );
-    assert_eq!(job.outputs.get("model").map(|o| o.mode), Some(OutputMode::RwMount));
+    assert_eq!(
+        job.outputs.get("model").map(|o| o.mode),
+        Some(OutputMode::RwMount)
+    );
 }
 
 #[test]
@@ -58,13 +66,33 @@ outputs:
     .unwrap();
     assert_eq!(job.name.as_deref(), Some("my-job"));
     assert_eq!(job.tags.get("n").map(String::as_str), Some("3"));
-    assert_eq!(job.environment, Some(Environment::Reference("azureml:my-env:2".into())));
-    assert_eq!(job.environment_variables.get("B").map(String::as_str), Some("true"));
+    assert_eq!(
+        job.environment,
+        Some(Environment::Reference("azureml:my-env:2".into()))
+    );
+    assert_eq!(
+        job.environment_variables.get("B").map(String::as_str),
+        Some("true")
+    );
     assert_eq!(job.timeout_seconds, Some(600));
     assert_eq!(job.priority, Priority::High);
-    assert_eq!(job.inputs.get("lr"), Some(&JobInput::Literal { value: "0.01".into() }));
-    assert!(matches!(job.inputs.get("data"), Some(JobInput::Data { mode: InputMode::Download, .. })));
-    assert_eq!(job.outputs.get("out").map(|o| o.mode), Some(OutputMode::Upload));
+    assert_eq!(
+        job.inputs.get("lr"),
+        Some(&JobInput::Literal {
+            value: "0.01".into()
+        })
+    );
+    assert!(matches!(
+        job.inputs.get("data"),
+        Some(JobInput::Data {
+            mode: InputMode::Download,
+            ..
+        })
+    ));
+    assert_eq!(
+        job.outputs.get("out").map(|o| o.mode),
+        Some(OutputMode::Upload)
+    );
 }
 
 fn err(text: &str) -> String {
@@ -80,27 +108,48 @@ fn errors_carry_line_and_column() {
     let e = err("command: x\n  bad: [\n");
     assert!(e.starts_with("job.yaml:"), "{e}");
     let e = err("command: python t.py ${{inputs.nope}}\ninputs:\n  data: 1\n");
-    assert!(e.starts_with("job.yaml:1:10: the command refers to `${{inputs.nope}}`"), "{e}");
+    assert!(
+        e.starts_with("job.yaml:1:10: the command refers to `${{inputs.nope}}`"),
+        "{e}"
+    );
     assert!(e.contains("it defines `data`"), "{e}");
     let e = err("command: x ${{outputs.m}}\n");
-    assert!(e.contains("`${{outputs.m}}`") && e.contains("it defines none"), "{e}");
+    assert!(
+        e.contains("`${{outputs.m}}`") && e.contains("it defines none"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unsupported_azure_fields_are_rejected_by_name() {
     for (yaml, field) in [
-        ("command: x\ndistribution:\n  type: pytorch\n", "distribution"),
+        (
+            "command: x\ndistribution:\n  type: pytorch\n",
+            "distribution",
+        ),
         ("command: x\nservices: {}\n", "services"),
         ("command: x\nidentity:\n  type: managed\n", "identity"),
-        ("command: x\nresources:\n  shm_size: 2g\n", "resources.shm_size"),
-        ("command: x\nqueue_settings:\n  job_tier: spot\n", "queue_settings.job_tier"),
+        (
+            "command: x\nresources:\n  shm_size: 2g\n",
+            "resources.shm_size",
+        ),
+        (
+            "command: x\nqueue_settings:\n  job_tier: spot\n",
+            "queue_settings.job_tier",
+        ),
     ] {
         let e = err(yaml);
-        assert!(e.contains(&format!("`{field}` is not supported yet")), "{e}");
+        assert!(
+            e.contains(&format!("`{field}` is not supported yet")),
+            "{e}"
+        );
         assert!(e.starts_with("job.yaml:"), "{e}");
     }
     let e = err("type: sweep\ncommand: x\n");
-    assert!(e.starts_with("job.yaml:1:7: `type: sweep` jobs are not supported yet"), "{e}");
+    assert!(
+        e.starts_with("job.yaml:1:7: `type: sweep` jobs are not supported yet"),
+        "{e}"
+    );
     let e = err("command: x\nresources:\n  instance_count: 2\n");
     assert!(e.contains("instance_count` other than 1"), "{e}");
 }
@@ -111,10 +160,18 @@ fn bad_values_are_explained() {
     assert!(err("command: \"  \"\n").contains("`command` is empty"));
     assert!(err("command: x\nlimits: {timeout: 0}\n").contains("positive number of seconds"));
     assert!(err("command: x\nname: a b\n").contains("not a valid job name"));
-    assert!(err("command: x\ninputs:\n  d: {type: uri_folder}\n").contains("input `d` has no `path`"));
-    assert!(err("command: x\ninputs:\n  d: {type: mltable, path: p}\n").contains("`type: mltable` is not supported yet"));
+    assert!(
+        err("command: x\ninputs:\n  d: {type: uri_folder}\n").contains("input `d` has no `path`")
+    );
+    assert!(
+        err("command: x\ninputs:\n  d: {type: mltable, path: p}\n")
+            .contains("`type: mltable` is not supported yet")
+    );
     assert!(err("command: x\nenvironment: ubuntu\n").contains("`environment` must be"));
-    assert!(err("command: x\nqueue_settings: {priority: urgent}\n").contains("`urgent` is not a priority"));
+    assert!(
+        err("command: x\nqueue_settings: {priority: urgent}\n")
+            .contains("`urgent` is not a priority")
+    );
 }
 
 #[test]
@@ -126,8 +183,29 @@ fn set_overrides_fields() {
     job.apply_set("inputs.training_data.path=./local").unwrap();
     assert_eq!(job.instance_type.as_deref(), Some("cpu-small"));
     assert_eq!(job.timeout_seconds, Some(60));
-    assert!(matches!(job.inputs.get("training_data"), Some(JobInput::Data { path: DataPath::Local { .. }, .. })));
-    assert!(job.apply_set("limits.timeout=-1").unwrap_err().to_string().contains("positive"));
-    assert!(job.apply_set("distribution.type=mpi").unwrap_err().to_string().contains("cannot be set"));
-    assert!(job.apply_set("nonsense").unwrap_err().to_string().contains("has no `=`"));
+    assert!(matches!(
+        job.inputs.get("training_data"),
+        Some(JobInput::Data {
+            path: DataPath::Local { .. },
+            ..
+        })
+    ));
+    assert!(
+        job.apply_set("limits.timeout=-1")
+            .unwrap_err()
+            .to_string()
+            .contains("positive")
+    );
+    assert!(
+        job.apply_set("distribution.type=mpi")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot be set")
+    );
+    assert!(
+        job.apply_set("nonsense")
+            .unwrap_err()
+            .to_string()
+            .contains("has no `=`")
+    );
 }

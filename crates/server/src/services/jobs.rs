@@ -324,7 +324,10 @@ async fn resolve_outputs(
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.replace_nanosecond(0).unwrap_or(t).format(&Rfc3339).unwrap_or_default()
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The API's view of a stored job, with the live queue reason.

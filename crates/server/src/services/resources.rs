@@ -257,7 +257,7 @@ pub async fn create_datastore(
         .insert(Kind::Datastore, &spec.name, None, &spec)
         .await
     {
-        Ok(v) => Ok(Versioned {
+        Ok((v, _)) => Ok(Versioned {
             spec,
             resource_version: v,
         }),
