@@ -1,5 +1,7 @@
 //! What a person sees when something is wrong: one line with the place, and a hint.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::process::Command;

@@ -1,5 +1,7 @@
 //! End-to-end: a real `berth server` on port 0, driven through the `berth` CLI binary.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use support::{Server, instance_type, seed_dir, text, write};

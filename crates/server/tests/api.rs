@@ -1,5 +1,7 @@
 //! The API in-process (axum `oneshot`): auth, bad input answered clearly, nothing stored half-way.
 
+#![allow(clippy::unwrap_used)]
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use berth_server::config::{ConfigLayer, ServerConfig};
