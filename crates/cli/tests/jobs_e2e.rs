@@ -357,3 +357,43 @@ fn restart_after_kill9_loses_nothing() {
     assert_eq!(s.status("running")["status"], "Completed");
     assert_eq!(s.status("queued")["status"], "Completed");
 }
+
+/// Serves `body` once over plain HTTP on a port-0 listener; returns the URL.
+fn serve_once(body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    format!("http://{addr}/remote/data.csv")
+}
+
+#[test]
+fn inputs_literals_urls_and_environment_reach_the_command() {
+    let s = Server::start(&[]);
+    let dir = s.home.path().join("work");
+    let url = serve_once("x,y\n1,2\n");
+    write(&dir, "local/file.txt", "local input\n");
+    write(
+        &dir,
+        "job.yaml",
+        &format!(
+            "command: >\n  cat ${{{{inputs.remote}}}} ${{{{inputs.here}}}}/file.txt &&\n  echo n=${{{{inputs.n}}}} run=$AZUREML_RUN_ID in=$AZURE_ML_INPUT_n mine=$MINE &&\n  echo ok > ${{{{outputs.result}}}}/done.txt\ninputs:\n  n: 7\n  remote: {{type: uri_file, path: \"{url}\", mode: download}}\n  here: {{type: uri_folder, path: ./local, mode: download}}\noutputs:\n  result: {{}}\nenvironment_variables:\n  MINE: hello\n"
+        ),
+    );
+    let out = s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "io", "--stream"]);
+    let log = text(&out.stdout);
+    assert!(out.status.success(), "{log}\n{}", text(&out.stderr));
+    assert!(log.contains("x,y\n1,2\n"), "{log}");
+    assert!(log.contains("local input"), "{log}");
+    assert!(log.contains("n=7 run=io in=7 mine=hello"), "{log}");
+    let files = s.json(&["job", "show", "--name", "io"]);
+    assert_eq!(files["status"], "Completed");
+    let done = s.home.path().join("jobs/io/outputs/result/done.txt");
+    assert_eq!(std::fs::read_to_string(done).unwrap_or_default(), "ok\n");
+}

@@ -149,6 +149,9 @@ pub enum JobState {
         gpus: Vec<String>,
         /// The supervising process.
         supervisor_pid: u32,
+        /// A note from admission (e.g. started ahead of a larger job).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// Collecting outputs.
     Finalizing {

@@ -161,7 +161,7 @@ impl<B: Backend> JobManager<B> {
         let preparing = JobState::Preparing {
             admitted_at,
             gpus: gpus.clone(),
-            note,
+            note: note.clone(),
         };
         let job = match self
             .set_state(&name, |cur| {
@@ -226,6 +226,7 @@ impl<B: Backend> JobManager<B> {
             started_at,
             gpus,
             supervisor_pid: pid,
+            note,
         };
         if let Err(e) = self.set_state(&name, |_| Some(running.clone())).await {
             warn!(job = %name, error = %e, "cannot mark job running");

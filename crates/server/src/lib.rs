@@ -234,8 +234,10 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     shutdown_signal().await;
     info!("shutting down; running jobs keep running and are re-attached at the next start");
     let _ = stop_tx.send(());
-    let _ = api_task.await;
-    let _ = scoring_task.await;
+    // Followed log streams never end by themselves: give open requests a moment, then go.
+    let grace = std::time::Duration::from_secs(3);
+    let _ = tokio::time::timeout(grace, api_task).await;
+    let _ = tokio::time::timeout(grace, scoring_task).await;
     let _ = std::fs::remove_file(home.join("server.json"));
     drop(lock);
     Ok(())

@@ -94,11 +94,14 @@ async fn create(
 
 /// Streams a job's log to stdout and its status changes to stderr until it ends.
 pub async fn follow(client: &Client, name: &str) -> Result<i32, Failure> {
-    eprintln!("Streaming logs of job {name}; Ctrl-C stops streaming, not the job.");
     let status_path = format!("/api/jobs/{}", seg(name));
+    client.get::<JobView>(&status_path).await?;
+    eprintln!("Streaming logs of job {name}; Ctrl-C stops streaming, not the job.");
+    let logs_done = std::sync::atomic::AtomicBool::new(false);
     let watch = async {
         let mut last = (String::new(), None::<String>);
         loop {
+            // A failed poll (a server restart, say) is retried; the log stream decides the end.
             if let Ok(job) = client.get::<JobView>(&status_path).await {
                 let now = (job.status.clone(), job.status_message.clone());
                 if now != last {
@@ -114,41 +117,44 @@ pub async fn follow(client: &Client, name: &str) -> Result<i32, Failure> {
                     return;
                 }
             }
+            if logs_done.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     };
     let logs = async {
-        let resp = client
-            .send(
-                Method::GET,
-                &format!("/api/jobs/{}/logs?follow=true", seg(name)),
-                None::<&()>,
-            )
-            .await?;
-        let mut body = resp.bytes_stream();
-        let mut stdout = std::io::stdout();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| Failure::new(format!("the log stream broke: {e}")))?;
-            let _ = stdout.write_all(&chunk);
-            let _ = stdout.flush();
-        }
-        Ok::<(), Failure>(())
+        let result = stream_log(client, name).await;
+        logs_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
     };
     let (logged, ()) = tokio::join!(logs, watch);
     logged?;
     let job: JobView = client.get(&status_path).await?;
     let summary = match (job.status.as_str(), &job.status_message) {
         ("Completed", _) => {
-            return {
-                eprintln!("Job {name} Completed.");
-                Ok(0)
-            };
+            eprintln!("Job {name} Completed.");
+            return Ok(0);
         }
         (s, Some(m)) => format!("Job {name} {s}: {m}"),
         (s, None) => format!("Job {name} {s}."),
     };
     eprintln!("{summary}");
     Ok(1)
+}
+
+/// Copies the job's log to stdout until the server ends the stream (the job ended).
+async fn stream_log(client: &Client, name: &str) -> Result<(), Failure> {
+    let path = format!("/api/jobs/{}/logs?follow=true", seg(name));
+    let resp = client.send(Method::GET, &path, None::<&()>).await?;
+    let mut body = resp.bytes_stream();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| Failure::new(format!("the log stream broke: {e}")))?;
+        let _ = stdout.write_all(&chunk);
+        let _ = stdout.flush();
+    }
+    Ok(())
 }
 
 async fn download(

@@ -335,7 +335,9 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
     let job = &stored.value;
     let (status_message, failure_kind, exit_code) = match &job.state {
         JobState::Queued => (state.jobs.queue_reason(&job.name), None, None),
-        JobState::Preparing { note, .. } => (note.clone(), None, None),
+        JobState::Preparing { note, .. } | JobState::Running { note, .. } => {
+            (note.clone(), None, None)
+        }
         JobState::Failed {
             kind,
             message,
