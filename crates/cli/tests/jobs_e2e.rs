@@ -367,7 +367,11 @@ fn serve_once(body: &'static str) -> String {
         if let Ok((mut conn, _)) = listener.accept() {
             let mut buf = [0u8; 4096];
             let _ = conn.read(&mut buf);
-            let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
         }
     });
     format!("http://{addr}/remote/data.csv")
@@ -386,7 +390,12 @@ fn inputs_literals_urls_and_environment_reach_the_command() {
             "command: >\n  cat ${{{{inputs.remote}}}} ${{{{inputs.here}}}}/file.txt &&\n  echo n=${{{{inputs.n}}}} run=$AZUREML_RUN_ID in=$AZURE_ML_INPUT_n mine=$MINE &&\n  echo ok > ${{{{outputs.result}}}}/done.txt\ninputs:\n  n: 7\n  remote: {{type: uri_file, path: \"{url}\", mode: download}}\n  here: {{type: uri_folder, path: ./local, mode: download}}\noutputs:\n  result: {{}}\nenvironment_variables:\n  MINE: hello\n"
         ),
     );
-    let out = s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "io", "--stream"]);
+    let out = s.cli_in(
+        &dir,
+        &[
+            "job", "create", "-f", "job.yaml", "--name", "io", "--stream",
+        ],
+    );
     let log = text(&out.stdout);
     assert!(out.status.success(), "{log}\n{}", text(&out.stderr));
     assert!(log.contains("x,y\n1,2\n"), "{log}");
@@ -396,4 +405,38 @@ fn inputs_literals_urls_and_environment_reach_the_command() {
     assert_eq!(files["status"], "Completed");
     let done = s.home.path().join("jobs/io/outputs/result/done.txt");
     assert_eq!(std::fs::read_to_string(done).unwrap_or_default(), "ok\n");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly_and_jobs_keep_running() {
+    let s = Server::start(&[]);
+    let dir = s.home.path().join("work");
+    let flag = dir.join("go");
+    write(
+        &dir,
+        "job.yaml",
+        &format!(
+            "command: while [ ! -f {} ]; do sleep 0.05; done; echo survived\n",
+            flag.display()
+        ),
+    );
+    assert!(
+        s.cli_in(
+            &dir,
+            &["job", "create", "-f", "job.yaml", "--name", "keeps"]
+        )
+        .status
+        .success()
+    );
+    let (status, home) = s.terminate();
+    assert!(status.success(), "server exit: {status:?}");
+    assert!(
+        !home.path().join("server.json").exists(),
+        "server.json is removed on a clean stop"
+    );
+    let s = Server::start_in(home, &[], &[]);
+    std::fs::write(&flag, "").expect("flag");
+    let out = s.cli(&["job", "stream", "--name", "keeps"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("survived"));
 }

@@ -99,6 +99,21 @@ impl Server {
         self.json(&["job", "show", "--name", job])
     }
 
+    /// Stops the server with SIGTERM, waits for it, and returns its exit status and home.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let status = self.child.wait().expect("wait");
+        (
+            status,
+            std::mem::replace(&mut self.home, tempfile::tempdir().expect("temp")),
+        )
+    }
+
     /// Kills the server with SIGKILL and returns its home.
     pub fn kill9(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
