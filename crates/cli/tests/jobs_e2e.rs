@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Server, instance_type, seed_dir, text, write};
+use support::{Server, gated_job, instance_type, seed_dir, text, write};
 
 #[test]
 fn seed_job_runs_streams_and_downloads_its_model() {
@@ -146,35 +146,16 @@ fn job_waits_for_capacity_and_starts_when_it_frees() {
     let s = Server::start(&["--local-cpu", "1"]);
     let dir = s.home.path().join("work");
     write(&dir, "it.yaml", &instance_type("one-cpu", "1", "64Mi"));
-    assert!(
-        s.cli_in(&dir, &["instance-type", "apply", "-f", "it.yaml"])
-            .status
-            .success()
-    );
+    s.ok_in(&dir, &["instance-type", "apply", "-f", "it.yaml"]);
     let flag = dir.join("go");
-    write(
+    gated_job(&dir, &flag, Some("one-cpu"), "done");
+    s.ok_in(
         &dir,
-        "job.yaml",
-        &format!(
-            "command: while [ ! -f {} ]; do sleep 0.05; done; echo done\nresources:\n  instance_type: one-cpu\n",
-            flag.display()
-        ),
+        &["job", "create", "-f", "job.yaml", "--name", "first"],
     );
-    assert!(
-        s.cli_in(
-            &dir,
-            &["job", "create", "-f", "job.yaml", "--name", "first"]
-        )
-        .status
-        .success()
-    );
-    assert!(
-        s.cli_in(
-            &dir,
-            &["job", "create", "-f", "job.yaml", "--name", "second"]
-        )
-        .status
-        .success()
+    s.ok_in(
+        &dir,
+        &["job", "create", "-f", "job.yaml", "--name", "second"],
     );
     let second = s.status("second");
     assert_eq!(second["status"], "Queued");
@@ -204,11 +185,7 @@ fn cancel_stops_the_whole_process_tree() {
             pidfile.display()
         ),
     );
-    assert!(
-        s.cli_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "long"])
-            .status
-            .success()
-    );
+    s.ok_in(&dir, &["job", "create", "-f", "job.yaml", "--name", "long"]);
     // The job is admitted at once; cancel it wherever it is (Preparing or Running).
     let out = s.cli(&["job", "cancel", "--name", "long"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -271,11 +248,7 @@ fn timeout_and_memory_limit_are_enforced() {
     );
 
     write(&dir, "small.yaml", &instance_type("small", "100m", "64Mi"));
-    assert!(
-        s.cli_in(&dir, &["instance-type", "apply", "-f", "small.yaml"])
-            .status
-            .success()
-    );
+    s.ok_in(&dir, &["instance-type", "apply", "-f", "small.yaml"]);
     write(
         &dir,
         "hog.yaml",
@@ -304,35 +277,16 @@ fn restart_after_kill9_loses_nothing() {
     let s = Server::start(&["--local-cpu", "1"]);
     let dir = s.home.path().join("work");
     write(&dir, "it.yaml", &instance_type("one-cpu", "1", "64Mi"));
-    assert!(
-        s.cli_in(&dir, &["instance-type", "apply", "-f", "it.yaml"])
-            .status
-            .success()
-    );
+    s.ok_in(&dir, &["instance-type", "apply", "-f", "it.yaml"]);
     let flag = dir.join("go");
-    write(
+    gated_job(&dir, &flag, Some("one-cpu"), "finished");
+    s.ok_in(
         &dir,
-        "job.yaml",
-        &format!(
-            "command: echo started; while [ ! -f {} ]; do sleep 0.05; done; echo finished\nresources:\n  instance_type: one-cpu\n",
-            flag.display()
-        ),
+        &["job", "create", "-f", "job.yaml", "--name", "running"],
     );
-    assert!(
-        s.cli_in(
-            &dir,
-            &["job", "create", "-f", "job.yaml", "--name", "running"]
-        )
-        .status
-        .success()
-    );
-    assert!(
-        s.cli_in(
-            &dir,
-            &["job", "create", "-f", "job.yaml", "--name", "queued"]
-        )
-        .status
-        .success()
+    s.ok_in(
+        &dir,
+        &["job", "create", "-f", "job.yaml", "--name", "queued"],
     );
     assert_eq!(s.status("queued")["status"], "Queued");
 
@@ -412,21 +366,10 @@ fn sigterm_stops_the_server_cleanly_and_jobs_keep_running() {
     let s = Server::start(&[]);
     let dir = s.home.path().join("work");
     let flag = dir.join("go");
-    write(
+    gated_job(&dir, &flag, None, "survived");
+    s.ok_in(
         &dir,
-        "job.yaml",
-        &format!(
-            "command: while [ ! -f {} ]; do sleep 0.05; done; echo survived\n",
-            flag.display()
-        ),
-    );
-    assert!(
-        s.cli_in(
-            &dir,
-            &["job", "create", "-f", "job.yaml", "--name", "keeps"]
-        )
-        .status
-        .success()
+        &["job", "create", "-f", "job.yaml", "--name", "keeps"],
     );
     let (status, home) = s.terminate();
     assert!(status.success(), "server exit: {status:?}");

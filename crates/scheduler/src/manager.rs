@@ -176,48 +176,15 @@ impl<B: Backend> JobManager<B> {
                 return self.finished(&name);
             }
         };
-        if let Err(message) = self.backend.prepare(&job, &gpus).await {
-            self.end(
-                &name,
-                None,
-                RunResult {
-                    ending: Ending::StartFailed,
+        let pid = match self.start(&name, &job, &gpus).await {
+            Ok(pid) => pid,
+            Err((ending, message, kind)) => {
+                let result = RunResult {
+                    ending,
                     exit_code: None,
                     message,
-                },
-                FailureKind::PreparationFailed,
-            )
-            .await;
-            return self.finished(&name);
-        }
-        if self.cancel_requested(&name) {
-            self.end(
-                &name,
-                None,
-                RunResult {
-                    ending: Ending::Canceled,
-                    exit_code: None,
-                    message: "canceled".into(),
-                },
-                FailureKind::StartFailed,
-            )
-            .await;
-            return self.finished(&name);
-        }
-        let pid = match self.backend.launch(&job).await {
-            Ok(pid) => pid,
-            Err(message) => {
-                self.end(
-                    &name,
-                    None,
-                    RunResult {
-                        ending: Ending::StartFailed,
-                        exit_code: None,
-                        message,
-                    },
-                    FailureKind::StartFailed,
-                )
-                .await;
+                };
+                self.end(&name, None, result, kind).await;
                 return self.finished(&name);
             }
         };
@@ -239,6 +206,30 @@ impl<B: Backend> JobManager<B> {
         self.end(&name, Some(started_at), result, FailureKind::NonZeroExit)
             .await;
         self.finished(&name);
+    }
+
+    /// Prepares and launches a job; on failure says how it ended and why.
+    async fn start(
+        &self,
+        name: &str,
+        job: &JobRecord,
+        gpus: &[String],
+    ) -> Result<u32, (Ending, String, FailureKind)> {
+        self.backend
+            .prepare(job, gpus)
+            .await
+            .map_err(|m| (Ending::StartFailed, m, FailureKind::PreparationFailed))?;
+        if self.cancel_requested(name) {
+            return Err((
+                Ending::Canceled,
+                "canceled".into(),
+                FailureKind::StartFailed,
+            ));
+        }
+        self.backend
+            .launch(job)
+            .await
+            .map_err(|m| (Ending::StartFailed, m, FailureKind::StartFailed))
     }
 
     async fn end(

@@ -76,6 +76,17 @@ impl Server {
             .expect("run berth")
     }
 
+    /// Runs `berth <args>` from `cwd` and asserts that it succeeded.
+    pub fn ok_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        let out = self.cli_in(cwd, args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}",
+            text(&out.stderr)
+        );
+        out
+    }
+
     /// Runs `berth <args>` from the home folder.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_in(self.home.path(), args)
@@ -146,6 +157,18 @@ pub fn instance_type(name: &str, cpu: &str, memory: &str) -> String {
     format!(
         "apiVersion: amlarc.azureml.com/v1alpha1\nkind: InstanceType\nmetadata:\n  name: {name}\nspec:\n  resources:\n    requests:\n      cpu: \"{cpu}\"\n      memory: {memory}\n    limits:\n      cpu: \"{cpu}\"\n      memory: {memory}\n"
     )
+}
+
+/// A job file whose command waits until `flag` exists, then prints `message`.
+pub fn gated_job(dir: &Path, flag: &Path, instance_type: Option<&str>, message: &str) {
+    let resources = instance_type
+        .map(|t| format!("resources:\n  instance_type: {t}\n"))
+        .unwrap_or_default();
+    let command = format!(
+        "command: while [ ! -f {} ]; do sleep 0.05; done; echo {message}\n",
+        flag.display()
+    );
+    write(dir, "job.yaml", &format!("{command}{resources}"));
 }
 
 /// The seed example folder.
