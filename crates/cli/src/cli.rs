@@ -53,6 +53,8 @@ pub enum Command {
     /// Datastores: named folders jobs read and write.
     #[command(subcommand)]
     Datastore(DatastoreCommand),
+    /// Serve one deployment replica: score.py in a pool of Python workers.
+    Runtime(RuntimeArgs),
     /// Supervise one job's process (started by the server; not for people).
     #[command(name = "job-supervise", hide = true)]
     JobSupervise {
@@ -79,6 +81,38 @@ pub struct ServerArgs {
     /// GPUs the local compute offers [default: those nvidia-smi lists].
     #[arg(long)]
     pub local_gpus: Option<u32>,
+}
+
+/// `berth runtime` flags.
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// The scoring script (defines init() and run()).
+    #[arg(long)]
+    pub script: PathBuf,
+    /// The model folder, given to score.py as AZUREML_MODEL_DIR.
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Address to serve on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:5001")]
+    pub listen: std::net::SocketAddr,
+    /// Python worker processes [default: this machine's CPUs].
+    #[arg(long, env = "WORKER_COUNT")]
+    pub workers: Option<usize>,
+    /// Python interpreter.
+    #[arg(long, env = "BERTH_PYTHON", default_value = "python3")]
+    pub python: String,
+    /// How long run() may take before its worker is replaced, in ms.
+    #[arg(long, env = "SCORING_TIMEOUT_MS", default_value_t = 60_000)]
+    pub request_timeout_ms: u64,
+    /// How long a request may wait for a free worker, in ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub max_queue_wait_ms: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 100 << 20)]
+    pub max_body_bytes: usize,
+    /// Write the bound address here once the replica is ready.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// `berth job ...`

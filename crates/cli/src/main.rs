@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ServerArgs};
+use cli::{Cli, Command, RuntimeArgs, ServerArgs};
 use failure::Failure;
 
 fn main() -> ExitCode {
@@ -47,6 +47,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     };
     match cli.command {
         Command::Server(args) => server(home, args).await,
+        Command::Runtime(args) => runtime(args).await,
         Command::JobSupervise { dir } => Ok(berth_scheduler::supervisor::supervise(&dir).await),
         Command::Job(cmd) => commands::job::run(&client::Client::connect(&home)?, &out, cmd).await,
         Command::InstanceType(cmd) => {
@@ -59,6 +60,41 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             commands::resources::datastore(&client::Client::connect(&home)?, &out, cmd).await
         }
     }
+}
+
+async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
+    let sockets = std::env::temp_dir().join(format!("berth-runtime-{}", std::process::id()));
+    std::fs::create_dir_all(&sockets)
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", sockets.display())))?;
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let config = berth_runtime::RuntimeConfig {
+        listen: args.listen,
+        script: std::path::absolute(&args.script).map_err(|e| Failure::new(e.to_string()))?,
+        model_dir: args
+            .model_dir
+            .map(std::path::absolute)
+            .transpose()
+            .map_err(|e| Failure::new(e.to_string()))?,
+        workers,
+        python: args.python,
+        request_timeout: std::time::Duration::from_millis(args.request_timeout_ms),
+        max_queue_wait: std::time::Duration::from_millis(args.max_queue_wait_ms),
+        max_body_bytes: args.max_body_bytes,
+        env: Default::default(),
+        socket_dir: sockets.clone(),
+        ready_file: args.ready_file,
+    };
+    let result = berth_runtime::run(config).await;
+    let _ = std::fs::remove_dir_all(&sockets);
+    result.map(|_| 0).map_err(|e| Failure {
+        message: e.to_string(),
+        hint: None,
+        code: 3,
+    })
 }
 
 async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failure> {

@@ -1,3 +1,121 @@
-//! Berth's scoring runtime (`berth runtime`): serves one deployment replica, hosting a
-//! Python `score.py` in a worker pool or an ONNX model natively. It arrives with online
-//! endpoints.
+//! Berth's scoring runtime (`berth runtime`): serves one deployment replica. It hosts a
+//! Python `score.py` in a pool of worker processes (`init()` once each, `run()` per request)
+//! and answers the routes `azureml-inference-server-http` users rely on: `GET /` (liveness),
+//! `GET /ready`, `POST /score`, `GET /swagger.json`.
+
+mod http;
+pub mod pool;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+
+pub use http::app;
+use pool::Pool;
+use worker::{WorkerConfig, WorkerError};
+
+/// Everything one replica needs.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Address to serve on (port 0 picks one).
+    pub listen: SocketAddr,
+    /// The scoring script (`score.py`).
+    pub script: PathBuf,
+    /// The model folder (`AZUREML_MODEL_DIR`).
+    pub model_dir: Option<PathBuf>,
+    /// Worker processes.
+    pub workers: usize,
+    /// Python interpreter.
+    pub python: String,
+    /// How long `run()` may take before its worker is replaced (`SCORING_TIMEOUT_MS`).
+    pub request_timeout: Duration,
+    /// How long a request may wait for a free worker.
+    pub max_queue_wait: Duration,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Extra environment for the workers.
+    pub env: BTreeMap<String, String>,
+    /// Where worker sockets go.
+    pub socket_dir: PathBuf,
+    /// Written with the bound address once the replica is ready.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Why the runtime stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    /// The workers could not start (`init()` raised, the interpreter is missing...).
+    #[error("{0}")]
+    Workers(#[from] WorkerError),
+    /// Serving failed.
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// State shared by the handlers.
+pub struct Replica {
+    pool: OnceCell<Arc<Pool>>,
+    config: RuntimeConfig,
+}
+
+impl Replica {
+    /// A replica whose workers are not started yet.
+    pub fn new(config: RuntimeConfig) -> Arc<Replica> {
+        Arc::new(Replica {
+            pool: OnceCell::new(),
+            config,
+        })
+    }
+
+    /// Starts the workers; the replica is ready when this returns Ok.
+    pub async fn start_workers(&self) -> Result<(), WorkerError> {
+        let c = &self.config;
+        let cfg = WorkerConfig {
+            python: c.python.clone(),
+            script: c.script.clone(),
+            model_dir: c.model_dir.clone(),
+            env: c.env.clone(),
+            socket_dir: c.socket_dir.clone(),
+            init_timeout: Duration::from_secs(600),
+        };
+        let pool = Pool::start(cfg, c.workers).await?;
+        let _ = self.pool.set(pool);
+        Ok(())
+    }
+}
+
+/// Serves until the workers fail to start, or forever.
+pub async fn run(config: RuntimeConfig) -> Result<(), RuntimeError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| RuntimeError::Bind(config.listen, e))?;
+    let addr = listener.local_addr().map_err(RuntimeError::Serve)?;
+    let replica = Replica::new(config.clone());
+    let server = tokio::spawn(axum::serve(listener, app(Arc::clone(&replica))).into_future());
+    eprintln!("berth runtime listening on http://{addr} (liveness now, ready after init())");
+    if let Err(e) = replica.start_workers().await {
+        server.abort();
+        return Err(e.into());
+    }
+    if let Some(f) = &config.ready_file {
+        let tmp = f.with_extension("tmp");
+        let _ = std::fs::write(&tmp, addr.to_string()).and_then(|_| std::fs::rename(&tmp, f));
+    }
+    eprintln!(
+        "berth runtime ready on http://{addr} with {} worker(s)",
+        config.workers.max(1)
+    );
+    match server.await {
+        Ok(r) => r.map_err(RuntimeError::Serve),
+        Err(e) => Err(RuntimeError::Serve(std::io::Error::other(e))),
+    }
+}
