@@ -5,3 +5,5 @@ pub mod data;
 pub mod datastore;
 pub mod instance_type;
 pub mod job;
+pub mod deployment;
+pub mod endpoint;
