@@ -1,3 +1,324 @@
-//! Berth's inference router (the data path): key and token auth, traffic split, per-replica
-//! concurrency slots, queue wait, timeouts and retries. It arrives with online endpoints;
-//! until then `berth server`'s scoring listener answers 404 for every endpoint.
+//! Berth's inference router (the data path): `POST /api/v1/endpoint/<endpoint>/score`.
+//! Key auth, deployment pinning or a weighted choice by traffic, per-replica concurrency
+//! slots with a bounded queue wait (429), request timeouts (504), no ready replica (503), a
+//! scoring-script failure (502), and one retry on another replica when a connection fails
+//! before anything was sent.
+
+pub mod selector;
+pub mod slots;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use berth_core::spec::deployment::RequestSettings;
+use berth_core::spec::endpoint::TrafficSplit;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+
+use slots::{ReplicaSet, Slot};
+
+/// One deployment's route: its ready replicas and request settings.
+#[derive(Clone, Debug)]
+pub struct DeploymentRoute {
+    /// Ready replicas with their slots.
+    pub replicas: Arc<ReplicaSet>,
+    /// The addresses, to tell whether a table update changed them.
+    pub addrs: Vec<String>,
+    /// Timeouts and slots.
+    pub settings: RequestSettings,
+}
+
+impl DeploymentRoute {
+    /// A route to these replicas.
+    pub fn new(addrs: Vec<String>, settings: RequestSettings) -> DeploymentRoute {
+        DeploymentRoute {
+            replicas: Arc::new(ReplicaSet::new(
+                &addrs,
+                settings.max_concurrent_requests_per_instance,
+            )),
+            addrs,
+            settings,
+        }
+    }
+}
+
+/// One endpoint's route.
+#[derive(Clone, Debug)]
+pub struct EndpointRoute {
+    /// Keys accepted as `Authorization: Bearer <key>`.
+    pub keys: Vec<String>,
+    /// Traffic weights.
+    pub traffic: TrafficSplit,
+    /// Deployments by name.
+    pub deployments: HashMap<String, DeploymentRoute>,
+}
+
+/// Every endpoint the router serves.
+pub type RouteTable = HashMap<String, EndpointRoute>;
+
+/// The router.
+pub struct InferenceRouter {
+    table: RwLock<Arc<RouteTable>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Why a request was not served, with its status.
+#[derive(Debug, thiserror::Error)]
+enum RouteError {
+    #[error("no online endpoint named `{0}`")]
+    NoEndpoint(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("endpoint `{0}` has no deployment named `{1}`")]
+    NoDeployment(String, String),
+    #[error(
+        "endpoint `{0}` has no deployment with traffic; set it with `berth online-endpoint update --traffic`"
+    )]
+    NoTraffic(String),
+    #[error("deployment `{0}` has no ready replica")]
+    NoReplica(String),
+    #[error("deployment `{0}` is at capacity: no slot freed within max_queue_wait_ms ({1} ms)")]
+    Busy(String, u64),
+    #[error("deployment `{0}` did not answer within request_timeout_ms ({1} ms)")]
+    Timeout(String, u64),
+    #[error("deployment `{0}` could not be reached: {1}")]
+    Upstream(String, String),
+}
+
+impl RouteError {
+    fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            RouteError::NoEndpoint(_) => (StatusCode::NOT_FOUND, "EndpointNotFound"),
+            RouteError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "Unauthorized"),
+            RouteError::NoDeployment(..) => (StatusCode::NOT_FOUND, "DeploymentNotFound"),
+            RouteError::NoTraffic(_) => (StatusCode::NOT_FOUND, "NoTraffic"),
+            RouteError::NoReplica(_) => (StatusCode::SERVICE_UNAVAILABLE, "NoReadyReplica"),
+            RouteError::Busy(..) => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
+            RouteError::Timeout(..) => (StatusCode::GATEWAY_TIMEOUT, "RequestTimeout"),
+            RouteError::Upstream(..) => (StatusCode::BAD_GATEWAY, "UpstreamFailed"),
+        }
+    }
+}
+
+impl IntoResponse for RouteError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status();
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": self.to_string()}})),
+        )
+            .into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl InferenceRouter {
+    /// A router with no endpoints.
+    pub fn new() -> Arc<InferenceRouter> {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build_http();
+        Arc::new(InferenceRouter {
+            table: RwLock::new(Arc::new(RouteTable::new())),
+            client,
+        })
+    }
+
+    /// Replaces the table, keeping the slots of deployments whose replicas did not change.
+    pub fn update(&self, mut next: RouteTable) {
+        let Ok(mut cur) = self.table.write() else {
+            return;
+        };
+        for (ep, route) in next.iter_mut() {
+            for (name, dep) in route.deployments.iter_mut() {
+                if let Some(old) = cur.get(ep).and_then(|e| e.deployments.get(name))
+                    && old.addrs == dep.addrs
+                    && old.settings == dep.settings
+                {
+                    dep.replicas = Arc::clone(&old.replicas);
+                }
+            }
+        }
+        *cur = Arc::new(next);
+    }
+
+    fn snapshot(&self) -> Arc<RouteTable> {
+        self.table
+            .read()
+            .map(|t| Arc::clone(&t))
+            .unwrap_or_default()
+    }
+
+    /// `(busy + queued) / replicas` of one deployment, for the autoscaler.
+    pub fn utilization(&self, endpoint: &str, deployment: &str) -> Option<f64> {
+        let t = self.snapshot();
+        let d = t.get(endpoint)?.deployments.get(deployment)?;
+        (!d.replicas.is_empty()).then(|| d.replicas.load() as f64 / d.replicas.len() as f64)
+    }
+
+    /// The HTTP application.
+    pub fn app(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/api/v1/endpoint/{endpoint}/score", post(score))
+            .layer(DefaultBodyLimit::max(100 << 20))
+            .with_state(self)
+    }
+
+    async fn forward(
+        &self,
+        slot: &Slot,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, (bool, String)> {
+        let uri = format!("http://{}/score", slot.replica.addr);
+        let mut req = hyper::Request::post(uri);
+        for name in [
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("x-ms-client-request-id"),
+        ] {
+            if let Some(v) = headers.get(&name) {
+                req = req.header(name, v);
+            }
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| (false, e.to_string()))?;
+        self.client
+            .request(req)
+            .await
+            .map_err(|e| (e.is_connect(), e.to_string()))
+    }
+
+    async fn route(
+        &self,
+        endpoint: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, RouteError> {
+        let table = self.snapshot();
+        let ep = table
+            .get(endpoint)
+            .ok_or_else(|| RouteError::NoEndpoint(endpoint.to_string()))?;
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(RouteError::Unauthorized("send Authorization: Bearer <key>; `berth online-endpoint get-credentials` shows the keys"))?;
+        if !ep
+            .keys
+            .iter()
+            .any(|k| constant_time_eq(k.as_bytes(), presented.trim().as_bytes()))
+        {
+            return Err(RouteError::Unauthorized(
+                "the key is not valid for this endpoint",
+            ));
+        }
+        let name = match headers
+            .get("azureml-model-deployment")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(pinned) => pinned.to_string(),
+            None => selector::choose(&ep.traffic, rand::random_range(0..100))
+                .ok_or_else(|| RouteError::NoTraffic(endpoint.to_string()))?
+                .to_string(),
+        };
+        let dep = ep
+            .deployments
+            .get(&name)
+            .ok_or_else(|| RouteError::NoDeployment(endpoint.to_string(), name.clone()))?;
+        if dep.replicas.is_empty() {
+            return Err(RouteError::NoReplica(name));
+        }
+        let s = dep.settings;
+        let queued = Instant::now();
+        let mut slot = dep
+            .replicas
+            .take(Duration::from_millis(s.max_queue_wait_ms))
+            .await
+            .ok_or_else(|| RouteError::Busy(name.clone(), s.max_queue_wait_ms))?;
+        let queue_ms = queued.elapsed().as_millis();
+        let upstream = Instant::now();
+        let timeout = Duration::from_millis(s.request_timeout_ms);
+        let mut first =
+            tokio::time::timeout(timeout, self.forward(&slot, headers, body.clone())).await;
+        if let Ok(Err((true, _))) = &first
+            && let Some(other) = dep.replicas.try_take(Some(&slot.replica.addr))
+        {
+            // Nothing reached the first replica: safe to try another.
+            slot = other;
+            first = tokio::time::timeout(timeout, self.forward(&slot, headers, body)).await;
+        }
+        let resp = match first {
+            Err(_) => return Err(RouteError::Timeout(name, s.request_timeout_ms)),
+            Ok(Err((_, e))) => return Err(RouteError::Upstream(name, e)),
+            Ok(Ok(r)) => r,
+        };
+        let (parts, incoming) = resp.into_parts();
+        let bytes = match tokio::time::timeout(
+            timeout.saturating_sub(upstream.elapsed()),
+            incoming.collect(),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => return Err(RouteError::Upstream(name, e.to_string())),
+            Err(_) => return Err(RouteError::Timeout(name, s.request_timeout_ms)),
+        };
+        drop(slot);
+        let script_failed = parts.headers.get("x-ms-run-function-failed").is_some();
+        let status = if parts.status == StatusCode::INTERNAL_SERVER_ERROR && script_failed {
+            StatusCode::BAD_GATEWAY
+        } else {
+            parts.status
+        };
+        let mut out = Response::builder().status(status);
+        for (k, v) in parts.headers.iter() {
+            if k != header::CONNECTION
+                && k != header::TRANSFER_ENCODING
+                && k != header::CONTENT_LENGTH
+            {
+                out = out.header(k, v);
+            }
+        }
+        let mut out = out
+            .body(Body::from(bytes))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        let h = out.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&name) {
+            h.insert("azureml-model-deployment", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&queue_ms.to_string()) {
+            h.insert("x-berth-queue-ms", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&upstream.elapsed().as_millis().to_string()) {
+            h.insert("x-berth-upstream-ms", v);
+        }
+        Ok(out)
+    }
+}
+
+async fn score(
+    State(router): State<Arc<InferenceRouter>>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match router.route(&endpoint, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}

@@ -45,7 +45,11 @@ pub struct RequestSettings {
 
 impl Default for RequestSettings {
     fn default() -> Self {
-        RequestSettings { request_timeout_ms: 5000, max_concurrent_requests_per_instance: 1, max_queue_wait_ms: 500 }
+        RequestSettings {
+            request_timeout_ms: 5000,
+            max_concurrent_requests_per_instance: 1,
+            max_queue_wait_ms: 500,
+        }
     }
 }
 
@@ -67,7 +71,13 @@ pub struct ProbeSettings {
 
 impl Default for ProbeSettings {
     fn default() -> Self {
-        ProbeSettings { initial_delay: 10, period: 10, timeout: 2, success_threshold: 1, failure_threshold: 30 }
+        ProbeSettings {
+            initial_delay: 10,
+            period: 10,
+            timeout: 2,
+            success_threshold: 1,
+            failure_threshold: 30,
+        }
     }
 }
 
@@ -139,6 +149,9 @@ pub struct DeploymentSpec {
     /// Per-replica requests overriding the instance type's (cpu, memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_requests: Option<(Quantity, Quantity)>,
+    /// Per-replica limits (cpu, memory); must fit within the instance type's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_limits: Option<(Quantity, Quantity)>,
 }
 
 #[derive(Deserialize)]
@@ -200,22 +213,40 @@ fn parse_model(src: &Source<'_>, m: &Spanned<Value>) -> Result<ModelRef, SpecErr
     match &m.value {
         Value::String(s) => {
             let rest = s.strip_prefix("azureml:").ok_or_else(|| {
-                src.error_at(m, format!("`model: {s}` is not a model reference")).hint("write azureml:<name>:<version>, or a mapping with `path`")
+                src.error_at(m, format!("`model: {s}` is not a model reference"))
+                    .hint("write azureml:<name>:<version>, or a mapping with `path`")
             })?;
             if rest.starts_with("//registries/") || rest.starts_with("//") {
-                return Err(src.error_at(m, "registry models are not supported for Kubernetes deployments").hint("register the model with `berth model create`"));
+                return Err(src
+                    .error_at(
+                        m,
+                        "registry models are not supported for Kubernetes deployments",
+                    )
+                    .hint("register the model with `berth model create`"));
             }
-            let (name, version) = rest.split_once(':').or_else(|| rest.split_once('@')).ok_or_else(|| {
-                src.error_at(m, format!("`{s}` names no version")).hint("write azureml:<name>:<version>")
-            })?;
+            let (name, version) = rest
+                .split_once(':')
+                .or_else(|| rest.split_once('@'))
+                .ok_or_else(|| {
+                    src.error_at(m, format!("`{s}` names no version"))
+                        .hint("write azureml:<name>:<version>")
+                })?;
             validate_name("model", name).map_err(|e| src.error_at(m, e))?;
-            Ok(ModelRef::Registered { name: name.to_string(), version: version.to_string() })
+            Ok(ModelRef::Registered {
+                name: name.to_string(),
+                version: version.to_string(),
+            })
         }
         Value::Object(o) => match o.get("path").and_then(Value::as_str) {
-            Some(p) => Ok(ModelRef::Path { path: p.to_string() }),
+            Some(p) => Ok(ModelRef::Path {
+                path: p.to_string(),
+            }),
             None => Err(src.error_at(m, "an inline model needs `path`")),
         },
-        _ => Err(src.error_at(m, "`model` must be azureml:<name>:<version> or a mapping with `path`")),
+        _ => Err(src.error_at(
+            m,
+            "`model` must be azureml:<name>:<version> or a mapping with `path`",
+        )),
     }
 }
 
@@ -223,33 +254,62 @@ impl DeploymentSpec {
     /// Parses a deployment file.
     pub fn parse(src: &Source<'_>) -> Result<DeploymentSpec, SpecError> {
         let raw: RawDeployment = src.parse()?;
-        for (field, at) in [("model_mount_path", &raw.model_mount_path), ("data_collector", &raw.data_collector)] {
+        for (field, at) in [
+            ("model_mount_path", &raw.model_mount_path),
+            ("data_collector", &raw.data_collector),
+        ] {
             if let Some(at) = at {
-                return Err(src.error_at(at, format!("`{field}` is not supported yet")).hint("remove it"));
+                return Err(src
+                    .error_at(at, format!("`{field}` is not supported yet"))
+                    .hint("remove it"));
             }
         }
         if let Some(at) = &raw.egress_public_network_access {
-            return Err(src.error_at(at, "`egress_public_network_access` is for managed online deployments").hint("remove it"));
+            return Err(src
+                .error_at(
+                    at,
+                    "`egress_public_network_access` is for managed online deployments",
+                )
+                .hint("remove it"));
         }
         if let Some(k) = &raw.kind
             && k.value != "kubernetes"
         {
-            return Err(src.error_at(k, format!("`type: {}` is not supported; Berth deployments are `type: kubernetes`", k.value)));
+            return Err(src.error_at(
+                k,
+                format!(
+                    "`type: {}` is not supported; Berth deployments are `type: kubernetes`",
+                    k.value
+                ),
+            ));
         }
         validate_name("deployment", &raw.name.value).map_err(|m| src.error_at(&raw.name, m))?;
-        validate_name("endpoint", &raw.endpoint_name.value).map_err(|m| src.error_at(&raw.endpoint_name, m))?;
-        let model = raw.model.as_ref().map(|m| parse_model(src, m)).transpose()?;
-        let environment = raw.environment.map(|e| parse_environment(src, e)).transpose()?;
+        validate_name("endpoint", &raw.endpoint_name.value)
+            .map_err(|m| src.error_at(&raw.endpoint_name, m))?;
+        let model = raw
+            .model
+            .as_ref()
+            .map(|m| parse_model(src, m))
+            .transpose()?;
+        let environment = raw
+            .environment
+            .map(|e| parse_environment(src, e))
+            .transpose()?;
         let (code, scoring_script) = match raw.code_configuration {
             Some(c) => (Some(c.value.code), Some(c.value.scoring_script)),
             None => (None, None),
         };
         if scoring_script.is_none() && model.is_none() {
-            return Err(SpecError::new(format!("{}: the deployment has neither `model` nor `code_configuration`", src.name))
-                .hint("give code_configuration.code and scoring_script, and usually a model"));
+            return Err(SpecError::new(format!(
+                "{}: the deployment has neither `model` nor `code_configuration`",
+                src.name
+            ))
+            .hint("give code_configuration.code and scoring_script, and usually a model"));
         }
         let instance_count = match &raw.instance_count {
-            Some(c) if c.value == 0 => return Err(src.error_at(c, "`instance_count` must be at least 1")),
+            Some(c) if c.value == 0 => {
+                return Err(src.error_at(c, "`instance_count` must be at least 1"));
+            }
             Some(c) => c.value,
             None => 1,
         };
@@ -283,12 +343,31 @@ impl DeploymentSpec {
             }
             None => RequestSettings::default(),
         };
+        let resource_limits = match &raw.resources {
+            Some(r) => match r
+                .value
+                .limits
+                .as_ref()
+                .map(|l| (l.get("cpu"), l.get("memory")))
+            {
+                None => None,
+                Some((Some(c), Some(m))) => Some((*c, *m)),
+                Some(_) => return Err(src.error_at(r, "`resources.limits` needs cpu and memory")),
+            },
+            None => None,
+        };
         let resource_requests = match raw.resources {
             Some(r) => {
-                let req = r.value.requests.as_ref().ok_or_else(|| src.error_at(&r, "`resources` needs `requests` with cpu and memory"))?;
+                let req = r.value.requests.as_ref().ok_or_else(|| {
+                    src.error_at(&r, "`resources` needs `requests` with cpu and memory")
+                })?;
                 match (req.get("cpu"), req.get("memory")) {
                     (Some(c), Some(m)) if !c.is_zero() && !m.is_zero() => Some((*c, *m)),
-                    _ => return Err(src.error_at(&r, "`resources.requests` needs non-zero cpu and memory")),
+                    _ => {
+                        return Err(
+                            src.error_at(&r, "`resources.requests` needs non-zero cpu and memory")
+                        );
+                    }
                 }
             }
             None => None,
@@ -311,6 +390,7 @@ impl DeploymentSpec {
             liveness_probe: raw.liveness_probe.unwrap_or_default(),
             readiness_probe: raw.readiness_probe.unwrap_or_default(),
             resource_requests,
+            resource_limits,
         })
     }
 }
@@ -325,25 +405,74 @@ mod tests {
 
     #[test]
     fn parses_the_seed_deployment() {
-        let d = parse(include_str!("../../../../examples/seed/deployment.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let d = parse(include_str!("../../../../examples/seed/deployment.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.name, "blue");
-        assert_eq!(d.model, Some(ModelRef::Registered { name: "my-model".into(), version: "1".into() }));
+        assert_eq!(
+            d.model,
+            Some(ModelRef::Registered {
+                name: "my-model".into(),
+                version: "1".into()
+            })
+        );
         assert_eq!(d.instance_type.as_deref(), Some("cpu-small"));
         assert_eq!(d.instance_count, 2);
-        assert_eq!(d.request_settings, RequestSettings { request_timeout_ms: 3000, max_concurrent_requests_per_instance: 10, max_queue_wait_ms: 500 });
+        assert_eq!(
+            d.request_settings,
+            RequestSettings {
+                request_timeout_ms: 3000,
+                max_concurrent_requests_per_instance: 10,
+                max_queue_wait_ms: 500
+            }
+        );
         assert_eq!(d.scoring_script.as_deref(), Some("score.py"));
     }
 
     #[test]
     fn rejects_bad_deployments_with_positions() {
         let base = "name: blue\nendpoint_name: e\ncode_configuration: {code: ., scoring_script: score.py}\n";
-        assert!(parse(&format!("{base}instance_count: 0\n")).unwrap_err().starts_with("dep.yaml:4:17: `instance_count` must be at least 1"));
-        assert!(parse(&format!("{base}model: my-model\n")).unwrap_err().contains("not a model reference"));
-        assert!(parse(&format!("{base}model: azureml:m\n")).unwrap_err().contains("names no version"));
-        assert!(parse(&format!("{base}data_collector: {{}}\n")).unwrap_err().contains("`data_collector` is not supported yet"));
-        assert!(parse(&format!("{base}request_settings: {{timeout: 1}}\n")).unwrap_err().contains("unknown field `timeout`"));
-        assert!(parse("name: blue\nendpoint_name: e\n").unwrap_err().contains("neither `model` nor `code_configuration`"));
-        let d = parse(&format!("{base}scale_settings: {{type: target_utilization, max_instances: 3}}\n")).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(d.scale_settings, ScaleSettings::TargetUtilization { min_instances: 1, max_instances: 3, target_utilization_percentage: 70, .. }));
+        assert!(
+            parse(&format!("{base}instance_count: 0\n"))
+                .unwrap_err()
+                .starts_with("dep.yaml:4:17: `instance_count` must be at least 1")
+        );
+        assert!(
+            parse(&format!("{base}model: my-model\n"))
+                .unwrap_err()
+                .contains("not a model reference")
+        );
+        assert!(
+            parse(&format!("{base}model: azureml:m\n"))
+                .unwrap_err()
+                .contains("names no version")
+        );
+        assert!(
+            parse(&format!("{base}data_collector: {{}}\n"))
+                .unwrap_err()
+                .contains("`data_collector` is not supported yet")
+        );
+        assert!(
+            parse(&format!("{base}request_settings: {{timeout: 1}}\n"))
+                .unwrap_err()
+                .contains("unknown field `timeout`")
+        );
+        assert!(
+            parse("name: blue\nendpoint_name: e\n")
+                .unwrap_err()
+                .contains("neither `model` nor `code_configuration`")
+        );
+        let d = parse(&format!(
+            "{base}scale_settings: {{type: target_utilization, max_instances: 3}}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            d.scale_settings,
+            ScaleSettings::TargetUtilization {
+                min_instances: 1,
+                max_instances: 3,
+                target_utilization_percentage: 70,
+                ..
+            }
+        ));
     }
 }

@@ -31,7 +31,9 @@ impl TryFrom<BTreeMap<String, u32>> for TrafficSplit {
     fn try_from(map: BTreeMap<String, u32>) -> Result<Self, Self::Error> {
         let sum: u64 = map.values().map(|v| u64::from(*v)).sum();
         if sum != 0 && sum != 100 {
-            return Err(format!("traffic weights must sum to 100 (or 0 for none), not {sum}"));
+            return Err(format!(
+                "traffic weights must sum to 100 (or 0 for none), not {sum}"
+            ));
         }
         Ok(TrafficSplit(map))
     }
@@ -48,8 +50,12 @@ impl TrafficSplit {
     pub fn parse_cli(s: &str) -> Result<TrafficSplit, String> {
         let mut map = BTreeMap::new();
         for part in s.split([' ', ',']).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| format!("`{part}` is not name=percent"))?;
-            let v: u32 = v.parse().map_err(|_| format!("`{v}` in `{part}` is not a whole percentage"))?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not name=percent"))?;
+            let v: u32 = v
+                .parse()
+                .map_err(|_| format!("`{v}` in `{part}` is not a whole percentage"))?;
             if v > 100 {
                 return Err(format!("`{part}`: a weight is at most 100"));
             }
@@ -112,25 +118,55 @@ impl EndpointSpec {
     /// Parses an endpoint file.
     pub fn parse(src: &Source<'_>) -> Result<EndpointSpec, SpecError> {
         let raw: RawEndpoint = src.parse()?;
-        for (field, at) in [("mirror_traffic", &raw.mirror_traffic), ("identity", &raw.identity)] {
+        for (field, at) in [
+            ("mirror_traffic", &raw.mirror_traffic),
+            ("identity", &raw.identity),
+        ] {
             if let Some(at) = at {
-                return Err(src.error_at(at, format!("`{field}` is not supported yet")).hint("remove it"));
+                return Err(src
+                    .error_at(at, format!("`{field}` is not supported yet"))
+                    .hint("remove it"));
             }
         }
-        for (field, at) in [("public_network_access", &raw.public_network_access), ("kind", &raw.kind)] {
+        for (field, at) in [
+            ("public_network_access", &raw.public_network_access),
+            ("kind", &raw.kind),
+        ] {
             if let Some(at) = at {
-                return Err(src.error_at(at, format!("`{field}` is for managed online endpoints, not Kubernetes ones")).hint("remove it"));
+                return Err(src
+                    .error_at(
+                        at,
+                        format!("`{field}` is for managed online endpoints, not Kubernetes ones"),
+                    )
+                    .hint("remove it"));
             }
         }
         validate_name("endpoint", &raw.name.value).map_err(|m| src.error_at(&raw.name, m))?;
-        let auth_mode = match raw.auth_mode.as_ref().map(|a| (a, a.value.to_ascii_lowercase())) {
+        let auth_mode = match raw
+            .auth_mode
+            .as_ref()
+            .map(|a| (a, a.value.to_ascii_lowercase()))
+        {
             None => AuthMode::Key,
             Some((_, m)) if m == "key" => AuthMode::Key,
             Some((_, m)) if m == "aml_token" => AuthMode::AmlToken,
             Some((a, m)) if m == "aad_token" => {
-                return Err(src.error_at(a, "`auth_mode: aad_token` is not supported for Kubernetes online endpoints").hint("use key or aml_token"));
+                return Err(src
+                    .error_at(
+                        a,
+                        "`auth_mode: aad_token` is not supported for Kubernetes online endpoints",
+                    )
+                    .hint("use key or aml_token"));
             }
-            Some((a, _)) => return Err(src.error_at(a, format!("`auth_mode: {}` is not valid; use key or aml_token", a.value))),
+            Some((a, _)) => {
+                return Err(src.error_at(
+                    a,
+                    format!(
+                        "`auth_mode: {}` is not valid; use key or aml_token",
+                        a.value
+                    ),
+                ));
+            }
         };
         let traffic = match raw.traffic {
             Some(t) => TrafficSplit::try_from(t.value.clone()).map_err(|m| src.error_at(&t, m))?,
@@ -157,7 +193,8 @@ mod tests {
 
     #[test]
     fn parses_the_seed_endpoint() {
-        let ep = parse(include_str!("../../../../examples/seed/endpoint.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let ep = parse(include_str!("../../../../examples/seed/endpoint.yaml"))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ep.name, "my-model-endpoint");
         assert_eq!(ep.compute.as_deref(), Some("aks-compute"));
         assert_eq!(ep.auth_mode, AuthMode::Key);
@@ -165,10 +202,26 @@ mod tests {
 
     #[test]
     fn rejects_bad_endpoints_with_positions() {
-        assert!(parse("name: e\nauth_mode: aad_token\n").unwrap_err().starts_with("ep.yaml:2:12: `auth_mode: aad_token` is not supported"));
-        assert!(parse("name: e\ntraffic: {blue: 90, green: 20}\n").unwrap_err().contains("must sum to 100"));
-        assert!(parse("name: e\nmirror_traffic: {green: 10}\n").unwrap_err().contains("`mirror_traffic` is not supported yet"));
-        assert!(parse("name: e\nscoring: x\n").unwrap_err().starts_with("ep.yaml:2:1: unknown field `scoring`"));
+        assert!(
+            parse("name: e\nauth_mode: aad_token\n")
+                .unwrap_err()
+                .starts_with("ep.yaml:2:12: `auth_mode: aad_token` is not supported")
+        );
+        assert!(
+            parse("name: e\ntraffic: {blue: 90, green: 20}\n")
+                .unwrap_err()
+                .contains("must sum to 100")
+        );
+        assert!(
+            parse("name: e\nmirror_traffic: {green: 10}\n")
+                .unwrap_err()
+                .contains("`mirror_traffic` is not supported yet")
+        );
+        assert!(
+            parse("name: e\nscoring: x\n")
+                .unwrap_err()
+                .starts_with("ep.yaml:2:1: unknown field `scoring`")
+        );
     }
 
     #[test]
@@ -176,7 +229,11 @@ mod tests {
         let t = TrafficSplit::parse_cli("blue=90 green=10").unwrap_or_default();
         assert_eq!(t.weight("blue"), 90);
         assert_eq!(t.weight("red"), 0);
-        assert!(TrafficSplit::parse_cli("blue=90").unwrap_err().contains("sum to 100"));
+        assert!(
+            TrafficSplit::parse_cli("blue=90")
+                .unwrap_err()
+                .contains("sum to 100")
+        );
         assert!(TrafficSplit::parse_cli("blue").is_err());
         assert!(TrafficSplit::parse_cli("blue=0 green=0").is_ok());
     }

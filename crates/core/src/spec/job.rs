@@ -448,7 +448,10 @@ impl RawJob {
     }
 }
 
-pub(crate) fn parse_environment(src: &Source<'_>, e: Spanned<Value>) -> Result<Environment, SpecError> {
+pub(crate) fn parse_environment(
+    src: &Source<'_>,
+    e: Spanned<Value>,
+) -> Result<Environment, SpecError> {
     let shape = "`environment` must be `azureml:<name>:<version>` or a mapping with `image` and/or `conda_file`";
     match &e.value {
         Value::String(s) if s.starts_with("azureml:") && s.len() > "azureml:".len() => {

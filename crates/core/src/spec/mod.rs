@@ -3,7 +3,7 @@
 pub mod compute;
 pub mod data;
 pub mod datastore;
-pub mod instance_type;
-pub mod job;
 pub mod deployment;
 pub mod endpoint;
+pub mod instance_type;
+pub mod job;

@@ -1,0 +1,177 @@
+//! The router against real backends on port 0: auth, split, pinning, 429/502/503/504, retry.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::routing::post;
+use berth_core::spec::deployment::RequestSettings;
+use berth_core::spec::endpoint::TrafficSplit;
+use berth_router::{DeploymentRoute, EndpointRoute, InferenceRouter};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+/// A backend that answers its name; `{"sleep_ms": n}` delays, `{"fail": true}` acts like a
+/// failing score.py.
+async fn backend(name: &'static str) -> String {
+    let app = Router::new().route(
+        "/score",
+        post(move |body: Bytes| async move {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let Some(ms) = v["sleep_ms"].as_u64() {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if v["fail"].as_bool() == Some(true) {
+                let mut h = HeaderMap::new();
+                h.insert("x-ms-run-function-failed", "True".parse().unwrap());
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    h,
+                    "run() failed: ValueError: boom".to_string(),
+                );
+            }
+            (StatusCode::OK, HeaderMap::new(), format!("\"{name}\""))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn settings(slots: u32, wait_ms: u64, timeout_ms: u64) -> RequestSettings {
+    RequestSettings {
+        request_timeout_ms: timeout_ms,
+        max_concurrent_requests_per_instance: slots,
+        max_queue_wait_ms: wait_ms,
+    }
+}
+
+async fn setup(traffic: &str, s: RequestSettings) -> (Arc<InferenceRouter>, Router) {
+    let blue = backend("blue").await;
+    let green = backend("green").await;
+    let deployments = HashMap::from([
+        ("blue".to_string(), DeploymentRoute::new(vec![blue], s)),
+        ("green".to_string(), DeploymentRoute::new(vec![green], s)),
+        ("empty".to_string(), DeploymentRoute::new(vec![], s)),
+    ]);
+    let ep = EndpointRoute {
+        keys: vec!["k1".into(), "k2".into()],
+        traffic: TrafficSplit::parse_cli(traffic).unwrap(),
+        deployments,
+    };
+    let router = InferenceRouter::new();
+    router.update(HashMap::from([("ep".to_string(), ep)]));
+    let app = Arc::clone(&router).app();
+    (router, app)
+}
+
+async fn score(app: &Router, key: &str, pin: Option<&str>, body: &str) -> (StatusCode, String) {
+    let mut req = Request::post("/api/v1/endpoint/ep/score")
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json");
+    if let Some(p) = pin {
+        req = req.header("azureml-model-deployment", p);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test]
+async fn keys_split_and_pinning() {
+    let (_, app) = setup("blue=90 green=10", settings(4, 500, 2000)).await;
+    assert_eq!(
+        score(&app, "nope", None, "{}").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        score(&app, "k2", Some("green"), "{}").await,
+        (StatusCode::OK, "\"green\"".into())
+    );
+    assert_eq!(
+        score(&app, "k1", Some("red"), "{}").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let mut green = 0;
+    for _ in 0..200 {
+        let (s, b) = score(&app, "k1", None, "{}").await;
+        assert_eq!(s, StatusCode::OK);
+        green += usize::from(b.contains("green"));
+    }
+    assert!((5..=45).contains(&green), "green got {green} of 200 at 10%");
+    let req = Request::post("/api/v1/endpoint/other/score")
+        .header("authorization", "Bearer k1")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(req).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn no_traffic_no_replica_and_script_failure() {
+    let (_, app) = setup("blue=0", settings(1, 100, 2000)).await;
+    let (s, b) = score(&app, "k1", None, "{}").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(b.contains("no deployment with traffic"), "{b}");
+    let (s, b) = score(&app, "k1", Some("empty"), "{}").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(b.contains("no ready replica"), "{b}");
+    let (s, b) = score(&app, "k1", Some("blue"), r#"{"fail": true}"#).await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY);
+    assert!(b.contains("ValueError: boom"), "{b}");
+}
+
+#[tokio::test]
+async fn full_slots_give_429_and_slow_answers_504() {
+    let (router, app) = setup("blue=100", settings(1, 100, 300)).await;
+    let slow = {
+        let app = app.clone();
+        tokio::spawn(async move { score(&app, "k1", None, r#"{"sleep_ms": 250}"#).await })
+    };
+    // Wait until the slow request holds the only slot.
+    while router.utilization("ep", "blue") != Some(1.0) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (s, b) = score(&app, "k1", None, "{}").await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert_eq!(slow.await.unwrap().0, StatusCode::OK);
+    let (s, b) = score(&app, "k1", None, r#"{"sleep_ms": 1000}"#).await;
+    assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{b}");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_on_another_replica() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let live = backend("live").await;
+    let s = settings(1, 100, 2000);
+    let ep = EndpointRoute {
+        keys: vec!["k".into()],
+        traffic: TrafficSplit::parse_cli("d=100").unwrap(),
+        deployments: HashMap::from([("d".to_string(), DeploymentRoute::new(vec![dead, live], s))]),
+    };
+    let router = InferenceRouter::new();
+    router.update(HashMap::from([("ep".to_string(), ep)]));
+    let app = router.app();
+    for _ in 0..5 {
+        assert_eq!(
+            score(&app, "k", None, "{}").await,
+            (StatusCode::OK, "\"live\"".into())
+        );
+    }
+}
