@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Berth: training jobs and inference endpoints on one machine or a Kubernetes cluster,
 /// with Azure ML's YAML and verbs.
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, propagate_version = true)]
+#[command(name = "berth", version)]
 pub struct Cli {
     /// State folder of the local server (default: $BERTH_HOME, else ~/.berth).
     #[arg(long, global = true, env = "BERTH_HOME")]
@@ -53,6 +53,15 @@ pub enum Command {
     /// Datastores: named folders jobs read and write.
     #[command(subcommand)]
     Datastore(DatastoreCommand),
+    /// Models: versioned files a deployment serves.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Online endpoints: a scoring URI with keys and a traffic split.
+    #[command(subcommand, name = "online-endpoint")]
+    OnlineEndpoint(EndpointCommand),
+    /// Online deployments: replicas serving a model behind an endpoint.
+    #[command(subcommand, name = "online-deployment")]
+    OnlineDeployment(DeploymentCommand),
     /// Serve one deployment replica: score.py in a pool of Python workers.
     Runtime(RuntimeArgs),
     /// Supervise one job's process (started by the server; not for people).
@@ -258,4 +267,161 @@ pub enum DatastoreCommand {
         #[arg(short, long)]
         name: String,
     },
+}
+
+/// `berth model ...`
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Register a model version (its files are copied and never change).
+    Create {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+        /// Version.
+        #[arg(short, long)]
+        version: String,
+        /// A file or folder.
+        #[arg(short, long)]
+        path: PathBuf,
+    },
+    /// List model versions.
+    List,
+    /// Show a model version.
+    Show {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+        /// Version.
+        #[arg(short, long)]
+        version: String,
+    },
+}
+
+/// `berth online-endpoint ...`
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Create an endpoint from its YAML file.
+    Create {
+        /// The endpoint file.
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// Show an endpoint (`--query scoring_uri -o tsv` prints its URI).
+    Show {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+    },
+    /// List endpoints.
+    List,
+    /// Change the traffic split: --traffic "blue=90 green=10".
+    Update {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+        /// Weights summing to 100 (or 0).
+        #[arg(long)]
+        traffic: String,
+    },
+    /// Send a request to the endpoint and print the answer.
+    Invoke {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+        /// The JSON request body.
+        #[arg(short, long)]
+        request_file: PathBuf,
+        /// Send it to this deployment, whatever the traffic split says.
+        #[arg(short, long)]
+        deployment_name: Option<String>,
+    },
+    /// Print the endpoint's keys.
+    GetCredentials {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+    },
+    /// Make a new primary or secondary key (the other keeps working).
+    RegenerateKeys {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+        /// primary or secondary.
+        #[arg(long, default_value = "primary")]
+        key_type: String,
+    },
+    /// Delete an endpoint and its deployments.
+    Delete {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+        /// Do not ask (accepted for az compatibility).
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+/// `berth online-deployment ...`
+#[derive(Debug, Subcommand)]
+pub enum DeploymentCommand {
+    /// Create a deployment and wait until it is ready or failed.
+    Create {
+        /// The deployment file.
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Send all of the endpoint's traffic to it once ready.
+        #[arg(long)]
+        all_traffic: bool,
+        /// Return at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show a deployment.
+    Show {
+        /// Deployment name.
+        #[arg(short, long)]
+        name: String,
+        /// Endpoint name.
+        #[arg(short, long)]
+        endpoint_name: String,
+    },
+    /// List an endpoint's deployments.
+    List {
+        /// Endpoint name.
+        #[arg(short, long)]
+        endpoint_name: String,
+    },
+    /// Print the replicas' logs.
+    GetLogs {
+        /// Deployment name.
+        #[arg(short, long)]
+        name: String,
+        /// Endpoint name.
+        #[arg(short, long)]
+        endpoint_name: String,
+        /// Lines per replica.
+        #[arg(short, long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Delete a deployment.
+    Delete {
+        /// Deployment name.
+        #[arg(short, long)]
+        name: String,
+        /// Endpoint name.
+        #[arg(short, long)]
+        endpoint_name: String,
+        /// Do not ask (accepted for az compatibility).
+        #[arg(short, long)]
+        yes: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -47,6 +47,15 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     };
     match cli.command {
         Command::Server(args) => server(home, args).await,
+        Command::Model(cmd) => {
+            commands::serving::model(&client::Client::connect(&home)?, &out, cmd).await
+        }
+        Command::OnlineEndpoint(cmd) => {
+            commands::serving::endpoint(&client::Client::connect(&home)?, &out, cmd).await
+        }
+        Command::OnlineDeployment(cmd) => {
+            commands::serving::deployment(&client::Client::connect(&home)?, &out, cmd).await
+        }
         Command::Runtime(args) => runtime(args).await,
         Command::JobSupervise { dir } => Ok(berth_scheduler::supervisor::supervise(&dir).await),
         Command::Job(cmd) => commands::job::run(&client::Client::connect(&home)?, &out, cmd).await,
@@ -107,7 +116,6 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         .init();
     let exe = std::env::current_exe()
         .map_err(|e| Failure::new(format!("cannot find the berth binary: {e}")))?;
-    let supervisor = vec![exe.to_string_lossy().into_owned(), "job-supervise".into()];
     let env = berth_server::config::ConfigLayer::from_env(|k| std::env::var(k).ok())
         .map_err(|e| Failure::new(e.to_string()))?;
     let flags = berth_server::config::ConfigLayer {
@@ -118,8 +126,13 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         local_gpus: args.local_gpus,
         max_body_bytes: None,
     };
-    let config = berth_server::ServerConfig::load(&home, env, flags, supervisor)
-        .map_err(|e| Failure::new(e.to_string()))?;
+    let config = berth_server::ServerConfig::load(
+        &home,
+        env,
+        flags,
+        Some(exe.to_string_lossy().into_owned()),
+    )
+    .map_err(|e| Failure::new(e.to_string()))?;
     berth_server::run(config)
         .await
         .map_err(|e| Failure::new(e.to_string()))?;

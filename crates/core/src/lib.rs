@@ -7,6 +7,7 @@ pub mod job;
 pub mod names;
 pub mod quantity;
 pub mod resources;
+pub mod serving;
 pub mod spec;
 pub mod yaml;
 

@@ -5,5 +5,6 @@ pub mod backend;
 pub mod machine;
 pub mod manager;
 pub mod reactor;
+pub mod replicas;
 pub mod supervisor;
 pub mod workdir;

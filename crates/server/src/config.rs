@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// The command that supervises one job (`<berth> job-supervise`).
     pub supervisor: Vec<String>,
+    /// The command that runs one deployment replica (`<berth> runtime`).
+    pub runtime: Vec<String>,
 }
 
 /// Settings a file, the environment or flags may give; unset fields keep the earlier value.
@@ -117,11 +119,12 @@ impl ConfigLayer {
 
 impl ServerConfig {
     /// Builds the configuration: defaults, `home/config.yaml` if present, `env`, then `flags`.
+    /// `berth` is the binary that supervises jobs and runs replicas (`None` where none run).
     pub fn load(
         home: &Path,
         env: ConfigLayer,
         flags: ConfigLayer,
-        supervisor: Vec<String>,
+        berth: Option<String>,
     ) -> Result<ServerConfig, ConfigError> {
         let file_path = home.join("config.yaml");
         let file = match std::fs::read_to_string(&file_path) {
@@ -149,7 +152,16 @@ impl ServerConfig {
             local_memory: merged.local_memory,
             local_gpus: merged.local_gpus,
             max_body_bytes: merged.max_body_bytes.unwrap_or(8 << 20),
-            supervisor,
+            supervisor: berth
+                .iter()
+                .map(|b| vec![b.clone(), "job-supervise".into()])
+                .next()
+                .unwrap_or_default(),
+            runtime: berth
+                .iter()
+                .map(|b| vec![b.clone(), "runtime".into()])
+                .next()
+                .unwrap_or_default(),
         })
     }
 }
@@ -170,7 +182,7 @@ mod tests {
             api_listen: Some("127.0.0.1:0".parse()?),
             ..Default::default()
         };
-        let c = ServerConfig::load(home.path(), env, flags, vec![])?;
+        let c = ServerConfig::load(home.path(), env, flags, None)?;
         assert_eq!(c.local_cpu, Some(Quantity::from_units(2)));
         assert_eq!(c.local_gpus, Some(1));
         assert_eq!(c.api_listen.port(), 0);
@@ -194,7 +206,7 @@ mod tests {
             home.path(),
             ConfigLayer::default(),
             ConfigLayer::default(),
-            vec![],
+            None,
         )
         .err();
         assert!(

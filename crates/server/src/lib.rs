@@ -39,6 +39,14 @@ pub struct AppState {
     pub home: Arc<PathBuf>,
     /// GPU UUIDs of this machine's local compute.
     pub gpus: Arc<[String]>,
+    /// The inference router serving the scoring listener.
+    pub router: Arc<berth_router::InferenceRouter>,
+    /// Deployment replicas on this machine.
+    pub replicas: Arc<berth_scheduler::replicas::Replicas>,
+    /// Base URL of the scoring listener.
+    pub scoring_url: Arc<str>,
+    /// `[<berth>, "runtime"]`: how replicas are started.
+    pub runtime_command: Arc<[String]>,
 }
 
 /// What `$BERTH_HOME/server.json` holds, so the CLI and scripts find a running server.
@@ -108,14 +116,14 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// The scoring listener's answer until online endpoints exist: no endpoint by that name.
-fn scoring_app() -> Router {
-    Router::new().fallback(|uri: axum::http::Uri| async move {
+/// The scoring listener: the inference router, and a JSON 404 for any other path.
+fn scoring_app(router: Arc<berth_router::InferenceRouter>) -> Router {
+    router.app().fallback(|uri: axum::http::Uri| async move {
         let body = berth_core::api::ErrorBody {
             error: berth_core::api::ErrorDetail {
                 code: "EndpointNotFound".into(),
-                message: format!("no online endpoint serves {}", uri.path()),
-                hint: Some("this server has no online endpoints".into()),
+                message: format!("nothing is served at {}", uri.path()),
+                hint: Some("scoring URIs look like /api/v1/endpoint/<endpoint>/score; `berth online-endpoint show` prints one".into()),
                 position: None,
             },
         };
@@ -131,7 +139,7 @@ fn home_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartErr
 }
 
 /// Builds the state: opens the store, starts the manager, recovers jobs.
-pub async fn build_state(config: &ServerConfig) -> Result<AppState, StartError> {
+pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<AppState, StartError> {
     let home = &config.home;
     std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
     let token = auth::load_or_create_token(home).map_err(home_error(home))?;
@@ -160,13 +168,20 @@ pub async fn build_state(config: &ServerConfig) -> Result<AppState, StartError> 
     jobs.recover()
         .await
         .map_err(|e| StartError::Recover(e.to_string()))?;
-    Ok(AppState {
+    let state = AppState {
         store,
         jobs,
         token: token.into(),
         home: Arc::new(home.clone()),
         gpus: gpu_ids.into(),
-    })
+        router: berth_router::InferenceRouter::new(),
+        replicas: berth_scheduler::replicas::Replicas::new(),
+        scoring_url: scoring_url.into(),
+        runtime_command: config.runtime.clone().into(),
+    };
+    services::endpoints::refresh_routes(&state).await;
+    services::deployments::recover(&state).await;
+    Ok(state)
 }
 
 /// Runs the server until SIGTERM or Ctrl-C. Jobs keep running across a restart.
@@ -193,9 +208,18 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             addr: config.scoring_listen,
             source,
         })?;
-    let state = build_state(&config).await?;
     let api_addr = api.local_addr().map_err(home_error(&home))?;
     let scoring_addr = scoring.local_addr().map_err(home_error(&home))?;
+    let state = build_state(&config, &format!("http://{scoring_addr}")).await?;
+    let router = Arc::clone(&state.router);
+    let routes_state = state.clone();
+    let routes_task = tokio::spawn(async move {
+        // A replica that becomes ready, dies or restarts changes the routes.
+        let mut changes = routes_state.replicas.subscribe();
+        while changes.changed().await.is_ok() {
+            services::endpoints::refresh_routes(&routes_state).await;
+        }
+    });
     let info = ServerInfo {
         api_url: format!("http://{api_addr}"),
         scoring_url: format!("http://{scoring_addr}"),
@@ -225,7 +249,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             .await
     });
     let scoring_task = tokio::spawn(async move {
-        axum::serve(scoring, scoring_app())
+        axum::serve(scoring, scoring_app(router))
             .with_graceful_shutdown(async move {
                 let _ = stop_scoring.recv().await;
             })
@@ -238,6 +262,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let grace = std::time::Duration::from_secs(3);
     let _ = tokio::time::timeout(grace, api_task).await;
     let _ = tokio::time::timeout(grace, scoring_task).await;
+    routes_task.abort();
     let _ = std::fs::remove_file(home.join("server.json"));
     drop(lock);
     Ok(())

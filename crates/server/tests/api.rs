@@ -22,8 +22,10 @@ async fn api_with(max_body: Option<usize>) -> Api {
         local_cpu: Some("2".parse().unwrap()),
         ..Default::default()
     };
-    let config = ServerConfig::load(home.path(), ConfigLayer::default(), flags, vec![]).unwrap();
-    let state = berth_server::build_state(&config).await.unwrap();
+    let config = ServerConfig::load(home.path(), ConfigLayer::default(), flags, None).unwrap();
+    let state = berth_server::build_state(&config, "http://127.0.0.1:9")
+        .await
+        .unwrap();
     let token = state.token.to_string();
     Api {
         app: berth_server::app(state, config.max_body_bytes),

@@ -22,6 +22,12 @@ pub enum Kind {
     Datastore,
     /// Jobs.
     Job,
+    /// Model versions (`name:version`).
+    Model,
+    /// Online endpoints.
+    Endpoint,
+    /// Online deployments (`endpoint/deployment`).
+    Deployment,
 }
 
 impl Kind {
@@ -31,6 +37,9 @@ impl Kind {
             Kind::Compute => "compute",
             Kind::Datastore => "datastore",
             Kind::Job => "job",
+            Kind::Model => "model",
+            Kind::Endpoint => "endpoint",
+            Kind::Deployment => "deployment",
         }
     }
 }

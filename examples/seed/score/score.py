@@ -1,7 +1,7 @@
 """Scoring script for the seed's deployment: serves the linear model train.py writes.
 
 init() loads model.json from AZUREML_MODEL_DIR; run() takes {"data": [[x1, x2], ...]} and
-returns {"predictions": [...]}. Standard library only.
+returns {"predictions": [...], "variant": $MODEL_VARIANT}. Standard library only.
 """
 
 import json
@@ -19,4 +19,5 @@ def init():
 def run(raw_data):
     rows = json.loads(raw_data)["data"]
     w, b = model["weights"], model["bias"]
-    return {"predictions": [sum(wi * xi for wi, xi in zip(w, row)) + b for row in rows]}
+    predictions = [sum(wi * xi for wi, xi in zip(w, row)) + b for row in rows]
+    return {"predictions": predictions, "variant": os.environ.get("MODEL_VARIANT", "blue")}

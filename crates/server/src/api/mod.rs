@@ -2,6 +2,7 @@
 
 mod jobs;
 mod resources;
+mod serving;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -9,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router, middleware};
 use serde::de::DeserializeOwned;
+use serving as sv;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -71,6 +73,35 @@ pub fn routes(state: AppState) -> Router<AppState> {
             post(resources::create_datastore).get(resources::list_datastores),
         )
         .route("/api/datastores/{name}", get(resources::show_datastore))
+        .route("/api/models", post(sv::create_model).get(sv::list_models))
+        .route("/api/models/{name}/versions/{version}", get(sv::show_model))
+        .route(
+            "/api/endpoints",
+            post(sv::create_endpoint).get(sv::list_endpoints),
+        )
+        .route(
+            "/api/endpoints/{name}",
+            get(sv::show_endpoint)
+                .patch(sv::update_endpoint)
+                .delete(sv::delete_endpoint),
+        )
+        .route("/api/endpoints/{name}/listKeys", post(sv::list_keys))
+        .route(
+            "/api/endpoints/{name}/regenerateKeys",
+            post(sv::regenerate_keys),
+        )
+        .route(
+            "/api/endpoints/{name}/deployments",
+            post(sv::create_deployment).get(sv::list_deployments),
+        )
+        .route(
+            "/api/endpoints/{name}/deployments/{deployment}",
+            get(sv::show_deployment).delete(sv::delete_deployment),
+        )
+        .route(
+            "/api/endpoints/{name}/deployments/{deployment}/logs",
+            get(sv::deployment_logs),
+        )
         .route_layer(middleware::from_fn_with_state(
             state,
             crate::auth::require_token,

@@ -1,4 +1,7 @@
 //! Services: what the API does, separate from how HTTP carries it.
 
+pub mod deployments;
+pub mod endpoints;
 pub mod jobs;
+pub mod models;
 pub mod resources;

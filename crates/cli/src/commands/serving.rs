@@ -1,0 +1,355 @@
+//! `berth model|online-endpoint|online-deployment ...`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cli::{DeploymentCommand, EndpointCommand, ModelCommand};
+use crate::client::{Client, seg};
+use crate::failure::Failure;
+use crate::output::Printer;
+
+const MODEL_COLUMNS: [(&str, &str); 4] = [
+    ("Name", "name"),
+    ("Version", "version"),
+    ("Files", "files"),
+    ("Bytes", "bytes"),
+];
+const EP_COLUMNS: [(&str, &str); 4] = [
+    ("Name", "name"),
+    ("State", "provisioning_state"),
+    ("Traffic", "traffic"),
+    ("Scoring URI", "scoring_uri"),
+];
+const DEP_COLUMNS: [(&str, &str); 6] = [
+    ("Name", "name"),
+    ("Endpoint", "endpoint_name"),
+    ("State", "provisioning_state"),
+    ("Ready", "ready_replicas"),
+    ("Instances", "instance_count"),
+    ("Reason", "reason"),
+];
+
+fn read(file: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(file)
+        .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))
+}
+
+/// `berth model ...`
+pub async fn model(client: &Client, out: &Printer, cmd: ModelCommand) -> Result<i32, Failure> {
+    match cmd {
+        ModelCommand::Create {
+            name,
+            version,
+            path,
+        } => {
+            let abs = std::path::absolute(&path).map_err(|e| Failure::new(e.to_string()))?;
+            let body = json!({"name": name, "version": version, "path": abs});
+            out.print(
+                &client
+                    .call::<Value>(Method::POST, "/api/models", Some(&body))
+                    .await?,
+                &MODEL_COLUMNS,
+            )?;
+        }
+        ModelCommand::List => {
+            out.print(&client.get::<Value>("/api/models").await?, &MODEL_COLUMNS)?
+        }
+        ModelCommand::Show { name, version } => out.print(
+            &client
+                .get::<Value>(&format!(
+                    "/api/models/{}/versions/{}",
+                    seg(&name),
+                    seg(&version)
+                ))
+                .await?,
+            &MODEL_COLUMNS,
+        )?,
+    }
+    Ok(0)
+}
+
+/// `berth online-endpoint ...`
+pub async fn endpoint(
+    client: &Client,
+    out: &Printer,
+    cmd: EndpointCommand,
+) -> Result<i32, Failure> {
+    match cmd {
+        EndpointCommand::Create { file } => {
+            let body = json!({"file": file.display().to_string(), "yaml": read(&file)?});
+            out.print(
+                &client
+                    .call::<Value>(Method::POST, "/api/endpoints", Some(&body))
+                    .await?,
+                &EP_COLUMNS,
+            )?;
+        }
+        EndpointCommand::Show { name } => out.print(
+            &client
+                .get::<Value>(&format!("/api/endpoints/{}", seg(&name)))
+                .await?,
+            &EP_COLUMNS,
+        )?,
+        EndpointCommand::List => {
+            out.print(&client.get::<Value>("/api/endpoints").await?, &EP_COLUMNS)?
+        }
+        EndpointCommand::Update { name, traffic } => {
+            let body = json!({"traffic": traffic});
+            out.print(
+                &client
+                    .call::<Value>(
+                        Method::PATCH,
+                        &format!("/api/endpoints/{}", seg(&name)),
+                        Some(&body),
+                    )
+                    .await?,
+                &EP_COLUMNS,
+            )?;
+        }
+        EndpointCommand::GetCredentials { name } => {
+            let keys: Value = client
+                .call(
+                    Method::POST,
+                    &format!("/api/endpoints/{}/listKeys", seg(&name)),
+                    None::<&()>,
+                )
+                .await?;
+            out.print(
+                &keys,
+                &[
+                    ("primaryKey", "primaryKey"),
+                    ("secondaryKey", "secondaryKey"),
+                ],
+            )?;
+        }
+        EndpointCommand::RegenerateKeys { name, key_type } => {
+            let body = json!({"keyType": key_type});
+            let keys: Value = client
+                .call(
+                    Method::POST,
+                    &format!("/api/endpoints/{}/regenerateKeys", seg(&name)),
+                    Some(&body),
+                )
+                .await?;
+            out.print(
+                &keys,
+                &[
+                    ("primaryKey", "primaryKey"),
+                    ("secondaryKey", "secondaryKey"),
+                ],
+            )?;
+        }
+        EndpointCommand::Delete { name, yes: _ } => {
+            client
+                .send(
+                    Method::DELETE,
+                    &format!("/api/endpoints/{}", seg(&name)),
+                    None::<&()>,
+                )
+                .await?;
+            eprintln!("Deleted online endpoint {name} and its deployments.");
+        }
+        EndpointCommand::Invoke {
+            name,
+            request_file,
+            deployment_name,
+        } => return invoke(client, &name, &request_file, deployment_name).await,
+    }
+    Ok(0)
+}
+
+async fn invoke(
+    client: &Client,
+    name: &str,
+    request_file: &Path,
+    deployment: Option<String>,
+) -> Result<i32, Failure> {
+    let body = read(request_file)?;
+    let ep: Value = client.get(&format!("/api/endpoints/{}", seg(name))).await?;
+    let keys: Value = client
+        .call(
+            Method::POST,
+            &format!("/api/endpoints/{}/listKeys", seg(name)),
+            None::<&()>,
+        )
+        .await?;
+    let uri = ep["scoring_uri"].as_str().unwrap_or_default();
+    let key = keys["primaryKey"].as_str().unwrap_or_default();
+    let http = reqwest::Client::builder()
+        .tls_certs_only(std::iter::empty())
+        .build()
+        .map_err(|e| Failure::new(e.to_string()))?;
+    let mut req = http
+        .post(uri)
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(d) = deployment {
+        req = req.header("azureml-model-deployment", d);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Failure::new(format!("cannot reach {uri}: {e}")))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if status.is_success() {
+        println!("{text}");
+        Ok(0)
+    } else {
+        let reason = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| {
+                v["error"]["message"]
+                    .as_str()
+                    .or(v["message"].as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or(text);
+        Err(Failure::new(format!(
+            "the endpoint answered {status}: {reason}"
+        )))
+    }
+}
+
+/// `berth online-deployment ...`
+pub async fn deployment(
+    client: &Client,
+    out: &Printer,
+    cmd: DeploymentCommand,
+) -> Result<i32, Failure> {
+    match cmd {
+        DeploymentCommand::Create {
+            file,
+            all_traffic,
+            no_wait,
+        } => {
+            let yaml = read(&file)?;
+            let abs = std::path::absolute(&file).map_err(|e| Failure::new(e.to_string()))?;
+            let base_dir = abs
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let endpoint = yaml_field(&yaml, "endpoint_name").ok_or_else(|| {
+                Failure::new(format!(
+                    "{}: the deployment has no `endpoint_name`",
+                    file.display()
+                ))
+                .hint("add endpoint_name: <endpoint>")
+            })?;
+            let body = json!({"file": file.display().to_string(), "yaml": yaml, "base_dir": base_dir, "all_traffic": all_traffic});
+            let created: Value = client
+                .call(
+                    Method::POST,
+                    &format!("/api/endpoints/{}/deployments", seg(&endpoint)),
+                    Some(&body),
+                )
+                .await?;
+            let name = created["name"].as_str().unwrap_or_default().to_string();
+            if no_wait {
+                out.print(&created, &DEP_COLUMNS)?;
+                return Ok(0);
+            }
+            let path = format!(
+                "/api/endpoints/{}/deployments/{}",
+                seg(&endpoint),
+                seg(&name)
+            );
+            eprintln!(
+                "Creating deployment {name} on {endpoint}: starting replicas, running init()..."
+            );
+            let started = std::time::Instant::now();
+            loop {
+                let d: Value = client.get(&path).await?;
+                match d["provisioning_state"].as_str() {
+                    Some("Succeeded") => {
+                        eprintln!(
+                            "Deployment {name} is ready ({} replica(s), {:.1}s).",
+                            d["ready_replicas"],
+                            started.elapsed().as_secs_f64()
+                        );
+                        out.print(&d, &DEP_COLUMNS)?;
+                        return Ok(0);
+                    }
+                    Some("Failed") => {
+                        out.print(&d, &DEP_COLUMNS)?;
+                        return Err(Failure::new(format!("deployment {name} failed: {}", d["reason"].as_str().unwrap_or("see its logs")))
+                            .hint(format!("`berth online-deployment get-logs --name {name} --endpoint-name {endpoint}` shows the replicas' logs")));
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        DeploymentCommand::Show {
+            name,
+            endpoint_name,
+        } => out.print(
+            &client
+                .get::<Value>(&format!(
+                    "/api/endpoints/{}/deployments/{}",
+                    seg(&endpoint_name),
+                    seg(&name)
+                ))
+                .await?,
+            &DEP_COLUMNS,
+        )?,
+        DeploymentCommand::List { endpoint_name } => out.print(
+            &client
+                .get::<Value>(&format!(
+                    "/api/endpoints/{}/deployments",
+                    seg(&endpoint_name)
+                ))
+                .await?,
+            &DEP_COLUMNS,
+        )?,
+        DeploymentCommand::GetLogs {
+            name,
+            endpoint_name,
+            lines,
+        } => {
+            let resp = client
+                .send(
+                    Method::GET,
+                    &format!(
+                        "/api/endpoints/{}/deployments/{}/logs?lines={lines}",
+                        seg(&endpoint_name),
+                        seg(&name)
+                    ),
+                    None::<&()>,
+                )
+                .await?;
+            print!("{}", resp.text().await.unwrap_or_default());
+        }
+        DeploymentCommand::Delete {
+            name,
+            endpoint_name,
+            yes: _,
+        } => {
+            client
+                .send(
+                    Method::DELETE,
+                    &format!(
+                        "/api/endpoints/{}/deployments/{}",
+                        seg(&endpoint_name),
+                        seg(&name)
+                    ),
+                    None::<&()>,
+                )
+                .await?;
+            eprintln!("Deleted online deployment {name}.");
+        }
+    }
+    Ok(0)
+}
+
+/// A top-level scalar of a YAML file, read loosely (the server parses the file properly).
+fn yaml_field(yaml: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}:");
+    yaml.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|v| !v.is_empty())
+}

@@ -1,0 +1,411 @@
+//! End-to-end online endpoints: the seed's endpoint and deployments served by `berth runtime`
+//! replicas behind the in-process router, driven through the CLI.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use support::{Server, http_post, seed_dir, text, write};
+
+fn prepare(s: &Server) {
+    let seed = seed_dir();
+    s.ok_in(
+        &seed,
+        &["instance-type", "apply", "-f", "instance-types.yaml"],
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "compute",
+            "attach",
+            "--type",
+            "local",
+            "--name",
+            "aks-compute",
+        ],
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "model",
+            "create",
+            "--name",
+            "my-model",
+            "--version",
+            "1",
+            "--path",
+            "./model",
+        ],
+    );
+    s.ok_in(
+        &seed,
+        &["online-endpoint", "create", "--file", "endpoint.yaml"],
+    );
+}
+
+#[test]
+fn seed_endpoint_serves_blue_and_green() {
+    let s = Server::start(&[]);
+    let seed = seed_dir();
+    prepare(&s);
+    let out = s.ok_in(
+        &seed,
+        &["online-deployment", "create", "--file", "deployment.yaml"],
+    );
+    assert!(
+        text(&out.stderr).contains("Deployment blue is ready (2 replica(s)"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // No traffic yet: 404 with a reason.
+    let out = s.cli_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "my-model-endpoint",
+            "-r",
+            "sample-request.json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("404")
+            && text(&out.stderr).contains("no deployment with traffic"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "my-model-endpoint",
+            "--traffic",
+            "blue=100",
+        ],
+    );
+    let out = s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "my-model-endpoint",
+            "--request-file",
+            "sample-request.json",
+        ],
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["predictions"], serde_json::json!([2.5, 1.5]));
+    assert_eq!(answer["variant"], "blue");
+
+    s.ok_in(
+        &seed,
+        &[
+            "online-deployment",
+            "create",
+            "--file",
+            "green-deployment.yaml",
+        ],
+    );
+    let out = s.cli_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "my-model-endpoint",
+            "--traffic",
+            "blue=90 red=10",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("traffic names deployment `red`"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "my-model-endpoint",
+            "--traffic",
+            "blue=90 green=10",
+        ],
+    );
+    let out = s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "my-model-endpoint",
+            "-r",
+            "sample-request.json",
+            "--deployment-name",
+            "green",
+        ],
+    );
+    assert!(
+        text(&out.stdout).contains("\"variant\": \"green\""),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The raw scoring URI, as curl would use it.
+    let uri = text(
+        &s.ok_in(
+            &seed,
+            &[
+                "online-endpoint",
+                "show",
+                "-n",
+                "my-model-endpoint",
+                "--query",
+                "scoring_uri",
+                "-o",
+                "tsv",
+            ],
+        )
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let key = text(
+        &s.ok_in(
+            &seed,
+            &[
+                "online-endpoint",
+                "get-credentials",
+                "-n",
+                "my-model-endpoint",
+                "--query",
+                "primaryKey",
+                "-o",
+                "tsv",
+            ],
+        )
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let auth = format!("Bearer {key}");
+    let body = std::fs::read_to_string(seed.join("sample-request.json")).unwrap();
+    let (status, answer) = http_post(
+        &uri,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        http_post(&uri, &[("Authorization", "Bearer wrong")], &body).0,
+        401
+    );
+    let (status, answer) = http_post(&uri, &[("Authorization", &auth)], "not json");
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("not valid JSON"), "{answer}");
+
+    // Key rotation: the old primary stops working, the secondary keeps working.
+    s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "regenerate-keys",
+            "-n",
+            "my-model-endpoint",
+            "--key-type",
+            "primary",
+        ],
+    );
+    assert_eq!(http_post(&uri, &[("Authorization", &auth)], &body).0, 401);
+    let secondary = text(
+        &s.ok_in(
+            &seed,
+            &[
+                "online-endpoint",
+                "get-credentials",
+                "-n",
+                "my-model-endpoint",
+                "--query",
+                "secondaryKey",
+                "-o",
+                "tsv",
+            ],
+        )
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    assert_eq!(
+        http_post(
+            &uri,
+            &[("Authorization", &format!("Bearer {secondary}"))],
+            &body
+        )
+        .0,
+        200
+    );
+
+    let logs = text(
+        &s.ok_in(
+            &seed,
+            &[
+                "online-deployment",
+                "get-logs",
+                "-n",
+                "blue",
+                "--endpoint-name",
+                "my-model-endpoint",
+                "--lines",
+                "10",
+            ],
+        )
+        .stdout,
+    );
+    assert!(
+        logs.contains("==> replica 1 <==") && logs.contains("berth runtime ready"),
+        "{logs}"
+    );
+
+    let out = s.cli_in(
+        &seed,
+        &[
+            "online-deployment",
+            "delete",
+            "-n",
+            "green",
+            "--endpoint-name",
+            "my-model-endpoint",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("still gets 10%"),
+        "{}",
+        text(&out.stderr)
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "my-model-endpoint",
+            "--traffic",
+            "blue=100",
+        ],
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "online-deployment",
+            "delete",
+            "-n",
+            "green",
+            "--endpoint-name",
+            "my-model-endpoint",
+        ],
+    );
+    let ep = s.json(&["online-endpoint", "show", "-n", "my-model-endpoint"]);
+    assert_eq!(ep["traffic"], serde_json::json!({"blue": 100}));
+    s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "delete",
+            "-n",
+            "my-model-endpoint",
+            "--yes",
+        ],
+    );
+    assert_eq!(
+        http_post(
+            &uri,
+            &[("Authorization", &format!("Bearer {secondary}"))],
+            &body
+        )
+        .0,
+        404
+    );
+}
+
+#[test]
+fn a_failing_init_fails_the_deployment_with_the_python_error() {
+    let s = Server::start(&[]);
+    prepare(&s);
+    let dir = s.home.path().join("bad");
+    write(
+        &dir,
+        "code/score.py",
+        "def init():\n    raise RuntimeError('model file is corrupt')\n\ndef run(raw):\n    return raw\n",
+    );
+    write(
+        &dir,
+        "dep.yaml",
+        "name: broken\nendpoint_name: my-model-endpoint\nmodel: azureml:my-model:1\ncode_configuration:\n  code: ./code\n  scoring_script: score.py\ninstance_count: 1\n",
+    );
+    let out = s.cli_in(&dir, &["online-deployment", "create", "-f", "dep.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "deployment broken failed: init() failed: RuntimeError: model file is corrupt"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("get-logs"), "{err}");
+    let logs = text(
+        &s.ok_in(
+            &dir,
+            &[
+                "online-deployment",
+                "get-logs",
+                "-n",
+                "broken",
+                "-e",
+                "my-model-endpoint",
+            ],
+        )
+        .stdout,
+    );
+    assert!(
+        logs.contains("Traceback") && logs.contains("RuntimeError: model file is corrupt"),
+        "{logs}"
+    );
+
+    write(
+        &dir,
+        "missing.yaml",
+        "name: x\nendpoint_name: my-model-endpoint\nmodel: azureml:nope:3\ncode_configuration:\n  code: ./code\n  scoring_script: score.py\n",
+    );
+    let err = text(
+        &s.cli_in(&dir, &["online-deployment", "create", "-f", "missing.yaml"])
+            .stderr,
+    );
+    assert!(
+        err.starts_with("error: missing.yaml:3:1: model `nope:3` does not exist"),
+        "{err}"
+    );
+    write(
+        &dir,
+        "noscript.yaml",
+        "name: y\nendpoint_name: my-model-endpoint\ncode_configuration:\n  code: ./code\n  scoring_script: missing.py\n",
+    );
+    let err = text(
+        &s.cli_in(
+            &dir,
+            &["online-deployment", "create", "-f", "noscript.yaml"],
+        )
+        .stderr,
+    );
+    assert!(err.contains("missing.py does not exist"), "{err}");
+}

@@ -1,0 +1,106 @@
+//! What is stored about models, online endpoints and deployments, and their states.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::spec::deployment::DeploymentSpec;
+use crate::spec::endpoint::EndpointSpec;
+use crate::spec::instance_type::InstanceType;
+
+/// A registered model version: its files are copied under `$BERTH_HOME` and never change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Where the copy lives.
+    pub path: String,
+    /// Where it was copied from.
+    pub source: String,
+    /// Files and bytes.
+    pub files: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// An endpoint's keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointKeys {
+    /// Primary key.
+    #[serde(rename = "primaryKey")]
+    pub primary: String,
+    /// Secondary key.
+    #[serde(rename = "secondaryKey")]
+    pub secondary: String,
+}
+
+/// What is stored about an endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// The spec (traffic included).
+    pub spec: EndpointSpec,
+    /// Keys.
+    pub keys: EndpointKeys,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// A deployment's provisioning state, Azure's names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "provisioning_state")]
+pub enum DeploymentState {
+    /// Replicas are starting.
+    Creating,
+    /// Every replica is ready.
+    Succeeded,
+    /// The deployment could not start.
+    Failed {
+        /// Why, with what to do.
+        reason: String,
+    },
+    /// Being removed.
+    Deleting,
+}
+
+impl DeploymentState {
+    /// Azure's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeploymentState::Creating => "Creating",
+            DeploymentState::Succeeded => "Succeeded",
+            DeploymentState::Failed { .. } => "Failed",
+            DeploymentState::Deleting => "Deleting",
+        }
+    }
+}
+
+/// What is stored about a deployment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    /// The spec.
+    pub spec: DeploymentSpec,
+    /// The instance type at creation.
+    pub instance_type: InstanceType,
+    /// Its folder: code snapshot, replica logs.
+    pub dir: String,
+    /// The scoring script inside the snapshot.
+    pub script: String,
+    /// The model folder, if any.
+    #[serde(default)]
+    pub model_dir: Option<String>,
+    /// State.
+    pub state: DeploymentState,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The store key of a deployment.
+pub fn deployment_key(endpoint: &str, deployment: &str) -> String {
+    format!("{endpoint}/{deployment}")
+}

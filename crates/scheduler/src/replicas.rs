@@ -1,0 +1,291 @@
+//! Deployment replicas on the local compute: each replica is a `berth runtime` process. They
+//! are started together, counted ready when the runtime writes its address (after `init()`),
+//! restarted when they die (liveness), and stopped on delete.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// How to run one deployment's replicas.
+#[derive(Clone, Debug)]
+pub struct ReplicaPlan {
+    /// `[<berth>, "runtime"]`.
+    pub runtime: Vec<String>,
+    /// The scoring script.
+    pub script: PathBuf,
+    /// The model folder.
+    pub model_dir: Option<PathBuf>,
+    /// Python workers per replica.
+    pub workers: usize,
+    /// `request_timeout_ms`, so a hung `run()` is replaced.
+    pub request_timeout_ms: u64,
+    /// Environment variables for score.py.
+    pub env: Vec<(String, String)>,
+    /// Folder for logs and ready files.
+    pub dir: PathBuf,
+    /// How many replicas.
+    pub count: usize,
+    /// How long a replica may take to become ready.
+    pub ready_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Running {
+    addrs: Vec<Option<String>>,
+    stopping: bool,
+}
+
+/// Every deployment's replicas, keyed `endpoint/deployment`.
+pub struct Replicas {
+    running: Mutex<HashMap<String, Arc<Mutex<Running>>>>,
+    changed: watch::Sender<u64>,
+}
+
+fn replica_log(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("replica-{i}.log"))
+}
+
+/// Why a replica did not start, from its log: the `init() failed` line, else the last line.
+pub fn failure_reason(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("init() failed"))
+        .or(lines.last())
+        .map(|l| l.trim_start_matches("error: ").to_string())
+        .unwrap_or_else(|| "the replica exited without a message".into())
+}
+
+impl Replicas {
+    /// No replicas yet.
+    pub fn new() -> Arc<Replicas> {
+        Arc::new(Replicas {
+            running: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// Ticks whenever a replica becomes ready or goes away.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Addresses of the ready replicas of a deployment.
+    pub fn ready(&self, key: &str) -> Vec<String> {
+        let Ok(map) = self.running.lock() else {
+            return Vec::new();
+        };
+        map.get(key)
+            .and_then(|r| {
+                r.lock()
+                    .ok()
+                    .map(|r| r.addrs.iter().flatten().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+
+    fn spawn(plan: &ReplicaPlan, i: usize) -> Result<(Child, PathBuf), String> {
+        let ready = plan.dir.join(format!("replica-{i}.addr"));
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::File::create(replica_log(&plan.dir, i)).map_err(|e| e.to_string())?;
+        let (program, args) = plan.runtime.split_first().ok_or("no runtime command")?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .arg("--script")
+            .arg(&plan.script)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                &plan.workers.to_string(),
+            ])
+            .args(["--request-timeout-ms", &plan.request_timeout_ms.to_string()])
+            .arg("--ready-file")
+            .arg(&ready)
+            .envs(plan.env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .kill_on_drop(true);
+        if let Some(m) = &plan.model_dir {
+            cmd.arg("--model-dir").arg(m);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+        Ok((child, ready))
+    }
+
+    /// Waits until the replica wrote its address, died, or ran out of time.
+    async fn wait_ready(
+        child: &mut Child,
+        ready: &Path,
+        timeout: Duration,
+        log: &Path,
+    ) -> Result<String, String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(ready) {
+                return Ok(addr.trim().to_string());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{} ({status})", failure_reason(log)));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the replica was not ready within {}s: {}",
+                    timeout.as_secs(),
+                    failure_reason(log)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts every replica and waits until all are ready; on failure stops them and says why.
+    pub async fn start(
+        self: &Arc<Self>,
+        key: &str,
+        plan: ReplicaPlan,
+    ) -> Result<Vec<String>, String> {
+        self.stop(key).await;
+        std::fs::create_dir_all(&plan.dir)
+            .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
+        let state = Arc::new(Mutex::new(Running {
+            addrs: vec![None; plan.count],
+            stopping: false,
+        }));
+        if let Ok(mut m) = self.running.lock() {
+            m.insert(key.to_string(), Arc::clone(&state));
+        }
+        let mut children = Vec::new();
+        for i in 0..plan.count {
+            children.push(Self::spawn(&plan, i)?);
+        }
+        let mut addrs = Vec::new();
+        let mut started = Vec::new();
+        for (i, (mut child, ready)) in children.into_iter().enumerate() {
+            match Self::wait_ready(
+                &mut child,
+                &ready,
+                plan.ready_timeout,
+                &replica_log(&plan.dir, i),
+            )
+            .await
+            {
+                Ok(a) => {
+                    addrs.push(a);
+                    started.push(child);
+                }
+                Err(reason) => {
+                    if let Ok(mut s) = state.lock() {
+                        s.stopping = true;
+                    }
+                    for mut c in started {
+                        let _ = c.kill().await;
+                    }
+                    let _ = child.kill().await;
+                    if let Ok(mut m) = self.running.lock() {
+                        m.remove(key);
+                    }
+                    return Err(reason);
+                }
+            }
+        }
+        for (i, (child, addr)) in started.into_iter().zip(addrs.iter()).enumerate() {
+            if let Ok(mut s) = state.lock() {
+                s.addrs[i] = Some(addr.clone());
+            }
+            self.watch_replica(key.to_string(), Arc::clone(&state), plan.clone(), i, child);
+        }
+        self.changed.send_modify(|v| *v += 1);
+        info!(deployment = %key, replicas = plan.count, "deployment ready");
+        Ok(addrs)
+    }
+
+    /// Restarts a replica that dies, until the deployment is stopped.
+    fn watch_replica(
+        self: &Arc<Self>,
+        key: String,
+        state: Arc<Mutex<Running>>,
+        plan: ReplicaPlan,
+        i: usize,
+        mut child: Child,
+    ) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let stop_rx = me.subscribe();
+                let status = tokio::select! {
+                    s = child.wait() => s.ok(),
+                    _ = stopped(stop_rx, &state) => { let _ = child.kill().await; return; }
+                };
+                if state.lock().map(|s| s.stopping).unwrap_or(true) {
+                    return;
+                }
+                warn!(deployment = %key, replica = i, status = ?status, "replica exited; restarting it");
+                if let Ok(mut s) = state.lock() {
+                    s.addrs[i] = None;
+                }
+                me.changed.send_modify(|v| *v += 1);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                match Self::spawn(&plan, i) {
+                    Ok((mut c, ready)) => match Self::wait_ready(
+                        &mut c,
+                        &ready,
+                        plan.ready_timeout,
+                        &replica_log(&plan.dir, i),
+                    )
+                    .await
+                    {
+                        Ok(addr) => {
+                            if let Ok(mut s) = state.lock() {
+                                s.addrs[i] = Some(addr);
+                            }
+                            me.changed.send_modify(|v| *v += 1);
+                            child = c;
+                        }
+                        Err(reason) => {
+                            warn!(deployment = %key, replica = i, reason = %reason, "replica restart failed")
+                        }
+                    },
+                    Err(e) => warn!(deployment = %key, error = %e, "cannot restart replica"),
+                }
+            }
+        });
+    }
+
+    /// Stops a deployment's replicas.
+    pub async fn stop(&self, key: &str) {
+        let state = self.running.lock().ok().and_then(|mut m| m.remove(key));
+        if let Some(s) = state {
+            if let Ok(mut s) = s.lock() {
+                s.stopping = true;
+                s.addrs.iter_mut().for_each(|a| *a = None);
+            }
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<u64>, state: &Arc<Mutex<Running>>) {
+    loop {
+        if state.lock().map(|s| s.stopping).unwrap_or(true) {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

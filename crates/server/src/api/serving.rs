@@ -1,0 +1,186 @@
+//! Handlers for models, online endpoints and online deployments.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use berth_core::serving::{DeploymentRecord, EndpointKeys, ModelRecord};
+use berth_core::spec::endpoint::TrafficSplit;
+use berth_store::Stored;
+use serde::{Deserialize, Serialize};
+
+use super::ApiJson;
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::endpoints::{self, EndpointView};
+use crate::services::{deployments, models};
+
+pub async fn create_model(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<models::ModelCreate>,
+) -> Result<(StatusCode, Json<ModelRecord>), ApiError> {
+    models::create(&s, req)
+        .await
+        .map(|m| (StatusCode::CREATED, Json(m)))
+}
+
+pub async fn list_models(State(s): State<AppState>) -> Result<Json<Vec<ModelRecord>>, ApiError> {
+    models::list(&s).await.map(Json)
+}
+
+pub async fn show_model(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ModelRecord>, ApiError> {
+    models::get(&s, &name, &version).await.map(Json)
+}
+
+#[derive(Deserialize)]
+pub struct EndpointCreate {
+    file: String,
+    yaml: String,
+}
+
+pub async fn create_endpoint(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<EndpointCreate>,
+) -> Result<(StatusCode, Json<EndpointView>), ApiError> {
+    let ep = endpoints::create(&s, &req.file, &req.yaml).await?;
+    Ok((StatusCode::CREATED, Json(endpoints::view(&s, &ep))))
+}
+
+pub async fn list_endpoints(
+    State(s): State<AppState>,
+) -> Result<Json<Vec<EndpointView>>, ApiError> {
+    let all = s.store.list(berth_store::Kind::Endpoint).await?;
+    Ok(Json(all.iter().map(|e| endpoints::view(&s, e)).collect()))
+}
+
+pub async fn show_endpoint(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let ep = endpoints::get(&s, &name).await?;
+    Ok(Json(endpoints::view(&s, &ep)))
+}
+
+#[derive(Deserialize)]
+pub struct EndpointUpdate {
+    traffic: String,
+}
+
+pub async fn update_endpoint(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<EndpointUpdate>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let traffic = TrafficSplit::parse_cli(&req.traffic)
+        .map_err(|e| ApiError::BadRequest(format!("--traffic \"{}\": {e}", req.traffic)))?;
+    let ep = endpoints::set_traffic(&s, &name, traffic).await?;
+    Ok(Json(endpoints::view(&s, &ep)))
+}
+
+pub async fn delete_endpoint(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    endpoints::delete(&s, &name)
+        .await
+        .map(|_| StatusCode::NO_CONTENT)
+}
+
+pub async fn list_keys(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<EndpointKeys>, ApiError> {
+    Ok(Json(endpoints::get(&s, &name).await?.value.keys))
+}
+
+#[derive(Deserialize)]
+pub struct Regenerate {
+    #[serde(rename = "keyType")]
+    key_type: String,
+}
+
+pub async fn regenerate_keys(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    ApiJson(req): ApiJson<Regenerate>,
+) -> Result<Json<EndpointKeys>, ApiError> {
+    endpoints::regenerate_key(&s, &name, &req.key_type)
+        .await
+        .map(Json)
+}
+
+/// A deployment as the API shows it.
+#[derive(Serialize)]
+pub struct DeploymentView {
+    #[serde(flatten)]
+    spec: berth_core::spec::deployment::DeploymentSpec,
+    provisioning_state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    ready_replicas: usize,
+    resource_version: i64,
+}
+
+fn dview(s: &AppState, d: &Stored<DeploymentRecord>) -> DeploymentView {
+    let key = berth_core::serving::deployment_key(&d.value.spec.endpoint_name, &d.value.spec.name);
+    DeploymentView {
+        spec: d.value.spec.clone(),
+        provisioning_state: d.value.state.name(),
+        reason: match &d.value.state {
+            berth_core::serving::DeploymentState::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        },
+        ready_replicas: s.replicas.ready(&key).len(),
+        resource_version: d.resource_version,
+    }
+}
+
+pub async fn create_deployment(
+    State(s): State<AppState>,
+    Path(endpoint): Path<String>,
+    ApiJson(req): ApiJson<deployments::DeploymentCreate>,
+) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    let d = deployments::create(&s, &endpoint, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(dview(&s, &d))))
+}
+
+pub async fn list_deployments(
+    State(s): State<AppState>,
+    Path(endpoint): Path<String>,
+) -> Result<Json<Vec<DeploymentView>>, ApiError> {
+    endpoints::get(&s, &endpoint).await?;
+    let all = endpoints::deployments_of(&s, &endpoint).await?;
+    Ok(Json(all.iter().map(|d| dview(&s, d)).collect()))
+}
+
+pub async fn show_deployment(
+    State(s): State<AppState>,
+    Path((endpoint, name)): Path<(String, String)>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    let d = deployments::get(&s, &endpoint, &name).await?;
+    Ok(Json(dview(&s, &d)))
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    lines: Option<usize>,
+}
+
+pub async fn deployment_logs(
+    State(s): State<AppState>,
+    Path((endpoint, name)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
+) -> Result<String, ApiError> {
+    deployments::logs(&s, &endpoint, &name, q.lines.unwrap_or(100)).await
+}
+
+pub async fn delete_deployment(
+    State(s): State<AppState>,
+    Path((endpoint, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    deployments::delete(&s, &endpoint, &name, false)
+        .await
+        .map(|_| StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,336 @@
+//! Online deployments on the local compute: validate, snapshot the code, start `berth runtime`
+//! replicas, and track `Creating → Succeeded | Failed` with the reason.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_core::serving::{DeploymentRecord, DeploymentState, deployment_key};
+use berth_core::spec::deployment::{DeploymentSpec, ModelRef};
+use berth_core::spec::endpoint::TrafficSplit;
+use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
+use berth_core::yaml::Source;
+use berth_scheduler::replicas::ReplicaPlan;
+use berth_scheduler::workdir::copy_tree;
+use berth_store::{Kind, StoreError, Stored};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::endpoints::{self, refresh_routes};
+use crate::services::resources::find_instance_type;
+
+/// `POST /api/endpoints/{endpoint}/deployments`.
+#[derive(Debug, Deserialize)]
+pub struct DeploymentCreate {
+    /// The file name, for errors.
+    pub file: String,
+    /// The YAML text.
+    pub yaml: String,
+    /// The folder of the file (absolute).
+    pub base_dir: String,
+    /// Send all traffic to it once it is ready.
+    #[serde(default)]
+    pub all_traffic: bool,
+}
+
+/// Reads a deployment.
+pub async fn get(
+    state: &AppState,
+    endpoint: &str,
+    name: &str,
+) -> Result<Stored<DeploymentRecord>, ApiError> {
+    state
+        .store
+        .get(Kind::Deployment, &deployment_key(endpoint, name))
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "online deployment",
+            name: format!("{endpoint}/{name}"),
+            hint: Some(format!(
+                "`berth online-deployment list --endpoint-name {endpoint}` shows its deployments"
+            )),
+        })
+}
+
+/// Validates a deployment file and starts its replicas; returns while it is `Creating`.
+pub async fn create(
+    state: &AppState,
+    endpoint: &str,
+    req: DeploymentCreate,
+) -> Result<Stored<DeploymentRecord>, ApiError> {
+    let src = Source::new(&req.file, &req.yaml);
+    let spec = DeploymentSpec::parse(&src).map_err(ApiError::spec)?;
+    if spec.endpoint_name != endpoint {
+        return Err(ApiError::BadRequest(format!(
+            "the file is for endpoint `{}`, not `{endpoint}`",
+            spec.endpoint_name
+        )));
+    }
+    endpoints::get(state, endpoint).await.map_err(|_| {
+        ApiError::spec(
+            src.error_near(
+                "endpoint_name",
+                Some(endpoint),
+                format!("online endpoint `{endpoint}` does not exist"),
+            )
+            .hint("create it first with `berth online-endpoint create -f endpoint.yaml`"),
+        )
+    })?;
+    let key = deployment_key(endpoint, &spec.name);
+    if let Ok(existing) = get(state, endpoint, &spec.name).await {
+        let busy = matches!(
+            existing.value.state,
+            DeploymentState::Creating | DeploymentState::Deleting
+        );
+        return Err(if busy {
+            ApiError::Conflict {
+                message: format!(
+                    "deployment `{key}` is {} already",
+                    existing.value.state.name()
+                ),
+                hint: Some("wait for it to finish".into()),
+            }
+        } else {
+            ApiError::AlreadyExists {
+                kind: "online deployment",
+                name: key,
+                hint: Some("delete it first, or use another name".into()),
+            }
+        });
+    }
+    let base = PathBuf::from(&req.base_dir);
+    let model_dir = match &spec.model {
+        Some(ModelRef::Registered { name, version }) => Some(PathBuf::from(crate::services::models::get(state, name, version).await.map_err(|e| {
+            ApiError::spec(src.error_near("model", None, e.to_string()).hint(format!("register it with `berth model create --name {name} --version {version} --path <folder>`")))
+        })?.path)),
+        Some(ModelRef::Path { path }) => {
+            let p = base.join(path);
+            if !p.exists() {
+                return Err(ApiError::spec(src.error_near("path", Some(path), format!("model path {} does not exist", p.display()))));
+            }
+            Some(p)
+        }
+        None => None,
+    };
+    let (code, script) = match (&spec.code, &spec.scoring_script) {
+        (Some(c), Some(s)) => (base.join(c), s.clone()),
+        _ => {
+            return Err(ApiError::NotSupported(
+                "deployments without code_configuration (no-code models) are not available yet"
+                    .into(),
+            ));
+        }
+    };
+    if !code.join(&script).is_file() {
+        return Err(ApiError::spec(
+            src.error_near(
+                "scoring_script",
+                Some(&script),
+                format!("{} does not exist", code.join(&script).display()),
+            )
+            .hint("scoring_script is relative to code_configuration.code"),
+        ));
+    }
+    let it_name = spec
+        .instance_type
+        .clone()
+        .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into());
+    let instance_type = find_instance_type(state, &it_name).await?.ok_or_else(|| {
+        ApiError::spec(
+            src.error_near(
+                "instance_type",
+                Some(&it_name),
+                format!("instance type `{it_name}` does not exist"),
+            )
+            .hint("apply it with `berth instance-type apply -f instance-types.yaml`"),
+        )
+    })?;
+    if let Some((cpu, mem)) = spec.resource_limits.or(spec.resource_requests)
+        && (cpu > instance_type.limits.cpu || mem > instance_type.limits.memory)
+    {
+        return Err(ApiError::spec(src.error_near("resources", None, format!(
+            "the deployment's resources ({} CPU, {}) exceed instance type `{it_name}`'s limits ({} CPU, {})",
+            cpu.display_cpu(), mem.display_bytes(), instance_type.limits.cpu.display_cpu(), instance_type.limits.memory.display_bytes()
+        ))));
+    }
+    let dir = state
+        .home
+        .join("deployments")
+        .join(endpoint)
+        .join(&spec.name);
+    let (c, d) = (code.clone(), dir.join("code"));
+    tokio::task::spawn_blocking(move || {
+        let _ = std::fs::remove_dir_all(&d);
+        copy_tree(&c, &d)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("cannot snapshot the code: {e}")))?;
+    let record = DeploymentRecord {
+        script: dir
+            .join("code")
+            .join(&script)
+            .to_string_lossy()
+            .into_owned(),
+        dir: dir.to_string_lossy().into_owned(),
+        model_dir: model_dir.map(|m| m.to_string_lossy().into_owned()),
+        instance_type,
+        state: DeploymentState::Creating,
+        created_at: OffsetDateTime::now_utc(),
+        spec,
+    };
+    let (v, seq) = match state
+        .store
+        .insert(Kind::Deployment, &key, Some("Creating"), &record)
+        .await
+    {
+        Ok(x) => x,
+        Err(StoreError::AlreadyExists { .. }) => {
+            return Err(ApiError::Conflict {
+                message: format!("deployment `{key}` is being created already"),
+                hint: None,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (st, ep, all) = (state.clone(), endpoint.to_string(), req.all_traffic);
+    let name = record.spec.name.clone();
+    tokio::spawn(async move { start_replicas(&st, &ep, &name, all).await });
+    Ok(Stored {
+        value: record,
+        resource_version: v,
+        seq,
+    })
+}
+
+fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
+    let workers = usize::try_from((d.instance_type.requests.cpu.millis() + 999) / 1000)
+        .unwrap_or(1)
+        .max(1);
+    ReplicaPlan {
+        runtime: state.runtime_command.to_vec(),
+        script: PathBuf::from(&d.script),
+        model_dir: d.model_dir.as_ref().map(PathBuf::from),
+        workers,
+        request_timeout_ms: d.spec.request_settings.request_timeout_ms,
+        env: d
+            .spec
+            .environment_variables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        dir: PathBuf::from(&d.dir),
+        count: d.spec.instance_count as usize,
+        ready_timeout: Duration::from_secs(1200),
+    }
+}
+
+/// Starts (or restarts) a deployment's replicas and records the outcome.
+pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_traffic: bool) {
+    let key = deployment_key(endpoint, name);
+    let Ok(d) = get(state, endpoint, name).await else {
+        return;
+    };
+    let outcome = state.replicas.start(&key, plan(state, &d.value)).await;
+    let next = match outcome {
+        Ok(_) => DeploymentState::Succeeded,
+        Err(reason) => DeploymentState::Failed { reason },
+    };
+    let status = next.name();
+    let mut rec = d.value;
+    rec.state = next;
+    if let Err(e) = state
+        .store
+        .update(
+            Kind::Deployment,
+            &key,
+            d.resource_version,
+            Some(status),
+            &rec,
+        )
+        .await
+    {
+        tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
+    }
+    if all_traffic
+        && rec.state == DeploymentState::Succeeded
+        && let Ok(t) =
+            TrafficSplit::try_from(std::collections::BTreeMap::from([(name.to_string(), 100)]))
+    {
+        let _ = endpoints::set_traffic(state, endpoint, t).await;
+    }
+    refresh_routes(state).await;
+}
+
+/// The last `lines` lines of each replica's log.
+pub async fn logs(
+    state: &AppState,
+    endpoint: &str,
+    name: &str,
+    lines: usize,
+) -> Result<String, ApiError> {
+    let d = get(state, endpoint, name).await?;
+    let mut out = String::new();
+    for i in 0..d.value.spec.instance_count {
+        let path = PathBuf::from(&d.value.dir).join(format!("replica-{i}.log"));
+        let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out.push_str(&format!("==> replica {i} <==\n"));
+        for l in &all[all.len().saturating_sub(lines)..] {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}
+
+/// Stops the replicas and forgets the deployment. A deployment that still gets traffic is
+/// refused unless its endpoint is being deleted with it (`with_endpoint`).
+pub async fn delete(
+    state: &AppState,
+    endpoint: &str,
+    name: &str,
+    with_endpoint: bool,
+) -> Result<(), ApiError> {
+    get(state, endpoint, name).await?;
+    if !with_endpoint
+        && let Ok(ep) = endpoints::get(state, endpoint).await
+        && ep.value.spec.traffic.weight(name) > 0
+    {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "deployment `{name}` still gets {}% of endpoint `{endpoint}`'s traffic",
+                ep.value.spec.traffic.weight(name)
+            ),
+            hint: Some(format!(
+                "move its traffic first: berth online-endpoint update --name {endpoint} --traffic \"<other>=100\""
+            )),
+        });
+    }
+    let key = deployment_key(endpoint, name);
+    state.replicas.stop(&key).await;
+    state.store.delete(Kind::Deployment, &key).await?;
+    refresh_routes(state).await;
+    Ok(())
+}
+
+/// Starts the replicas of every deployment that was up when the server stopped.
+pub async fn recover(state: &AppState) {
+    let Ok(all) = state.store.list::<DeploymentRecord>(Kind::Deployment).await else {
+        return;
+    };
+    for d in all {
+        if matches!(
+            d.value.state,
+            DeploymentState::Succeeded | DeploymentState::Creating
+        ) {
+            let st = state.clone();
+            let (ep, name) = (
+                d.value.spec.endpoint_name.clone(),
+                d.value.spec.name.clone(),
+            );
+            tokio::spawn(async move { start_replicas(&st, &ep, &name, false).await });
+        }
+    }
+}

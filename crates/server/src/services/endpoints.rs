@@ -1,0 +1,278 @@
+//! Online endpoints: create with keys, traffic updates, credentials, and the route table the
+//! inference router serves.
+
+use std::collections::HashMap;
+
+use berth_core::serving::{DeploymentRecord, DeploymentState, EndpointKeys, EndpointRecord};
+use berth_core::spec::compute::LOCAL_COMPUTE;
+use berth_core::spec::endpoint::{AuthMode, EndpointSpec, TrafficSplit};
+use berth_core::yaml::Source;
+use berth_router::{DeploymentRoute, EndpointRoute};
+use berth_store::{Kind, StoreError, Stored};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::resources::find_compute;
+
+/// An endpoint as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct EndpointView {
+    /// Name.
+    pub name: String,
+    /// Compute, `azureml:<name>`.
+    pub compute: String,
+    /// key or aml_token.
+    pub auth_mode: AuthMode,
+    /// Free text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Tags.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Traffic weights.
+    pub traffic: TrafficSplit,
+    /// Where to send requests.
+    pub scoring_uri: String,
+    /// The swagger document of the live deployment.
+    pub openapi_uri: String,
+    /// Always Succeeded once created.
+    pub provisioning_state: &'static str,
+    /// Version.
+    pub resource_version: i64,
+}
+
+fn random_key() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The view of a stored endpoint.
+pub fn view(state: &AppState, s: &Stored<EndpointRecord>) -> EndpointView {
+    let spec = &s.value.spec;
+    let base = format!("{}/api/v1/endpoint/{}", state.scoring_url, spec.name);
+    EndpointView {
+        name: spec.name.clone(),
+        compute: format!(
+            "azureml:{}",
+            spec.compute.as_deref().unwrap_or(LOCAL_COMPUTE)
+        ),
+        auth_mode: spec.auth_mode,
+        description: spec.description.clone(),
+        tags: spec.tags.clone(),
+        traffic: spec.traffic.clone(),
+        scoring_uri: format!("{base}/score"),
+        openapi_uri: format!("{base}/swagger.json"),
+        provisioning_state: "Succeeded",
+        resource_version: s.resource_version,
+    }
+}
+
+/// Reads an endpoint.
+pub async fn get(state: &AppState, name: &str) -> Result<Stored<EndpointRecord>, ApiError> {
+    state
+        .store
+        .get(Kind::Endpoint, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound {
+            kind: "online endpoint",
+            name: name.to_string(),
+            hint: Some("`berth online-endpoint list` shows the endpoints".into()),
+        })
+}
+
+/// Creates an endpoint from its YAML file.
+pub async fn create(
+    state: &AppState,
+    file: &str,
+    yaml: &str,
+) -> Result<Stored<EndpointRecord>, ApiError> {
+    let src = Source::new(file, yaml);
+    let mut spec = EndpointSpec::parse(&src).map_err(ApiError::spec)?;
+    if spec.auth_mode == AuthMode::AmlToken {
+        return Err(ApiError::NotSupported(
+            "`auth_mode: aml_token` is not available yet; use `auth_mode: key`".into(),
+        ));
+    }
+    let compute = spec
+        .compute
+        .clone()
+        .unwrap_or_else(|| LOCAL_COMPUTE.to_string());
+    if find_compute(state, &compute).await?.is_none() {
+        return Err(ApiError::spec(
+            src.error_near(
+                "compute",
+                None,
+                format!("compute `{compute}` does not exist"),
+            )
+            .hint(format!(
+                "attach it with `berth compute attach --type local --name {compute}`"
+            )),
+        ));
+    }
+    if !spec.traffic.weights().is_empty() {
+        // Traffic names deployments, and a new endpoint has none (Azure sets it with update).
+        spec.traffic = TrafficSplit::default();
+    }
+    let record = EndpointRecord {
+        spec,
+        keys: EndpointKeys {
+            primary: random_key(),
+            secondary: random_key(),
+        },
+        created_at: OffsetDateTime::now_utc(),
+    };
+    match state
+        .store
+        .insert(Kind::Endpoint, &record.spec.name, None, &record)
+        .await
+    {
+        Ok((v, seq)) => {
+            refresh_routes(state).await;
+            Ok(Stored {
+                value: record,
+                resource_version: v,
+                seq,
+            })
+        }
+        Err(StoreError::AlreadyExists { .. }) => Err(ApiError::AlreadyExists {
+            kind: "online endpoint",
+            name: record.spec.name,
+            hint: Some("endpoint names are unique; `berth online-endpoint show` shows it".into()),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The deployments of an endpoint.
+pub async fn deployments_of(
+    state: &AppState,
+    endpoint: &str,
+) -> Result<Vec<Stored<DeploymentRecord>>, ApiError> {
+    let all = state
+        .store
+        .list::<DeploymentRecord>(Kind::Deployment)
+        .await?;
+    Ok(all
+        .into_iter()
+        .filter(|d| d.value.spec.endpoint_name == endpoint)
+        .collect())
+}
+
+/// Sets the traffic split; every named deployment must exist.
+pub async fn set_traffic(
+    state: &AppState,
+    name: &str,
+    traffic: TrafficSplit,
+) -> Result<Stored<EndpointRecord>, ApiError> {
+    let deployments: Vec<String> = deployments_of(state, name)
+        .await?
+        .into_iter()
+        .map(|d| d.value.spec.name)
+        .collect();
+    for (d, w) in traffic.weights() {
+        if *w > 0 && !deployments.contains(d) {
+            return Err(ApiError::BadRequest(format!(
+                "traffic names deployment `{d}`, which endpoint `{name}` does not have (it has: {})",
+                if deployments.is_empty() {
+                    "none".to_string()
+                } else {
+                    deployments.join(", ")
+                }
+            )));
+        }
+    }
+    loop {
+        let mut ep = get(state, name).await?;
+        ep.value.spec.traffic = traffic.clone();
+        match state
+            .store
+            .update(Kind::Endpoint, name, ep.resource_version, None, &ep.value)
+            .await
+        {
+            Ok(v) => {
+                ep.resource_version = v;
+                refresh_routes(state).await;
+                return Ok(ep);
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Makes a new primary or secondary key; the other keeps working meanwhile.
+pub async fn regenerate_key(
+    state: &AppState,
+    name: &str,
+    key_type: &str,
+) -> Result<EndpointKeys, ApiError> {
+    let mut ep = get(state, name).await?;
+    match key_type.to_ascii_lowercase().as_str() {
+        "primary" => ep.value.keys.primary = random_key(),
+        "secondary" => ep.value.keys.secondary = random_key(),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "`{other}` is not a key type; use primary or secondary"
+            )));
+        }
+    }
+    state
+        .store
+        .update(Kind::Endpoint, name, ep.resource_version, None, &ep.value)
+        .await?;
+    refresh_routes(state).await;
+    Ok(ep.value.keys)
+}
+
+/// Deletes an endpoint and its deployments.
+pub async fn delete(state: &AppState, name: &str) -> Result<(), ApiError> {
+    get(state, name).await?;
+    for d in deployments_of(state, name).await? {
+        crate::services::deployments::delete(state, name, &d.value.spec.name, true).await?;
+    }
+    state.store.delete(Kind::Endpoint, name).await?;
+    refresh_routes(state).await;
+    Ok(())
+}
+
+/// Rebuilds the router's table from the store and the ready replicas.
+pub async fn refresh_routes(state: &AppState) {
+    let (Ok(endpoints), Ok(deployments)) = (
+        state.store.list::<EndpointRecord>(Kind::Endpoint).await,
+        state.store.list::<DeploymentRecord>(Kind::Deployment).await,
+    ) else {
+        tracing::warn!("cannot read endpoints to refresh routes");
+        return;
+    };
+    let mut table = HashMap::new();
+    for ep in endpoints {
+        let ep = ep.value;
+        let mut routes = HashMap::new();
+        for d in deployments
+            .iter()
+            .filter(|d| d.value.spec.endpoint_name == ep.spec.name)
+        {
+            let d = &d.value;
+            let key = berth_core::serving::deployment_key(&ep.spec.name, &d.spec.name);
+            let addrs = if d.state == DeploymentState::Deleting {
+                Vec::new()
+            } else {
+                state.replicas.ready(&key)
+            };
+            routes.insert(
+                d.spec.name.clone(),
+                DeploymentRoute::new(addrs, d.spec.request_settings),
+            );
+        }
+        table.insert(
+            ep.spec.name.clone(),
+            EndpointRoute {
+                keys: vec![ep.keys.primary.clone(), ep.keys.secondary.clone()],
+                traffic: ep.spec.traffic.clone(),
+                deployments: routes,
+            },
+        );
+    }
+    state.router.update(table);
+}
