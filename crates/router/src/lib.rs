@@ -4,6 +4,7 @@
 //! scoring-script failure (502), and one retry on another replica when a connection fails
 //! before anything was sent.
 
+pub mod metrics;
 pub mod selector;
 pub mod slots;
 
@@ -70,6 +71,8 @@ pub type RouteTable = HashMap<String, EndpointRoute>;
 pub struct InferenceRouter {
     table: RwLock<Arc<RouteTable>>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Prometheus metrics, served at `/metrics`.
+    pub metrics: metrics::RouterMetrics,
 }
 
 /// Why a request was not served, with its status.
@@ -134,6 +137,7 @@ impl InferenceRouter {
         Arc::new(InferenceRouter {
             table: RwLock::new(Arc::new(RouteTable::new())),
             client,
+            metrics: metrics::RouterMetrics::default(),
         })
     }
 
@@ -150,6 +154,11 @@ impl InferenceRouter {
                 {
                     dep.replicas = Arc::clone(&old.replicas);
                 }
+            }
+        }
+        for (ep, route) in next.iter() {
+            for (name, dep) in &route.deployments {
+                self.metrics.set_replicas(ep, name, dep.replicas.len());
             }
         }
         *cur = Arc::new(next);
@@ -173,6 +182,12 @@ impl InferenceRouter {
     pub fn app(self: Arc<Self>) -> Router {
         Router::new()
             .route("/api/v1/endpoint/{endpoint}/score", post(score))
+            .route(
+                "/metrics",
+                axum::routing::get(|State(r): State<Arc<InferenceRouter>>| async move {
+                    r.metrics.encode()
+                }),
+            )
             .layer(DefaultBodyLimit::max(100 << 20))
             .with_state(self)
     }
@@ -244,6 +259,11 @@ impl InferenceRouter {
             return Err(RouteError::NoReplica(name));
         }
         let s = dep.settings;
+        let in_flight = self.metrics.in_flight(endpoint, &name);
+        in_flight.inc();
+        let _in_flight = scopeguard(move || {
+            in_flight.dec();
+        });
         let queued = Instant::now();
         let mut slot = dep
             .replicas
@@ -279,6 +299,12 @@ impl InferenceRouter {
             Err(_) => return Err(RouteError::Timeout(name, s.request_timeout_ms)),
         };
         drop(slot);
+        self.metrics.timing(
+            endpoint,
+            &name,
+            Duration::from_millis(queue_ms as u64),
+            upstream.elapsed(),
+        );
         let script_failed = parts.headers.get("x-ms-run-function-failed").is_some();
         let status = if parts.status == StatusCode::INTERNAL_SERVER_ERROR && script_failed {
             StatusCode::BAD_GATEWAY
@@ -311,14 +337,36 @@ impl InferenceRouter {
     }
 }
 
+/// Runs `f` when dropped.
+struct Guard<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Guard<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+fn scopeguard<F: FnMut()>(f: F) -> Guard<F> {
+    Guard(f)
+}
+
 async fn score(
     State(router): State<Arc<InferenceRouter>>,
     Path(endpoint): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match router.route(&endpoint, &headers, body).await {
+    let resp = match router.route(&endpoint, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
+    };
+    let deployment = resp
+        .headers()
+        .get("azureml-model-deployment")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    router
+        .metrics
+        .request(&endpoint, deployment, resp.status().as_u16());
+    resp
 }

@@ -110,6 +110,32 @@ async fn keys_split_and_pinning() {
         green += usize::from(b.contains("green"));
     }
     assert!((5..=45).contains(&green), "green got {green} of 200 at 10%");
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let bytes = app
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let metrics = String::from_utf8_lossy(&bytes).into_owned();
+    assert!(
+        metrics.contains(
+            r#"berth_router_requests_total{endpoint="ep",deployment="green",code="200"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("berth_router_upstream_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"berth_router_ready_replicas{endpoint="ep",deployment="blue"} 1"#),
+        "{metrics}"
+    );
     let req = Request::post("/api/v1/endpoint/other/score")
         .header("authorization", "Bearer k1")
         .body(Body::empty())

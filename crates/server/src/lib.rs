@@ -116,6 +116,30 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// Prometheus metrics: the router's, and jobs by status.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
+    let mut out = state.router.metrics.encode();
+    let body = out.trim_end().trim_end_matches("# EOF").to_string();
+    out = body;
+    out.push_str("# HELP berth_jobs Jobs by status.\n# TYPE berth_jobs gauge\n");
+    let jobs = state
+        .store
+        .list::<berth_core::job::JobRecord>(berth_store::Kind::Job)
+        .await
+        .unwrap_or_default();
+    let mut counts = std::collections::BTreeMap::new();
+    for j in jobs {
+        *counts
+            .entry(j.value.state.status().as_str())
+            .or_insert(0u64) += 1;
+    }
+    for (status, n) in counts {
+        out.push_str(&format!("berth_jobs{{status=\"{status}\"}} {n}\n"));
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 /// The scoring listener: the inference router, and a JSON 404 for any other path.
 fn scoring_app(router: Arc<berth_router::InferenceRouter>) -> Router {
     router.app().fallback(|uri: axum::http::Uri| async move {
