@@ -111,6 +111,14 @@ async fn token_is_required() {
     let (s, doc) = a.call_with("GET", "/api/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(doc["paths"]["/api/jobs"]["post"].is_object());
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let resp = a.app.clone().oneshot(req).await.unwrap();
+    let text =
+        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned();
+    assert!(
+        text.contains("# TYPE berth_jobs gauge") && text.ends_with("# EOF\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
