@@ -1,1 +1,81 @@
-//! Shared helpers for Berth benchmarks (none yet).
+//! Shared helpers for Berth's benchmarks: free ports, `wrk` runs and their parsed results.
+
+use std::process::Command;
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// What one `wrk --latency` run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct WrkResult {
+    /// Requests per second.
+    pub rps: f64,
+    /// Median latency, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile latency, microseconds.
+    pub p99_us: f64,
+    /// Non-2xx or socket errors.
+    pub errors: u64,
+}
+
+fn to_us(v: &str) -> f64 {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => f64::NAN,
+    }
+}
+
+/// Runs `wrk -t1 -c<conns> -d<secs>s --latency` with a POST body and headers.
+pub fn wrk(url: &str, conns: u32, secs: u32, body: &str, headers: &[(&str, &str)]) -> WrkResult {
+    let script = std::env::temp_dir().join(format!("berth-wrk-{}.lua", std::process::id()));
+    let mut lua = format!(
+        "wrk.method = \"POST\"\nwrk.body = [==[{body}]==]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+    );
+    for (k, v) in headers {
+        lua.push_str(&format!("wrk.headers[\"{k}\"] = \"{v}\"\n"));
+    }
+    let _ = std::fs::write(&script, lua);
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_string()))
+    };
+    let errors = text
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("Non-2xx or 3xx responses:")
+                .map(|r| r.trim().parse::<u64>().unwrap_or(0))
+        })
+        .sum::<u64>()
+        + u64::from(text.contains("Socket errors"));
+    WrkResult {
+        rps: field("Requests/sec:")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0),
+        p50_us: field("50%").map(|v| to_us(&v)).unwrap_or(f64::NAN),
+        p99_us: field("99%").map(|v| to_us(&v)).unwrap_or(f64::NAN),
+        errors,
+    }
+}

@@ -116,8 +116,8 @@ async fn score_inner(r: &Replica, headers: &HeaderMap, body: &[u8]) -> Response 
     let started = Instant::now();
     let outcome = pool
         .score(
-            text,
-            &hdrs,
+            text.to_string(),
+            hdrs,
             r.config.max_queue_wait,
             r.config.request_timeout,
         )

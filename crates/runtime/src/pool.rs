@@ -75,8 +75,23 @@ impl Pool {
         self.alive.load(Ordering::Relaxed)
     }
 
-    /// Calls `run()` on an idle worker: waits up to `wait` for one, then up to `timeout` for the answer.
+    /// Calls `run()` on an idle worker: waits up to `wait` for one, then up to `timeout` for the
+    /// answer. The call runs in its own task, so a client that goes away mid-request never
+    /// takes a worker with it: the worker always goes back to the pool (or is replaced).
     pub async fn score(
+        self: &Arc<Self>,
+        body: String,
+        headers: BTreeMap<String, String>,
+        wait: Duration,
+        timeout: Duration,
+    ) -> Result<RunOutcome, ScoreError> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move { me.score_owned(&body, &headers, wait, timeout).await })
+            .await
+            .unwrap_or_else(|e| Err(ScoreError::Crashed(format!("the scoring task failed: {e}"))))
+    }
+
+    async fn score_owned(
         self: &Arc<Self>,
         body: &str,
         headers: &BTreeMap<String, String>,

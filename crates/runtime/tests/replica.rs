@@ -28,6 +28,8 @@ def run(raw_data):
         time.sleep(60)
     if data.get("crash"):
         os._exit(9)
+    if data.get("slow"):
+        time.sleep(0.3)
     if data.get("set"):
         return {1, 2}
     print("scoring", data)
@@ -164,5 +166,23 @@ async fn init_failures_name_the_python_error() {
     assert_eq!(
         call(&app, "GET", "/ready", "").await.0,
         StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_does_not_take_the_worker_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = replica(dir.path(), 1).await;
+    // Drop the request while run() is busy, as a client closing its connection does.
+    let gone = tokio::time::timeout(
+        Duration::from_millis(50),
+        call(&app, "POST", "/score", r#"{"slow": true, "data": [1]}"#),
+    )
+    .await;
+    assert!(gone.is_err(), "the slow request should still be running");
+    let (s, body, _) = call(&app, "POST", "/score", r#"{"data": [4]}"#).await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, r#"{"prediction": [8]}"#)
     );
 }
