@@ -31,11 +31,6 @@ fn main() {
         .expect("nginx (apt-get install nginx-light)");
     assert!(status.success());
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
     let router = InferenceRouter::new();
     let settings = RequestSettings {
         request_timeout_ms: 5000,
@@ -57,12 +52,28 @@ fn main() {
         ]),
     };
     router.update(HashMap::from([("ep".to_string(), ep)]));
-    rt.spawn(async move {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", router_port))
-            .await
-            .expect("bind");
-        axum::serve(l, router.app()).await
+    // The router on its own thread: a one-worker multi-thread runtime as in `berth server`,
+    // or a current-thread one with ROUTER_RT=current.
+    std::thread::spawn(move || {
+        let rt = if std::env::var("ROUTER_RT").as_deref() == Ok("current") {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+        };
+        let rt = rt.expect("runtime");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", router_port))
+                .await
+                .expect("bind");
+            axum::serve(l, router.app()).await
+        })
     });
+    std::thread::sleep(std::time::Duration::from_millis(200));
 
     let body = r#"{"data": [[1, 2]]}"#;
     let auth = [("Authorization", "Bearer benchkey")];

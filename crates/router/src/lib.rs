@@ -37,6 +37,8 @@ pub struct DeploymentRoute {
     pub addrs: Vec<String>,
     /// Timeouts and slots.
     pub settings: RequestSettings,
+    /// Metric handles, attached when the route is installed.
+    pub metrics: Option<metrics::DeploymentMetrics>,
 }
 
 impl DeploymentRoute {
@@ -49,6 +51,7 @@ impl DeploymentRoute {
             )),
             addrs,
             settings,
+            metrics: None,
         }
     }
 }
@@ -156,9 +159,10 @@ impl InferenceRouter {
                 }
             }
         }
-        for (ep, route) in next.iter() {
-            for (name, dep) in &route.deployments {
+        for (ep, route) in next.iter_mut() {
+            for (name, dep) in route.deployments.iter_mut() {
                 self.metrics.set_replicas(ep, name, dep.replicas.len());
+                dep.metrics = Some(self.metrics.deployment(ep, name));
             }
         }
         *cur = Arc::new(next);
@@ -198,7 +202,10 @@ impl InferenceRouter {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Result<hyper::Response<hyper::body::Incoming>, (bool, String)> {
-        let uri = format!("http://{}/score", slot.replica.addr);
+        let uri = slot.replica.score_uri.clone().ok_or((
+            false,
+            format!("`{}` is not a valid replica address", slot.replica.addr),
+        ))?;
         let mut req = hyper::Request::post(uri);
         for name in [
             header::CONTENT_TYPE,
@@ -259,10 +266,14 @@ impl InferenceRouter {
             return Err(RouteError::NoReplica(name));
         }
         let s = dep.settings;
-        let in_flight = self.metrics.in_flight(endpoint, &name);
-        in_flight.inc();
-        let _in_flight = scopeguard(move || {
-            in_flight.dec();
+        let m = dep.metrics.clone();
+        if let Some(m) = &m {
+            m.in_flight.inc();
+        }
+        let _in_flight = scopeguard(|| {
+            if let Some(m) = &m {
+                m.in_flight.dec();
+            }
         });
         let queued = Instant::now();
         let mut slot = dep
@@ -299,12 +310,13 @@ impl InferenceRouter {
             Err(_) => return Err(RouteError::Timeout(name, s.request_timeout_ms)),
         };
         drop(slot);
-        self.metrics.timing(
-            endpoint,
-            &name,
-            Duration::from_millis(queue_ms as u64),
-            upstream.elapsed(),
-        );
+        if let Some(m) = &dep.metrics {
+            m.queue_wait.observe(queue_ms as f64 / 1e3);
+            m.upstream.observe(upstream.elapsed().as_secs_f64());
+            if status_is_ok(parts.status) {
+                m.ok.inc();
+            }
+        }
         let script_failed = parts.headers.get("x-ms-run-function-failed").is_some();
         let status = if parts.status == StatusCode::INTERNAL_SERVER_ERROR && script_failed {
             StatusCode::BAD_GATEWAY
@@ -335,6 +347,10 @@ impl InferenceRouter {
         }
         Ok(out)
     }
+}
+
+fn status_is_ok(s: StatusCode) -> bool {
+    s == StatusCode::OK
 }
 
 /// Runs `f` when dropped.

@@ -36,6 +36,19 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.00005, 2.0, 20))
 }
 
+/// One deployment's metric handles, looked up once per route-table update, not per request.
+#[derive(Clone, Debug)]
+pub struct DeploymentMetrics {
+    /// Requests holding or waiting for a slot.
+    pub in_flight: Gauge,
+    /// Queue wait.
+    pub queue_wait: Histogram,
+    /// Upstream time.
+    pub upstream: Histogram,
+    /// Requests answered 200.
+    pub ok: Counter,
+}
+
 /// Every router metric.
 pub struct RouterMetrics {
     registry: Mutex<Registry>,
@@ -126,6 +139,25 @@ impl RouterMetrics {
                 deployment: deployment.into(),
             })
             .clone()
+    }
+
+    /// The handles of one deployment.
+    pub fn deployment(&self, endpoint: &str, deployment: &str) -> DeploymentMetrics {
+        let l = DeploymentLabels {
+            endpoint: endpoint.into(),
+            deployment: deployment.into(),
+        };
+        let ok = RequestLabels {
+            endpoint: endpoint.into(),
+            deployment: deployment.into(),
+            code: 200,
+        };
+        DeploymentMetrics {
+            in_flight: self.in_flight.get_or_create(&l).clone(),
+            queue_wait: self.queue_wait.get_or_create(&l).clone(),
+            upstream: self.upstream.get_or_create(&l).clone(),
+            ok: self.requests.get_or_create(&ok).clone(),
+        }
     }
 
     /// Sets a deployment's ready replicas.

@@ -13,6 +13,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 pub struct Replica {
     /// Where it listens (`127.0.0.1:port`).
     pub addr: String,
+    /// Its scoring URI, parsed once.
+    pub score_uri: Option<axum::http::Uri>,
     slots: Arc<Semaphore>,
     busy: AtomicUsize,
 }
@@ -49,6 +51,7 @@ impl ReplicaSet {
             .map(|a| {
                 Arc::new(Replica {
                     addr: a.clone(),
+                    score_uri: format!("http://{a}/score").parse().ok(),
                     slots: Arc::new(Semaphore::new(slots as usize)),
                     busy: AtomicUsize::new(0),
                 })
