@@ -2,7 +2,8 @@
 # Berth's main job on the embedded default, from a fresh checkout: build, start a server with
 # a temporary home, apply the seed's instance types, create the datastore, attach the seed's
 # compute, run the seed's training job to completion with its log streamed, download the
-# model, and stop the server. Exits non-zero if any step fails.
+# model, register it, serve it behind the seed's endpoint and deployment, answer a request,
+# and stop the server. Exits non-zero if any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,4 +37,12 @@ fi
 "$berth" job show --name "quickstart-$$"
 out=$(mktemp -d)
 "$berth" job download --name "quickstart-$$" --output-name model --download-path "$out"
-echo "model: $(cat "$out/named-outputs/model/model.json" | tr -d '\n ' | cut -c1-120)"
+echo "model: $(tr -d '\n ' < "$out/named-outputs/model/model.json" | cut -c1-120)"
+
+# Serve the model the job just trained.
+"$berth" model create --name my-model --version 1 --path "$out/named-outputs/model"
+"$berth" online-endpoint create --file endpoint.yaml
+"$berth" online-deployment create --file deployment.yaml --all-traffic
+"$berth" online-endpoint invoke --name my-model-endpoint --request-file sample-request.json
+uri=$("$berth" online-endpoint show --name my-model-endpoint --query scoring_uri -o tsv)
+echo "scoring URI: $uri (key: berth online-endpoint get-credentials --name my-model-endpoint)"
