@@ -409,3 +409,86 @@ fn a_failing_init_fails_the_deployment_with_the_python_error() {
     );
     assert!(err.contains("missing.py does not exist"), "{err}");
 }
+
+/// Sends `n` requests one after another; returns how many did not get 200.
+fn load(uri: String, key: String, n: usize, done: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let body = std::fs::read_to_string(seed_dir().join("sample-request.json")).unwrap();
+        let auth = format!("Bearer {key}");
+        let mut failed = 0;
+        for _ in 0..n {
+            if http_post(&uri, &[("Authorization", &auth), ("Content-Type", "application/json")], &body).0 != 200 {
+                failed += 1;
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        failed
+    })
+}
+
+fn wait_for(done: &std::sync::atomic::AtomicUsize, n: usize) {
+    while done.load(std::sync::atomic::Ordering::Relaxed) < n {
+        std::thread::yield_now();
+    }
+}
+
+fn serve_blue(s: &Server) -> (String, String, String) {
+    let seed = seed_dir();
+    prepare(s);
+    s.ok_in(&seed, &["online-deployment", "create", "--file", "deployment.yaml", "--all-traffic"]);
+    let q = |field: &str, args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--query", field, "-o", "tsv"]);
+        text(&s.ok_in(&seed, &a).stdout).trim().to_string()
+    };
+    let uri = q("scoring_uri", &["online-endpoint", "show", "-n", "my-model-endpoint"]);
+    let primary = q("primaryKey", &["online-endpoint", "get-credentials", "-n", "my-model-endpoint"]);
+    let secondary = q("secondaryKey", &["online-endpoint", "get-credentials", "-n", "my-model-endpoint"]);
+    (uri, primary, secondary)
+}
+
+#[test]
+fn key_rotation_under_load_fails_no_request() {
+    let s = Server::start(&[]);
+    let (uri, _, secondary) = serve_blue(&s);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worker = load(uri, secondary, 600, std::sync::Arc::clone(&done));
+    wait_for(&done, 100);
+    for _ in 0..3 {
+        s.ok_in(&seed_dir(), &["online-endpoint", "regenerate-keys", "-n", "my-model-endpoint", "--key-type", "primary"]);
+    }
+    assert_eq!(worker.join().unwrap(), 0, "requests with the secondary key failed during rotation");
+}
+
+#[test]
+fn a_replica_crash_under_load_costs_almost_nothing() {
+    let s = Server::start(&[]);
+    let (uri, primary, _) = serve_blue(&s);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worker = load(uri, primary, 2000, std::sync::Arc::clone(&done));
+    wait_for(&done, 200);
+    // kill -9 one replica (a `berth runtime` whose ready file is replica-0's).
+    let victim = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("runtime") && cmd.contains(&*s.home.path().to_string_lossy()) && cmd.contains("replica-0.addr")
+        })
+        .expect("replica-0 process");
+    assert!(std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap().success());
+    let failed = worker.join().unwrap();
+    assert!(failed <= 2, "{failed} of 2000 requests failed after a replica crash (need ≥ 99.9% success)");
+    // The replica comes back (liveness restart) and the deployment has two ready replicas again.
+    let mut ready = 0;
+    for _ in 0..200 {
+        ready = s.json(&["online-deployment", "show", "-n", "blue", "-e", "my-model-endpoint"])["ready_replicas"].as_u64().unwrap_or(0);
+        if ready == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(ready, 2, "the crashed replica was not restarted");
+}
