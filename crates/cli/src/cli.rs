@@ -376,6 +376,16 @@ pub enum DeploymentCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Update a deployment with no downtime: new replicas start beside the serving ones and
+    /// take over when ready.
+    Update {
+        /// The deployment file.
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Return at once instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Show a deployment.
     Show {
         /// Deployment name.

@@ -411,13 +411,27 @@ fn a_failing_init_fails_the_deployment_with_the_python_error() {
 }
 
 /// Sends `n` requests one after another; returns how many did not get 200.
-fn load(uri: String, key: String, n: usize, done: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> std::thread::JoinHandle<usize> {
+fn load(
+    uri: String,
+    key: String,
+    n: usize,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let body = std::fs::read_to_string(seed_dir().join("sample-request.json")).unwrap();
         let auth = format!("Bearer {key}");
         let mut failed = 0;
         for _ in 0..n {
-            if http_post(&uri, &[("Authorization", &auth), ("Content-Type", "application/json")], &body).0 != 200 {
+            if http_post(
+                &uri,
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                &body,
+            )
+            .0 != 200
+            {
                 failed += 1;
             }
             done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -435,15 +449,43 @@ fn wait_for(done: &std::sync::atomic::AtomicUsize, n: usize) {
 fn serve_blue(s: &Server) -> (String, String, String) {
     let seed = seed_dir();
     prepare(s);
-    s.ok_in(&seed, &["online-deployment", "create", "--file", "deployment.yaml", "--all-traffic"]);
+    s.ok_in(
+        &seed,
+        &[
+            "online-deployment",
+            "create",
+            "--file",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
     let q = |field: &str, args: &[&str]| {
         let mut a = args.to_vec();
         a.extend(["--query", field, "-o", "tsv"]);
         text(&s.ok_in(&seed, &a).stdout).trim().to_string()
     };
-    let uri = q("scoring_uri", &["online-endpoint", "show", "-n", "my-model-endpoint"]);
-    let primary = q("primaryKey", &["online-endpoint", "get-credentials", "-n", "my-model-endpoint"]);
-    let secondary = q("secondaryKey", &["online-endpoint", "get-credentials", "-n", "my-model-endpoint"]);
+    let uri = q(
+        "scoring_uri",
+        &["online-endpoint", "show", "-n", "my-model-endpoint"],
+    );
+    let primary = q(
+        "primaryKey",
+        &[
+            "online-endpoint",
+            "get-credentials",
+            "-n",
+            "my-model-endpoint",
+        ],
+    );
+    let secondary = q(
+        "secondaryKey",
+        &[
+            "online-endpoint",
+            "get-credentials",
+            "-n",
+            "my-model-endpoint",
+        ],
+    );
     (uri, primary, secondary)
 }
 
@@ -455,9 +497,23 @@ fn key_rotation_under_load_fails_no_request() {
     let worker = load(uri, secondary, 600, std::sync::Arc::clone(&done));
     wait_for(&done, 100);
     for _ in 0..3 {
-        s.ok_in(&seed_dir(), &["online-endpoint", "regenerate-keys", "-n", "my-model-endpoint", "--key-type", "primary"]);
+        s.ok_in(
+            &seed_dir(),
+            &[
+                "online-endpoint",
+                "regenerate-keys",
+                "-n",
+                "my-model-endpoint",
+                "--key-type",
+                "primary",
+            ],
+        );
     }
-    assert_eq!(worker.join().unwrap(), 0, "requests with the secondary key failed during rotation");
+    assert_eq!(
+        worker.join().unwrap(),
+        0,
+        "requests with the secondary key failed during rotation"
+    );
 }
 
 #[test]
@@ -475,20 +531,94 @@ fn a_replica_crash_under_load_costs_almost_nothing() {
         .find(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("runtime") && cmd.contains(&*s.home.path().to_string_lossy()) && cmd.contains("replica-0.addr")
+            cmd.contains("runtime")
+                && cmd.contains(&*s.home.path().to_string_lossy())
+                && cmd.contains("replica-0.addr")
         })
         .expect("replica-0 process");
-    assert!(std::process::Command::new("kill").args(["-9", &victim.to_string()]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &victim.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     let failed = worker.join().unwrap();
-    assert!(failed <= 2, "{failed} of 2000 requests failed after a replica crash (need ≥ 99.9% success)");
+    assert!(
+        failed <= 2,
+        "{failed} of 2000 requests failed after a replica crash (need ≥ 99.9% success)"
+    );
     // The replica comes back (liveness restart) and the deployment has two ready replicas again.
     let mut ready = 0;
     for _ in 0..200 {
-        ready = s.json(&["online-deployment", "show", "-n", "blue", "-e", "my-model-endpoint"])["ready_replicas"].as_u64().unwrap_or(0);
+        ready = s.json(&[
+            "online-deployment",
+            "show",
+            "-n",
+            "blue",
+            "-e",
+            "my-model-endpoint",
+        ])["ready_replicas"]
+            .as_u64()
+            .unwrap_or(0);
         if ready == 2 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(ready, 2, "the crashed replica was not restarted");
+}
+
+#[test]
+fn a_rolling_update_under_load_fails_no_request() {
+    let s = Server::start(&[]);
+    let (uri, primary, _) = serve_blue(&s);
+    let dir = s.home.path().join("v2");
+    let code = seed_dir().join("score");
+    write(
+        &dir,
+        "blue-v2.yaml",
+        &format!(
+            "name: blue\nendpoint_name: my-model-endpoint\nmodel: azureml:my-model:1\ncode_configuration:\n  code: {}\n  scoring_script: score.py\nenvironment_variables:\n  MODEL_VARIANT: blue-v2\ninstance_type: cpu-small\ninstance_count: 2\nrequest_settings:\n  request_timeout_ms: 3000\n  max_concurrent_requests_per_instance: 10\n",
+            code.display()
+        ),
+    );
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worker = load(uri, primary, 1500, std::sync::Arc::clone(&done));
+    wait_for(&done, 100);
+    let out = s.ok_in(&dir, &["online-deployment", "update", "-f", "blue-v2.yaml"]);
+    assert!(
+        text(&out.stderr).contains("Updating deployment blue"),
+        "{}",
+        text(&out.stderr)
+    );
+    let answer = text(
+        &s.ok_in(
+            &seed_dir(),
+            &[
+                "online-endpoint",
+                "invoke",
+                "-n",
+                "my-model-endpoint",
+                "-r",
+                "sample-request.json",
+            ],
+        )
+        .stdout,
+    );
+    assert!(answer.contains("blue-v2"), "{answer}");
+    assert_eq!(
+        worker.join().unwrap(),
+        0,
+        "requests failed during the rolling update"
+    );
+    let d = s.json(&[
+        "online-deployment",
+        "show",
+        "-n",
+        "blue",
+        "-e",
+        "my-model-endpoint",
+    ]);
+    assert_eq!(d["provisioning_state"], "Succeeded");
 }

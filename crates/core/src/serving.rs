@@ -63,6 +63,8 @@ pub enum DeploymentState {
         /// Why, with what to do.
         reason: String,
     },
+    /// New replicas are starting beside the serving ones.
+    Updating,
     /// Being removed.
     Deleting,
 }
@@ -74,6 +76,7 @@ impl DeploymentState {
             DeploymentState::Creating => "Creating",
             DeploymentState::Succeeded => "Succeeded",
             DeploymentState::Failed { .. } => "Failed",
+            DeploymentState::Updating => "Updating",
             DeploymentState::Deleting => "Deleting",
         }
     }
@@ -86,8 +89,11 @@ pub struct DeploymentRecord {
     pub spec: DeploymentSpec,
     /// The instance type at creation.
     pub instance_type: InstanceType,
-    /// Its folder: code snapshot, replica logs.
+    /// Its folder: one `rev-<n>` folder per revision, with its code snapshot and replica logs.
     pub dir: String,
+    /// The revision serving now (1 at creation, +1 per update).
+    #[serde(default = "first_revision")]
+    pub revision: u32,
     /// The scoring script inside the snapshot.
     pub script: String,
     /// The model folder, if any.
@@ -98,6 +104,17 @@ pub struct DeploymentRecord {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+fn first_revision() -> u32 {
+    1
+}
+
+impl DeploymentRecord {
+    /// The folder of the current revision.
+    pub fn revision_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new(&self.dir).join(format!("rev-{}", self.revision))
+    }
 }
 
 /// The store key of a deployment.

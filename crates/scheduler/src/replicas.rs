@@ -153,29 +153,22 @@ impl Replicas {
         }
     }
 
-    /// Starts every replica and waits until all are ready; on failure stops them and says why.
-    pub async fn start(
-        self: &Arc<Self>,
-        key: &str,
-        plan: ReplicaPlan,
-    ) -> Result<Vec<String>, String> {
-        self.stop(key).await;
+    /// Starts every replica of a plan and waits until all are ready; on failure stops the ones
+    /// it started and says why. Touches nothing that is already running.
+    async fn launch(plan: &ReplicaPlan) -> Result<Vec<(Child, String)>, String> {
         std::fs::create_dir_all(&plan.dir)
             .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
-        let state = Arc::new(Mutex::new(Running {
-            addrs: vec![None; plan.count],
-            stopping: false,
-        }));
-        if let Ok(mut m) = self.running.lock() {
-            m.insert(key.to_string(), Arc::clone(&state));
-        }
         let mut children = Vec::new();
         for i in 0..plan.count {
-            children.push(Self::spawn(&plan, i)?);
+            children.push(Self::spawn(plan, i)?);
         }
-        let mut addrs = Vec::new();
-        let mut started = Vec::new();
+        let mut started: Vec<(Child, String)> = Vec::new();
+        let mut failure = None;
         for (i, (mut child, ready)) in children.into_iter().enumerate() {
+            if failure.is_some() {
+                let _ = child.kill().await;
+                continue;
+            }
             match Self::wait_ready(
                 &mut child,
                 &ready,
@@ -184,33 +177,79 @@ impl Replicas {
             )
             .await
             {
-                Ok(a) => {
-                    addrs.push(a);
-                    started.push(child);
-                }
+                Ok(a) => started.push((child, a)),
                 Err(reason) => {
-                    if let Ok(mut s) = state.lock() {
-                        s.stopping = true;
-                    }
-                    for mut c in started {
-                        let _ = c.kill().await;
-                    }
                     let _ = child.kill().await;
-                    if let Ok(mut m) = self.running.lock() {
-                        m.remove(key);
-                    }
-                    return Err(reason);
+                    failure = Some(reason);
                 }
             }
         }
-        for (i, (child, addr)) in started.into_iter().zip(addrs.iter()).enumerate() {
-            if let Ok(mut s) = state.lock() {
-                s.addrs[i] = Some(addr.clone());
+        if let Some(reason) = failure {
+            for (mut c, _) in started {
+                let _ = c.kill().await;
             }
+            return Err(reason);
+        }
+        Ok(started)
+    }
+
+    /// Puts started replicas in service under `key`; returns what was there before.
+    fn install(
+        self: &Arc<Self>,
+        key: &str,
+        plan: &ReplicaPlan,
+        started: Vec<(Child, String)>,
+    ) -> (Vec<String>, Option<Arc<Mutex<Running>>>) {
+        let addrs: Vec<String> = started.iter().map(|(_, a)| a.clone()).collect();
+        let state = Arc::new(Mutex::new(Running {
+            addrs: addrs.iter().cloned().map(Some).collect(),
+            stopping: false,
+        }));
+        let old = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|mut m| m.insert(key.to_string(), Arc::clone(&state)));
+        for (i, (child, _)) in started.into_iter().enumerate() {
             self.watch_replica(key.to_string(), Arc::clone(&state), plan.clone(), i, child);
         }
         self.changed.send_modify(|v| *v += 1);
         info!(deployment = %key, replicas = plan.count, "deployment ready");
+        (addrs, old)
+    }
+
+    /// Starts a deployment's replicas (stopping any it had) and waits until all are ready.
+    pub async fn start(
+        self: &Arc<Self>,
+        key: &str,
+        plan: ReplicaPlan,
+    ) -> Result<Vec<String>, String> {
+        self.stop(key).await;
+        let started = Self::launch(&plan).await?;
+        Ok(self.install(key, &plan, started).0)
+    }
+
+    /// Replaces a deployment's replicas with no unavailability: the new set starts beside the
+    /// old one, takes over once all are ready, and the old set stops after `drain` so requests
+    /// in flight finish. If the new set fails, the old one keeps serving.
+    pub async fn replace(
+        self: &Arc<Self>,
+        key: &str,
+        plan: ReplicaPlan,
+        drain: Duration,
+    ) -> Result<Vec<String>, String> {
+        let started = Self::launch(&plan).await?;
+        let (addrs, old) = self.install(key, &plan, started);
+        if let Some(old) = old {
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(drain).await;
+                if let Ok(mut s) = old.lock() {
+                    s.stopping = true;
+                }
+                me.changed.send_modify(|v| *v += 1);
+            });
+        }
         Ok(addrs)
     }
 

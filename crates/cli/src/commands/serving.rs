@@ -226,62 +226,9 @@ pub async fn deployment(
             file,
             all_traffic,
             no_wait,
-        } => {
-            let yaml = read(&file)?;
-            let abs = std::path::absolute(&file).map_err(|e| Failure::new(e.to_string()))?;
-            let base_dir = abs
-                .parent()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let endpoint = yaml_field(&yaml, "endpoint_name").ok_or_else(|| {
-                Failure::new(format!(
-                    "{}: the deployment has no `endpoint_name`",
-                    file.display()
-                ))
-                .hint("add endpoint_name: <endpoint>")
-            })?;
-            let body = json!({"file": file.display().to_string(), "yaml": yaml, "base_dir": base_dir, "all_traffic": all_traffic});
-            let created: Value = client
-                .call(
-                    Method::POST,
-                    &format!("/api/endpoints/{}/deployments", seg(&endpoint)),
-                    Some(&body),
-                )
-                .await?;
-            let name = created["name"].as_str().unwrap_or_default().to_string();
-            if no_wait {
-                out.print(&created, &DEP_COLUMNS)?;
-                return Ok(0);
-            }
-            let path = format!(
-                "/api/endpoints/{}/deployments/{}",
-                seg(&endpoint),
-                seg(&name)
-            );
-            eprintln!(
-                "Creating deployment {name} on {endpoint}: starting replicas, running init()..."
-            );
-            let started = std::time::Instant::now();
-            loop {
-                let d: Value = client.get(&path).await?;
-                match d["provisioning_state"].as_str() {
-                    Some("Succeeded") => {
-                        eprintln!(
-                            "Deployment {name} is ready ({} replica(s), {:.1}s).",
-                            d["ready_replicas"],
-                            started.elapsed().as_secs_f64()
-                        );
-                        out.print(&d, &DEP_COLUMNS)?;
-                        return Ok(0);
-                    }
-                    Some("Failed") => {
-                        out.print(&d, &DEP_COLUMNS)?;
-                        return Err(Failure::new(format!("deployment {name} failed: {}", d["reason"].as_str().unwrap_or("see its logs")))
-                            .hint(format!("`berth online-deployment get-logs --name {name} --endpoint-name {endpoint}` shows the replicas' logs")));
-                    }
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
-            }
+        } => return submit(client, out, &file, false, all_traffic, no_wait).await,
+        DeploymentCommand::Update { file, no_wait } => {
+            return submit(client, out, &file, true, false, no_wait).await;
         }
         DeploymentCommand::Show {
             name,
@@ -343,6 +290,72 @@ pub async fn deployment(
         }
     }
     Ok(0)
+}
+
+/// Creates or updates a deployment, then waits until it is ready or failed, showing progress.
+async fn submit(
+    client: &Client,
+    out: &Printer,
+    file: &Path,
+    update: bool,
+    all_traffic: bool,
+    no_wait: bool,
+) -> Result<i32, Failure> {
+    let yaml = read(file)?;
+    let abs = std::path::absolute(file).map_err(|e| Failure::new(e.to_string()))?;
+    let base_dir = abs
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let field = |key: &str| {
+        yaml_field(&yaml, key).ok_or_else(|| {
+            Failure::new(format!("{}: the deployment has no `{key}`", file.display()))
+                .hint(format!("add {key}: <value>"))
+        })
+    };
+    let endpoint = field("endpoint_name")?;
+    let body = json!({"file": file.display().to_string(), "yaml": yaml, "base_dir": base_dir, "all_traffic": all_traffic});
+    let collection = format!("/api/endpoints/{}/deployments", seg(&endpoint));
+    let created: Value = if update {
+        client
+            .call(
+                Method::PUT,
+                &format!("{collection}/{}", seg(&field("name")?)),
+                Some(&body),
+            )
+            .await?
+    } else {
+        client.call(Method::POST, &collection, Some(&body)).await?
+    };
+    let name = created["name"].as_str().unwrap_or_default().to_string();
+    if no_wait {
+        out.print(&created, &DEP_COLUMNS)?;
+        return Ok(0);
+    }
+    let path = format!("{collection}/{}", seg(&name));
+    let verb = if update { "Updating" } else { "Creating" };
+    eprintln!("{verb} deployment {name} on {endpoint}: starting replicas, running init()...");
+    let started = std::time::Instant::now();
+    loop {
+        let d: Value = client.get(&path).await?;
+        match d["provisioning_state"].as_str() {
+            Some("Succeeded") => {
+                eprintln!(
+                    "Deployment {name} is ready ({} replica(s), {:.1}s).",
+                    d["ready_replicas"],
+                    started.elapsed().as_secs_f64()
+                );
+                out.print(&d, &DEP_COLUMNS)?;
+                return Ok(0);
+            }
+            Some("Failed") => {
+                out.print(&d, &DEP_COLUMNS)?;
+                return Err(Failure::new(format!("deployment {name} failed: {}", d["reason"].as_str().unwrap_or("see its logs")))
+                    .hint(format!("`berth online-deployment get-logs --name {name} --endpoint-name {endpoint}` shows the replicas' logs")));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// A top-level scalar of a YAML file, read loosely (the server parses the file properly).

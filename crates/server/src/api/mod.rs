@@ -96,7 +96,9 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route(
             "/api/endpoints/{name}/deployments/{deployment}",
-            get(sv::show_deployment).delete(sv::delete_deployment),
+            get(sv::show_deployment)
+                .put(sv::update_deployment)
+                .delete(sv::delete_deployment),
         )
         .route(
             "/api/endpoints/{name}/deployments/{deployment}/logs",

@@ -146,6 +146,15 @@ pub async fn create_deployment(
     Ok((StatusCode::ACCEPTED, Json(dview(&s, &d))))
 }
 
+pub async fn update_deployment(
+    State(s): State<AppState>,
+    Path((endpoint, name)): Path<(String, String)>,
+    ApiJson(req): ApiJson<deployments::DeploymentCreate>,
+) -> Result<(StatusCode, Json<DeploymentView>), ApiError> {
+    let d = deployments::update(&s, &endpoint, &name, req).await?;
+    Ok((StatusCode::ACCEPTED, Json(dview(&s, &d))))
+}
+
 pub async fn list_deployments(
     State(s): State<AppState>,
     Path(endpoint): Path<String>,

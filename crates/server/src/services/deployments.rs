@@ -54,11 +54,14 @@ pub async fn get(
 }
 
 /// Validates a deployment file and starts its replicas; returns while it is `Creating`.
-pub async fn create(
+/// Validates a deployment file against the workspace and snapshots its code as `revision`
+/// (1 for a new deployment; for an update, `current` is what serves now).
+async fn prepare(
     state: &AppState,
     endpoint: &str,
-    req: DeploymentCreate,
-) -> Result<Stored<DeploymentRecord>, ApiError> {
+    req: &DeploymentCreate,
+    current: Option<&DeploymentRecord>,
+) -> Result<DeploymentRecord, ApiError> {
     let src = Source::new(&req.file, &req.yaml);
     let spec = DeploymentSpec::parse(&src).map_err(ApiError::spec)?;
     if spec.endpoint_name != endpoint {
@@ -78,7 +81,9 @@ pub async fn create(
         )
     })?;
     let key = deployment_key(endpoint, &spec.name);
-    if let Ok(existing) = get(state, endpoint, &spec.name).await {
+    if current.is_none()
+        && let Ok(existing) = get(state, endpoint, &spec.name).await
+    {
         let busy = matches!(
             existing.value.state,
             DeploymentState::Creating | DeploymentState::Deleting
@@ -154,12 +159,44 @@ pub async fn create(
             cpu.display_cpu(), mem.display_bytes(), instance_type.limits.cpu.display_cpu(), instance_type.limits.memory.display_bytes()
         ))));
     }
+    let (revision, initial) = match current {
+        Some(c) => (c.revision + 1, DeploymentState::Updating),
+        None => (1, DeploymentState::Creating),
+    };
+    snapshot_record(
+        state,
+        endpoint,
+        spec,
+        model_dir,
+        &code,
+        &script,
+        instance_type,
+        revision,
+        initial,
+    )
+    .await
+}
+
+/// Snapshots the code into the revision's folder and builds the record.
+#[allow(clippy::too_many_arguments)]
+async fn snapshot_record(
+    state: &AppState,
+    endpoint: &str,
+    spec: DeploymentSpec,
+    model_dir: Option<PathBuf>,
+    code: &std::path::Path,
+    script: &str,
+    instance_type: berth_core::spec::instance_type::InstanceType,
+    revision: u32,
+    initial: DeploymentState,
+) -> Result<DeploymentRecord, ApiError> {
     let dir = state
         .home
         .join("deployments")
         .join(endpoint)
         .join(&spec.name);
-    let (c, d) = (code.clone(), dir.join("code"));
+    let rev = dir.join(format!("rev-{revision}"));
+    let (c, d) = (code.to_path_buf(), rev.join("code"));
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&d);
         copy_tree(&c, &d)
@@ -167,19 +204,27 @@ pub async fn create(
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(format!("cannot snapshot the code: {e}")))?;
-    let record = DeploymentRecord {
-        script: dir
-            .join("code")
-            .join(&script)
-            .to_string_lossy()
-            .into_owned(),
+    Ok(DeploymentRecord {
+        script: rev.join("code").join(script).to_string_lossy().into_owned(),
         dir: dir.to_string_lossy().into_owned(),
+        revision,
         model_dir: model_dir.map(|m| m.to_string_lossy().into_owned()),
         instance_type,
-        state: DeploymentState::Creating,
+        state: initial,
         created_at: OffsetDateTime::now_utc(),
         spec,
-    };
+    })
+}
+
+/// Creates a deployment: validates it, snapshots its code, stores it `Creating` and starts
+/// its replicas in the background.
+pub async fn create(
+    state: &AppState,
+    endpoint: &str,
+    req: DeploymentCreate,
+) -> Result<Stored<DeploymentRecord>, ApiError> {
+    let record = prepare(state, endpoint, &req, None).await?;
+    let key = deployment_key(endpoint, &record.spec.name);
     let (v, seq) = match state
         .store
         .insert(Kind::Deployment, &key, Some("Creating"), &record)
@@ -220,7 +265,7 @@ fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        dir: PathBuf::from(&d.dir),
+        dir: d.revision_dir(),
         count: d.spec.instance_count as usize,
         ready_timeout: Duration::from_secs(1200),
     }
@@ -263,6 +308,98 @@ pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_tr
     refresh_routes(state).await;
 }
 
+/// Updates a deployment with no unavailability: the new revision's replicas start beside the
+/// serving ones and take over when all are ready; if they fail, the old ones keep serving.
+pub async fn update(
+    state: &AppState,
+    endpoint: &str,
+    name: &str,
+    req: DeploymentCreate,
+) -> Result<Stored<DeploymentRecord>, ApiError> {
+    let cur = get(state, endpoint, name).await?;
+    let key = deployment_key(endpoint, name);
+    if matches!(
+        cur.value.state,
+        DeploymentState::Creating | DeploymentState::Updating | DeploymentState::Deleting
+    ) {
+        return Err(ApiError::Conflict {
+            message: format!("deployment `{key}` is {} already", cur.value.state.name()),
+            hint: Some("wait for it to finish, then update again".into()),
+        });
+    }
+    let record = prepare(state, endpoint, &req, Some(&cur.value)).await?;
+    if record.spec.name != name {
+        return Err(ApiError::BadRequest(format!(
+            "the file describes deployment `{}`, not `{name}`",
+            record.spec.name
+        )));
+    }
+    let v = state
+        .store
+        .update(
+            Kind::Deployment,
+            &key,
+            cur.resource_version,
+            Some("Updating"),
+            &record,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict { .. } => ApiError::Conflict {
+                message: format!(
+                    "deployment `{key}` changed while updating; another update is in progress"
+                ),
+                hint: None,
+            },
+            other => other.into(),
+        })?;
+    let (st, ep, n) = (state.clone(), endpoint.to_string(), name.to_string());
+    tokio::spawn(async move { roll_replicas(&st, &ep, &n).await });
+    Ok(Stored {
+        value: record,
+        resource_version: v,
+        seq: cur.seq,
+    })
+}
+
+async fn roll_replicas(state: &AppState, endpoint: &str, name: &str) {
+    let key = deployment_key(endpoint, name);
+    let Ok(d) = get(state, endpoint, name).await else {
+        return;
+    };
+    let drain = Duration::from_millis(d.value.spec.request_settings.request_timeout_ms + 1000);
+    let next = match state
+        .replicas
+        .replace(&key, plan(state, &d.value), drain)
+        .await
+    {
+        Ok(_) => DeploymentState::Succeeded,
+        Err(reason) => DeploymentState::Failed {
+            reason: format!(
+                "update to revision {} failed: {reason}; the previous revision keeps serving",
+                d.value.revision
+            ),
+        },
+    };
+    let status = next.name();
+    let mut rec = d.value;
+    rec.state = next;
+    if let Err(e) = state
+        .store
+        .update(
+            Kind::Deployment,
+            &key,
+            d.resource_version,
+            Some(status),
+            &rec,
+        )
+        .await
+    {
+        tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
+    }
+    refresh_routes(state).await;
+}
+
 /// The last `lines` lines of each replica's log.
 pub async fn logs(
     state: &AppState,
@@ -273,7 +410,7 @@ pub async fn logs(
     let d = get(state, endpoint, name).await?;
     let mut out = String::new();
     for i in 0..d.value.spec.instance_count {
-        let path = PathBuf::from(&d.value.dir).join(format!("replica-{i}.log"));
+        let path = d.value.revision_dir().join(format!("replica-{i}.log"));
         let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         out.push_str(&format!("==> replica {i} <==\n"));
