@@ -622,3 +622,95 @@ fn a_rolling_update_under_load_fails_no_request() {
     ]);
     assert_eq!(d["provisioning_state"], "Succeeded");
 }
+
+#[test]
+fn target_utilization_scales_out_under_load() {
+    let s = Server::start(&[]);
+    prepare(&s);
+    let dir = s.home.path().join("auto");
+    write(
+        &dir,
+        "code/score.py",
+        "import time\n\ndef init():\n    pass\n\ndef run(raw):\n    time.sleep(0.05)\n    return {\"ok\": True}\n",
+    );
+    write(
+        &dir,
+        "dep.yaml",
+        "name: auto\nendpoint_name: my-model-endpoint\ncode_configuration:\n  code: ./code\n  scoring_script: score.py\nscale_settings:\n  type: target_utilization\n  min_instances: 1\n  max_instances: 3\n  target_utilization_percentage: 50\n  polling_interval: 1\nrequest_settings:\n  request_timeout_ms: 5000\n  max_concurrent_requests_per_instance: 1\n  max_queue_wait_ms: 5000\n",
+    );
+    s.ok_in(
+        &dir,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "dep.yaml",
+            "--all-traffic",
+        ],
+    );
+    let show = || {
+        s.json(&[
+            "online-deployment",
+            "show",
+            "-n",
+            "auto",
+            "-e",
+            "my-model-endpoint",
+        ])
+    };
+    assert_eq!(show()["ready_replicas"], 1);
+    let uri = text(
+        &s.ok_in(
+            &dir,
+            &[
+                "online-endpoint",
+                "show",
+                "-n",
+                "my-model-endpoint",
+                "--query",
+                "scoring_uri",
+                "-o",
+                "tsv",
+            ],
+        )
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let key = text(
+        &s.ok_in(
+            &dir,
+            &[
+                "online-endpoint",
+                "get-credentials",
+                "-n",
+                "my-model-endpoint",
+                "--query",
+                "primaryKey",
+                "-o",
+                "tsv",
+            ],
+        )
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Four clients against one replica with one slot: utilisation far above 50%.
+    let clients: Vec<_> = (0..4)
+        .map(|_| load(uri.clone(), key.clone(), 80, std::sync::Arc::clone(&done)))
+        .collect();
+    let mut ready = 1;
+    while done.load(std::sync::atomic::Ordering::Relaxed) < 320 && ready < 2 {
+        ready = show()["ready_replicas"].as_u64().unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let failed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(
+        ready >= 2,
+        "the autoscaler did not add a replica under load"
+    );
+    assert_eq!(failed, 0, "requests failed while scaling out");
+    let metrics = s.metrics();
+    assert!(metrics.contains("berth_router_autoscale_decisions_total{endpoint=\"my-model-endpoint\",deployment=\"auto\",direction=\"out\"}"), "{metrics}");
+}

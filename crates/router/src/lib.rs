@@ -182,6 +182,17 @@ impl InferenceRouter {
         (!d.replicas.is_empty()).then(|| d.replicas.load() as f64 / d.replicas.len() as f64)
     }
 
+    /// (busy + queued requests, ready replicas, slots per replica) of one deployment.
+    pub fn load(&self, endpoint: &str, deployment: &str) -> Option<(usize, usize, u32)> {
+        let t = self.snapshot();
+        let d = t.get(endpoint)?.deployments.get(deployment)?;
+        Some((
+            d.replicas.load(),
+            d.replicas.len(),
+            d.settings.max_concurrent_requests_per_instance,
+        ))
+    }
+
     /// The HTTP application.
     pub fn app(self: Arc<Self>) -> Router {
         Router::new()

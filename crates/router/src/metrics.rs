@@ -36,6 +36,17 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.00005, 2.0, 20))
 }
 
+/// Endpoint, deployment and direction of a scaling decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleLabels {
+    /// Endpoint.
+    pub endpoint: String,
+    /// Deployment.
+    pub deployment: String,
+    /// `out` or `in`.
+    pub direction: String,
+}
+
 /// One deployment's metric handles, looked up once per route-table update, not per request.
 #[derive(Clone, Debug)]
 pub struct DeploymentMetrics {
@@ -57,6 +68,7 @@ pub struct RouterMetrics {
     upstream: Family<DeploymentLabels, Histogram, fn() -> Histogram>,
     in_flight: Family<DeploymentLabels, Gauge>,
     replicas: Family<DeploymentLabels, Gauge>,
+    scale: Family<ScaleLabels, Counter>,
 }
 
 impl Default for RouterMetrics {
@@ -94,6 +106,12 @@ impl Default for RouterMetrics {
             "Ready replicas per deployment",
             replicas.clone(),
         );
+        let scale = Family::<ScaleLabels, Counter>::default();
+        registry.register(
+            "autoscale_decisions",
+            "Autoscaler decisions by direction",
+            scale.clone(),
+        );
         RouterMetrics {
             registry: Mutex::new(registry),
             requests,
@@ -101,6 +119,7 @@ impl Default for RouterMetrics {
             upstream,
             in_flight,
             replicas,
+            scale,
         }
     }
 }
@@ -158,6 +177,18 @@ impl RouterMetrics {
             upstream: self.upstream.get_or_create(&l).clone(),
             ok: self.requests.get_or_create(&ok).clone(),
         }
+    }
+
+    /// Counts an autoscaler decision.
+    pub fn scaled(&self, endpoint: &str, deployment: &str, out: bool) {
+        let direction = if out { "out" } else { "in" };
+        self.scale
+            .get_or_create(&ScaleLabels {
+                endpoint: endpoint.into(),
+                deployment: deployment.into(),
+                direction: direction.into(),
+            })
+            .inc();
     }
 
     /// Sets a deployment's ready replicas.

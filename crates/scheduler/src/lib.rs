@@ -1,6 +1,7 @@
 //! Berth's job scheduling: the admission reactor, the job manager that drives it, and the
 //! backends that run work (the local backend runs processes on this machine).
 
+pub mod autoscale;
 pub mod backend;
 pub mod machine;
 pub mod manager;

@@ -38,6 +38,14 @@ pub struct ReplicaPlan {
 struct Running {
     addrs: Vec<Option<String>>,
     stopping: bool,
+    /// Replicas at or past this index are being retired (scale-in).
+    wanted: usize,
+}
+
+impl Running {
+    fn retired(&self, i: usize) -> bool {
+        self.stopping || i >= self.wanted
+    }
 }
 
 /// Every deployment's replicas, keyed `endpoint/deployment`.
@@ -204,6 +212,7 @@ impl Replicas {
         let state = Arc::new(Mutex::new(Running {
             addrs: addrs.iter().cloned().map(Some).collect(),
             stopping: false,
+            wanted: addrs.len(),
         }));
         let old = self
             .running
@@ -268,14 +277,14 @@ impl Replicas {
                 let stop_rx = me.subscribe();
                 let status = tokio::select! {
                     s = child.wait() => s.ok(),
-                    _ = stopped(stop_rx, &state) => { let _ = child.kill().await; return; }
+                    _ = stopped(stop_rx, &state, i) => { let _ = child.kill().await; return; }
                 };
-                if state.lock().map(|s| s.stopping).unwrap_or(true) {
+                if state.lock().map(|s| s.retired(i)).unwrap_or(true) {
                     return;
                 }
                 warn!(deployment = %key, replica = i, status = ?status, "replica exited; restarting it");
-                if let Ok(mut s) = state.lock() {
-                    s.addrs[i] = None;
+                if let Some(a) = state.lock().ok().as_mut().and_then(|s| s.addrs.get_mut(i)) {
+                    *a = None;
                 }
                 me.changed.send_modify(|v| *v += 1);
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -289,8 +298,10 @@ impl Replicas {
                     .await
                     {
                         Ok(addr) => {
-                            if let Ok(mut s) = state.lock() {
-                                s.addrs[i] = Some(addr);
+                            if let Some(a) =
+                                state.lock().ok().as_mut().and_then(|s| s.addrs.get_mut(i))
+                            {
+                                *a = Some(addr);
                             }
                             me.changed.send_modify(|v| *v += 1);
                             child = c;
@@ -303,6 +314,70 @@ impl Replicas {
                 }
             }
         });
+    }
+
+    /// How many replicas a deployment has (ready or starting).
+    pub fn count(&self, key: &str) -> usize {
+        let Ok(map) = self.running.lock() else {
+            return 0;
+        };
+        map.get(key)
+            .and_then(|r| r.lock().ok().map(|r| r.wanted))
+            .unwrap_or(0)
+    }
+
+    /// Scales a running deployment to `n` replicas: new ones start and join when ready; removed
+    /// ones leave the routes at once and stop after `drain`, so requests in flight finish.
+    pub async fn resize(
+        self: &Arc<Self>,
+        key: &str,
+        plan: &ReplicaPlan,
+        n: usize,
+        drain: Duration,
+    ) -> Result<(), String> {
+        let state = self
+            .running
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
+            .ok_or("the deployment is not running")?;
+        let current = state.lock().map(|s| s.wanted).map_err(|_| "poisoned")?;
+        if n > current {
+            for i in current..n {
+                let (mut child, ready) = Self::spawn(plan, i)?;
+                let addr = Self::wait_ready(
+                    &mut child,
+                    &ready,
+                    plan.ready_timeout,
+                    &replica_log(&plan.dir, i),
+                )
+                .await?;
+                if let Ok(mut s) = state.lock() {
+                    if s.addrs.len() <= i {
+                        s.addrs.resize(i + 1, None);
+                    }
+                    s.addrs[i] = Some(addr);
+                    s.wanted = i + 1;
+                }
+                self.watch_replica(key.to_string(), Arc::clone(&state), plan.clone(), i, child);
+                self.changed.send_modify(|v| *v += 1);
+            }
+        } else if n < current {
+            if let Ok(mut s) = state.lock() {
+                s.addrs.truncate(n);
+            }
+            self.changed.send_modify(|v| *v += 1);
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(drain).await;
+                if let Ok(mut s) = state.lock() {
+                    s.wanted = s.wanted.min(n).max(s.addrs.len());
+                }
+                me.changed.send_modify(|v| *v += 1);
+            });
+        }
+        info!(deployment = %key, from = current, to = n, "deployment scaled");
+        Ok(())
     }
 
     /// Stops a deployment's replicas.
@@ -318,9 +393,9 @@ impl Replicas {
     }
 }
 
-async fn stopped(mut rx: watch::Receiver<u64>, state: &Arc<Mutex<Running>>) {
+async fn stopped(mut rx: watch::Receiver<u64>, state: &Arc<Mutex<Running>>, i: usize) {
     loop {
-        if state.lock().map(|s| s.stopping).unwrap_or(true) {
+        if state.lock().map(|s| s.retired(i)).unwrap_or(true) {
             return;
         }
         if rx.changed().await.is_err() {

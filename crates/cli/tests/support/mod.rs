@@ -105,6 +105,21 @@ impl Server {
         serde_json::from_slice(&out.stdout).expect("json output")
     }
 
+    /// The server's /metrics text.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let host = self.api_url.trim_start_matches("http://");
+        let mut conn = std::net::TcpStream::connect(host).expect("connect");
+        write!(
+            conn,
+            "GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut resp = String::new();
+        conn.read_to_string(&mut resp).expect("read");
+        resp
+    }
+
     /// The status of a job.
     pub fn status(&self, job: &str) -> serde_json::Value {
         self.json(&["job", "show", "--name", job])

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_core::serving::{DeploymentRecord, DeploymentState, deployment_key};
-use berth_core::spec::deployment::{DeploymentSpec, ModelRef};
+use berth_core::spec::deployment::{DeploymentSpec, ModelRef, ScaleSettings};
 use berth_core::spec::endpoint::TrafficSplit;
 use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
 use berth_core::yaml::Source;
+use berth_scheduler::autoscale::Autoscaler;
 use berth_scheduler::replicas::ReplicaPlan;
 use berth_scheduler::workdir::copy_tree;
 use berth_store::{Kind, StoreError, Stored};
@@ -266,7 +267,10 @@ fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         dir: d.revision_dir(),
-        count: d.spec.instance_count as usize,
+        count: match d.spec.scale_settings {
+            ScaleSettings::TargetUtilization { min_instances, .. } => min_instances as usize,
+            ScaleSettings::Default => d.spec.instance_count as usize,
+        },
         ready_timeout: Duration::from_secs(1200),
     }
 }
@@ -297,6 +301,9 @@ pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_tr
         .await
     {
         tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
+    }
+    if rec.state == DeploymentState::Succeeded {
+        spawn_autoscaler(state, &rec);
     }
     if all_traffic
         && rec.state == DeploymentState::Succeeded
@@ -397,7 +404,68 @@ async fn roll_replicas(state: &AppState, endpoint: &str, name: &str) {
     {
         tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
     }
+    if rec.state == DeploymentState::Succeeded {
+        spawn_autoscaler(state, &rec);
+    }
     refresh_routes(state).await;
+}
+
+/// Runs the autoscaler of a `target_utilization` deployment until its revision changes or it
+/// is deleted. The router's measurement is the only input; this is the only thing that scales.
+fn spawn_autoscaler(state: &AppState, rec: &DeploymentRecord) {
+    let ScaleSettings::TargetUtilization {
+        min_instances,
+        max_instances,
+        target_utilization_percentage,
+        polling_interval,
+    } = rec.spec.scale_settings
+    else {
+        return;
+    };
+    let mut scaler = Autoscaler::new(
+        target_utilization_percentage,
+        min_instances,
+        max_instances,
+        polling_interval,
+    );
+    let (st, ep, name, revision) = (
+        state.clone(),
+        rec.spec.endpoint_name.clone(),
+        rec.spec.name.clone(),
+        rec.revision,
+    );
+    let key = deployment_key(&ep, &name);
+    let started = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(polling_interval.max(1)));
+        loop {
+            tick.tick().await;
+            let Ok(d) = get(&st, &ep, &name).await else {
+                return;
+            };
+            if d.value.revision != revision || d.value.state != DeploymentState::Succeeded {
+                return;
+            }
+            let Some((load, _, slots)) = st.router.load(&ep, &name) else {
+                continue;
+            };
+            let replicas = st.replicas.count(&key) as u32;
+            let Some(want) = scaler.decide(started.elapsed(), replicas, load, slots) else {
+                continue;
+            };
+            tracing::info!(deployment = %key, from = replicas, to = want, load, "autoscaling");
+            st.router.metrics.scaled(&ep, &name, want > replicas);
+            let drain =
+                Duration::from_millis(d.value.spec.request_settings.request_timeout_ms + 1000);
+            if let Err(e) = st
+                .replicas
+                .resize(&key, &plan(&st, &d.value), want as usize, drain)
+                .await
+            {
+                tracing::warn!(deployment = %key, error = %e, "autoscaling failed");
+            }
+        }
+    });
 }
 
 /// The last `lines` lines of each replica's log.
@@ -409,9 +477,12 @@ pub async fn logs(
 ) -> Result<String, ApiError> {
     let d = get(state, endpoint, name).await?;
     let mut out = String::new();
-    for i in 0..d.value.spec.instance_count {
+    // Every replica that ever ran in this revision (autoscaling adds and removes them).
+    for i in 0.. {
         let path = d.value.revision_dir().join(format!("replica-{i}.log"));
-        let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+        let Ok(text) = tokio::fs::read_to_string(&path).await else {
+            break;
+        };
         let all: Vec<&str> = text.lines().collect();
         out.push_str(&format!("==> replica {i} <==\n"));
         for l in &all[all.len().saturating_sub(lines)..] {
