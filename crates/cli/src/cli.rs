@@ -122,6 +122,9 @@ pub struct RuntimeArgs {
     /// Write the bound address here once the replica is ready.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Exit when the parent process dies (set by `berth server` for its replicas).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
 }
 
 /// `berth job ...`

@@ -72,6 +72,15 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
 }
 
 async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
+    if args.exit_with_parent {
+        // A replica must not outlive a server killed with SIGKILL: the restarted server starts
+        // fresh replicas and nothing else would stop these.
+        let _ =
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
+        if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+            return Err(Failure::new("the server that started this replica is gone"));
+        }
+    }
     let sockets = std::env::temp_dir().join(format!("berth-runtime-{}", std::process::id()));
     std::fs::create_dir_all(&sockets)
         .map_err(|e| Failure::new(format!("cannot create {}: {e}", sockets.display())))?;

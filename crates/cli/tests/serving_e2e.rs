@@ -714,3 +714,70 @@ fn target_utilization_scales_out_under_load() {
     let metrics = s.metrics();
     assert!(metrics.contains("berth_router_autoscale_decisions_total{endpoint=\"my-model-endpoint\",deployment=\"auto\",direction=\"out\"}"), "{metrics}");
 }
+
+fn replica_pids(home: &std::path::Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
+            let home = home.to_string_lossy();
+            !zombie
+                && args.get(1).is_some_and(|a| a == "runtime")
+                && args.iter().any(|a| a.contains(&*home))
+        })
+        .collect()
+}
+
+#[test]
+fn deployments_come_back_after_the_server_is_killed() {
+    let s = Server::start(&[]);
+    let (_, _, _) = serve_blue(&s);
+    let before = replica_pids(s.home.path());
+    assert_eq!(before.len(), 2, "{before:?}");
+    let home = s.kill9();
+    // The replicas die with their server (no orphans holding ports).
+    let mut left = replica_pids(home.path());
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = replica_pids(home.path());
+    }
+    assert!(left.is_empty(), "replicas outlived the server: {left:?}");
+    let s = Server::start_in(home, &[], &[]);
+    let mut answer = String::new();
+    for _ in 0..100 {
+        let out = s.cli_in(
+            &seed_dir(),
+            &[
+                "online-endpoint",
+                "invoke",
+                "-n",
+                "my-model-endpoint",
+                "-r",
+                "sample-request.json",
+            ],
+        );
+        if out.status.success() {
+            answer = text(&out.stdout);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        answer.contains("predictions"),
+        "the endpoint did not come back: {answer}"
+    );
+}

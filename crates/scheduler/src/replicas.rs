@@ -121,6 +121,7 @@ impl Replicas {
             .args(["--request-timeout-ms", &plan.request_timeout_ms.to_string()])
             .arg("--ready-file")
             .arg(&ready)
+            .arg("--exit-with-parent")
             .envs(plan.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
