@@ -12,7 +12,7 @@ use std::process::Command;
 use berth_bench::{free_port, wrk};
 use berth_core::spec::deployment::RequestSettings;
 use berth_core::spec::endpoint::TrafficSplit;
-use berth_router::{DeploymentRoute, EndpointRoute, InferenceRouter};
+use berth_router::{DeploymentRoute, EndpointRoute, InferenceRouter, RouteAuth};
 
 fn main() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -38,7 +38,7 @@ fn main() {
         max_queue_wait_ms: 500,
     };
     let ep = EndpointRoute {
-        keys: vec!["benchkey".into(), "other".into()],
+        auth: RouteAuth::Keys(vec!["benchkey".into(), "other".into()]),
         traffic: TrafficSplit::parse_cli("blue=90 green=10").expect("split"),
         deployments: HashMap::from([
             (

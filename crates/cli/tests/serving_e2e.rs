@@ -781,3 +781,100 @@ fn deployments_come_back_after_the_server_is_killed() {
         "the endpoint did not come back: {answer}"
     );
 }
+
+#[test]
+fn aml_token_endpoints_take_signed_tokens() {
+    let s = Server::start(&[]);
+    prepare(&s);
+    let seed = seed_dir();
+    let dir = s.home.path().join("tok");
+    write(
+        &dir,
+        "ep.yaml",
+        "name: tok-ep\ncompute: azureml:aks-compute\nauth_mode: aml_token\n",
+    );
+    s.ok_in(&dir, &["online-endpoint", "create", "-f", "ep.yaml"]);
+    let dep = std::fs::read_to_string(seed.join("deployment.yaml"))
+        .unwrap()
+        .replace("endpoint_name: my-model-endpoint", "endpoint_name: tok-ep")
+        .replace(
+            "code: ./score",
+            &format!("code: {}", seed.join("score").display()),
+        )
+        .replace("instance_count: 2", "instance_count: 1");
+    write(&dir, "dep.yaml", &dep);
+    s.ok_in(
+        &dir,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "dep.yaml",
+            "--all-traffic",
+        ],
+    );
+    let out = s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "tok-ep",
+            "-r",
+            "sample-request.json",
+        ],
+    );
+    assert!(
+        text(&out.stdout).contains("predictions"),
+        "{}",
+        text(&out.stdout)
+    );
+    let creds = s.json(&["online-endpoint", "get-credentials", "-n", "tok-ep"]);
+    let token = creds["accessToken"].as_str().unwrap();
+    assert_eq!(creds["tokenType"], "Bearer");
+    assert!(creds["expiryTimeUtc"].is_string() && creds["refreshAfterTimeUtc"].is_string());
+    let uri = s.json(&["online-endpoint", "show", "-n", "tok-ep"])["scoring_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = std::fs::read_to_string(seed.join("sample-request.json")).unwrap();
+    assert_eq!(
+        http_post(
+            &uri,
+            &[("Authorization", &format!("Bearer {token}"))],
+            &body
+        )
+        .0,
+        200
+    );
+    let forged = token.replacen("bt1.tok-ep.", "bt1.tok-ep.9", 1);
+    let (status, answer) = http_post(
+        &uri,
+        &[("Authorization", &format!("Bearer {forged}"))],
+        &body,
+    );
+    assert_eq!(status, 401, "{answer}");
+    // A token for one endpoint does not open another.
+    let keys_ep = s.json(&["online-endpoint", "show", "-n", "my-model-endpoint"])["scoring_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        http_post(
+            &keys_ep,
+            &[("Authorization", &format!("Bearer {token}"))],
+            &body
+        )
+        .0,
+        401
+    );
+    let out = s.cli_in(
+        &seed,
+        &["online-endpoint", "regenerate-keys", "-n", "tok-ep"],
+    );
+    assert!(
+        text(&out.stderr).contains("uses aml_token and has no keys"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -7,6 +7,7 @@
 pub mod metrics;
 pub mod selector;
 pub mod slots;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -56,11 +57,20 @@ impl DeploymentRoute {
     }
 }
 
+/// How an endpoint's clients authenticate.
+#[derive(Clone, Debug)]
+pub enum RouteAuth {
+    /// `Authorization: Bearer <key>`, any of these keys.
+    Keys(Vec<String>),
+    /// `Authorization: Bearer <token>`, signed with this key and not expired.
+    Token(token::TokenKey),
+}
+
 /// One endpoint's route.
 #[derive(Clone, Debug)]
 pub struct EndpointRoute {
-    /// Keys accepted as `Authorization: Bearer <key>`.
-    pub keys: Vec<String>,
+    /// How clients authenticate.
+    pub auth: RouteAuth,
     /// Traffic weights.
     pub traffic: TrafficSplit,
     /// Deployments by name.
@@ -84,7 +94,7 @@ enum RouteError {
     #[error("no online endpoint named `{0}`")]
     NoEndpoint(String),
     #[error("{0}")]
-    Unauthorized(&'static str),
+    Unauthorized(String),
     #[error("endpoint `{0}` has no deployment named `{1}`")]
     NoDeployment(String, String),
     #[error(
@@ -250,15 +260,27 @@ impl InferenceRouter {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(RouteError::Unauthorized("send Authorization: Bearer <key>; `berth online-endpoint get-credentials` shows the keys"))?;
-        if !ep
-            .keys
-            .iter()
-            .any(|k| constant_time_eq(k.as_bytes(), presented.trim().as_bytes()))
-        {
-            return Err(RouteError::Unauthorized(
-                "the key is not valid for this endpoint",
-            ));
+            .ok_or_else(|| RouteError::Unauthorized("send Authorization: Bearer <key or token>; `berth online-endpoint get-credentials` shows it".into()))?
+            .trim();
+        match &ep.auth {
+            RouteAuth::Keys(keys) => {
+                if !keys
+                    .iter()
+                    .any(|k| constant_time_eq(k.as_bytes(), presented.as_bytes()))
+                {
+                    return Err(RouteError::Unauthorized(
+                        "the key is not valid for this endpoint".into(),
+                    ));
+                }
+            }
+            RouteAuth::Token(key) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                key.verify(endpoint, presented, now)
+                    .map_err(|e| RouteError::Unauthorized(e.to_string()))?;
+            }
         }
         let name = match headers
             .get("azureml-model-deployment")

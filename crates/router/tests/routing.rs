@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use axum::routing::post;
 use berth_core::spec::deployment::RequestSettings;
 use berth_core::spec::endpoint::TrafficSplit;
-use berth_router::{DeploymentRoute, EndpointRoute, InferenceRouter};
+use berth_router::{DeploymentRoute, EndpointRoute, InferenceRouter, RouteAuth};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -61,7 +61,7 @@ async fn setup(traffic: &str, s: RequestSettings) -> (Arc<InferenceRouter>, Rout
         ("empty".to_string(), DeploymentRoute::new(vec![], s)),
     ]);
     let ep = EndpointRoute {
-        keys: vec!["k1".into(), "k2".into()],
+        auth: RouteAuth::Keys(vec!["k1".into(), "k2".into()]),
         traffic: TrafficSplit::parse_cli(traffic).unwrap(),
         deployments,
     };
@@ -187,7 +187,7 @@ async fn a_refused_connection_is_retried_on_another_replica() {
     let live = backend("live").await;
     let s = settings(1, 100, 2000);
     let ep = EndpointRoute {
-        keys: vec!["k".into()],
+        auth: RouteAuth::Keys(vec!["k".into()]),
         traffic: TrafficSplit::parse_cli("d=100").unwrap(),
         deployments: HashMap::from([("d".to_string(), DeploymentRoute::new(vec![dead, live], s))]),
     };

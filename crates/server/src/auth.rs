@@ -19,7 +19,12 @@ pub fn token_path(home: &Path) -> PathBuf {
 
 /// Reads the token, creating a random one if there is none.
 pub fn load_or_create_token(home: &Path) -> std::io::Result<String> {
-    let path = token_path(home);
+    load_or_create_secret(&token_path(home))
+}
+
+/// Reads a secret file (mode 0600), creating it with 32 random bytes (hex) if it is missing.
+pub fn load_or_create_secret(path: &Path) -> std::io::Result<String> {
+    let path = path.to_path_buf();
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_string()),
         Ok(_) => {}

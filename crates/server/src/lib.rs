@@ -47,6 +47,8 @@ pub struct AppState {
     pub scoring_url: Arc<str>,
     /// `[<berth>, "runtime"]`: how replicas are started.
     pub runtime_command: Arc<[String]>,
+    /// Signs `aml_token` endpoint tokens.
+    pub token_key: berth_router::token::TokenKey,
 }
 
 /// What `$BERTH_HOME/server.json` holds, so the CLI and scripts find a running server.
@@ -168,6 +170,8 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     let home = &config.home;
     std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
     let token = auth::load_or_create_token(home).map_err(home_error(home))?;
+    let signing =
+        auth::load_or_create_secret(&home.join("token-signing-key")).map_err(home_error(home))?;
     let store = Store::open(&home.join("berth.db")).await?;
     services::resources::ensure_local_compute(&store)
         .await
@@ -203,6 +207,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         replicas: berth_scheduler::replicas::Replicas::new(),
         scoring_url: scoring_url.into(),
         runtime_command: config.runtime.clone().into(),
+        token_key: berth_router::token::TokenKey::new(signing.as_bytes()),
     };
     services::endpoints::refresh_routes(&state).await;
     services::deployments::recover(&state).await;

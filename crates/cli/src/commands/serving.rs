@@ -110,20 +110,19 @@ pub async fn endpoint(
             )?;
         }
         EndpointCommand::GetCredentials { name } => {
-            let keys: Value = client
-                .call(
-                    Method::POST,
-                    &format!("/api/endpoints/{}/listKeys", seg(&name)),
-                    None::<&()>,
-                )
-                .await?;
-            out.print(
-                &keys,
+            let (creds, token) = credentials(client, &name).await?;
+            let columns: &[(&str, &str)] = if token {
+                &[
+                    ("accessToken", "accessToken"),
+                    ("expiryTimeUtc", "expiryTimeUtc"),
+                ]
+            } else {
                 &[
                     ("primaryKey", "primaryKey"),
                     ("secondaryKey", "secondaryKey"),
-                ],
-            )?;
+                ]
+            };
+            out.print(&creds, columns)?;
         }
         EndpointCommand::RegenerateKeys { name, key_type } => {
             let body = json!({"keyType": key_type});
@@ -161,6 +160,21 @@ pub async fn endpoint(
     Ok(0)
 }
 
+/// The endpoint's keys, or a fresh token for an `aml_token` endpoint; true for a token.
+async fn credentials(client: &Client, name: &str) -> Result<(Value, bool), Failure> {
+    let ep: Value = client.get(&format!("/api/endpoints/{}", seg(name))).await?;
+    let token = ep["auth_mode"] == "aml_token";
+    let path = if token { "token" } else { "listKeys" };
+    let creds = client
+        .call(
+            Method::POST,
+            &format!("/api/endpoints/{}/{path}", seg(name)),
+            None::<&()>,
+        )
+        .await?;
+    Ok((creds, token))
+}
+
 async fn invoke(
     client: &Client,
     name: &str,
@@ -169,15 +183,11 @@ async fn invoke(
 ) -> Result<i32, Failure> {
     let body = read(request_file)?;
     let ep: Value = client.get(&format!("/api/endpoints/{}", seg(name))).await?;
-    let keys: Value = client
-        .call(
-            Method::POST,
-            &format!("/api/endpoints/{}/listKeys", seg(name)),
-            None::<&()>,
-        )
-        .await?;
+    let (creds, token) = credentials(client, name).await?;
     let uri = ep["scoring_uri"].as_str().unwrap_or_default();
-    let key = keys["primaryKey"].as_str().unwrap_or_default();
+    let key = creds[if token { "accessToken" } else { "primaryKey" }]
+        .as_str()
+        .unwrap_or_default();
     let http = reqwest::Client::builder()
         .tls_certs_only(std::iter::empty())
         .build()

@@ -86,6 +86,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
                 .delete(sv::delete_endpoint),
         )
         .route("/api/endpoints/{name}/listKeys", post(sv::list_keys))
+        .route("/api/endpoints/{name}/token", post(sv::get_token))
         .route(
             "/api/endpoints/{name}/regenerateKeys",
             post(sv::regenerate_keys),

@@ -92,7 +92,14 @@ pub async fn list_keys(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<EndpointKeys>, ApiError> {
-    Ok(Json(endpoints::get(&s, &name).await?.value.keys))
+    endpoints::keys(&s, &name).await.map(Json)
+}
+
+pub async fn get_token(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<endpoints::AccessToken>, ApiError> {
+    endpoints::token(&s, &name).await.map(Json)
 }
 
 #[derive(Deserialize)]

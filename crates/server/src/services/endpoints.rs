@@ -7,7 +7,7 @@ use berth_core::serving::{DeploymentRecord, DeploymentState, EndpointKeys, Endpo
 use berth_core::spec::compute::LOCAL_COMPUTE;
 use berth_core::spec::endpoint::{AuthMode, EndpointSpec, TrafficSplit};
 use berth_core::yaml::Source;
-use berth_router::{DeploymentRoute, EndpointRoute};
+use berth_router::{DeploymentRoute, EndpointRoute, RouteAuth};
 use berth_store::{Kind, StoreError, Stored};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -89,11 +89,6 @@ pub async fn create(
 ) -> Result<Stored<EndpointRecord>, ApiError> {
     let src = Source::new(file, yaml);
     let mut spec = EndpointSpec::parse(&src).map_err(ApiError::spec)?;
-    if spec.auth_mode == AuthMode::AmlToken {
-        return Err(ApiError::NotSupported(
-            "`auth_mode: aml_token` is not available yet; use `auth_mode: key`".into(),
-        ));
-    }
     let compute = spec
         .compute
         .clone()
@@ -201,6 +196,65 @@ pub async fn set_traffic(
     }
 }
 
+/// How long an `aml_token` lasts.
+pub const TOKEN_LIFETIME_SECS: u64 = 3600;
+
+/// `get-credentials` for an `aml_token` endpoint, in Azure's shape.
+#[derive(Debug, Serialize)]
+pub struct AccessToken {
+    /// The token.
+    #[serde(rename = "accessToken")]
+    pub access_token: String,
+    /// Always `Bearer`.
+    #[serde(rename = "tokenType")]
+    pub token_type: &'static str,
+    /// When it stops working (RFC 3339).
+    #[serde(rename = "expiryTimeUtc")]
+    pub expiry_time_utc: String,
+    /// When to get a new one (RFC 3339).
+    #[serde(rename = "refreshAfterTimeUtc")]
+    pub refresh_after_time_utc: String,
+}
+
+fn rfc3339(unix: u64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The keys of a `key` endpoint.
+pub async fn keys(state: &AppState, name: &str) -> Result<EndpointKeys, ApiError> {
+    let ep = get(state, name).await?;
+    if ep.value.spec.auth_mode == AuthMode::AmlToken {
+        return Err(ApiError::BadRequest(format!(
+            "endpoint `{name}` uses aml_token, not keys; its credential is a token (get-credentials returns one)"
+        )));
+    }
+    Ok(ep.value.keys)
+}
+
+/// A fresh token for an `aml_token` endpoint.
+pub async fn token(state: &AppState, name: &str) -> Result<AccessToken, ApiError> {
+    let ep = get(state, name).await?;
+    if ep.value.spec.auth_mode != AuthMode::AmlToken {
+        return Err(ApiError::BadRequest(format!(
+            "endpoint `{name}` uses keys, not tokens; get-credentials returns its keys"
+        )));
+    }
+    let now = OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let expiry = now + TOKEN_LIFETIME_SECS;
+    Ok(AccessToken {
+        access_token: state.token_key.sign(name, expiry),
+        token_type: "Bearer",
+        expiry_time_utc: rfc3339(expiry),
+        refresh_after_time_utc: rfc3339(now + TOKEN_LIFETIME_SECS / 2),
+    })
+}
+
 /// Makes a new primary or secondary key; the other keeps working meanwhile.
 pub async fn regenerate_key(
     state: &AppState,
@@ -208,6 +262,11 @@ pub async fn regenerate_key(
     key_type: &str,
 ) -> Result<EndpointKeys, ApiError> {
     let mut ep = get(state, name).await?;
+    if ep.value.spec.auth_mode == AuthMode::AmlToken {
+        return Err(ApiError::BadRequest(format!(
+            "endpoint `{name}` uses aml_token and has no keys; tokens expire by themselves"
+        )));
+    }
     match key_type.to_ascii_lowercase().as_str() {
         "primary" => ep.value.keys.primary = random_key(),
         "secondary" => ep.value.keys.secondary = random_key(),
@@ -268,7 +327,12 @@ pub async fn refresh_routes(state: &AppState) {
         table.insert(
             ep.spec.name.clone(),
             EndpointRoute {
-                keys: vec![ep.keys.primary.clone(), ep.keys.secondary.clone()],
+                auth: match ep.spec.auth_mode {
+                    AuthMode::Key => {
+                        RouteAuth::Keys(vec![ep.keys.primary.clone(), ep.keys.secondary.clone()])
+                    }
+                    AuthMode::AmlToken => RouteAuth::Token(state.token_key.clone()),
+                },
                 traffic: ep.spec.traffic.clone(),
                 deployments: routes,
             },
