@@ -201,3 +201,21 @@ async fn a_refused_connection_is_retried_on_another_replica() {
         );
     }
 }
+
+#[tokio::test]
+async fn serves_http2_with_prior_knowledge() {
+    let (_, app) = setup("blue=100", settings(4, 500, 2000)).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<Bytes>>();
+    let req = hyper::Request::post(format!("http://{addr}/api/v1/endpoint/ep/score"))
+        .header("authorization", "Bearer k1")
+        .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.status(), StatusCode::OK);
+}
