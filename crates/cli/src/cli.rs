@@ -95,9 +95,10 @@ pub struct ServerArgs {
 /// `berth runtime` flags.
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
-    /// The scoring script (defines init() and run()).
+    /// The scoring script (defines init() and run()); without it, the .onnx file in
+    /// --model-dir is served natively.
     #[arg(long)]
-    pub script: PathBuf,
+    pub script: Option<PathBuf>,
     /// The model folder, given to score.py as AZUREML_MODEL_DIR.
     #[arg(long)]
     pub model_dir: Option<PathBuf>,

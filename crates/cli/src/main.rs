@@ -91,7 +91,11 @@ async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
     });
     let config = berth_runtime::RuntimeConfig {
         listen: args.listen,
-        script: std::path::absolute(&args.script).map_err(|e| Failure::new(e.to_string()))?,
+        script: args
+            .script
+            .map(std::path::absolute)
+            .transpose()
+            .map_err(|e| Failure::new(e.to_string()))?,
         model_dir: args
             .model_dir
             .map(std::path::absolute)

@@ -878,3 +878,73 @@ fn aml_token_endpoints_take_signed_tokens() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_no_code_onnx_deployment_answers_like_the_reference() {
+    let s = Server::start(&[]);
+    let ex = seed_dir().join("../onnx");
+    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    let out = s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("is ready"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.ok_in(
+        &ex,
+        &[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "onnx-endpoint",
+            "-r",
+            "sample-request.json",
+        ],
+    );
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ex.join("expected-output.json")).unwrap())
+            .unwrap();
+    for (g, w) in got["y"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .zip(
+            want["y"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap()),
+        )
+    {
+        assert!(
+            (g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-5,
+            "{got} vs {want}"
+        );
+    }
+    let logs = text(
+        &s.ok_in(
+            &ex,
+            &[
+                "online-deployment",
+                "get-logs",
+                "-n",
+                "native",
+                "-e",
+                "onnx-endpoint",
+            ],
+        )
+        .stdout,
+    );
+    assert!(logs.contains("serving the ONNX model natively"), "{logs}");
+}

@@ -94,8 +94,9 @@ pub struct DeploymentRecord {
     /// The revision serving now (1 at creation, +1 per update).
     #[serde(default = "first_revision")]
     pub revision: u32,
-    /// The scoring script inside the snapshot.
-    pub script: String,
+    /// The scoring script inside the snapshot; `None` serves the model's `.onnx` natively.
+    #[serde(default)]
+    pub script: Option<String>,
     /// The model folder, if any.
     #[serde(default)]
     pub model_dir: Option<String>,

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::Replica;
 use crate::pool::ScoreError;
 use crate::worker::RunOutcome;
+use crate::{Replica, Scorer};
 
 /// The routes.
 pub fn app(replica: Arc<Replica>) -> Router {
@@ -33,13 +33,13 @@ pub fn app(replica: Arc<Replica>) -> Router {
 }
 
 async fn ready(State(r): State<Arc<Replica>>) -> Response {
-    match r.pool.get() {
-        Some(p) if p.alive() > 0 => (StatusCode::OK, "Ready").into_response(),
-        Some(_) => (
+    match r.scorer.get() {
+        Some(Scorer::Python(p)) if p.alive() == 0 => (
             StatusCode::SERVICE_UNAVAILABLE,
             "no scoring worker is alive",
         )
             .into_response(),
+        Some(_) => (StatusCode::OK, "Ready").into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "init() is still running").into_response(),
     }
 }
@@ -84,7 +84,7 @@ async fn score(State(r): State<Arc<Replica>>, headers: HeaderMap, body: Bytes) -
 }
 
 async fn score_inner(r: &Replica, headers: &HeaderMap, body: &[u8]) -> Response {
-    let Some(pool) = r.pool.get() else {
+    let Some(scorer) = r.scorer.get() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the replica is not ready: init() is still running",
@@ -99,6 +99,25 @@ async fn score_inner(r: &Replica, headers: &HeaderMap, body: &[u8]) -> Response 
             "the request body is empty; send JSON",
         );
     }
+    let pool = match scorer {
+        Scorer::Python(pool) => pool,
+        Scorer::Onnx(model) => {
+            let value: serde_json::Value = match serde_json::from_str(text) {
+                Ok(v) => v,
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("the request body is not valid JSON: {e}"),
+                    );
+                }
+            };
+            // Small models answer in microseconds: scoring inline beats a thread hop.
+            return match model.score(&value) {
+                Ok(out) => Json(out).into_response(),
+                Err(e) => error(StatusCode::BAD_REQUEST, &e),
+            };
+        }
+    };
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -154,12 +173,13 @@ async fn score_inner(r: &Replica, headers: &HeaderMap, body: &[u8]) -> Response 
 }
 
 async fn swagger(State(r): State<Arc<Replica>>) -> Json<serde_json::Value> {
-    let script = r
-        .config
-        .script
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let script = match &r.config.script {
+        Some(s) => s
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        None => "the ONNX model".into(),
+    };
     Json(json!({
         "swagger": "2.0",
         "info": {"title": format!("Berth scoring runtime for {script}"), "version": env!("CARGO_PKG_VERSION")},

@@ -4,6 +4,7 @@
 //! `GET /ready`, `POST /score`, `GET /swagger.json`.
 
 mod http;
+pub mod onnx;
 pub mod pool;
 pub mod worker;
 
@@ -25,8 +26,9 @@ use worker::{WorkerConfig, WorkerError};
 pub struct RuntimeConfig {
     /// Address to serve on (port 0 picks one).
     pub listen: SocketAddr,
-    /// The scoring script (`score.py`).
-    pub script: PathBuf,
+    /// The scoring script (`score.py`); without one, the model folder's `.onnx` file is served
+    /// natively.
+    pub script: Option<PathBuf>,
     /// The model folder (`AZUREML_MODEL_DIR`).
     pub model_dir: Option<PathBuf>,
     /// Worker processes.
@@ -56,14 +58,25 @@ pub enum RuntimeError {
     /// The workers could not start (`init()` raised, the interpreter is missing...).
     #[error("{0}")]
     Workers(#[from] WorkerError),
+    /// The ONNX model could not be loaded.
+    #[error("{0}")]
+    Model(String),
     /// Serving failed.
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
 }
 
+/// What answers `/score`.
+pub enum Scorer {
+    /// `score.py` in Python workers.
+    Python(Arc<Pool>),
+    /// A native ONNX model.
+    Onnx(Arc<onnx::OnnxModel>),
+}
+
 /// State shared by the handlers.
 pub struct Replica {
-    pool: OnceCell<Arc<Pool>>,
+    scorer: OnceCell<Scorer>,
     config: RuntimeConfig,
 }
 
@@ -71,24 +84,58 @@ impl Replica {
     /// A replica whose workers are not started yet.
     pub fn new(config: RuntimeConfig) -> Arc<Replica> {
         Arc::new(Replica {
-            pool: OnceCell::new(),
+            scorer: OnceCell::new(),
             config,
         })
     }
 
-    /// Starts the workers; the replica is ready when this returns Ok.
+    /// Starts the workers (or loads the ONNX model); the replica is ready when this returns Ok.
+    pub async fn start(&self) -> Result<(), RuntimeError> {
+        let c = &self.config;
+        let Some(script) = &c.script else {
+            let dir = c.model_dir.as_ref().ok_or_else(|| {
+                RuntimeError::Model(
+                    "give a scoring script, or a model folder with a .onnx file".into(),
+                )
+            })?;
+            let path = onnx::find_model(dir).ok_or_else(|| {
+                RuntimeError::Model(format!(
+                    "{} holds no .onnx file and no scoring script was given",
+                    dir.display()
+                ))
+            })?;
+            let model = tokio::task::spawn_blocking(move || onnx::OnnxModel::load(&path))
+                .await
+                .map_err(|e| RuntimeError::Model(e.to_string()))?
+                .map_err(RuntimeError::Model)?;
+            let _ = self.scorer.set(Scorer::Onnx(Arc::new(model)));
+            return Ok(());
+        };
+        self.start_workers_for(script.clone())
+            .await
+            .map_err(RuntimeError::Workers)
+    }
+
+    /// Starts the Python workers; the replica is ready when this returns Ok.
     pub async fn start_workers(&self) -> Result<(), WorkerError> {
+        match self.config.script.clone() {
+            Some(s) => self.start_workers_for(s).await,
+            None => Err(WorkerError::InitFailed("no scoring script".into())),
+        }
+    }
+
+    async fn start_workers_for(&self, script: PathBuf) -> Result<(), WorkerError> {
         let c = &self.config;
         let cfg = WorkerConfig {
             python: c.python.clone(),
-            script: c.script.clone(),
+            script,
             model_dir: c.model_dir.clone(),
             env: c.env.clone(),
             socket_dir: c.socket_dir.clone(),
             init_timeout: Duration::from_secs(600),
         };
         let pool = Pool::start(cfg, c.workers).await?;
-        let _ = self.pool.set(pool);
+        let _ = self.scorer.set(Scorer::Python(pool));
         Ok(())
     }
 }
@@ -102,18 +149,21 @@ pub async fn run(config: RuntimeConfig) -> Result<(), RuntimeError> {
     let replica = Replica::new(config.clone());
     let server = tokio::spawn(axum::serve(listener, app(Arc::clone(&replica))).into_future());
     eprintln!("berth runtime listening on http://{addr} (liveness now, ready after init())");
-    if let Err(e) = replica.start_workers().await {
+    if let Err(e) = replica.start().await {
         server.abort();
-        return Err(e.into());
+        return Err(e);
     }
     if let Some(f) = &config.ready_file {
         let tmp = f.with_extension("tmp");
         let _ = std::fs::write(&tmp, addr.to_string()).and_then(|_| std::fs::rename(&tmp, f));
     }
-    eprintln!(
-        "berth runtime ready on http://{addr} with {} worker(s)",
-        config.workers.max(1)
-    );
+    match &config.script {
+        Some(_) => eprintln!(
+            "berth runtime ready on http://{addr} with {} worker(s)",
+            config.workers.max(1)
+        ),
+        None => eprintln!("berth runtime ready on http://{addr} serving the ONNX model natively"),
+    }
     match server.await {
         Ok(r) => r.map_err(RuntimeError::Serve),
         Err(e) => Err(RuntimeError::Serve(std::io::Error::other(e))),

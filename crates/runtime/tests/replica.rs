@@ -42,7 +42,7 @@ fn config(dir: &Path, script: &str, workers: usize) -> RuntimeConfig {
     std::fs::write(dir.join("model/model.json"), r#"{"w": 2}"#).unwrap();
     RuntimeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        script: dir.join("score.py"),
+        script: Some(dir.join("score.py")),
         model_dir: Some(dir.join("model")),
         workers,
         python: "python3".into(),
@@ -185,4 +185,43 @@ async fn a_client_that_goes_away_does_not_take_the_worker_with_it() {
         (s, body.as_str()),
         (StatusCode::OK, r#"{"prediction": [8]}"#)
     );
+}
+
+#[tokio::test]
+async fn onnx_models_are_served_natively_and_match_the_reference() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), SCORE, 1);
+    cfg.script = None;
+    cfg.model_dir = Some(example.join("model"));
+    let r = Replica::new(cfg);
+    r.start().await.unwrap();
+    let app = app(Arc::clone(&r));
+    assert_eq!(call(&app, "GET", "/ready", "").await.0, StatusCode::OK);
+    let request = std::fs::read_to_string(example.join("sample-request.json")).unwrap();
+    let (s, body, _) = call(&app, "POST", "/score", &request).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let got: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(example.join("expected-output.json")).unwrap(),
+    )
+    .unwrap();
+    let (got, want) = (got["y"].as_array().unwrap(), want["y"].as_array().unwrap());
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        for (a, b) in g.as_array().unwrap().iter().zip(w.as_array().unwrap()) {
+            assert!(
+                (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-5,
+                "{g} vs {w}"
+            );
+        }
+    }
+    let (s, body, _) = call(&app, "POST", "/score", r#"{"data": [[1, 2]]}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body, _) = call(&app, "POST", "/score", r#"{"data": [[1, 2, 3], [4]]}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("ragged"), "{body}");
+    let (s, body, _) = call(&app, "POST", "/score", r#"{"rows": []}"#).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(body.contains("send {") && body.contains("data"), "{body}");
 }

@@ -16,8 +16,8 @@ use tracing::{info, warn};
 pub struct ReplicaPlan {
     /// `[<berth>, "runtime"]`.
     pub runtime: Vec<String>,
-    /// The scoring script.
-    pub script: PathBuf,
+    /// The scoring script; `None` serves the model folder's `.onnx` natively.
+    pub script: Option<PathBuf>,
     /// The model folder.
     pub model_dir: Option<PathBuf>,
     /// Python workers per replica.
@@ -110,8 +110,11 @@ impl Replicas {
         let (program, args) = plan.runtime.split_first().ok_or("no runtime command")?;
         let mut cmd = Command::new(program);
         cmd.args(args)
-            .arg("--script")
-            .arg(&plan.script)
+            .args(
+                plan.script
+                    .iter()
+                    .flat_map(|s| [std::ffi::OsStr::new("--script"), s.as_os_str()]),
+            )
             .args([
                 "--listen",
                 "127.0.0.1:0",

@@ -8,7 +8,7 @@ use berth_core::serving::{DeploymentRecord, DeploymentState, deployment_key};
 use berth_core::spec::deployment::{DeploymentSpec, ModelRef, ScaleSettings};
 use berth_core::spec::endpoint::TrafficSplit;
 use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
-use berth_core::yaml::Source;
+use berth_core::yaml::{Source, SpecError};
 use berth_scheduler::autoscale::Autoscaler;
 use berth_scheduler::replicas::ReplicaPlan;
 use berth_scheduler::workdir::copy_tree;
@@ -119,25 +119,41 @@ async fn prepare(
         }
         None => None,
     };
-    let (code, script) = match (&spec.code, &spec.scoring_script) {
-        (Some(c), Some(s)) => (base.join(c), s.clone()),
+    // With a scoring script: Python workers. Without one: the model's .onnx file, natively.
+    let code_script = match (&spec.code, &spec.scoring_script) {
+        (Some(c), Some(script)) => {
+            let code = base.join(c);
+            if !code.join(script).is_file() {
+                return Err(ApiError::spec(
+                    src.error_near(
+                        "scoring_script",
+                        Some(script),
+                        format!("{} does not exist", code.join(script).display()),
+                    )
+                    .hint("scoring_script is relative to code_configuration.code"),
+                ));
+            }
+            Some((code, script.clone()))
+        }
         _ => {
-            return Err(ApiError::NotSupported(
-                "deployments without code_configuration (no-code models) are not available yet"
-                    .into(),
-            ));
+            let dir = model_dir.as_ref().ok_or_else(|| {
+                ApiError::spec(SpecError::new(format!(
+                    "{}: a deployment without code_configuration needs a model",
+                    req.file
+                )))
+            })?;
+            if dir.join("MLmodel").is_file() {
+                return Err(ApiError::NotSupported("no-code MLflow deployments are not available yet; add a code_configuration with a score.py".into()));
+            }
+            if !has_onnx(dir) {
+                return Err(ApiError::spec(
+                    src.error_near("model", None, format!("the model at {} holds no .onnx file, and the deployment has no code_configuration", dir.display()))
+                        .hint("give code_configuration.code and scoring_script, or deploy an ONNX model"),
+                ));
+            }
+            None
         }
     };
-    if !code.join(&script).is_file() {
-        return Err(ApiError::spec(
-            src.error_near(
-                "scoring_script",
-                Some(&script),
-                format!("{} does not exist", code.join(&script).display()),
-            )
-            .hint("scoring_script is relative to code_configuration.code"),
-        ));
-    }
     let it_name = spec
         .instance_type
         .clone()
@@ -169,13 +185,21 @@ async fn prepare(
         endpoint,
         spec,
         model_dir,
-        &code,
-        &script,
+        code_script,
         instance_type,
         revision,
         initial,
     )
     .await
+}
+
+fn has_onnx(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "onnx"))
+        })
+        .unwrap_or(false)
 }
 
 /// Snapshots the code into the revision's folder and builds the record.
@@ -185,8 +209,7 @@ async fn snapshot_record(
     endpoint: &str,
     spec: DeploymentSpec,
     model_dir: Option<PathBuf>,
-    code: &std::path::Path,
-    script: &str,
+    code_script: Option<(PathBuf, String)>,
     instance_type: berth_core::spec::instance_type::InstanceType,
     revision: u32,
     initial: DeploymentState,
@@ -197,16 +220,21 @@ async fn snapshot_record(
         .join(endpoint)
         .join(&spec.name);
     let rev = dir.join(format!("rev-{revision}"));
-    let (c, d) = (code.to_path_buf(), rev.join("code"));
+    let d = rev.join("code");
+    let src = code_script.as_ref().map(|(c, _)| c.clone());
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&d);
-        copy_tree(&c, &d)
+        match src {
+            Some(c) => copy_tree(&c, &d).map(|_| ()),
+            None => std::fs::create_dir_all(&d),
+        }
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(format!("cannot snapshot the code: {e}")))?;
     Ok(DeploymentRecord {
-        script: rev.join("code").join(script).to_string_lossy().into_owned(),
+        script: code_script
+            .map(|(_, script)| rev.join("code").join(script).to_string_lossy().into_owned()),
         dir: dir.to_string_lossy().into_owned(),
         revision,
         model_dir: model_dir.map(|m| m.to_string_lossy().into_owned()),
@@ -256,7 +284,7 @@ fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
         .max(1);
     ReplicaPlan {
         runtime: state.runtime_command.to_vec(),
-        script: PathBuf::from(&d.script),
+        script: d.script.as_ref().map(PathBuf::from),
         model_dir: d.model_dir.as_ref().map(PathBuf::from),
         workers,
         request_timeout_ms: d.spec.request_settings.request_timeout_ms,
