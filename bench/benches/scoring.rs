@@ -58,9 +58,20 @@ fn rss_mib(pid: u32) -> f64 {
 }
 
 fn bench(name: &str, mut child: Child, port: u16, ready_path: &str) {
-    wait_http(port, &mut child);
+    bench_body(
+        name,
+        &mut child,
+        port,
+        ready_path,
+        r#"{"data": [[1, 2, 3]]}"#,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn bench_body(name: &str, child: &mut Child, port: u16, ready_path: &str, body: &str) {
+    wait_http(port, child);
     let url = format!("http://127.0.0.1:{port}/score");
-    let body = r#"{"data": [[1, 2, 3]]}"#;
     // Readiness (workers initialised) before measuring.
     let start = Instant::now();
     while wrk(
@@ -86,8 +97,70 @@ fn bench(name: &str, mut child: Child, port: u16, ready_path: &str) {
         rss_mib(child.id()),
         r.errors
     );
+}
+
+const ORT_SCRIPT: &str = "import json, os\nimport numpy as np\nimport onnxruntime as ort\n\ndef init():\n    global sess\n    sess = ort.InferenceSession(os.path.join(os.environ['AZUREML_MODEL_DIR'], 'model.onnx'), providers=['CPUExecutionProvider'])\n\ndef run(raw_data):\n    x = np.array(json.loads(raw_data)['data'], dtype=np.float32)\n    (y,) = sess.run(None, {'x': x})\n    return {'y': y.tolist()}\n";
+
+/// Native ONNX in `berth runtime` beside azmlinfsrv running the same model with onnxruntime.
+fn onnx(berth: &Path, peer: &str, dir: &Path) {
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/onnx/model");
+    let body = std::fs::read_to_string(model.join("../sample-request.json")).expect("request");
+    println!();
+    println!(
+        "{:<34} {:>10} {:>10} {:>10} {:>9} {:>7}",
+        "ONNX MLP, 3 rows (8 conns, 10 s)", "req/s", "p50 ms", "p99 ms", "RSS MiB", "errors"
+    );
+    let port = free_port();
+    let mut child = Command::new(berth)
+        .args(["runtime", "--model-dir"])
+        .arg(&model)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berth runtime");
+    bench_body(
+        "berth runtime, native (tract)",
+        &mut child,
+        port,
+        "/ready",
+        &body,
+    );
     let _ = child.kill();
     let _ = child.wait();
+    if !Path::new(peer).exists() {
+        return;
+    }
+    let script = dir.join("score_ort.py");
+    std::fs::write(&script, ORT_SCRIPT).expect("script");
+    for workers in [1, 2] {
+        let port = free_port();
+        let home = tempfile::tempdir().expect("home");
+        let mut child = Command::new(peer)
+            .args(["--entry_script"])
+            .arg(&script)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--worker_count",
+                &workers.to_string(),
+            ])
+            .env("HOME", home.path())
+            .env("AZUREML_MODEL_DIR", &model)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("azmlinfsrv");
+        bench_body(
+            &format!("azmlinfsrv + onnxruntime, {workers} w"),
+            &mut child,
+            port,
+            "/",
+            &body,
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }
 
 fn main() {
@@ -125,6 +198,7 @@ fn main() {
     }
     if !Path::new(&peer).exists() {
         println!("(azmlinfsrv not found at {peer}; skipping the peer)");
+        onnx(&berth, &peer, dir.path());
         return;
     }
     for workers in [1, 2] {
@@ -153,4 +227,5 @@ fn main() {
             "/",
         );
     }
+    onnx(&berth, &peer, dir.path());
 }
