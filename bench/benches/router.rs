@@ -38,6 +38,7 @@ fn main() {
         max_queue_wait_ms: 500,
     };
     let ep = EndpointRoute {
+        mirror: None,
         auth: RouteAuth::Keys(vec!["benchkey".into(), "other".into()]),
         traffic: TrafficSplit::parse_cli("blue=90 green=10").expect("split"),
         deployments: HashMap::from([

@@ -324,8 +324,12 @@ pub enum EndpointCommand {
         #[arg(short, long)]
         name: String,
         /// Weights summing to 100 (or 0).
+        #[arg(long, required_unless_present = "mirror_traffic")]
+        traffic: Option<String>,
+        /// Copy this share of live requests to one deployment and drop its answers: "green=10"
+        /// (at most 50; "green=0" turns it off).
         #[arg(long)]
-        traffic: String,
+        mirror_traffic: Option<String>,
     },
     /// Send a request to the endpoint and print the answer.
     Invoke {

@@ -140,6 +140,38 @@ fn seed_endpoint_serves_blue_and_green() {
             "blue=90 green=10",
         ],
     );
+    let ep = s.json(&[
+        "online-endpoint",
+        "update",
+        "-n",
+        "my-model-endpoint",
+        "--mirror-traffic",
+        "green=20",
+    ]);
+    assert_eq!(ep["mirror_traffic"], serde_json::json!({"green": 20}));
+    let out = s.cli_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "my-model-endpoint",
+            "--mirror-traffic",
+            "red=10",
+        ],
+    );
+    assert!(text(&out.stderr).contains("`red`"), "{}", text(&out.stderr));
+    s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "my-model-endpoint",
+            "--mirror-traffic",
+            "green=0",
+        ],
+    );
     let out = s.ok_in(
         &seed,
         &[

@@ -71,6 +71,8 @@ pub enum RouteAuth {
 pub struct EndpointRoute {
     /// How clients authenticate.
     pub auth: RouteAuth,
+    /// A deployment that gets a copy of this share (percent) of requests; answers discarded.
+    pub mirror: Option<(String, u32)>,
     /// Traffic weights.
     pub traffic: TrafficSplit,
     /// Deployments by name.
@@ -203,6 +205,52 @@ impl InferenceRouter {
         ))
     }
 
+    /// Sends a copy of a request to a shadow deployment in the background and drops the
+    /// answer. Only when a slot is free at once: mirroring never queues or slows live traffic.
+    fn mirror(
+        &self,
+        endpoint: &str,
+        shadow: &str,
+        d: &DeploymentRoute,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) {
+        let Some(slot) = d.replicas.try_take(None) else {
+            return;
+        };
+        let Some(uri) = slot.replica.score_uri.clone() else {
+            return;
+        };
+        let mut req = hyper::Request::post(uri);
+        if let Some(v) = headers.get(header::CONTENT_TYPE) {
+            req = req.header(header::CONTENT_TYPE, v);
+        }
+        let Ok(req) = req.body(Full::new(body)) else {
+            return;
+        };
+        let client = self.client.clone();
+        let timeout = Duration::from_millis(d.settings.request_timeout_ms);
+        let ok = d.metrics.as_ref().map(|m| m.ok.clone());
+        let (endpoint, shadow) = (endpoint.to_string(), shadow.to_string());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let status = match tokio::time::timeout(timeout, client.request(req)).await {
+                Ok(Ok(resp)) => {
+                    let status = resp.status();
+                    let _ = resp.into_body().collect().await;
+                    status
+                }
+                _ => StatusCode::GATEWAY_TIMEOUT,
+            };
+            if status == StatusCode::OK
+                && let Some(ok) = ok
+            {
+                ok.inc();
+            }
+            tracing::debug!(endpoint = %endpoint, deployment = %shadow, status = %status, "mirrored request");
+        });
+    }
+
     /// The HTTP application.
     pub fn app(self: Arc<Self>) -> Router {
         Router::new()
@@ -287,9 +335,19 @@ impl InferenceRouter {
             .and_then(|v| v.to_str().ok())
         {
             Some(pinned) => pinned.to_string(),
-            None => selector::choose(&ep.traffic, rand::random_range(0..100))
-                .ok_or_else(|| RouteError::NoTraffic(endpoint.to_string()))?
-                .to_string(),
+            None => {
+                let chosen = selector::choose(&ep.traffic, rand::random_range(0..100))
+                    .ok_or_else(|| RouteError::NoTraffic(endpoint.to_string()))?
+                    .to_string();
+                if let Some((shadow, pct)) = &ep.mirror
+                    && *shadow != chosen
+                    && rand::random_range(0..100) < *pct
+                    && let Some(d) = ep.deployments.get(shadow)
+                {
+                    self.mirror(endpoint, shadow, d, headers, body.clone());
+                }
+                chosen
+            }
         };
         let dep = ep
             .deployments

@@ -61,6 +61,7 @@ async fn setup(traffic: &str, s: RequestSettings) -> (Arc<InferenceRouter>, Rout
         ("empty".to_string(), DeploymentRoute::new(vec![], s)),
     ]);
     let ep = EndpointRoute {
+        mirror: None,
         auth: RouteAuth::Keys(vec!["k1".into(), "k2".into()]),
         traffic: TrafficSplit::parse_cli(traffic).unwrap(),
         deployments,
@@ -187,6 +188,7 @@ async fn a_refused_connection_is_retried_on_another_replica() {
     let live = backend("live").await;
     let s = settings(1, 100, 2000);
     let ep = EndpointRoute {
+        mirror: None,
         auth: RouteAuth::Keys(vec!["k".into()]),
         traffic: TrafficSplit::parse_cli("d=100").unwrap(),
         deployments: HashMap::from([("d".to_string(), DeploymentRoute::new(vec![dead, live], s))]),
@@ -218,4 +220,63 @@ async fn serves_http2_with_prior_knowledge() {
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.version(), hyper::Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn mirror_traffic_copies_a_share_and_discards_the_answers() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    let shadow = Router::new().route(
+        "/score",
+        post(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "shadow answers are dropped",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shadow_addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, shadow).await });
+    let live = backend("live").await;
+    let s = settings(4, 500, 2000);
+    let ep = EndpointRoute {
+        mirror: Some(("shadow".into(), 50)),
+        auth: RouteAuth::Keys(vec!["k".into()]),
+        traffic: TrafficSplit::parse_cli("live=100").unwrap(),
+        deployments: HashMap::from([
+            ("live".to_string(), DeploymentRoute::new(vec![live], s)),
+            (
+                "shadow".to_string(),
+                DeploymentRoute::new(vec![shadow_addr], s),
+            ),
+        ]),
+    };
+    let router = InferenceRouter::new();
+    router.update(HashMap::from([("ep".to_string(), ep)]));
+    let app = router.app();
+    for _ in 0..200 {
+        assert_eq!(
+            score(&app, "k", None, "{}").await,
+            (StatusCode::OK, "\"live\"".into())
+        );
+    }
+    // Pinned requests are never mirrored.
+    for _ in 0..50 {
+        assert_eq!(score(&app, "k", Some("live"), "{}").await.0, StatusCode::OK);
+    }
+    // Mirrored copies finish in the background.
+    for _ in 0..2000 {
+        if seen.load(Ordering::Relaxed) >= 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let n = seen.load(Ordering::Relaxed);
+    assert!((60..=140).contains(&n), "the shadow got {n} of 200 at 50%");
 }

@@ -96,8 +96,12 @@ pub async fn endpoint(
         EndpointCommand::List => {
             out.print(&client.get::<Value>("/api/endpoints").await?, &EP_COLUMNS)?
         }
-        EndpointCommand::Update { name, traffic } => {
-            let body = json!({"traffic": traffic});
+        EndpointCommand::Update {
+            name,
+            traffic,
+            mirror_traffic,
+        } => {
+            let body = json!({"traffic": traffic, "mirror_traffic": mirror_traffic});
             out.print(
                 &client
                     .call::<Value>(

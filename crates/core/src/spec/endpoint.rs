@@ -75,6 +75,56 @@ impl TrafficSplit {
     }
 }
 
+/// Mirror traffic: a share of live requests copied to one shadow deployment, whose answers
+/// are discarded. At most one deployment, at most 50%.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BTreeMap<String, u32>", into = "BTreeMap<String, u32>")]
+pub struct MirrorTraffic(BTreeMap<String, u32>);
+
+impl TryFrom<BTreeMap<String, u32>> for MirrorTraffic {
+    type Error = String;
+
+    fn try_from(mut map: BTreeMap<String, u32>) -> Result<Self, Self::Error> {
+        map.retain(|_, v| *v > 0);
+        if map.len() > 1 {
+            return Err("mirror traffic can go to one deployment only".into());
+        }
+        if map.values().any(|v| *v > 50) {
+            return Err("mirror traffic is at most 50%".into());
+        }
+        Ok(MirrorTraffic(map))
+    }
+}
+
+impl From<MirrorTraffic> for BTreeMap<String, u32> {
+    fn from(t: MirrorTraffic) -> Self {
+        t.0
+    }
+}
+
+impl MirrorTraffic {
+    /// Parses `"green=10"` as `--mirror-traffic` takes it (empty or `green=0` turns it off).
+    pub fn parse_cli(s: &str) -> Result<MirrorTraffic, String> {
+        let mut map = BTreeMap::new();
+        for part in s.split([' ', ',']).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("`{part}` is not name=percent"))?;
+            map.insert(
+                k.to_string(),
+                v.parse()
+                    .map_err(|_| format!("`{v}` in `{part}` is not a whole percentage"))?,
+            );
+        }
+        MirrorTraffic::try_from(map)
+    }
+
+    /// The shadow deployment and its share, if any.
+    pub fn target(&self) -> Option<(&str, u32)> {
+        self.0.iter().next().map(|(k, v)| (k.as_str(), *v))
+    }
+}
+
 /// A validated endpoint spec.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointSpec {
@@ -94,6 +144,9 @@ pub struct EndpointSpec {
     /// Traffic split.
     #[serde(default)]
     pub traffic: TrafficSplit,
+    /// Mirrored traffic.
+    #[serde(default)]
+    pub mirror_traffic: MirrorTraffic,
 }
 
 #[derive(Deserialize)]
@@ -108,7 +161,7 @@ struct RawEndpoint {
     #[serde(default)]
     tags: BTreeMap<String, String>,
     traffic: Option<Spanned<BTreeMap<String, u32>>>,
-    mirror_traffic: Option<Spanned<serde::de::IgnoredAny>>,
+    mirror_traffic: Option<Spanned<BTreeMap<String, u32>>>,
     identity: Option<Spanned<serde::de::IgnoredAny>>,
     public_network_access: Option<Spanned<serde::de::IgnoredAny>>,
     kind: Option<Spanned<serde::de::IgnoredAny>>,
@@ -118,15 +171,10 @@ impl EndpointSpec {
     /// Parses an endpoint file.
     pub fn parse(src: &Source<'_>) -> Result<EndpointSpec, SpecError> {
         let raw: RawEndpoint = src.parse()?;
-        for (field, at) in [
-            ("mirror_traffic", &raw.mirror_traffic),
-            ("identity", &raw.identity),
-        ] {
-            if let Some(at) = at {
-                return Err(src
-                    .error_at(at, format!("`{field}` is not supported yet"))
-                    .hint("remove it"));
-            }
+        if let Some(at) = &raw.identity {
+            return Err(src
+                .error_at(at, "`identity` is not supported yet")
+                .hint("remove it"));
         }
         for (field, at) in [
             ("public_network_access", &raw.public_network_access),
@@ -179,6 +227,12 @@ impl EndpointSpec {
             description: raw.description,
             tags: raw.tags,
             traffic,
+            mirror_traffic: match raw.mirror_traffic {
+                Some(m) => {
+                    MirrorTraffic::try_from(m.value.clone()).map_err(|e| src.error_at(&m, e))?
+                }
+                None => MirrorTraffic::default(),
+            },
         })
     }
 }
@@ -213,9 +267,14 @@ mod tests {
                 .contains("must sum to 100")
         );
         assert!(
-            parse("name: e\nmirror_traffic: {green: 10}\n")
+            parse("name: e\nmirror_traffic: {green: 60}\n")
                 .unwrap_err()
-                .contains("`mirror_traffic` is not supported yet")
+                .contains("at most 50%")
+        );
+        assert!(
+            parse("name: e\nmirror_traffic: {a: 10, b: 10}\n")
+                .unwrap_err()
+                .contains("one deployment only")
         );
         assert!(
             parse("name: e\nscoring: x\n")

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use berth_core::serving::{DeploymentRecord, EndpointKeys, ModelRecord};
-use berth_core::spec::endpoint::TrafficSplit;
+use berth_core::spec::endpoint::{MirrorTraffic, TrafficSplit};
 use berth_store::Stored;
 use serde::{Deserialize, Serialize};
 
@@ -65,7 +65,10 @@ pub async fn show_endpoint(
 
 #[derive(Deserialize)]
 pub struct EndpointUpdate {
-    traffic: String,
+    #[serde(default)]
+    traffic: Option<String>,
+    #[serde(default)]
+    mirror_traffic: Option<String>,
 }
 
 pub async fn update_endpoint(
@@ -73,9 +76,28 @@ pub async fn update_endpoint(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<EndpointUpdate>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let traffic = TrafficSplit::parse_cli(&req.traffic)
-        .map_err(|e| ApiError::BadRequest(format!("--traffic \"{}\": {e}", req.traffic)))?;
-    let ep = endpoints::set_traffic(&s, &name, traffic).await?;
+    let traffic = req
+        .traffic
+        .as_deref()
+        .map(|t| {
+            TrafficSplit::parse_cli(t)
+                .map_err(|e| ApiError::BadRequest(format!("--traffic \"{t}\": {e}")))
+        })
+        .transpose()?;
+    let mirror = req
+        .mirror_traffic
+        .as_deref()
+        .map(|m| {
+            MirrorTraffic::parse_cli(m)
+                .map_err(|e| ApiError::BadRequest(format!("--mirror-traffic \"{m}\": {e}")))
+        })
+        .transpose()?;
+    if traffic.is_none() && mirror.is_none() {
+        return Err(ApiError::BadRequest(
+            "nothing to update: give --traffic and/or --mirror-traffic".into(),
+        ));
+    }
+    let ep = endpoints::set_split(&s, &name, traffic, mirror).await?;
     Ok(Json(endpoints::view(&s, &ep)))
 }
 

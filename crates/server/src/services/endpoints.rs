@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use berth_core::serving::{DeploymentRecord, DeploymentState, EndpointKeys, EndpointRecord};
 use berth_core::spec::compute::LOCAL_COMPUTE;
-use berth_core::spec::endpoint::{AuthMode, EndpointSpec, TrafficSplit};
+use berth_core::spec::endpoint::{AuthMode, EndpointSpec, MirrorTraffic, TrafficSplit};
 use berth_core::yaml::Source;
 use berth_router::{DeploymentRoute, EndpointRoute, RouteAuth};
 use berth_store::{Kind, StoreError, Stored};
@@ -32,6 +32,8 @@ pub struct EndpointView {
     pub tags: std::collections::BTreeMap<String, String>,
     /// Traffic weights.
     pub traffic: TrafficSplit,
+    /// Mirrored traffic.
+    pub mirror_traffic: MirrorTraffic,
     /// Where to send requests.
     pub scoring_uri: String,
     /// The swagger document of the live deployment.
@@ -61,6 +63,7 @@ pub fn view(state: &AppState, s: &Stored<EndpointRecord>) -> EndpointView {
         description: spec.description.clone(),
         tags: spec.tags.clone(),
         traffic: spec.traffic.clone(),
+        mirror_traffic: spec.mirror_traffic.clone(),
         scoring_uri: format!("{base}/score"),
         openapi_uri: format!("{base}/swagger.json"),
         provisioning_state: "Succeeded",
@@ -105,10 +108,9 @@ pub async fn create(
             )),
         ));
     }
-    if !spec.traffic.weights().is_empty() {
-        // Traffic names deployments, and a new endpoint has none (Azure sets it with update).
-        spec.traffic = TrafficSplit::default();
-    }
+    // Traffic names deployments, and a new endpoint has none (Azure sets it with update).
+    spec.traffic = TrafficSplit::default();
+    spec.mirror_traffic = MirrorTraffic::default();
     let record = EndpointRecord {
         spec,
         keys: EndpointKeys {
@@ -160,13 +162,33 @@ pub async fn set_traffic(
     name: &str,
     traffic: TrafficSplit,
 ) -> Result<Stored<EndpointRecord>, ApiError> {
+    set_split(state, name, Some(traffic), None).await
+}
+
+/// Sets the traffic split and/or the mirror; every named deployment must exist.
+pub async fn set_split(
+    state: &AppState,
+    name: &str,
+    traffic: Option<TrafficSplit>,
+    mirror: Option<MirrorTraffic>,
+) -> Result<Stored<EndpointRecord>, ApiError> {
     let deployments: Vec<String> = deployments_of(state, name)
         .await?
         .into_iter()
         .map(|d| d.value.spec.name)
         .collect();
-    for (d, w) in traffic.weights() {
-        if *w > 0 && !deployments.contains(d) {
+    let named = traffic.iter().flat_map(|t| {
+        t.weights()
+            .iter()
+            .map(|(d, w)| (d.clone(), *w))
+            .collect::<Vec<_>>()
+    });
+    let mirrored = mirror
+        .iter()
+        .filter_map(|m| m.target().map(|(d, w)| (d.to_string(), w)));
+    for (d, w) in named.chain(mirrored) {
+        let d = &d;
+        if w > 0 && !deployments.contains(d) {
             return Err(ApiError::BadRequest(format!(
                 "traffic names deployment `{d}`, which endpoint `{name}` does not have (it has: {})",
                 if deployments.is_empty() {
@@ -179,7 +201,12 @@ pub async fn set_traffic(
     }
     loop {
         let mut ep = get(state, name).await?;
-        ep.value.spec.traffic = traffic.clone();
+        if let Some(t) = &traffic {
+            ep.value.spec.traffic = t.clone();
+        }
+        if let Some(m) = &mirror {
+            ep.value.spec.mirror_traffic = m.clone();
+        }
         match state
             .store
             .update(Kind::Endpoint, name, ep.resource_version, None, &ep.value)
@@ -334,6 +361,11 @@ pub async fn refresh_routes(state: &AppState) {
                     AuthMode::AmlToken => RouteAuth::Token(state.token_key.clone()),
                 },
                 traffic: ep.spec.traffic.clone(),
+                mirror: ep
+                    .spec
+                    .mirror_traffic
+                    .target()
+                    .map(|(d, w)| (d.to_string(), w)),
                 deployments: routes,
             },
         );
