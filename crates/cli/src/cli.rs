@@ -90,6 +90,15 @@ pub struct ServerArgs {
     /// GPUs the local compute offers [default: those nvidia-smi lists].
     #[arg(long)]
     pub local_gpus: Option<u32>,
+    /// PEM certificate chain (server first) for HTTPS scoring.
+    #[arg(long, requires = "scoring_tls_key")]
+    pub scoring_tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS scoring.
+    #[arg(long, requires = "scoring_tls_cert")]
+    pub scoring_tls_key: Option<PathBuf>,
+    /// Serve scoring over plain HTTP on a non-loopback address.
+    #[arg(long)]
+    pub allow_insecure_connections: bool,
 }
 
 /// `berth runtime` flags.

@@ -138,6 +138,9 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         local_memory: args.local_memory,
         local_gpus: args.local_gpus,
         max_body_bytes: None,
+        scoring_tls_cert: args.scoring_tls_cert,
+        scoring_tls_key: args.scoring_tls_key,
+        allow_insecure_connections: args.allow_insecure_connections.then_some(true),
     };
     let config = berth_server::ServerConfig::load(
         &home,

@@ -980,3 +980,97 @@ fn a_no_code_onnx_deployment_answers_like_the_reference() {
     );
     assert!(logs.contains("serving the ONNX model natively"), "{logs}");
 }
+
+#[test]
+fn scoring_over_tls_from_pem_files() {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let (cert, key) = (tls.join("cert.pem"), tls.join("key.pem"));
+    let home = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        home,
+        &[
+            "--scoring-tls-cert",
+            &cert.to_string_lossy(),
+            "--scoring-tls-key",
+            &key.to_string_lossy(),
+        ],
+        &[],
+    );
+    let ex = seed_dir().join("../onnx");
+    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    let uri = s.json(&["online-endpoint", "show", "-n", "onnx-endpoint"])["scoring_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(uri.starts_with("https://"), "{uri}");
+    let key = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"])["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, version) = rt.block_on(async {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap();
+        let body = std::fs::read_to_string(ex.join("sample-request.json")).unwrap();
+        let resp = client
+            .post(&uri)
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.version())
+    });
+    assert_eq!(status, 200);
+    assert_eq!(version, reqwest::Version::HTTP_2, "ALPN should pick HTTP/2");
+    let out = std::process::Command::new(support::BERTH)
+        .args(["online-endpoint", "invoke", "-n", "onnx-endpoint", "-r"])
+        .arg(ex.join("sample-request.json"))
+        .env("BERTH_HOME", s.home.path())
+        .env("BERTH_CA_CERT", &cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"y\""), "{}", text(&out.stdout));
+}
+
+#[test]
+fn plain_http_scoring_off_loopback_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::BERTH)
+        .args([
+            "server",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--scoring-listen",
+            "0.0.0.0:0",
+        ])
+        .env("BERTH_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is not on loopback and has no TLS")
+            && err.contains("allow_insecure_connections"),
+        "{err}"
+    );
+}

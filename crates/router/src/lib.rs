@@ -7,6 +7,7 @@
 pub mod metrics;
 pub mod selector;
 pub mod slots;
+pub mod tls;
 pub mod token;
 
 use std::collections::HashMap;

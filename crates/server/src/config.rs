@@ -24,6 +24,12 @@ pub struct ServerConfig {
     pub local_gpus: Option<u32>,
     /// Largest request body the API accepts, in bytes.
     pub max_body_bytes: usize,
+    /// PEM certificate chain for the scoring listener (TLS when given with the key).
+    pub scoring_tls_cert: Option<PathBuf>,
+    /// PEM private key for the scoring listener.
+    pub scoring_tls_key: Option<PathBuf>,
+    /// Serve scoring over plain HTTP on a non-loopback address (Azure's allowInsecureConnections).
+    pub allow_insecure_connections: bool,
     /// The command that supervises one job (`<berth> job-supervise`).
     pub supervisor: Vec<String>,
     /// The command that runs one deployment replica (`<berth> runtime`).
@@ -46,6 +52,12 @@ pub struct ConfigLayer {
     pub local_gpus: Option<u32>,
     /// `max_body_bytes: 8388608`
     pub max_body_bytes: Option<usize>,
+    /// `scoring_tls_cert: /etc/berth/cert.pem`
+    pub scoring_tls_cert: Option<PathBuf>,
+    /// `scoring_tls_key: /etc/berth/key.pem`
+    pub scoring_tls_key: Option<PathBuf>,
+    /// `allow_insecure_connections: true`
+    pub allow_insecure_connections: Option<bool>,
 }
 
 /// Why the configuration cannot be used.
@@ -84,6 +96,11 @@ impl ConfigLayer {
             local_memory: self.local_memory.or(base.local_memory),
             local_gpus: self.local_gpus.or(base.local_gpus),
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
+            scoring_tls_cert: self.scoring_tls_cert.or(base.scoring_tls_cert),
+            scoring_tls_key: self.scoring_tls_key.or(base.scoring_tls_key),
+            allow_insecure_connections: self
+                .allow_insecure_connections
+                .or(base.allow_insecure_connections),
         }
     }
 
@@ -113,6 +130,9 @@ impl ConfigLayer {
             local_memory: parse(&get, "BERTH_LOCAL_MEMORY")?,
             local_gpus: parse(&get, "BERTH_LOCAL_GPUS")?,
             max_body_bytes: parse(&get, "BERTH_MAX_BODY_BYTES")?,
+            scoring_tls_cert: parse(&get, "BERTH_SCORING_TLS_CERT")?,
+            scoring_tls_key: parse(&get, "BERTH_SCORING_TLS_KEY")?,
+            allow_insecure_connections: parse(&get, "BERTH_ALLOW_INSECURE_CONNECTIONS")?,
         })
     }
 }
@@ -152,6 +172,9 @@ impl ServerConfig {
             local_memory: merged.local_memory,
             local_gpus: merged.local_gpus,
             max_body_bytes: merged.max_body_bytes.unwrap_or(8 << 20),
+            scoring_tls_cert: merged.scoring_tls_cert,
+            scoring_tls_key: merged.scoring_tls_key,
+            allow_insecure_connections: merged.allow_insecure_connections.unwrap_or(false),
             supervisor: berth
                 .iter()
                 .map(|b| vec![b.clone(), "job-supervise".into()])

@@ -100,6 +100,14 @@ pub enum StartError {
     /// Recovery failed.
     #[error("cannot recover unfinished jobs: {0}")]
     Recover(String),
+    /// The scoring listener would be plain HTTP on a non-loopback address.
+    #[error(
+        "the scoring listener {0} is not on loopback and has no TLS: give --scoring-tls-cert and --scoring-tls-key (PEM), or set allow_insecure_connections: true for plain HTTP"
+    )]
+    InsecureScoring(SocketAddr),
+    /// The TLS certificate or key is unusable.
+    #[error("{0}")]
+    Tls(#[from] berth_router::tls::TlsError),
 }
 
 /// The whole HTTP application.
@@ -240,7 +248,20 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         })?;
     let api_addr = api.local_addr().map_err(home_error(&home))?;
     let scoring_addr = scoring.local_addr().map_err(home_error(&home))?;
-    let state = build_state(&config, &format!("http://{scoring_addr}")).await?;
+    let tls = match (&config.scoring_tls_cert, &config.scoring_tls_key) {
+        (Some(cert), Some(key)) => Some(berth_router::tls::server_config(cert, key)?),
+        (None, None) if config.allow_insecure_connections || scoring_addr.ip().is_loopback() => {
+            None
+        }
+        (None, None) => return Err(StartError::InsecureScoring(scoring_addr)),
+        _ => {
+            return Err(StartError::Tls(berth_router::tls::TlsError::Config(
+                "give both --scoring-tls-cert and --scoring-tls-key".into(),
+            )));
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let state = build_state(&config, &format!("{scheme}://{scoring_addr}")).await?;
     let router = Arc::clone(&state.router);
     let routes_state = state.clone();
     let routes_task = tokio::spawn(async move {
@@ -252,7 +273,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     });
     let info = ServerInfo {
         api_url: format!("http://{api_addr}"),
-        scoring_url: format!("http://{scoring_addr}"),
+        scoring_url: format!("{scheme}://{scoring_addr}"),
         token_file: auth::token_path(&home).to_string_lossy().into_owned(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -279,11 +300,20 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             .await
     });
     let scoring_task = tokio::spawn(async move {
-        axum::serve(scoring, scoring_app(router))
-            .with_graceful_shutdown(async move {
-                let _ = stop_scoring.recv().await;
-            })
-            .await
+        let stop = async move {
+            let _ = stop_scoring.recv().await;
+        };
+        match tls {
+            Some(config) => {
+                berth_router::tls::serve_tls(scoring, scoring_app(router), config, stop).await;
+                Ok(())
+            }
+            None => {
+                axum::serve(scoring, scoring_app(router))
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        }
     });
     shutdown_signal().await;
     info!("shutting down; running jobs keep running and are re-attached at the next start");
