@@ -62,6 +62,8 @@ pub enum Command {
     /// Online deployments: replicas serving a model behind an endpoint.
     #[command(subcommand, name = "online-deployment")]
     OnlineDeployment(DeploymentCommand),
+    /// Run the inference router on its own, following a server's routes (as in a cluster).
+    Router(RouterArgs),
     /// Serve one deployment replica: score.py in a pool of Python workers.
     Runtime(RuntimeArgs),
     /// Supervise one job's process (started by the server; not for people).
@@ -97,6 +99,23 @@ pub struct ServerArgs {
     #[arg(long, requires = "scoring_tls_cert")]
     pub scoring_tls_key: Option<PathBuf>,
     /// Serve scoring over plain HTTP on a non-loopback address.
+    #[arg(long)]
+    pub allow_insecure_connections: bool,
+}
+
+/// `berth router` flags.
+#[derive(Debug, Args)]
+pub struct RouterArgs {
+    /// Address to serve scoring on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8702")]
+    pub listen: std::net::SocketAddr,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address.
     #[arg(long)]
     pub allow_insecure_connections: bool,
 }

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The server wants every core; a CLI call or a job supervisor starts faster on one thread.
     let mut builder = match cli.command {
-        Command::Server(_) => tokio::runtime::Builder::new_multi_thread(),
+        Command::Server(_) | Command::Router(_) => tokio::runtime::Builder::new_multi_thread(),
         _ => tokio::runtime::Builder::new_current_thread(),
     };
     let runtime = match builder.enable_all().build() {
@@ -55,6 +55,10 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::OnlineDeployment(cmd) => {
             commands::serving::deployment(&client::Client::connect(&home)?, &out, cmd).await
+        }
+        Command::Router(args) => {
+            init_logs();
+            commands::router::run(client::Client::connect(&home)?, args).await
         }
         Command::Runtime(args) => runtime(args).await,
         Command::JobSupervise { dir } => Ok(berth_scheduler::supervisor::supervise(&dir).await),
@@ -117,6 +121,16 @@ async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
         hint: None,
         code: 3,
     })
+}
+
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failure> {

@@ -1074,3 +1074,86 @@ fn plain_http_scoring_off_loopback_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_standalone_router_follows_the_server() {
+    use std::io::BufRead;
+    let s = Server::start(&[]);
+    let ex = seed_dir().join("../onnx");
+    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    let mut router = std::process::Command::new(support::BERTH)
+        .args(["router", "--listen", "127.0.0.1:0"])
+        .env("BERTH_HOME", s.home.path())
+        .env("BERTH_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(router.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("berth router ready on ").map(str::to_string))
+        .expect("router ready line");
+    std::thread::spawn(move || for _ in lines {});
+    let uri = format!("{addr}/api/v1/endpoint/onnx-endpoint/score");
+    let creds = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"]);
+    let (primary, secondary) = (
+        creds["primaryKey"].as_str().unwrap().to_string(),
+        creds["secondaryKey"].as_str().unwrap().to_string(),
+    );
+    let body = std::fs::read_to_string(ex.join("sample-request.json")).unwrap();
+    let (status, answer) = http_post(
+        &uri,
+        &[("Authorization", &format!("Bearer {primary}"))],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"y\""), "{answer}");
+    // A change on the server reaches the router by long-poll.
+    s.ok_in(
+        &ex,
+        &[
+            "online-endpoint",
+            "regenerate-keys",
+            "-n",
+            "onnx-endpoint",
+            "--key-type",
+            "primary",
+        ],
+    );
+    let mut old_key_status = 200;
+    for _ in 0..200 {
+        old_key_status = http_post(
+            &uri,
+            &[("Authorization", &format!("Bearer {primary}"))],
+            &body,
+        )
+        .0;
+        if old_key_status == 401 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(old_key_status, 401, "the router did not learn the new keys");
+    assert_eq!(
+        http_post(
+            &uri,
+            &[("Authorization", &format!("Bearer {secondary}"))],
+            &body
+        )
+        .0,
+        200
+    );
+    let _ = router.kill();
+    let _ = router.wait();
+}

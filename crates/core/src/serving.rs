@@ -122,3 +122,46 @@ impl DeploymentRecord {
 pub fn deployment_key(endpoint: &str, deployment: &str) -> String {
     format!("{endpoint}/{deployment}")
 }
+
+/// The routing table the server publishes for routers (`GET /api/routes`), versioned so a
+/// router can long-poll for the next change.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesDoc {
+    /// Bumped on every change.
+    pub version: u64,
+    /// Every endpoint.
+    pub endpoints: Vec<EndpointRoutes>,
+}
+
+/// One endpoint's routes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRoutes {
+    /// Name.
+    pub name: String,
+    /// key or aml_token.
+    pub auth_mode: crate::spec::endpoint::AuthMode,
+    /// Accepted keys (key mode).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The token signing secret (aml_token mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret: Option<String>,
+    /// Traffic weights.
+    pub traffic: crate::spec::endpoint::TrafficSplit,
+    /// Mirror.
+    #[serde(default)]
+    pub mirror_traffic: crate::spec::endpoint::MirrorTraffic,
+    /// Deployments.
+    pub deployments: Vec<DeploymentRoutes>,
+}
+
+/// One deployment's routes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRoutes {
+    /// Name.
+    pub name: String,
+    /// Ready replicas (`host:port`).
+    pub replicas: Vec<String>,
+    /// Timeouts and slots.
+    pub request_settings: crate::spec::deployment::RequestSettings,
+}

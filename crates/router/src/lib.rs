@@ -83,6 +83,44 @@ pub struct EndpointRoute {
 /// Every endpoint the router serves.
 pub type RouteTable = HashMap<String, EndpointRoute>;
 
+/// The router's table for a published routes document.
+pub fn table_from_doc(doc: &berth_core::serving::RoutesDoc) -> RouteTable {
+    use berth_core::spec::endpoint::AuthMode;
+    doc.endpoints
+        .iter()
+        .map(|ep| {
+            let auth = match (ep.auth_mode, &ep.token_secret) {
+                (AuthMode::AmlToken, Some(secret)) => {
+                    RouteAuth::Token(token::TokenKey::new(secret.as_bytes()))
+                }
+                // A token endpoint without its secret accepts nothing rather than anything.
+                (AuthMode::AmlToken, None) => RouteAuth::Keys(Vec::new()),
+                (AuthMode::Key, _) => RouteAuth::Keys(ep.keys.clone()),
+            };
+            let deployments = ep
+                .deployments
+                .iter()
+                .map(|d| {
+                    (
+                        d.name.clone(),
+                        DeploymentRoute::new(d.replicas.clone(), d.request_settings),
+                    )
+                })
+                .collect();
+            let mirror = ep.mirror_traffic.target().map(|(d, w)| (d.to_string(), w));
+            (
+                ep.name.clone(),
+                EndpointRoute {
+                    auth,
+                    mirror,
+                    traffic: ep.traffic.clone(),
+                    deployments,
+                },
+            )
+        })
+        .collect()
+}
+
 /// The router.
 pub struct InferenceRouter {
     table: RwLock<Arc<RouteTable>>,

@@ -49,6 +49,10 @@ pub struct AppState {
     pub runtime_command: Arc<[String]>,
     /// Signs `aml_token` endpoint tokens.
     pub token_key: berth_router::token::TokenKey,
+    /// The secret behind `token_key`, published to standalone routers.
+    pub token_secret: Arc<str>,
+    /// The routes published to routers (`GET /api/routes`), with their version.
+    pub routes: Arc<tokio::sync::watch::Sender<Arc<berth_core::serving::RoutesDoc>>>,
 }
 
 /// What `$BERTH_HOME/server.json` holds, so the CLI and scripts find a running server.
@@ -216,6 +220,10 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         scoring_url: scoring_url.into(),
         runtime_command: config.runtime.clone().into(),
         token_key: berth_router::token::TokenKey::new(signing.as_bytes()),
+        token_secret: signing.as_str().into(),
+        routes: Arc::new(
+            tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc::default())).0,
+        ),
     };
     services::endpoints::refresh_routes(&state).await;
     services::deployments::recover(&state).await;

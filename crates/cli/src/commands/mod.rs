@@ -2,4 +2,5 @@
 
 pub mod job;
 pub mod resources;
+pub mod router;
 pub mod serving;

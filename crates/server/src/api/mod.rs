@@ -74,6 +74,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .route("/api/datastores/{name}", get(resources::show_datastore))
         .route("/api/models", post(sv::create_model).get(sv::list_models))
+        .route("/api/routes", get(sv::routes))
         .route("/api/models/{name}/versions/{version}", get(sv::show_model))
         .route(
             "/api/endpoints",

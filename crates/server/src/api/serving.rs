@@ -222,3 +222,31 @@ pub async fn delete_deployment(
         .await
         .map(|_| StatusCode::NO_CONTENT)
 }
+
+#[derive(Deserialize)]
+pub struct RoutesQuery {
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    wait: u64,
+}
+
+/// The routes for standalone routers; with `since=<version>&wait=<seconds>`, answers when the
+/// version is newer than `since` or after `wait` seconds (long-poll).
+pub async fn routes(
+    State(s): State<AppState>,
+    Query(q): Query<RoutesQuery>,
+) -> Json<berth_core::serving::RoutesDoc> {
+    let mut rx = s.routes.subscribe();
+    let deadline = std::time::Duration::from_secs(q.wait.min(300));
+    let _ = tokio::time::timeout(deadline, async {
+        while rx.borrow_and_update().version <= q.since {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let doc = rx.borrow().as_ref().clone();
+    Json(doc)
+}

@@ -1,13 +1,11 @@
 //! Online endpoints: create with keys, traffic updates, credentials, and the route table the
 //! inference router serves.
 
-use std::collections::HashMap;
-
 use berth_core::serving::{DeploymentRecord, DeploymentState, EndpointKeys, EndpointRecord};
+use berth_core::serving::{DeploymentRoutes, EndpointRoutes, RoutesDoc};
 use berth_core::spec::compute::LOCAL_COMPUTE;
 use berth_core::spec::endpoint::{AuthMode, EndpointSpec, MirrorTraffic, TrafficSplit};
 use berth_core::yaml::Source;
-use berth_router::{DeploymentRoute, EndpointRoute, RouteAuth};
 use berth_store::{Kind, StoreError, Stored};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -331,44 +329,45 @@ pub async fn refresh_routes(state: &AppState) {
         tracing::warn!("cannot read endpoints to refresh routes");
         return;
     };
-    let mut table = HashMap::new();
+    let mut doc = RoutesDoc {
+        version: state.routes.borrow().version + 1,
+        endpoints: Vec::new(),
+    };
     for ep in endpoints {
         let ep = ep.value;
-        let mut routes = HashMap::new();
-        for d in deployments
+        let routes = deployments
             .iter()
             .filter(|d| d.value.spec.endpoint_name == ep.spec.name)
-        {
-            let d = &d.value;
-            let key = berth_core::serving::deployment_key(&ep.spec.name, &d.spec.name);
-            let addrs = if d.state == DeploymentState::Deleting {
+            .map(|d| {
+                let d = &d.value;
+                let key = berth_core::serving::deployment_key(&ep.spec.name, &d.spec.name);
+                let replicas = if d.state == DeploymentState::Deleting {
+                    Vec::new()
+                } else {
+                    state.replicas.ready(&key)
+                };
+                DeploymentRoutes {
+                    name: d.spec.name.clone(),
+                    replicas,
+                    request_settings: d.spec.request_settings,
+                }
+            })
+            .collect();
+        let token = ep.spec.auth_mode == AuthMode::AmlToken;
+        doc.endpoints.push(EndpointRoutes {
+            name: ep.spec.name.clone(),
+            auth_mode: ep.spec.auth_mode,
+            keys: if token {
                 Vec::new()
             } else {
-                state.replicas.ready(&key)
-            };
-            routes.insert(
-                d.spec.name.clone(),
-                DeploymentRoute::new(addrs, d.spec.request_settings),
-            );
-        }
-        table.insert(
-            ep.spec.name.clone(),
-            EndpointRoute {
-                auth: match ep.spec.auth_mode {
-                    AuthMode::Key => {
-                        RouteAuth::Keys(vec![ep.keys.primary.clone(), ep.keys.secondary.clone()])
-                    }
-                    AuthMode::AmlToken => RouteAuth::Token(state.token_key.clone()),
-                },
-                traffic: ep.spec.traffic.clone(),
-                mirror: ep
-                    .spec
-                    .mirror_traffic
-                    .target()
-                    .map(|(d, w)| (d.to_string(), w)),
-                deployments: routes,
+                vec![ep.keys.primary.clone(), ep.keys.secondary.clone()]
             },
-        );
+            token_secret: token.then(|| state.token_secret.to_string()),
+            traffic: ep.spec.traffic.clone(),
+            mirror_traffic: ep.spec.mirror_traffic.clone(),
+            deployments: routes,
+        });
     }
-    state.router.update(table);
+    state.router.update(berth_router::table_from_doc(&doc));
+    state.routes.send_replace(std::sync::Arc::new(doc));
 }

@@ -1,0 +1,88 @@
+//! `berth router`: the inference router as its own process. It long-polls the server's
+//! `/api/routes` and serves what it learns; this is how it runs inside a cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::serving::RoutesDoc;
+use berth_router::InferenceRouter;
+use tokio::net::TcpListener;
+
+use crate::cli::RouterArgs;
+use crate::client::Client;
+use crate::failure::Failure;
+
+/// Follows the server's routes forever, retrying with a pause when it cannot reach it.
+async fn follow(
+    client: Client,
+    router: Arc<InferenceRouter>,
+    first: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut first = Some(first);
+    let mut since = 0;
+    loop {
+        match client
+            .get::<RoutesDoc>(&format!("/api/routes?since={since}&wait=30"))
+            .await
+        {
+            Ok(doc) => {
+                if doc.version != since || first.is_some() {
+                    router.update(berth_router::table_from_doc(&doc));
+                    tracing::info!(
+                        version = doc.version,
+                        endpoints = doc.endpoints.len(),
+                        "routes updated"
+                    );
+                }
+                since = doc.version;
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot read routes from the server; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Runs the standalone router.
+pub async fn run(client: Client, args: RouterArgs) -> Result<i32, Failure> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => {
+            Some(berth_router::tls::server_config(c, k).map_err(|e| Failure::new(e.to_string()))?)
+        }
+        _ if args.allow_insecure_connections || args.listen.ip().is_loopback() => None,
+        _ => {
+            return Err(Failure::new(format!("{} is not on loopback and has no TLS", args.listen))
+                .hint("give --tls-cert and --tls-key (PEM), or --allow-insecure-connections for plain HTTP"));
+        }
+    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::new(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::new(e.to_string()))?;
+    let router = InferenceRouter::new();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(follow(client, Arc::clone(&router), tx));
+    let _ = rx.await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    eprintln!("berth router ready on {scheme}://{addr}");
+    let app = router.app();
+    match tls {
+        Some(config) => {
+            berth_router::tls::serve_tls(listener, app, config, std::future::pending()).await
+        }
+        None => axum_serve(listener, app).await?,
+    }
+    Ok(0)
+}
+
+async fn axum_serve(listener: TcpListener, app: axum::Router) -> Result<(), Failure> {
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| Failure::new(format!("serving failed: {e}")))
+}
