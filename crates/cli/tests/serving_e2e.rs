@@ -58,6 +58,46 @@ fn seed_endpoint_serves_blue_and_green() {
         text(&out.stderr)
     );
 
+    // Models are immutable and stored by content.
+    let out = s.cli_in(
+        &seed,
+        &[
+            "model",
+            "create",
+            "--name",
+            "my-model",
+            "--version",
+            "1",
+            "--path",
+            "./model",
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+    let v1 = s.json(&["model", "show", "--name", "my-model", "--version", "1"]);
+    s.ok_in(
+        &seed,
+        &[
+            "model",
+            "create",
+            "--name",
+            "my-model",
+            "--version",
+            "2",
+            "--path",
+            "./model",
+        ],
+    );
+    let v2 = s.json(&["model", "show", "--name", "my-model", "--version", "2"]);
+    assert_eq!(v1["path"], v2["path"], "the same files are stored once");
+    assert!(
+        v1["path"].as_str().unwrap().contains("blobs/sha256-"),
+        "{v1}"
+    );
+
     // No traffic yet: 404 with a reason.
     let out = s.cli_in(
         &seed,

@@ -127,6 +127,8 @@ pub struct InferenceRouter {
     client: Client<HttpConnector, Full<Bytes>>,
     /// Prometheus metrics, served at `/metrics`.
     pub metrics: metrics::RouterMetrics,
+    /// Largest request body (100 MiB, azureml-fe's limit).
+    pub max_body_bytes: usize,
 }
 
 /// Why a request was not served, with its status.
@@ -192,6 +194,7 @@ impl InferenceRouter {
             table: RwLock::new(Arc::new(RouteTable::new())),
             client,
             metrics: metrics::RouterMetrics::default(),
+            max_body_bytes: 100 << 20,
         })
     }
 
@@ -300,7 +303,7 @@ impl InferenceRouter {
                     r.metrics.encode()
                 }),
             )
-            .layer(DefaultBodyLimit::max(100 << 20))
+            .layer(DefaultBodyLimit::max(self.max_body_bytes))
             .with_state(self)
     }
 
@@ -500,8 +503,19 @@ async fn score(
     State(router): State<Arc<InferenceRouter>>,
     Path(endpoint): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let message = format!("the request body could not be read: {}", e.body_text());
+            return (
+                e.status(),
+                Json(json!({"error": {"code": "BadRequestBody", "message": message}})),
+            )
+                .into_response();
+        }
+    };
     let resp = match router.route(&endpoint, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),

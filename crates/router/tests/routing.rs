@@ -280,3 +280,15 @@ async fn mirror_traffic_copies_a_share_and_discards_the_answers() {
     let n = seen.load(Ordering::Relaxed);
     assert!((60..=140).contains(&n), "the shadow got {n} of 200 at 50%");
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_413_with_a_reason() {
+    let (_, app) = setup("blue=100", settings(4, 500, 2000)).await;
+    let big = "x".repeat((100 << 20) + 1);
+    let (status, body) = score(&app, "k1", None, &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        body.contains("BadRequestBody") && body.contains("could not be read"),
+        "{body}"
+    );
+}

@@ -359,6 +359,14 @@ async fn submit(
         client.call(Method::POST, &collection, Some(&body)).await?
     };
     let name = created["name"].as_str().unwrap_or_default().to_string();
+    for note in created["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+    {
+        eprintln!("note: {note}");
+    }
     if no_wait {
         out.print(&created, &DEP_COLUMNS)?;
         return Ok(0);

@@ -152,6 +152,9 @@ pub struct DeploymentSpec {
     /// Per-replica limits (cpu, memory); must fit within the instance type's limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_limits: Option<(Quantity, Quantity)>,
+    /// Things the file asked for that Berth accepts but does differently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -372,7 +375,10 @@ impl DeploymentSpec {
             }
             None => None,
         };
-        let _ = raw.app_insights_enabled; // accepted; Berth exposes Prometheus metrics instead
+        let mut notes = Vec::new();
+        if raw.app_insights_enabled == Some(true) {
+            notes.push("app_insights_enabled is ignored: Berth exposes Prometheus metrics at /metrics instead".to_string());
+        }
         Ok(DeploymentSpec {
             name: raw.name.value,
             endpoint_name: raw.endpoint_name.value,
@@ -391,6 +397,7 @@ impl DeploymentSpec {
             readiness_probe: raw.readiness_probe.unwrap_or_default(),
             resource_requests,
             resource_limits,
+            notes,
         })
     }
 }
@@ -461,6 +468,9 @@ mod tests {
                 .unwrap_err()
                 .contains("neither `model` nor `code_configuration`")
         );
+        let noted =
+            parse(&format!("{base}app_insights_enabled: true\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(noted.notes[0].contains("Prometheus"), "{:?}", noted.notes);
         let d = parse(&format!(
             "{base}scale_settings: {{type: target_utilization, max_instances: 3}}\n"
         ))

@@ -45,10 +45,10 @@ pub async fn create(state: &AppState, req: ModelCreate) -> Result<ModelRecord, A
             hint: Some("model versions never change; create a new version".into()),
         });
     }
-    let dest = state.home.join("models").join(&req.name).join(&req.version);
-    let (s, d) = (src.clone(), dest.clone());
-    let copied = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u64)> {
-        let _ = std::fs::remove_dir_all(&d);
+    let models = state.home.join("models");
+    let tmp = models.join(format!(".incoming-{}", rand::random::<u64>()));
+    let (s, d, root) = (src.clone(), tmp.clone(), models.clone());
+    let copied = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u64, PathBuf)> {
         if s.is_dir() {
             copy_tree(&s, &d)?;
         } else {
@@ -56,15 +56,28 @@ pub async fn create(state: &AppState, req: ModelCreate) -> Result<ModelRecord, A
             std::fs::copy(&s, d.join(s.file_name().unwrap_or_default()))?;
         }
         let files = list_files(&d)?;
-        Ok((files.len() as u64, files.iter().map(|f| f.1).sum()))
+        // Content-addressed: the same files are stored once, whatever the name or version.
+        let blob = root
+            .join("blobs")
+            .join(format!("sha256-{}", digest(&d, &files)?));
+        if blob.exists() {
+            std::fs::remove_dir_all(&d)?;
+        } else {
+            std::fs::create_dir_all(root.join("blobs"))?;
+            std::fs::rename(&d, &blob)?;
+        }
+        Ok((files.len() as u64, files.iter().map(|f| f.1).sum(), blob))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("cannot copy the model: {e}")))?;
+    .map_err(|e| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        ApiError::Internal(format!("cannot copy the model: {e}"))
+    })?;
     let record = ModelRecord {
         name: req.name.clone(),
         version: req.version.clone(),
-        path: dest.to_string_lossy().into_owned(),
+        path: copied.2.to_string_lossy().into_owned(),
         source: req.path,
         files: copied.0,
         bytes: copied.1,
@@ -83,6 +96,23 @@ pub async fn create(state: &AppState, req: ModelCreate) -> Result<ModelRecord, A
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// SHA-256 over every file's relative path and contents, in path order.
+fn digest(root: &std::path::Path, files: &[(String, u64)]) -> std::io::Result<String> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for (rel, _) in files {
+        ctx.update(rel.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(&std::fs::read(root.join(rel))?);
+        ctx.update(&[0]);
+    }
+    Ok(ctx
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// One model version.
