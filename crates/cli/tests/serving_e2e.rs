@@ -693,6 +693,10 @@ fn a_rolling_update_under_load_fails_no_request() {
         "my-model-endpoint",
     ]);
     assert_eq!(d["provisioning_state"], "Succeeded");
+    // A second update while one is in progress is refused.
+    s.ok_in(&dir, &["online-deployment", "update", "-f", "blue-v2.yaml", "--no-wait"]);
+    let out = s.cli_in(&dir, &["online-deployment", "update", "-f", "blue-v2.yaml", "--no-wait"]);
+    assert!(text(&out.stderr).contains("is Updating already"), "{}", text(&out.stderr));
 }
 
 #[test]
