@@ -1,0 +1,325 @@
+//! Operating online endpoints: token auth, server restarts, TLS, and the standalone router.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use support::serving::*;
+use support::*;
+
+#[test]
+fn deployments_come_back_after_the_server_is_killed() {
+    let s = Server::start(&[]);
+    let (_, _, _) = serve_blue(&s);
+    let before = replica_pids(s.home.path());
+    assert_eq!(before.len(), 2, "{before:?}");
+    let home = s.kill9();
+    // The replicas die with their server (no orphans holding ports).
+    let mut left = replica_pids(home.path());
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = replica_pids(home.path());
+    }
+    assert!(left.is_empty(), "replicas outlived the server: {left:?}");
+    let s = Server::start_in(home, &[], &[]);
+    let mut answer = String::new();
+    for _ in 0..100 {
+        let out = s.cli_in(
+            &seed_dir(),
+            &[
+                "online-endpoint",
+                "invoke",
+                "-n",
+                "my-model-endpoint",
+                "-r",
+                "sample-request.json",
+            ],
+        );
+        if out.status.success() {
+            answer = text(&out.stdout);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        answer.contains("predictions"),
+        "the endpoint did not come back: {answer}"
+    );
+}
+
+#[test]
+fn scoring_over_tls_from_pem_files() {
+    let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let (cert, key) = (tls.join("cert.pem"), tls.join("key.pem"));
+    let home = tempfile::tempdir().unwrap();
+    let s = Server::start_in(
+        home,
+        &[
+            "--scoring-tls-cert",
+            &cert.to_string_lossy(),
+            "--scoring-tls-key",
+            &key.to_string_lossy(),
+        ],
+        &[],
+    );
+    let ex = seed_dir().join("../onnx");
+    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    let uri = s.json(&["online-endpoint", "show", "-n", "onnx-endpoint"])["scoring_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(uri.starts_with("https://"), "{uri}");
+    let key = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"])["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, version) = rt.block_on(async {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .build()
+            .unwrap();
+        let body = std::fs::read_to_string(ex.join("sample-request.json")).unwrap();
+        let resp = client
+            .post(&uri)
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.version())
+    });
+    assert_eq!(status, 200);
+    assert_eq!(version, reqwest::Version::HTTP_2, "ALPN should pick HTTP/2");
+    let out = std::process::Command::new(BERTH)
+        .args(["online-endpoint", "invoke", "-n", "onnx-endpoint", "-r"])
+        .arg(ex.join("sample-request.json"))
+        .env("BERTH_HOME", s.home.path())
+        .env("BERTH_CA_CERT", &cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"y\""), "{}", text(&out.stdout));
+}
+
+#[test]
+fn plain_http_scoring_off_loopback_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BERTH)
+        .args([
+            "server",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--scoring-listen",
+            "0.0.0.0:0",
+        ])
+        .env("BERTH_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is not on loopback and has no TLS")
+            && err.contains("allow_insecure_connections"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_standalone_router_follows_the_server() {
+    use std::io::BufRead;
+    let s = Server::start(&[]);
+    let ex = seed_dir().join("../onnx");
+    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    let mut router = std::process::Command::new(BERTH)
+        .args(["router", "--listen", "127.0.0.1:0"])
+        .env("BERTH_HOME", s.home.path())
+        .env("BERTH_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(router.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("berth router ready on ").map(str::to_string))
+        .expect("router ready line");
+    std::thread::spawn(move || for _ in lines {});
+    let uri = format!("{addr}/api/v1/endpoint/onnx-endpoint/score");
+    let creds = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"]);
+    let (primary, secondary) = (
+        creds["primaryKey"].as_str().unwrap().to_string(),
+        creds["secondaryKey"].as_str().unwrap().to_string(),
+    );
+    let body = std::fs::read_to_string(ex.join("sample-request.json")).unwrap();
+    let (status, answer) = http_post(
+        &uri,
+        &[("Authorization", &format!("Bearer {primary}"))],
+        &body,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"y\""), "{answer}");
+    // A change on the server reaches the router by long-poll.
+    s.ok_in(
+        &ex,
+        &[
+            "online-endpoint",
+            "regenerate-keys",
+            "-n",
+            "onnx-endpoint",
+            "--key-type",
+            "primary",
+        ],
+    );
+    let mut old_key_status = 200;
+    for _ in 0..200 {
+        old_key_status = http_post(
+            &uri,
+            &[("Authorization", &format!("Bearer {primary}"))],
+            &body,
+        )
+        .0;
+        if old_key_status == 401 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(old_key_status, 401, "the router did not learn the new keys");
+    assert_eq!(
+        http_post(
+            &uri,
+            &[("Authorization", &format!("Bearer {secondary}"))],
+            &body
+        )
+        .0,
+        200
+    );
+    let _ = router.kill();
+    let _ = router.wait();
+}
+
+#[test]
+fn aml_token_endpoints_take_signed_tokens() {
+    let s = Server::start(&[]);
+    prepare(&s);
+    let seed = seed_dir();
+    let dir = s.home.path().join("tok");
+    write(
+        &dir,
+        "ep.yaml",
+        "name: tok-ep\ncompute: azureml:aks-compute\nauth_mode: aml_token\n",
+    );
+    s.ok_in(&dir, &["online-endpoint", "create", "-f", "ep.yaml"]);
+    let dep = std::fs::read_to_string(seed.join("deployment.yaml"))
+        .unwrap()
+        .replace("endpoint_name: my-model-endpoint", "endpoint_name: tok-ep")
+        .replace(
+            "code: ./score",
+            &format!("code: {}", seed.join("score").display()),
+        )
+        .replace("instance_count: 2", "instance_count: 1");
+    write(&dir, "dep.yaml", &dep);
+    s.ok_in(
+        &dir,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "dep.yaml",
+            "--all-traffic",
+        ],
+    );
+    let out = s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "tok-ep",
+            "-r",
+            "sample-request.json",
+        ],
+    );
+    assert!(
+        text(&out.stdout).contains("predictions"),
+        "{}",
+        text(&out.stdout)
+    );
+    let creds = s.json(&["online-endpoint", "get-credentials", "-n", "tok-ep"]);
+    let token = creds["accessToken"].as_str().unwrap();
+    assert_eq!(creds["tokenType"], "Bearer");
+    assert!(creds["expiryTimeUtc"].is_string() && creds["refreshAfterTimeUtc"].is_string());
+    let uri = s.json(&["online-endpoint", "show", "-n", "tok-ep"])["scoring_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = std::fs::read_to_string(seed.join("sample-request.json")).unwrap();
+    assert_eq!(
+        http_post(
+            &uri,
+            &[("Authorization", &format!("Bearer {token}"))],
+            &body
+        )
+        .0,
+        200
+    );
+    let forged = token.replacen("bt1.tok-ep.", "bt1.tok-ep.9", 1);
+    let (status, answer) = http_post(
+        &uri,
+        &[("Authorization", &format!("Bearer {forged}"))],
+        &body,
+    );
+    assert_eq!(status, 401, "{answer}");
+    // A token for one endpoint does not open another.
+    let keys_ep = s.json(&["online-endpoint", "show", "-n", "my-model-endpoint"])["scoring_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        http_post(
+            &keys_ep,
+            &[("Authorization", &format!("Bearer {token}"))],
+            &body
+        )
+        .0,
+        401
+    );
+    let out = s.cli_in(
+        &seed,
+        &["online-endpoint", "regenerate-keys", "-n", "tok-ep"],
+    );
+    assert!(
+        text(&out.stderr).contains("uses aml_token and has no keys"),
+        "{}",
+        text(&out.stderr)
+    );
+}

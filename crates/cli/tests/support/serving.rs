@@ -1,0 +1,143 @@
+//! Helpers for the online-endpoint tests: the seed's endpoint, load from client threads, and
+//! finding replica processes.
+
+use super::{Server, http_post, seed_dir, text};
+
+pub fn prepare(s: &Server) {
+    let seed = seed_dir();
+    s.ok_in(
+        &seed,
+        &["instance-type", "apply", "-f", "instance-types.yaml"],
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "compute",
+            "attach",
+            "--type",
+            "local",
+            "--name",
+            "aks-compute",
+        ],
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "model",
+            "create",
+            "--name",
+            "my-model",
+            "--version",
+            "1",
+            "--path",
+            "./model",
+        ],
+    );
+    s.ok_in(
+        &seed,
+        &["online-endpoint", "create", "--file", "endpoint.yaml"],
+    );
+}
+
+/// Sends `n` requests one after another; returns how many did not get 200.
+pub fn load(
+    uri: String,
+    key: String,
+    n: usize,
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let body = std::fs::read_to_string(seed_dir().join("sample-request.json")).unwrap();
+        let auth = format!("Bearer {key}");
+        let mut failed = 0;
+        for _ in 0..n {
+            if http_post(
+                &uri,
+                &[
+                    ("Authorization", &auth),
+                    ("Content-Type", "application/json"),
+                ],
+                &body,
+            )
+            .0 != 200
+            {
+                failed += 1;
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        failed
+    })
+}
+
+pub fn wait_for(done: &std::sync::atomic::AtomicUsize, n: usize) {
+    while done.load(std::sync::atomic::Ordering::Relaxed) < n {
+        std::thread::yield_now();
+    }
+}
+
+pub fn serve_blue(s: &Server) -> (String, String, String) {
+    let seed = seed_dir();
+    prepare(s);
+    s.ok_in(
+        &seed,
+        &[
+            "online-deployment",
+            "create",
+            "--file",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    let q = |field: &str, args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(["--query", field, "-o", "tsv"]);
+        text(&s.ok_in(&seed, &a).stdout).trim().to_string()
+    };
+    let uri = q(
+        "scoring_uri",
+        &["online-endpoint", "show", "-n", "my-model-endpoint"],
+    );
+    let primary = q(
+        "primaryKey",
+        &[
+            "online-endpoint",
+            "get-credentials",
+            "-n",
+            "my-model-endpoint",
+        ],
+    );
+    let secondary = q(
+        "secondaryKey",
+        &[
+            "online-endpoint",
+            "get-credentials",
+            "-n",
+            "my-model-endpoint",
+        ],
+    );
+    (uri, primary, secondary)
+}
+
+pub fn replica_pids(home: &std::path::Path) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
+            let home = home.to_string_lossy();
+            !zombie
+                && args.get(1).is_some_and(|a| a == "runtime")
+                && args.iter().any(|a| a.contains(&*home))
+        })
+        .collect()
+}
