@@ -303,17 +303,13 @@ fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
     }
 }
 
-/// Starts (or restarts) a deployment's replicas and records the outcome.
-pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_traffic: bool) {
-    let key = deployment_key(endpoint, name);
-    let Ok(d) = get(state, endpoint, name).await else {
-        return;
-    };
-    let outcome = state.replicas.start(&key, plan(state, &d.value)).await;
-    let next = match outcome {
-        Ok(_) => DeploymentState::Succeeded,
-        Err(reason) => DeploymentState::Failed { reason },
-    };
+/// Stores how starting or updating replicas ended, and starts the autoscaler if it worked.
+async fn record_outcome(
+    state: &AppState,
+    key: &str,
+    d: Stored<DeploymentRecord>,
+    next: DeploymentState,
+) -> DeploymentRecord {
     let status = next.name();
     let mut rec = d.value;
     rec.state = next;
@@ -321,7 +317,7 @@ pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_tr
         .store
         .update(
             Kind::Deployment,
-            &key,
+            key,
             d.resource_version,
             Some(status),
             &rec,
@@ -333,6 +329,21 @@ pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_tr
     if rec.state == DeploymentState::Succeeded {
         spawn_autoscaler(state, &rec);
     }
+    rec
+}
+
+/// Starts (or restarts) a deployment's replicas and records the outcome.
+pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_traffic: bool) {
+    let key = deployment_key(endpoint, name);
+    let Ok(d) = get(state, endpoint, name).await else {
+        return;
+    };
+    let outcome = state.replicas.start(&key, plan(state, &d.value)).await;
+    let next = match outcome {
+        Ok(_) => DeploymentState::Succeeded,
+        Err(reason) => DeploymentState::Failed { reason },
+    };
+    let rec = record_outcome(state, &key, d, next).await;
     if all_traffic
         && rec.state == DeploymentState::Succeeded
         && let Ok(t) =
@@ -416,25 +427,7 @@ async fn roll_replicas(state: &AppState, endpoint: &str, name: &str) {
             ),
         },
     };
-    let status = next.name();
-    let mut rec = d.value;
-    rec.state = next;
-    if let Err(e) = state
-        .store
-        .update(
-            Kind::Deployment,
-            &key,
-            d.resource_version,
-            Some(status),
-            &rec,
-        )
-        .await
-    {
-        tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
-    }
-    if rec.state == DeploymentState::Succeeded {
-        spawn_autoscaler(state, &rec);
-    }
+    record_outcome(state, &key, d, next).await;
     refresh_routes(state).await;
 }
 
