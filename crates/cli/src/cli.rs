@@ -62,6 +62,9 @@ pub enum Command {
     /// Online deployments: replicas serving a model behind an endpoint.
     #[command(subcommand, name = "online-deployment")]
     OnlineDeployment(DeploymentCommand),
+    /// The in-cluster install (Kubernetes), as `az k8s-extension` does it.
+    #[command(subcommand)]
+    Extension(ExtensionCommand),
     /// Run the inference router on its own, following a server's routes (as in a cluster).
     Router(RouterArgs),
     /// Serve one deployment replica: score.py in a pool of Python workers.
@@ -101,6 +104,26 @@ pub struct ServerArgs {
     /// Serve scoring over plain HTTP on a non-loopback address.
     #[arg(long)]
     pub allow_insecure_connections: bool,
+}
+
+/// `berth extension ...`
+#[derive(Debug, Subcommand)]
+pub enum ExtensionCommand {
+    /// Print the manifests of the in-cluster install (for kubectl apply or GitOps).
+    Render {
+        /// Extension name (accepted for az compatibility).
+        #[arg(short, long, default_value = "berth")]
+        name: String,
+        /// Cluster name (accepted for az compatibility).
+        #[arg(short, long)]
+        cluster_name: Option<String>,
+        /// Settings: enableTraining=True enableInference=True inferenceRouterServiceType=LoadBalancer ...
+        #[arg(long = "config", alias = "configuration-settings", num_args = 1.., value_name = "KEY=VALUE")]
+        config: Vec<String>,
+        /// Protected settings: sslCertPemFile=<path> sslKeyPemFile=<path> (the files are read here).
+        #[arg(long = "config-protected", alias = "configuration-protected-settings", num_args = 1.., value_name = "KEY=VALUE")]
+        config_protected: Vec<String>,
+    },
 }
 
 /// `berth router` flags.

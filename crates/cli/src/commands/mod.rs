@@ -1,5 +1,6 @@
 //! One module per group of verbs.
 
+pub mod extension;
 pub mod job;
 pub mod resources;
 pub mod router;

@@ -1,0 +1,377 @@
+//! `berth extension create --config k=v --config-protected k=v`: the settings of the in-cluster
+//! install, validated exactly as `az k8s-extension create` validates Microsoft.AzureML.Kubernetes.
+
+use std::collections::BTreeMap;
+
+/// Why a setting is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn err(message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        message: message.into(),
+    }
+}
+
+/// The router Service's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceType {
+    /// A cloud load balancer.
+    LoadBalancer,
+    /// A port on every node.
+    NodePort,
+    /// Reachable inside the cluster only.
+    ClusterIp,
+}
+
+impl ServiceType {
+    /// Kubernetes' spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::LoadBalancer => "LoadBalancer",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::ClusterIp => "ClusterIP",
+        }
+    }
+}
+
+/// Where the router's TLS certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain HTTP (`allowInsecureConnections=True`).
+    Insecure,
+    /// PEM contents given with `--config-protected sslCertPemFile=... sslKeyPemFile=...`.
+    Pem {
+        /// Certificate chain (PEM text).
+        cert: String,
+        /// Private key (PEM text).
+        key: String,
+        /// Host name in the scoring URI.
+        cname: String,
+    },
+    /// An existing Secret in `azureml` holding `cert.pem` and `key.pem`.
+    Secret {
+        /// Secret name.
+        name: String,
+        /// Host name in the scoring URI.
+        cname: String,
+    },
+}
+
+/// Validated extension settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtensionConfig {
+    /// Training jobs.
+    pub training: bool,
+    /// Online endpoints.
+    pub inference: bool,
+    /// The router Service's type (inference only).
+    pub service_type: Option<ServiceType>,
+    /// An internal load balancer (`internalLoadBalancerProvider=azure`).
+    pub internal_load_balancer: bool,
+    /// Three router replicas on distinct nodes.
+    pub router_ha: bool,
+    /// TLS for the router.
+    pub tls: Tls,
+    /// Labels every pod must match (`nodeSelector.<key>=<value>`).
+    pub node_selector: BTreeMap<String, String>,
+    /// The image of every Berth pod (`image=`; Berth's own key).
+    pub image: String,
+    /// Settings Berth accepts and does not need (`installPromOp`, `installVolcano`, ...).
+    pub notes: Vec<String>,
+}
+
+fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(err(format!("`{key}={v}`: use True or False"))),
+    }
+}
+
+const PUBLIC: &[&str] = &[
+    "enableTraining",
+    "enableInference",
+    "allowInsecureConnections",
+    "inferenceRouterServiceType",
+    "internalLoadBalancerProvider",
+    "sslSecret",
+    "sslCname",
+    "inferenceRouterHA",
+    "installNvidiaDevicePlugin",
+    "installPromOp",
+    "installVolcano",
+    "installDcgmExporter",
+    "image",
+];
+const PROTECTED: &[&str] = &["sslCertPemFile", "sslKeyPemFile"];
+
+impl ExtensionConfig {
+    /// Validates `--config` (public) and `--config-protected` settings. Protected PEM settings
+    /// carry the file contents (the CLI reads the files, as `az` does).
+    pub fn parse(
+        public: &BTreeMap<String, String>,
+        protected: &BTreeMap<String, String>,
+    ) -> Result<ExtensionConfig, ConfigError> {
+        for k in public.keys() {
+            if protected.contains_key(k) {
+                return Err(err(format!(
+                    "Duplicate keys found: `{k}` is in both --config and --config-protected"
+                )));
+            }
+            if !PUBLIC.contains(&k.as_str()) && !k.starts_with("nodeSelector.") {
+                let hint = if PROTECTED.contains(&k.as_str()) {
+                    " (pass it with --config-protected)".to_string()
+                } else {
+                    format!("; known keys: {}, nodeSelector.<label>", PUBLIC.join(", "))
+                };
+                return Err(err(format!("unknown setting `{k}`{hint}")));
+            }
+        }
+        for k in protected.keys() {
+            if !PROTECTED.contains(&k.as_str()) {
+                return Err(err(format!(
+                    "`{k}` is not a protected setting; protected settings are {}",
+                    PROTECTED.join(", ")
+                )));
+            }
+        }
+        let flag = |k: &str, default: bool| {
+            public
+                .get(k)
+                .map(|v| parse_bool(k, v))
+                .transpose()
+                .map(|v| v.unwrap_or(default))
+        };
+        let training = flag("enableTraining", false)?;
+        let inference = flag("enableInference", false)?;
+        if !training && !inference {
+            return Err(err(
+                "set at least one of enableTraining=True and enableInference=True",
+            ));
+        }
+        let internal_load_balancer = match public
+            .get("internalLoadBalancerProvider")
+            .map(|v| v.to_ascii_lowercase())
+        {
+            None => false,
+            Some(v) if v == "azure" => true,
+            Some(v) => {
+                return Err(err(format!(
+                    "`internalLoadBalancerProvider={v}`: only `azure` is supported"
+                )));
+            }
+        };
+        let service_type = if inference {
+            let v = public
+                .get("inferenceRouterServiceType")
+                .ok_or_else(|| err("enableInference=True needs inferenceRouterServiceType=loadBalancer|nodePort|clusterIP"))?;
+            let t = match v.to_ascii_lowercase().as_str() {
+                "loadbalancer" => ServiceType::LoadBalancer,
+                "nodeport" => ServiceType::NodePort,
+                "clusterip" => ServiceType::ClusterIp,
+                _ => {
+                    return Err(err(format!(
+                        "`inferenceRouterServiceType={v}`: only supports NodePort or LoadBalancer or ClusterIP"
+                    )));
+                }
+            };
+            if internal_load_balancer && t == ServiceType::NodePort {
+                return Err(err(
+                    "internalLoadBalancerProvider and inferenceRouterServiceType=nodePort are mutually exclusive",
+                ));
+            }
+            Some(t)
+        } else {
+            None
+        };
+        let insecure = flag("allowInsecureConnections", false)?;
+        let cname = public.get("sslCname").cloned();
+        let tls = match (
+            protected.get("sslCertPemFile"),
+            protected.get("sslKeyPemFile"),
+            public.get("sslSecret"),
+        ) {
+            _ if !inference => Tls::Insecure,
+            (Some(cert), Some(key), _) => Tls::Pem {
+                cert: cert.clone(),
+                key: key.clone(),
+                cname: cname
+                    .ok_or_else(|| err("TLS needs sslCname=<the host name in the scoring URI>"))?,
+            },
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err(err("give both sslCertPemFile and sslKeyPemFile"));
+            }
+            (None, None, Some(secret)) => Tls::Secret {
+                name: secret.clone(),
+                cname: cname
+                    .ok_or_else(|| err("TLS needs sslCname=<the host name in the scoring URI>"))?,
+            },
+            (None, None, None) if insecure => Tls::Insecure,
+            (None, None, None) => {
+                return Err(err(
+                    "inference needs TLS: give --config-protected sslCertPemFile=<cert> sslKeyPemFile=<key> with --config sslCname=<host>, or --config sslSecret=<secret> sslCname=<host>, or allowInsecureConnections=True for plain HTTP",
+                ));
+            }
+        };
+        let node_selector = public
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("nodeSelector.")
+                    .map(|l| (l.to_string(), v.clone()))
+            })
+            .collect::<BTreeMap<_, _>>();
+        if node_selector.keys().any(|k| k.is_empty()) {
+            return Err(err(
+                "`nodeSelector.` needs a label name: nodeSelector.<label>=<value>",
+            ));
+        }
+        let mut notes = Vec::new();
+        for k in ["installPromOp", "installVolcano", "installDcgmExporter"] {
+            if public.contains_key(k) {
+                notes.push(format!("{k} is accepted and has no effect: Berth needs no Prometheus operator, Volcano or DCGM exporter"));
+            }
+        }
+        if flag("installNvidiaDevicePlugin", false)? {
+            notes.push("installNvidiaDevicePlugin is not done by Berth: install NVIDIA's device plugin (or GPU operator) so nodes offer nvidia.com/gpu".into());
+        }
+        Ok(ExtensionConfig {
+            training,
+            inference,
+            service_type,
+            internal_load_balancer,
+            router_ha: flag("inferenceRouterHA", true)?,
+            tls,
+            node_selector,
+            image: public
+                .get("image")
+                .cloned()
+                .unwrap_or_else(|| format!("berth:{}", env!("CARGO_PKG_VERSION"))),
+            notes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(public: &[(&str, &str)], protected: &[(&str, &str)]) -> Result<ExtensionConfig, String> {
+        let m = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        ExtensionConfig::parse(&m(public), &m(protected)).map_err(|e| e.message)
+    }
+
+    #[test]
+    fn the_seed_settings_are_valid() {
+        let c = cfg(
+            &[("enableTraining", "True"), ("enableInference", "False")],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.training && !c.inference && c.service_type.is_none());
+        let c = cfg(
+            &[
+                ("enableTraining", "True"),
+                ("enableInference", "True"),
+                ("inferenceRouterServiceType", "LoadBalancer"),
+                ("allowInsecureConnections", "True"),
+            ],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (c.service_type, c.tls, c.router_ha),
+            (Some(ServiceType::LoadBalancer), Tls::Insecure, true)
+        );
+        let c = cfg(
+            &[
+                ("enableInference", "True"),
+                ("inferenceRouterServiceType", "loadBalancer"),
+                ("sslCname", "ml.example.com"),
+                ("nodeSelector.pool", "ml"),
+            ],
+            &[("sslCertPemFile", "CERT"), ("sslKeyPemFile", "KEY")],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(c.tls, Tls::Pem { ref cname, .. } if cname == "ml.example.com"));
+        assert_eq!(c.node_selector.get("pool").map(String::as_str), Some("ml"));
+    }
+
+    #[test]
+    fn invalid_settings_are_explained() {
+        let cases: &[(&[(&str, &str)], &[(&str, &str)], &str)] = &[
+            (
+                &[("enableTraining", "False")],
+                &[],
+                "at least one of enableTraining",
+            ),
+            (
+                &[("enableInference", "True")],
+                &[],
+                "needs inferenceRouterServiceType",
+            ),
+            (
+                &[
+                    ("enableInference", "True"),
+                    ("inferenceRouterServiceType", "ingress"),
+                ],
+                &[],
+                "only supports NodePort or LoadBalancer or ClusterIP",
+            ),
+            (
+                &[
+                    ("enableInference", "True"),
+                    ("inferenceRouterServiceType", "clusterIP"),
+                ],
+                &[],
+                "inference needs TLS",
+            ),
+            (
+                &[
+                    ("enableInference", "True"),
+                    ("inferenceRouterServiceType", "clusterIP"),
+                ],
+                &[("sslCertPemFile", "C"), ("sslKeyPemFile", "K")],
+                "needs sslCname",
+            ),
+            (
+                &[
+                    ("enableInference", "True"),
+                    ("inferenceRouterServiceType", "nodePort"),
+                    ("internalLoadBalancerProvider", "azure"),
+                    ("allowInsecureConnections", "True"),
+                ],
+                &[],
+                "mutually exclusive",
+            ),
+            (
+                &[("enableTraining", "True"), ("enableTrainning", "True")],
+                &[],
+                "unknown setting `enableTrainning`",
+            ),
+            (
+                &[("enableTraining", "True"), ("sslCertPemFile", "x")],
+                &[],
+                "pass it with --config-protected",
+            ),
+            (
+                &[("enableTraining", "True")],
+                &[("enableTraining", "True")],
+                "Duplicate keys",
+            ),
+            (&[("enableTraining", "yes")], &[], "use True or False"),
+        ];
+        for (public, protected, want) in cases {
+            let e = cfg(public, protected).err().unwrap_or_default();
+            assert!(e.contains(want), "{public:?} {protected:?}: {e}");
+        }
+    }
+}
