@@ -307,7 +307,8 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_explained() {
-        let cases: &[(&[(&str, &str)], &[(&str, &str)], &str)] = &[
+        type Settings<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Settings<'_>, Settings<'_>, &str)] = &[
             (
                 &[("enableTraining", "False")],
                 &[],

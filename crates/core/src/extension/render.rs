@@ -247,7 +247,9 @@ fn router(cfg: &ExtensionConfig, service_type: &str) -> Vec<Value> {
         );
     }
     let mut c = container(cfg, "router", args, 8443, ("1", "256Mi"));
-    c["env"].as_array_mut().map(|e| e.push(json!({"name": "BERTH_SERVER", "value": format!("http://berth-server.{NAMESPACE}.svc:8700")})));
+    if let Some(env) = c["env"].as_array_mut() {
+        env.push(json!({"name": "BERTH_SERVER", "value": format!("http://berth-server.{NAMESPACE}.svc:8700")}));
+    }
     if tls {
         c["volumeMounts"] =
             json!([{"name": "tls", "mountPath": "/etc/berth/tls", "readOnly": true}]);
