@@ -86,9 +86,6 @@ async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
             return Err(Failure::new("the server that started this replica is gone"));
         }
     }
-    let sockets = std::env::temp_dir().join(format!("berth-runtime-{}", std::process::id()));
-    std::fs::create_dir_all(&sockets)
-        .map_err(|e| Failure::new(format!("cannot create {}: {e}", sockets.display())))?;
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -112,11 +109,9 @@ async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
         max_queue_wait: std::time::Duration::from_millis(args.max_queue_wait_ms),
         max_body_bytes: args.max_body_bytes,
         env: Default::default(),
-        socket_dir: sockets.clone(),
         ready_file: args.ready_file,
     };
     let result = berth_runtime::run(config).await;
-    let _ = std::fs::remove_dir_all(&sockets);
     result.map(|_| 0).map_err(|e| Failure {
         message: e.to_string(),
         hint: None,

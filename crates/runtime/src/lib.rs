@@ -43,8 +43,6 @@ pub struct RuntimeConfig {
     pub max_body_bytes: usize,
     /// Extra environment for the workers.
     pub env: BTreeMap<String, String>,
-    /// Where worker sockets go.
-    pub socket_dir: PathBuf,
     /// Written with the bound address once the replica is ready.
     pub ready_file: Option<PathBuf>,
 }
@@ -131,7 +129,6 @@ impl Replica {
             script,
             model_dir: c.model_dir.clone(),
             env: c.env.clone(),
-            socket_dir: c.socket_dir.clone(),
             init_timeout: Duration::from_secs(600),
         };
         let pool = Pool::start(cfg, c.workers).await?;

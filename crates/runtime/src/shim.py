@@ -44,6 +44,8 @@ def main():
     if script_dir not in sys.path:
         sys.path.insert(0, script_dir)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if sock_path.startswith("abstract:"):
+        sock_path = "\0" + sock_path[len("abstract:"):]
     sock.connect(sock_path)
     try:
         spec = importlib.util.spec_from_file_location("score", script)

@@ -25,8 +25,6 @@ pub struct WorkerConfig {
     pub model_dir: Option<PathBuf>,
     /// Extra environment.
     pub env: BTreeMap<String, String>,
-    /// Where the sockets go.
-    pub socket_dir: PathBuf,
     /// How long `init()` may take.
     pub init_timeout: Duration,
 }
@@ -82,12 +80,19 @@ struct Reply {
     init_error: Option<String>,
 }
 
+fn abstract_listener(name: &str) -> std::io::Result<UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
+}
+
 /// A started worker.
 #[derive(Debug)]
 pub struct Worker {
     child: Child,
     stream: UnixStream,
-    socket: PathBuf,
 }
 
 async fn write_frame(s: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
@@ -107,12 +112,17 @@ async fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
 impl Worker {
     /// Starts worker `id` and waits for `init()` to finish.
     pub async fn start(cfg: &WorkerConfig, id: u64) -> Result<Worker, WorkerError> {
-        let socket = cfg.socket_dir.join(format!("worker-{id}.sock"));
-        let _ = std::fs::remove_file(&socket);
-        let listener = UnixListener::bind(&socket).map_err(|e| WorkerError::Spawn {
+        // An abstract socket: nothing on disk to leak when the replica is killed.
+        let name = format!(
+            "berth-{}-{id}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        );
+        let listener = abstract_listener(&name).map_err(|e| WorkerError::Spawn {
             python: cfg.python.clone(),
-            reason: format!("socket {}: {e}", socket.display()),
+            reason: format!("socket @{name}: {e}"),
         })?;
+        let socket = format!("abstract:{name}");
         let mut cmd = Command::new(&cfg.python);
         cmd.arg("-c")
             .arg(SHIM)
@@ -152,11 +162,7 @@ impl Worker {
                 "the worker did not report ready".into(),
             ));
         }
-        Ok(Worker {
-            child,
-            stream,
-            socket,
-        })
+        Ok(Worker { child, stream })
     }
 
     /// Calls `run(body)`.
@@ -182,9 +188,7 @@ impl Worker {
     /// Stops the worker now.
     pub async fn kill(mut self) -> Option<std::process::ExitStatus> {
         let _ = self.child.start_kill();
-        let status = self.child.wait().await.ok();
-        let _ = std::fs::remove_file(&self.socket);
-        status
+        self.child.wait().await.ok()
     }
 
     /// The worker's exit status, if it has exited.

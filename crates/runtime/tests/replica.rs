@@ -50,7 +50,6 @@ fn config(dir: &Path, script: &str, workers: usize) -> RuntimeConfig {
         max_queue_wait: Duration::from_millis(2000),
         max_body_bytes: 1 << 20,
         env: Default::default(),
-        socket_dir: dir.to_path_buf(),
         ready_file: None,
     }
 }
