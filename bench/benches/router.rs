@@ -71,6 +71,10 @@ fn main() {
             let l = tokio::net::TcpListener::bind(("127.0.0.1", router_port))
                 .await
                 .expect("bind");
+            use axum::serve::ListenerExt;
+            let l = l.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(l, router.app()).await
         })
     });

@@ -187,9 +187,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl InferenceRouter {
     /// A router with no endpoints.
     pub fn new() -> Arc<InferenceRouter> {
+        // Small request/response exchanges: never wait on Nagle.
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build_http();
+            .build(connector);
         Arc::new(InferenceRouter {
             table: RwLock::new(Arc::new(RouteTable::new())),
             client,

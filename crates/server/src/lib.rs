@@ -131,6 +131,14 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
+/// The scoring listener's connections carry small request/response exchanges: no Nagle.
+pub fn nodelay(l: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    l.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
+}
+
 /// Prometheus metrics: the router's, and jobs by status.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
     let mut out = state.router.metrics.encode();
@@ -317,7 +325,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
                 Ok(())
             }
             None => {
-                axum::serve(scoring, scoring_app(router))
+                axum::serve(nodelay(scoring), scoring_app(router))
                     .with_graceful_shutdown(stop)
                     .await
             }

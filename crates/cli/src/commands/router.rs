@@ -82,7 +82,7 @@ pub async fn run(client: Client, args: RouterArgs) -> Result<i32, Failure> {
 }
 
 async fn axum_serve(listener: TcpListener, app: axum::Router) -> Result<(), Failure> {
-    axum::serve(listener, app)
+    axum::serve(berth_server::nodelay(listener), app)
         .await
         .map_err(|e| Failure::new(format!("serving failed: {e}")))
 }
