@@ -323,3 +323,71 @@ fn aml_token_endpoints_take_signed_tokens() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_replica_that_stops_answering_is_restarted_by_its_liveness_probe() {
+    let s = Server::start(&[]);
+    let ex = seed_dir().join("../onnx");
+    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    let dir = s.home.path().join("live");
+    let dep = std::fs::read_to_string(ex.join("deployment.yaml"))
+        .unwrap()
+        .replace(
+            "path: ./model",
+            &format!("path: {}", ex.join("model").display()),
+        )
+        + "liveness_probe:\n  initial_delay: 1\n  period: 1\n  timeout: 1\n  failure_threshold: 2\n";
+    write(&dir, "dep.yaml", &dep);
+    s.ok_in(
+        &dir,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "dep.yaml",
+            "--all-traffic",
+        ],
+    );
+    let before = replica_pids(s.home.path());
+    assert_eq!(before.len(), 1, "{before:?}");
+    // Freeze the replica: it still accepts connections but never answers.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &before[0].to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut after = Vec::new();
+    for _ in 0..300 {
+        after = replica_pids(s.home.path());
+        if after.len() == 1 && after[0] != before[0] {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        after.len() == 1 && after[0] != before[0],
+        "the frozen replica was not replaced: {before:?} -> {after:?}"
+    );
+    let mut status = 0;
+    for _ in 0..100 {
+        let out = s.cli_in(
+            &ex,
+            &[
+                "online-endpoint",
+                "invoke",
+                "-n",
+                "onnx-endpoint",
+                "-r",
+                "sample-request.json",
+            ],
+        );
+        if out.status.success() {
+            status = 200;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(status, 200, "the endpoint did not recover");
+}

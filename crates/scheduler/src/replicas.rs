@@ -32,6 +32,22 @@ pub struct ReplicaPlan {
     pub count: usize,
     /// How long a replica may take to become ready.
     pub ready_timeout: Duration,
+    /// Liveness probe: a replica that fails it this many times in a row is restarted.
+    pub liveness: Liveness,
+}
+
+/// `liveness_probe`: `GET /` every `period`, each within `timeout`; `failure_threshold`
+/// failures in a row restart the replica. Probing starts `initial_delay` after it is ready.
+#[derive(Clone, Copy, Debug)]
+pub struct Liveness {
+    /// Before the first probe.
+    pub initial_delay: Duration,
+    /// Between probes.
+    pub period: Duration,
+    /// For one probe.
+    pub timeout: Duration,
+    /// Failures in a row that restart the replica.
+    pub failure_threshold: u32,
 }
 
 #[derive(Default)]
@@ -279,9 +295,18 @@ impl Replicas {
         tokio::spawn(async move {
             loop {
                 let stop_rx = me.subscribe();
+                let addr = state
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.addrs.get(i).cloned().flatten());
                 let status = tokio::select! {
                     s = child.wait() => s.ok(),
                     _ = stopped(stop_rx, &state, i) => { let _ = child.kill().await; return; }
+                    reason = unhealthy(addr, plan.liveness) => {
+                        warn!(deployment = %key, replica = i, reason = %reason, "liveness probe failed; killing the replica");
+                        let _ = child.kill().await;
+                        child.wait().await.ok()
+                    }
                 };
                 if state.lock().map(|s| s.retired(i)).unwrap_or(true) {
                     return;
@@ -394,6 +419,53 @@ impl Replicas {
             }
             self.changed.send_modify(|v| *v += 1);
         }
+    }
+}
+
+/// Resolves when the replica at `addr` has failed its liveness probe `failure_threshold` times
+/// in a row; never resolves for a replica with no address yet.
+async fn unhealthy(addr: Option<String>, probe: Liveness) -> String {
+    let Some(addr) = addr else {
+        return std::future::pending().await;
+    };
+    tokio::time::sleep(probe.initial_delay).await;
+    let mut failures = 0;
+    let mut last = String::new();
+    loop {
+        let ok = match tokio::time::timeout(probe.timeout, probe_once(&addr)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                last = e;
+                false
+            }
+            Err(_) => {
+                last = format!("no answer within {:?}", probe.timeout);
+                false
+            }
+        };
+        failures = if ok { 0 } else { failures + 1 };
+        if failures >= probe.failure_threshold.max(1) {
+            return format!("{failures} failed probes of GET http://{addr}/; last: {last}");
+        }
+        tokio::time::sleep(probe.period).await;
+    }
+}
+
+/// One `GET /` that must answer 200.
+async fn probe_once(addr: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+    if head.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&head).into_owned())
     }
 }
 

@@ -300,6 +300,12 @@ fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
             ScaleSettings::Default => d.spec.instance_count as usize,
         },
         ready_timeout: Duration::from_secs(1200),
+        liveness: berth_scheduler::replicas::Liveness {
+            initial_delay: Duration::from_secs(d.spec.liveness_probe.initial_delay),
+            period: Duration::from_secs(d.spec.liveness_probe.period.max(1)),
+            timeout: Duration::from_secs(d.spec.liveness_probe.timeout.max(1)),
+            failure_threshold: d.spec.liveness_probe.failure_threshold,
+        },
     }
 }
 
