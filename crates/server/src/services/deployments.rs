@@ -330,6 +330,11 @@ async fn record_outcome(
         )
         .await
     {
+        if matches!(e, StoreError::NotFound { .. }) {
+            // Deleted while its replicas were starting: they must not outlive it.
+            state.replicas.stop(key).await;
+            return rec;
+        }
         tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
     }
     if rec.state == DeploymentState::Succeeded {
