@@ -121,12 +121,23 @@ impl Client {
     }
 }
 
-/// A client for `base`; for plain http it skips loading the system's root certificates,
-/// which would otherwise cost milliseconds on every CLI call.
-fn http_client(base: &str) -> Result<reqwest::Client, Failure> {
+/// A client for `base`: for plain http it skips loading the system's root certificates
+/// (milliseconds on every CLI call); for https it trusts the system's roots, or only the PEM
+/// certificate in `BERTH_CA_CERT` (for a self-signed certificate).
+pub fn http_client(base: &str) -> Result<reqwest::Client, Failure> {
     let mut b = reqwest::Client::builder();
-    if base.starts_with("http://") {
+    if !base.starts_with("https://") {
         b = b.tls_certs_only(std::iter::empty());
+    } else if let Some(path) = std::env::var_os("BERTH_CA_CERT") {
+        let pem = std::fs::read(&path).map_err(|e| {
+            Failure::new(format!(
+                "cannot read BERTH_CA_CERT {}: {e}",
+                path.to_string_lossy()
+            ))
+        })?;
+        let ca = reqwest::Certificate::from_pem(&pem)
+            .map_err(|e| Failure::new(format!("BERTH_CA_CERT is not a PEM certificate: {e}")))?;
+        b = b.tls_certs_only([ca]);
     }
     b.build()
         .map_err(|e| Failure::new(format!("cannot build an HTTP client: {e}")))

@@ -8,6 +8,7 @@ pub mod job;
 pub mod names;
 pub mod quantity;
 pub mod resources;
+pub mod secret;
 pub mod serving;
 pub mod spec;
 pub mod yaml;

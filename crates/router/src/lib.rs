@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use berth_core::secret::constant_time_eq;
 use berth_core::spec::deployment::RequestSettings;
 use berth_core::spec::endpoint::TrafficSplit;
 use http_body_util::{BodyExt, Full};
@@ -178,10 +179,6 @@ impl IntoResponse for RouteError {
         )
             .into_response()
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl InferenceRouter {

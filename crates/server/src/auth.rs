@@ -9,6 +9,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use berth_core::secret::constant_time_eq;
+
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -43,14 +45,6 @@ pub fn load_or_create_secret(path: &Path) -> std::io::Result<String> {
     Ok(token)
 }
 
-/// Compares without leaking where the first difference is.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Rejects requests without the right `Authorization: Bearer <token>`.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let presented = req
@@ -83,12 +77,5 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         Ok(())
-    }
-
-    #[test]
-    fn compares_exactly() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

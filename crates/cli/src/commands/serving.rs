@@ -164,26 +164,6 @@ pub async fn endpoint(
     Ok(0)
 }
 
-/// A client for a scoring URI: no root store for http; for https the system's roots, or only
-/// the PEM certificate in `BERTH_CA_CERT` (for a self-signed scoring certificate).
-fn scoring_client(uri: &str) -> Result<reqwest::Client, Failure> {
-    let mut b = reqwest::Client::builder();
-    if !uri.starts_with("https://") {
-        b = b.tls_certs_only(std::iter::empty());
-    } else if let Some(path) = std::env::var_os("BERTH_CA_CERT") {
-        let pem = std::fs::read(&path).map_err(|e| {
-            Failure::new(format!(
-                "cannot read BERTH_CA_CERT {}: {e}",
-                path.to_string_lossy()
-            ))
-        })?;
-        let ca = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| Failure::new(format!("BERTH_CA_CERT is not a PEM certificate: {e}")))?;
-        b = b.tls_certs_only([ca]);
-    }
-    b.build().map_err(|e| Failure::new(e.to_string()))
-}
-
 /// The endpoint's keys, or a fresh token for an `aml_token` endpoint; true for a token.
 async fn credentials(client: &Client, name: &str) -> Result<(Value, bool), Failure> {
     let ep: Value = client.get(&format!("/api/endpoints/{}", seg(name))).await?;
@@ -212,7 +192,7 @@ async fn invoke(
     let key = creds[if token { "accessToken" } else { "primaryKey" }]
         .as_str()
         .unwrap_or_default();
-    let http = scoring_client(uri)?;
+    let http = crate::client::http_client(uri)?;
     let mut req = http
         .post(uri)
         .bearer_auth(key)
