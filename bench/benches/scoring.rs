@@ -101,6 +101,36 @@ fn bench_body(name: &str, child: &mut Child, port: u16, ready_path: &str, body: 
 
 const ORT_SCRIPT: &str = "import json, os\nimport numpy as np\nimport onnxruntime as ort\n\ndef init():\n    global sess\n    sess = ort.InferenceSession(os.path.join(os.environ['AZUREML_MODEL_DIR'], 'model.onnx'), providers=['CPUExecutionProvider'])\n\ndef run(raw_data):\n    x = np.array(json.loads(raw_data)['data'], dtype=np.float32)\n    (y,) = sess.run(None, {'x': x})\n    return {'y': y.tolist()}\n";
 
+/// Starts azmlinfsrv on `port` with its own temporary HOME (it writes there); keep the
+/// returned folder alive as long as the server runs.
+fn spawn_peer(
+    peer: &Path,
+    script: &Path,
+    model_dir: &Path,
+    cwd: &Path,
+    port: u16,
+    workers: u32,
+) -> (Child, tempfile::TempDir) {
+    let home = tempfile::tempdir().expect("home");
+    let child = Command::new(peer)
+        .arg("--entry_script")
+        .arg(script)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--worker_count",
+            &workers.to_string(),
+        ])
+        .env("HOME", home.path())
+        .env("AZUREML_MODEL_DIR", model_dir)
+        .current_dir(cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("azmlinfsrv");
+    (child, home)
+}
+
 /// Native ONNX in `berth runtime` beside azmlinfsrv running the same model with onnxruntime.
 fn onnx(berth: &Path, peer: &str, dir: &Path) {
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/onnx/model");
@@ -134,23 +164,7 @@ fn onnx(berth: &Path, peer: &str, dir: &Path) {
     std::fs::write(&script, ORT_SCRIPT).expect("script");
     for workers in [1, 2] {
         let port = free_port();
-        let home = tempfile::tempdir().expect("home");
-        let mut child = Command::new(peer)
-            .args(["--entry_script"])
-            .arg(&script)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--worker_count",
-                &workers.to_string(),
-            ])
-            .env("HOME", home.path())
-            .env("AZUREML_MODEL_DIR", &model)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("azmlinfsrv");
+        let (mut child, _home) = spawn_peer(Path::new(peer), &script, &model, dir, port, workers);
         bench_body(
             &format!("azmlinfsrv + onnxruntime, {workers} w"),
             &mut child,
@@ -203,23 +217,14 @@ fn main() {
     }
     for workers in [1, 2] {
         let port = free_port();
-        let home = tempfile::tempdir().expect("home");
-        let child = Command::new(&peer)
-            .args(["--entry_script"])
-            .arg(&script)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--worker_count",
-                &workers.to_string(),
-            ])
-            .env("HOME", home.path())
-            .env("AZUREML_MODEL_DIR", dir.path().join("model"))
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("azmlinfsrv");
+        let (child, _home) = spawn_peer(
+            Path::new(&peer),
+            &script,
+            &dir.path().join("model"),
+            dir.path(),
+            port,
+            workers,
+        );
         bench(
             &format!("azmlinfsrv 1.x, {workers} worker(s)"),
             child,

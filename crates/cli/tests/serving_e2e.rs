@@ -197,42 +197,21 @@ fn seed_endpoint_serves_blue_and_green() {
     );
 
     // The raw scoring URI, as curl would use it.
-    let uri = text(
-        &s.ok_in(
-            &seed,
-            &[
-                "online-endpoint",
-                "show",
-                "-n",
-                "my-model-endpoint",
-                "--query",
-                "scoring_uri",
-                "-o",
-                "tsv",
-            ],
-        )
-        .stdout,
-    )
-    .trim()
-    .to_string();
-    let key = text(
-        &s.ok_in(
-            &seed,
-            &[
-                "online-endpoint",
-                "get-credentials",
-                "-n",
-                "my-model-endpoint",
-                "--query",
-                "primaryKey",
-                "-o",
-                "tsv",
-            ],
-        )
-        .stdout,
-    )
-    .trim()
-    .to_string();
+    let uri = s.tsv(
+        &seed,
+        &["online-endpoint", "show", "-n", "my-model-endpoint"],
+        "scoring_uri",
+    );
+    let key = s.tsv(
+        &seed,
+        &[
+            "online-endpoint",
+            "get-credentials",
+            "-n",
+            "my-model-endpoint",
+        ],
+        "primaryKey",
+    );
     let auth = format!("Bearer {key}");
     let body = std::fs::read_to_string(seed.join("sample-request.json")).unwrap();
     let (status, answer) = http_post(
@@ -265,24 +244,16 @@ fn seed_endpoint_serves_blue_and_green() {
         ],
     );
     assert_eq!(http_post(&uri, &[("Authorization", &auth)], &body).0, 401);
-    let secondary = text(
-        &s.ok_in(
-            &seed,
-            &[
-                "online-endpoint",
-                "get-credentials",
-                "-n",
-                "my-model-endpoint",
-                "--query",
-                "secondaryKey",
-                "-o",
-                "tsv",
-            ],
-        )
-        .stdout,
-    )
-    .trim()
-    .to_string();
+    let secondary = s.tsv(
+        &seed,
+        &[
+            "online-endpoint",
+            "get-credentials",
+            "-n",
+            "my-model-endpoint",
+        ],
+        "secondaryKey",
+    );
     assert_eq!(
         http_post(
             &uri,

@@ -204,42 +204,21 @@ fn target_utilization_scales_out_under_load() {
         ])
     };
     assert_eq!(show()["ready_replicas"], 1);
-    let uri = text(
-        &s.ok_in(
-            &dir,
-            &[
-                "online-endpoint",
-                "show",
-                "-n",
-                "my-model-endpoint",
-                "--query",
-                "scoring_uri",
-                "-o",
-                "tsv",
-            ],
-        )
-        .stdout,
-    )
-    .trim()
-    .to_string();
-    let key = text(
-        &s.ok_in(
-            &dir,
-            &[
-                "online-endpoint",
-                "get-credentials",
-                "-n",
-                "my-model-endpoint",
-                "--query",
-                "primaryKey",
-                "-o",
-                "tsv",
-            ],
-        )
-        .stdout,
-    )
-    .trim()
-    .to_string();
+    let uri = s.tsv(
+        &dir,
+        &["online-endpoint", "show", "-n", "my-model-endpoint"],
+        "scoring_uri",
+    );
+    let key = s.tsv(
+        &dir,
+        &[
+            "online-endpoint",
+            "get-credentials",
+            "-n",
+            "my-model-endpoint",
+        ],
+        "primaryKey",
+    );
     let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Four clients against one replica with one slot: utilisation far above 50%.
     let clients: Vec<_> = (0..4)

@@ -89,6 +89,13 @@ impl Server {
         out
     }
 
+    /// Runs `berth <args> --query <field> -o tsv` from `cwd` and returns the value.
+    pub fn tsv(&self, cwd: &Path, args: &[&str], field: &str) -> String {
+        let mut a = args.to_vec();
+        a.extend(["--query", field, "-o", "tsv"]);
+        text(&self.ok_in(cwd, &a).stdout).trim().to_string()
+    }
+
     /// Runs `berth <args>` from the home folder.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_in(self.home.path(), args)

@@ -1,7 +1,7 @@
 //! Helpers for the online-endpoint tests: the seed's endpoint, load from client threads, and
 //! finding replica processes.
 
-use super::{Server, http_post, seed_dir, text};
+use super::{Server, http_post, seed_dir};
 
 pub fn prepare(s: &Server) {
     let seed = seed_dir();
@@ -88,11 +88,7 @@ pub fn serve_blue(s: &Server) -> (String, String, String) {
             "--all-traffic",
         ],
     );
-    let q = |field: &str, args: &[&str]| {
-        let mut a = args.to_vec();
-        a.extend(["--query", field, "-o", "tsv"]);
-        text(&s.ok_in(&seed, &a).stdout).trim().to_string()
-    };
+    let q = |field: &str, args: &[&str]| s.tsv(&seed, args, field);
     let uri = q(
         "scoring_uri",
         &["online-endpoint", "show", "-n", "my-model-endpoint"],
