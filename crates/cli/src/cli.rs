@@ -276,6 +276,18 @@ pub enum ComputeCommand {
         /// Free text.
         #[arg(long)]
         description: Option<String>,
+        /// Kubernetes: the kubeconfig file of the cluster (its text is sent to the server).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Kubernetes: the kubeconfig context [default: its current context].
+        #[arg(long, requires = "kubeconfig")]
+        context: Option<String>,
+        /// Kubernetes: the namespace jobs and deployments go to.
+        #[arg(long, default_value = "default", requires = "kubeconfig")]
+        namespace: String,
+        /// Kubernetes: create the namespace when it does not exist.
+        #[arg(long, requires = "kubeconfig")]
+        create_namespace: bool,
     },
     /// Show a compute.
     Show {

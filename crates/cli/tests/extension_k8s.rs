@@ -4,54 +4,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/k8s.rs"]
+mod k8s;
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use k8s::ControlPlane;
 use serde_json::Value;
 use support::{BERTH, seed_dir, text};
 
-/// A control plane for one test, stopped on drop.
-struct ControlPlane {
-    dir: tempfile::TempDir,
-    server: String,
-    token: String,
+trait Apply {
+    async fn apply(&self, client: &reqwest::Client, doc: &Value) -> (u16, String);
 }
 
-fn testenv() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s-testenv")
-}
-
-impl ControlPlane {
-    fn start() -> ControlPlane {
-        let dir = tempfile::tempdir().unwrap();
-        let up = testenv().join("up.sh");
-        assert!(
-            up.exists(),
-            "the Kubernetes test environment is missing at {}",
-            up.display()
-        );
-        let out = Command::new("bash")
-            .arg(&up)
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "up.sh failed: {}", text(&out.stderr));
-        let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
-        let field = |key: &str| {
-            kubeconfig
-                .lines()
-                .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
-                .unwrap()
-        };
-        ControlPlane {
-            server: field("server:"),
-            token: field("token:"),
-            dir,
-        }
-    }
-
+impl Apply for ControlPlane {
     /// Server-side apply of one object; returns the HTTP status and body.
     async fn apply(&self, client: &reqwest::Client, doc: &Value) -> (u16, String) {
         let kind = doc["kind"].as_str().unwrap();
@@ -94,15 +61,6 @@ impl ControlPlane {
             return (status, body);
         }
         (404, "the InstanceType API never appeared".into())
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(testenv().join("down.sh"))
-            .arg(self.dir.path())
-            .output();
     }
 }
 

@@ -85,8 +85,26 @@ pub struct ComputeView {
     /// GPUs found on the machine.
     #[serde(default)]
     pub gpus: Vec<String>,
+    /// What the cluster says (Kubernetes computes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
     /// Version.
     pub resource_version: i64,
+}
+
+/// A Kubernetes compute's cluster, read when the compute is shown.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The API server.
+    pub server: String,
+    /// Nodes registered.
+    pub nodes: usize,
+    /// InstanceTypes applied to the cluster.
+    #[serde(default)]
+    pub instance_types: Vec<String>,
+    /// Why the cluster could not be read, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A job as the API shows it: Azure ML's field names.

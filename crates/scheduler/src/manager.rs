@@ -1,7 +1,7 @@
 //! The job manager: the only writer of job state. It feeds events to the admission reactor,
 //! acts on the effects through the backend, and recovers every unfinished job after a restart.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use berth_core::job::{FailureKind, JobRecord, JobState, JobStatus};
@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::backend::{Backend, Reattach};
+use crate::backend::{Backend, Phase, Reattach};
 use crate::reactor::{Reactor, Recorded};
 use crate::supervisor::{Ending, RunResult};
 
@@ -42,6 +42,8 @@ pub struct JobManager<B: Backend> {
     backend: B,
     reactor: Mutex<Reactor>,
     cancels: Mutex<HashSet<String>>,
+    /// Why a job its backend queues is waiting (the cluster scheduler's message).
+    waiting: Mutex<HashMap<String, String>>,
     changed: watch::Sender<u64>,
 }
 
@@ -62,6 +64,7 @@ impl<B: Backend> JobManager<B> {
             backend,
             reactor: Mutex::new(reactor),
             cancels: Mutex::new(HashSet::new()),
+            waiting: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
         })
     }
@@ -73,7 +76,15 @@ impl<B: Backend> JobManager<B> {
 
     /// Why a queued job waits, if it is queued.
     pub fn queue_reason(&self, job: &str) -> Option<String> {
+        if let Some(r) = self.waiting.lock().ok()?.get(job) {
+            return Some(r.clone());
+        }
         self.reactor.lock().ok()?.queue_reason(job)
+    }
+
+    /// The backend jobs run on.
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     /// Total and free capacity of a pool.
@@ -108,6 +119,11 @@ impl<B: Backend> JobManager<B> {
 
     fn enqueue(self: &Arc<Self>, job: &Stored<JobRecord>) {
         let mut fx = Recorded::default();
+        if self.backend.queues_itself(&job.value) {
+            // The cluster's scheduler admits it; `wait` reports while it is queued there.
+            fx.admitted.push((job.value.name.clone(), Vec::new(), None));
+            return self.apply(fx);
+        }
         if let Ok(mut r) = self.reactor.lock() {
             r.on_submitted(
                 &mut fx,
@@ -145,6 +161,9 @@ impl<B: Backend> JobManager<B> {
     }
 
     fn finished(self: &Arc<Self>, job: &str) {
+        if let Ok(mut w) = self.waiting.lock() {
+            w.remove(job);
+        }
         let mut fx = Recorded::default();
         if let Ok(mut r) = self.reactor.lock() {
             r.on_finished(&mut fx, job);
@@ -188,24 +207,92 @@ impl<B: Backend> JobManager<B> {
                 return self.finished(&name);
             }
         };
-        let started_at = OffsetDateTime::now_utc();
-        let running = JobState::Running {
-            started_at,
-            gpus,
-            supervisor_pid: pid,
-            note,
-        };
-        if let Err(e) = self.set_state(&name, |_| Some(running.clone())).await {
-            warn!(job = %name, error = %e, "cannot mark job running");
-        }
         if self.cancel_requested(&name) {
             self.backend.cancel(&job).await;
         }
-        info!(job = %name, pid, "job running");
-        let result = self.backend.wait(&job, pid).await;
-        self.end(&name, Some(started_at), result, FailureKind::NonZeroExit)
+        info!(job = %name, pid, "job launched");
+        let (result, started_at) = self.watch(&job, pid, gpus, note).await;
+        self.end(&name, started_at, result, FailureKind::NonZeroExit)
             .await;
         self.finished(&name);
+    }
+
+    /// Waits for a launched job to end, recording the phases its backend reports on the way.
+    /// Returns how it ended and when its command started, if it did.
+    async fn watch(
+        &self,
+        job: &JobRecord,
+        pid: u32,
+        gpus: Vec<String>,
+        note: Option<String>,
+    ) -> (RunResult, Option<OffsetDateTime>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let wait = self.backend.wait(job, pid, tx);
+        tokio::pin!(wait);
+        let mut started_at = job.state.started_at();
+        loop {
+            tokio::select! {
+                result = &mut wait => {
+                    while let Ok(phase) = rx.try_recv() {
+                        self.on_phase(&job.name, phase, &mut started_at, pid, &gpus, &note).await;
+                    }
+                    return (result, started_at);
+                }
+                Some(phase) = rx.recv() => {
+                    self.on_phase(&job.name, phase, &mut started_at, pid, &gpus, &note).await;
+                }
+            }
+        }
+    }
+
+    async fn on_phase(
+        &self,
+        name: &str,
+        phase: Phase,
+        started_at: &mut Option<OffsetDateTime>,
+        pid: u32,
+        gpus: &[String],
+        note: &Option<String>,
+    ) {
+        let next = match phase {
+            Phase::Queued(reason) => {
+                if let Ok(mut w) = self.waiting.lock() {
+                    w.insert(name.to_string(), reason);
+                }
+                JobState::Queued
+            }
+            Phase::Starting(_) => {
+                if let Ok(mut w) = self.waiting.lock() {
+                    w.remove(name);
+                }
+                JobState::Preparing {
+                    admitted_at: OffsetDateTime::now_utc(),
+                    gpus: gpus.to_vec(),
+                    note: note.clone(),
+                }
+            }
+            Phase::Running => {
+                if let Ok(mut w) = self.waiting.lock() {
+                    w.remove(name);
+                }
+                JobState::Running {
+                    started_at: *started_at.get_or_insert_with(OffsetDateTime::now_utc),
+                    gpus: gpus.to_vec(),
+                    supervisor_pid: pid,
+                    note: note.clone(),
+                }
+            }
+        };
+        let result = self
+            .set_state(name, |cur| {
+                (cur.status() != next.status()).then(|| next.clone())
+            })
+            .await;
+        match result {
+            Ok(Some(_)) => info!(job = %name, status = %next.status(), "job phase"),
+            Ok(None) => {}
+            Err(e) => warn!(job = %name, error = %e, "cannot record a job's phase"),
+        }
     }
 
     /// Prepares and launches a job; on failure says how it ended and why.
@@ -325,8 +412,12 @@ impl<B: Backend> JobManager<B> {
         for job in jobs {
             let name = job.value.name.clone();
             match job.value.state.status() {
-                JobStatus::NotStarted | JobStatus::Queued => requeue.push(job),
-                JobStatus::Preparing | JobStatus::Running | JobStatus::Finalizing => {
+                JobStatus::NotStarted => requeue.push(job),
+                JobStatus::Queued if !self.backend.queues_itself(&job.value) => requeue.push(job),
+                JobStatus::Queued
+                | JobStatus::Preparing
+                | JobStatus::Running
+                | JobStatus::Finalizing => {
                     match self.backend.reattach(&job.value).await {
                         Reattach::Running { pid } => {
                             let gpus = match &job.value.state {
@@ -334,7 +425,9 @@ impl<B: Backend> JobManager<B> {
                                 | JobState::Preparing { gpus, .. } => gpus.clone(),
                                 _ => Vec::new(),
                             };
-                            if let Ok(mut r) = self.reactor.lock() {
+                            if !self.backend.queues_itself(&job.value)
+                                && let Ok(mut r) = self.reactor.lock()
+                            {
                                 r.restore_running(
                                     &name,
                                     LOCAL_POOL,
@@ -344,14 +437,10 @@ impl<B: Backend> JobManager<B> {
                             }
                             info!(job = %name, pid, "re-attached to a running job");
                             let me = Arc::clone(self);
-                            let started = job
-                                .value
-                                .state
-                                .started_at()
-                                .unwrap_or_else(OffsetDateTime::now_utc);
                             tokio::spawn(async move {
-                                let result = me.backend.wait(&job.value, pid).await;
-                                me.end(&name, Some(started), result, FailureKind::NonZeroExit)
+                                let (result, started) =
+                                    me.watch(&job.value, pid, gpus_of(&job.value), None).await;
+                                me.end(&name, started, result, FailureKind::NonZeroExit)
                                     .await;
                                 me.finished(&name);
                             });
@@ -361,7 +450,12 @@ impl<B: Backend> JobManager<B> {
                             self.end(&name, started, result, FailureKind::NonZeroExit)
                                 .await;
                         }
-                        Reattach::Lost if job.value.state.status() == JobStatus::Preparing => {
+                        Reattach::Lost
+                            if matches!(
+                                job.value.state.status(),
+                                JobStatus::Preparing | JobStatus::Queued
+                            ) =>
+                        {
                             // Nothing ran yet: queue it again.
                             self.set_state(&name, |_| Some(JobState::Queued)).await?;
                             requeue.push(job);
@@ -430,5 +524,13 @@ impl<B: Backend> JobManager<B> {
 
     fn notify(&self) {
         self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+/// The GPUs a job was given, from its state.
+fn gpus_of(job: &JobRecord) -> Vec<String> {
+    match &job.state {
+        JobState::Running { gpus, .. } | JobState::Preparing { gpus, .. } => gpus.clone(),
+        _ => Vec::new(),
     }
 }

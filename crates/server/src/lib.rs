@@ -17,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
 use berth_core::Resources;
+use berth_scheduler::backend::dispatch::Backends;
 use berth_scheduler::backend::local::LocalBackend;
 use berth_scheduler::manager::JobManager;
 use berth_store::Store;
@@ -32,7 +33,7 @@ pub struct AppState {
     /// Durable state.
     pub store: Store,
     /// The job manager.
-    pub jobs: Arc<JobManager<LocalBackend>>,
+    pub jobs: Arc<JobManager<Backends>>,
     /// The API token.
     pub token: Arc<str>,
     /// `$BERTH_HOME`.
@@ -208,12 +209,9 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         gpu_ids.len() as u32,
     );
     info!(capacity = %capacity, "local compute");
-    let jobs = JobManager::new(
-        store.clone(),
-        LocalBackend::new(config.supervisor.clone()),
-        capacity,
-        gpu_ids.clone(),
-    );
+    let backends = Backends::new(LocalBackend::new(config.supervisor.clone()));
+    services::clusters::connect_stored(&store, &backends).await;
+    let jobs = JobManager::new(store.clone(), backends, capacity, gpu_ids.clone());
     jobs.recover()
         .await
         .map_err(|e| StartError::Recover(e.to_string()))?;

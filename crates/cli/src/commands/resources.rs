@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use berth_core::api::{ApplyRequest, ComputeView, DatastoreView, InstanceTypeView};
-use berth_core::spec::compute::{ComputeKind, ComputeSpec};
+use berth_core::spec::compute::{ComputeKind, ComputeSpec, KubernetesTarget};
 use berth_core::spec::datastore::{DatastoreLocation, DatastoreSpec};
 use berth_core::yaml::Source;
 use reqwest::Method;
@@ -95,6 +95,10 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
             name,
             file,
             description,
+            kubeconfig,
+            context,
+            namespace,
+            create_namespace,
         } => {
             let spec = match file {
                 Some(f) => {
@@ -112,11 +116,21 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
                         .map_err(Failure::new)?,
                     description,
                     capacity: None,
+                    kubernetes: None,
                 },
             };
+            let mut spec = spec;
+            if let Some(path) = kubeconfig {
+                spec.kubernetes = Some(KubernetesTarget {
+                    kubeconfig: read(&path)?,
+                    context,
+                    namespace,
+                });
+            }
+            let path = format!("/api/computes?create_namespace={create_namespace}");
             out.print(
                 &client
-                    .call::<ComputeView>(Method::POST, "/api/computes", Some(&spec))
+                    .call::<ComputeView>(Method::POST, &path, Some(&spec))
                     .await?,
                 &COMPUTE_COLUMNS,
             )?;

@@ -47,6 +47,32 @@ pub struct ComputeSpec {
     /// Capacity to use instead of the machine's (local only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<Resources>,
+    /// The cluster and namespace (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesTarget>,
+}
+
+/// Where a Kubernetes compute runs work: a cluster reached by a kubeconfig, and a namespace.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesTarget {
+    /// The kubeconfig's text (it holds credentials: never shown back, so views leave it empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kubeconfig: String,
+    /// The kubeconfig context; its current context when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The namespace jobs and deployments go to.
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for KubernetesTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesTarget")
+            .field("kubeconfig", &"<redacted>")
+            .field("context", &self.context)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -71,6 +97,7 @@ impl ComputeSpec {
             kind,
             description: raw.description,
             capacity: None,
+            kubernetes: None,
         })
     }
 }

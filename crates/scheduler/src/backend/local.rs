@@ -13,7 +13,7 @@ use berth_core::spec::job::Environment;
 use rustix::process::{Pid, test_kill_process};
 use tokio::process::{Child, Command};
 
-use super::{Backend, Reattach};
+use super::{Backend, Phase, Progress, Reattach};
 use crate::supervisor::{Ending, RunPlan, RunResult};
 use crate::workdir::{JobDir, copy_tree, write_atomic};
 
@@ -280,7 +280,8 @@ impl Backend for LocalBackend {
         Ok(pid)
     }
 
-    async fn wait(&self, job: &JobRecord, pid: u32) -> RunResult {
+    async fn wait(&self, job: &JobRecord, pid: u32, progress: Progress) -> RunResult {
+        let _ = progress.send(Phase::Running);
         let dir = JobDir::new(&job.workdir);
         let child = self
             .children

@@ -49,11 +49,18 @@ pub async fn delete_instance_type(
         .map(|_| StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+pub struct AttachQuery {
+    #[serde(default)]
+    create_namespace: bool,
+}
+
 pub async fn attach_compute(
     State(s): State<AppState>,
+    Query(q): Query<AttachQuery>,
     ApiJson(spec): ApiJson<ComputeSpec>,
 ) -> Result<(StatusCode, Json<ComputeView>), ApiError> {
-    svc::attach_compute(&s, spec)
+    svc::attach_compute(&s, spec, q.create_namespace)
         .await
         .map(|v| (StatusCode::CREATED, Json(v)))
 }

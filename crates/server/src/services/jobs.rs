@@ -85,21 +85,27 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
                 .hint(format!("attach it with `berth compute attach --type local --name {compute_name}`, or see `berth compute list`")),
         )
     })?;
-    if compute.kind != ComputeKind::Local {
-        return Err(ApiError::NotSupported(format!(
-            "compute `{compute_name}` is a Kubernetes compute, which this server cannot run jobs on yet"
-        )));
-    }
     let it_name = spec
         .instance_type
         .clone()
         .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
-    let instance_type = find_instance_type(state, &it_name).await?.ok_or_else(|| {
-        ApiError::spec(
-            src.error_near("instance_type", Some(&it_name), format!("instance type `{it_name}` does not exist"))
-                .hint("apply it with `berth instance-type apply -f instance-types.yaml`; `berth instance-type list` shows what there is"),
-        )
-    })?;
+    let instance_type = if compute.kind == ComputeKind::Kubernetes {
+        crate::services::clusters::instance_type(state, &compute_name, &it_name)
+            .await?
+            .ok_or_else(|| {
+                ApiError::spec(
+                    src.error_near("instance_type", Some(&it_name), format!("instance type `{it_name}` does not exist in the cluster of compute `{compute_name}`"))
+                        .hint("apply it to the cluster with `kubectl apply -f instance-types.yaml`; `berth compute show --name <compute>` lists the cluster's instance types"),
+                )
+            })?
+    } else {
+        find_instance_type(state, &it_name).await?.ok_or_else(|| {
+            ApiError::spec(
+                src.error_near("instance_type", Some(&it_name), format!("instance type `{it_name}` does not exist"))
+                    .hint("apply it with `berth instance-type apply -f instance-types.yaml`; `berth instance-type list` shows what there is"),
+            )
+        })?
+    };
 
     let workdir = state.home.join("jobs").join(&name);
     let inputs = resolve_inputs(state, &src, &spec, &base_dir).await?;

@@ -116,6 +116,7 @@ pub async fn ensure_local_compute(store: &Store) -> Result<(), ApiError> {
         kind: ComputeKind::Local,
         description: Some("this machine".into()),
         capacity: None,
+        kubernetes: None,
     };
     match store
         .insert(Kind::Compute, LOCAL_COMPUTE, None, &spec)
@@ -126,13 +127,26 @@ pub async fn ensure_local_compute(store: &Store) -> Result<(), ApiError> {
     }
 }
 
-/// Attaches a compute.
-pub async fn attach_compute(state: &AppState, spec: ComputeSpec) -> Result<ComputeView, ApiError> {
+/// Attaches a compute; a Kubernetes one only after its cluster passed the checks.
+pub async fn attach_compute(
+    state: &AppState,
+    spec: ComputeSpec,
+    create_namespace: bool,
+) -> Result<ComputeView, ApiError> {
     berth_core::names::validate_name("compute", &spec.name).map_err(ApiError::BadRequest)?;
-    if spec.kind == ComputeKind::Kubernetes {
-        return Err(ApiError::NotSupported(
-            "Kubernetes computes are not available in this version yet; attach `--type local` to run on this machine".into(),
-        ));
+    if find_compute(state, &spec.name).await?.is_some() {
+        return Err(already_attached(&spec.name));
+    }
+    match (spec.kind, &spec.kubernetes) {
+        (ComputeKind::Kubernetes, _) => {
+            super::clusters::connect_new(state, &spec, create_namespace).await?;
+        }
+        (ComputeKind::Local, Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "--kubeconfig is for `--type Kubernetes` computes".into(),
+            ));
+        }
+        (ComputeKind::Local, None) => {}
     }
     match state
         .store
@@ -141,15 +155,24 @@ pub async fn attach_compute(state: &AppState, spec: ComputeSpec) -> Result<Compu
     {
         Ok(_) => {}
         Err(berth_store::StoreError::AlreadyExists { .. }) => {
-            return Err(ApiError::AlreadyExists {
-                kind: "compute",
-                name: spec.name.clone(),
-                hint: Some("`berth compute show --name <name>` shows it; detach it first to attach it again".into()),
-            });
+            return Err(already_attached(&spec.name));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            state.jobs.backend().kubernetes.detach(&spec.name);
+            return Err(e.into());
+        }
     }
     get_compute(state, &spec.name).await
+}
+
+fn already_attached(name: &str) -> ApiError {
+    ApiError::AlreadyExists {
+        kind: "compute",
+        name: name.to_string(),
+        hint: Some(format!(
+            "`berth compute show --name {name}` shows it; detach it first to attach it again"
+        )),
+    }
 }
 
 /// The compute a job named, if it exists.
@@ -161,7 +184,32 @@ pub async fn find_compute(state: &AppState, name: &str) -> Result<Option<Compute
         .map(|s| s.value))
 }
 
-fn compute_view(state: &AppState, spec: ComputeSpec, resource_version: i64) -> ComputeView {
+async fn compute_view(
+    state: &AppState,
+    mut spec: ComputeSpec,
+    resource_version: i64,
+) -> ComputeView {
+    if super::clusters::is_kubernetes(&spec) {
+        let (capacity, cluster) = super::clusters::describe(state, &spec).await;
+        if let Some(k) = &mut spec.kubernetes {
+            k.kubeconfig.clear();
+        }
+        return ComputeView {
+            provisioning_state: if cluster.error.is_some() {
+                "Failed"
+            } else {
+                "Succeeded"
+            }
+            .into(),
+            spec,
+            capacity,
+            // The cluster's scheduler reserves room; Berth does not track it.
+            free: capacity,
+            gpus: Vec::new(),
+            cluster: Some(cluster),
+            resource_version,
+        };
+    }
     let (capacity, free) = state.jobs.capacity(LOCAL_POOL).unwrap_or_default();
     ComputeView {
         spec,
@@ -169,6 +217,7 @@ fn compute_view(state: &AppState, spec: ComputeSpec, resource_version: i64) -> C
         capacity,
         free,
         gpus: state.gpus.to_vec(),
+        cluster: None,
         resource_version,
     }
 }
@@ -186,16 +235,17 @@ pub async fn get_compute(state: &AppState, name: &str) -> Result<ComputeView, Ap
                 "attach it with `berth compute attach --type local --name {name}`"
             )),
         })?;
-    Ok(compute_view(state, s.value, s.resource_version))
+    Ok(compute_view(state, s.value, s.resource_version).await)
 }
 
 /// Every compute.
 pub async fn list_computes(state: &AppState) -> Result<Vec<ComputeView>, ApiError> {
     let all = state.store.list::<ComputeSpec>(Kind::Compute).await?;
-    Ok(all
-        .into_iter()
-        .map(|s| compute_view(state, s.value, s.resource_version))
-        .collect())
+    let mut out = Vec::with_capacity(all.len());
+    for s in all {
+        out.push(compute_view(state, s.value, s.resource_version).await);
+    }
+    Ok(out)
 }
 
 /// Detaches a compute; refuses while jobs on it are unfinished, unless `force`.
@@ -231,6 +281,7 @@ pub async fn detach_compute(state: &AppState, name: &str, force: bool) -> Result
         }
     }
     state.store.delete(Kind::Compute, name).await?;
+    state.jobs.backend().kubernetes.detach(name);
     Ok(())
 }
 

@@ -1,0 +1,371 @@
+//! Training jobs on a Kubernetes compute, against a real control plane (Kubernetes 1.20 from
+//! `../shared/k8s-testenv`) with the test kubelet running pods as local processes: the seed's
+//! job waits in Queued with the scheduler's reason until a GPU node exists, then completes;
+//! cancel, timeout, a server restart that adopts a running Job, and the attach errors.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/k8s.rs"]
+mod k8s;
+#[path = "support/kubelet.rs"]
+mod kubelet;
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use berth_scheduler::backend::kubernetes::objects::object_name;
+use k8s::ControlPlane;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::Api;
+use kubelet::{Kubelet, NodeSpec};
+use support::{BERTH, Server, seed_dir, text, write};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Applies the InstanceType CRD (from `berth extension render`) and the seed's
+/// instance-types.yaml as written, as `kubectl apply -f` would.
+async fn apply_instance_types(client: &kube::Client) {
+    use berth_scheduler::backend::kubernetes::apply::apply;
+    let out = std::process::Command::new(BERTH)
+        .args([
+            "extension",
+            "render",
+            "-o",
+            "json",
+            "--config",
+            "enableTraining=True",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let crd = docs
+        .iter()
+        .find(|d| d["kind"] == "CustomResourceDefinition")
+        .unwrap();
+    apply(client, crd).await.unwrap();
+    let seed = std::fs::read_to_string(seed_dir().join("instance-types.yaml")).unwrap();
+    for t in serde_saphyr::from_multiple::<serde_json::Value>(&seed).unwrap() {
+        apply(client, &t).await.unwrap();
+    }
+}
+
+/// Polls (without sleeping in the test's own logic beyond a short tick) until `f` is true.
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting for {what}; last job seen: {}",
+            LAST.with(|l| l.borrow().clone())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn status(s: &Server, job: &str) -> serde_json::Value {
+    let v = s.json(&["job", "show", "--name", job]);
+    LAST.with(|l| *l.borrow_mut() = v.to_string());
+    v
+}
+
+thread_local! {
+    static LAST: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+fn attach(s: &Server, cp: &ControlPlane) {
+    let kc = cp.kubeconfig().display().to_string();
+    s.ok_in(
+        Path::new("."),
+        &[
+            "compute",
+            "attach",
+            "--type",
+            "Kubernetes",
+            "--name",
+            "aks-compute",
+            "--kubeconfig",
+            &kc,
+            "--namespace",
+            "azureml-workloads",
+            "--create-namespace",
+        ],
+    );
+}
+
+#[test]
+fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
+    let cp = ControlPlane::start();
+    let rt = runtime();
+    let pods_dir = tempfile::tempdir().unwrap();
+    let client = rt.block_on(cp.client());
+    let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));
+    rt.block_on(kubelet.add_node(NodeSpec::new(
+        "cpu-node",
+        "4",
+        "16Gi",
+        0,
+        &[("agentpool", "cpupool")],
+    )));
+    rt.block_on(apply_instance_types(&client));
+
+    let s = Server::start(&[]);
+    let seed = seed_dir();
+    s.ok_in(
+        &seed,
+        &[
+            "datastore",
+            "create",
+            "--name",
+            "mydata",
+            "--path",
+            "./data",
+        ],
+    );
+
+    // Attach errors first: a namespace that does not exist, a broken kubeconfig.
+    let kc = cp.kubeconfig().display().to_string();
+    let out = s.cli(&[
+        "compute",
+        "attach",
+        "--type",
+        "Kubernetes",
+        "--name",
+        "x",
+        "--kubeconfig",
+        &kc,
+        "--namespace",
+        "nowhere",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("namespace `nowhere` does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    let broken = write(pods_dir.path(), "bad-kubeconfig", "clusters: [}");
+    let out = s.cli(&[
+        "compute",
+        "attach",
+        "--type",
+        "Kubernetes",
+        "--name",
+        "x",
+        "--kubeconfig",
+        broken.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&out.stderr).contains("kubeconfig cannot be read"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    attach(&s, &cp);
+    let shown = s.json(&["compute", "show", "--name", "aks-compute"]);
+    assert_eq!(shown["type"], "kubernetes");
+    assert_eq!(shown["kubernetes"]["namespace"], "azureml-workloads");
+    assert!(shown["kubernetes"].get("kubeconfig").is_none(), "{shown}");
+    assert_eq!(shown["cluster"]["nodes"], 1);
+    assert_eq!(shown["capacity"]["cpu"], "4");
+    let types: Vec<&str> = shown["cluster"]["instance_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["cpu-large", "cpu-small", "gpu-training"]);
+    let out = s.cli(&[
+        "compute",
+        "attach",
+        "--type",
+        "Kubernetes",
+        "--name",
+        "aks-compute",
+        "--kubeconfig",
+        &kc,
+    ]);
+    assert!(
+        text(&out.stderr).contains("already exists"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The seed's job asks for gpu-training: no node has a GPU yet, so it waits in Queued with
+    // the scheduler's own message.
+    let job = s.tsv(
+        &seed,
+        &["job", "create", "--file", "training-job.yaml"],
+        "name",
+    );
+    eventually("the scheduler's reason", Duration::from_secs(30), || {
+        let v = status(&s, &job);
+        v["status"] == "Queued"
+            && v["status_message"]
+                .as_str()
+                .is_some_and(|r| r.contains("0/1 nodes are available"))
+    });
+    let why = status(&s, &job)["status_message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        why.contains("node affinity") || why.contains("nvidia.com/gpu"),
+        "{why}"
+    );
+
+    // A GPU node arrives: the job runs and completes, its log copied from pods/log.
+    rt.block_on(kubelet.add_node(NodeSpec::new(
+        "gpu-node",
+        "8",
+        "64Gi",
+        1,
+        &[("agentpool", "gpupool")],
+    )));
+    eventually(
+        "the seed's job to complete",
+        Duration::from_secs(60),
+        || {
+            let v = status(&s, &job);
+            assert_ne!(v["status"], "Failed", "{v}");
+            v["status"] == "Completed"
+        },
+    );
+    let log = text(&s.ok_in(&seed, &["job", "stream", "--name", &job]).stdout);
+    assert!(log.contains("epoch"), "{log}");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "azureml-workloads");
+    let k8s_job = rt.block_on(jobs.get(&object_name(&job))).unwrap();
+    let pod_spec = k8s_job.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod_spec.node_selector.unwrap()["agentpool"], "gpupool");
+    let limits = pod_spec.containers[0]
+        .resources
+        .clone()
+        .unwrap()
+        .limits
+        .unwrap();
+    assert_eq!(limits["nvidia.com/gpu"].0, "1");
+
+    // Cancel deletes the Job and its pod.
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("go");
+    write(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "command: while [ ! -f {} ]; do sleep 0.05; done; echo gated done\ncompute: azureml:aks-compute\nresources:\n  instance_type: cpu-small\n",
+            flag.display()
+        ),
+    );
+    let gated = s.tsv(dir.path(), &["job", "create", "--file", "job.yaml"], "name");
+    eventually("the gated job to run", Duration::from_secs(30), || {
+        status(&s, &gated)["status"] == "Running"
+    });
+    s.ok_in(dir.path(), &["job", "cancel", "--name", &gated]);
+    eventually("the canceled job", Duration::from_secs(30), || {
+        status(&s, &gated)["status"] == "Canceled"
+    });
+    eventually("the Job to be deleted", Duration::from_secs(30), || {
+        rt.block_on(jobs.get_opt(&object_name(&gated)))
+            .unwrap()
+            .is_none()
+    });
+
+    // limits.timeout becomes activeDeadlineSeconds.
+    write(
+        dir.path(),
+        "slow.yaml",
+        "command: sleep 60\ncompute: azureml:aks-compute\nresources:\n  instance_type: cpu-small\nlimits:\n  timeout: 2\n",
+    );
+    let slow = s.tsv(
+        dir.path(),
+        &["job", "create", "--file", "slow.yaml"],
+        "name",
+    );
+    eventually("the deadline", Duration::from_secs(60), || {
+        status(&s, &slow)["status"] == "Failed"
+    });
+    let v = status(&s, &slow);
+    assert!(
+        v["status_message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.timeout"),
+        "{v}"
+    );
+
+    // A non-zero exit code comes back with the log.
+    write(
+        dir.path(),
+        "fail.yaml",
+        "command: echo about to fail; exit 3\ncompute: azureml:aks-compute\nresources:\n  instance_type: cpu-small\n",
+    );
+    let failing = s.tsv(
+        dir.path(),
+        &["job", "create", "--file", "fail.yaml"],
+        "name",
+    );
+    eventually("the failure", Duration::from_secs(30), || {
+        status(&s, &failing)["status"] == "Failed"
+    });
+    let v = status(&s, &failing);
+    assert!(
+        v["status_message"].as_str().unwrap().contains("code 3"),
+        "{v}"
+    );
+    let log = text(&s.cli(&["job", "stream", "--name", &failing]).stdout);
+    assert!(log.contains("about to fail"), "{log}");
+
+    // An instance type the cluster does not have.
+    write(
+        dir.path(),
+        "nope.yaml",
+        "command: echo\ncompute: azureml:aks-compute\nresources:\n  instance_type: huge\n",
+    );
+    let out = s.cli_in(dir.path(), &["job", "create", "--file", "nope.yaml"]);
+    assert!(
+        text(&out.stderr).contains("does not exist in the cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The server dies while a job runs; the new one adopts the Job and sees it finish.
+    let flag2 = dir.path().join("go2");
+    write(
+        dir.path(),
+        "job2.yaml",
+        &format!(
+            "command: while [ ! -f {} ]; do sleep 0.05; done; echo adopted\ncompute: azureml:aks-compute\nresources:\n  instance_type: cpu-small\n",
+            flag2.display()
+        ),
+    );
+    let adopted = s.tsv(
+        dir.path(),
+        &["job", "create", "--file", "job2.yaml"],
+        "name",
+    );
+    eventually("the job to run", Duration::from_secs(30), || {
+        status(&s, &adopted)["status"] == "Running"
+    });
+    let home = s.kill9();
+    let s = Server::start_in(home, &[], &[]);
+    assert_eq!(status(&s, &adopted)["status"], "Running");
+    std::fs::write(&flag2, "").unwrap();
+    eventually(
+        "the adopted job to complete",
+        Duration::from_secs(30),
+        || status(&s, &adopted)["status"] == "Completed",
+    );
+
+    // Detaching refuses while work is unfinished, and succeeds when there is none.
+    s.ok_in(
+        dir.path(),
+        &["compute", "detach", "--name", "aks-compute", "--yes"],
+    );
+    drop(kubelet);
+}

@@ -1,0 +1,75 @@
+//! A real Kubernetes control plane for one test (`../shared/k8s-testenv`, Kubernetes 1.20),
+
+#![allow(dead_code)]
+//! stopped on drop, with a kube client for it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::text;
+
+/// A control plane for one test.
+pub struct ControlPlane {
+    pub dir: tempfile::TempDir,
+    pub server: String,
+    pub token: String,
+}
+
+pub fn testenv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s-testenv")
+}
+
+impl ControlPlane {
+    pub fn start() -> ControlPlane {
+        let dir = tempfile::tempdir().unwrap();
+        let up = testenv().join("up.sh");
+        assert!(
+            up.exists(),
+            "the Kubernetes test environment is missing at {}",
+            up.display()
+        );
+        let out = Command::new("bash")
+            .arg(&up)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "up.sh failed: {}", text(&out.stderr));
+        let kubeconfig = std::fs::read_to_string(dir.path().join("kubeconfig")).unwrap();
+        let field = |key: &str| {
+            kubeconfig
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+                .unwrap()
+        };
+        ControlPlane {
+            server: field("server:"),
+            token: field("token:"),
+            dir,
+        }
+    }
+
+    /// The kubeconfig file.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    /// A kube client (call inside a tokio runtime).
+    pub async fn client(&self) -> kube::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let text = std::fs::read_to_string(self.kubeconfig()).unwrap();
+        let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(testenv().join("down.sh"))
+            .arg(self.dir.path())
+            .output();
+    }
+}

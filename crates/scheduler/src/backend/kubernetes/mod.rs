@@ -1,0 +1,355 @@
+//! The Kubernetes backend: a job on an attached cluster becomes a ConfigMap and a `batch/v1`
+//! Job; its state is read back from the Job and its Pods (level-triggered, so a restarted
+//! server simply reads it again); its log is copied from the pods/log API into the job's log
+//! file; cancel deletes the Job and its Pods.
+
+pub mod apply;
+pub mod cluster;
+pub mod objects;
+pub mod observe;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use berth_core::job::JobRecord;
+use futures_util::AsyncReadExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PropagationPolicy};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tracing::warn;
+
+pub use cluster::Cluster;
+use cluster::describe;
+use objects::{JOB_LABEL, object_name};
+use observe::{Observed, observe};
+
+use super::{Backend, Phase, Progress, Reattach};
+use crate::supervisor::{Ending, RunResult};
+use crate::workdir::JobDir;
+
+/// How often a running job's Job and Pods are read.
+const POLL: Duration = Duration::from_millis(250);
+/// The longest wait between retries after API errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The field manager of everything Berth applies.
+pub const FIELD_MANAGER: &str = "berth";
+
+/// Runs jobs on attached clusters, one client per compute.
+#[derive(Default)]
+pub struct KubernetesBackend {
+    clusters: RwLock<HashMap<String, Cluster>>,
+    pending: Mutex<HashMap<String, Job>>,
+    canceled: Mutex<HashSet<String>>,
+}
+
+impl KubernetesBackend {
+    /// Routes jobs on `compute` to `cluster` from now on.
+    pub fn attach(&self, compute: &str, cluster: Cluster) {
+        if let Ok(mut c) = self.clusters.write() {
+            c.insert(compute.to_string(), cluster);
+        }
+    }
+
+    /// Stops routing jobs on `compute`.
+    pub fn detach(&self, compute: &str) {
+        if let Ok(mut c) = self.clusters.write() {
+            c.remove(compute);
+        }
+    }
+
+    /// True when `compute` is an attached cluster.
+    pub fn serves(&self, compute: &str) -> bool {
+        self.clusters.read().is_ok_and(|c| c.contains_key(compute))
+    }
+
+    /// The cluster behind `compute`.
+    pub fn cluster(&self, compute: &str) -> Option<Cluster> {
+        self.clusters.read().ok()?.get(compute).cloned()
+    }
+
+    fn for_job(&self, job: &JobRecord) -> Result<Cluster, String> {
+        self.cluster(&job.compute).ok_or_else(|| {
+            format!(
+                "compute `{}` is not connected to its cluster; see the server's log",
+                job.compute
+            )
+        })
+    }
+
+    fn was_canceled(&self, job: &str) -> bool {
+        self.canceled.lock().is_ok_and(|c| c.contains(job))
+    }
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn append_log(job: &JobRecord, text: &str) {
+    let path = JobDir::new(&job.workdir).log();
+    if let Some(parent) = path.parent() {
+        let _ = tokio::fs::create_dir_all(parent).await;
+    }
+    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+    {
+        let _ = f.write_all(text.as_bytes()).await;
+    }
+}
+
+/// Copies a pod's log into the job's log file, following it until the container ends.
+async fn copy_log(pods: Api<Pod>, pod: String, job: JobRecord, follow: bool) {
+    let params = LogParams {
+        container: Some("job".into()),
+        follow,
+        ..LogParams::default()
+    };
+    let stream = match pods.log_stream(&pod, &params).await {
+        Ok(s) => s,
+        Err(e) => {
+            append_log(
+                &job,
+                &format!("[berth] cannot read pod {pod}'s log: {}\n", describe(&e)),
+            )
+            .await;
+            return;
+        }
+    };
+    let mut stream = Box::pin(stream);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => append_log(&job, &String::from_utf8_lossy(&buf[..n])).await,
+            Err(e) => {
+                append_log(&job, &format!("[berth] pod {pod}'s log ended: {e}\n")).await;
+                break;
+            }
+        }
+    }
+}
+
+impl Backend for KubernetesBackend {
+    fn queues_itself(&self, job: &JobRecord) -> bool {
+        self.serves(&job.compute)
+    }
+
+    async fn prepare(&self, job: &JobRecord, _gpus: &[String]) -> Result<(), String> {
+        let cluster = self.for_job(job)?;
+        let record = job.clone();
+        let ns = cluster.namespace.clone();
+        let built = tokio::task::spawn_blocking(move || objects::build(&record, &ns))
+            .await
+            .map_err(|e| e.to_string())??;
+        let name = object_name(&job.name);
+        let image = objects::image_for(job.spec.environment.as_ref());
+        append_log(
+            job,
+            &format!(
+                "[berth] job {} on Kubernetes compute {} ({}, namespace {}): Job {name}, image {image}, instance type {} (requests {}, limits {})\n",
+                job.name,
+                job.compute,
+                cluster.server,
+                cluster.namespace,
+                job.instance_type.name,
+                job.instance_type.requests,
+                job.instance_type.limits,
+            ),
+        )
+        .await;
+        let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        maps.patch(
+            &format!("{name}-files"),
+            &apply_params(),
+            &Patch::Apply(&built.config_map),
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot create the job's ConfigMap in namespace `{}`: {}",
+                cluster.namespace,
+                describe(&e)
+            )
+        })?;
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(job.name.clone(), built.job);
+        }
+        Ok(())
+    }
+
+    async fn launch(&self, job: &JobRecord) -> Result<u32, String> {
+        let cluster = self.for_job(job)?;
+        let name = object_name(&job.name);
+        let obj = match self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&job.name))
+        {
+            Some(o) => o,
+            None => objects::build(job, &cluster.namespace)?.job,
+        };
+        let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let created = jobs
+            .patch(&name, &apply_params(), &Patch::Apply(&obj))
+            .await
+            .map_err(|e| format!("cannot create Kubernetes Job {name}: {}", describe(&e)))?;
+        // The ConfigMap belongs to the Job: deleting the Job deletes it.
+        if let Some(uid) = created.metadata.uid {
+            let owner = json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{name}-files"), "ownerReferences": [{
+                    "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+                }]}
+            });
+            let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+            if let Err(e) = maps
+                .patch(
+                    &format!("{name}-files"),
+                    &PatchParams::apply("berth-owner").force(),
+                    &Patch::Apply(&owner),
+                )
+                .await
+            {
+                warn!(job = %job.name, error = %describe(&e), "cannot make the Job own its ConfigMap");
+            }
+        }
+        Ok(0)
+    }
+
+    async fn wait(&self, job: &JobRecord, _pid: u32, progress: Progress) -> RunResult {
+        let cluster = match self.for_job(job) {
+            Ok(c) => c,
+            Err(message) => {
+                return RunResult {
+                    ending: Ending::Failed,
+                    exit_code: None,
+                    message,
+                };
+            }
+        };
+        let name = object_name(&job.name);
+        let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let selector = ListParams::default().labels(&format!("{JOB_LABEL}={name}"));
+        let mut backoff = POLL;
+        let mut last: Option<Phase> = None;
+        let mut log_task: Option<tokio::task::JoinHandle<()>> = None;
+        loop {
+            let read = match jobs.get_opt(&name).await {
+                Ok(j) => pods.list(&selector).await.map(|p| (j, p.items)),
+                Err(e) => Err(e),
+            };
+            let (found, pod_list) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    warn!(job = %job.name, error = %describe(&e), retry_in = ?backoff, "cannot read the job from the cluster");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            };
+            backoff = POLL;
+            let phase = match observe(found.as_ref(), &pod_list) {
+                Observed::Waiting(p) => p,
+                Observed::Running { pod } => {
+                    if log_task.is_none() {
+                        log_task =
+                            Some(tokio::spawn(copy_log(pods.clone(), pod, job.clone(), true)));
+                    }
+                    Phase::Running
+                }
+                Observed::Ended(result) => {
+                    match log_task {
+                        Some(t) => {
+                            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+                        }
+                        None => {
+                            let newest = pod_list
+                                .iter()
+                                .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+                                .and_then(|p| p.metadata.name.clone());
+                            if let Some(pod) = newest {
+                                copy_log(pods.clone(), pod, job.clone(), false).await;
+                            }
+                        }
+                    }
+                    return result;
+                }
+                Observed::Gone => {
+                    if let Some(t) = log_task {
+                        t.abort();
+                    }
+                    if self.was_canceled(&job.name) {
+                        return RunResult {
+                            ending: Ending::Canceled,
+                            exit_code: None,
+                            message: "canceled".into(),
+                        };
+                    }
+                    return RunResult {
+                        ending: Ending::Failed,
+                        exit_code: None,
+                        message: format!(
+                            "Kubernetes Job {name} was deleted in namespace `{}` by someone other than Berth",
+                            cluster.namespace
+                        ),
+                    };
+                }
+            };
+            if last.as_ref() != Some(&phase) {
+                let _ = progress.send(phase.clone());
+                last = Some(phase);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn cancel(&self, job: &JobRecord) {
+        if let Ok(mut c) = self.canceled.lock() {
+            c.insert(job.name.clone());
+        }
+        let Ok(cluster) = self.for_job(job) else {
+            return;
+        };
+        let name = object_name(&job.name);
+        let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match jobs.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                warn!(job = %job.name, error = %describe(&e), "cannot delete the Kubernetes Job")
+            }
+        }
+        let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let selector = ListParams::default().labels(&format!("{JOB_LABEL}={name}"));
+        if let Err(e) = pods
+            .delete_collection(&DeleteParams::default(), &selector)
+            .await
+        {
+            warn!(job = %job.name, error = %describe(&e), "cannot delete the job's pods");
+        }
+    }
+
+    async fn reattach(&self, job: &JobRecord) -> Reattach {
+        let Ok(cluster) = self.for_job(job) else {
+            return Reattach::Lost;
+        };
+        let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        match jobs.get_opt(&object_name(&job.name)).await {
+            Ok(None) => Reattach::Lost,
+            // Found, or the cluster did not answer: `wait` reads it again (with backoff).
+            _ => Reattach::Running { pid: 0 },
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The Kubernetes objects a job becomes, built without I/O: a ConfigMap with its code and small
+//! inputs, and a `batch/v1` Job whose one container runs the command.
+//!
+//! Delivery (see docs/decisions.md): code and local inputs travel in one ConfigMap, mounted
+//! read-only at `/berth/code` and `/berth/inputs/<name>`; the ConfigMap is owned by the Job, so
+//! deleting the Job deletes it. A ConfigMap holds at most 1 MiB, which is why larger inputs
+//! must come from a URL (mode `direct`) or a datastore the cluster can read.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use berth_core::interpolate::interpolate;
+use berth_core::job::{JobRecord, ResolvedInput};
+use berth_core::spec::data::DataType;
+use berth_core::spec::job::Environment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::{Value, json};
+
+use crate::workdir::{JobDir, list_files};
+
+/// The label every object Berth makes carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "berth");
+/// The label naming the Berth job an object belongs to (its object name).
+pub const JOB_LABEL: &str = "berth.dev/job";
+/// The annotation holding the Berth job's own name.
+pub const JOB_NAME_ANNOTATION: &str = "berth.dev/job-name";
+/// Where the code is mounted; the command's working folder.
+pub const CODE_DIR: &str = "/berth/code";
+/// The most a job's ConfigMap may carry (etcd's limit is 1 MiB, with room for metadata).
+pub const CONFIGMAP_LIMIT: u64 = 900 * 1024;
+/// The image a job without an environment image runs in.
+pub const DEFAULT_IMAGE: &str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest";
+
+/// The Kubernetes name for a Berth name: lowercase DNS-1123, at most 52 characters (room for the
+/// Job controller's pod suffix), with a hash of the original when it had to change.
+pub fn object_name(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        })
+        .collect();
+    let trimmed = clean.trim_matches('-');
+    if trimmed == name && name.len() <= 52 {
+        return name.to_string();
+    }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let head: String = trimmed.chars().take(43).collect();
+    format!("{}-{:08x}", head.trim_end_matches('-'), hash as u32)
+}
+
+/// The image a job runs in: its environment's image, Azure's curated image for an
+/// `azureml:AzureML-...` reference, else [`DEFAULT_IMAGE`].
+pub fn image_for(environment: Option<&Environment>) -> String {
+    match environment {
+        Some(Environment::Inline {
+            image: Some(image), ..
+        }) => image.clone(),
+        Some(Environment::Reference(r)) => {
+            let bare = r.trim_start_matches("azureml:");
+            let name = bare.split(['@', ':']).next().unwrap_or(bare);
+            match name.strip_prefix("AzureML-") {
+                Some(curated) => format!(
+                    "mcr.microsoft.com/azureml/curated/{}:latest",
+                    curated.to_ascii_lowercase()
+                ),
+                None => DEFAULT_IMAGE.into(),
+            }
+        }
+        _ => DEFAULT_IMAGE.into(),
+    }
+}
+
+/// One file to deliver: its key in the ConfigMap, where it lands, and its bytes.
+#[derive(Debug)]
+struct Delivered {
+    volume: String,
+    mount: String,
+    items: Vec<(String, String)>,
+}
+
+/// Everything a job needs in the cluster.
+#[derive(Debug)]
+pub struct JobObjects {
+    /// The files.
+    pub config_map: ConfigMap,
+    /// The Job.
+    pub job: Job,
+}
+
+/// Builds the ConfigMap and Job for `job` in `namespace`, reading its code snapshot and local
+/// inputs from disk. Errors say which input or file is the problem and what to do.
+pub fn build(job: &JobRecord, namespace: &str) -> Result<JobObjects, String> {
+    let name = object_name(&job.name);
+    let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut total = 0u64;
+    let mut add = |prefix: &str, root: &Path, rel: &str| -> Result<String, String> {
+        let path = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(rel)
+        };
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        total += bytes.len() as u64;
+        if total > CONFIGMAP_LIMIT {
+            return Err(format!(
+                "the job's code and local inputs are over {} KiB (at {}), more than a ConfigMap carries to a Kubernetes compute; pass large data as a URL input with `mode: direct`, or keep it in the image",
+                CONFIGMAP_LIMIT / 1024,
+                path.display()
+            ));
+        }
+        let key = format!("{prefix}{}", data.len());
+        data.insert(key.clone(), bytes);
+        Ok(key)
+    };
+
+    let mut delivered = Vec::new();
+    let code = JobDir::new(&job.workdir).code();
+    let mut items = Vec::new();
+    for (rel, _) in list_files(&code).map_err(|e| format!("cannot read the code snapshot: {e}"))? {
+        items.push((add("c", &code, &rel)?, rel));
+    }
+    delivered.push(Delivered {
+        volume: "code".into(),
+        mount: CODE_DIR.into(),
+        items,
+    });
+
+    let mut inputs = BTreeMap::new();
+    for (input, resolved) in &job.inputs {
+        let seen = match resolved {
+            ResolvedInput::Literal { value } => value.clone(),
+            ResolvedInput::Url { url, mode, .. } => {
+                if *mode != berth_core::spec::data::InputMode::Direct {
+                    return Err(format!(
+                        "input `{input}`: a Kubernetes compute does not download URLs for a job yet; set `mode: direct` and read {url} from the job"
+                    ));
+                }
+                url.clone()
+            }
+            ResolvedInput::Path {
+                path, data_type, ..
+            } => {
+                let src = Path::new(path);
+                let mount = format!("/berth/inputs/{input}");
+                let mut items = Vec::new();
+                let seen = if *data_type == DataType::UriFile || src.is_file() {
+                    let file = src
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| input.clone());
+                    items.push((add("i", src, "")?, file.clone()));
+                    format!("{mount}/{file}")
+                } else {
+                    for (rel, _) in list_files(src)
+                        .map_err(|e| format!("input `{input}`: cannot read {path}: {e}"))?
+                    {
+                        items.push((add("i", src, &rel)?, rel));
+                    }
+                    mount.clone()
+                };
+                delivered.push(Delivered {
+                    volume: format!("input-{}", delivered.len()),
+                    mount,
+                    items,
+                });
+                seen
+            }
+        };
+        inputs.insert(input.clone(), seen);
+    }
+    let mut outputs = BTreeMap::new();
+    let mut output_dirs = Vec::new();
+    for (output, o) in &job.outputs {
+        let dir = format!("/berth/outputs/{output}");
+        let seen = if o.data_type == DataType::UriFile {
+            let file = Path::new(&o.path)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| output.clone());
+            format!("{dir}/{file}")
+        } else {
+            dir.clone()
+        };
+        output_dirs.push(dir);
+        outputs.insert(output.clone(), seen);
+    }
+    let command = interpolate(&job.spec.command, &inputs, &outputs).map_err(|e| e.to_string())?;
+
+    let mut env: BTreeMap<String, String> = job.spec.environment_variables.clone();
+    for (k, v) in [
+        ("AZUREML_RUN_ID", job.name.as_str()),
+        ("AZUREML_EXPERIMENT_NAME", &job.experiment_name),
+        ("AZUREML_ARM_PROJECT_NAME", &job.experiment_name),
+        ("AZUREML_COMPUTE", &job.compute),
+        ("AZUREML_INSTANCE_TYPE", &job.instance_type.name),
+        ("PYTHONUNBUFFERED", "1"),
+    ] {
+        env.insert(k.into(), v.into());
+    }
+    for (k, v) in &inputs {
+        env.insert(format!("AZURE_ML_INPUT_{k}"), v.clone());
+    }
+    for (k, v) in &outputs {
+        env.insert(format!("AZURE_ML_OUTPUT_{k}"), v.clone());
+    }
+
+    let labels = json!({ MANAGED_BY.0: MANAGED_BY.1, JOB_LABEL: name });
+    let files = format!("{name}-files");
+    let mut volumes: Vec<Value> = Vec::new();
+    let mut mounts: Vec<Value> = Vec::new();
+    for d in &delivered {
+        let items: Vec<Value> = d
+            .items
+            .iter()
+            .map(|(key, path)| json!({"key": key, "path": path}))
+            .collect();
+        volumes.push(json!({"name": d.volume, "configMap": {"name": files, "items": items}}));
+        mounts.push(json!({"name": d.volume, "mountPath": d.mount, "readOnly": true}));
+    }
+    for (i, dir) in output_dirs.iter().enumerate() {
+        let volume = format!("output-{i}");
+        volumes.push(json!({"name": volume, "emptyDir": {}}));
+        mounts.push(json!({"name": volume, "mountPath": dir}));
+    }
+    let it = &job.instance_type;
+    let mut requests =
+        json!({"cpu": it.requests.cpu.to_string(), "memory": it.requests.memory.to_string()});
+    let mut limits =
+        json!({"cpu": it.limits.cpu.to_string(), "memory": it.limits.memory.to_string()});
+    let gpus = it.limits.gpus.max(it.requests.gpus);
+    if gpus > 0 {
+        // Extended resources are set in limits; Kubernetes copies them to requests.
+        limits["nvidia.com/gpu"] = json!(gpus.to_string());
+    }
+    if it.limits.cpu.is_zero() {
+        limits.as_object_mut().map(|l| l.remove("cpu"));
+    }
+    if it.limits.memory.is_zero() {
+        limits.as_object_mut().map(|l| l.remove("memory"));
+    }
+    if it.requests.cpu.is_zero() {
+        requests.as_object_mut().map(|r| r.remove("cpu"));
+    }
+    let env: Vec<Value> = env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    let mut spec = json!({
+        "backoffLimit": 0,
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "enableServiceLinks": false,
+                "automountServiceAccountToken": false,
+                "nodeSelector": it.node_selector,
+                "containers": [{
+                    "name": "job",
+                    "image": image_for(job.spec.environment.as_ref()),
+                    "command": ["sh", "-c", command],
+                    "workingDir": CODE_DIR,
+                    "env": env,
+                    "resources": {"requests": requests, "limits": limits},
+                    "volumeMounts": mounts,
+                }],
+                "volumes": volumes,
+            }
+        }
+    });
+    if let Some(t) = job.spec.timeout_seconds {
+        spec["activeDeadlineSeconds"] = json!(t);
+    }
+    let job_obj = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {JOB_NAME_ANNOTATION: job.name, "berth.dev/compute": job.compute},
+        },
+        "spec": spec,
+    });
+    let binary: BTreeMap<String, String> = data.into_iter().map(|(k, v)| (k, base64(&v))).collect();
+    let cm = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": files, "namespace": namespace, "labels": labels},
+        "binaryData": binary,
+    });
+    Ok(JobObjects {
+        config_map: serde_json::from_value(cm).map_err(|e| e.to_string())?,
+        job: serde_json::from_value(job_obj).map_err(|e| e.to_string())?,
+    })
+}
+
+/// Standard base64 with padding (the API's encoding for `binaryData`).
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "objects_tests.rs"]
+mod tests;

@@ -1,0 +1,155 @@
+use std::collections::BTreeMap;
+
+use berth_core::job::{JobRecord, JobState, ResolvedInput, ResolvedOutput};
+use berth_core::spec::data::{DataType, InputMode};
+use berth_core::spec::instance_type::InstanceType;
+use berth_core::spec::job::JobSpec;
+use berth_core::yaml::Source;
+use time::OffsetDateTime;
+
+use super::*;
+
+fn record(dir: &Path, yaml: &str) -> JobRecord {
+    let spec = JobSpec::parse(&Source::new("job.yaml", yaml)).unwrap();
+    let mut it = InstanceType::default_type();
+    it.name = "gpu".into();
+    it.limits.gpus = 1;
+    it.node_selector
+        .insert("agentpool".into(), "gpupool".into());
+    JobRecord {
+        name: "Train_Model.1".into(),
+        display_name: "x".into(),
+        experiment_name: "exp".into(),
+        compute: "aks".into(),
+        instance_type: it,
+        base_dir: dir.display().to_string(),
+        workdir: dir.join("job").display().to_string(),
+        inputs: BTreeMap::new(),
+        outputs: BTreeMap::new(),
+        created_at: OffsetDateTime::now_utc(),
+        state: JobState::Queued,
+        spec,
+    }
+}
+
+#[test]
+fn names_are_dns_labels_and_stable() {
+    assert_eq!(object_name("train-1"), "train-1");
+    let changed = object_name("Train_Model.1");
+    assert!(changed.starts_with("train-model-1-"), "{changed}");
+    assert_eq!(changed, object_name("Train_Model.1"));
+    assert_ne!(changed, object_name("train_model.1"));
+    let long = object_name(&"a".repeat(100));
+    assert!(long.len() <= 52, "{long}");
+}
+
+#[test]
+fn curated_environments_map_to_their_images() {
+    use berth_core::spec::job::Environment;
+    let r =
+        Environment::Reference("azureml:AzureML-sklearn-1.0-ubuntu20.04-py38-cpu@latest".into());
+    assert_eq!(
+        image_for(Some(&r)),
+        "mcr.microsoft.com/azureml/curated/sklearn-1.0-ubuntu20.04-py38-cpu:latest"
+    );
+    assert_eq!(image_for(None), DEFAULT_IMAGE);
+}
+
+#[test]
+fn a_job_becomes_a_configmap_and_a_job_with_its_instance_type() {
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    std::fs::create_dir_all(data.join("sub")).unwrap();
+    std::fs::write(data.join("a.csv"), "x,y\n1,2\n").unwrap();
+    std::fs::write(data.join("sub/b.csv"), "x\n").unwrap();
+    let mut job = record(
+        t.path(),
+        "command: python train.py --data ${{inputs.d}} --lr ${{inputs.lr}} --out ${{outputs.m}}\ninputs:\n  d:\n    type: uri_folder\n    path: data\n  lr: 0.1\noutputs:\n  m:\n    type: uri_folder\nlimits:\n  timeout: 60\n",
+    );
+    std::fs::create_dir_all(JobDir::new(&job.workdir).code()).unwrap();
+    std::fs::write(
+        JobDir::new(&job.workdir).code().join("train.py"),
+        "print(1)",
+    )
+    .unwrap();
+    job.inputs.insert(
+        "d".into(),
+        ResolvedInput::Path {
+            path: data.display().to_string(),
+            data_type: DataType::UriFolder,
+            mode: InputMode::RoMount,
+        },
+    );
+    job.inputs.insert(
+        "lr".into(),
+        ResolvedInput::Literal {
+            value: "0.1".into(),
+        },
+    );
+    job.outputs.insert(
+        "m".into(),
+        ResolvedOutput {
+            path: "/x/m".into(),
+            data_type: DataType::UriFolder,
+        },
+    );
+    let built = build(&job, "work").unwrap();
+    let j = serde_json::to_value(&built.job).unwrap();
+    assert_eq!(j["metadata"]["namespace"], "work");
+    assert_eq!(
+        j["metadata"]["annotations"][JOB_NAME_ANNOTATION],
+        "Train_Model.1"
+    );
+    assert_eq!(j["spec"]["backoffLimit"], 0);
+    assert_eq!(j["spec"]["activeDeadlineSeconds"], 60);
+    let pod = &j["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["agentpool"], "gpupool");
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["command"][2],
+        "python train.py --data /berth/inputs/d --lr 0.1 --out /berth/outputs/m"
+    );
+    assert_eq!(c["resources"]["requests"]["cpu"], "100m");
+    assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"], "1");
+    assert!(c["resources"]["requests"].get("nvidia.com/gpu").is_none());
+    let cm = serde_json::to_value(&built.config_map).unwrap();
+    assert_eq!(cm["binaryData"].as_object().unwrap().len(), 3);
+    let volumes = pod["volumes"].as_array().unwrap();
+    let paths: Vec<&str> = volumes
+        .iter()
+        .flat_map(|v| v["configMap"]["items"].as_array().into_iter().flatten())
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["train.py", "a.csv", "sub/b.csv"]);
+}
+
+#[test]
+fn too_much_data_for_a_configmap_is_refused_with_advice() {
+    let t = tempfile::tempdir().unwrap();
+    let mut job = record(
+        t.path(),
+        "command: ls ${{inputs.big}}\ninputs:\n  big:\n    type: uri_file\n    path: big.bin\n",
+    );
+    std::fs::create_dir_all(JobDir::new(&job.workdir).code()).unwrap();
+    let big = t.path().join("big.bin");
+    std::fs::write(&big, vec![0u8; 1024 * 1024]).unwrap();
+    job.inputs.insert(
+        "big".into(),
+        ResolvedInput::Path {
+            path: big.display().to_string(),
+            data_type: DataType::UriFile,
+            mode: InputMode::RoMount,
+        },
+    );
+    let e = build(&job, "work").unwrap_err();
+    assert!(e.contains("mode: direct"), "{e}");
+}
+
+#[test]
+fn base64_matches_the_standard() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+}

@@ -1,0 +1,212 @@
+//! A job's state read from its Job and Pods, in one function without I/O. This is where
+//! "stuck in Queued" gets its answer: a Pod the scheduler cannot place keeps the job Queued
+//! with the scheduler's own message as the reason.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+
+use crate::backend::Phase;
+use crate::supervisor::{Ending, RunResult};
+
+/// What the cluster says about a job.
+#[derive(Debug, PartialEq)]
+pub enum Observed {
+    /// Not started yet; the phase says whether it waits for room or is starting.
+    Waiting(Phase),
+    /// A pod runs the command.
+    Running {
+        /// The pod.
+        pod: String,
+    },
+    /// It ended.
+    Ended(RunResult),
+    /// The Job is gone (deleted by a cancel, or by someone else).
+    Gone,
+}
+
+/// Container waiting reasons that will not resolve by themselves.
+const FATAL_WAITING: [&str; 6] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+fn failed(ending: Ending, exit_code: Option<i32>, message: String) -> Observed {
+    Observed::Ended(RunResult {
+        ending,
+        exit_code,
+        message,
+    })
+}
+
+/// Derives the job's state from its Job (absent when deleted) and its Pods.
+pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
+    let Some(job) = job else {
+        return Observed::Gone;
+    };
+    let pod = pods
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let terminated = pod.and_then(terminated_state);
+    let status = job.status.as_ref();
+    for c in status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        if c.status != "True" {
+            continue;
+        }
+        match (c.type_.as_str(), c.reason.as_deref()) {
+            ("Complete", _) => return success(),
+            ("Failed", Some("DeadlineExceeded")) => {
+                let secs = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
+                return failed(
+                    Ending::DeadlineExceeded,
+                    None,
+                    format!(
+                        "limits.timeout ({}s) passed; Kubernetes stopped the job (activeDeadlineSeconds)",
+                        secs.unwrap_or_default()
+                    ),
+                );
+            }
+            ("Failed", reason) => {
+                if let Some(t) = terminated {
+                    return from_terminated(t);
+                }
+                return failed(
+                    Ending::Failed,
+                    None,
+                    format!(
+                        "the Kubernetes Job failed ({}): {}",
+                        reason.unwrap_or("no reason"),
+                        c.message.as_deref().unwrap_or("no message")
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    if status.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
+        return success();
+    }
+    let Some(pod) = pod else {
+        return Observed::Waiting(Phase::Starting(
+            "waiting for the Job controller to create a pod".into(),
+        ));
+    };
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    if let Some(t) = terminated {
+        return from_terminated(t);
+    }
+    let pod_status = pod.status.as_ref();
+    let unschedulable = pod_status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unschedulable {
+        let why = c.message.clone().unwrap_or_else(|| {
+            c.reason
+                .clone()
+                .unwrap_or_else(|| "not scheduled yet".into())
+        });
+        return Observed::Waiting(Phase::Queued(format!(
+            "the Kubernetes scheduler cannot place pod {pod_name}: {why}"
+        )));
+    }
+    let waiting = pod_status
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.waiting.as_ref());
+    if let Some(w) = waiting
+        && let Some(reason) = w.reason.as_deref()
+        && FATAL_WAITING.contains(&reason)
+    {
+        let image = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        return failed(
+            Ending::StartFailed,
+            None,
+            format!(
+                "pod {pod_name} cannot start ({reason}) with image `{image}`: {}",
+                w.message.as_deref().unwrap_or("no message")
+            ),
+        );
+    }
+    match pod_status.and_then(|s| s.phase.as_deref()) {
+        Some("Running") => Observed::Running { pod: pod_name },
+        Some("Succeeded") => success(),
+        Some("Failed") => failed(
+            Ending::Failed,
+            None,
+            format!(
+                "pod {pod_name} failed: {}",
+                pod_status
+                    .and_then(|s| s.message.clone().or(s.reason.clone()))
+                    .unwrap_or_else(|| "no reason given".into())
+            ),
+        ),
+        _ => {
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_else(|| "a node".into());
+            Observed::Waiting(Phase::Starting(format!(
+                "pod {pod_name} is on {node}; its container is starting"
+            )))
+        }
+    }
+}
+
+fn success() -> Observed {
+    Observed::Ended(RunResult {
+        ending: Ending::Succeeded,
+        exit_code: Some(0),
+        message: String::new(),
+    })
+}
+
+fn terminated_state(pod: &Pod) -> Option<&ContainerStateTerminated> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find_map(|c| c.state.as_ref()?.terminated.as_ref())
+}
+
+fn from_terminated(t: &ContainerStateTerminated) -> Observed {
+    match (t.exit_code, t.reason.as_deref()) {
+        (_, Some("OOMKilled")) => failed(
+            Ending::OOMKilled,
+            Some(t.exit_code),
+            "the container used more memory than the instance type's limit (OOMKilled); pick a larger instance type".into(),
+        ),
+        (0, _) => success(),
+        (code, reason) => failed(
+            Ending::Failed,
+            Some(code),
+            format!(
+                "the command exited with code {code}{}; see the job's log",
+                reason
+                    .filter(|r| *r != "Error")
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+#[path = "observe_tests.rs"]
+mod tests;

@@ -1,0 +1,131 @@
+//! Kubernetes computes: attaching a cluster (with the checks that make a bad kubeconfig, a
+//! missing namespace or a missing permission a one-line answer), reconnecting them when the
+//! server starts, and reading capacity and InstanceTypes from the cluster.
+
+use berth_core::api::ClusterView;
+use berth_core::resources::Resources;
+use berth_core::spec::compute::{ComputeKind, ComputeSpec};
+use berth_core::spec::instance_type::InstanceType;
+use berth_scheduler::backend::kubernetes::cluster::{self, Cluster};
+use berth_store::{Kind, Store};
+use tracing::{info, warn};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Checks the cluster behind a Kubernetes compute spec and starts routing its jobs there.
+/// Nothing is stored here; the caller stores the spec once this succeeds.
+pub async fn connect_new(
+    state: &AppState,
+    spec: &ComputeSpec,
+    create_namespace: bool,
+) -> Result<(), ApiError> {
+    let target = spec.kubernetes.as_ref().ok_or_else(|| {
+        ApiError::BadRequest(
+            "a Kubernetes compute needs a kubeconfig: pass --kubeconfig (and --namespace)".into(),
+        )
+    })?;
+    berth_core::names::validate_k8s_name(&target.namespace)
+        .map_err(|m| ApiError::BadRequest(format!("namespace `{}`: {m}", target.namespace)))?;
+    let c = cluster::connect(target)
+        .await
+        .map_err(|m| ApiError::BadRequest(format!("compute `{}`: {m}", spec.name)))?;
+    cluster::preflight(&c, create_namespace)
+        .await
+        .map_err(|m| ApiError::BadRequest(format!("compute `{}`: {m}", spec.name)))?;
+    state.jobs.backend().kubernetes.attach(&spec.name, c);
+    Ok(())
+}
+
+/// Reconnects every stored Kubernetes compute (at start-up, before jobs are recovered).
+/// Building a client makes no request, so an unreachable cluster does not delay start-up.
+pub async fn connect_stored(store: &Store, backend: &berth_scheduler::backend::dispatch::Backends) {
+    let Ok(all) = store.list::<ComputeSpec>(Kind::Compute).await else {
+        return;
+    };
+    for s in all {
+        let spec = s.value;
+        let Some(target) = spec.kubernetes.as_ref() else {
+            continue;
+        };
+        match cluster::connect(target).await {
+            Ok(c) => {
+                info!(compute = %spec.name, server = %c.server, namespace = %c.namespace, "Kubernetes compute");
+                backend.kubernetes.attach(&spec.name, c);
+            }
+            Err(e) => {
+                warn!(compute = %spec.name, error = %e, "cannot connect a Kubernetes compute")
+            }
+        }
+    }
+}
+
+fn connected(state: &AppState, compute: &str) -> Result<Cluster, ApiError> {
+    state
+        .jobs
+        .backend()
+        .kubernetes
+        .cluster(compute)
+        .ok_or_else(|| ApiError::Conflict {
+            message: format!("compute `{compute}` is not connected to its cluster"),
+            hint: Some(
+                "the server's log says why; detach and attach it again with a working kubeconfig"
+                    .into(),
+            ),
+        })
+}
+
+/// What a Kubernetes compute's cluster has: total allocatable capacity and a view.
+pub async fn describe(state: &AppState, spec: &ComputeSpec) -> (Resources, ClusterView) {
+    let Ok(c) = connected(state, &spec.name) else {
+        return (
+            Resources::default(),
+            ClusterView {
+                error: Some("not connected".into()),
+                ..ClusterView::default()
+            },
+        );
+    };
+    let mut view = ClusterView {
+        server: c.server.clone(),
+        ..ClusterView::default()
+    };
+    let mut capacity = Resources::default();
+    match cluster::capacity(&c).await {
+        Ok((total, nodes)) => {
+            capacity = total;
+            view.nodes = nodes;
+        }
+        Err(e) => view.error = Some(e),
+    }
+    match cluster::instance_types(&c).await {
+        Ok(types) => view.instance_types = types.into_keys().collect(),
+        Err(e) => view.error = Some(e),
+    }
+    (capacity, view)
+}
+
+/// The instance type a job on a Kubernetes compute asks for, read from the cluster.
+/// `defaultinstancetype` falls back to Azure's built-in default when the cluster has none.
+pub async fn instance_type(
+    state: &AppState,
+    compute: &str,
+    name: &str,
+) -> Result<Option<InstanceType>, ApiError> {
+    let c = connected(state, compute)?;
+    let found = cluster::instance_type(&c, name)
+        .await
+        .map_err(ApiError::BadRequest)?;
+    Ok(match found {
+        Some(t) => Some(t),
+        None if name == berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE => {
+            Some(InstanceType::default_type())
+        }
+        None => None,
+    })
+}
+
+/// True for a Kubernetes compute.
+pub fn is_kubernetes(spec: &ComputeSpec) -> bool {
+    spec.kind == ComputeKind::Kubernetes
+}
