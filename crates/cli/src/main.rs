@@ -56,7 +56,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::OnlineDeployment(cmd) => {
             commands::serving::deployment(&client::Client::connect(&home)?, &out, cmd).await
         }
-        Command::Extension(cmd) => commands::extension::run(cmd, out.format),
+        Command::Extension(cmd) => commands::extension::run(cmd, &out).await,
         Command::Router(args) => {
             init_logs();
             commands::router::run(client::Client::connect(&home)?, args).await

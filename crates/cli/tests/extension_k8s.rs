@@ -6,6 +6,8 @@
 
 #[path = "support/k8s.rs"]
 mod k8s;
+#[path = "support/kubelet.rs"]
+mod kubelet;
 mod support;
 
 use std::process::Command;
@@ -126,4 +128,206 @@ fn the_extension_applies_and_its_crd_validates_instance_types() {
             assert!(body.contains(why), "{name}: {body}");
         }
     });
+}
+
+fn berth(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BERTH)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn extension_create_show_update_delete_on_a_real_api_server() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    use kube::api::{Api, PostParams};
+    use kubelet::{Kubelet, NodeSpec};
+
+    let cp = ControlPlane::start();
+    let kc = cp.kubeconfig();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(cp.client());
+    let pods_dir = tempfile::tempdir().unwrap();
+    let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));
+    kubelet.simulate("azureml");
+    let settings = [
+        "--config",
+        "enableTraining=True",
+        "enableInference=True",
+        "inferenceRouterServiceType=LoadBalancer",
+        "allowInsecureConnections=True",
+    ];
+    let create: Vec<&str> = [
+        "extension",
+        "create",
+        "--name",
+        "berth",
+        "--cluster-name",
+        "c",
+        "--timeout",
+        "60",
+    ]
+    .into_iter()
+    .chain(settings)
+    .collect();
+
+    // No nodes: the health check refuses, and nothing is installed.
+    let out = berth(&kc, &create);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("E40002 INSUFFICIENT_NODE"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = berth(&kc, &["extension", "show", "--name", "berth"]);
+    assert!(
+        text(&out.stderr).contains("not installed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // One node, but the router is highly available by default: three are needed.
+    rt.block_on(kubelet.add_node(NodeSpec::new("n1", "4", "16Gi", 0, &[])));
+    let out = berth(&kc, &create);
+    assert!(
+        text(&out.stderr).contains("3 node(s) are needed and 1 exist"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Another product's InstanceType CRD is a conflict.
+    rt.block_on(kubelet.add_node(NodeSpec::new("n2", "4", "16Gi", 0, &[])));
+    rt.block_on(kubelet.add_node(NodeSpec::new("n3", "4", "16Gi", 0, &[])));
+    rt.block_on(kubelet.add_volume("pv-1", "10Gi"));
+    let mut foreign = berth_core::extension::render::instance_type_crd();
+    foreign["metadata"]["labels"] = serde_json::json!({});
+    rt.block_on(berth_scheduler::backend::kubernetes::apply::apply(
+        &client, &foreign,
+    ))
+    .unwrap();
+    let out = berth(&kc, &create);
+    assert!(
+        text(&out.stderr).contains("E40009"),
+        "{}",
+        text(&out.stderr)
+    );
+    rt.block_on(berth_scheduler::backend::kubernetes::apply::delete(
+        &client, &foreign,
+    ))
+    .unwrap();
+    // Something of the user's that Berth must leave alone.
+    let user_cm: ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "mine"}})).unwrap();
+    let default_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    rt.block_on(default_maps.create(&PostParams::default(), &user_cm))
+        .unwrap();
+
+    // Create applies everything and waits for readiness.
+    let mut ok = false;
+    for _ in 0..50 {
+        // The foreign CRD takes a moment to go.
+        let out = berth(&kc, &create);
+        if out.status.success() {
+            assert!(
+                text(&out.stdout).contains("Succeeded"),
+                "{}",
+                text(&out.stdout)
+            );
+            assert!(
+                text(&out.stderr).contains("applied Deployment azureml/berth-router"),
+                "{}",
+                text(&out.stderr)
+            );
+            ok = true;
+            break;
+        }
+        assert!(
+            text(&out.stderr).contains("E40009"),
+            "{}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(ok);
+    let out = berth(&kc, &["extension", "show", "--name", "berth", "-o", "json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["provisioningState"], "Succeeded", "{shown}");
+    assert_eq!(shown["configurationSettings"]["enableInference"], "True");
+    let router = shown["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "Deployment azureml/berth-router")
+        .unwrap();
+    assert_eq!(router["ready"], "3/3");
+    let out = berth(&kc, &create);
+    assert!(
+        text(&out.stderr).contains("already installed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Update changes only what changed.
+    let out = berth(
+        &kc,
+        &[
+            "extension",
+            "update",
+            "--name",
+            "berth",
+            "--config",
+            "inferenceRouterServiceType=NodePort",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("Service azureml/berth-router configured"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Deployment azureml/berth-server unchanged"),
+        "{log}"
+    );
+    assert!(
+        log.contains("CustomResourceDefinition instancetypes.amlarc.azureml.com unchanged"),
+        "{log}"
+    );
+    let services: Api<Service> = Api::namespaced(client.clone(), "azureml");
+    let svc = rt.block_on(services.get("berth-router")).unwrap();
+    assert_eq!(svc.spec.unwrap().type_.as_deref(), Some("NodePort"));
+
+    // Delete removes what create made, and nothing else.
+    let out = berth(&kc, &["extension", "delete", "--name", "berth", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let crd = rt
+        .block_on(berth_scheduler::backend::kubernetes::apply::get(
+            &client,
+            &berth_core::extension::render::instance_type_crd(),
+        ))
+        .unwrap();
+    assert!(crd.is_none_or(|c| c.metadata.deletion_timestamp.is_some()));
+    let role = serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "berth"}});
+    assert!(
+        rt.block_on(berth_scheduler::backend::kubernetes::apply::get(
+            &client, &role
+        ))
+        .unwrap()
+        .is_none()
+    );
+    assert!(rt.block_on(default_maps.get_opt("mine")).unwrap().is_some());
+    let out = berth(&kc, &["extension", "show", "--name", "berth"]);
+    assert!(
+        text(&out.stderr).contains("not installed"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(kubelet);
 }

@@ -53,6 +53,8 @@ struct Running {
 struct Shared {
     nodes: Vec<String>,
     pods: HashMap<String, Running>,
+    /// Namespaces whose pods are only marked running and ready, with no process.
+    simulated: Vec<String>,
 }
 
 /// The kubelet; stops when dropped.
@@ -144,6 +146,28 @@ impl Kubelet {
         self.shared.lock().unwrap().nodes.push(node.name);
     }
 
+    /// Pods in `namespace` are marked running and ready without running anything (for
+    /// components whose image is not a local program, such as the extension's).
+    pub fn simulate(&self, namespace: &str) {
+        self.shared.lock().unwrap().simulated.push(namespace.into());
+    }
+
+    /// Adds a hostPath PersistentVolume of `size` (the test cluster has no provisioner), so a
+    /// claim without a storage class binds to it.
+    pub async fn add_volume(&self, name: &str, size: &str) {
+        use k8s_openapi::api::core::v1::PersistentVolume;
+        let pvs: Api<PersistentVolume> = Api::all(self.client.clone());
+        let path = self.dir.join("volumes").join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        let pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": path}, "persistentVolumeReclaimPolicy": "Delete"},
+        }))
+        .unwrap();
+        pvs.create(&PostParams::default(), &pv).await.unwrap();
+    }
+
     /// The folder the kubelet's pods run in.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -203,7 +227,16 @@ async fn sync(client: &Client, shared: &Arc<Mutex<Shared>>, dir: &Path) -> Resul
             if phase.as_deref().is_some_and(|p| p != "Pending") {
                 continue;
             }
-            let started = start(client, &pod, &dir.join(&ns).join(&name)).await;
+            let simulated = shared.lock().unwrap().simulated.contains(&ns);
+            let started = if simulated {
+                Ok(Running {
+                    child: None,
+                    log: dir.join("simulated.log"),
+                    done: false,
+                })
+            } else {
+                start(client, &pod, &dir.join(&ns).join(&name)).await
+            };
             match started {
                 Ok(r) => {
                     shared.lock().unwrap().pods.insert(k.clone(), r);

@@ -145,7 +145,7 @@ pub fn render(cfg: &ExtensionConfig, api_token: &str) -> Vec<Value> {
             "rules": [
                 {"apiGroups": ["amlarc.azureml.com"], "resources": ["instancetypes"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
-                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete", "deletecollection"]},
                 {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
                 {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
                 {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},

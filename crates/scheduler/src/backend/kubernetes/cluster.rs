@@ -78,7 +78,7 @@ const NAMESPACED: [(&str, &str, &str); 9] = [
     ("patch", "", "configmaps"),
     ("list", "", "pods"),
     ("get", "", "pods/log"),
-    ("delete", "", "pods"),
+    ("deletecollection", "", "pods"),
     ("list", "batch", "jobs"),
 ];
 /// The cluster-wide ones.

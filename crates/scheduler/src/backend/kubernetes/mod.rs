@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod install;
 pub mod objects;
 pub mod observe;
 
