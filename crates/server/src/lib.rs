@@ -54,6 +54,8 @@ pub struct AppState {
     pub token_secret: Arc<str>,
     /// The routes published to routers (`GET /api/routes`), with their version.
     pub routes: Arc<tokio::sync::watch::Sender<Arc<berth_core::serving::RoutesDoc>>>,
+    /// Ready replicas of deployments on Kubernetes computes.
+    pub cluster_serving: Arc<services::cluster_deployments::ClusterServing>,
 }
 
 /// What `$BERTH_HOME/server.json` holds, so the CLI and scripts find a running server.
@@ -230,6 +232,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         routes: Arc::new(
             tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc::default())).0,
         ),
+        cluster_serving: Arc::default(),
     };
     services::endpoints::refresh_routes(&state).await;
     services::deployments::recover(&state).await;

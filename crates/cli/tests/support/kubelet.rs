@@ -47,6 +47,10 @@ struct Running {
     child: Option<Child>,
     log: PathBuf,
     done: bool,
+    container: String,
+    ip: String,
+    /// `http://ip:port/path` of the readiness probe, and whether it passed last time.
+    probe: Option<(String, bool)>,
 }
 
 #[derive(Default)]
@@ -55,6 +59,12 @@ struct Shared {
     pods: HashMap<String, Running>,
     /// Namespaces whose pods are only marked running and ready, with no process.
     simulated: Vec<String>,
+    /// Files "in every image": a path in the container, and the local file it is.
+    image_files: Vec<(String, String)>,
+    /// The last loopback address given to a pod (127.a.b.N, with a and b random per kubelet so
+    /// that leftovers of another run do not collide).
+    last_ip: u32,
+    net: (u8, u8),
 }
 
 /// The kubelet; stops when dropped.
@@ -73,7 +83,10 @@ fn key(ns: &str, name: &str) -> String {
 impl Kubelet {
     /// Starts serving logs and watching for Pods; `dir` holds the pods' folders.
     pub async fn start(client: Client, dir: &Path) -> Kubelet {
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            net: (rand::random_range(1..250), rand::random_range(1..250)),
+            ..Shared::default()
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let log_port = listener.local_addr().unwrap().port();
         let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
@@ -144,6 +157,15 @@ impl Kubelet {
             .await
             .unwrap();
         self.shared.lock().unwrap().nodes.push(node.name);
+    }
+
+    /// Makes `path` inside every image the local file `local` (e.g. Berth's binary in its image).
+    pub fn image_file(&self, path: &str, local: &str) {
+        self.shared
+            .lock()
+            .unwrap()
+            .image_files
+            .push((path.into(), local.into()));
     }
 
     /// Pods in `namespace` are marked running and ready without running anything (for
@@ -227,31 +249,71 @@ async fn sync(client: &Client, shared: &Arc<Mutex<Shared>>, dir: &Path) -> Resul
             if phase.as_deref().is_some_and(|p| p != "Pending") {
                 continue;
             }
-            let simulated = shared.lock().unwrap().simulated.contains(&ns);
+            let (simulated, ip, files) = {
+                let mut sh = shared.lock().unwrap();
+                sh.last_ip += 1;
+                let (a, b) = sh.net;
+                (
+                    sh.simulated.contains(&ns),
+                    format!("127.{a}.{b}.{}", sh.last_ip + 1),
+                    sh.image_files.clone(),
+                )
+            };
+            let container = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
             let started = if simulated {
                 Ok(Running {
                     child: None,
                     log: dir.join("simulated.log"),
                     done: false,
+                    container: container.clone(),
+                    ip: ip.clone(),
+                    probe: None,
                 })
             } else {
-                start(client, &pod, &dir.join(&ns).join(&name)).await
+                start(client, &pod, &dir.join(&ns).join(&name), &ip, &files).await
             };
             match started {
                 Ok(r) => {
+                    let ready = r.probe.is_none();
                     shared.lock().unwrap().pods.insert(k.clone(), r);
-                    patch(&pods, &name, running_status()).await;
+                    patch(&pods, &name, running_status(&container, &ip, ready)).await;
                 }
                 Err(e) => {
                     patch(
                         &pods,
                         &name,
-                        waiting_status("CreateContainerConfigError", &e),
+                        waiting_status(&container, "CreateContainerConfigError", &e),
                     )
                     .await;
                 }
             }
             continue;
+        }
+        // Readiness probes: the Ready condition follows the last answer.
+        let probe = shared.lock().unwrap().pods.get(&k).and_then(|r| {
+            (!r.done)
+                .then(|| r.probe.clone())
+                .flatten()
+                .map(|p| (p, r.container.clone(), r.ip.clone()))
+        });
+        if let Some(((url, was), container, ip)) = probe {
+            let now_ok = reqwest::Client::new()
+                .get(&url)
+                .timeout(Duration::from_millis(500))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if now_ok != was {
+                if let Some(r) = shared.lock().unwrap().pods.get_mut(&k) {
+                    r.probe = Some((url, now_ok));
+                }
+                patch(&pods, &name, running_status(&container, &ip, now_ok)).await;
+            }
         }
         let exited = {
             let mut s = shared.lock().unwrap();
@@ -259,13 +321,25 @@ async fn sync(client: &Client, shared: &Arc<Mutex<Shared>>, dir: &Path) -> Resul
             match (r.done, r.child.as_mut().map(|c| c.try_wait())) {
                 (false, Some(Ok(Some(status)))) => {
                     r.done = true;
-                    Some(status.code().unwrap_or(137))
+                    Some((status.code().unwrap_or(137), r.container.clone()))
                 }
                 _ => None,
             }
         };
-        if let Some(code) = exited {
-            patch(&pods, &name, ended_status(code)).await;
+        if let Some((code, container)) = exited {
+            let restarts = pod.spec.as_ref().and_then(|s| s.restart_policy.clone());
+            if restarts.as_deref().is_none_or(|p| p == "Always") {
+                // A kubelet would restart it, and back off: say so as it does.
+                let message = format!("the container exited with code {code}");
+                patch(
+                    &pods,
+                    &name,
+                    waiting_status(&container, "CrashLoopBackOff", &message),
+                )
+                .await;
+            } else {
+                patch(&pods, &name, ended_status(&container, code)).await;
+            }
         }
     }
     let mut s = shared.lock().unwrap();
@@ -301,34 +375,43 @@ fn now() -> String {
         .unwrap()
 }
 
-fn running_status() -> Value {
+fn running_status(container: &str, ip: &str, ready: bool) -> Value {
+    let ready_text = if ready { "True" } else { "False" };
     json!({
-        "phase": "Running", "podIP": "127.0.0.1", "hostIP": "127.0.0.1", "startTime": now(),
-        "conditions": [{"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}],
-        "containerStatuses": [{"name": "job", "ready": true, "restartCount": 0, "image": "local", "imageID": "",
+        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1", "startTime": now(),
+        "conditions": [{"type": "Ready", "status": ready_text}, {"type": "ContainersReady", "status": ready_text}],
+        "containerStatuses": [{"name": container, "ready": ready, "restartCount": 0, "image": "local", "imageID": "",
             "state": {"running": {"startedAt": now()}}}],
     })
 }
 
-fn waiting_status(reason: &str, message: &str) -> Value {
+fn waiting_status(container: &str, reason: &str, message: &str) -> Value {
     json!({
-        "containerStatuses": [{"name": "job", "ready": false, "restartCount": 0, "image": "local", "imageID": "",
+        "conditions": [{"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "False"}],
+        "containerStatuses": [{"name": container, "ready": false, "restartCount": 0, "image": "local", "imageID": "",
             "state": {"waiting": {"reason": reason, "message": message}}}],
     })
 }
 
-fn ended_status(code: i32) -> Value {
+fn ended_status(container: &str, code: i32) -> Value {
     json!({
         "phase": if code == 0 { "Succeeded" } else { "Failed" },
-        "conditions": [{"type": "Ready", "status": "False"}],
-        "containerStatuses": [{"name": "job", "ready": false, "restartCount": 0, "image": "local", "imageID": "",
+                "conditions": [{"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"name": container, "ready": false, "restartCount": 0, "image": "local", "imageID": "",
             "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
                 "startedAt": now(), "finishedAt": now()}}}],
     })
 }
 
-/// Materializes the pod's volumes and starts its first container's command.
-async fn start(client: &Client, pod: &Pod, dir: &Path) -> Result<Running, String> {
+/// Materializes the pod's volumes, runs its init containers to completion and starts its
+/// first container's command.
+async fn start(
+    client: &Client,
+    pod: &Pod,
+    dir: &Path,
+    ip: &str,
+    image_files: &[(String, String)],
+) -> Result<Running, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let spec = pod.spec.as_ref().ok_or("no spec")?;
     let container = spec.containers.first().ok_or("no container")?;
@@ -358,52 +441,106 @@ async fn start(client: &Client, pod: &Pod, dir: &Path) -> Result<Running, String
         }
         volumes.insert(v.name.clone(), local);
     }
-    let mut mounts: Vec<(String, String)> = container
-        .volume_mounts
-        .iter()
-        .flatten()
-        .filter_map(|m| {
-            Some((
-                m.mount_path.clone(),
-                volumes.get(&m.name)?.display().to_string(),
-            ))
-        })
-        .collect();
-    mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
-    let map = |s: &str| {
-        mounts.iter().fold(s.to_string(), |acc, (from, to)| {
-            acc.replace(from.as_str(), to)
-        })
-    };
-    let argv: Vec<String> = container
-        .command
-        .iter()
-        .flatten()
-        .chain(container.args.iter().flatten())
-        .map(|a| map(a))
-        .collect();
-    let (program, args) = argv.split_first().ok_or("no command")?;
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let command_of =
+        |c: &k8s_openapi::api::core::v1::Container, log: &Path| -> Result<Command, String> {
+            let mut mounts: Vec<(String, String)> = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .filter_map(|m| {
+                    Some((
+                        m.mount_path.clone(),
+                        volumes.get(&m.name)?.display().to_string(),
+                    ))
+                })
+                .chain(image_files.iter().cloned())
+                .collect();
+            mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+            let map = |s: &str| {
+                mounts.iter().fold(s.to_string(), |acc, (from, to)| {
+                    acc.replace(from.as_str(), to)
+                })
+            };
+            let mut env: Vec<(String, String)> = Vec::new();
+            for e in c.env.iter().flatten() {
+                let field = e
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.field_ref.as_ref())
+                    .map(|f| f.field_path.as_str());
+                let value = match field {
+                    Some("status.podIP") => ip.to_string(),
+                    Some("metadata.name") => pod_name.clone(),
+                    Some("metadata.namespace") => ns.clone(),
+                    _ => map(e.value.as_deref().unwrap_or_default()),
+                };
+                env.push((e.name.clone(), value));
+            }
+            // $(VAR) in command and args, as a kubelet expands it.
+            let expand = |s: &str| {
+                env.iter()
+                    .fold(map(s), |acc, (k, v)| acc.replace(&format!("$({k})"), v))
+            };
+            let argv: Vec<String> = c
+                .command
+                .iter()
+                .flatten()
+                .chain(c.args.iter().flatten())
+                .map(|a| expand(a))
+                .collect();
+            let (program, args) = argv.split_first().ok_or("no command")?;
+            let file = std::fs::File::create(log).map_err(|e| e.to_string())?;
+            let mut cmd = Command::new(program);
+            cmd.args(args)
+                .envs(env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(file.try_clone().map_err(|e| e.to_string())?)
+                .stderr(file)
+                .kill_on_drop(true);
+            if let Some(wd) = &c.working_dir {
+                cmd.current_dir(map(wd));
+            }
+            Ok(cmd)
+        };
+    for init in spec.init_containers.iter().flatten() {
+        let log = dir.join(format!("{}.log", init.name));
+        let status = command_of(init, &log)?
+            .status()
+            .await
+            .map_err(|e| format!("init container {}: {e}", init.name))?;
+        if !status.success() {
+            return Err(format!(
+                "init container {} failed: {}",
+                init.name,
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        }
+    }
     let log = dir.join("container.log");
-    let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().map_err(|e| e.to_string())?)
-        .stderr(file)
-        .kill_on_drop(true);
-    if let Some(wd) = &container.working_dir {
-        cmd.current_dir(map(wd));
-    }
-    for e in container.env.iter().flatten() {
-        cmd.env(&e.name, map(e.value.as_deref().unwrap_or_default()));
-    }
-    let child = cmd
+    let child = command_of(container, &log)?
         .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
+        .map_err(|e| format!("cannot start container {}: {e}", container.name))?;
+    let probe = container
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.http_get.as_ref())
+        .map(|h| {
+            use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+            let port = match &h.port {
+                IntOrString::Int(n) => n.to_string(),
+                IntOrString::String(s) => s.clone(),
+            };
+            let path = h.path.as_deref().unwrap_or("/");
+            (format!("http://{ip}:{port}{path}"), false)
+        });
     Ok(Running {
         child: Some(child),
         log,
         done: false,
+        container: container.name.clone(),
+        ip: ip.to_string(),
+        probe,
     })
 }
 

@@ -71,7 +71,7 @@ async fn prepare(
             spec.endpoint_name
         )));
     }
-    endpoints::get(state, endpoint).await.map_err(|_| {
+    let ep = endpoints::get(state, endpoint).await.map_err(|_| {
         ApiError::spec(
             src.error_near(
                 "endpoint_name",
@@ -158,14 +158,36 @@ async fn prepare(
         .instance_type
         .clone()
         .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into());
-    let instance_type = find_instance_type(state, &it_name).await?.ok_or_else(|| {
+    let on_cluster = crate::services::cluster_deployments::cluster_of(state, endpoint)
+        .await?
+        .is_some();
+    let found = match (&ep.value.spec.compute, on_cluster) {
+        (Some(compute), true) => {
+            crate::services::clusters::instance_type(state, compute, &it_name).await?
+        }
+        _ => find_instance_type(state, &it_name).await?,
+    };
+    let instance_type = found.ok_or_else(|| {
+        let (what, hint) = if on_cluster {
+            (
+                "in the endpoint's cluster",
+                "apply it to the cluster with `kubectl apply -f instance-types.yaml`",
+            )
+        } else {
+            (
+                "",
+                "apply it with `berth instance-type apply -f instance-types.yaml`",
+            )
+        };
         ApiError::spec(
             src.error_near(
                 "instance_type",
                 Some(&it_name),
-                format!("instance type `{it_name}` does not exist"),
+                format!("instance type `{it_name}` does not exist {what}")
+                    .trim_end()
+                    .to_string(),
             )
-            .hint("apply it with `berth instance-type apply -f instance-types.yaml`"),
+            .hint(hint),
         )
     })?;
     if let Some((cpu, mem)) = spec.resource_limits.or(spec.resource_requests)
@@ -270,7 +292,16 @@ pub async fn create(
     };
     let (st, ep, all) = (state.clone(), endpoint.to_string(), req.all_traffic);
     let name = record.spec.name.clone();
-    tokio::spawn(async move { start_replicas(&st, &ep, &name, all).await });
+    match crate::services::cluster_deployments::cluster_of(state, endpoint).await? {
+        Some(c) => {
+            tokio::spawn(async move {
+                crate::services::cluster_deployments::apply(&st, c, &ep, &name, all).await
+            });
+        }
+        None => {
+            tokio::spawn(async move { start_replicas(&st, &ep, &name, all).await });
+        }
+    }
     Ok(Stored {
         value: record,
         resource_version: v,
@@ -411,7 +442,16 @@ pub async fn update(
             other => other.into(),
         })?;
     let (st, ep, n) = (state.clone(), endpoint.to_string(), name.to_string());
-    tokio::spawn(async move { roll_replicas(&st, &ep, &n).await });
+    match crate::services::cluster_deployments::cluster_of(state, endpoint).await? {
+        Some(c) => {
+            tokio::spawn(async move {
+                crate::services::cluster_deployments::apply(&st, c, &ep, &n, false).await
+            });
+        }
+        None => {
+            tokio::spawn(async move { roll_replicas(&st, &ep, &n).await });
+        }
+    }
     Ok(Stored {
         value: record,
         resource_version: v,
@@ -508,6 +548,9 @@ pub async fn logs(
     lines: usize,
 ) -> Result<String, ApiError> {
     let d = get(state, endpoint, name).await?;
+    if let Some(c) = crate::services::cluster_deployments::cluster_of(state, endpoint).await? {
+        return crate::services::cluster_deployments::logs(&c, endpoint, name, lines).await;
+    }
     let mut out = String::new();
     // Every replica that ever ran in this revision (autoscaling adds and removes them).
     for i in 0.. {
@@ -549,6 +592,9 @@ pub async fn delete(
         });
     }
     let key = deployment_key(endpoint, name);
+    if let Ok(Some(c)) = crate::services::cluster_deployments::cluster_of(state, endpoint).await {
+        crate::services::cluster_deployments::delete(&c, endpoint, name).await?;
+    }
     state.replicas.stop(&key).await;
     state.store.delete(Kind::Deployment, &key).await?;
     refresh_routes(state).await;
@@ -561,15 +607,24 @@ pub async fn recover(state: &AppState) {
         return;
     };
     for d in all {
+        let (ep, name) = (
+            d.value.spec.endpoint_name.clone(),
+            d.value.spec.name.clone(),
+        );
+        let st = state.clone();
+        if let Ok(Some(c)) = crate::services::cluster_deployments::cluster_of(state, &ep).await {
+            // Re-applying is idempotent; the watcher adopts what runs in the cluster.
+            if d.value.state != DeploymentState::Deleting {
+                tokio::spawn(async move {
+                    crate::services::cluster_deployments::apply(&st, c, &ep, &name, false).await
+                });
+            }
+            continue;
+        }
         if matches!(
             d.value.state,
             DeploymentState::Succeeded | DeploymentState::Creating
         ) {
-            let st = state.clone();
-            let (ep, name) = (
-                d.value.spec.endpoint_name.clone(),
-                d.value.spec.name.clone(),
-            );
             tokio::spawn(async move { start_replicas(&st, &ep, &name, false).await });
         }
     }

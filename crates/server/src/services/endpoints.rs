@@ -344,7 +344,12 @@ pub async fn refresh_routes(state: &AppState) {
                 let replicas = if d.state == DeploymentState::Deleting {
                     Vec::new()
                 } else {
-                    state.replicas.ready(&key)
+                    let local = state.replicas.ready(&key);
+                    if local.is_empty() {
+                        state.cluster_serving.ready(&key)
+                    } else {
+                        local
+                    }
                 };
                 DeploymentRoutes {
                     name: d.spec.name.clone(),

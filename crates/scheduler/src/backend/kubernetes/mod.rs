@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod install;
 pub mod objects;
 pub mod observe;
+pub mod serving;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, RwLock};
@@ -24,6 +25,7 @@ use tracing::warn;
 
 pub use cluster::Cluster;
 use cluster::describe;
+pub(crate) use objects::base64;
 use objects::{JOB_LABEL, object_name};
 use observe::{Observed, observe};
 

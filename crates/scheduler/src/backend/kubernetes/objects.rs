@@ -301,7 +301,7 @@ pub fn build(job: &JobRecord, namespace: &str) -> Result<JobObjects, String> {
 }
 
 /// Standard base64 with padding (the API's encoding for `binaryData`).
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

@@ -1,0 +1,307 @@
+//! Online deployments on a Kubernetes compute, against a real control plane (Kubernetes 1.20)
+//! with the test kubelet running `berth runtime` for each pod: the seed's endpoint and blue
+//! deployment become a Deployment and a headless Service, the router finds the ready replicas
+//! through the Endpoints API, traffic splits and pins to green, a rolling update under load
+//! loses no request, a server restart adopts what runs, and delete leaves nothing behind.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/k8s.rs"]
+mod k8s;
+#[path = "support/kubelet.rs"]
+mod kubelet;
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use berth_scheduler::backend::kubernetes::serving::name_of;
+use k8s::ControlPlane;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::{Api, ListParams};
+use kubelet::{Kubelet, NodeSpec};
+use support::{BERTH, Server, http_post, seed_dir, text};
+
+async fn apply_instance_types(client: &kube::Client) {
+    use berth_scheduler::backend::kubernetes::apply::apply;
+    apply(client, &berth_core::extension::render::instance_type_crd())
+        .await
+        .unwrap();
+    let seed = std::fs::read_to_string(seed_dir().join("instance-types.yaml")).unwrap();
+    for t in serde_saphyr::from_multiple::<serde_json::Value>(&seed).unwrap() {
+        apply(client, &t).await.unwrap();
+    }
+}
+
+fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn invoke(uri: &str, key: &str, pin: Option<&str>) -> (u16, String) {
+    let body = std::fs::read_to_string(seed_dir().join("sample-request.json")).unwrap();
+    let auth = format!("Bearer {key}");
+    let mut headers = vec![
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    if let Some(d) = pin {
+        headers.push(("azureml-model-deployment", d));
+    }
+    http_post(uri, &headers, &body)
+}
+
+#[test]
+fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas() {
+    let cp = ControlPlane::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(cp.client());
+    let pods_dir = tempfile::tempdir().unwrap();
+    let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));
+    // Berth's image holds the berth binary; here it is the one under test.
+    kubelet.image_file("/usr/local/bin/berth", BERTH);
+    rt.block_on(kubelet.add_node(NodeSpec::new("node-1", "16", "64Gi", 0, &[])));
+    rt.block_on(apply_instance_types(&client));
+
+    let s = Server::start(&[]);
+    let seed = seed_dir();
+    let kc = cp.kubeconfig().display().to_string();
+    s.ok_in(
+        &seed,
+        &[
+            "compute",
+            "attach",
+            "--type",
+            "Kubernetes",
+            "--name",
+            "aks-compute",
+            "--kubeconfig",
+            &kc,
+            "--namespace",
+            "azureml-workloads",
+            "--create-namespace",
+        ],
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "model",
+            "create",
+            "--name",
+            "my-model",
+            "--version",
+            "1",
+            "--path",
+            "./model",
+        ],
+    );
+    s.ok_in(
+        &seed,
+        &["online-endpoint", "create", "--file", "endpoint.yaml"],
+    );
+    let out = s.cli_in(
+        &seed,
+        &[
+            "online-deployment",
+            "create",
+            "--file",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let shown = s.json(&[
+        "online-deployment",
+        "show",
+        "--name",
+        "blue",
+        "--endpoint-name",
+        "my-model-endpoint",
+    ]);
+    assert_eq!(shown["provisioning_state"], "Succeeded", "{shown}");
+
+    // The cluster holds a Deployment with two ready replicas and a headless Service.
+    let ns = "azureml-workloads";
+    let name = name_of("my-model-endpoint", "blue");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let d = rt.block_on(deployments.get(&name)).unwrap();
+    assert_eq!(d.status.unwrap().ready_replicas, Some(2));
+    let strategy = d.spec.unwrap().strategy.unwrap().rolling_update.unwrap();
+    assert_eq!(serde_json::to_value(strategy.max_unavailable).unwrap(), 0);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    assert_eq!(
+        rt.block_on(services.get(&name))
+            .unwrap()
+            .spec
+            .unwrap()
+            .cluster_ip
+            .as_deref(),
+        Some("None")
+    );
+
+    let q = |field: &str, args: &[&str]| s.tsv(&seed, args, field);
+    let uri = q(
+        "scoring_uri",
+        &["online-endpoint", "show", "-n", "my-model-endpoint"],
+    );
+    let key = q(
+        "primaryKey",
+        &[
+            "online-endpoint",
+            "get-credentials",
+            "-n",
+            "my-model-endpoint",
+        ],
+    );
+    let (status, body) = invoke(&uri, &key, None);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["predictions"], serde_json::json!([2.5, 1.5]));
+    assert_eq!(answer["variant"], "blue");
+
+    // Green beside blue: a split, and pinning with the deployment header.
+    s.ok_in(
+        &seed,
+        &[
+            "online-deployment",
+            "create",
+            "--file",
+            "green-deployment.yaml",
+        ],
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "my-model-endpoint",
+            "--traffic",
+            "blue=50 green=50",
+        ],
+    );
+    let (status, body) = invoke(&uri, &key, Some("green"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("green"), "{body}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let (status, body) = invoke(&uri, &key, None);
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        seen.insert(v["variant"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "my-model-endpoint",
+            "--traffic",
+            "blue=100 green=0",
+        ],
+    );
+
+    // A rolling update of blue under load: Kubernetes replaces one replica at a time and no
+    // request fails.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("score")).unwrap();
+    std::fs::copy(
+        seed.join("score/score.py"),
+        work.path().join("score/score.py"),
+    )
+    .unwrap();
+    let updated = std::fs::read_to_string(seed.join("deployment.yaml")).unwrap()
+        + "environment_variables:\n  MODEL_VARIANT: blue-v2\n";
+    std::fs::write(work.path().join("deployment.yaml"), updated).unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let load = support::serving::load(uri.clone(), key.clone(), 400, Arc::clone(&done));
+    support::serving::wait_for(&done, 20);
+    let out = s.cli_in(
+        work.path(),
+        &["online-deployment", "update", "--file", "deployment.yaml"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually("the rolling update", Duration::from_secs(60), || {
+        s.json(&[
+            "online-deployment",
+            "show",
+            "--name",
+            "blue",
+            "--endpoint-name",
+            "my-model-endpoint",
+        ])["provisioning_state"]
+            == "Succeeded"
+    });
+    let failed = load.join().unwrap();
+    assert_eq!(failed, 0, "requests failed during the rolling update");
+    let (_, body) = invoke(&uri, &key, None);
+    assert!(body.contains("blue-v2"), "{body}");
+    let logs = text(
+        &s.ok_in(
+            &seed,
+            &[
+                "online-deployment",
+                "get-logs",
+                "--name",
+                "blue",
+                "--endpoint-name",
+                "my-model-endpoint",
+            ],
+        )
+        .stdout,
+    );
+    assert!(logs.contains("==> pod"), "{logs}");
+
+    // The server restarts: it adopts what runs in the cluster and serves at once.
+    let home = s.kill9();
+    let s = Server::start_in(home, &[], &[]);
+    let uri = s.tsv(
+        &seed,
+        &["online-endpoint", "show", "-n", "my-model-endpoint"],
+        "scoring_uri",
+    );
+    eventually(
+        "the adopted replicas to serve",
+        Duration::from_secs(30),
+        || invoke(&uri, &key, None).0 == 200,
+    );
+
+    // Delete removes the Deployment, Service and ConfigMaps.
+    s.ok_in(
+        &seed,
+        &[
+            "online-deployment",
+            "delete",
+            "--name",
+            "green",
+            "--endpoint-name",
+            "my-model-endpoint",
+            "--yes",
+        ],
+    );
+    let green = name_of("my-model-endpoint", "green");
+    assert!(rt.block_on(deployments.get_opt(&green)).unwrap().is_none());
+    assert!(rt.block_on(services.get_opt(&green)).unwrap().is_none());
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let left = rt
+        .block_on(maps.list(&ListParams::default().labels("berth.dev/deployment=green")))
+        .unwrap();
+    assert!(left.items.is_empty());
+    drop(kubelet);
+}

@@ -1,0 +1,486 @@
+//! Online deployments on a cluster: a `Deployment` whose pods run `berth runtime` (the binary
+//! copied in by an init container from Berth's image, so the user's image only needs Python),
+//! a headless `Service` (cluster DNS for the replicas; the router reads ready pods itself), and a ConfigMap
+//! per revision with the scoring code and model. Rolling updates keep every old replica until
+//! a new one is ready (`maxUnavailable: 0`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use berth_core::spec::deployment::ProbeSettings;
+use berth_core::spec::instance_type::InstanceType;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::cluster::{Cluster, describe};
+use super::objects::{CONFIGMAP_LIMIT, MANAGED_BY, object_name};
+use super::{FIELD_MANAGER, base64};
+use crate::workdir::list_files;
+
+/// The port `berth runtime` listens on in a pod.
+pub const PORT: u16 = 5001;
+/// Labels naming the endpoint and deployment a replica serves.
+pub const ENDPOINT_LABEL: &str = "berth.dev/endpoint";
+/// See [`ENDPOINT_LABEL`].
+pub const DEPLOYMENT_LABEL: &str = "berth.dev/deployment";
+
+/// What one revision of a deployment runs.
+#[derive(Clone, Debug)]
+pub struct ServingPlan {
+    /// Endpoint name.
+    pub endpoint: String,
+    /// Deployment name.
+    pub deployment: String,
+    /// Revision (a new ConfigMap per revision).
+    pub revision: u32,
+    /// Replicas.
+    pub replicas: u32,
+    /// Resources and node selector.
+    pub instance_type: InstanceType,
+    /// The user's image (needs Python for a scoring script).
+    pub image: String,
+    /// Berth's image, which provides the `berth` binary.
+    pub berth_image: String,
+    /// The scoring code folder and the script in it.
+    pub code: Option<(PathBuf, String)>,
+    /// The model folder.
+    pub model_dir: Option<PathBuf>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Python workers per replica.
+    pub workers: usize,
+    /// Scoring timeout.
+    pub request_timeout_ms: u64,
+    /// Liveness probe settings.
+    pub liveness: ProbeSettings,
+    /// Readiness probe settings.
+    pub readiness: ProbeSettings,
+}
+
+/// The Kubernetes name of a deployment's objects.
+pub fn name_of(endpoint: &str, deployment: &str) -> String {
+    object_name(&format!("{endpoint}-{deployment}"))
+}
+
+fn probe(path: &str, p: &ProbeSettings) -> Value {
+    json!({
+        "httpGet": {"path": path, "port": PORT},
+        "initialDelaySeconds": p.initial_delay,
+        "periodSeconds": p.period.max(1),
+        "timeoutSeconds": p.timeout.max(1),
+        "successThreshold": p.success_threshold.max(1),
+        "failureThreshold": p.failure_threshold.max(1),
+    })
+}
+
+/// Builds the revision's ConfigMap, the Deployment and the headless Service.
+pub fn build(
+    plan: &ServingPlan,
+    namespace: &str,
+) -> Result<(ConfigMap, Deployment, Service), String> {
+    let name = name_of(&plan.endpoint, &plan.deployment);
+    let files = format!("{name}-r{}", plan.revision);
+    let mut data: BTreeMap<String, String> = BTreeMap::new();
+    let mut total = 0u64;
+    let mut pack = |root: &Path, what: &str| -> Result<Vec<Value>, String> {
+        let mut items = Vec::new();
+        for (rel, size) in list_files(root)
+            .map_err(|e| format!("cannot read the {what} at {}: {e}", root.display()))?
+        {
+            total += size;
+            if total > CONFIGMAP_LIMIT {
+                return Err(format!(
+                    "the deployment's code and model are over {} KiB, more than a ConfigMap carries to a Kubernetes compute; bake a large model into the image, or serve it from the local compute",
+                    CONFIGMAP_LIMIT / 1024
+                ));
+            }
+            let path = if root.is_file() {
+                root.to_path_buf()
+            } else {
+                root.join(&rel)
+            };
+            let bytes =
+                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let key = format!("f{}", data.len());
+            data.insert(key.clone(), base64(&bytes));
+            items.push(json!({"key": key, "path": rel}));
+        }
+        Ok(items)
+    };
+    let mut volumes = vec![json!({"name": "berth-bin", "emptyDir": {}})];
+    let mut mounts = vec![json!({"name": "berth-bin", "mountPath": "/berth/bin"})];
+    let mut args = vec!["runtime".to_string()];
+    if let Some((code, script)) = &plan.code {
+        let items = pack(code, "scoring code")?;
+        volumes.push(json!({"name": "code", "configMap": {"name": files, "items": items}}));
+        mounts.push(json!({"name": "code", "mountPath": "/berth/code", "readOnly": true}));
+        args.extend(["--script".into(), format!("/berth/code/{script}")]);
+    }
+    if let Some(model) = &plan.model_dir {
+        let items = pack(model, "model")?;
+        volumes.push(json!({"name": "model", "configMap": {"name": files, "items": items}}));
+        mounts.push(json!({"name": "model", "mountPath": "/berth/model", "readOnly": true}));
+        args.extend(["--model-dir".into(), "/berth/model".into()]);
+    }
+    args.extend([
+        "--listen".into(),
+        format!("$(BERTH_POD_IP):{PORT}"),
+        "--workers".into(),
+        plan.workers.to_string(),
+        "--request-timeout-ms".into(),
+        plan.request_timeout_ms.to_string(),
+    ]);
+    let mut env: Vec<Value> = vec![
+        json!({"name": "BERTH_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+    ];
+    env.extend(plan.env.iter().map(|(k, v)| json!({"name": k, "value": v})));
+    if plan.model_dir.is_some() {
+        env.push(json!({"name": "AZUREML_MODEL_DIR", "value": "/berth/model"}));
+    }
+    let it = &plan.instance_type;
+    let mut limits =
+        json!({"cpu": it.limits.cpu.to_string(), "memory": it.limits.memory.to_string()});
+    if it.limits.gpus.max(it.requests.gpus) > 0 {
+        limits["nvidia.com/gpu"] = json!(it.limits.gpus.max(it.requests.gpus).to_string());
+    }
+    let selector = json!({
+        MANAGED_BY.0: MANAGED_BY.1,
+        ENDPOINT_LABEL: object_name(&plan.endpoint),
+        DEPLOYMENT_LABEL: object_name(&plan.deployment),
+    });
+    let mut pod_labels = selector.clone();
+    pod_labels["berth.dev/revision"] = json!(plan.revision.to_string());
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": selector,
+            "annotations": {"berth.dev/endpoint-name": plan.endpoint, "berth.dev/deployment-name": plan.deployment}},
+        "spec": {
+            "replicas": plan.replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {
+                    "enableServiceLinks": false,
+                    "automountServiceAccountToken": false,
+                    "nodeSelector": it.node_selector,
+                    "initContainers": [{
+                        "name": "berth-bin", "image": plan.berth_image,
+                        "command": ["cp", "/usr/local/bin/berth", "/berth/bin/berth"],
+                        "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
+                    }],
+                    "containers": [{
+                        "name": "inference-server",
+                        "image": plan.image,
+                        "command": ["/berth/bin/berth"],
+                        "args": args,
+                        "env": env,
+                        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+                        "resources": {
+                            "requests": {"cpu": it.requests.cpu.to_string(), "memory": it.requests.memory.to_string()},
+                            "limits": limits,
+                        },
+                        "readinessProbe": probe("/ready", &plan.readiness),
+                        "livenessProbe": probe("/", &plan.liveness),
+                        "volumeMounts": mounts,
+                    }],
+                    "volumes": volumes,
+                },
+            },
+        },
+    });
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": selector},
+        "spec": {"clusterIP": "None", "selector": selector, "ports": [{"name": "http", "port": PORT, "targetPort": PORT, "protocol": "TCP"}]},
+    });
+    let cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": files, "namespace": namespace, "labels": selector},
+        "binaryData": data,
+    });
+    Ok((
+        serde_json::from_value(cm).map_err(|e| e.to_string())?,
+        serde_json::from_value(deployment).map_err(|e| e.to_string())?,
+        serde_json::from_value(service).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// Applies a revision: its ConfigMap first, then the Service and the Deployment (whose
+/// rolling update replaces the previous revision's pods one at a time).
+pub async fn apply(cluster: &Cluster, plan: &ServingPlan) -> Result<(), String> {
+    let p = plan.clone();
+    let ns = cluster.namespace.clone();
+    let (cm, deployment, service) = tokio::task::spawn_blocking(move || build(&p, &ns))
+        .await
+        .map_err(|e| e.to_string())??;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let name = name_of(&plan.endpoint, &plan.deployment);
+    let ns = &cluster.namespace;
+    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
+    let cm_name = cm.metadata.name.clone().unwrap_or_default();
+    maps.patch(&cm_name, &params, &Patch::Apply(&cm))
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot create ConfigMap {cm_name} in namespace `{ns}`: {}",
+                describe(&e)
+            )
+        })?;
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
+    services
+        .patch(&name, &params, &Patch::Apply(&service))
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot create Service {name} in namespace `{ns}`: {}",
+                describe(&e)
+            )
+        })?;
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    deployments
+        .patch(&name, &params, &Patch::Apply(&deployment))
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot create Deployment {name} in namespace `{ns}`: {}",
+                describe(&e)
+            )
+        })?;
+    Ok(())
+}
+
+/// How a rollout stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rollout {
+    /// Replicas are starting or being replaced.
+    Progressing,
+    /// Every replica runs the newest revision and is ready.
+    Complete,
+    /// A replica cannot start; the reason says why.
+    Failed(String),
+}
+
+/// What the cluster says about a deployment: its ready replicas (`ip:port`) and its rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// Ready replica addresses.
+    pub ready: Vec<String>,
+    /// Rollout.
+    pub rollout: Rollout,
+}
+
+/// The address of a pod that should get requests: Ready, not terminating, with an IP. This is
+/// the Endpoints controller's own rule, read from the Pods directly (see docs/decisions.md):
+/// a terminating pod leaves the route table the moment it is marked, before Endpoints follow.
+pub fn ready_address(p: &Pod) -> Option<String> {
+    if p.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = p.status.as_ref()?;
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ip = status.pod_ip.as_ref().filter(|ip| !ip.is_empty())?;
+    ready.then(|| format!("{ip}:{PORT}"))
+}
+
+/// Container waiting reasons that mean a replica will not start by itself.
+const FATAL: [&str; 5] = [
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+];
+
+/// Reads the deployment's Endpoints, Deployment status and pods; the rollout is complete only
+/// once every replica runs `revision`.
+pub async fn observe(
+    cluster: &Cluster,
+    endpoint: &str,
+    deployment: &str,
+    revision: u32,
+) -> Result<Observed, String> {
+    let name = name_of(endpoint, deployment);
+    let ns = &cluster.namespace;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!(
+        "{ENDPOINT_LABEL}={},{DEPLOYMENT_LABEL}={}",
+        object_name(endpoint),
+        object_name(deployment)
+    ));
+    let list = pods.list(&lp).await.map_err(|e| describe(&e))?;
+    let mut ready: Vec<String> = list.items.iter().filter_map(ready_address).collect();
+    ready.sort();
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    let Some(d) = deployments.get_opt(&name).await.map_err(|e| describe(&e))? else {
+        return Ok(Observed {
+            ready,
+            rollout: Rollout::Failed(format!("Deployment {name} is gone from namespace `{ns}`")),
+        });
+    };
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let applied = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get("berth.dev/revision"))
+        .cloned();
+    if applied != Some(revision.to_string()) {
+        return Ok(Observed {
+            ready,
+            rollout: Rollout::Progressing,
+        });
+    }
+    let generation = d.metadata.generation.unwrap_or(0);
+    let st = d.status.unwrap_or_default();
+    let complete = st.observed_generation.unwrap_or(0) >= generation
+        && st.updated_replicas.unwrap_or(0) == want
+        && st.ready_replicas.unwrap_or(0) == want
+                && st.replicas.unwrap_or(0) == want
+        // Every wanted replica is ready for the router too.
+        && ready.len() >= usize::try_from(want).unwrap_or(0);
+    if complete {
+        return Ok(Observed {
+            ready,
+            rollout: Rollout::Complete,
+        });
+    }
+    for p in &list.items {
+        let pod = p.metadata.name.clone().unwrap_or_default();
+        let statuses = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
+        let init = p
+            .status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.clone())
+            .unwrap_or_default();
+        for c in init.iter().chain(&statuses) {
+            if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref())
+                && let Some(reason) = w.reason.as_deref()
+                && FATAL.contains(&reason)
+            {
+                return Ok(Observed {
+                    ready,
+                    rollout: Rollout::Failed(format!(
+                        "pod {pod} cannot start: {reason} ({}) in container {} with image `{}`",
+                        w.message.as_deref().unwrap_or("no message"),
+                        c.name,
+                        c.image
+                    )),
+                });
+            }
+            if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref())
+                && t.exit_code != 0
+            {
+                return Ok(Observed {
+                    ready,
+                    rollout: Rollout::Failed(format!(
+                        "pod {pod}: container {} exited with code {}; see `berth online-deployment get-logs`",
+                        c.name, t.exit_code
+                    )),
+                });
+            }
+        }
+    }
+    Ok(Observed {
+        ready,
+        rollout: Rollout::Progressing,
+    })
+}
+
+/// The reason a replica waits to be placed, if the scheduler cannot place one.
+pub async fn unschedulable(cluster: &Cluster, endpoint: &str, deployment: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let lp = ListParams::default().labels(&format!(
+        "{ENDPOINT_LABEL}={},{DEPLOYMENT_LABEL}={}",
+        object_name(endpoint),
+        object_name(deployment)
+    ));
+    let list = pods.list(&lp).await.ok()?;
+    list.items.iter().find_map(|p| {
+        let c = p
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+        Some(format!(
+            "pod {}: {}",
+            p.metadata.name.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        ))
+    })
+}
+
+/// Deletes the Deployment, Service and every revision's ConfigMap.
+pub async fn delete(cluster: &Cluster, endpoint: &str, deployment: &str) -> Result<(), String> {
+    let name = name_of(endpoint, deployment);
+    let ns = &cluster.namespace;
+    let params = DeleteParams {
+        propagation_policy: Some(kube::api::PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
+    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
+    let gone = |r: Result<(), kube::Error>| match r {
+        Ok(()) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(describe(&e)),
+    };
+    gone(deployments.delete(&name, &params).await.map(|_| ()))?;
+    gone(services.delete(&name, &params).await.map(|_| ()))?;
+    let lp = ListParams::default().labels(&format!(
+        "{ENDPOINT_LABEL}={},{DEPLOYMENT_LABEL}={}",
+        object_name(endpoint),
+        object_name(deployment)
+    ));
+    gone(
+        maps.delete_collection(&DeleteParams::default(), &lp)
+            .await
+            .map(|_| ()),
+    )?;
+    Ok(())
+}
+
+/// The last `lines` lines of each replica's log (pods/log).
+pub async fn logs(
+    cluster: &Cluster,
+    endpoint: &str,
+    deployment: &str,
+    lines: usize,
+) -> Result<String, String> {
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let lp = ListParams::default().labels(&format!(
+        "{ENDPOINT_LABEL}={},{DEPLOYMENT_LABEL}={}",
+        object_name(endpoint),
+        object_name(deployment)
+    ));
+    let list = pods.list(&lp).await.map_err(|e| describe(&e))?;
+    let mut out = String::new();
+    for p in &list.items {
+        let pod = p.metadata.name.clone().unwrap_or_default();
+        out.push_str(&format!("==> pod {pod} <==\n"));
+        let params = LogParams {
+            container: Some("inference-server".into()),
+            tail_lines: Some(lines as i64),
+            ..LogParams::default()
+        };
+        match pods.logs(&pod, &params).await {
+            Ok(text) => out.push_str(&text),
+            Err(e) => out.push_str(&format!("(cannot read its log: {})\n", describe(&e))),
+        }
+    }
+    Ok(out)
+}

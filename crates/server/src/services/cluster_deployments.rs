@@ -1,0 +1,259 @@
+//! Online deployments whose endpoint is on a Kubernetes compute: each revision is applied as
+//! a Deployment (rolling, `maxUnavailable: 0`) with a headless Service, and one watcher per
+//! deployment reads the cluster every half second: the Endpoints' ready addresses become the
+//! router's replicas, and the rollout's end becomes `Succeeded` or `Failed` with the reason.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use berth_core::serving::{DeploymentRecord, DeploymentState, deployment_key};
+use berth_core::spec::deployment::ScaleSettings;
+use berth_core::spec::endpoint::TrafficSplit;
+use berth_scheduler::backend::kubernetes::cluster::Cluster;
+use berth_scheduler::backend::kubernetes::objects::image_for;
+use berth_scheduler::backend::kubernetes::serving::{self, Rollout, ServingPlan};
+use berth_store::Kind;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::endpoints::{self, refresh_routes};
+
+/// Ready replicas of cluster deployments, and which deployments have a watcher.
+#[derive(Default)]
+pub struct ClusterServing {
+    ready: Mutex<HashMap<String, Vec<String>>>,
+    watching: Mutex<HashSet<String>>,
+}
+
+impl ClusterServing {
+    /// The ready replicas (`ip:port`) of a deployment on a cluster.
+    pub fn ready(&self, key: &str) -> Vec<String> {
+        self.ready
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
+            .unwrap_or_default()
+    }
+}
+
+/// The cluster an endpoint's deployments run on; `None` for the local compute.
+pub async fn cluster_of(state: &AppState, endpoint: &str) -> Result<Option<Cluster>, ApiError> {
+    let ep = endpoints::get(state, endpoint).await?;
+    let Some(compute) = ep.value.spec.compute.as_deref() else {
+        return Ok(None);
+    };
+    let spec = crate::services::resources::find_compute(state, compute).await?;
+    if !spec
+        .as_ref()
+        .is_some_and(crate::services::clusters::is_kubernetes)
+    {
+        return Ok(None);
+    }
+    state
+        .jobs
+        .backend()
+        .kubernetes
+        .cluster(compute)
+        .map(Some)
+        .ok_or_else(|| ApiError::Conflict {
+            message: format!("compute `{compute}` is not connected to its cluster"),
+            hint: Some("the server's log says why".into()),
+        })
+}
+
+fn plan(d: &DeploymentRecord, berth_image: &str) -> ServingPlan {
+    let code = d
+        .spec
+        .scoring_script
+        .as_ref()
+        .filter(|_| d.script.is_some())
+        .map(|s| (d.revision_dir().join("code"), s.clone()));
+    ServingPlan {
+        endpoint: d.spec.endpoint_name.clone(),
+        deployment: d.spec.name.clone(),
+        revision: d.revision,
+        replicas: match d.spec.scale_settings {
+            ScaleSettings::TargetUtilization { min_instances, .. } => min_instances,
+            ScaleSettings::Default => d.spec.instance_count,
+        },
+        instance_type: d.instance_type.clone(),
+        image: image_for(d.spec.environment.as_ref()),
+        berth_image: berth_image.to_string(),
+        code,
+        model_dir: d.model_dir.as_ref().map(PathBuf::from),
+        env: d
+            .spec
+            .environment_variables
+            .clone()
+            .into_iter()
+            .collect::<BTreeMap<_, _>>(),
+        workers: usize::try_from((d.instance_type.requests.cpu.millis() + 999) / 1000)
+            .unwrap_or(1)
+            .max(1),
+        request_timeout_ms: d.spec.request_settings.request_timeout_ms,
+        liveness: d.spec.liveness_probe,
+        readiness: d.spec.readiness_probe,
+    }
+}
+
+/// Applies the deployment's current revision and makes sure a watcher follows it.
+pub async fn apply(
+    state: &AppState,
+    cluster: Cluster,
+    endpoint: &str,
+    name: &str,
+    all_traffic: bool,
+) {
+    let key = deployment_key(endpoint, name);
+    let Ok(d) = crate::services::deployments::get(state, endpoint, name).await else {
+        return;
+    };
+    let image = format!("berth:{}", env!("CARGO_PKG_VERSION"));
+    if let Err(reason) = serving::apply(&cluster, &plan(&d.value, &image)).await {
+        set_state(state, &key, DeploymentState::Failed { reason }).await;
+        return;
+    }
+    watch(state, cluster, endpoint, name, all_traffic);
+}
+
+async fn set_state(state: &AppState, key: &str, next: DeploymentState) -> Option<DeploymentRecord> {
+    loop {
+        let cur = state
+            .store
+            .get::<DeploymentRecord>(Kind::Deployment, key)
+            .await
+            .ok()??;
+        if cur.value.state == next {
+            return Some(cur.value);
+        }
+        let mut rec = cur.value;
+        rec.state = next.clone();
+        match state
+            .store
+            .update(
+                Kind::Deployment,
+                key,
+                cur.resource_version,
+                Some(next.name()),
+                &rec,
+            )
+            .await
+        {
+            Ok(_) => return Some(rec),
+            Err(berth_store::StoreError::Conflict { .. }) => continue,
+            Err(e) => {
+                tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
+                return None;
+            }
+        }
+    }
+}
+
+fn watch(state: &AppState, cluster: Cluster, endpoint: &str, name: &str, all_traffic: bool) {
+    let key = deployment_key(endpoint, name);
+    if !state
+        .cluster_serving
+        .watching
+        .lock()
+        .is_ok_and(|mut w| w.insert(key.clone()))
+    {
+        return;
+    }
+    let (state, endpoint, name) = (state.clone(), endpoint.to_string(), name.to_string());
+    tokio::spawn(async move {
+        let mut give_traffic = all_traffic;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let Ok(Some(rec)) = state
+                .store
+                .get::<DeploymentRecord>(Kind::Deployment, &key)
+                .await
+            else {
+                break;
+            };
+            if rec.value.state == DeploymentState::Deleting {
+                break;
+            }
+            let observed = match serving::observe(&cluster, &endpoint, &name, rec.value.revision)
+                .await
+            {
+                Ok(o) => {
+                    backoff = Duration::from_millis(500);
+                    o
+                }
+                Err(e) => {
+                    tracing::warn!(deployment = %key, error = %e, retry_in = ?backoff, "cannot read the deployment from the cluster");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            let changed = state.cluster_serving.ready.lock().is_ok_and(|mut m| {
+                let prev = m.insert(key.clone(), observed.ready.clone());
+                prev.as_ref() != Some(&observed.ready)
+            });
+            if changed {
+                refresh_routes(&state).await;
+            }
+            let busy = matches!(
+                rec.value.state,
+                DeploymentState::Creating | DeploymentState::Updating
+            );
+            match observed.rollout {
+                Rollout::Complete if busy => {
+                    set_state(&state, &key, DeploymentState::Succeeded).await;
+                    if give_traffic
+                        && let Ok(t) = TrafficSplit::try_from(BTreeMap::from([(name.clone(), 100)]))
+                    {
+                        let _ = endpoints::set_traffic(&state, &endpoint, t).await;
+                    }
+                    give_traffic = false;
+                    refresh_routes(&state).await;
+                }
+                Rollout::Failed(reason) if busy => {
+                    let reason = if rec.value.revision > 1 {
+                        format!(
+                            "update to revision {} failed: {reason}; replicas of the previous revision keep serving",
+                            rec.value.revision
+                        )
+                    } else {
+                        reason
+                    };
+                    set_state(&state, &key, DeploymentState::Failed { reason }).await;
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if let Ok(mut m) = state.cluster_serving.ready.lock() {
+            m.remove(&key);
+        }
+        if let Ok(mut w) = state.cluster_serving.watching.lock() {
+            w.remove(&key);
+        }
+        refresh_routes(&state).await;
+    });
+}
+
+/// Deletes a deployment's objects from its cluster.
+pub async fn delete(cluster: &Cluster, endpoint: &str, name: &str) -> Result<(), ApiError> {
+    serving::delete(cluster, endpoint, name).await.map_err(|m| {
+        ApiError::Internal(format!(
+            "cannot delete deployment `{endpoint}/{name}` from the cluster: {m}"
+        ))
+    })
+}
+
+/// The replicas' logs, from pods/log.
+pub async fn logs(
+    cluster: &Cluster,
+    endpoint: &str,
+    name: &str,
+    lines: usize,
+) -> Result<String, ApiError> {
+    serving::logs(cluster, endpoint, name, lines)
+        .await
+        .map_err(|m| ApiError::Internal(format!("cannot read the replicas' logs: {m}")))
+}
