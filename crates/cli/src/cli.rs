@@ -75,6 +75,19 @@ pub enum Command {
         /// The job's folder.
         dir: PathBuf,
     },
+    /// Run a Kubernetes job's command, then upload its outputs (in the job's pod; not for people).
+    #[command(name = "job-run", hide = true)]
+    JobRun {
+        /// `<server>/api/jobs/<name>/uploads`; the token is in $BERTH_UPLOAD_TOKEN.
+        #[arg(long)]
+        upload_url: String,
+                /// `name=folder` of each output.
+        #[arg(long = "output-dir")]
+        outputs: Vec<String>,
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 /// `berth server` flags.
@@ -359,6 +372,10 @@ pub enum ComputeCommand {
         /// Kubernetes: create the namespace when it does not exist.
         #[arg(long, requires = "kubeconfig")]
         create_namespace: bool,
+        /// Kubernetes: the URL pods reach this server at, to upload job outputs
+        /// (in the cluster: http://berth-server.azureml.svc:8700).
+        #[arg(long, requires = "kubeconfig")]
+        server_url: Option<String>,
     },
     /// Show a compute.
     Show {

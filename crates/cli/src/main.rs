@@ -63,6 +63,11 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Runtime(args) => runtime(args).await,
         Command::JobSupervise { dir } => Ok(berth_scheduler::supervisor::supervise(&dir).await),
+        Command::JobRun {
+            upload_url,
+            outputs,
+            command,
+        } => commands::job_run::run(&upload_url, &outputs, &command).await,
         Command::Job(cmd) => commands::job::run(&client::Client::connect(&home)?, &out, cmd).await,
         Command::InstanceType(cmd) => {
             commands::resources::instance_type(&client::Client::connect(&home)?, &out, cmd).await

@@ -82,6 +82,7 @@ thread_local! {
 
 fn attach(s: &Server, cp: &ControlPlane) {
     let kc = cp.kubeconfig().display().to_string();
+    // Pods upload outputs to this server (in a cluster: the in-cluster server's Service).
     s.ok_in(
         Path::new("."),
         &[
@@ -96,6 +97,8 @@ fn attach(s: &Server, cp: &ControlPlane) {
             "--namespace",
             "azureml-workloads",
             "--create-namespace",
+            "--server-url",
+            &s.api_url,
         ],
     );
 }
@@ -107,6 +110,8 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let pods_dir = tempfile::tempdir().unwrap();
     let client = rt.block_on(cp.client());
     let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));
+    // Berth's image holds the berth binary; here it is the one under test.
+    kubelet.image_file("/usr/local/bin/berth", BERTH);
     rt.block_on(kubelet.add_node(NodeSpec::new(
         "cpu-node",
         "4",
@@ -239,6 +244,29 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     );
     let log = text(&s.ok_in(&seed, &["job", "stream", "--name", &job]).stdout);
     assert!(log.contains("epoch"), "{log}");
+    assert!(log.contains("[berth] uploaded output `model`"), "{log}");
+    // The model the pod wrote came back to the server.
+    let dest = tempfile::tempdir().unwrap();
+    s.ok_in(
+        &seed,
+        &[
+            "job",
+            "download",
+            "--name",
+            &job,
+            "--output-name",
+            "model",
+            "--download-path",
+            dest.path().to_str().unwrap(),
+        ],
+    );
+    let found = berth_scheduler::workdir::list_files(dest.path()).unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|(p, size)| p.ends_with("model.json") && *size > 0),
+        "{found:?}"
+    );
     let jobs: Api<Job> = Api::namespaced(client.clone(), "azureml-workloads");
     let k8s_job = rt.block_on(jobs.get(&object_name(&job))).unwrap();
     let pod_spec = k8s_job.spec.unwrap().template.spec.unwrap();

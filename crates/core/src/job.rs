@@ -264,4 +264,7 @@ pub struct JobRecord {
     pub created_at: OffsetDateTime,
     /// Current state.
     pub state: JobState,
+    /// What a pod of a Kubernetes job presents to upload its outputs to the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_token: Option<String>,
 }

@@ -101,6 +101,7 @@ async fn connect(target: &ExtensionTarget) -> Result<Cluster, Failure> {
         kubeconfig: text,
         context: target.context.clone(),
         namespace: berth_core::extension::render::NAMESPACE.into(),
+        server_url: None,
     })
     .await
     .map_err(|m| Failure::new(format!("{}: {m}", path.display())))

@@ -2,6 +2,7 @@
 
 pub mod extension;
 pub mod job;
+pub mod job_run;
 pub mod resources;
 pub mod router;
 pub mod serving;

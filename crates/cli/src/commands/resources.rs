@@ -99,6 +99,7 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
             context,
             namespace,
             create_namespace,
+            server_url,
         } => {
             let spec = match file {
                 Some(f) => {
@@ -125,6 +126,7 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
                     kubeconfig: read(&path)?,
                     context,
                     namespace,
+                    server_url,
                 });
             }
             let path = format!("/api/computes?create_namespace={create_namespace}");

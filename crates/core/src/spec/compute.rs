@@ -63,6 +63,10 @@ pub struct KubernetesTarget {
     pub context: Option<String>,
     /// The namespace jobs and deployments go to.
     pub namespace: String,
+    /// The URL pods reach this server at, to upload job outputs (e.g.
+    /// `http://berth-server.azureml.svc:8700` in the cluster). Without it outputs stay in the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_url: Option<String>,
 }
 
 impl std::fmt::Debug for KubernetesTarget {
@@ -71,6 +75,7 @@ impl std::fmt::Debug for KubernetesTarget {
             .field("kubeconfig", &"<redacted>")
             .field("context", &self.context)
             .field("namespace", &self.namespace)
+            .field("server_url", &self.server_url)
             .finish()
     }
 }

@@ -208,3 +208,45 @@ fn tokio_util_stream(
         }
     })
 }
+
+/// `PUT /api/jobs/{name}/uploads/{output}/{*path}`: a Kubernetes job's pod uploads one output
+/// file, with the job's own upload token (not the API token), while the job is unfinished.
+pub async fn upload_output(
+    State(s): State<AppState>,
+    Path((name, output, path)): Path<(String, String, String)>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let dest = svc::upload_target(&s, &name, &output, &path, token).await?;
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let tmp = dest.with_extension("upload");
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::BadRequest(format!("the upload was cut short: {e}")))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    tokio::fs::rename(&tmp, &dest)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}

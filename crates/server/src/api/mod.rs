@@ -1,6 +1,8 @@
 //! The REST API's routes: thin handlers over the services.
 
 mod jobs;
+
+pub use jobs::upload_output;
 mod resources;
 mod serving;
 

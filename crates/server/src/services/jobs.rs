@@ -146,6 +146,12 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         outputs,
         created_at: OffsetDateTime::now_utc(),
         state: JobState::NotStarted,
+        upload_token: (compute.kind == ComputeKind::Kubernetes).then(|| {
+            rand::random::<[u8; 24]>()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        }),
         spec,
     };
     snapshot(&workdir, code).await?;
@@ -432,4 +438,41 @@ pub async fn output_path(state: &AppState, name: &str, output: &str) -> Result<P
     } else {
         p
     })
+}
+
+/// Where an uploaded output file of a running Kubernetes job goes, after checking the job's
+/// upload token, that the job is unfinished, and that the path stays inside the output.
+pub async fn upload_target(
+    state: &AppState,
+    name: &str,
+    output: &str,
+    path: &str,
+    token: &str,
+) -> Result<PathBuf, ApiError> {
+    let job = get(state, name).await?;
+    let expected = job.value.upload_token.as_deref().unwrap_or_default();
+    if expected.is_empty()
+        || !berth_core::secret::constant_time_eq(token.as_bytes(), expected.as_bytes())
+    {
+        return Err(ApiError::Unauthorized(format!(
+            "this is not job `{name}`'s upload token"
+        )));
+    }
+    if job.value.state.status().is_terminal() {
+        return Err(ApiError::Conflict {
+            message: format!("job `{name}` has finished; its outputs can no longer change"),
+            hint: None,
+        });
+    }
+    let rel = Path::new(path);
+    if path.is_empty()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "`{path}` is not a path inside the output"
+        )));
+    }
+    Ok(output_path(state, name, output).await?.join(rel))
 }

@@ -25,6 +25,8 @@ pub struct Cluster {
     pub namespace: String,
     /// The API server's address, for messages.
     pub server: String,
+    /// Where pods reach the Berth server, to upload job outputs.
+    pub server_url: Option<String>,
 }
 
 /// Builds a client from a kubeconfig's text (no request is made yet).
@@ -58,6 +60,7 @@ pub async fn connect(target: &KubernetesTarget) -> Result<Cluster, String> {
         client,
         namespace: target.namespace.clone(),
         server,
+        server_url: target.server_url.clone(),
     })
 }
 

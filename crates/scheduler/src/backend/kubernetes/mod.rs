@@ -147,9 +147,11 @@ impl Backend for KubernetesBackend {
         let cluster = self.for_job(job)?;
         let record = job.clone();
         let ns = cluster.namespace.clone();
-        let built = tokio::task::spawn_blocking(move || objects::build(&record, &ns))
-            .await
-            .map_err(|e| e.to_string())??;
+        let url = cluster.server_url.clone();
+        let built =
+            tokio::task::spawn_blocking(move || objects::build(&record, &ns, url.as_deref()))
+                .await
+                .map_err(|e| e.to_string())??;
         let name = object_name(&job.name);
         let image = objects::image_for(job.spec.environment.as_ref());
         append_log(
@@ -166,6 +168,9 @@ impl Backend for KubernetesBackend {
             ),
         )
         .await;
+        if cluster.server_url.is_none() && !job.outputs.is_empty() {
+            append_log(job, "[berth] the compute has no --server-url, so the job's outputs stay in its pod and cannot be downloaded\n").await;
+        }
         let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
         maps.patch(
             &format!("{name}-files"),
@@ -196,7 +201,7 @@ impl Backend for KubernetesBackend {
             .and_then(|mut p| p.remove(&job.name))
         {
             Some(o) => o,
-            None => objects::build(job, &cluster.namespace)?.job,
+            None => objects::build(job, &cluster.namespace, cluster.server_url.as_deref())?.job,
         };
         let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
         let created = jobs

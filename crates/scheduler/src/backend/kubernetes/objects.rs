@@ -29,6 +29,11 @@ pub const JOB_NAME_ANNOTATION: &str = "berth.dev/job-name";
 pub const CODE_DIR: &str = "/berth/code";
 /// The most a job's ConfigMap may carry (etcd's limit is 1 MiB, with room for metadata).
 pub const CONFIGMAP_LIMIT: u64 = 900 * 1024;
+/// The image that provides the `berth` binary (at `/usr/local/bin/berth`) to pods.
+pub fn berth_image() -> String {
+    format!("berth:{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// The image a job without an environment image runs in.
 pub const DEFAULT_IMAGE: &str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest";
 
@@ -93,8 +98,13 @@ pub struct JobObjects {
 }
 
 /// Builds the ConfigMap and Job for `job` in `namespace`, reading its code snapshot and local
-/// inputs from disk. Errors say which input or file is the problem and what to do.
-pub fn build(job: &JobRecord, namespace: &str) -> Result<JobObjects, String> {
+/// inputs from disk. With `server_url`, the command runs under `berth job-run`, which uploads
+/// the outputs to that server when it ends. Errors say which input or file is the problem.
+pub fn build(
+    job: &JobRecord,
+    namespace: &str,
+    server_url: Option<&str>,
+) -> Result<JobObjects, String> {
     let name = object_name(&job.name);
     let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut total = 0u64;
@@ -247,10 +257,40 @@ pub fn build(job: &JobRecord, namespace: &str) -> Result<JobObjects, String> {
     if it.requests.cpu.is_zero() {
         requests.as_object_mut().map(|r| r.remove("cpu"));
     }
+    let upload = match (server_url, &job.upload_token) {
+        (Some(url), Some(token)) if !job.outputs.is_empty() => {
+            env.insert("BERTH_UPLOAD_TOKEN".into(), token.clone());
+            Some(url.trim_end_matches('/').to_string())
+        }
+        _ => None,
+    };
     let env: Vec<Value> = env
         .iter()
         .map(|(k, v)| json!({"name": k, "value": v}))
         .collect();
+    let mut init: Vec<Value> = Vec::new();
+    let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), command];
+    if let Some(url) = upload {
+        volumes.push(json!({"name": "berth-bin", "emptyDir": {}}));
+        mounts.push(json!({"name": "berth-bin", "mountPath": "/berth/bin"}));
+        init.push(json!({
+            "name": "berth-bin", "image": berth_image(),
+            "command": ["cp", "/usr/local/bin/berth", "/berth/bin/berth"],
+            "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
+        }));
+        let mut wrapped: Vec<String> = vec![
+            "/berth/bin/berth".into(),
+            "job-run".into(),
+            "--upload-url".into(),
+            format!("{url}/api/jobs/{}/uploads", job.name),
+        ];
+        for (o, dir) in job.outputs.keys().zip(&output_dirs) {
+            wrapped.extend(["--output-dir".into(), format!("{o}={dir}")]);
+        }
+        wrapped.push("--".into());
+        wrapped.append(&mut argv);
+        argv = wrapped;
+    }
     let mut spec = json!({
         "backoffLimit": 0,
         "template": {
@@ -260,10 +300,11 @@ pub fn build(job: &JobRecord, namespace: &str) -> Result<JobObjects, String> {
                 "enableServiceLinks": false,
                 "automountServiceAccountToken": false,
                 "nodeSelector": it.node_selector,
+                                "initContainers": init,
                 "containers": [{
                     "name": "job",
                     "image": image_for(job.spec.environment.as_ref()),
-                    "command": ["sh", "-c", command],
+                    "command": argv,
                     "workingDir": CODE_DIR,
                     "env": env,
                     "resources": {"requests": requests, "limits": limits},

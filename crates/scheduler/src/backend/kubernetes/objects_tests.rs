@@ -28,6 +28,7 @@ fn record(dir: &Path, yaml: &str) -> JobRecord {
         outputs: BTreeMap::new(),
         created_at: OffsetDateTime::now_utc(),
         state: JobState::Queued,
+        upload_token: None,
         spec,
     }
 }
@@ -93,7 +94,7 @@ fn a_job_becomes_a_configmap_and_a_job_with_its_instance_type() {
             data_type: DataType::UriFolder,
         },
     );
-    let built = build(&job, "work").unwrap();
+    let built = build(&job, "work", None).unwrap();
     let j = serde_json::to_value(&built.job).unwrap();
     assert_eq!(j["metadata"]["namespace"], "work");
     assert_eq!(
@@ -141,7 +142,7 @@ fn too_much_data_for_a_configmap_is_refused_with_advice() {
             mode: InputMode::RoMount,
         },
     );
-    let e = build(&job, "work").unwrap_err();
+    let e = build(&job, "work", None).unwrap_err();
     assert!(e.contains("mode: direct"), "{e}");
 }
 
@@ -152,4 +153,52 @@ fn base64_matches_the_standard() {
     assert_eq!(base64(b"fo"), "Zm8=");
     assert_eq!(base64(b"foo"), "Zm9v");
     assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+}
+
+#[test]
+fn with_a_server_url_the_command_runs_under_job_run_which_uploads_outputs() {
+    let t = tempfile::tempdir().unwrap();
+    let mut job = record(
+        t.path(),
+        "command: python train.py --out ${{outputs.m}}\noutputs:\n  m:\n    type: uri_folder\n",
+    );
+    std::fs::create_dir_all(JobDir::new(&job.workdir).code()).unwrap();
+    job.outputs.insert(
+        "m".into(),
+        ResolvedOutput {
+            path: "/x/m".into(),
+            data_type: DataType::UriFolder,
+        },
+    );
+    job.upload_token = Some("tok".into());
+    let built = build(&job, "work", Some("http://berth-server.azureml.svc:8700/")).unwrap();
+    let j = serde_json::to_value(&built.job).unwrap();
+    let pod = &j["spec"]["template"]["spec"];
+    assert_eq!(pod["initContainers"][0]["image"], berth_image());
+    let cmd: Vec<&str> = pod["containers"][0]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        cmd,
+        [
+            "/berth/bin/berth",
+            "job-run",
+            "--upload-url",
+            "http://berth-server.azureml.svc:8700/api/jobs/Train_Model.1/uploads",
+            "--output-dir",
+            "m=/berth/outputs/m",
+            "--",
+            "sh",
+            "-c",
+            "python train.py --out /berth/outputs/m"
+        ]
+    );
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "BERTH_UPLOAD_TOKEN" && e["value"] == "tok"));
+    // Without a server URL the command runs as written.
+    let plain = serde_json::to_value(build(&job, "work", None).unwrap().job).unwrap();
+    assert_eq!(plain["spec"]["template"]["spec"]["containers"][0]["command"][0], "sh");
 }
