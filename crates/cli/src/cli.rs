@@ -81,7 +81,7 @@ pub enum Command {
         /// `<server>/api/jobs/<name>/uploads`; the token is in $BERTH_UPLOAD_TOKEN.
         #[arg(long)]
         upload_url: String,
-                /// `name=folder` of each output.
+        /// `name=folder` of each output.
         #[arg(long = "output-dir")]
         outputs: Vec<String>,
         /// The command.

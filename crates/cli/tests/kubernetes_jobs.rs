@@ -380,8 +380,23 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     eventually("the job to run", Duration::from_secs(30), || {
         status(&s, &adopted)["status"] == "Running"
     });
+    // Something Berth made for a job it no longer knows (as if canceled while it was down).
+    let ghost: Job = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "ghost", "labels": {"app.kubernetes.io/managed-by": "berth", "berth.dev/job": "ghost"},
+            "annotations": {"berth.dev/job-name": "ghost", "berth.dev/compute": "aks-compute"}},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "job", "image": "x", "command": ["sleep", "300"]}]}}},
+    }))
+    .unwrap();
+    rt.block_on(jobs.create(&Default::default(), &ghost))
+        .unwrap();
     let home = s.kill9();
     let s = Server::start_in(home, &[], &[]);
+    eventually(
+        "the orphaned Job to be deleted",
+        Duration::from_secs(30),
+        || rt.block_on(jobs.get_opt("ghost")).unwrap().is_none(),
+    );
     assert_eq!(status(&s, &adopted)["status"], "Running");
     std::fs::write(&flag2, "").unwrap();
     eventually(

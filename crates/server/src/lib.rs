@@ -241,6 +241,8 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     };
     services::endpoints::refresh_routes(&state).await;
     services::deployments::recover(&state).await;
+    let st = state.clone();
+    tokio::spawn(async move { services::clusters::collect_orphans(&st).await });
     Ok(state)
 }
 

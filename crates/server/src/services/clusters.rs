@@ -129,3 +129,55 @@ pub async fn instance_type(
 pub fn is_kubernetes(spec: &ComputeSpec) -> bool {
     spec.kind == ComputeKind::Kubernetes
 }
+
+/// Deletes, in every attached cluster, what Berth made and no longer knows about (jobs canceled
+/// or deployments deleted while the server was down). Runs once at start-up, in the background.
+pub async fn collect_orphans(state: &AppState) {
+    use std::collections::HashSet;
+    let known_at = std::time::SystemTime::now();
+    let (Ok(computes), Ok(jobs), Ok(deployments)) = (
+        state.store.list::<ComputeSpec>(Kind::Compute).await,
+        state
+            .store
+            .list::<berth_core::job::JobRecord>(Kind::Job)
+            .await,
+        state
+            .store
+            .list::<berth_core::serving::DeploymentRecord>(Kind::Deployment)
+            .await,
+    ) else {
+        return;
+    };
+    let known_jobs: HashSet<String> = jobs
+        .into_iter()
+        .filter(|j| j.value.state.status() != berth_core::job::JobStatus::Canceled)
+        .map(|j| j.value.name)
+        .collect();
+    let known_deployments: HashSet<(String, String)> = deployments
+        .into_iter()
+        .map(|d| (d.value.spec.endpoint_name, d.value.spec.name))
+        .collect();
+    for spec in computes.into_iter().map(|s| s.value).filter(is_kubernetes) {
+        let Some(c) = state.jobs.backend().kubernetes.cluster(&spec.name) else {
+            continue;
+        };
+        match berth_scheduler::backend::kubernetes::orphans::collect(
+            &c,
+            &spec.name,
+            &known_jobs,
+            &known_deployments,
+            known_at,
+        )
+        .await
+        {
+            Ok(deleted) => {
+                for d in deleted {
+                    info!(compute = %spec.name, object = %d, "deleted an object Berth no longer owns");
+                }
+            }
+            Err(e) => {
+                warn!(compute = %spec.name, error = %e, "cannot look for objects Berth no longer owns")
+            }
+        }
+    }
+}

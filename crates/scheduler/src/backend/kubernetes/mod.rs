@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod install;
 pub mod objects;
 pub mod observe;
+pub mod orphans;
 pub mod serving;
 
 use std::collections::{HashMap, HashSet};

@@ -197,8 +197,14 @@ fn with_a_server_url_the_command_runs_under_job_run_which_uploads_outputs() {
         ]
     );
     let env = pod["containers"][0]["env"].as_array().unwrap();
-    assert!(env.iter().any(|e| e["name"] == "BERTH_UPLOAD_TOKEN" && e["value"] == "tok"));
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "BERTH_UPLOAD_TOKEN" && e["value"] == "tok")
+    );
     // Without a server URL the command runs as written.
     let plain = serde_json::to_value(build(&job, "work", None).unwrap().job).unwrap();
-    assert_eq!(plain["spec"]["template"]["spec"]["containers"][0]["command"][0], "sh");
+    assert_eq!(
+        plain["spec"]["template"]["spec"]["containers"][0]["command"][0],
+        "sh"
+    );
 }
