@@ -12,10 +12,10 @@ mod kubelet;
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_scheduler::backend::kubernetes::objects::object_name;
-use k8s::ControlPlane;
+use k8s::{ControlPlane, apply_instance_types, eventually};
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kubelet::{Kubelet, NodeSpec};
@@ -29,45 +29,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Applies the InstanceType CRD (from `berth extension render`) and the seed's
-/// instance-types.yaml as written, as `kubectl apply -f` would.
-async fn apply_instance_types(client: &kube::Client) {
-    use berth_scheduler::backend::kubernetes::apply::apply;
-    let out = std::process::Command::new(BERTH)
-        .args([
-            "extension",
-            "render",
-            "-o",
-            "json",
-            "--config",
-            "enableTraining=True",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let crd = docs
-        .iter()
-        .find(|d| d["kind"] == "CustomResourceDefinition")
-        .unwrap();
-    apply(client, crd).await.unwrap();
-    let seed = std::fs::read_to_string(seed_dir().join("instance-types.yaml")).unwrap();
-    for t in serde_saphyr::from_multiple::<serde_json::Value>(&seed).unwrap() {
-        apply(client, &t).await.unwrap();
-    }
+fn last_job() -> String {
+    LAST.with(|l| l.borrow().clone())
 }
 
-/// Polls (without sleeping in the test's own logic beyond a short tick) until `f` is true.
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out waiting for {what}; last job seen: {}",
-            LAST.with(|l| l.borrow().clone())
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Writes a job file for the cluster and submits it; returns the job's name.
+fn submit(s: &Server, dir: &Path, file: &str, body: &str) -> String {
+    write(
+        dir,
+        file,
+        &format!("{body}compute: azureml:aks-compute\nresources:\n  instance_type: cpu-small\n"),
+    );
+    s.tsv(dir, &["job", "create", "--file", file], "name")
 }
 
 fn status(s: &Server, job: &str) -> serde_json::Value {
@@ -209,13 +182,18 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         &["job", "create", "--file", "training-job.yaml"],
         "name",
     );
-    eventually("the scheduler's reason", Duration::from_secs(30), || {
-        let v = status(&s, &job);
-        v["status"] == "Queued"
-            && v["status_message"]
-                .as_str()
-                .is_some_and(|r| r.contains("0/1 nodes are available"))
-    });
+    eventually(
+        "the scheduler's reason",
+        Duration::from_secs(30),
+        last_job,
+        || {
+            let v = status(&s, &job);
+            v["status"] == "Queued"
+                && v["status_message"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("0/1 nodes are available"))
+        },
+    );
     let why = status(&s, &job)["status_message"]
         .as_str()
         .unwrap()
@@ -236,6 +214,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     eventually(
         "the seed's job to complete",
         Duration::from_secs(60),
+        last_job,
         || {
             let v = status(&s, &job);
             assert_ne!(v["status"], "Failed", "{v}");
@@ -282,40 +261,47 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     // Cancel deletes the Job and its pod.
     let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("go");
-    write(
+    let gated = submit(
+        &s,
         dir.path(),
         "job.yaml",
         &format!(
-            "command: while [ ! -f {} ]; do sleep 0.05; done; echo gated done\ncompute: azureml:aks-compute\nresources:\n  instance_type: cpu-small\n",
+            "command: while [ ! -f {} ]; do sleep 0.05; done; echo gated done\n",
             flag.display()
         ),
     );
-    let gated = s.tsv(dir.path(), &["job", "create", "--file", "job.yaml"], "name");
-    eventually("the gated job to run", Duration::from_secs(30), || {
-        status(&s, &gated)["status"] == "Running"
-    });
+    eventually(
+        "the gated job to run",
+        Duration::from_secs(30),
+        last_job,
+        || status(&s, &gated)["status"] == "Running",
+    );
     s.ok_in(dir.path(), &["job", "cancel", "--name", &gated]);
-    eventually("the canceled job", Duration::from_secs(30), || {
-        status(&s, &gated)["status"] == "Canceled"
-    });
-    eventually("the Job to be deleted", Duration::from_secs(30), || {
-        rt.block_on(jobs.get_opt(&object_name(&gated)))
-            .unwrap()
-            .is_none()
-    });
+    eventually(
+        "the canceled job",
+        Duration::from_secs(30),
+        last_job,
+        || status(&s, &gated)["status"] == "Canceled",
+    );
+    eventually(
+        "the Job to be deleted",
+        Duration::from_secs(30),
+        last_job,
+        || {
+            rt.block_on(jobs.get_opt(&object_name(&gated)))
+                .unwrap()
+                .is_none()
+        },
+    );
 
     // limits.timeout becomes activeDeadlineSeconds.
-    write(
+    let slow = submit(
+        &s,
         dir.path(),
         "slow.yaml",
-        "command: sleep 60\ncompute: azureml:aks-compute\nresources:\n  instance_type: cpu-small\nlimits:\n  timeout: 2\n",
+        "command: sleep 60\nlimits:\n  timeout: 2\n",
     );
-    let slow = s.tsv(
-        dir.path(),
-        &["job", "create", "--file", "slow.yaml"],
-        "name",
-    );
-    eventually("the deadline", Duration::from_secs(60), || {
+    eventually("the deadline", Duration::from_secs(60), last_job, || {
         status(&s, &slow)["status"] == "Failed"
     });
     let v = status(&s, &slow);
@@ -328,17 +314,13 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     );
 
     // A non-zero exit code comes back with the log.
-    write(
+    let failing = submit(
+        &s,
         dir.path(),
         "fail.yaml",
-        "command: echo about to fail; exit 3\ncompute: azureml:aks-compute\nresources:\n  instance_type: cpu-small\n",
+        "command: echo about to fail; exit 3\n",
     );
-    let failing = s.tsv(
-        dir.path(),
-        &["job", "create", "--file", "fail.yaml"],
-        "name",
-    );
-    eventually("the failure", Duration::from_secs(30), || {
+    eventually("the failure", Duration::from_secs(30), last_job, || {
         status(&s, &failing)["status"] == "Failed"
     });
     let v = status(&s, &failing);
@@ -364,20 +346,16 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
 
     // The server dies while a job runs; the new one adopts the Job and sees it finish.
     let flag2 = dir.path().join("go2");
-    write(
+    let adopted = submit(
+        &s,
         dir.path(),
         "job2.yaml",
         &format!(
-            "command: while [ ! -f {} ]; do sleep 0.05; done; echo adopted\ncompute: azureml:aks-compute\nresources:\n  instance_type: cpu-small\n",
+            "command: while [ ! -f {} ]; do sleep 0.05; done; echo adopted\n",
             flag2.display()
         ),
     );
-    let adopted = s.tsv(
-        dir.path(),
-        &["job", "create", "--file", "job2.yaml"],
-        "name",
-    );
-    eventually("the job to run", Duration::from_secs(30), || {
+    eventually("the job to run", Duration::from_secs(30), last_job, || {
         status(&s, &adopted)["status"] == "Running"
     });
     // Something Berth made for a job it no longer knows (as if canceled while it was down).
@@ -395,6 +373,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     eventually(
         "the orphaned Job to be deleted",
         Duration::from_secs(30),
+        last_job,
         || rt.block_on(jobs.get_opt("ghost")).unwrap().is_none(),
     );
     assert_eq!(status(&s, &adopted)["status"], "Running");
@@ -402,6 +381,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     eventually(
         "the adopted job to complete",
         Duration::from_secs(30),
+        last_job,
         || status(&s, &adopted)["status"] == "Completed",
     );
 

@@ -14,34 +14,15 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_scheduler::backend::kubernetes::serving::name_of;
-use k8s::ControlPlane;
+use k8s::{ControlPlane, apply_instance_types, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::{Api, ListParams};
 use kubelet::{Kubelet, NodeSpec};
 use support::{BERTH, Server, http_post, seed_dir, text};
-
-async fn apply_instance_types(client: &kube::Client) {
-    use berth_scheduler::backend::kubernetes::apply::apply;
-    apply(client, &berth_core::extension::render::instance_type_crd())
-        .await
-        .unwrap();
-    let seed = std::fs::read_to_string(seed_dir().join("instance-types.yaml")).unwrap();
-    for t in serde_saphyr::from_multiple::<serde_json::Value>(&seed).unwrap() {
-        apply(client, &t).await.unwrap();
-    }
-}
-
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn invoke(uri: &str, key: &str, pin: Option<&str>) -> (u16, String) {
     let body = std::fs::read_to_string(seed_dir().join("sample-request.json")).unwrap();
@@ -237,17 +218,22 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         &["online-deployment", "update", "--file", "deployment.yaml"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    eventually("the rolling update", Duration::from_secs(60), || {
-        s.json(&[
-            "online-deployment",
-            "show",
-            "--name",
-            "blue",
-            "--endpoint-name",
-            "my-model-endpoint",
-        ])["provisioning_state"]
-            == "Succeeded"
-    });
+    eventually(
+        "the rolling update",
+        Duration::from_secs(60),
+        String::new,
+        || {
+            s.json(&[
+                "online-deployment",
+                "show",
+                "--name",
+                "blue",
+                "--endpoint-name",
+                "my-model-endpoint",
+            ])["provisioning_state"]
+                == "Succeeded"
+        },
+    );
     let failed = load.join().unwrap();
     assert_eq!(failed, 0, "requests failed during the rolling update");
     let (_, body) = invoke(&uri, &key, None);
@@ -279,6 +265,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
     eventually(
         "the adopted replicas to serve",
         Duration::from_secs(30),
+        String::new,
         || invoke(&uri, &key, None).0 == 200,
     );
 

@@ -73,3 +73,33 @@ impl Drop for ControlPlane {
             .output();
     }
 }
+
+/// `kubectl apply -f instance-types.yaml` with the CRD first: the seed's file, as written.
+pub async fn apply_instance_types(client: &kube::Client) {
+    use berth_scheduler::backend::kubernetes::apply::apply;
+    apply(client, &berth_core::extension::render::instance_type_crd())
+        .await
+        .unwrap();
+    let seed = std::fs::read_to_string(super::seed_dir().join("instance-types.yaml")).unwrap();
+    for t in serde_saphyr::from_multiple::<serde_json::Value>(&seed).unwrap() {
+        apply(client, &t).await.unwrap();
+    }
+}
+
+/// Polls every 100 ms until `f` is true; `last` says what was seen when it gives up.
+pub fn eventually(
+    what: &str,
+    timeout: std::time::Duration,
+    last: impl Fn() -> String,
+    mut f: impl FnMut() -> bool,
+) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting for {what}; last seen: {}",
+            last()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

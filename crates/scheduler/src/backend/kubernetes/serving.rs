@@ -252,6 +252,15 @@ pub async fn apply(cluster: &Cluster, plan: &ServingPlan) -> Result<(), String> 
     Ok(())
 }
 
+/// Selects a deployment's pods (and its ConfigMaps).
+fn replicas_of(endpoint: &str, deployment: &str) -> ListParams {
+    ListParams::default().labels(&format!(
+        "{ENDPOINT_LABEL}={},{DEPLOYMENT_LABEL}={}",
+        object_name(endpoint),
+        object_name(deployment)
+    ))
+}
+
 /// How a rollout stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rollout {
@@ -309,11 +318,7 @@ pub async fn observe(
     let name = name_of(endpoint, deployment);
     let ns = &cluster.namespace;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let lp = ListParams::default().labels(&format!(
-        "{ENDPOINT_LABEL}={},{DEPLOYMENT_LABEL}={}",
-        object_name(endpoint),
-        object_name(deployment)
-    ));
+    let lp = replicas_of(endpoint, deployment);
     let list = pods.list(&lp).await.map_err(|e| describe(&e))?;
     let mut ready: Vec<String> = list.items.iter().filter_map(ready_address).collect();
     ready.sort();
@@ -401,11 +406,7 @@ pub async fn observe(
 /// The reason a replica waits to be placed, if the scheduler cannot place one.
 pub async fn unschedulable(cluster: &Cluster, endpoint: &str, deployment: &str) -> Option<String> {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let lp = ListParams::default().labels(&format!(
-        "{ENDPOINT_LABEL}={},{DEPLOYMENT_LABEL}={}",
-        object_name(endpoint),
-        object_name(deployment)
-    ));
+    let lp = replicas_of(endpoint, deployment);
     let list = pods.list(&lp).await.ok()?;
     list.items.iter().find_map(|p| {
         let c = p
@@ -441,11 +442,7 @@ pub async fn delete(cluster: &Cluster, endpoint: &str, deployment: &str) -> Resu
     };
     gone(deployments.delete(&name, &params).await.map(|_| ()))?;
     gone(services.delete(&name, &params).await.map(|_| ()))?;
-    let lp = ListParams::default().labels(&format!(
-        "{ENDPOINT_LABEL}={},{DEPLOYMENT_LABEL}={}",
-        object_name(endpoint),
-        object_name(deployment)
-    ));
+    let lp = replicas_of(endpoint, deployment);
     gone(
         maps.delete_collection(&DeleteParams::default(), &lp)
             .await
@@ -462,11 +459,7 @@ pub async fn logs(
     lines: usize,
 ) -> Result<String, String> {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let lp = ListParams::default().labels(&format!(
-        "{ENDPOINT_LABEL}={},{DEPLOYMENT_LABEL}={}",
-        object_name(endpoint),
-        object_name(deployment)
-    ));
+    let lp = replicas_of(endpoint, deployment);
     let list = pods.list(&lp).await.map_err(|e| describe(&e))?;
     let mut out = String::new();
     for p in &list.items {
