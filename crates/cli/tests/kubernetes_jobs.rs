@@ -144,6 +144,50 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "{}",
         text(&out.stderr)
     );
+    // A cluster that does not answer.
+    let text_kc = std::fs::read_to_string(cp.kubeconfig()).unwrap();
+    let dead = write(
+        pods_dir.path(),
+        "dead-kubeconfig",
+        &text_kc.replace(&cp.server, "https://127.0.0.1:1"),
+    );
+    let out = s.cli(&[
+        "compute",
+        "attach",
+        "--type",
+        "Kubernetes",
+        "--name",
+        "x",
+        "--kubeconfig",
+        dead.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&out.stderr).contains("cannot reach the cluster at https://127.0.0.1:1"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Credentials without the permissions Berth needs: the verb and resource are named.
+    let limited = rt.block_on(k8s::token_for_new_service_account(&client, "limited"));
+    let weak = write(
+        pods_dir.path(),
+        "weak-kubeconfig",
+        &text_kc.replace(&cp.token, &limited),
+    );
+    let out = s.cli(&[
+        "compute",
+        "attach",
+        "--type",
+        "Kubernetes",
+        "--name",
+        "x",
+        "--kubeconfig",
+        weak.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&out.stderr).contains("may not `create` jobs.batch in namespace `default`"),
+        "{}",
+        text(&out.stderr)
+    );
 
     attach(&s, &cp);
     let shown = s.json(&["compute", "show", "--name", "aks-compute"]);
@@ -358,6 +402,13 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     eventually("the job to run", Duration::from_secs(30), last_job, || {
         status(&s, &adopted)["status"] == "Running"
     });
+    // A compute with running work is not detached without --force.
+    let out = s.cli(&["compute", "detach", "--name", "aks-compute", "--yes"]);
+    assert!(
+        text(&out.stderr).contains("unfinished job"),
+        "{}",
+        text(&out.stderr)
+    );
     // Something Berth made for a job it no longer knows (as if canceled while it was down).
     let ghost: Job = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "ghost", "labels": {"app.kubernetes.io/managed-by": "berth", "berth.dev/job": "ghost"},

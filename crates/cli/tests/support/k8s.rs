@@ -103,3 +103,21 @@ pub fn eventually(
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A new ServiceAccount in `default` with no permissions, and a token for it (TokenRequest).
+pub async fn token_for_new_service_account(client: &kube::Client, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::{Api, PostParams};
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    accounts.create(&PostParams::default(), &sa).await.unwrap();
+    let req: TokenRequest =
+        serde_json::from_value(serde_json::json!({"spec": {"audiences": []}})).unwrap();
+    let answer: TokenRequest = accounts
+        .create_subresource("token", name, &PostParams::default(), &req)
+        .await
+        .unwrap();
+    answer.status.unwrap().token
+}

@@ -90,17 +90,24 @@ pub async fn describe(state: &AppState, spec: &ComputeSpec) -> (Resources, Clust
         server: c.server.clone(),
         ..ClusterView::default()
     };
-    let mut capacity = Resources::default();
-    match cluster::capacity(&c).await {
-        Ok((total, nodes)) => {
+        let mut capacity = Resources::default();
+    // A cluster that does not answer must not hang `compute list`.
+    let limit = std::time::Duration::from_secs(5);
+    let slow = || format!("the cluster at {} did not answer within 5 s", c.server);
+    match tokio::time::timeout(limit, cluster::capacity(&c)).await {
+        Ok(Ok((total, nodes))) => {
             capacity = total;
             view.nodes = nodes;
         }
-        Err(e) => view.error = Some(e),
+        Ok(Err(e)) => view.error = Some(e),
+        Err(_) => view.error = Some(slow()),
     }
-    match cluster::instance_types(&c).await {
-        Ok(types) => view.instance_types = types.into_keys().collect(),
-        Err(e) => view.error = Some(e),
+    if view.error.is_none() {
+        match tokio::time::timeout(limit, cluster::instance_types(&c)).await {
+            Ok(Ok(types)) => view.instance_types = types.into_keys().collect(),
+            Ok(Err(e)) => view.error = Some(e),
+            Err(_) => view.error = Some(slow()),
+        }
     }
     (capacity, view)
 }

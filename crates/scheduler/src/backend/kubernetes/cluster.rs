@@ -90,8 +90,8 @@ const CLUSTER: [(&str, &str, &str); 2] = [
     ("list", "amlarc.azureml.com", "instancetypes"),
 ];
 
-/// The checks before a cluster is attached: it answers, the namespace exists (or is made when
-/// `create_namespace`), and the credentials may do what Berth does. Each failure says which.
+/// The checks before a cluster is attached: it answers, the credentials may do what Berth does,
+/// and the namespace exists (or is made when `create_namespace`). Each failure says which.
 pub async fn preflight(cluster: &Cluster, create_namespace: bool) -> Result<(), String> {
     cluster.client.apiserver_version().await.map_err(|e| {
         format!(
@@ -100,26 +100,7 @@ pub async fn preflight(cluster: &Cluster, create_namespace: bool) -> Result<(), 
             describe(&e)
         )
     })?;
-    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     let ns = &cluster.namespace;
-    let found = namespaces
-        .get_opt(ns)
-        .await
-        .map_err(|e| format!("cannot read namespace `{ns}`: {}", describe(&e)))?;
-    if found.is_none() {
-        if !create_namespace {
-            return Err(format!(
-                "namespace `{ns}` does not exist in the cluster at {}; create it with `kubectl create namespace {ns}`, or pass --create-namespace",
-                cluster.server
-            ));
-        }
-        let obj: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).map_err(|e| e.to_string())?;
-        namespaces
-            .create(&PostParams::default(), &obj)
-            .await
-            .map_err(|e| format!("cannot create namespace `{ns}`: {}", describe(&e)))?;
-    }
     let reviews: Api<SelfSubjectAccessReview> = Api::all(cluster.client.clone());
     let checks = NAMESPACED
         .iter()
@@ -151,6 +132,28 @@ pub async fn preflight(cluster: &Cluster, create_namespace: bool) -> Result<(), 
                 "the kubeconfig's user may not `{verb}` {full} {place}; grant it (docs/kubernetes.md lists the role Berth needs)"
             ));
         }
+    }
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let found = match namespaces.get_opt(ns).await {
+        Ok(f) => f,
+        // Users limited to their namespace may not read Namespaces: the checks above passed,
+        // so it exists as far as they can tell.
+        Err(kube::Error::Api(s)) if s.code == 403 && !create_namespace => return Ok(()),
+        Err(e) => return Err(format!("cannot read namespace `{ns}`: {}", describe(&e))),
+    };
+    if found.is_none() {
+        if !create_namespace {
+            return Err(format!(
+                "namespace `{ns}` does not exist in the cluster at {}; create it with `kubectl create namespace {ns}`, or pass --create-namespace",
+                cluster.server
+            ));
+        }
+        let obj: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).map_err(|e| e.to_string())?;
+        namespaces
+            .create(&PostParams::default(), &obj)
+            .await
+            .map_err(|e| format!("cannot create namespace `{ns}`: {}", describe(&e)))?;
     }
     Ok(())
 }
