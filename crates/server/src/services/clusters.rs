@@ -90,7 +90,7 @@ pub async fn describe(state: &AppState, spec: &ComputeSpec) -> (Resources, Clust
         server: c.server.clone(),
         ..ClusterView::default()
     };
-        let mut capacity = Resources::default();
+    let mut capacity = Resources::default();
     // A cluster that does not answer must not hang `compute list`.
     let limit = std::time::Duration::from_secs(5);
     let slow = || format!("the cluster at {} did not answer within 5 s", c.server);

@@ -92,6 +92,33 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
+/// How many times an apply is tried when the cluster does not answer (1, 2, 4, 8 s apart).
+const APPLY_TRIES: u32 = 5;
+
+/// Server-side applies `obj`, retrying with backoff while the cluster cannot be reached or
+/// answers 5xx/429; a refusal (4xx) comes back at once.
+pub(crate) async fn apply_retrying<K>(api: &Api<K>, name: &str, obj: &K) -> Result<K, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let mut delay = Duration::from_secs(1);
+    let mut tries = 1;
+    loop {
+        match api.patch(name, &apply_params(), &Patch::Apply(obj)).await {
+            Err(kube::Error::Api(s)) if s.code < 500 && s.code != 429 => {
+                return Err(kube::Error::Api(s));
+            }
+            Err(e) if tries < APPLY_TRIES => {
+                warn!(object = name, error = %describe(&e), retry_in = ?delay, "cannot apply; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn append_log(job: &JobRecord, text: &str) {
     let path = JobDir::new(&job.workdir).log();
     if let Some(parent) = path.parent() {
@@ -173,19 +200,15 @@ impl Backend for KubernetesBackend {
             append_log(job, "[berth] the compute has no --server-url, so the job's outputs stay in its pod and cannot be downloaded\n").await;
         }
         let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-        maps.patch(
-            &format!("{name}-files"),
-            &apply_params(),
-            &Patch::Apply(&built.config_map),
-        )
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot create the job's ConfigMap in namespace `{}`: {}",
-                cluster.namespace,
-                describe(&e)
-            )
-        })?;
+        apply_retrying(&maps, &format!("{name}-files"), &built.config_map)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot create the job's ConfigMap in namespace `{}`: {}",
+                    cluster.namespace,
+                    describe(&e)
+                )
+            })?;
         if let Ok(mut p) = self.pending.lock() {
             p.insert(job.name.clone(), built.job);
         }
@@ -205,8 +228,7 @@ impl Backend for KubernetesBackend {
             None => objects::build(job, &cluster.namespace, cluster.server_url.as_deref())?.job,
         };
         let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-        let created = jobs
-            .patch(&name, &apply_params(), &Patch::Apply(&obj))
+        let created = apply_retrying(&jobs, &name, &obj)
             .await
             .map_err(|e| format!("cannot create Kubernetes Job {name}: {}", describe(&e)))?;
         // The ConfigMap belongs to the Job: deleting the Job deletes it.

@@ -11,12 +11,12 @@ use berth_core::spec::deployment::ProbeSettings;
 use berth_core::spec::instance_type::InstanceType;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams};
 use serde_json::{Value, json};
 
 use super::cluster::{Cluster, describe};
 use super::objects::{CONFIGMAP_LIMIT, MANAGED_BY, object_name};
-use super::{FIELD_MANAGER, base64};
+use super::{apply_retrying, base64};
 use crate::workdir::list_files;
 
 /// The port `berth runtime` listens on in a pod.
@@ -216,22 +216,18 @@ pub async fn apply(cluster: &Cluster, plan: &ServingPlan) -> Result<(), String> 
     let (cm, deployment, service) = tokio::task::spawn_blocking(move || build(&p, &ns))
         .await
         .map_err(|e| e.to_string())??;
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     let name = name_of(&plan.endpoint, &plan.deployment);
     let ns = &cluster.namespace;
     let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
     let cm_name = cm.metadata.name.clone().unwrap_or_default();
-    maps.patch(&cm_name, &params, &Patch::Apply(&cm))
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot create ConfigMap {cm_name} in namespace `{ns}`: {}",
-                describe(&e)
-            )
-        })?;
+    apply_retrying(&maps, &cm_name, &cm).await.map_err(|e| {
+        format!(
+            "cannot create ConfigMap {cm_name} in namespace `{ns}`: {}",
+            describe(&e)
+        )
+    })?;
     let services: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
-    services
-        .patch(&name, &params, &Patch::Apply(&service))
+    apply_retrying(&services, &name, &service)
         .await
         .map_err(|e| {
             format!(
@@ -240,8 +236,7 @@ pub async fn apply(cluster: &Cluster, plan: &ServingPlan) -> Result<(), String> 
             )
         })?;
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
-    deployments
-        .patch(&name, &params, &Patch::Apply(&deployment))
+    apply_retrying(&deployments, &name, &deployment)
         .await
         .map_err(|e| {
             format!(
