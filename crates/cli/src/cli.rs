@@ -361,20 +361,24 @@ pub enum ComputeCommand {
         #[arg(long)]
         description: Option<String>,
         /// Kubernetes: the kubeconfig file of the cluster (its text is sent to the server).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "in_cluster")]
         kubeconfig: Option<PathBuf>,
+        /// Kubernetes: the server attaches the cluster it runs in, as its own ServiceAccount
+        /// (for the server `berth extension create` installs).
+        #[arg(long)]
+        in_cluster: bool,
         /// Kubernetes: the kubeconfig context [default: its current context].
         #[arg(long, requires = "kubeconfig")]
         context: Option<String>,
         /// Kubernetes: the namespace jobs and deployments go to.
-        #[arg(long, default_value = "default", requires = "kubeconfig")]
+        #[arg(long, default_value = "default")]
         namespace: String,
         /// Kubernetes: create the namespace when it does not exist.
-        #[arg(long, requires = "kubeconfig")]
+        #[arg(long)]
         create_namespace: bool,
         /// Kubernetes: the URL pods reach this server at, to upload job outputs
         /// (in the cluster: http://berth-server.azureml.svc:8700).
-        #[arg(long, requires = "kubeconfig")]
+        #[arg(long)]
         server_url: Option<String>,
     },
     /// Show a compute.

@@ -402,6 +402,55 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     eventually("the job to run", Duration::from_secs(30), last_job, || {
         status(&s, &adopted)["status"] == "Running"
     });
+    // The server the extension installs attaches the cluster it runs in as its ServiceAccount.
+    let sa = tempfile::tempdir().unwrap();
+    std::fs::write(sa.path().join("token"), &cp.token).unwrap();
+    std::fs::copy(
+        cp.dir.path().join("certs/apiserver.crt"),
+        sa.path().join("ca.crt"),
+    )
+    .unwrap();
+    let port = cp.server.rsplit(':').next().unwrap().to_string();
+    let pod_env = [
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+        ("KUBERNETES_SERVICE_PORT", port.as_str()),
+        ("BERTH_SERVICE_ACCOUNT_DIR", sa.path().to_str().unwrap()),
+    ];
+    let in_pod = Server::start_in(tempfile::tempdir().unwrap(), &[], &pod_env);
+    in_pod.ok_in(
+        dir.path(),
+        &[
+            "compute",
+            "attach",
+            "--type",
+            "Kubernetes",
+            "--name",
+            "here",
+            "--in-cluster",
+            "--namespace",
+            "azureml-workloads",
+        ],
+    );
+    assert_eq!(
+        in_pod.json(&["compute", "show", "--name", "here"])["cluster"]["nodes"],
+        2
+    );
+    drop(in_pod);
+    let out = s.cli(&[
+        "compute",
+        "attach",
+        "--type",
+        "Kubernetes",
+        "--name",
+        "y",
+        "--in-cluster",
+    ]);
+    assert!(
+        text(&out.stderr).contains("works only for a server running in a pod"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // A compute with running work is not detached without --force.
     let out = s.cli(&["compute", "detach", "--name", "aks-compute", "--yes"]);
     assert!(

@@ -102,6 +102,7 @@ async fn connect(target: &ExtensionTarget) -> Result<Cluster, Failure> {
         context: target.context.clone(),
         namespace: berth_core::extension::render::NAMESPACE.into(),
         server_url: None,
+        in_cluster: false,
     })
     .await
     .map_err(|m| Failure::new(format!("{}: {m}", path.display())))

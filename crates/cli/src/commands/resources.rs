@@ -96,6 +96,7 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
             file,
             description,
             kubeconfig,
+            in_cluster,
             context,
             namespace,
             create_namespace,
@@ -121,9 +122,14 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
                 },
             };
             let mut spec = spec;
-            if let Some(path) = kubeconfig {
+            if kubeconfig.is_some() || in_cluster {
                 spec.kubernetes = Some(KubernetesTarget {
-                    kubeconfig: read(&path)?,
+                    kubeconfig: kubeconfig
+                        .as_deref()
+                        .map(read)
+                        .transpose()?
+                        .unwrap_or_default(),
+                    in_cluster,
                     context,
                     namespace,
                     server_url,

@@ -38,6 +38,8 @@ impl Server {
             .args(flags)
             .env("BERTH_HOME", home.path())
             .env("BERTH_LOG", "warn")
+            // Tests that run in a pod must not attach that pod's cluster by accident.
+            .env_remove("KUBERNETES_SERVICE_HOST")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

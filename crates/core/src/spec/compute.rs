@@ -58,6 +58,10 @@ pub struct KubernetesTarget {
     /// The kubeconfig's text (it holds credentials: never shown back, so views leave it empty).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub kubeconfig: String,
+    /// Use the server's own pod identity (its ServiceAccount) instead of a kubeconfig: for the
+    /// server the extension installs, attaching the cluster it runs in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_cluster: bool,
     /// The kubeconfig context; its current context when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
@@ -74,6 +78,7 @@ impl std::fmt::Debug for KubernetesTarget {
         f.debug_struct("KubernetesTarget")
             .field("kubeconfig", &"<redacted>")
             .field("context", &self.context)
+            .field("in_cluster", &self.in_cluster)
             .field("namespace", &self.namespace)
             .field("server_url", &self.server_url)
             .finish()

@@ -21,8 +21,8 @@ pub async fn connect_new(
     create_namespace: bool,
 ) -> Result<(), ApiError> {
     let target = spec.kubernetes.as_ref().ok_or_else(|| {
-        ApiError::BadRequest(
-            "a Kubernetes compute needs a kubeconfig: pass --kubeconfig (and --namespace)".into(),
+                ApiError::BadRequest(
+            "a Kubernetes compute needs a cluster: pass --kubeconfig (or --in-cluster for a server running in the cluster) and --namespace".into(),
         )
     })?;
     berth_core::names::validate_k8s_name(&target.namespace)

@@ -143,7 +143,7 @@ pub async fn attach_compute(
         }
         (ComputeKind::Local, Some(_)) => {
             return Err(ApiError::BadRequest(
-                "--kubeconfig is for `--type Kubernetes` computes".into(),
+                "--kubeconfig and --in-cluster are for `--type Kubernetes` computes".into(),
             ));
         }
         (ComputeKind::Local, None) => {}

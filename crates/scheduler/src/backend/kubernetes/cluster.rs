@@ -29,10 +29,55 @@ pub struct Cluster {
     pub server_url: Option<String>,
 }
 
-/// Builds a client from a kubeconfig's text (no request is made yet).
+/// Where a pod finds its ServiceAccount's token and the cluster's CA.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// A kubeconfig for the pod this server runs in: the API server from
+/// `KUBERNETES_SERVICE_HOST`/`_PORT`, the ServiceAccount's token file (re-read as it rotates)
+/// and CA from `$BERTH_SERVICE_ACCOUNT_DIR` (default: the standard mount).
+fn in_cluster_kubeconfig() -> Result<String, String> {
+    let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
+        "--in-cluster works only for a server running in a pod (KUBERNETES_SERVICE_HOST is not set); pass --kubeconfig instead".to_string()
+    })?;
+    let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
+    let dir =
+        std::env::var("BERTH_SERVICE_ACCOUNT_DIR").unwrap_or_else(|_| SERVICE_ACCOUNT_DIR.into());
+    let dir = std::path::Path::new(&dir);
+    for f in ["token", "ca.crt"] {
+        if !dir.join(f).is_file() {
+            return Err(format!(
+                "--in-cluster: {} is missing; is a ServiceAccount token mounted?",
+                dir.join(f).display()
+            ));
+        }
+    }
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let doc = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "in-cluster", "cluster": {
+            "server": format!("https://{host}:{port}"),
+            "certificate-authority": dir.join("ca.crt"),
+        }}],
+        "users": [{"name": "service-account", "user": {"tokenFile": dir.join("token")}}],
+        "contexts": [{"name": "in-cluster", "context": {"cluster": "in-cluster", "user": "service-account"}}],
+        "current-context": "in-cluster",
+    });
+    Ok(doc.to_string())
+}
+
+/// Builds a client from a kubeconfig's text, or the pod's own identity (no request is made).
 pub async fn connect(target: &KubernetesTarget) -> Result<Cluster, String> {
-    let kubeconfig = Kubeconfig::from_yaml(&target.kubeconfig)
-        .map_err(|e| format!("the kubeconfig cannot be read: {e}"))?;
+    let text = if target.in_cluster {
+        in_cluster_kubeconfig()?
+    } else {
+        target.kubeconfig.clone()
+    };
+    let kubeconfig =
+        Kubeconfig::from_yaml(&text).map_err(|e| format!("the kubeconfig cannot be read: {e}"))?;
     if let Some(ctx) = &target.context
         && !kubeconfig.contexts.iter().any(|c| &c.name == ctx)
     {
