@@ -114,6 +114,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         "my-model-endpoint",
     ]);
     assert_eq!(shown["provisioning_state"], "Succeeded", "{shown}");
+    assert_eq!(shown["ready_replicas"], 2, "{shown}");
 
     // The cluster holds a Deployment with two ready replicas and a headless Service.
     let ns = "azureml-workloads";
@@ -253,6 +254,80 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         .stdout,
     );
     assert!(logs.contains("==> pod"), "{logs}");
+
+    // target_utilization on a cluster: the autoscaler scales the Deployment out under load.
+    std::fs::create_dir_all(work.path().join("auto")).unwrap();
+    std::fs::write(
+        work.path().join("auto/score.py"),
+        "import time\n\ndef init():\n    pass\n\ndef run(raw):\n    time.sleep(0.05)\n    return {\"variant\": \"auto\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.path().join("auto.yaml"),
+        "name: auto\nendpoint_name: my-model-endpoint\ncode_configuration:\n  code: ./auto\n  scoring_script: score.py\ninstance_type: cpu-small\nscale_settings:\n  type: target_utilization\n  min_instances: 1\n  max_instances: 3\n  target_utilization_percentage: 50\n  polling_interval: 1\nrequest_settings:\n  request_timeout_ms: 5000\n  max_concurrent_requests_per_instance: 1\n  max_queue_wait_ms: 5000\n",
+    )
+    .unwrap();
+    s.ok_in(
+        work.path(),
+        &[
+            "online-deployment",
+            "create",
+            "--file",
+            "auto.yaml",
+            "--all-traffic",
+        ],
+    );
+    let auto = name_of("my-model-endpoint", "auto");
+    let replicas = || {
+        rt.block_on(deployments.get(&auto))
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas
+            .unwrap_or(0)
+    };
+    assert_eq!(replicas(), 1);
+    let done = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| support::serving::load(uri.clone(), key.clone(), 100, Arc::clone(&done)))
+        .collect();
+    eventually(
+        "the autoscaler to add a replica",
+        Duration::from_secs(30),
+        String::new,
+        || replicas() >= 2,
+    );
+    let failed: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert_eq!(failed, 0, "requests failed while scaling out");
+    eventually(
+        "the new replica to be ready",
+        Duration::from_secs(30),
+        String::new,
+        || {
+            s.json(&[
+                "online-deployment",
+                "show",
+                "--name",
+                "auto",
+                "--endpoint-name",
+                "my-model-endpoint",
+            ])["ready_replicas"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 2
+        },
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "my-model-endpoint",
+            "--traffic",
+            "blue=100 auto=0",
+        ],
+    );
 
     // The server restarts: it adopts what runs in the cluster and serves at once.
     let home = s.kill9();

@@ -161,7 +161,11 @@ fn dview(s: &AppState, d: &Stored<DeploymentRecord>) -> DeploymentView {
             berth_core::serving::DeploymentState::Failed { reason } => Some(reason.clone()),
             _ => None,
         },
-        ready_replicas: s.replicas.ready(&key).len(),
+        ready_replicas: s
+            .replicas
+            .ready(&key)
+            .len()
+            .max(s.cluster_serving.ready(&key).len()),
         resource_version: d.resource_version,
     }
 }

@@ -164,6 +164,8 @@ fn watch(state: &AppState, cluster: Cluster, endpoint: &str, name: &str, all_tra
     let (state, endpoint, name) = (state.clone(), endpoint.to_string(), name.to_string());
     tokio::spawn(async move {
         let mut give_traffic = all_traffic;
+        // The revision whose autoscaler runs (it stops itself when the revision changes).
+        let mut scaling: Option<u32> = None;
         let mut backoff = Duration::from_millis(500);
         loop {
             let Ok(Some(rec)) = state
@@ -196,6 +198,15 @@ fn watch(state: &AppState, cluster: Cluster, endpoint: &str, name: &str, all_tra
             });
             if changed {
                 refresh_routes(&state).await;
+            }
+            if rec.value.state == DeploymentState::Succeeded && scaling != Some(rec.value.revision)
+            {
+                crate::services::deployments::spawn_autoscaler(
+                    &state,
+                    &rec.value,
+                    Some(cluster.clone()),
+                );
+                scaling = Some(rec.value.revision);
             }
             let busy = matches!(
                 rec.value.state,

@@ -369,7 +369,7 @@ async fn record_outcome(
         tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
     }
     if rec.state == DeploymentState::Succeeded {
-        spawn_autoscaler(state, &rec);
+        spawn_autoscaler(state, &rec, None);
     }
     rec
 }
@@ -484,7 +484,12 @@ async fn roll_replicas(state: &AppState, endpoint: &str, name: &str) {
 
 /// Runs the autoscaler of a `target_utilization` deployment until its revision changes or it
 /// is deleted. The router's measurement is the only input; this is the only thing that scales.
-fn spawn_autoscaler(state: &AppState, rec: &DeploymentRecord) {
+/// On a cluster (`cluster`), it sets the Deployment's replica count instead of starting processes.
+pub(crate) fn spawn_autoscaler(
+    state: &AppState,
+    rec: &DeploymentRecord,
+    cluster: Option<berth_scheduler::backend::kubernetes::cluster::Cluster>,
+) {
     let ScaleSettings::TargetUtilization {
         min_instances,
         max_instances,
@@ -508,6 +513,10 @@ fn spawn_autoscaler(state: &AppState, rec: &DeploymentRecord) {
     );
     let key = deployment_key(&ep, &name);
     let started = tokio::time::Instant::now();
+    let mut wanted = match rec.spec.scale_settings {
+        ScaleSettings::TargetUtilization { min_instances, .. } => min_instances,
+        ScaleSettings::Default => rec.spec.instance_count,
+    };
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(polling_interval.max(1)));
         loop {
@@ -521,7 +530,10 @@ fn spawn_autoscaler(state: &AppState, rec: &DeploymentRecord) {
             let Some((load, _, slots)) = st.router.load(&ep, &name) else {
                 continue;
             };
-            let replicas = st.replicas.count(&key) as u32;
+            let replicas = match &cluster {
+                Some(_) => wanted,
+                None => st.replicas.count(&key) as u32,
+            };
             let Some(want) = scaler.decide(started.elapsed(), replicas, load, slots) else {
                 continue;
             };
@@ -529,12 +541,19 @@ fn spawn_autoscaler(state: &AppState, rec: &DeploymentRecord) {
             st.router.metrics.scaled(&ep, &name, want > replicas);
             let drain =
                 Duration::from_millis(d.value.spec.request_settings.request_timeout_ms + 1000);
-            if let Err(e) = st
-                .replicas
-                .resize(&key, &plan(&st, &d.value), want as usize, drain)
-                .await
-            {
-                tracing::warn!(deployment = %key, error = %e, "autoscaling failed");
+            let done = match &cluster {
+                Some(c) => {
+                    berth_scheduler::backend::kubernetes::serving::scale(c, &ep, &name, want).await
+                }
+                None => st
+                    .replicas
+                    .resize(&key, &plan(&st, &d.value), want as usize, drain)
+                    .await
+                    .map(|_| ()),
+            };
+            match done {
+                Ok(()) => wanted = want,
+                Err(e) => tracing::warn!(deployment = %key, error = %e, "autoscaling failed"),
             }
         }
     });

@@ -419,6 +419,25 @@ pub async fn unschedulable(cluster: &Cluster, endpoint: &str, deployment: &str) 
     })
 }
 
+/// Sets a deployment's replica count through the scale subresource (the autoscaler's write).
+pub async fn scale(
+    cluster: &Cluster,
+    endpoint: &str,
+    deployment: &str,
+    replicas: u32,
+) -> Result<(), String> {
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let patch = serde_json::json!({"spec": {"replicas": replicas}});
+    api.patch_scale(
+        &name_of(endpoint, deployment),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| describe(&e))
+}
+
 /// Deletes the Deployment, Service and every revision's ConfigMap.
 pub async fn delete(cluster: &Cluster, endpoint: &str, deployment: &str) -> Result<(), String> {
     let name = name_of(endpoint, deployment);
