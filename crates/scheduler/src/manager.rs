@@ -256,8 +256,13 @@ impl<B: Backend> JobManager<B> {
     ) {
         let next = match phase {
             Phase::Queued(reason) => {
-                if let Ok(mut w) = self.waiting.lock() {
-                    w.insert(name.to_string(), reason);
+                let changed = self
+                    .waiting
+                    .lock()
+                    .is_ok_and(|mut w| w.insert(name.to_string(), reason.clone()) != Some(reason));
+                if changed {
+                    // Watchers show the new reason even when the status stays Queued.
+                    self.notify();
                 }
                 JobState::Queued
             }
