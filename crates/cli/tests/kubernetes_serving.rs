@@ -344,6 +344,14 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         || invoke(&uri, &key, None).0 == 200,
     );
 
+    // The compute cannot be detached while an endpoint is on it.
+    let out = s.cli(&["compute", "detach", "--name", "aks-compute", "--yes"]);
+    assert!(
+        text(&out.stderr).contains("serves online endpoint(s) my-model-endpoint"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Delete removes the Deployment, Service and ConfigMaps.
     s.ok_in(
         &seed,

@@ -257,6 +257,25 @@ pub async fn detach_compute(state: &AppState, name: &str, force: bool) -> Result
             hint: None,
         });
     }
+    let serving: Vec<String> = state
+        .store
+        .list::<berth_core::serving::EndpointRecord>(Kind::Endpoint)
+        .await?
+        .into_iter()
+        .filter(|e| e.value.spec.compute.as_deref() == Some(name))
+        .map(|e| e.value.spec.name)
+        .collect();
+    if !serving.is_empty() {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "compute `{name}` serves online endpoint(s) {}",
+                serving.join(", ")
+            ),
+            hint: Some(
+                "delete them first: berth online-endpoint delete --name <endpoint> --yes".into(),
+            ),
+        });
+    }
     let active = state
         .store
         .count_where(Kind::Job, &ACTIVE, "compute", name)
