@@ -20,6 +20,10 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::services::endpoints::{self, refresh_routes};
 
+/// How long a rollout may wait for the scheduler to place a replica before it fails (a cluster
+/// autoscaler may add a node meanwhile).
+const UNSCHEDULABLE_FOR: Duration = Duration::from_secs(600);
+
 /// Ready replicas of cluster deployments, and which deployments have a watcher.
 #[derive(Default)]
 pub struct ClusterServing {
@@ -166,6 +170,8 @@ fn watch(state: &AppState, cluster: Cluster, endpoint: &str, name: &str, all_tra
         let mut give_traffic = all_traffic;
         // The revision whose autoscaler runs (it stops itself when the revision changes).
         let mut scaling: Option<u32> = None;
+        // Since when a replica of a rollout in progress cannot be placed.
+        let mut stuck_since: Option<tokio::time::Instant> = None;
         let mut backoff = Duration::from_millis(500);
         loop {
             let Ok(Some(rec)) = state
@@ -234,7 +240,22 @@ fn watch(state: &AppState, cluster: Cluster, endpoint: &str, name: &str, all_tra
                     };
                     set_state(&state, &key, DeploymentState::Failed { reason }).await;
                 }
-                _ => {}
+                Rollout::Progressing if busy => {
+                    match serving::unschedulable(&cluster, &endpoint, &name).await {
+                        Some(reason) => {
+                            let since = *stuck_since.get_or_insert_with(tokio::time::Instant::now);
+                            if since.elapsed() >= UNSCHEDULABLE_FOR {
+                                let reason = format!(
+                                    "replicas could not be placed for {} minutes: {reason}; add nodes or pick a smaller instance type",
+                                    UNSCHEDULABLE_FOR.as_secs() / 60
+                                );
+                                set_state(&state, &key, DeploymentState::Failed { reason }).await;
+                            }
+                        }
+                        None => stuck_since = None,
+                    }
+                }
+                _ => stuck_since = None,
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }

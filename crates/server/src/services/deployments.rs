@@ -1,5 +1,6 @@
-//! Online deployments on the local compute: validate, snapshot the code, start `berth runtime`
-//! replicas, and track `Creating → Succeeded | Failed` with the reason.
+//! Online deployments: validate, snapshot the code, start `berth runtime` replicas on the local
+//! compute (or hand the revision to `cluster_deployments` when the endpoint is on a cluster),
+//! and track `Creating → Succeeded | Failed` with the reason.
 
 use std::path::PathBuf;
 use std::time::Duration;
