@@ -380,6 +380,10 @@ pub enum ComputeCommand {
         /// (in the cluster: http://berth-server.azureml.svc:8700).
         #[arg(long)]
         server_url: Option<String>,
+        /// Kubernetes: the image pods copy the `berth` binary from
+        /// [default: the installed server's own image, else berth:<version>].
+        #[arg(long)]
+        berth_image: Option<String>,
     },
     /// Show a compute.
     Show {

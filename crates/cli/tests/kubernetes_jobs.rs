@@ -72,6 +72,8 @@ fn attach(s: &Server, cp: &ControlPlane) {
             "--create-namespace",
             "--server-url",
             &s.api_url,
+            "--berth-image",
+            "registry.example/berth:test",
         ],
     );
 }
@@ -293,6 +295,11 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let jobs: Api<Job> = Api::namespaced(client.clone(), "azureml-workloads");
     let k8s_job = rt.block_on(jobs.get(&object_name(&job))).unwrap();
     let pod_spec = k8s_job.spec.unwrap().template.spec.unwrap();
+    let init = pod_spec.init_containers.clone().unwrap();
+    assert_eq!(
+        init[0].image.as_deref(),
+        Some("registry.example/berth:test")
+    );
     assert_eq!(pod_spec.node_selector.unwrap()["agentpool"], "gpupool");
     let limits = pod_spec.containers[0]
         .resources

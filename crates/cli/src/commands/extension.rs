@@ -103,6 +103,7 @@ async fn connect(target: &ExtensionTarget) -> Result<Cluster, Failure> {
         namespace: berth_core::extension::render::NAMESPACE.into(),
         server_url: None,
         in_cluster: false,
+        berth_image: None,
     })
     .await
     .map_err(|m| Failure::new(format!("{}: {m}", path.display())))

@@ -101,6 +101,7 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
             namespace,
             create_namespace,
             server_url,
+            berth_image,
         } => {
             let spec = match file {
                 Some(f) => {
@@ -133,6 +134,7 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
                     context,
                     namespace,
                     server_url,
+                    berth_image,
                 });
             }
             let path = format!("/api/computes?create_namespace={create_namespace}");

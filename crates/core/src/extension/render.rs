@@ -120,7 +120,11 @@ fn container(
         "image": cfg.image,
         "args": args,
         "ports": [{"containerPort": port, "name": "http", "protocol": "TCP"}],
-        "env": [{"name": "BERTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "berth-api-token", "key": "token"}}}],
+                "env": [
+            {"name": "BERTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "berth-api-token", "key": "token"}}},
+            // Job and deployment pods copy `berth` from the same image.
+            {"name": "BERTH_IMAGE", "value": cfg.image},
+        ],
         "resources": {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"cpu": limits.0, "memory": limits.1}},
         "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
     })
@@ -320,6 +324,25 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn the_server_tells_job_pods_which_image_holds_berth() {
+        let docs = render(
+            &config(&[("enableTraining", "True"), ("image", "reg.example/berth:2")]),
+            "t",
+        );
+        let server = docs
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "berth-server")
+            .unwrap_or_else(|| panic!("no server"));
+        let c = &server["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "reg.example/berth:2");
+        let env = c["env"].as_array().unwrap_or_else(|| panic!("no env"));
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == "BERTH_IMAGE" && e["value"] == "reg.example/berth:2")
+        );
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub struct KubernetesTarget {
     /// `http://berth-server.azureml.svc:8700` in the cluster). Without it outputs stay in the pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_url: Option<String>,
+    /// The image pods copy the `berth` binary from; default: `$BERTH_IMAGE` (set in the
+    /// extension's server pod to its own image), else `berth:<version>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub berth_image: Option<String>,
 }
 
 impl std::fmt::Debug for KubernetesTarget {

@@ -114,8 +114,7 @@ pub async fn apply(
     let Ok(d) = crate::services::deployments::get(state, endpoint, name).await else {
         return;
     };
-    let image = format!("berth:{}", env!("CARGO_PKG_VERSION"));
-    if let Err(reason) = serving::apply(&cluster, &plan(&d.value, &image)).await {
+    if let Err(reason) = serving::apply(&cluster, &plan(&d.value, &cluster.berth_image)).await {
         set_state(state, &key, DeploymentState::Failed { reason }).await;
         return;
     }

@@ -27,6 +27,8 @@ pub struct Cluster {
     pub server: String,
     /// Where pods reach the Berth server, to upload job outputs.
     pub server_url: Option<String>,
+    /// The image pods copy the `berth` binary from.
+    pub berth_image: String,
 }
 
 /// Where a pod finds its ServiceAccount's token and the cluster's CA.
@@ -106,6 +108,11 @@ pub async fn connect(target: &KubernetesTarget) -> Result<Cluster, String> {
         namespace: target.namespace.clone(),
         server,
         server_url: target.server_url.clone(),
+        berth_image: target
+            .berth_image
+            .clone()
+            .or_else(|| std::env::var("BERTH_IMAGE").ok().filter(|i| !i.is_empty()))
+            .unwrap_or_else(super::objects::berth_image),
     })
 }
 

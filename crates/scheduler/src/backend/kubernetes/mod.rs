@@ -175,11 +175,12 @@ impl Backend for KubernetesBackend {
         let cluster = self.for_job(job)?;
         let record = job.clone();
         let ns = cluster.namespace.clone();
-        let url = cluster.server_url.clone();
-        let built =
-            tokio::task::spawn_blocking(move || objects::build(&record, &ns, url.as_deref()))
-                .await
-                .map_err(|e| e.to_string())??;
+        let (url, image) = (cluster.server_url.clone(), cluster.berth_image.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            objects::build(&record, &ns, url.as_deref(), &image)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         let name = object_name(&job.name);
         let image = objects::image_for(job.spec.environment.as_ref());
         append_log(
@@ -225,7 +226,15 @@ impl Backend for KubernetesBackend {
             .and_then(|mut p| p.remove(&job.name))
         {
             Some(o) => o,
-            None => objects::build(job, &cluster.namespace, cluster.server_url.as_deref())?.job,
+            None => {
+                objects::build(
+                    job,
+                    &cluster.namespace,
+                    cluster.server_url.as_deref(),
+                    &cluster.berth_image,
+                )?
+                .job
+            }
         };
         let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
         let created = apply_retrying(&jobs, &name, &obj)

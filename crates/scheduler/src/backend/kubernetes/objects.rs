@@ -29,7 +29,7 @@ pub const JOB_NAME_ANNOTATION: &str = "berth.dev/job-name";
 pub const CODE_DIR: &str = "/berth/code";
 /// The most a job's ConfigMap may carry (etcd's limit is 1 MiB, with room for metadata).
 pub const CONFIGMAP_LIMIT: u64 = 900 * 1024;
-/// The image that provides the `berth` binary (at `/usr/local/bin/berth`) to pods.
+/// The default image that provides the `berth` binary (at `/usr/local/bin/berth`) to pods.
 pub fn berth_image() -> String {
     format!("berth:{}", env!("CARGO_PKG_VERSION"))
 }
@@ -104,6 +104,7 @@ pub fn build(
     job: &JobRecord,
     namespace: &str,
     server_url: Option<&str>,
+    berth_image: &str,
 ) -> Result<JobObjects, String> {
     let name = object_name(&job.name);
     let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -274,7 +275,7 @@ pub fn build(
         volumes.push(json!({"name": "berth-bin", "emptyDir": {}}));
         mounts.push(json!({"name": "berth-bin", "mountPath": "/berth/bin"}));
         init.push(json!({
-            "name": "berth-bin", "image": berth_image(),
+                        "name": "berth-bin", "image": berth_image,
             "command": ["cp", "/usr/local/bin/berth", "/berth/bin/berth"],
             "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
         }));

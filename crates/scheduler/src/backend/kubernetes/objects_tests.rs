@@ -94,7 +94,7 @@ fn a_job_becomes_a_configmap_and_a_job_with_its_instance_type() {
             data_type: DataType::UriFolder,
         },
     );
-    let built = build(&job, "work", None).unwrap();
+    let built = build(&job, "work", None, &berth_image()).unwrap();
     let j = serde_json::to_value(&built.job).unwrap();
     assert_eq!(j["metadata"]["namespace"], "work");
     assert_eq!(
@@ -142,7 +142,7 @@ fn too_much_data_for_a_configmap_is_refused_with_advice() {
             mode: InputMode::RoMount,
         },
     );
-    let e = build(&job, "work", None).unwrap_err();
+    let e = build(&job, "work", None, &berth_image()).unwrap_err();
     assert!(e.contains("mode: direct"), "{e}");
 }
 
@@ -171,10 +171,16 @@ fn with_a_server_url_the_command_runs_under_job_run_which_uploads_outputs() {
         },
     );
     job.upload_token = Some("tok".into());
-    let built = build(&job, "work", Some("http://berth-server.azureml.svc:8700/")).unwrap();
+    let built = build(
+        &job,
+        "work",
+        Some("http://berth-server.azureml.svc:8700/"),
+        "reg.example/berth:1",
+    )
+    .unwrap();
     let j = serde_json::to_value(&built.job).unwrap();
     let pod = &j["spec"]["template"]["spec"];
-    assert_eq!(pod["initContainers"][0]["image"], berth_image());
+    assert_eq!(pod["initContainers"][0]["image"], "reg.example/berth:1");
     let cmd: Vec<&str> = pod["containers"][0]["command"]
         .as_array()
         .unwrap()
@@ -202,7 +208,7 @@ fn with_a_server_url_the_command_runs_under_job_run_which_uploads_outputs() {
             .any(|e| e["name"] == "BERTH_UPLOAD_TOKEN" && e["value"] == "tok")
     );
     // Without a server URL the command runs as written.
-    let plain = serde_json::to_value(build(&job, "work", None).unwrap().job).unwrap();
+    let plain = serde_json::to_value(build(&job, "work", None, "b").unwrap().job).unwrap();
     assert_eq!(
         plain["spec"]["template"]["spec"]["containers"][0]["command"][0],
         "sh"
