@@ -425,11 +425,6 @@ impl<B: Backend> JobManager<B> {
                 | JobStatus::Finalizing => {
                     match self.backend.reattach(&job.value).await {
                         Reattach::Running { pid } => {
-                            let gpus = match &job.value.state {
-                                JobState::Running { gpus, .. }
-                                | JobState::Preparing { gpus, .. } => gpus.clone(),
-                                _ => Vec::new(),
-                            };
                             if !self.backend.queues_itself(&job.value)
                                 && let Ok(mut r) = self.reactor.lock()
                             {
@@ -437,7 +432,7 @@ impl<B: Backend> JobManager<B> {
                                     &name,
                                     LOCAL_POOL,
                                     job.value.instance_type.requests,
-                                    gpus,
+                                    gpus_of(&job.value),
                                 );
                             }
                             info!(job = %name, pid, "re-attached to a running job");

@@ -45,7 +45,15 @@ impl ClusterServing {
 /// The cluster an endpoint's deployments run on; `None` for the local compute.
 pub async fn cluster_of(state: &AppState, endpoint: &str) -> Result<Option<Cluster>, ApiError> {
     let ep = endpoints::get(state, endpoint).await?;
-    let Some(compute) = ep.value.spec.compute.as_deref() else {
+    cluster_of_compute(state, ep.value.spec.compute.as_deref()).await
+}
+
+/// The cluster behind an endpoint's `compute`; `None` for a local compute.
+pub async fn cluster_of_compute(
+    state: &AppState,
+    compute: Option<&str>,
+) -> Result<Option<Cluster>, ApiError> {
+    let Some(compute) = compute else {
         return Ok(None);
     };
     let spec = crate::services::resources::find_compute(state, compute).await?;

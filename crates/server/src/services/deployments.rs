@@ -159,9 +159,12 @@ async fn prepare(
         .instance_type
         .clone()
         .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into());
-    let on_cluster = crate::services::cluster_deployments::cluster_of(state, endpoint)
-        .await?
-        .is_some();
+    let on_cluster = crate::services::cluster_deployments::cluster_of_compute(
+        state,
+        ep.value.spec.compute.as_deref(),
+    )
+    .await?
+    .is_some();
     let found = match (&ep.value.spec.compute, on_cluster) {
         (Some(compute), true) => {
             crate::services::clusters::instance_type(state, compute, &it_name).await?
