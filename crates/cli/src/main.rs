@@ -2,6 +2,7 @@
 //! server, or the per-job supervisor.
 
 mod cli;
+mod cli_extension;
 mod client;
 mod commands;
 mod failure;

@@ -214,11 +214,7 @@ fn watch(state: &AppState, cluster: Cluster, endpoint: &str, name: &str, all_tra
             }
             if rec.value.state == DeploymentState::Succeeded && scaling != Some(rec.value.revision)
             {
-                crate::services::deployments::spawn_autoscaler(
-                    &state,
-                    &rec.value,
-                    Some(cluster.clone()),
-                );
+                crate::services::autoscaling::spawn(&state, &rec.value, Some(cluster.clone()));
                 scaling = Some(rec.value.revision);
             }
             let busy = matches!(

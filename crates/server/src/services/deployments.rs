@@ -10,7 +10,6 @@ use berth_core::spec::deployment::{DeploymentSpec, ModelRef, ScaleSettings};
 use berth_core::spec::endpoint::TrafficSplit;
 use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
 use berth_core::yaml::{Source, SpecError};
-use berth_scheduler::autoscale::Autoscaler;
 use berth_scheduler::replicas::ReplicaPlan;
 use berth_scheduler::workdir::copy_tree;
 use berth_store::{Kind, StoreError, Stored};
@@ -313,7 +312,7 @@ pub async fn create(
     })
 }
 
-fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
+pub(crate) fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
     let workers = usize::try_from((d.instance_type.requests.cpu.millis() + 999) / 1000)
         .unwrap_or(1)
         .max(1);
@@ -373,7 +372,7 @@ async fn record_outcome(
         tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
     }
     if rec.state == DeploymentState::Succeeded {
-        spawn_autoscaler(state, &rec, None);
+        crate::services::autoscaling::spawn(state, &rec, None);
     }
     rec
 }
@@ -484,83 +483,6 @@ async fn roll_replicas(state: &AppState, endpoint: &str, name: &str) {
     };
     record_outcome(state, &key, d, next).await;
     refresh_routes(state).await;
-}
-
-/// Runs the autoscaler of a `target_utilization` deployment until its revision changes or it
-/// is deleted. The router's measurement is the only input; this is the only thing that scales.
-/// On a cluster (`cluster`), it sets the Deployment's replica count instead of starting processes.
-pub(crate) fn spawn_autoscaler(
-    state: &AppState,
-    rec: &DeploymentRecord,
-    cluster: Option<berth_scheduler::backend::kubernetes::cluster::Cluster>,
-) {
-    let ScaleSettings::TargetUtilization {
-        min_instances,
-        max_instances,
-        target_utilization_percentage,
-        polling_interval,
-    } = rec.spec.scale_settings
-    else {
-        return;
-    };
-    let mut scaler = Autoscaler::new(
-        target_utilization_percentage,
-        min_instances,
-        max_instances,
-        polling_interval,
-    );
-    let (st, ep, name, revision) = (
-        state.clone(),
-        rec.spec.endpoint_name.clone(),
-        rec.spec.name.clone(),
-        rec.revision,
-    );
-    let key = deployment_key(&ep, &name);
-    let started = tokio::time::Instant::now();
-    let mut wanted = match rec.spec.scale_settings {
-        ScaleSettings::TargetUtilization { min_instances, .. } => min_instances,
-        ScaleSettings::Default => rec.spec.instance_count,
-    };
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(polling_interval.max(1)));
-        loop {
-            tick.tick().await;
-            let Ok(d) = get(&st, &ep, &name).await else {
-                return;
-            };
-            if d.value.revision != revision || d.value.state != DeploymentState::Succeeded {
-                return;
-            }
-            let Some((load, _, slots)) = st.router.load(&ep, &name) else {
-                continue;
-            };
-            let replicas = match &cluster {
-                Some(_) => wanted,
-                None => st.replicas.count(&key) as u32,
-            };
-            let Some(want) = scaler.decide(started.elapsed(), replicas, load, slots) else {
-                continue;
-            };
-            tracing::info!(deployment = %key, from = replicas, to = want, load, "autoscaling");
-            st.router.metrics.scaled(&ep, &name, want > replicas);
-            let drain =
-                Duration::from_millis(d.value.spec.request_settings.request_timeout_ms + 1000);
-            let done = match &cluster {
-                Some(c) => {
-                    berth_scheduler::backend::kubernetes::serving::scale(c, &ep, &name, want).await
-                }
-                None => st
-                    .replicas
-                    .resize(&key, &plan(&st, &d.value), want as usize, drain)
-                    .await
-                    .map(|_| ()),
-            };
-            match done {
-                Ok(()) => wanted = want,
-                Err(e) => tracing::warn!(deployment = %key, error = %e, "autoscaling failed"),
-            }
-        }
-    });
 }
 
 /// The last `lines` lines of each replica's log.

@@ -1,5 +1,6 @@
 //! Services: what the API does, separate from how HTTP carries it.
 
+pub mod autoscaling;
 pub mod cluster_deployments;
 pub mod clusters;
 pub mod deployments;
