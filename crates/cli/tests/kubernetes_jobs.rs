@@ -53,29 +53,23 @@ thread_local! {
     static LAST: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-fn attach(s: &Server, cp: &ControlPlane) {
-    let kc = cp.kubeconfig().display().to_string();
-    // Pods upload outputs to this server (in a cluster: the in-cluster server's Service).
-    s.ok_in(
-        Path::new("."),
-        &[
-            "compute",
-            "attach",
-            "--type",
-            "Kubernetes",
-            "--name",
-            "aks-compute",
-            "--kubeconfig",
-            &kc,
-            "--namespace",
-            "azureml-workloads",
-            "--create-namespace",
-            "--server-url",
-            &s.api_url,
-            "--berth-image",
-            "registry.example/berth:test",
-        ],
-    );
+/// Attaches with a kubeconfig file and `extra` flags, expecting a refusal; returns stderr.
+fn attach_refused(s: &Server, kubeconfig: &Path, extra: &[&str]) -> String {
+    let kc = kubeconfig.display().to_string();
+    let mut args = vec![
+        "compute",
+        "attach",
+        "--type",
+        "Kubernetes",
+        "--name",
+        "x",
+        "--kubeconfig",
+        &kc,
+    ];
+    args.extend_from_slice(extra);
+    let out = s.cli(&args);
+    assert!(!out.status.success());
+    text(&out.stderr)
 }
 
 #[test]
@@ -111,41 +105,11 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     );
 
     // Attach errors first: a namespace that does not exist, a broken kubeconfig.
-    let kc = cp.kubeconfig().display().to_string();
-    let out = s.cli(&[
-        "compute",
-        "attach",
-        "--type",
-        "Kubernetes",
-        "--name",
-        "x",
-        "--kubeconfig",
-        &kc,
-        "--namespace",
-        "nowhere",
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("namespace `nowhere` does not exist"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = attach_refused(&s, &cp.kubeconfig(), &["--namespace", "nowhere"]);
+    assert!(err.contains("namespace `nowhere` does not exist"), "{err}");
     let broken = write(pods_dir.path(), "bad-kubeconfig", "clusters: [}");
-    let out = s.cli(&[
-        "compute",
-        "attach",
-        "--type",
-        "Kubernetes",
-        "--name",
-        "x",
-        "--kubeconfig",
-        broken.to_str().unwrap(),
-    ]);
-    assert!(
-        text(&out.stderr).contains("kubeconfig cannot be read"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = attach_refused(&s, &broken, &[]);
+    assert!(err.contains("kubeconfig cannot be read"), "{err}");
     // A cluster that does not answer.
     let text_kc = std::fs::read_to_string(cp.kubeconfig()).unwrap();
     let dead = write(
@@ -153,20 +117,10 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "dead-kubeconfig",
         &text_kc.replace(&cp.server, "https://127.0.0.1:1"),
     );
-    let out = s.cli(&[
-        "compute",
-        "attach",
-        "--type",
-        "Kubernetes",
-        "--name",
-        "x",
-        "--kubeconfig",
-        dead.to_str().unwrap(),
-    ]);
+    let err = attach_refused(&s, &dead, &[]);
     assert!(
-        text(&out.stderr).contains("cannot reach the cluster at https://127.0.0.1:1"),
-        "{}",
-        text(&out.stderr)
+        err.contains("cannot reach the cluster at https://127.0.0.1:1"),
+        "{err}"
     );
     // Credentials without the permissions Berth needs: the verb and resource are named.
     let limited = rt.block_on(k8s::token_for_new_service_account(&client, "limited"));
@@ -175,23 +129,24 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "weak-kubeconfig",
         &text_kc.replace(&cp.token, &limited),
     );
-    let out = s.cli(&[
-        "compute",
-        "attach",
-        "--type",
-        "Kubernetes",
-        "--name",
-        "x",
-        "--kubeconfig",
-        weak.to_str().unwrap(),
-    ]);
+    let err = attach_refused(&s, &weak, &[]);
     assert!(
-        text(&out.stderr).contains("may not `create` jobs.batch in namespace `default`"),
-        "{}",
-        text(&out.stderr)
+        err.contains("may not `create` jobs.batch in namespace `default`"),
+        "{err}"
     );
 
-    attach(&s, &cp);
+    // Pods upload outputs to this server (in a cluster: the in-cluster server's Service).
+    let api_url = s.api_url.clone();
+    k8s::attach_cluster(
+        &s,
+        &cp,
+        &[
+            "--server-url",
+            &api_url,
+            "--berth-image",
+            "registry.example/berth:test",
+        ],
+    );
     let shown = s.json(&["compute", "show", "--name", "aks-compute"]);
     assert_eq!(shown["type"], "kubernetes");
     assert_eq!(shown["kubernetes"]["namespace"], "azureml-workloads");
@@ -205,6 +160,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(types, ["cpu-large", "cpu-small", "gpu-training"]);
+    let kc = cp.kubeconfig().display().to_string();
     let out = s.cli(&[
         "compute",
         "attach",

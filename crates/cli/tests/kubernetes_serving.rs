@@ -55,40 +55,8 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
 
     let s = Server::start(&[]);
     let seed = seed_dir();
-    let kc = cp.kubeconfig().display().to_string();
-    s.ok_in(
-        &seed,
-        &[
-            "compute",
-            "attach",
-            "--type",
-            "Kubernetes",
-            "--name",
-            "aks-compute",
-            "--kubeconfig",
-            &kc,
-            "--namespace",
-            "azureml-workloads",
-            "--create-namespace",
-        ],
-    );
-    s.ok_in(
-        &seed,
-        &[
-            "model",
-            "create",
-            "--name",
-            "my-model",
-            "--version",
-            "1",
-            "--path",
-            "./model",
-        ],
-    );
-    s.ok_in(
-        &seed,
-        &["online-endpoint", "create", "--file", "endpoint.yaml"],
-    );
+    k8s::attach_cluster(&s, &cp, &[]);
+    support::serving::model_and_endpoint(&s);
     let out = s.cli_in(
         &seed,
         &[

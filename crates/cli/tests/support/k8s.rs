@@ -121,3 +121,24 @@ pub async fn token_for_new_service_account(client: &kube::Client, name: &str) ->
         .unwrap();
     answer.status.unwrap().token
 }
+
+/// `berth compute attach --type Kubernetes --name aks-compute` to this control plane's
+/// `azureml-workloads` namespace (created), with `extra` flags.
+pub fn attach_cluster(s: &crate::support::Server, cp: &ControlPlane, extra: &[&str]) {
+    let kc = cp.kubeconfig().display().to_string();
+    let mut args = vec![
+        "compute",
+        "attach",
+        "--type",
+        "Kubernetes",
+        "--name",
+        "aks-compute",
+        "--kubeconfig",
+        &kc,
+        "--namespace",
+        "azureml-workloads",
+        "--create-namespace",
+    ];
+    args.extend_from_slice(extra);
+    s.ok_in(Path::new("."), &args);
+}

@@ -20,6 +20,12 @@ pub fn prepare(s: &Server) {
             "aks-compute",
         ],
     );
+    model_and_endpoint(s);
+}
+
+/// The seed's model (version 1) and endpoint, on whatever compute `aks-compute` is.
+pub fn model_and_endpoint(s: &Server) {
+    let seed = seed_dir();
     s.ok_in(
         &seed,
         &[
