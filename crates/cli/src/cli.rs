@@ -90,6 +90,16 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Fetch a pod's files from the Berth server (in an init container; not for people).
+    #[command(hide = true)]
+    Fetch {
+        /// The listing, `<server>/api/.../files`; the token is in $BERTH_FETCH_TOKEN.
+        #[arg(long)]
+        url: String,
+        /// `part=folder`: where the files of each part go.
+        #[arg(long, required = true)]
+        into: Vec<String>,
+    },
 }
 
 /// `berth server` flags.
@@ -287,8 +297,8 @@ pub enum ComputeCommand {
         /// Kubernetes: create the namespace when it does not exist.
         #[arg(long)]
         create_namespace: bool,
-        /// Kubernetes: the URL pods reach this server at, to upload job outputs
-        /// (in the cluster: http://berth-server.azureml.svc:8700).
+        /// Kubernetes: the URL pods reach this server at, to upload job outputs and fetch files
+        /// too large for a ConfigMap (in the cluster: http://berth-server.azureml.svc:8700).
         #[arg(long)]
         server_url: Option<String>,
         /// Kubernetes: the image pods copy the `berth` binary from

@@ -338,6 +338,33 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let log = text(&s.cli(&["job", "stream", "--name", &failing]).stdout);
     assert!(log.contains("about to fail"), "{log}");
 
+    // Inputs too large for a ConfigMap: the pod's init container fetches them from the server.
+    let weights: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(7919) % 251) as u8)
+        .collect();
+    std::fs::write(dir.path().join("big.bin"), &weights).unwrap();
+    let fetched = submit(
+        &s,
+        dir.path(),
+        "big.yaml",
+        "command: cksum < ${{inputs.data}}\ninputs:\n  data:\n    type: uri_file\n    path: ./big.bin\n",
+    );
+    eventually("the large job", Duration::from_secs(30), last_job, || {
+        let v = status(&s, &fetched);
+        assert_ne!(v["status"], "Failed", "{v}");
+        v["status"] == "Completed"
+    });
+    let expected = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("cksum < big.bin")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let log = text(&s.cli(&["job", "stream", "--name", &fetched]).stdout);
+    assert!(log.contains("fetches them from the Berth server"), "{log}");
+    assert!(log.contains(text(&expected.stdout).trim()), "{log}");
+    std::fs::remove_file(dir.path().join("big.bin")).unwrap();
+
     // An instance type the cluster does not have.
     write(
         dir.path(),

@@ -1,8 +1,9 @@
 //! Online deployments on a Kubernetes compute, against a real control plane (Kubernetes 1.20)
 //! with the test kubelet running `berth runtime` for each pod: the seed's endpoint and blue
 //! deployment become a Deployment and a headless Service, the router finds the ready replicas
-//! through the Endpoints API, traffic splits and pins to green, a rolling update under load
-//! loses no request, a server restart adopts what runs, and delete leaves nothing behind.
+//! from the Pods, traffic splits and pins to green, a rolling update under load loses no
+//! request, a model too large for a ConfigMap is fetched from the server, a server restart
+//! adopts what runs, and delete leaves nothing behind.
 
 #![allow(clippy::unwrap_used)]
 
@@ -55,7 +56,9 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
 
     let s = Server::start(&[]);
     let seed = seed_dir();
-    k8s::attach_cluster(&s, &cp, &[]);
+    // Pods fetch what is too large for a ConfigMap from this server.
+    let api_url = s.api_url.clone();
+    k8s::attach_cluster(&s, &cp, &["--server-url", &api_url]);
     support::serving::model_and_endpoint(&s);
     let out = s.cli_in(
         &seed,
@@ -296,6 +299,45 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
             "blue=100 auto=0",
         ],
     );
+
+    // A model too large for a ConfigMap: the pods' init container fetches it from the server.
+    let weights: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(7919) % 251) as u8)
+        .collect();
+    let sum: u64 = weights.iter().map(|&b| u64::from(b)).sum();
+    std::fs::create_dir_all(work.path().join("big-model")).unwrap();
+    std::fs::write(work.path().join("big-model/weights.bin"), &weights).unwrap();
+    std::fs::create_dir_all(work.path().join("big-score")).unwrap();
+    std::fs::write(
+        work.path().join("big-score/score.py"),
+        "import os\n\ndef init():\n    global total\n    with open(os.path.join(os.environ['AZUREML_MODEL_DIR'], 'weights.bin'), 'rb') as f:\n        total = sum(f.read())\n\ndef run(raw):\n    return {'variant': 'big', 'sum': total}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.path().join("big.yaml"),
+        "name: big\nendpoint_name: my-model-endpoint\nmodel:\n  path: ./big-model\ncode_configuration:\n  code: ./big-score\n  scoring_script: score.py\ninstance_type: cpu-small\ninstance_count: 1\n",
+    )
+    .unwrap();
+    s.ok_in(
+        work.path(),
+        &["online-deployment", "create", "--file", "big.yaml"],
+    );
+    let big = rt
+        .block_on(deployments.get(&name_of("my-model-endpoint", "big")))
+        .unwrap();
+    let init = big
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .init_containers
+        .unwrap();
+    assert_eq!(init[1].name, "berth-fetch");
+    let (status, body) = invoke(&uri, &key, Some("big"));
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["sum"], sum, "{body}");
 
     // The server restarts: it adopts what runs in the cluster and serves at once.
     let home = s.kill9();

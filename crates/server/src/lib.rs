@@ -131,11 +131,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        // Output files can be large; each is checked against its job's own upload token.
-        .route(
-            "/api/jobs/{name}/uploads/{output}/{*path}",
-            axum::routing::put(api::upload_output).layer(DefaultBodyLimit::disable()),
-        )
+        .merge(api::pod_routes())
         .with_state(state)
 }
 

@@ -295,3 +295,35 @@ async fn bodies_over_the_limit_get_413() {
         (StatusCode::BAD_REQUEST, Some("BadRequest"))
     );
 }
+
+#[tokio::test]
+async fn pod_files_open_only_with_their_own_token() {
+    let a = api().await;
+    let (s, job) = a.submit("command: echo hi\n").await;
+    assert_eq!(s, StatusCode::CREATED, "{job}");
+    let name = job["name"].as_str().unwrap();
+    // The API token is not a job's token, and a local job has none.
+    let (s, body) = a
+        .call("GET", &format!("/api/jobs/{name}/files"), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        format!("this is not job `{name}`'s token")
+    );
+    let (s, body) = a
+        .call(
+            "GET",
+            "/api/endpoints/e/deployments/d/revisions/1/files/model/w.bin",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("this is not a token for revision 1 of `e/d`"),
+        "{body}"
+    );
+}

@@ -1,6 +1,7 @@
 //! One module per group of verbs.
 
 pub mod extension;
+pub mod fetch;
 pub mod job;
 pub mod job_run;
 pub mod resources;

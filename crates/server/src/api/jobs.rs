@@ -184,7 +184,7 @@ pub async fn output_file(
                 "`berth job download --name {name} --output-name {output}` fetches every file"
             )),
         })?;
-    let stream = tokio_util_stream(f);
+    let stream = file_stream(f);
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
         Body::from_stream(stream),
@@ -192,7 +192,7 @@ pub async fn output_file(
         .into_response())
 }
 
-fn tokio_util_stream(
+pub(super) fn file_stream(
     f: tokio::fs::File,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
     futures_util::stream::unfold(Some(f), |f| async move {

@@ -1,6 +1,6 @@
 //! Online deployments whose endpoint is on a Kubernetes compute: each revision is applied as
 //! a Deployment (rolling, `maxUnavailable: 0`) with a headless Service, and one watcher per
-//! deployment reads the cluster every half second: the Endpoints' ready addresses become the
+//! deployment reads the cluster every half second: the ready Pods' addresses become the
 //! router's replicas, and the rollout's end becomes `Succeeded` or `Failed` with the reason.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,6 +12,7 @@ use berth_core::serving::{DeploymentRecord, DeploymentState, deployment_key};
 use berth_core::spec::deployment::ScaleSettings;
 use berth_core::spec::endpoint::TrafficSplit;
 use berth_scheduler::backend::kubernetes::cluster::Cluster;
+use berth_scheduler::backend::kubernetes::delivery::Fetch;
 use berth_scheduler::backend::kubernetes::objects::image_for;
 use berth_scheduler::backend::kubernetes::serving::{self, Rollout, ServingPlan};
 use berth_store::Kind;
@@ -19,6 +20,7 @@ use berth_store::Kind;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::services::endpoints::{self, refresh_routes};
+use crate::services::pod_files::deployment_token;
 
 /// How long a rollout may wait for the scheduler to place a replica before it fails (a cluster
 /// autoscaler may add a node meanwhile).
@@ -75,7 +77,16 @@ pub async fn cluster_of_compute(
         })
 }
 
-fn plan(d: &DeploymentRecord, berth_image: &str) -> ServingPlan {
+fn plan(state: &AppState, d: &DeploymentRecord, cluster: &Cluster) -> ServingPlan {
+    let (endpoint, name) = (&d.spec.endpoint_name, &d.spec.name);
+    let fetch = cluster.server_url.as_deref().map(|url| Fetch {
+        url: format!(
+            "{}/api/endpoints/{endpoint}/deployments/{name}/revisions/{}/files",
+            url.trim_end_matches('/'),
+            d.revision
+        ),
+        token: deployment_token(&state.token_key, endpoint, name, d.revision),
+    });
     let code = d
         .spec
         .scoring_script
@@ -92,9 +103,10 @@ fn plan(d: &DeploymentRecord, berth_image: &str) -> ServingPlan {
         },
         instance_type: d.instance_type.clone(),
         image: image_for(d.spec.environment.as_ref()),
-        berth_image: berth_image.to_string(),
+        berth_image: cluster.berth_image.clone(),
         code,
         model_dir: d.model_dir.as_ref().map(PathBuf::from),
+        fetch,
         env: d
             .spec
             .environment_variables
@@ -122,7 +134,7 @@ pub async fn apply(
     let Ok(d) = crate::services::deployments::get(state, endpoint, name).await else {
         return;
     };
-    if let Err(reason) = serving::apply(&cluster, &plan(&d.value, &cluster.berth_image)).await {
+    if let Err(reason) = serving::apply(&cluster, &plan(state, &d.value, &cluster)).await {
         set_state(state, &key, DeploymentState::Failed { reason }).await;
         return;
     }

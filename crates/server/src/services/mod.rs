@@ -7,4 +7,5 @@ pub mod deployments;
 pub mod endpoints;
 pub mod jobs;
 pub mod models;
+pub mod pod_files;
 pub mod resources;

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod delivery;
 pub mod install;
 pub mod objects;
 pub mod observe;
@@ -197,6 +198,16 @@ impl Backend for KubernetesBackend {
             ),
         )
         .await;
+        let fetched = built
+            .job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.name == "berth-fetch"));
+        if fetched {
+            append_log(job, "[berth] the job's code and inputs are too large for a ConfigMap: its pod fetches them from the Berth server\n").await;
+        }
         if cluster.server_url.is_none() && !job.outputs.is_empty() {
             append_log(job, "[berth] the compute has no --server-url, so the job's outputs stay in its pod and cannot be downloaded\n").await;
         }

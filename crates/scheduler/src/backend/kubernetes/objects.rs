@@ -1,10 +1,9 @@
 //! The Kubernetes objects a job becomes, built without I/O: a ConfigMap with its code and small
 //! inputs, and a `batch/v1` Job whose one container runs the command.
 //!
-//! Delivery (see docs/decisions.md): code and local inputs travel in one ConfigMap, mounted
-//! read-only at `/berth/code` and `/berth/inputs/<name>`; the ConfigMap is owned by the Job, so
-//! deleting the Job deletes it. A ConfigMap holds at most 1 MiB, which is why larger inputs
-//! must come from a URL (mode `direct`) or a datastore the cluster can read.
+//! Delivery (see [`super::delivery`] and docs/decisions.md): code and local inputs are mounted
+//! read-only at `/berth/code` and `/berth/inputs/<name>`, from one ConfigMap when they fit
+//! (owned by the Job, so deleting the Job deletes it), else fetched from the Berth server.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,7 +16,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
-use crate::workdir::{JobDir, list_files};
+use super::delivery::{Delivery, Fetch, Part, deliver};
+use crate::workdir::JobDir;
 
 /// The label every object Berth makes carries.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "berth");
@@ -27,8 +27,6 @@ pub const JOB_LABEL: &str = "berth.dev/job";
 pub const JOB_NAME_ANNOTATION: &str = "berth.dev/job-name";
 /// Where the code is mounted; the command's working folder.
 pub const CODE_DIR: &str = "/berth/code";
-/// The most a job's ConfigMap may carry (etcd's limit is 1 MiB, with room for metadata).
-pub const CONFIGMAP_LIMIT: u64 = 900 * 1024;
 /// The default image that provides the `berth` binary (at `/usr/local/bin/berth`) to pods.
 pub fn berth_image() -> String {
     format!("berth:{}", env!("CARGO_PKG_VERSION"))
@@ -80,14 +78,6 @@ pub fn image_for(environment: Option<&Environment>) -> String {
     }
 }
 
-/// One file to deliver: its key in the ConfigMap, where it lands, and its bytes.
-#[derive(Debug)]
-struct Delivered {
-    volume: String,
-    mount: String,
-    items: Vec<(String, String)>,
-}
-
 /// Everything a job needs in the cluster.
 #[derive(Debug)]
 pub struct JobObjects {
@@ -99,7 +89,8 @@ pub struct JobObjects {
 
 /// Builds the ConfigMap and Job for `job` in `namespace`, reading its code snapshot and local
 /// inputs from disk. With `server_url`, the command runs under `berth job-run`, which uploads
-/// the outputs to that server when it ends. Errors say which input or file is the problem.
+/// the outputs to that server when it ends, and files too large for the ConfigMap are fetched
+/// from it. Errors say which input or file is the problem.
 pub fn build(
     job: &JobRecord,
     namespace: &str,
@@ -107,41 +98,13 @@ pub fn build(
     berth_image: &str,
 ) -> Result<JobObjects, String> {
     let name = object_name(&job.name);
-    let mut data: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let mut total = 0u64;
-    let mut add = |prefix: &str, root: &Path, rel: &str| -> Result<String, String> {
-        let path = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(rel)
-        };
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        total += bytes.len() as u64;
-        if total > CONFIGMAP_LIMIT {
-            return Err(format!(
-                "the job's code and local inputs are over {} KiB (at {}), more than a ConfigMap carries to a Kubernetes compute; pass large data as a URL input with `mode: direct`, or keep it in the image",
-                CONFIGMAP_LIMIT / 1024,
-                path.display()
-            ));
-        }
-        let key = format!("{prefix}{}", data.len());
-        data.insert(key.clone(), bytes);
-        Ok(key)
-    };
-
-    let mut delivered = Vec::new();
-    let code = JobDir::new(&job.workdir).code();
-    let mut items = Vec::new();
-    for (rel, _) in list_files(&code).map_err(|e| format!("cannot read the code snapshot: {e}"))? {
-        items.push((add("c", &code, &rel)?, rel));
-    }
-    delivered.push(Delivered {
+    let server_url = server_url.map(|u| u.trim_end_matches('/'));
+    let mut parts = vec![Part {
+        name: "code".into(),
+        root: JobDir::new(&job.workdir).code(),
         volume: "code".into(),
         mount: CODE_DIR.into(),
-        items,
-    });
-
+    }];
     let mut inputs = BTreeMap::new();
     for (input, resolved) in &job.inputs {
         let seen = match resolved {
@@ -159,32 +122,42 @@ pub fn build(
             } => {
                 let src = Path::new(path);
                 let mount = format!("/berth/inputs/{input}");
-                let mut items = Vec::new();
                 let seen = if *data_type == DataType::UriFile || src.is_file() {
                     let file = src
                         .file_name()
                         .map(|f| f.to_string_lossy().into_owned())
                         .unwrap_or_else(|| input.clone());
-                    items.push((add("i", src, "")?, file.clone()));
                     format!("{mount}/{file}")
                 } else {
-                    for (rel, _) in list_files(src)
-                        .map_err(|e| format!("input `{input}`: cannot read {path}: {e}"))?
-                    {
-                        items.push((add("i", src, &rel)?, rel));
-                    }
                     mount.clone()
                 };
-                delivered.push(Delivered {
-                    volume: format!("input-{}", delivered.len()),
+                parts.push(Part {
+                    name: format!("inputs/{input}"),
+                    root: src.to_path_buf(),
+                    volume: format!("input-{}", parts.len()),
                     mount,
-                    items,
                 });
                 seen
             }
         };
         inputs.insert(input.clone(), seen);
     }
+    let files = format!("{name}-files");
+    let fetch = match (server_url, &job.upload_token) {
+        (Some(url), Some(token)) => Some(Fetch {
+            url: format!("{url}/api/jobs/{}/files", job.name),
+            token: token.clone(),
+        }),
+        _ => None,
+    };
+    let delivery = deliver(
+        &parts,
+        &files,
+        fetch.as_ref(),
+        berth_image,
+        "the job's code and local inputs",
+        "attach the compute with --server-url so pods fetch them from the Berth server, pass large data as a URL input with `mode: direct`, or keep it in the image",
+    )?;
     let mut outputs = BTreeMap::new();
     let mut output_dirs = Vec::new();
     for (output, o) in &job.outputs {
@@ -222,18 +195,12 @@ pub fn build(
     }
 
     let labels = json!({ MANAGED_BY.0: MANAGED_BY.1, JOB_LABEL: name });
-    let files = format!("{name}-files");
-    let mut volumes: Vec<Value> = Vec::new();
-    let mut mounts: Vec<Value> = Vec::new();
-    for d in &delivered {
-        let items: Vec<Value> = d
-            .items
-            .iter()
-            .map(|(key, path)| json!({"key": key, "path": path}))
-            .collect();
-        volumes.push(json!({"name": d.volume, "configMap": {"name": files, "items": items}}));
-        mounts.push(json!({"name": d.volume, "mountPath": d.mount, "readOnly": true}));
-    }
+    let Delivery {
+        data,
+        mut volumes,
+        mut mounts,
+        init: fetcher,
+    } = delivery;
     for (i, dir) in output_dirs.iter().enumerate() {
         let volume = format!("output-{i}");
         volumes.push(json!({"name": volume, "emptyDir": {}}));
@@ -261,7 +228,7 @@ pub fn build(
     let upload = match (server_url, &job.upload_token) {
         (Some(url), Some(token)) if !job.outputs.is_empty() => {
             env.insert("BERTH_UPLOAD_TOKEN".into(), token.clone());
-            Some(url.trim_end_matches('/').to_string())
+            Some(url)
         }
         _ => None,
     };
@@ -269,13 +236,13 @@ pub fn build(
         .iter()
         .map(|(k, v)| json!({"name": k, "value": v}))
         .collect();
-    let mut init: Vec<Value> = Vec::new();
+    let mut init: Vec<Value> = fetcher.into_iter().collect();
     let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), command];
     if let Some(url) = upload {
         volumes.push(json!({"name": "berth-bin", "emptyDir": {}}));
         mounts.push(json!({"name": "berth-bin", "mountPath": "/berth/bin"}));
         init.push(json!({
-                        "name": "berth-bin", "image": berth_image,
+            "name": "berth-bin", "image": berth_image,
             "command": ["cp", "/usr/local/bin/berth", "/berth/bin/berth"],
             "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
         }));
@@ -301,7 +268,7 @@ pub fn build(
                 "enableServiceLinks": false,
                 "automountServiceAccountToken": false,
                 "nodeSelector": it.node_selector,
-                                "initContainers": init,
+                "initContainers": init,
                 "containers": [{
                     "name": "job",
                     "image": image_for(job.spec.environment.as_ref()),
@@ -329,12 +296,11 @@ pub fn build(
         },
         "spec": spec,
     });
-    let binary: BTreeMap<String, String> = data.into_iter().map(|(k, v)| (k, base64(&v))).collect();
     let cm = json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": files, "namespace": namespace, "labels": labels},
-        "binaryData": binary,
+        "binaryData": data,
     });
     Ok(JobObjects {
         config_map: serde_json::from_value(cm).map_err(|e| e.to_string())?,

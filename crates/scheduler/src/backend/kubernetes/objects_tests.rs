@@ -144,6 +144,24 @@ fn too_much_data_for_a_configmap_is_refused_with_advice() {
     );
     let e = build(&job, "work", None, &berth_image()).unwrap_err();
     assert!(e.contains("mode: direct"), "{e}");
+    assert!(e.contains("--server-url"), "{e}");
+    // With a server URL, the pod fetches them from the Berth server with the job's token.
+    job.upload_token = Some("tok".into());
+    let built = build(&job, "work", Some("http://berth:8700/"), "reg/berth:1").unwrap();
+    let j = serde_json::to_value(&built.job).unwrap();
+    let pod = &j["spec"]["template"]["spec"];
+    let fetch = &pod["initContainers"][0];
+    assert_eq!(fetch["name"], "berth-fetch");
+    assert_eq!(
+        fetch["command"][3],
+        "http://berth:8700/api/jobs/Train_Model.1/files"
+    );
+    assert_eq!(fetch["command"][7], "inputs/big=/berth/inputs/big");
+    assert_eq!(
+        pod["containers"][0]["command"][2],
+        "ls /berth/inputs/big/big.bin"
+    );
+    assert!(built.config_map.binary_data.is_none_or(|d| d.is_empty()));
 }
 
 #[test]

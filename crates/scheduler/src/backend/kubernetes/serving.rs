@@ -1,11 +1,12 @@
 //! Online deployments on a cluster: a `Deployment` whose pods run `berth runtime` (the binary
 //! copied in by an init container from Berth's image, so the user's image only needs Python),
 //! a headless `Service` (cluster DNS for the replicas; the router reads ready pods itself), and a ConfigMap
-//! per revision with the scoring code and model. Rolling updates keep every old replica until
+//! per revision with the scoring code and model (or, when they are too large for one, an init
+//! container that fetches them from the Berth server). Rolling updates keep every old replica until
 //! a new one is ready (`maxUnavailable: 0`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use berth_core::spec::deployment::ProbeSettings;
 use berth_core::spec::instance_type::InstanceType;
@@ -14,10 +15,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, LogParams};
 use serde_json::{Value, json};
 
+use super::apply_retrying;
 use super::cluster::{Cluster, describe};
-use super::objects::{CONFIGMAP_LIMIT, MANAGED_BY, object_name};
-use super::{apply_retrying, base64};
-use crate::workdir::list_files;
+use super::delivery::{BERTH_IN_IMAGE, Delivery, Fetch, Part, deliver};
+use super::objects::{MANAGED_BY, object_name};
 
 /// The port `berth runtime` listens on in a pod.
 pub const PORT: u16 = 5001;
@@ -47,6 +48,8 @@ pub struct ServingPlan {
     pub code: Option<(PathBuf, String)>,
     /// The model folder.
     pub model_dir: Option<PathBuf>,
+    /// Where pods fetch code and model too large for a ConfigMap.
+    pub fetch: Option<Fetch>,
     /// Extra environment.
     pub env: BTreeMap<String, String>,
     /// Python workers per replica.
@@ -82,48 +85,49 @@ pub fn build(
 ) -> Result<(ConfigMap, Deployment, Service), String> {
     let name = name_of(&plan.endpoint, &plan.deployment);
     let files = format!("{name}-r{}", plan.revision);
-    let mut data: BTreeMap<String, String> = BTreeMap::new();
-    let mut total = 0u64;
-    let mut pack = |root: &Path, what: &str| -> Result<Vec<Value>, String> {
-        let mut items = Vec::new();
-        for (rel, size) in list_files(root)
-            .map_err(|e| format!("cannot read the {what} at {}: {e}", root.display()))?
-        {
-            total += size;
-            if total > CONFIGMAP_LIMIT {
-                return Err(format!(
-                    "the deployment's code and model are over {} KiB, more than a ConfigMap carries to a Kubernetes compute; bake a large model into the image, or serve it from the local compute",
-                    CONFIGMAP_LIMIT / 1024
-                ));
-            }
-            let path = if root.is_file() {
-                root.to_path_buf()
-            } else {
-                root.join(&rel)
-            };
-            let bytes =
-                std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let key = format!("f{}", data.len());
-            data.insert(key.clone(), base64(&bytes));
-            items.push(json!({"key": key, "path": rel}));
-        }
-        Ok(items)
-    };
-    let mut volumes = vec![json!({"name": "berth-bin", "emptyDir": {}})];
-    let mut mounts = vec![json!({"name": "berth-bin", "mountPath": "/berth/bin"})];
+    let mut parts = Vec::new();
     let mut args = vec!["runtime".to_string()];
     if let Some((code, script)) = &plan.code {
-        let items = pack(code, "scoring code")?;
-        volumes.push(json!({"name": "code", "configMap": {"name": files, "items": items}}));
-        mounts.push(json!({"name": "code", "mountPath": "/berth/code", "readOnly": true}));
+        parts.push(Part {
+            name: "code".into(),
+            root: code.clone(),
+            volume: "code".into(),
+            mount: "/berth/code".into(),
+        });
         args.extend(["--script".into(), format!("/berth/code/{script}")]);
     }
     if let Some(model) = &plan.model_dir {
-        let items = pack(model, "model")?;
-        volumes.push(json!({"name": "model", "configMap": {"name": files, "items": items}}));
-        mounts.push(json!({"name": "model", "mountPath": "/berth/model", "readOnly": true}));
+        parts.push(Part {
+            name: "model".into(),
+            root: model.clone(),
+            volume: "model".into(),
+            mount: "/berth/model".into(),
+        });
         args.extend(["--model-dir".into(), "/berth/model".into()]);
     }
+    let Delivery {
+        data,
+        volumes: delivered,
+        mounts: delivered_mounts,
+        init: fetcher,
+    } = deliver(
+        &parts,
+        &files,
+        plan.fetch.as_ref(),
+        &plan.berth_image,
+        "the deployment's code and model",
+        "attach the compute with --server-url so pods fetch them from the Berth server, or bake the model into the image",
+    )?;
+    let mut volumes = vec![json!({"name": "berth-bin", "emptyDir": {}})];
+    volumes.extend(delivered);
+    let mut mounts = vec![json!({"name": "berth-bin", "mountPath": "/berth/bin"})];
+    mounts.extend(delivered_mounts);
+    let mut init = vec![json!({
+        "name": "berth-bin", "image": plan.berth_image,
+        "command": ["cp", BERTH_IN_IMAGE, "/berth/bin/berth"],
+        "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
+    })];
+    init.extend(fetcher);
     args.extend([
         "--listen".into(),
         format!("$(BERTH_POD_IP):{PORT}"),
@@ -166,11 +170,7 @@ pub fn build(
                     "enableServiceLinks": false,
                     "automountServiceAccountToken": false,
                     "nodeSelector": it.node_selector,
-                    "initContainers": [{
-                        "name": "berth-bin", "image": plan.berth_image,
-                        "command": ["cp", "/usr/local/bin/berth", "/berth/bin/berth"],
-                        "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
-                    }],
+                    "initContainers": init,
                     "containers": [{
                         "name": "inference-server",
                         "image": plan.image,

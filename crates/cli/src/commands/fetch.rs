@@ -1,0 +1,156 @@
+//! `berth fetch` (hidden): an init container's download of the files too large for a
+//! ConfigMap (a job's code and inputs, a deployment's code and model) from the Berth server,
+//! each `part` into its folder. The token is in `$BERTH_FETCH_TOKEN`. Every file is written
+//! beside its destination and renamed once its full length has arrived; a server that does
+//! not answer is retried with backoff, so a restarting server only delays the pod.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_core::api::OutputFile;
+use berth_scheduler::backend::kubernetes::delivery::FETCH_TOKEN_ENV;
+use tokio::io::AsyncWriteExt;
+
+use crate::failure::Failure;
+
+/// Tries per request before giving up.
+const TRIES: u32 = 6;
+
+/// Fetches the listing at `url`, then each file whose part an `--into part=folder` names.
+pub async fn run(url: &str, into: &[String]) -> Result<i32, Failure> {
+    let url = url.trim_end_matches('/');
+    let mut targets: Vec<(String, PathBuf)> = Vec::with_capacity(into.len());
+    for item in into {
+        let (part, dir) = item
+            .split_once('=')
+            .ok_or_else(|| Failure::new(format!("--into `{item}` is not part=folder")))?;
+        targets.push((part.to_string(), PathBuf::from(dir)));
+    }
+    let token = std::env::var(FETCH_TOKEN_ENV).unwrap_or_default();
+    let http = crate::client::http_client(url)?;
+    let listing: Vec<OutputFile> = retrying(url, || async {
+        let r = send(&http, url, &token).await?;
+        r.json()
+            .await
+            .map_err(|e| Attempt::Retry(format!("{url}: the listing is not valid: {e}")))
+    })
+    .await?;
+    let total: u64 = listing.iter().map(|f| f.size).sum();
+    eprintln!(
+        "[berth] fetching {} files ({}) from {url}",
+        listing.len(),
+        human(total)
+    );
+    for (part, dir) in &targets {
+        let prefix = format!("{part}/");
+        let (mut files, mut bytes) = (0, 0);
+        for f in listing.iter().filter(|f| f.path.starts_with(&prefix)) {
+            let rel = &f.path[prefix.len()..];
+            let dest = dir.join(rel);
+            let file_url = format!("{url}/{}", f.path);
+            retrying(&file_url, || {
+                download(&http, &file_url, &token, &dest, f.size)
+            })
+            .await?;
+            files += 1;
+            bytes += f.size;
+        }
+        eprintln!(
+            "[berth] fetched `{part}` into {}: {files} files, {}",
+            dir.display(),
+            human(bytes)
+        );
+    }
+    Ok(0)
+}
+
+enum Attempt {
+    Retry(String),
+    Fail(String),
+}
+
+async fn retrying<T, F, Fut>(what: &str, mut f: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let mut last = String::new();
+    for attempt in 0..TRIES {
+        if attempt > 0 {
+            eprintln!("[berth] {last}; retrying");
+            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+        }
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(Attempt::Fail(m)) => return Err(Failure::new(m)),
+            Err(Attempt::Retry(m)) => last = m,
+        }
+    }
+    Err(Failure::new(format!("cannot fetch {what}: {last}")))
+}
+
+async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<reqwest::Response, Attempt> {
+    let r = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
+    let status = r.status();
+    if status.is_success() {
+        return Ok(r);
+    }
+    let body = r.text().await.unwrap_or_default();
+    let m = format!("{url}: HTTP {status}: {body}");
+    Err(if status.is_client_error() {
+        Attempt::Fail(m)
+    } else {
+        Attempt::Retry(m)
+    })
+}
+
+async fn download(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    dest: &Path,
+    size: u64,
+) -> Result<(), Attempt> {
+    let io = |e: std::io::Error| Attempt::Fail(format!("{}: {e}", dest.display()));
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent).await.map_err(io)?;
+    }
+    let mut r = send(http, url, token).await?;
+    let mut part = dest.as_os_str().to_owned();
+    part.push(".berth-part");
+    let part = PathBuf::from(part);
+    let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
+    let mut got = 0u64;
+    while let Some(chunk) = r
+        .chunk()
+        .await
+        .map_err(|e| Attempt::Retry(format!("{url}: cut short: {e}")))?
+    {
+        got += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    if got != size {
+        return Err(Attempt::Retry(format!(
+            "{url}: {got} bytes arrived, the listing says {size}"
+        )));
+    }
+    file.flush().await.map_err(io)?;
+    tokio::fs::rename(&part, dest).await.map_err(io)
+}
+
+fn human(bytes: u64) -> String {
+    if bytes < 1024 * 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}

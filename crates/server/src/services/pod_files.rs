@@ -1,0 +1,177 @@
+//! The files a Kubernetes pod fetches from this server when they are too large for a
+//! ConfigMap (`berth_scheduler::backend::kubernetes::delivery`): a job's code and local inputs,
+//! opened by the job's own token, and a deployment revision's scoring code and model, opened
+//! by a token signed for that revision. Nothing else on this machine can be read this way.
+
+use std::path::{Component, Path, PathBuf};
+
+use berth_core::api::OutputFile;
+use berth_core::job::ResolvedInput;
+use berth_core::secret::constant_time_eq;
+use berth_router::token::TokenKey;
+use berth_scheduler::workdir::{JobDir, list_files};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Named roots a pod may read: `(part, folder or file)`.
+#[derive(Debug)]
+pub struct PodFiles(Vec<(String, PathBuf)>);
+
+/// The files of job `name`, for a bearer of its token.
+pub async fn for_job(state: &AppState, name: &str, token: &str) -> Result<PodFiles, ApiError> {
+    let job = crate::services::jobs::get(state, name).await?.value;
+    let expected = job.upload_token.as_deref().unwrap_or_default();
+    if expected.is_empty() || !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+        return Err(ApiError::Unauthorized(format!(
+            "this is not job `{name}`'s token"
+        )));
+    }
+    let mut parts = vec![("code".to_string(), JobDir::new(&job.workdir).code())];
+    for (input, resolved) in &job.inputs {
+        if let ResolvedInput::Path { path, .. } = resolved {
+            parts.push((format!("inputs/{input}"), PathBuf::from(path)));
+        }
+    }
+    Ok(PodFiles(parts))
+}
+
+/// The token that opens one revision's files.
+pub fn deployment_token(key: &TokenKey, endpoint: &str, deployment: &str, revision: u32) -> String {
+    key.sign(&scope(endpoint, deployment, revision), u64::MAX)
+}
+
+fn scope(endpoint: &str, deployment: &str, revision: u32) -> String {
+    // `/` cannot occur in an endpoint name, so no endpoint's key token opens these files.
+    format!("files/{endpoint}/{deployment}/{revision}")
+}
+
+/// The files of a deployment's current revision, for a bearer of that revision's token.
+pub async fn for_deployment(
+    state: &AppState,
+    endpoint: &str,
+    deployment: &str,
+    revision: u32,
+    token: &str,
+) -> Result<PodFiles, ApiError> {
+    // These tokens never expire (a replica may restart at any time), so `now` does not matter.
+    state
+        .token_key
+        .verify(&scope(endpoint, deployment, revision), token, 0)
+        .map_err(|e| {
+            ApiError::Unauthorized(format!(
+                "this is not a token for revision {revision} of `{endpoint}/{deployment}`: {e}"
+            ))
+        })?;
+    let d = crate::services::deployments::get(state, endpoint, deployment)
+        .await?
+        .value;
+    if d.revision != revision {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "revision {revision} of `{endpoint}/{deployment}` has been replaced by revision {}",
+                d.revision
+            ),
+            hint: None,
+        });
+    }
+    let mut parts = Vec::new();
+    if d.script.is_some() {
+        parts.push(("code".to_string(), d.revision_dir().join("code")));
+    }
+    if let Some(model) = &d.model_dir {
+        parts.push(("model".to_string(), PathBuf::from(model)));
+    }
+    Ok(PodFiles(parts))
+}
+
+impl PodFiles {
+    /// Every file, as `<part>/<path>` with its size.
+    pub async fn listing(self) -> Result<Vec<OutputFile>, ApiError> {
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            for (part, root) in &self.0 {
+                let files = list_files(root).map_err(|e| {
+                    ApiError::Internal(format!("cannot list {}: {e}", root.display()))
+                })?;
+                out.extend(files.into_iter().map(|(path, size)| OutputFile {
+                    path: format!("{part}/{path}"),
+                    size,
+                }));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+    }
+
+    /// The file on disk for `<part>/<path>`; refuses anything outside the parts.
+    pub fn file(&self, path: &str) -> Result<PathBuf, ApiError> {
+        let outside = || ApiError::NotFound {
+            kind: "file",
+            name: path.to_string(),
+            hint: Some("the listing names every file a pod may fetch".into()),
+        };
+        let (root, rel) = self
+            .0
+            .iter()
+            .filter_map(|(part, root)| {
+                let rel = path.strip_prefix(part.as_str())?.strip_prefix('/')?;
+                Some((root, rel))
+            })
+            .next()
+            .ok_or_else(outside)?;
+        let rel_path = Path::new(rel);
+        if rel.is_empty()
+            || rel_path
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_)))
+        {
+            return Err(outside());
+        }
+        if root.is_file() {
+            return match root.file_name() {
+                Some(name) if name == rel_path.as_os_str() => Ok(root.clone()),
+                _ => Err(outside()),
+            };
+        }
+        Ok(root.join(rel_path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn only_files_inside_a_part_are_served() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("code")).unwrap();
+        std::fs::write(t.path().join("big.bin"), "x").unwrap();
+        let files = PodFiles(vec![
+            ("code".into(), t.path().join("code")),
+            ("inputs/big".into(), t.path().join("big.bin")),
+        ]);
+        assert_eq!(
+            files.file("code/sub/a.py").unwrap(),
+            t.path().join("code/sub/a.py")
+        );
+        assert_eq!(
+            files.file("inputs/big/big.bin").unwrap(),
+            t.path().join("big.bin")
+        );
+        for bad in [
+            "code/../big.bin",
+            "code/",
+            "codex/a",
+            "inputs/big/other",
+            "inputs/big",
+            "/etc/passwd",
+            "code//etc/passwd",
+        ] {
+            assert!(files.file(bad).is_err(), "{bad}");
+        }
+    }
+}
