@@ -90,15 +90,19 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Fetch a pod's files from the Berth server (in an init container; not for people).
+    /// Fetch a pod's files from the Berth server and download its URL inputs (in an init
+    /// container; not for people).
     #[command(hide = true)]
     Fetch {
         /// The listing, `<server>/api/.../files`; the token is in $BERTH_FETCH_TOKEN.
-        #[arg(long)]
-        url: String,
+        #[arg(long, requires = "into")]
+        url: Option<String>,
         /// `part=folder`: where the files of each part go.
-        #[arg(long, required = true)]
+        #[arg(long, requires = "url")]
         into: Vec<String>,
+        /// `folder=URL`: a URL to download into a folder (no token is sent).
+        #[arg(long)]
+        download: Vec<String>,
     },
 }
 

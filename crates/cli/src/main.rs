@@ -69,7 +69,11 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             outputs,
             command,
         } => commands::job_run::run(&upload_url, &outputs, &command).await,
-        Command::Fetch { url, into } => commands::fetch::run(&url, &into).await,
+        Command::Fetch {
+            url,
+            into,
+            download,
+        } => commands::fetch::run(url.as_deref(), &into, &download).await,
         Command::Job(cmd) => commands::job::run(&client::Client::connect(&home)?, &out, cmd).await,
         Command::InstanceType(cmd) => {
             commands::resources::instance_type(&client::Client::connect(&home)?, &out, cmd).await

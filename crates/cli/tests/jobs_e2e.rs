@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::{Server, gated_job, instance_type, seed_dir, text, write};
+use support::{Server, gated_job, instance_type, seed_dir, serve_once, text, write};
 
 #[test]
 fn seed_job_runs_streams_and_downloads_its_model() {
@@ -310,25 +310,6 @@ fn restart_after_kill9_loses_nothing() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(s.status("running")["status"], "Completed");
     assert_eq!(s.status("queued")["status"], "Completed");
-}
-
-/// Serves `body` once over plain HTTP on a port-0 listener; returns the URL.
-fn serve_once(body: &'static str) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        if let Ok((mut conn, _)) = listener.accept() {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    format!("http://{addr}/remote/data.csv")
 }
 
 #[test]

@@ -338,7 +338,9 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let log = text(&s.cli(&["job", "stream", "--name", &failing]).stdout);
     assert!(log.contains("about to fail"), "{log}");
 
-    // Inputs too large for a ConfigMap: the pod's init container fetches them from the server.
+    // Inputs too large for a ConfigMap: the pod's init container fetches them from the server;
+    // a URL input in download mode is downloaded by the same init container.
+    let remote = support::serve_once("remote,data\n");
     let weights: Vec<u8> = (0..1_500_000u32)
         .map(|i| (i.wrapping_mul(7919) % 251) as u8)
         .collect();
@@ -347,7 +349,9 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         &s,
         dir.path(),
         "big.yaml",
-        "command: cksum < ${{inputs.data}}\ninputs:\n  data:\n    type: uri_file\n    path: ./big.bin\n",
+        &format!(
+            "command: cksum < ${{{{inputs.data}}}} && cat ${{{{inputs.remote}}}}\ninputs:\n  data:\n    type: uri_file\n    path: ./big.bin\n  remote:\n    type: uri_file\n    path: {remote}\n    mode: download\n"
+        ),
     );
     eventually("the large job", Duration::from_secs(30), last_job, || {
         let v = status(&s, &fetched);
@@ -363,6 +367,8 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let log = text(&s.cli(&["job", "stream", "--name", &fetched]).stdout);
     assert!(log.contains("fetches them from the Berth server"), "{log}");
     assert!(log.contains(text(&expected.stdout).trim()), "{log}");
+    assert!(log.contains("remote,data"), "{log}");
+    assert!(log.contains("downloads the URL inputs"), "{log}");
     std::fs::remove_file(dir.path().join("big.bin")).unwrap();
 
     // An instance type the cluster does not have.

@@ -40,6 +40,21 @@ pub enum ResolvedInput {
     },
 }
 
+/// The file name an input URL is downloaded to: its last path segment, without query or
+/// fragment; `data` when there is none.
+pub fn url_file_name(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let path = path.split_once("://").map_or(path, |(_, rest)| rest);
+    match path.split_once('/') {
+        Some((_, p)) => p
+            .rsplit('/')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("data"),
+        None => "data",
+    }
+}
+
 /// An output with the absolute path the job writes it to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvedOutput {
@@ -267,4 +282,20 @@ pub struct JobRecord {
     /// What a pod of a Kubernetes job presents to upload its outputs to the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_token: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_file_name;
+
+    #[test]
+    fn a_url_is_downloaded_to_its_last_segment() {
+        assert_eq!(
+            url_file_name("https://h/d/train.csv?sig=a/b#x"),
+            "train.csv"
+        );
+        assert_eq!(url_file_name("https://h/d/"), "data");
+        assert_eq!(url_file_name("https://h"), "data");
+        assert_eq!(url_file_name("https://h/?q=1"), "data");
+    }
 }

@@ -1,8 +1,9 @@
 //! `berth fetch` (hidden): an init container's download of the files too large for a
 //! ConfigMap (a job's code and inputs, a deployment's code and model) from the Berth server,
-//! each `part` into its folder. The token is in `$BERTH_FETCH_TOKEN`. Every file is written
-//! beside its destination and renamed once its full length has arrived; a server that does
-//! not answer is retried with backoff, so a restarting server only delays the pod.
+//! each `part` into its folder, with the token in `$BERTH_FETCH_TOKEN`; and of a job's URL
+//! inputs in `download` mode (sent no token). Every file is written beside its destination
+//! and renamed once its full length has arrived; a server that does not answer is retried
+//! with backoff, so a restarting server only delays the pod.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,8 +17,29 @@ use crate::failure::Failure;
 /// Tries per request before giving up.
 const TRIES: u32 = 6;
 
-/// Fetches the listing at `url`, then each file whose part an `--into part=folder` names.
-pub async fn run(url: &str, into: &[String]) -> Result<i32, Failure> {
+/// Fetches the listing at `url` and each file whose part an `--into part=folder` names, then
+/// each `--download folder=URL`.
+pub async fn run(url: Option<&str>, into: &[String], downloads: &[String]) -> Result<i32, Failure> {
+    if let Some(url) = url {
+        from_server(url, into).await?;
+    }
+    for item in downloads {
+        let (dir, source) = item
+            .split_once('=')
+            .ok_or_else(|| Failure::new(format!("--download `{item}` is not folder=URL")))?;
+        let dest = Path::new(dir).join(berth_core::job::url_file_name(source));
+        let http = crate::client::http_client(source)?;
+        let size = retrying(source, || download(&http, source, None, &dest, None)).await?;
+        eprintln!(
+            "[berth] downloaded {source} to {}: {}",
+            dest.display(),
+            human(size)
+        );
+    }
+    Ok(0)
+}
+
+async fn from_server(url: &str, into: &[String]) -> Result<(), Failure> {
     let url = url.trim_end_matches('/');
     let mut targets: Vec<(String, PathBuf)> = Vec::with_capacity(into.len());
     for item in into {
@@ -29,7 +51,7 @@ pub async fn run(url: &str, into: &[String]) -> Result<i32, Failure> {
     let token = std::env::var(FETCH_TOKEN_ENV).unwrap_or_default();
     let http = crate::client::http_client(url)?;
     let listing: Vec<OutputFile> = retrying(url, || async {
-        let r = send(&http, url, &token).await?;
+        let r = send(&http, url, Some(token.as_str())).await?;
         r.json()
             .await
             .map_err(|e| Attempt::Retry(format!("{url}: the listing is not valid: {e}")))
@@ -49,7 +71,7 @@ pub async fn run(url: &str, into: &[String]) -> Result<i32, Failure> {
             let dest = dir.join(rel);
             let file_url = format!("{url}/{}", f.path);
             retrying(&file_url, || {
-                download(&http, &file_url, &token, &dest, f.size)
+                download(&http, &file_url, Some(token.as_str()), &dest, Some(f.size))
             })
             .await?;
             files += 1;
@@ -61,7 +83,7 @@ pub async fn run(url: &str, into: &[String]) -> Result<i32, Failure> {
             human(bytes)
         );
     }
-    Ok(0)
+    Ok(())
 }
 
 enum Attempt {
@@ -92,11 +114,13 @@ where
 async fn send(
     http: &reqwest::Client,
     url: &str,
-    token: &str,
+    token: Option<&str>,
 ) -> Result<reqwest::Response, Attempt> {
-    let r = http
-        .get(url)
-        .bearer_auth(token)
+    let mut req = http.get(url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let r = req
         .send()
         .await
         .map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
@@ -113,18 +137,21 @@ async fn send(
     })
 }
 
+/// Downloads `url` to `dest` through a temporary name; checks the length against `size` (the
+/// listing's) or the response's Content-Length. Returns the bytes written.
 async fn download(
     http: &reqwest::Client,
     url: &str,
-    token: &str,
+    token: Option<&str>,
     dest: &Path,
-    size: u64,
-) -> Result<(), Attempt> {
+    size: Option<u64>,
+) -> Result<u64, Attempt> {
     let io = |e: std::io::Error| Attempt::Fail(format!("{}: {e}", dest.display()));
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent).await.map_err(io)?;
     }
     let mut r = send(http, url, token).await?;
+    let expected = size.or(r.content_length());
     let mut part = dest.as_os_str().to_owned();
     part.push(".berth-part");
     let part = PathBuf::from(part);
@@ -138,13 +165,14 @@ async fn download(
         got += chunk.len() as u64;
         file.write_all(&chunk).await.map_err(io)?;
     }
-    if got != size {
+    if let Some(want) = expected.filter(|&w| w != got) {
         return Err(Attempt::Retry(format!(
-            "{url}: {got} bytes arrived, the listing says {size}"
+            "{url}: {got} bytes arrived of {want}"
         )));
     }
     file.flush().await.map_err(io)?;
-    tokio::fs::rename(&part, dest).await.map_err(io)
+    tokio::fs::rename(&part, dest).await.map_err(io)?;
+    Ok(got)
 }
 
 fn human(bytes: u64) -> String {

@@ -102,13 +102,7 @@ impl LocalBackend {
                 tokio::fs::create_dir_all(&dest_dir)
                     .await
                     .map_err(|e| e.to_string())?;
-                let file = url
-                    .rsplit('/')
-                    .next()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or("data");
-                let file = file.split(['?', '#']).next().unwrap_or("data");
-                let dest = dest_dir.join(file);
+                let dest = dest_dir.join(berth_core::job::url_file_name(url));
                 self.fetch(url, &dest)
                     .await
                     .map_err(|e| format!("input `{name}`: {e}"))?;

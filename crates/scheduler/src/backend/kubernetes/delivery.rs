@@ -53,6 +53,47 @@ pub struct Delivery {
     pub init: Option<Value>,
 }
 
+/// A URL the init container downloads into `mount` before the main container starts (an input
+/// in `download` mode), under the name [`berth_core::job::url_file_name`] gives it.
+#[derive(Clone, Debug)]
+pub struct Download {
+    /// The URL.
+    pub url: String,
+    /// The volume's name in the pod.
+    pub volume: String,
+    /// Where it is mounted.
+    pub mount: String,
+}
+
+impl Delivery {
+    /// Adds `downloads`: an emptyDir each, fetched by the init container (made if there is
+    /// none yet, in `berth_image`).
+    pub fn download(&mut self, berth_image: &str, downloads: &[Download]) {
+        if downloads.is_empty() {
+            return;
+        }
+        let init = self.init.get_or_insert_with(|| {
+            json!({
+                "name": "berth-fetch",
+                "image": berth_image,
+                "command": [BERTH_IN_IMAGE, "fetch"],
+                "volumeMounts": [],
+            })
+        });
+        for d in downloads {
+            self.volumes.push(json!({"name": d.volume, "emptyDir": {}}));
+            self.mounts
+                .push(json!({"name": d.volume, "mountPath": d.mount, "readOnly": true}));
+            if let Some(m) = init["volumeMounts"].as_array_mut() {
+                m.push(json!({"name": d.volume, "mountPath": d.mount}));
+            }
+            if let Some(c) = init["command"].as_array_mut() {
+                c.extend([json!("--download"), json!(format!("{}={}", d.mount, d.url))]);
+            }
+        }
+    }
+}
+
 /// Delivers `parts`: in ConfigMap `config_map` when they fit, else by `fetch`. Without a
 /// `fetch`, too much data is refused with `advice`. `what` names the files in messages.
 pub fn deliver(
@@ -205,5 +246,31 @@ mod tests {
             ])
         );
         assert_eq!(init["env"][0]["value"], "tok");
+    }
+
+    #[test]
+    fn downloads_join_the_fetch_or_get_their_own_init_container() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("code")).unwrap();
+        std::fs::write(t.path().join("big.bin"), "tiny").unwrap();
+        let mut d = deliver(&parts(t.path()), "cm", None, "b", "x", "y").unwrap();
+        let url = Download {
+            url: "https://h/d.csv?a=b".into(),
+            volume: "url-2".into(),
+            mount: "/berth/inputs/d".into(),
+        };
+        d.download("reg/berth:1", std::slice::from_ref(&url));
+        let init = d.init.unwrap();
+        assert_eq!(
+            init["command"],
+            json!([
+                BERTH_IN_IMAGE,
+                "fetch",
+                "--download",
+                "/berth/inputs/d=https://h/d.csv?a=b"
+            ])
+        );
+        assert!(init.get("env").is_none());
+        assert_eq!(d.volumes[2]["emptyDir"], json!({}));
     }
 }

@@ -198,15 +198,20 @@ impl Backend for KubernetesBackend {
             ),
         )
         .await;
-        let fetched = built
+        let fetch_args: Vec<String> = built
             .job
             .spec
             .as_ref()
             .and_then(|s| s.template.spec.as_ref())
             .and_then(|s| s.init_containers.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.name == "berth-fetch"));
-        if fetched {
+            .and_then(|c| c.iter().find(|c| c.name == "berth-fetch"))
+            .and_then(|c| c.command.clone())
+            .unwrap_or_default();
+        if fetch_args.iter().any(|a| a == "--into") {
             append_log(job, "[berth] the job's code and inputs are too large for a ConfigMap: its pod fetches them from the Berth server\n").await;
+        }
+        if fetch_args.iter().any(|a| a == "--download") {
+            append_log(job, "[berth] its pod downloads the URL inputs in `download` mode before the command starts\n").await;
         }
         if cluster.server_url.is_none() && !job.outputs.is_empty() {
             append_log(job, "[berth] the compute has no --server-url, so the job's outputs stay in its pod and cannot be downloaded\n").await;

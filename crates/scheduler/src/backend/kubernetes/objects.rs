@@ -9,14 +9,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use berth_core::interpolate::interpolate;
-use berth_core::job::{JobRecord, ResolvedInput};
-use berth_core::spec::data::DataType;
+use berth_core::job::{JobRecord, ResolvedInput, url_file_name};
+use berth_core::spec::data::{DataType, InputMode};
 use berth_core::spec::job::Environment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
-use super::delivery::{Delivery, Fetch, Part, deliver};
+use super::delivery::{Delivery, Download, Fetch, Part, deliver};
 use crate::workdir::JobDir;
 
 /// The label every object Berth makes carries.
@@ -105,17 +105,24 @@ pub fn build(
         volume: "code".into(),
         mount: CODE_DIR.into(),
     }];
+    let mut downloads = Vec::new();
     let mut inputs = BTreeMap::new();
     for (input, resolved) in &job.inputs {
         let seen = match resolved {
             ResolvedInput::Literal { value } => value.clone(),
-            ResolvedInput::Url { url, mode, .. } => {
-                if *mode != berth_core::spec::data::InputMode::Direct {
-                    return Err(format!(
-                        "input `{input}`: a Kubernetes compute does not download URLs for a job yet; set `mode: direct` and read {url} from the job"
-                    ));
+            ResolvedInput::Url { url, mode, .. } if *mode == InputMode::Direct => url.clone(),
+            ResolvedInput::Url { url, data_type, .. } => {
+                let mount = format!("/berth/inputs/{input}");
+                downloads.push(Download {
+                    url: url.clone(),
+                    volume: format!("url-{}", downloads.len()),
+                    mount: mount.clone(),
+                });
+                if *data_type == DataType::UriFile {
+                    format!("{mount}/{}", url_file_name(url))
+                } else {
+                    mount
                 }
-                url.clone()
             }
             ResolvedInput::Path {
                 path, data_type, ..
@@ -150,7 +157,7 @@ pub fn build(
         }),
         _ => None,
     };
-    let delivery = deliver(
+    let mut delivery = deliver(
         &parts,
         &files,
         fetch.as_ref(),
@@ -195,6 +202,7 @@ pub fn build(
     }
 
     let labels = json!({ MANAGED_BY.0: MANAGED_BY.1, JOB_LABEL: name });
+    delivery.download(berth_image, &downloads);
     let Delivery {
         data,
         mut volumes,
