@@ -18,7 +18,7 @@ use crate::error::ApiError;
 #[derive(Debug)]
 pub struct PodFiles(Vec<(String, PathBuf)>);
 
-/// The files of job `name`, for a bearer of its token.
+/// The files of job `name`, for a bearer of its token, while the job is unfinished.
 pub async fn for_job(state: &AppState, name: &str, token: &str) -> Result<PodFiles, ApiError> {
     let job = crate::services::jobs::get(state, name).await?.value;
     let expected = job.upload_token.as_deref().unwrap_or_default();
@@ -26,6 +26,12 @@ pub async fn for_job(state: &AppState, name: &str, token: &str) -> Result<PodFil
         return Err(ApiError::Unauthorized(format!(
             "this is not job `{name}`'s token"
         )));
+    }
+    if job.state.status().is_terminal() {
+        return Err(ApiError::Conflict {
+            message: format!("job `{name}` has finished; its pod needs no more files"),
+            hint: None,
+        });
     }
     let mut parts = vec![("code".to_string(), JobDir::new(&job.workdir).code())];
     for (input, resolved) in &job.inputs {
