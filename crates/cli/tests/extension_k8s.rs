@@ -142,8 +142,8 @@ fn berth(kubeconfig: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn extension_create_show_update_delete_on_a_real_api_server() {
-    use k8s_openapi::api::core::v1::{ConfigMap, Service};
-    use kube::api::{Api, PostParams};
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+    use kube::api::{Api, ListParams, PostParams};
     use kubelet::{Kubelet, NodeSpec};
 
     let cp = ControlPlane::start();
@@ -267,6 +267,12 @@ fn extension_create_show_update_delete_on_a_real_api_server() {
         .find(|c| c["name"] == "Deployment azureml/berth-router")
         .unwrap();
     assert_eq!(router["ready"], "3/3");
+    // The seed's `kubectl logs -n azureml -l app.kubernetes.io/component=gateway` finds them.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "azureml");
+    let gateway = rt
+        .block_on(pods.list(&ListParams::default().labels("app.kubernetes.io/component=gateway")))
+        .unwrap();
+    assert_eq!(gateway.items.len(), 3);
     let out = berth(&kc, &create);
     assert!(
         text(&out.stderr).contains("already installed"),

@@ -20,7 +20,7 @@ use std::time::Duration;
 use berth_scheduler::backend::kubernetes::serving::name_of;
 use k8s::{ControlPlane, apply_instance_types, eventually};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, ListParams};
 use kubelet::{Kubelet, NodeSpec};
 use support::{BERTH, Server, http_post, seed_dir, text};
@@ -95,6 +95,12 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
     assert_eq!(d.status.unwrap().ready_replicas, Some(2));
     let strategy = d.spec.unwrap().strategy.unwrap().rolling_update.unwrap();
     assert_eq!(serde_json::to_value(strategy.max_unavailable).unwrap(), 0);
+    // The seed's `kubectl get pods -n azureml-workloads -l app=azureml-inference` lists them.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let inference = rt
+        .block_on(pods.list(&ListParams::default().labels("app=azureml-inference")))
+        .unwrap();
+    assert_eq!(inference.items.len(), 2);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     assert_eq!(
         rt.block_on(services.get(&name))

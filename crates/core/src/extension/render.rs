@@ -228,7 +228,7 @@ fn router(cfg: &ExtensionConfig, service_type: &str) -> Vec<Value> {
             docs.push(json!({
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": meta("berth-router-tls", "router", true),
+                "metadata": meta("berth-router-tls", "gateway", true),
                 "type": "Opaque",
                 "stringData": {"cert.pem": cert, "key.pem": key},
             }));
@@ -258,8 +258,10 @@ fn router(cfg: &ExtensionConfig, service_type: &str) -> Vec<Value> {
         c["volumeMounts"] =
             json!([{"name": "tls", "mountPath": "/etc/berth/tls", "readOnly": true}]);
     }
+    // `gateway`, as Azure's router pods: the seed's `kubectl logs -l
+    // app.kubernetes.io/component=gateway` finds Berth's.
     let selector =
-        json!({"app.kubernetes.io/name": "berth", "app.kubernetes.io/component": "router"});
+        json!({"app.kubernetes.io/name": "berth", "app.kubernetes.io/component": "gateway"});
     let mut extra = json!({"volumes": volumes});
     if cfg.router_ha {
         extra["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
@@ -269,18 +271,18 @@ fn router(cfg: &ExtensionConfig, service_type: &str) -> Vec<Value> {
     docs.push(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta("berth-router", "router", true),
+        "metadata": meta("berth-router", "gateway", true),
         "spec": {
             "replicas": if cfg.router_ha { 3 } else { 1 },
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0}},
             "selector": {"matchLabels": selector},
-            "template": {"metadata": {"labels": labels("router")}, "spec": pod_spec(cfg, c, extra)},
+            "template": {"metadata": {"labels": labels("gateway")}, "spec": pod_spec(cfg, c, extra)},
         },
     }));
     let mut service = json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta("berth-router", "router", true),
+        "metadata": meta("berth-router", "gateway", true),
         "spec": {"type": service_type, "selector": selector, "ports": [{"name": if tls { "https" } else { "http" }, "port": if tls { 443 } else { 80 }, "targetPort": 8443, "protocol": "TCP"}]},
     });
     if cfg.internal_load_balancer {

@@ -156,6 +156,8 @@ pub fn build(
     });
     let mut pod_labels = selector.clone();
     pod_labels["berth.dev/revision"] = json!(plan.revision.to_string());
+    // Azure's label on inference pods: the seed's `kubectl get pods -l app=azureml-inference`.
+    pod_labels["app"] = json!("azureml-inference");
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "labels": selector,
