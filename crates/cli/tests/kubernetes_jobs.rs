@@ -368,8 +368,38 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     assert!(log.contains("fetches them from the Berth server"), "{log}");
     assert!(log.contains(text(&expected.stdout).trim()), "{log}");
     assert!(log.contains("remote,data"), "{log}");
+    // What the init container fetched is in the job's log too.
+    assert!(log.contains("[berth] fetched `inputs/data`"), "{log}");
     assert!(log.contains("downloads the URL inputs"), "{log}");
     std::fs::remove_file(dir.path().join("big.bin")).unwrap();
+
+    // A URL the pod cannot download: the init container fails, the job says which and why.
+    let missing = support::serve_status(404, "no such blob");
+    let broken = submit(
+        &s,
+        dir.path(),
+        "missing.yaml",
+        &format!(
+            "command: echo never\ninputs:\n  remote:\n    type: uri_file\n    path: {missing}\n    mode: download\n"
+        ),
+    );
+    eventually(
+        "the fetch failure",
+        Duration::from_secs(30),
+        last_job,
+        || status(&s, &broken)["status"] == "Failed",
+    );
+    let v = status(&s, &broken);
+    let why = v["status_message"].as_str().unwrap();
+    assert!(
+        why.contains(
+            "init container `berth-fetch` (image `registry.example/berth:test`) exited with code 1"
+        ),
+        "{v}"
+    );
+    let log = text(&s.cli(&["job", "stream", "--name", &broken]).stdout);
+    assert!(log.contains("HTTP 404 Not Found: no such blob"), "{log}");
+    assert!(!log.contains("never"), "{log}");
 
     // An instance type the cluster does not have.
     write(

@@ -51,6 +51,8 @@ struct Running {
     ip: String,
     /// `http://ip:port/path` of the readiness probe, and whether it passed last time.
     probe: Option<(String, bool)>,
+    /// The init container that exited non-zero, and its code: the container never started.
+    init_failed: Option<(String, i32)>,
 }
 
 #[derive(Default)]
@@ -273,11 +275,24 @@ async fn sync(client: &Client, shared: &Arc<Mutex<Shared>>, dir: &Path) -> Resul
                     container: container.clone(),
                     ip: ip.clone(),
                     probe: None,
+                    init_failed: None,
                 })
             } else {
                 start(client, &pod, &dir.join(&ns).join(&name), &ip, &files).await
             };
             match started {
+                Ok(r) if r.init_failed.is_some() => {
+                    let (init, code) = r.init_failed.clone().unwrap();
+                    let restarts = pod.spec.as_ref().and_then(|s| s.restart_policy.clone());
+                    let status = init_failed_status(
+                        &container,
+                        &init,
+                        code,
+                        restarts.as_deref() == Some("Never"),
+                    );
+                    shared.lock().unwrap().pods.insert(k.clone(), r);
+                    patch(&pods, &name, status).await;
+                }
                 Ok(r) => {
                     let ready = r.probe.is_none();
                     shared.lock().unwrap().pods.insert(k.clone(), r);
@@ -403,6 +418,23 @@ fn ended_status(container: &str, code: i32) -> Value {
     })
 }
 
+/// An init container exited `code`: with `restartPolicy: Never` the pod fails, else the
+/// kubelet backs off restarting it, as a kubelet says.
+fn init_failed_status(container: &str, init: &str, code: i32, never: bool) -> Value {
+    let state = if never {
+        json!({"terminated": {"exitCode": code, "reason": "Error", "startedAt": now(), "finishedAt": now()}})
+    } else {
+        json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("init container exited with code {code}")}})
+    };
+    json!({
+        "phase": if never { "Failed" } else { "Pending" },
+        "conditions": [{"type": "Ready", "status": "False"}],
+        "initContainerStatuses": [{"name": init, "ready": false, "restartCount": 0, "image": "local", "imageID": "", "state": state}],
+        "containerStatuses": [{"name": container, "ready": false, "restartCount": 0, "image": "local", "imageID": "",
+            "state": {"waiting": {"reason": "PodInitializing"}}}],
+    })
+}
+
 /// Materializes the pod's volumes, runs its init containers to completion and starts its
 /// first container's command.
 async fn start(
@@ -510,11 +542,15 @@ async fn start(
             .await
             .map_err(|e| format!("init container {}: {e}", init.name))?;
         if !status.success() {
-            return Err(format!(
-                "init container {} failed: {}",
-                init.name,
-                std::fs::read_to_string(&log).unwrap_or_default()
-            ));
+            return Ok(Running {
+                child: None,
+                log: dir.join("container.log"),
+                done: true,
+                container: container.name.clone(),
+                ip: ip.to_string(),
+                probe: None,
+                init_failed: Some((init.name.clone(), status.code().unwrap_or(137))),
+            });
         }
     }
     let log = dir.join("container.log");
@@ -541,6 +577,7 @@ async fn start(
         container: container.name.clone(),
         ip: ip.to_string(),
         probe,
+        init_failed: None,
     })
 }
 
@@ -553,17 +590,24 @@ struct LogQuery {
 /// GET /containerLogs/{ns}/{pod}/{container}: the log, followed until the process ends.
 async fn serve_log(
     axum::extract::State(shared): axum::extract::State<Arc<Mutex<Shared>>>,
-    axum::extract::Path((ns, pod, _container)): axum::extract::Path<(String, String, String)>,
+    axum::extract::Path((ns, pod, container)): axum::extract::Path<(String, String, String)>,
     axum::extract::Query(q): axum::extract::Query<LogQuery>,
 ) -> Result<axum::body::Body, axum::http::StatusCode> {
     let k = key(&ns, &pod);
-    let log = shared
+    let (log, main) = shared
         .lock()
         .unwrap()
         .pods
         .get(&k)
-        .map(|r| r.log.clone())
+        .map(|r| (r.log.clone(), r.container.clone()))
         .ok_or(axum::http::StatusCode::NOT_FOUND)?;
+    if container != main {
+        // An init container's log, written beside the container's as `<name>.log`.
+        let init = log.with_file_name(format!("{container}.log"));
+        return std::fs::read(&init)
+            .map(axum::body::Body::from)
+            .map_err(|_| axum::http::StatusCode::NOT_FOUND);
+    }
     if !q.follow {
         return Ok(axum::body::Body::from(
             std::fs::read(&log).unwrap_or_default(),

@@ -234,6 +234,12 @@ pub fn seed_dir() -> PathBuf {
 
 /// Serves `body` once over plain HTTP on a port-0 listener; returns the URL.
 pub fn serve_once(body: &'static str) -> String {
+    serve_status(200, body)
+}
+
+/// Answers one request with `status` and `body` over plain HTTP on a port-0 listener; returns
+/// the URL.
+pub fn serve_status(status: u16, body: &'static str) -> String {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -241,9 +247,10 @@ pub fn serve_once(body: &'static str) -> String {
         if let Ok((mut conn, _)) = listener.accept() {
             let mut buf = [0u8; 4096];
             let _ = conn.read(&mut buf);
+            let reason = if status == 200 { "OK" } else { "Not Found" };
             let _ = write!(
                 conn,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }

@@ -135,19 +135,64 @@ async fn append_log(job: &JobRecord, text: &str) {
     }
 }
 
-/// Copies a pod's log into the job's log file, following it until the container ends.
-async fn copy_log(pods: Api<Pod>, pod: String, job: JobRecord, follow: bool) {
+/// The init containers whose logs belong in the job's log: `berth-fetch` (what it fetched),
+/// and any that failed (why the command never ran).
+fn init_logs(pod: &Pod) -> Vec<String> {
+    let failed = |name: &str| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|c| c.name == name)
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref())
+            .any(|t| t.exit_code != 0)
+    };
+    pod.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .filter(|c| c.name == "berth-fetch" || failed(&c.name))
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// Copies the logs of a pod's init containers named by [`init_logs`], then of its `job`
+/// container, into the job's log file, following the latter until it ends.
+async fn copy_logs(pods: Api<Pod>, pod: &Pod, job: JobRecord, follow: bool) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    for init in init_logs(pod) {
+        copy_log(&pods, &name, &init, &job, false).await;
+    }
+    let started = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.name == "job")
+        .filter_map(|c| c.state.as_ref())
+        .any(|s| s.running.is_some() || s.terminated.is_some());
+    if follow || started {
+        copy_log(&pods, &name, "job", &job, follow).await;
+    }
+}
+
+/// Copies one container's log into the job's log file, following it until the container ends.
+async fn copy_log(pods: &Api<Pod>, pod: &str, container: &str, job: &JobRecord, follow: bool) {
     let params = LogParams {
-        container: Some("job".into()),
+        container: Some(container.into()),
         follow,
         ..LogParams::default()
     };
-    let stream = match pods.log_stream(&pod, &params).await {
+    let stream = match pods.log_stream(pod, &params).await {
         Ok(s) => s,
         Err(e) => {
             append_log(
-                &job,
-                &format!("[berth] cannot read pod {pod}'s log: {}\n", describe(&e)),
+                job,
+                &format!(
+                    "[berth] cannot read the log of pod {pod}, container {container}: {}\n",
+                    describe(&e)
+                ),
             )
             .await;
             return;
@@ -158,9 +203,9 @@ async fn copy_log(pods: Api<Pod>, pod: String, job: JobRecord, follow: bool) {
     loop {
         match stream.read(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => append_log(&job, &String::from_utf8_lossy(&buf[..n])).await,
+            Ok(n) => append_log(job, &String::from_utf8_lossy(&buf[..n])).await,
             Err(e) => {
-                append_log(&job, &format!("[berth] pod {pod}'s log ended: {e}\n")).await;
+                append_log(job, &format!("[berth] pod {pod}'s log ended: {e}\n")).await;
                 break;
             }
         }
@@ -315,9 +360,16 @@ impl Backend for KubernetesBackend {
             let phase = match observe(found.as_ref(), &pod_list) {
                 Observed::Waiting(p) => p,
                 Observed::Running { pod } => {
-                    if log_task.is_none() {
-                        log_task =
-                            Some(tokio::spawn(copy_log(pods.clone(), pod, job.clone(), true)));
+                    let running = pod_list
+                        .iter()
+                        .find(|p| p.metadata.name.as_deref() == Some(pod.as_str()));
+                    if log_task.is_none()
+                        && let Some(p) = running.cloned()
+                    {
+                        let (pods, job) = (pods.clone(), job.clone());
+                        log_task = Some(tokio::spawn(async move {
+                            copy_logs(pods, &p, job, true).await;
+                        }));
                     }
                     Phase::Running
                 }
@@ -327,12 +379,11 @@ impl Backend for KubernetesBackend {
                             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
                         }
                         None => {
-                            let newest = pod_list
-                                .iter()
-                                .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
-                                .and_then(|p| p.metadata.name.clone());
+                            let newest = pod_list.iter().max_by_key(|p| {
+                                p.metadata.creation_timestamp.as_ref().map(|t| t.0)
+                            });
                             if let Some(pod) = newest {
-                                copy_log(pods.clone(), pod, job.clone(), false).await;
+                                copy_logs(pods.clone(), pod, job.clone(), false).await;
                             }
                         }
                     }

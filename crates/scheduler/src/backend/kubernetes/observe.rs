@@ -51,6 +51,7 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
         .iter()
         .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
     let terminated = pod.and_then(terminated_state);
+    let init_failure = pod.and_then(init_failed);
     let status = job.status.as_ref();
     for c in status
         .and_then(|s| s.conditions.as_ref())
@@ -77,6 +78,9 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
                 if let Some(t) = terminated {
                     return from_terminated(t);
                 }
+                if let Some(f) = init_failure {
+                    return f;
+                }
                 return failed(
                     Ending::Failed,
                     None,
@@ -102,6 +106,9 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
     if let Some(t) = terminated {
         return from_terminated(t);
     }
+    if let Some(f) = init_failure {
+        return f;
+    }
     let pod_status = pod.status.as_ref();
     let unschedulable = pod_status
         .and_then(|s| s.conditions.as_ref())
@@ -118,21 +125,20 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
             "the Kubernetes scheduler cannot place pod {pod_name}: {why}"
         )));
     }
+    // Init containers (Berth's image: copying `berth`, fetching files) first, then the job's.
     let waiting = pod_status
-        .and_then(|s| s.container_statuses.as_ref())
         .into_iter()
-        .flatten()
-        .find_map(|c| c.state.as_ref()?.waiting.as_ref());
-    if let Some(w) = waiting
-        && let Some(reason) = w.reason.as_deref()
-        && FATAL_WAITING.contains(&reason)
-    {
-        let image = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.containers.first())
-            .and_then(|c| c.image.clone())
-            .unwrap_or_default();
+        .flat_map(|s| {
+            let init = s.init_container_statuses.iter().flatten();
+            init.chain(s.container_statuses.iter().flatten())
+        })
+        .find_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.as_deref()?;
+            FATAL_WAITING.contains(&reason).then_some((c, reason, w))
+        });
+    if let Some((c, reason, w)) = waiting {
+        let image = image_of(pod, &c.name);
         return failed(
             Ending::StartFailed,
             None,
@@ -183,6 +189,51 @@ fn terminated_state(pod: &Pod) -> Option<&ContainerStateTerminated> {
         .as_ref()?
         .iter()
         .find_map(|c| c.state.as_ref()?.terminated.as_ref())
+}
+
+/// The image a container (init or not) was given in the pod's spec.
+fn image_of(pod: &Pod, container: &str) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(&s.containers)
+                .find(|c| c.name == container)
+        })
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+/// An init container that ended non-zero: the job's command never ran.
+fn init_failed(pod: &Pod) -> Option<Observed> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    pod.status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .iter()
+        .find_map(|c| {
+            let t = c.state.as_ref()?.terminated.as_ref()?;
+            (t.exit_code != 0).then(|| {
+                failed(
+                    Ending::StartFailed,
+                    Some(t.exit_code),
+                    format!(
+                        "pod {name} could not start: init container `{}` (image `{}`) exited with code {}{}; its log is in the job's log",
+                        c.name,
+                        image_of(pod, &c.name),
+                        t.exit_code,
+                        t.reason
+                            .as_deref()
+                            .filter(|r| *r != "Error")
+                            .map(|r| format!(" ({r})"))
+                            .unwrap_or_default()
+                    ),
+                )
+            })
+        })
 }
 
 fn from_terminated(t: &ContainerStateTerminated) -> Observed {

@@ -114,6 +114,46 @@ fn an_image_that_cannot_be_pulled_fails_the_job_naming_the_image() {
 }
 
 #[test]
+fn init_containers_that_cannot_pull_or_fail_end_the_job_naming_them() {
+    let with_init = |status: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "j-abc"},
+            "spec": {"initContainers": [{"name": "berth-fetch", "image": "berth:0.1.0"}],
+                "containers": [{"name": "job", "image": "img:1"}]},
+            "status": status,
+        }))
+        .unwrap()
+    };
+    let waiting = |state: serde_json::Value| json!({"name": "berth-fetch", "ready": false, "restartCount": 0, "image": "x", "imageID": "", "state": state});
+    let main = json!({"name": "job", "ready": false, "restartCount": 0, "image": "img:1", "imageID": "",
+        "state": {"waiting": {"reason": "PodInitializing"}}});
+    let pulling = with_init(json!({"phase": "Pending",
+        "initContainerStatuses": [waiting(json!({"waiting": {"reason": "ErrImagePull", "message": "not found"}}))],
+        "containerStatuses": [main]}));
+    let (e, _, m) = ending(observe(Some(&job(json!({}))), &[pulling]));
+    assert_eq!(e, Ending::StartFailed);
+    assert!(
+        m.contains("ErrImagePull") && m.contains("berth:0.1.0"),
+        "{m}"
+    );
+
+    let failed_fetch = with_init(json!({"phase": "Failed",
+        "initContainerStatuses": [waiting(json!({"terminated": {"exitCode": 1, "reason": "Error"}}))],
+        "containerStatuses": [main]}));
+    let failed_job = job(
+        json!({"conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}),
+    );
+    for j in [job(json!({})), failed_job] {
+        let (e, code, m) = ending(observe(Some(&j), std::slice::from_ref(&failed_fetch)));
+        assert_eq!((e, code), (Ending::StartFailed, Some(1)));
+        assert_eq!(
+            m,
+            "pod j-abc could not start: init container `berth-fetch` (image `berth:0.1.0`) exited with code 1; its log is in the job's log"
+        );
+    }
+}
+
+#[test]
 fn a_deleted_job_is_gone() {
     assert_eq!(observe(None, &[]), Observed::Gone);
 }
