@@ -219,12 +219,7 @@ pub async fn upload_output(
 ) -> Result<StatusCode, ApiError> {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let dest = svc::upload_target(&s, &name, &output, &path, token).await?;
+    let dest = svc::upload_target(&s, &name, &output, &path, super::bearer(&headers)).await?;
     if let Some(parent) = dest.parent() {
         tokio::fs::create_dir_all(parent)
             .await

@@ -37,6 +37,15 @@ use serving as sv;
 use crate::AppState;
 use crate::error::ApiError;
 
+/// The bearer token a pod sends (its job's or revision's own), or "".
+fn bearer(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+}
+
 /// A JSON body whose rejections are API errors (413 for a body over the limit).
 pub struct ApiJson<T>(pub T);
 

@@ -8,18 +8,11 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::api::OutputFile;
 
+use super::bearer;
 use super::jobs::file_stream;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::services::pod_files::{self as svc, PodFiles};
-
-fn bearer(headers: &HeaderMap) -> &str {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-}
 
 async fn send(files: PodFiles, path: &str) -> Result<Response, ApiError> {
     let file = files.file(path)?;
