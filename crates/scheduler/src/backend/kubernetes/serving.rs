@@ -1,9 +1,9 @@
 //! Online deployments on a cluster: a `Deployment` whose pods run `berth runtime` (the binary
 //! copied in by an init container from Berth's image, so the user's image only needs Python),
-//! a headless `Service` (cluster DNS for the replicas; the router reads ready pods itself), and a ConfigMap
-//! per revision with the scoring code and model (or, when they are too large for one, an init
-//! container that fetches them from the Berth server). Rolling updates keep every old replica until
-//! a new one is ready (`maxUnavailable: 0`).
+//! a headless `Service` (cluster DNS for the replicas; the router reads ready pods itself), and
+//! a ConfigMap per revision with the scoring code and model (or, when they are too large for
+//! one, an init container that fetches them from the Berth server). Rolling updates keep every
+//! old replica until a new one is ready (`maxUnavailable: 0`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
