@@ -6,7 +6,9 @@
 //! with backoff, so a restarting server only delays the pod.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use berth_core::api::OutputFile;
 use berth_scheduler::backend::kubernetes::delivery::FETCH_TOKEN_ENV;
@@ -29,7 +31,11 @@ pub async fn run(url: Option<&str>, into: &[String], downloads: &[String]) -> Re
             .ok_or_else(|| Failure::new(format!("--download `{item}` is not folder=URL")))?;
         let dest = Path::new(dir).join(berth_core::job::url_file_name(source));
         let http = crate::client::http_client(source)?;
-        let size = retrying(source, || download(&http, source, None, &dest, None)).await?;
+        let progress = Progress::new(None);
+        let size = retrying(source, || {
+            download(&http, source, None, &dest, None, &progress)
+        })
+        .await?;
         eprintln!(
             "[berth] downloaded {source} to {}: {}",
             dest.display(),
@@ -58,6 +64,7 @@ async fn from_server(url: &str, into: &[String]) -> Result<(), Failure> {
     })
     .await?;
     let total: u64 = listing.iter().map(|f| f.size).sum();
+    let progress = Progress::new(Some(total));
     eprintln!(
         "[berth] fetching {} files ({}) from {url}",
         listing.len(),
@@ -71,7 +78,8 @@ async fn from_server(url: &str, into: &[String]) -> Result<(), Failure> {
             let dest = dir.join(rel);
             let file_url = format!("{url}/{}", f.path);
             retrying(&file_url, || {
-                download(&http, &file_url, Some(token.as_str()), &dest, Some(f.size))
+                let token = Some(token.as_str());
+                download(&http, &file_url, token, &dest, Some(f.size), &progress)
             })
             .await?;
             files += 1;
@@ -145,6 +153,7 @@ async fn download(
     token: Option<&str>,
     dest: &Path,
     size: Option<u64>,
+    progress: &Progress,
 ) -> Result<u64, Attempt> {
     let io = |e: std::io::Error| Attempt::Fail(format!("{}: {e}", dest.display()));
     if let Some(parent) = dest.parent() {
@@ -157,22 +166,74 @@ async fn download(
     let part = PathBuf::from(part);
     let mut file = tokio::fs::File::create(&part).await.map_err(io)?;
     let mut got = 0u64;
-    while let Some(chunk) = r
-        .chunk()
-        .await
-        .map_err(|e| Attempt::Retry(format!("{url}: cut short: {e}")))?
-    {
-        got += chunk.len() as u64;
-        file.write_all(&chunk).await.map_err(io)?;
-    }
-    if let Some(want) = expected.filter(|&w| w != got) {
-        return Err(Attempt::Retry(format!(
-            "{url}: {got} bytes arrived of {want}"
-        )));
+    let body = async {
+        while let Some(chunk) = r
+            .chunk()
+            .await
+            .map_err(|e| Attempt::Retry(format!("{url}: cut short: {e}")))?
+        {
+            got += chunk.len() as u64;
+            progress.add(chunk.len() as u64);
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        match expected.filter(|&w| w != got) {
+            Some(want) => Err(Attempt::Retry(format!(
+                "{url}: {got} bytes arrived of {want}"
+            ))),
+            None => Ok(()),
+        }
+    };
+    if let Err(e) = body.await {
+        // A retry starts the file again.
+        progress.sub(got);
+        return Err(e);
     }
     file.flush().await.map_err(io)?;
     tokio::fs::rename(&part, dest).await.map_err(io)?;
     Ok(got)
+}
+
+/// Bytes fetched so far, said every few seconds so a large model's fetch shows it moves.
+struct Progress {
+    total: Option<u64>,
+    done: AtomicU64,
+    said: Mutex<Instant>,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn new(total: Option<u64>) -> Progress {
+        Progress {
+            total,
+            done: AtomicU64::new(0),
+            said: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn add(&self, n: u64) {
+        let done = self.done.fetch_add(n, Ordering::Relaxed) + n;
+        let Ok(mut said) = self.said.lock() else {
+            return;
+        };
+        if said.elapsed() < Self::EVERY {
+            return;
+        }
+        *said = Instant::now();
+        match self.total.filter(|&t| t > 0) {
+            Some(total) => eprintln!(
+                "[berth] {} of {} ({}%)",
+                human(done),
+                human(total),
+                done * 100 / total
+            ),
+            None => eprintln!("[berth] {}", human(done)),
+        }
+    }
+
+    fn sub(&self, n: u64) {
+        self.done.fetch_sub(n, Ordering::Relaxed);
+    }
 }
 
 fn human(bytes: u64) -> String {

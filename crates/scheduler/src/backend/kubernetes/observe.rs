@@ -167,9 +167,21 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
                 .as_ref()
                 .and_then(|s| s.node_name.clone())
                 .unwrap_or_else(|| "a node".into());
-            Observed::Waiting(Phase::Starting(format!(
-                "pod {pod_name} is on {node}; its container is starting"
-            )))
+            let init_running = pod_status
+                .and_then(|s| s.init_container_statuses.as_ref())
+                .into_iter()
+                .flatten()
+                .find(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+            Observed::Waiting(Phase::Starting(match init_running {
+                Some(c) if c.name == "berth-fetch" => format!(
+                    "pod {pod_name} is on {node}; its init container berth-fetch is fetching the job's files"
+                ),
+                Some(c) => format!(
+                    "pod {pod_name} is on {node}; its init container {} is running",
+                    c.name
+                ),
+                None => format!("pod {pod_name} is on {node}; its container is starting"),
+            }))
         }
     }
 }

@@ -137,6 +137,14 @@ fn init_containers_that_cannot_pull_or_fail_end_the_job_naming_them() {
         "{m}"
     );
 
+    let fetching = with_init(json!({"phase": "Pending",
+        "initContainerStatuses": [waiting(json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}))],
+        "containerStatuses": [main]}));
+    assert!(matches!(
+        observe(Some(&job(json!({}))), &[fetching]),
+        Observed::Waiting(Phase::Starting(m)) if m.contains("berth-fetch is fetching the job's files")
+    ));
+
     let failed_fetch = with_init(json!({"phase": "Failed",
         "initContainerStatuses": [waiting(json!({"terminated": {"exitCode": 1, "reason": "Error"}}))],
         "containerStatuses": [main]}));
