@@ -441,6 +441,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
         ("KUBERNETES_SERVICE_PORT", port.as_str()),
         ("BERTH_SERVICE_ACCOUNT_DIR", sa.path().to_str().unwrap()),
+        ("BERTH_SERVER_URL", "http://berth-server.azureml.svc:8700"),
     ];
     let in_pod = Server::start_in(tempfile::tempdir().unwrap(), &[], &pod_env);
     in_pod.ok_in(
@@ -457,9 +458,12 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
             "azureml-workloads",
         ],
     );
+    let here = in_pod.json(&["compute", "show", "--name", "here"]);
+    assert_eq!(here["cluster"]["nodes"], 2);
+    // Its pods reach it at its own Service, as the extension tells it.
     assert_eq!(
-        in_pod.json(&["compute", "show", "--name", "here"])["cluster"]["nodes"],
-        2
+        here["kubernetes"]["server_url"],
+        "http://berth-server.azureml.svc:8700"
     );
     drop(in_pod);
     let out = s.cli(&[

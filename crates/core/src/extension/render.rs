@@ -120,7 +120,7 @@ fn container(
         "image": cfg.image,
         "args": args,
         "ports": [{"containerPort": port, "name": "http", "protocol": "TCP"}],
-                "env": [
+        "env": [
             {"name": "BERTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "berth-api-token", "key": "token"}}},
             // Job and deployment pods copy `berth` from the same image.
             {"name": "BERTH_IMAGE", "value": cfg.image},
@@ -190,6 +190,11 @@ pub fn render(cfg: &ExtensionConfig, api_token: &str) -> Vec<Value> {
         ("1", "512Mi"),
     );
     server["volumeMounts"] = json!([{"name": "state", "mountPath": "/var/lib/berth"}]);
+    // Where pods reach the server (job outputs, large files): `compute attach --in-cluster`
+    // uses it unless --server-url is given.
+    if let Some(env) = server["env"].as_array_mut() {
+        env.push(json!({"name": "BERTH_SERVER_URL", "value": format!("http://berth-server.{NAMESPACE}.svc:8700")}));
+    }
     docs.push(json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -345,6 +350,8 @@ mod tests {
             env.iter()
                 .any(|e| e["name"] == "BERTH_IMAGE" && e["value"] == "reg.example/berth:2")
         );
+        assert!(env.iter().any(|e| e["name"] == "BERTH_SERVER_URL"
+            && e["value"] == "http://berth-server.azureml.svc:8700"));
     }
 
     #[test]

@@ -130,9 +130,18 @@ pub async fn ensure_local_compute(store: &Store) -> Result<(), ApiError> {
 /// Attaches a compute; a Kubernetes one only after its cluster passed the checks.
 pub async fn attach_compute(
     state: &AppState,
-    spec: ComputeSpec,
+    mut spec: ComputeSpec,
     create_namespace: bool,
 ) -> Result<ComputeView, ApiError> {
+    // The installed server knows where its pods reach it: its own Service, which the extension
+    // passes as BERTH_SERVER_URL. A cluster attached by kubeconfig may be another cluster.
+    if let Some(k) = spec.kubernetes.as_mut().filter(|k| k.in_cluster) {
+        k.server_url = k.server_url.take().or_else(|| {
+            std::env::var("BERTH_SERVER_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+        });
+    }
     berth_core::names::validate_name("compute", &spec.name).map_err(ApiError::BadRequest)?;
     if find_compute(state, &spec.name).await?.is_some() {
         return Err(already_attached(&spec.name));
