@@ -5,27 +5,6 @@ mod pod_files;
 mod resources;
 mod serving;
 
-/// Routes a Kubernetes pod calls with its own job or revision token instead of the API token:
-/// output uploads and the files too large for a ConfigMap.
-pub fn pod_routes() -> Router<AppState> {
-    Router::new()
-        // Output files can be large; each is checked against its job's own upload token.
-        .route(
-            "/api/jobs/{name}/uploads/{output}/{*path}",
-            put(jobs::upload_output).layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .route("/api/jobs/{name}/files", get(pod_files::job_listing))
-        .route("/api/jobs/{name}/files/{*path}", get(pod_files::job_file))
-        .route(
-            "/api/endpoints/{name}/deployments/{deployment}/revisions/{revision}/files",
-            get(pod_files::revision_listing),
-        )
-        .route(
-            "/api/endpoints/{name}/deployments/{deployment}/revisions/{revision}/files/{*path}",
-            get(pod_files::revision_file),
-        )
-}
-
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -66,6 +45,27 @@ fn rejection(e: JsonRejection) -> ApiError {
     } else {
         ApiError::BadRequest(format!("the request body is not valid: {}", e.body_text()))
     }
+}
+
+/// Routes a Kubernetes pod calls with its own job or revision token instead of the API token:
+/// output uploads and the files too large for a ConfigMap.
+pub fn pod_routes() -> Router<AppState> {
+    Router::new()
+        // Output files can be large; each is checked against its job's own upload token.
+        .route(
+            "/api/jobs/{name}/uploads/{output}/{*path}",
+            put(jobs::upload_output).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/api/jobs/{name}/files", get(pod_files::job_listing))
+        .route("/api/jobs/{name}/files/{*path}", get(pod_files::job_file))
+        .route(
+            "/api/endpoints/{name}/deployments/{deployment}/revisions/{revision}/files",
+            get(pod_files::revision_listing),
+        )
+        .route(
+            "/api/endpoints/{name}/deployments/{deployment}/revisions/{revision}/files/{*path}",
+            get(pod_files::revision_file),
+        )
 }
 
 /// Every authenticated route under `/api`.
