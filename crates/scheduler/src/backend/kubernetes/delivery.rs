@@ -15,6 +15,8 @@ use crate::workdir::list_files;
 pub const CONFIGMAP_LIMIT: u64 = 900 * 1024;
 /// Where the `berth` binary is in Berth's image.
 pub const BERTH_IN_IMAGE: &str = "/usr/local/bin/berth";
+/// The init container that runs `berth fetch`.
+pub const FETCH_CONTAINER: &str = "berth-fetch";
 /// The environment variable that carries a fetch token to `berth fetch`.
 pub const FETCH_TOKEN_ENV: &str = "BERTH_FETCH_TOKEN";
 
@@ -74,7 +76,7 @@ impl Delivery {
         }
         let init = self.init.get_or_insert_with(|| {
             json!({
-                "name": "berth-fetch",
+                "name": FETCH_CONTAINER,
                 "image": berth_image,
                 "command": [BERTH_IN_IMAGE, "fetch"],
                 "volumeMounts": [],
@@ -159,7 +161,7 @@ pub fn deliver(
         command.extend(["--into".into(), format!("{}={}", part.name, part.mount)]);
     }
     out.init = Some(json!({
-        "name": "berth-fetch",
+        "name": FETCH_CONTAINER,
         "image": berth_image,
         "command": command,
         "env": [{"name": FETCH_TOKEN_ENV, "value": fetch.token}],

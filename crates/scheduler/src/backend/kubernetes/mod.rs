@@ -151,7 +151,7 @@ fn init_logs(pod: &Pod) -> Vec<String> {
     pod.spec
         .iter()
         .flat_map(|s| s.init_containers.iter().flatten())
-        .filter(|c| c.name == "berth-fetch" || failed(&c.name))
+        .filter(|c| c.name == delivery::FETCH_CONTAINER || failed(&c.name))
         .map(|c| c.name.clone())
         .collect()
 }
@@ -249,7 +249,7 @@ impl Backend for KubernetesBackend {
             .as_ref()
             .and_then(|s| s.template.spec.as_ref())
             .and_then(|s| s.init_containers.as_ref())
-            .and_then(|c| c.iter().find(|c| c.name == "berth-fetch"))
+            .and_then(|c| c.iter().find(|c| c.name == delivery::FETCH_CONTAINER))
             .and_then(|c| c.command.clone())
             .unwrap_or_default();
         if fetch_args.iter().any(|a| a == "--into") {

@@ -173,7 +173,7 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
                 .flatten()
                 .find(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
             Observed::Waiting(Phase::Starting(match init_running {
-                Some(c) if c.name == "berth-fetch" => format!(
+                Some(c) if c.name == super::delivery::FETCH_CONTAINER => format!(
                     "pod {pod_name} is on {node}; its init container berth-fetch is fetching the job's files"
                 ),
                 Some(c) => format!(
