@@ -344,6 +344,44 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
     assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["sum"], sum, "{body}");
+    // After an update, revision 1's token still opens revision 1's files (its replicas may
+    // start again while a rollout runs or after it failed), and nothing else.
+    let (url, token) = (
+        init[1].command.clone().unwrap()[3].clone(),
+        init[1].env.clone().unwrap()[0].value.clone().unwrap(),
+    );
+    std::fs::write(
+        work.path().join("big.yaml"),
+        std::fs::read_to_string(work.path().join("big.yaml")).unwrap()
+            + "environment_variables:\n  MODEL_VARIANT: big-v2\n",
+    )
+    .unwrap();
+    s.ok_in(
+        work.path(),
+        &["online-deployment", "update", "--file", "big.yaml"],
+    );
+    let get = |url: &str| {
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    };
+    let (status, listing) = get(&url);
+    assert_eq!(status, 200, "{listing}");
+    let listing: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
+    assert!(
+        listing
+            .iter()
+            .any(|f| f["path"] == "model/weights.bin" && f["size"] == 1_500_000),
+        "{listing:?}"
+    );
+    let (status, body) = get(&url.replace("/revisions/1/", "/revisions/2/"));
+    assert_eq!(status, 401, "{body}");
 
     // The server restarts: it adopts what runs in the cluster and serves at once.
     let home = s.kill9();

@@ -227,6 +227,9 @@ fn has_onnx(dir: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The file in a revision's folder naming the model folder it serves.
+pub const MODEL_DIR_FILE: &str = "model-dir";
+
 /// Snapshots the code into the revision's folder and builds the record.
 #[allow(clippy::too_many_arguments)]
 async fn snapshot_record(
@@ -247,11 +250,25 @@ async fn snapshot_record(
     let rev = dir.join(format!("rev-{revision}"));
     let d = rev.join("code");
     let src = code_script.as_ref().map(|(c, _)| c.clone());
+    let model = model_dir.clone();
     tokio::task::spawn_blocking(move || {
         let _ = std::fs::remove_dir_all(&d);
         match src {
             Some(c) => copy_tree(&c, &d).map(|_| ()),
             None => std::fs::create_dir_all(&d),
+        }?;
+        // Which model this revision serves, for its replicas that start after the next
+        // revision replaced it in the record (they fetch it on a cluster).
+        let note = d.with_file_name(MODEL_DIR_FILE);
+        match model {
+            Some(m) => std::fs::write(note, m.to_string_lossy().as_bytes()),
+            None => std::fs::remove_file(note).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }),
         }
     })
     .await

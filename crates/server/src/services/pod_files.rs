@@ -13,6 +13,7 @@ use berth_scheduler::workdir::{JobDir, list_files};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::services::deployments::MODEL_DIR_FILE;
 
 /// Named roots a pod may read: `(part, folder or file)`.
 #[derive(Debug)]
@@ -52,7 +53,9 @@ fn scope(endpoint: &str, deployment: &str, revision: u32) -> String {
     format!("files/{endpoint}/{deployment}/{revision}")
 }
 
-/// The files of a deployment's current revision, for a bearer of that revision's token.
+/// The files of a deployment's revision, for a bearer of that revision's token: the current
+/// one from the record, an earlier one (whose replicas may still start while a rollout is
+/// under way or has failed) from its folder.
 pub async fn for_deployment(
     state: &AppState,
     endpoint: &str,
@@ -72,20 +75,31 @@ pub async fn for_deployment(
     let d = crate::services::deployments::get(state, endpoint, deployment)
         .await?
         .value;
-    if d.revision != revision {
+    let mut parts = Vec::new();
+    if d.revision == revision {
+        if d.script.is_some() {
+            parts.push(("code".to_string(), d.revision_dir().join("code")));
+        }
+        if let Some(model) = &d.model_dir {
+            parts.push(("model".to_string(), PathBuf::from(model)));
+        }
+        return Ok(PodFiles(parts));
+    }
+    let dir = Path::new(&d.dir).join(format!("rev-{revision}"));
+    if revision > d.revision || !dir.is_dir() {
         return Err(ApiError::Conflict {
             message: format!(
-                "revision {revision} of `{endpoint}/{deployment}` has been replaced by revision {}",
+                "revision {revision} of `{endpoint}/{deployment}` is not kept (the deployment is at revision {})",
                 d.revision
             ),
             hint: None,
         });
     }
-    let mut parts = Vec::new();
-    if d.script.is_some() {
-        parts.push(("code".to_string(), d.revision_dir().join("code")));
+    let code = dir.join("code");
+    if std::fs::read_dir(&code).is_ok_and(|mut e| e.next().is_some()) {
+        parts.push(("code".to_string(), code));
     }
-    if let Some(model) = &d.model_dir {
+    if let Ok(model) = std::fs::read_to_string(dir.join(MODEL_DIR_FILE)) {
         parts.push(("model".to_string(), PathBuf::from(model)));
     }
     Ok(PodFiles(parts))
