@@ -245,6 +245,14 @@ fn extension_create_show_update_delete_on_a_real_api_server() {
                 "{}",
                 text(&out.stderr)
             );
+            // It says what to do next.
+            assert!(
+                text(&out.stderr).contains(
+                    "berth compute attach --type Kubernetes --name aks-compute --in-cluster"
+                ),
+                "{}",
+                text(&out.stderr)
+            );
             ok = true;
             break;
         }

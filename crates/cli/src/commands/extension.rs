@@ -359,6 +359,14 @@ async fn create(
         eprintln!("Waiting for the components to be ready (--no-wait to skip)...");
         wait_ready(&cluster, &docs, timeout).await?;
     }
+    eprintln!(
+        "Next, attach the cluster as a compute through the installed server:
+  kubectl -n {ns} port-forward svc/berth-server 8700 &
+  export BERTH_SERVER=http://localhost:8700
+  export BERTH_TOKEN=$(kubectl -n {ns} get secret berth-api-token -o jsonpath='{{.data.token}}' | base64 -d)
+  berth compute attach --type Kubernetes --name aks-compute --in-cluster --namespace azureml-workloads --create-namespace",
+        ns = berth_core::extension::render::NAMESPACE
+    );
     show(&cluster, &target.name, out).await
 }
 
