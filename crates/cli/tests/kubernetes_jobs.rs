@@ -17,7 +17,8 @@ use std::time::Duration;
 use berth_scheduler::backend::kubernetes::objects::object_name;
 use k8s::{ControlPlane, apply_instance_types, eventually};
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::Api;
+use k8s_openapi::api::core::v1::ResourceQuota;
+use kube::api::{Api, DeleteParams, PostParams};
 use kubelet::{Kubelet, NodeSpec};
 use support::{BERTH, Server, seed_dir, text, write};
 
@@ -299,6 +300,42 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
                 .unwrap()
                 .is_none()
         },
+    );
+
+    // A ResourceQuota that admits no pod: the job waits in Queued with the Job controller's
+    // reason, and runs once the quota is lifted.
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "azureml-workloads");
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}
+    }))
+    .unwrap();
+    rt.block_on(quotas.create(&PostParams::default(), &quota))
+        .unwrap();
+    let quota_job = submit(
+        &s,
+        dir.path(),
+        "quota.yaml",
+        "command: echo past the quota\n",
+    );
+    eventually(
+        "the quota's reason",
+        Duration::from_secs(30),
+        last_job,
+        || {
+            let v = status(&s, &quota_job);
+            v["status"] == "Queued"
+                && v["status_message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("exceeded quota: no-pods"))
+        },
+    );
+    rt.block_on(quotas.delete("no-pods", &DeleteParams::default()))
+        .unwrap();
+    eventually(
+        "the job past the quota",
+        Duration::from_secs(60),
+        last_job,
+        || status(&s, &quota_job)["status"] == "Completed",
     );
 
     // limits.timeout becomes activeDeadlineSeconds.

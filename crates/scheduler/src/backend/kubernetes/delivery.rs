@@ -55,6 +55,20 @@ pub struct Delivery {
     pub init: Option<Value>,
 }
 
+/// Gives Berth's init containers the main container's CPU and memory: a pod's request is the
+/// larger of any init container's and the sum of its containers', so this costs nothing more,
+/// and a namespace whose ResourceQuota or LimitRange demands requests and limits accepts them.
+/// GPUs stay with the main container.
+pub fn size_init_containers(init: &mut [Value], requests: &Value, limits: &Value) {
+    let mut limits = limits.clone();
+    if let Some(l) = limits.as_object_mut() {
+        l.remove("nvidia.com/gpu");
+    }
+    for c in init {
+        c["resources"] = json!({"requests": requests, "limits": limits});
+    }
+}
+
 /// A URL the init container downloads into `mount` before the main container starts (an input
 /// in `download` mode), under the name [`berth_core::job::url_file_name`] gives it.
 #[derive(Clone, Debug)]

@@ -19,7 +19,7 @@ use std::time::Duration;
 use berth_core::job::JobRecord;
 use futures_util::AsyncReadExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PropagationPolicy};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -339,6 +339,10 @@ impl Backend for KubernetesBackend {
         let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
         let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
         let selector = ListParams::default().labels(&format!("{JOB_LABEL}={name}"));
+        let events: Api<Event> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let job_events = ListParams::default().fields(&format!(
+            "involvedObject.kind=Job,involvedObject.name={name}"
+        ));
         let mut backoff = POLL;
         let mut last: Option<Phase> = None;
         let mut log_task: Option<tokio::task::JoinHandle<()>> = None;
@@ -358,6 +362,17 @@ impl Backend for KubernetesBackend {
             };
             backoff = POLL;
             let phase = match observe(found.as_ref(), &pod_list) {
+                // No pod yet: the Job controller says in an event when it cannot make one
+                // (a ResourceQuota, a LimitRange, an admission webhook).
+                Observed::Waiting(p) if found.is_some() && pod_list.is_empty() => {
+                    match events.list(&job_events).await {
+                        Ok(list) => match observe::creation_refused(&list.items) {
+                            Some(why) => Phase::Queued(why),
+                            None => p,
+                        },
+                        Err(_) => p,
+                    }
+                }
                 Observed::Waiting(p) => p,
                 Observed::Running { pod } => {
                     let running = pod_list

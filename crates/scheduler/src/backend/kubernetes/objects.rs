@@ -16,7 +16,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
-use super::delivery::{Delivery, Download, Fetch, Part, deliver};
+use super::delivery::{Delivery, Download, Fetch, Part, deliver, size_init_containers};
 use crate::workdir::JobDir;
 
 /// The label every object Berth makes carries.
@@ -267,6 +267,7 @@ pub fn build(
         wrapped.append(&mut argv);
         argv = wrapped;
     }
+    size_init_containers(&mut init, &requests, &limits);
     let mut spec = json!({
         "backoffLimit": 0,
         "template": {

@@ -199,6 +199,11 @@ fn with_a_server_url_the_command_runs_under_job_run_which_uploads_outputs() {
     let j = serde_json::to_value(&built.job).unwrap();
     let pod = &j["spec"]["template"]["spec"];
     assert_eq!(pod["initContainers"][0]["image"], "reg.example/berth:1");
+    // Init containers get the job's CPU and memory (quotas demand them), not its GPU.
+    let init = &pod["initContainers"][0]["resources"];
+    assert_eq!(init["requests"]["cpu"], "100m");
+    assert!(init["limits"].get("nvidia.com/gpu").is_none(), "{init}");
+    assert!(init["limits"].get("memory").is_some(), "{init}");
     let cmd: Vec<&str> = pod["containers"][0]["command"]
         .as_array()
         .unwrap()

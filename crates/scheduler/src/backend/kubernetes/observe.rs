@@ -3,7 +3,7 @@
 //! with the scheduler's own message as the reason.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Event, Pod};
 
 use crate::backend::Phase;
 use crate::supervisor::{Ending, RunResult};
@@ -184,6 +184,24 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
             }))
         }
     }
+}
+
+/// Why the Job controller cannot create the job's pod, from the Job's events: the newest
+/// `FailedCreate` warning, e.g. `exceeded quota: ...`.
+pub fn creation_refused(events: &[Event]) -> Option<String> {
+    let e = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+        .max_by_key(|e| {
+            e.last_timestamp
+                .as_ref()
+                .or(e.first_timestamp.as_ref())
+                .map(|t| t.0)
+        })?;
+    Some(format!(
+        "the Kubernetes Job controller cannot create the pod: {}",
+        e.message.as_deref().unwrap_or("no message")
+    ))
 }
 
 fn success() -> Observed {

@@ -162,6 +162,36 @@ fn init_containers_that_cannot_pull_or_fail_end_the_job_naming_them() {
 }
 
 #[test]
+fn a_pod_the_job_controller_may_not_create_is_explained_by_its_event() {
+    let event = |reason: &str, at: &str, message: &str| -> Event {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("j.{at}")},
+            "involvedObject": {"kind": "Job", "name": "j"},
+            "reason": reason, "message": message, "type": "Warning",
+            "lastTimestamp": at,
+        }))
+        .unwrap()
+    };
+    assert_eq!(
+        creation_refused(&[event(
+            "SuccessfulCreate",
+            "2026-01-01T00:00:01Z",
+            "Created pod: j-abc"
+        )]),
+        None
+    );
+    let why = creation_refused(&[
+        event("FailedCreate", "2026-01-01T00:00:01Z", "old"),
+        event("FailedCreate", "2026-01-01T00:00:02Z", "pods \"j-x\" is forbidden: exceeded quota: q, requested: pods=1, used: pods=0, limited: pods=0"),
+    ])
+    .unwrap();
+    assert!(
+        why.ends_with("exceeded quota: q, requested: pods=1, used: pods=0, limited: pods=0"),
+        "{why}"
+    );
+}
+
+#[test]
 fn a_deleted_job_is_gone() {
     assert_eq!(observe(None, &[]), Observed::Gone);
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::apply_retrying;
 use super::cluster::{Cluster, describe};
-use super::delivery::{BERTH_IN_IMAGE, Delivery, Fetch, Part, deliver};
+use super::delivery::{BERTH_IN_IMAGE, Delivery, Fetch, Part, deliver, size_init_containers};
 use super::objects::{MANAGED_BY, object_name};
 
 /// The port `berth runtime` listens on in a pod.
@@ -149,6 +149,9 @@ pub fn build(
     if it.limits.gpus.max(it.requests.gpus) > 0 {
         limits["nvidia.com/gpu"] = json!(it.limits.gpus.max(it.requests.gpus).to_string());
     }
+    let requests =
+        json!({"cpu": it.requests.cpu.to_string(), "memory": it.requests.memory.to_string()});
+    size_init_containers(&mut init, &requests, &limits);
     let selector = json!({
         MANAGED_BY.0: MANAGED_BY.1,
         ENDPOINT_LABEL: object_name(&plan.endpoint),
@@ -181,7 +184,7 @@ pub fn build(
                         "env": env,
                         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
                         "resources": {
-                            "requests": {"cpu": it.requests.cpu.to_string(), "memory": it.requests.memory.to_string()},
+                            "requests": requests,
                             "limits": limits,
                         },
                         "readinessProbe": probe("/ready", &plan.readiness),
