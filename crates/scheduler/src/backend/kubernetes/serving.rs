@@ -348,7 +348,7 @@ pub async fn observe(
     let complete = st.observed_generation.unwrap_or(0) >= generation
         && st.updated_replicas.unwrap_or(0) == want
         && st.ready_replicas.unwrap_or(0) == want
-                && st.replicas.unwrap_or(0) == want
+        && st.replicas.unwrap_or(0) == want
         // Every wanted replica is ready for the router too.
         && ready.len() >= usize::try_from(want).unwrap_or(0);
     if complete {
@@ -403,8 +403,23 @@ pub async fn observe(
     })
 }
 
-/// The reason a replica waits to be placed, if the scheduler cannot place one.
+/// The reason a replica waits to be placed: the Deployment's `ReplicaFailure` condition (a
+/// ResourceQuota, LimitRange or webhook refused the pod), or a pod the scheduler cannot place.
 pub async fn unschedulable(cluster: &Cluster, endpoint: &str, deployment: &str) -> Option<String> {
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    if let Ok(Some(d)) = deployments.get_opt(&name_of(endpoint, deployment)).await
+        && let Some(c) = d
+            .status
+            .and_then(|s| s.conditions)
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+    {
+        return Some(format!(
+            "the ReplicaSet cannot create pods: {}",
+            c.message.unwrap_or_default()
+        ));
+    }
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let lp = replicas_of(endpoint, deployment);
     let list = pods.list(&lp).await.ok()?;
