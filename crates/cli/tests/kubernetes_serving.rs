@@ -306,6 +306,60 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         ],
     );
 
+    // Replicas the scheduler cannot place (no GPU node): the deployment says why while it waits.
+    std::fs::write(
+        work.path().join("gpu.yaml"),
+        std::fs::read_to_string(work.path().join("auto.yaml"))
+            .unwrap()
+            .replace("name: auto", "name: gpu")
+            .replace("cpu-small", "gpu-training"),
+    )
+    .unwrap();
+    s.ok_in(
+        work.path(),
+        &[
+            "online-deployment",
+            "create",
+            "--file",
+            "gpu.yaml",
+            "--no-wait",
+        ],
+    );
+    let show_gpu = || {
+        s.json(&[
+            "online-deployment",
+            "show",
+            "--name",
+            "gpu",
+            "--endpoint-name",
+            "my-model-endpoint",
+        ])
+    };
+    eventually(
+        "the scheduler's reason",
+        Duration::from_secs(30),
+        String::new,
+        || {
+            let v = show_gpu();
+            v["provisioning_state"] == "Creating"
+                && v["reason"].as_str().is_some_and(|r| {
+                    r.contains("replicas cannot be placed") && r.contains("nodes are available")
+                })
+        },
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "online-deployment",
+            "delete",
+            "--name",
+            "gpu",
+            "--endpoint-name",
+            "my-model-endpoint",
+            "--yes",
+        ],
+    );
+
     // A model too large for a ConfigMap: the pods' init container fetches it from the server.
     let weights: Vec<u8> = (0..1_500_000u32)
         .map(|i| (i.wrapping_mul(7919) % 251) as u8)

@@ -355,9 +355,18 @@ async fn submit(
     let verb = if update { "Updating" } else { "Creating" };
     eprintln!("{verb} deployment {name} on {endpoint}: starting replicas, running init()...");
     let started = std::time::Instant::now();
+    let mut said = String::new();
     loop {
         let d: Value = client.get(&path).await?;
-        match d["provisioning_state"].as_str() {
+        let state = d["provisioning_state"].as_str();
+        if let Some(why) = d["reason"].as_str()
+            && state != Some("Failed")
+            && why != said
+        {
+            eprintln!("  waiting: {why}");
+            said = why.to_string();
+        }
+        match state {
             Some("Succeeded") => {
                 eprintln!(
                     "Deployment {name} is ready ({} replica(s), {:.1}s).",

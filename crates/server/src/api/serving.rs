@@ -159,7 +159,7 @@ fn dview(s: &AppState, d: &Stored<DeploymentRecord>) -> DeploymentView {
         provisioning_state: d.value.state.name(),
         reason: match &d.value.state {
             berth_core::serving::DeploymentState::Failed { reason } => Some(reason.clone()),
-            _ => None,
+            _ => s.cluster_serving.waiting(&key),
         },
         ready_replicas: s
             .replicas

@@ -26,10 +26,12 @@ use crate::services::pod_files::deployment_token;
 /// autoscaler may add a node meanwhile).
 const UNSCHEDULABLE_FOR: Duration = Duration::from_secs(600);
 
-/// Ready replicas of cluster deployments, and which deployments have a watcher.
+/// Ready replicas of cluster deployments, why a rollout waits, and which deployments have a
+/// watcher.
 #[derive(Default)]
 pub struct ClusterServing {
     ready: Mutex<HashMap<String, Vec<String>>>,
+    waiting: Mutex<HashMap<String, String>>,
     watching: Mutex<HashSet<String>>,
 }
 
@@ -41,6 +43,20 @@ impl ClusterServing {
             .ok()
             .and_then(|m| m.get(key).cloned())
             .unwrap_or_default()
+    }
+
+    /// Why a deployment's rollout waits (replicas that cannot be placed), while it does.
+    pub fn waiting(&self, key: &str) -> Option<String> {
+        self.waiting.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    fn set_waiting(&self, key: &str, reason: Option<String>) {
+        if let Ok(mut m) = self.waiting.lock() {
+            match reason {
+                Some(r) => m.insert(key.to_string(), r),
+                None => m.remove(key),
+            };
+        }
     }
 }
 
@@ -256,7 +272,15 @@ fn watch(state: &AppState, cluster: Cluster, endpoint: &str, name: &str, all_tra
                     set_state(&state, &key, DeploymentState::Failed { reason }).await;
                 }
                 Rollout::Progressing if busy => {
-                    match serving::unschedulable(&cluster, &endpoint, &name).await {
+                    let stuck = serving::unschedulable(&cluster, &endpoint, &name).await;
+                    let said = stuck.as_ref().map(|r| {
+                        format!(
+                            "replicas cannot be placed: {r} (the deployment fails if this lasts {} minutes)",
+                            UNSCHEDULABLE_FOR.as_secs() / 60
+                        )
+                    });
+                    state.cluster_serving.set_waiting(&key, said);
+                    match stuck {
                         Some(reason) => {
                             let since = *stuck_since.get_or_insert_with(tokio::time::Instant::now);
                             if since.elapsed() >= UNSCHEDULABLE_FOR {
@@ -270,13 +294,17 @@ fn watch(state: &AppState, cluster: Cluster, endpoint: &str, name: &str, all_tra
                         None => stuck_since = None,
                     }
                 }
-                _ => stuck_since = None,
+                _ => {
+                    stuck_since = None;
+                    state.cluster_serving.set_waiting(&key, None);
+                }
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         if let Ok(mut m) = state.cluster_serving.ready.lock() {
             m.remove(&key);
         }
+        state.cluster_serving.set_waiting(&key, None);
         if let Ok(mut w) = state.cluster_serving.watching.lock() {
             w.remove(&key);
         }
