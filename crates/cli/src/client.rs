@@ -143,7 +143,7 @@ pub fn http_client(base: &str) -> Result<reqwest::Client, Failure> {
         .map_err(|e| Failure::new(format!("cannot build an HTTP client: {e}")))
 }
 
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

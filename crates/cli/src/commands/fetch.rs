@@ -32,10 +32,7 @@ pub async fn run(url: Option<&str>, into: &[String], downloads: &[String]) -> Re
         let dest = Path::new(dir).join(berth_core::job::url_file_name(source));
         let http = crate::client::http_client(source)?;
         let progress = Progress::new(None);
-        let size = retrying(source, || {
-            download(&http, source, None, &dest, None, &progress)
-        })
-        .await?;
+        let size = retrying(|| download(&http, source, None, &dest, None, &progress)).await?;
         eprintln!(
             "[berth] downloaded {source} to {}: {}",
             dest.display(),
@@ -56,7 +53,7 @@ async fn from_server(url: &str, into: &[String]) -> Result<(), Failure> {
     }
     let token = std::env::var(FETCH_TOKEN_ENV).unwrap_or_default();
     let http = crate::client::http_client(url)?;
-    let listing: Vec<OutputFile> = retrying(url, || async {
+    let listing: Vec<OutputFile> = retrying(|| async {
         let r = send(&http, url, Some(token.as_str())).await?;
         r.json()
             .await
@@ -77,7 +74,7 @@ async fn from_server(url: &str, into: &[String]) -> Result<(), Failure> {
             let rel = &f.path[prefix.len()..];
             let dest = dir.join(rel);
             let file_url = format!("{url}/{}", f.path);
-            retrying(&file_url, || {
+            retrying(|| {
                 let token = Some(token.as_str());
                 download(&http, &file_url, token, &dest, Some(f.size), &progress)
             })
@@ -99,7 +96,7 @@ enum Attempt {
     Fail(String),
 }
 
-async fn retrying<T, F, Fut>(what: &str, mut f: F) -> Result<T, Failure>
+async fn retrying<T, F, Fut>(mut f: F) -> Result<T, Failure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Attempt>>,
@@ -116,7 +113,7 @@ where
             Err(Attempt::Retry(m)) => last = m,
         }
     }
-    Err(Failure::new(format!("cannot fetch {what}: {last}")))
+    Err(Failure::new(format!("gave up after {TRIES} tries: {last}")))
 }
 
 async fn send(
@@ -131,7 +128,7 @@ async fn send(
     let r = req
         .send()
         .await
-        .map_err(|e| Attempt::Retry(format!("{url}: {e}")))?;
+        .map_err(|e| Attempt::Retry(format!("{url}: {}", crate::client::root_cause(&e))))?;
     let status = r.status();
     if status.is_success() {
         return Ok(r);
