@@ -16,8 +16,11 @@ use tokio::io::AsyncWriteExt;
 
 use crate::failure::Failure;
 
-/// Tries per request before giving up.
-const TRIES: u32 = 6;
+/// Tries per request before giving up: with the waits between them (0.5 s doubling to 16 s)
+/// about 80 s, long enough for a restarted in-cluster server to come back.
+const TRIES: u32 = 10;
+/// The longest wait between tries.
+const MAX_WAIT: Duration = Duration::from_secs(16);
 
 /// Fetches the listing at `url` and each file whose part an `--into part=folder` names, then
 /// each `--download folder=URL`.
@@ -105,7 +108,8 @@ where
     for attempt in 0..TRIES {
         if attempt > 0 {
             eprintln!("[berth] {last}; retrying");
-            tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            let wait = Duration::from_millis(250 << attempt.min(7)).min(MAX_WAIT);
+            tokio::time::sleep(wait).await;
         }
         match f().await {
             Ok(v) => return Ok(v),
