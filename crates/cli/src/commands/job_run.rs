@@ -57,9 +57,11 @@ async fn upload(
         let url = format!("{base}/{name}/{rel}");
         let mut last = String::new();
         let mut sent = false;
-        for attempt in 0..3u32 {
+        // As `berth fetch`: about 80 s of tries, so a restarting server loses no output.
+        for attempt in 0..10u32 {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                let wait = Duration::from_millis(250 << attempt.min(7));
+                tokio::time::sleep(wait.min(Duration::from_secs(16))).await;
             }
             let file = tokio::fs::File::open(&path)
                 .await
