@@ -271,27 +271,20 @@ fn watch(state: &AppState, cluster: Cluster, endpoint: &str, name: &str, all_tra
                     };
                     set_state(&state, &key, DeploymentState::Failed { reason }).await;
                 }
-                Rollout::Progressing if busy => {
-                    let stuck = serving::unschedulable(&cluster, &endpoint, &name).await;
-                    let said = stuck.as_ref().map(|r| {
-                        format!(
-                            "replicas cannot be placed: {r} (the deployment fails if this lasts {} minutes)",
-                            UNSCHEDULABLE_FOR.as_secs() / 60
-                        )
-                    });
-                    state.cluster_serving.set_waiting(&key, said);
-                    match stuck {
-                        Some(reason) => {
-                            let since = *stuck_since.get_or_insert_with(tokio::time::Instant::now);
-                            if since.elapsed() >= UNSCHEDULABLE_FOR {
-                                let reason = format!(
-                                    "replicas could not be placed for {} minutes: {reason}; add nodes or pick a smaller instance type",
-                                    UNSCHEDULABLE_FOR.as_secs() / 60
-                                );
-                                set_state(&state, &key, DeploymentState::Failed { reason }).await;
-                            }
-                        }
-                        None => stuck_since = None,
+                Rollout::Unplaceable(reason) if busy => {
+                    let minutes = UNSCHEDULABLE_FOR.as_secs() / 60;
+                    state.cluster_serving.set_waiting(
+                        &key,
+                        Some(format!(
+                            "replicas cannot be placed: {reason} (the deployment fails if this lasts {minutes} minutes)"
+                        )),
+                    );
+                    let since = *stuck_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= UNSCHEDULABLE_FOR {
+                        let reason = format!(
+                            "replicas could not be placed for {minutes} minutes: {reason}; add nodes or pick a smaller instance type"
+                        );
+                        set_state(&state, &key, DeploymentState::Failed { reason }).await;
                     }
                 }
                 _ => {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use berth_core::spec::deployment::ProbeSettings;
 use berth_core::spec::instance_type::InstanceType;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, LogParams};
 use serde_json::{Value, json};
@@ -268,6 +268,9 @@ pub enum Rollout {
     Progressing,
     /// Every replica runs the newest revision and is ready.
     Complete,
+    /// Replicas cannot be placed (no node fits, or a quota refuses the pod); a node or quota
+    /// change may still let them start. The reason says why.
+    Unplaceable(String),
     /// A replica cannot start; the reason says why.
     Failed(String),
 }
@@ -307,7 +310,7 @@ const FATAL: [&str; 5] = [
     "CreateContainerConfigError",
 ];
 
-/// Reads the deployment's Endpoints, Deployment status and pods; the rollout is complete only
+/// Reads the deployment's pods and Deployment status; the rollout is complete only
 /// once every replica runs `revision`.
 pub async fn observe(
     cluster: &Cluster,
@@ -399,31 +402,27 @@ pub async fn observe(
     }
     Ok(Observed {
         ready,
-        rollout: Rollout::Progressing,
+        rollout: match unplaceable(st.conditions.as_deref(), &list.items) {
+            Some(reason) => Rollout::Unplaceable(reason),
+            None => Rollout::Progressing,
+        },
     })
 }
 
-/// The reason a replica waits to be placed: the Deployment's `ReplicaFailure` condition (a
+/// Why replicas cannot be placed: the Deployment's `ReplicaFailure` condition (a
 /// ResourceQuota, LimitRange or webhook refused the pod), or a pod the scheduler cannot place.
-pub async fn unschedulable(cluster: &Cluster, endpoint: &str, deployment: &str) -> Option<String> {
-    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    if let Ok(Some(d)) = deployments.get_opt(&name_of(endpoint, deployment)).await
-        && let Some(c) = d
-            .status
-            .and_then(|s| s.conditions)
-            .into_iter()
-            .flatten()
-            .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+fn unplaceable(conditions: Option<&[DeploymentCondition]>, pods: &[Pod]) -> Option<String> {
+    if let Some(c) = conditions
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
     {
         return Some(format!(
             "the ReplicaSet cannot create pods: {}",
-            c.message.unwrap_or_default()
+            c.message.as_deref().unwrap_or_default()
         ));
     }
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let lp = replicas_of(endpoint, deployment);
-    let list = pods.list(&lp).await.ok()?;
-    list.items.iter().find_map(|p| {
+    pods.iter().find_map(|p| {
         let c = p
             .status
             .as_ref()?
@@ -433,8 +432,8 @@ pub async fn unschedulable(cluster: &Cluster, endpoint: &str, deployment: &str) 
             .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
         Some(format!(
             "pod {}: {}",
-            p.metadata.name.clone().unwrap_or_default(),
-            c.message.clone().unwrap_or_default()
+            p.metadata.name.as_deref().unwrap_or_default(),
+            c.message.as_deref().unwrap_or_default()
         ))
     })
 }
