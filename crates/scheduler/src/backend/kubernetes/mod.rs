@@ -243,19 +243,10 @@ impl Backend for KubernetesBackend {
             ),
         )
         .await;
-        let fetch_args: Vec<String> = built
-            .job
-            .spec
-            .as_ref()
-            .and_then(|s| s.template.spec.as_ref())
-            .and_then(|s| s.init_containers.as_ref())
-            .and_then(|c| c.iter().find(|c| c.name == delivery::FETCH_CONTAINER))
-            .and_then(|c| c.command.clone())
-            .unwrap_or_default();
-        if fetch_args.iter().any(|a| a == "--into") {
+        if built.fetches_files {
             append_log(job, "[berth] the job's code and inputs are too large for a ConfigMap: its pod fetches them from the Berth server\n").await;
         }
-        if fetch_args.iter().any(|a| a == "--download") {
+        if built.downloads_urls {
             append_log(job, "[berth] its pod downloads the URL inputs in `download` mode before the command starts\n").await;
         }
         if cluster.server_url.is_none() && !job.outputs.is_empty() {

@@ -85,6 +85,11 @@ pub struct JobObjects {
     pub config_map: ConfigMap,
     /// The Job.
     pub job: Job,
+    /// Whether its pod fetches code and inputs from the Berth server (too large for the
+    /// ConfigMap).
+    pub fetches_files: bool,
+    /// Whether its pod downloads URL inputs before the command starts.
+    pub downloads_urls: bool,
 }
 
 /// Builds the ConfigMap and Job for `job` in `namespace`, reading its code snapshot and local
@@ -202,6 +207,7 @@ pub fn build(
     }
 
     let labels = json!({ MANAGED_BY.0: MANAGED_BY.1, JOB_LABEL: name });
+    let fetches_files = delivery.init.is_some();
     delivery.download(berth_image, &downloads);
     let Delivery {
         data,
@@ -314,6 +320,8 @@ pub fn build(
     Ok(JobObjects {
         config_map: serde_json::from_value(cm).map_err(|e| e.to_string())?,
         job: serde_json::from_value(job_obj).map_err(|e| e.to_string())?,
+        fetches_files,
+        downloads_urls: !downloads.is_empty(),
     })
 }
 
