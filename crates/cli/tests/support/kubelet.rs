@@ -16,8 +16,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::process::{Child, Command};
+
+#[path = "pod_status.rs"]
+mod pod_status;
+use pod_status::{ended_status, init_failed_status, patch, running_status, waiting_status};
 
 /// A Node to register.
 pub struct NodeSpec {
@@ -372,67 +376,6 @@ async fn sync(client: &Client, shared: &Arc<Mutex<Shared>>, dir: &Path) -> Resul
         }
     }
     Ok(())
-}
-
-async fn patch(pods: &Api<Pod>, name: &str, status: Value) {
-    let _ = pods
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"status": status})),
-        )
-        .await;
-}
-
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
-
-fn running_status(container: &str, ip: &str, ready: bool) -> Value {
-    let ready_text = if ready { "True" } else { "False" };
-    json!({
-        "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "127.0.0.1", "startTime": now(),
-        "conditions": [{"type": "Ready", "status": ready_text}, {"type": "ContainersReady", "status": ready_text}],
-        "containerStatuses": [{"name": container, "ready": ready, "restartCount": 0, "image": "local", "imageID": "",
-            "state": {"running": {"startedAt": now()}}}],
-    })
-}
-
-fn waiting_status(container: &str, reason: &str, message: &str) -> Value {
-    json!({
-        "conditions": [{"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "False"}],
-        "containerStatuses": [{"name": container, "ready": false, "restartCount": 0, "image": "local", "imageID": "",
-            "state": {"waiting": {"reason": reason, "message": message}}}],
-    })
-}
-
-fn ended_status(container: &str, code: i32) -> Value {
-    json!({
-        "phase": if code == 0 { "Succeeded" } else { "Failed" },
-                "conditions": [{"type": "Ready", "status": "False"}],
-        "containerStatuses": [{"name": container, "ready": false, "restartCount": 0, "image": "local", "imageID": "",
-            "state": {"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" },
-                "startedAt": now(), "finishedAt": now()}}}],
-    })
-}
-
-/// An init container exited `code`: with `restartPolicy: Never` the pod fails, else the
-/// kubelet backs off restarting it, as a kubelet says.
-fn init_failed_status(container: &str, init: &str, code: i32, never: bool) -> Value {
-    let state = if never {
-        json!({"terminated": {"exitCode": code, "reason": "Error", "startedAt": now(), "finishedAt": now()}})
-    } else {
-        json!({"waiting": {"reason": "CrashLoopBackOff", "message": format!("init container exited with code {code}")}})
-    };
-    json!({
-        "phase": if never { "Failed" } else { "Pending" },
-        "conditions": [{"type": "Ready", "status": "False"}],
-        "initContainerStatuses": [{"name": init, "ready": false, "restartCount": 0, "image": "local", "imageID": "", "state": state}],
-        "containerStatuses": [{"name": container, "ready": false, "restartCount": 0, "image": "local", "imageID": "",
-            "state": {"waiting": {"reason": "PodInitializing"}}}],
-    })
 }
 
 /// Materializes the pod's volumes, runs its init containers to completion and starts its
