@@ -112,20 +112,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         Some("None")
     );
 
-    let q = |field: &str, args: &[&str]| s.tsv(&seed, args, field);
-    let uri = q(
-        "scoring_uri",
-        &["online-endpoint", "show", "-n", "my-model-endpoint"],
-    );
-    let key = q(
-        "primaryKey",
-        &[
-            "online-endpoint",
-            "get-credentials",
-            "-n",
-            "my-model-endpoint",
-        ],
-    );
+    let (uri, key, _) = support::serving::endpoint_access(&s);
     let (status, body) = invoke(&uri, &key, None);
     assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -197,21 +197,7 @@ fn seed_endpoint_serves_blue_and_green() {
     );
 
     // The raw scoring URI, as curl would use it.
-    let uri = s.tsv(
-        &seed,
-        &["online-endpoint", "show", "-n", "my-model-endpoint"],
-        "scoring_uri",
-    );
-    let key = s.tsv(
-        &seed,
-        &[
-            "online-endpoint",
-            "get-credentials",
-            "-n",
-            "my-model-endpoint",
-        ],
-        "primaryKey",
-    );
+    let (uri, key, _) = endpoint_access(&s);
     let auth = format!("Bearer {key}");
     let body = std::fs::read_to_string(seed.join("sample-request.json")).unwrap();
     let (status, answer) = http_post(

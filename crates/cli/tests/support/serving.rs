@@ -94,30 +94,25 @@ pub fn serve_blue(s: &Server) -> (String, String, String) {
             "--all-traffic",
         ],
     );
-    let q = |field: &str, args: &[&str]| s.tsv(&seed, args, field);
-    let uri = q(
-        "scoring_uri",
+    endpoint_access(s)
+}
+
+/// The seed endpoint's scoring URI and its primary and secondary keys.
+pub fn endpoint_access(s: &Server) -> (String, String, String) {
+    let seed = seed_dir();
+    let uri = s.tsv(
+        &seed,
         &["online-endpoint", "show", "-n", "my-model-endpoint"],
+        "scoring_uri",
     );
-    let primary = q(
-        "primaryKey",
-        &[
-            "online-endpoint",
-            "get-credentials",
-            "-n",
-            "my-model-endpoint",
-        ],
-    );
-    let secondary = q(
-        "secondaryKey",
-        &[
-            "online-endpoint",
-            "get-credentials",
-            "-n",
-            "my-model-endpoint",
-        ],
-    );
-    (uri, primary, secondary)
+    let creds = s.json(&[
+        "online-endpoint",
+        "get-credentials",
+        "-n",
+        "my-model-endpoint",
+    ]);
+    let key = |k: &str| creds[k].as_str().unwrap().to_string();
+    (uri, key("primaryKey"), key("secondaryKey"))
 }
 
 pub fn replica_pids(home: &std::path::Path) -> Vec<u32> {
