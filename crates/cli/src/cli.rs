@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use crate::cli_extension::{ExtensionCommand, ExtensionSettings, ExtensionTarget};
+pub use crate::cli_extension::{ExtensionCommand, ExtensionSettings, ExtensionTarget, Readiness};
 
 /// Berth: training jobs and inference endpoints on one machine or a Kubernetes cluster,
 /// with Azure ML's YAML and verbs.

@@ -20,12 +20,8 @@ pub enum ExtensionCommand {
         target: ExtensionTarget,
         #[command(flatten)]
         settings: ExtensionSettings,
-        /// Return once everything is applied, without waiting for readiness.
-        #[arg(long)]
-        no_wait: bool,
-        /// Seconds to wait for readiness.
-        #[arg(long, default_value_t = 900)]
-        timeout: u64,
+        #[command(flatten)]
+        wait: Readiness,
     },
     /// Provisioning state, version, settings and each component's readiness.
     Show {
@@ -38,12 +34,8 @@ pub enum ExtensionCommand {
         target: ExtensionTarget,
         #[command(flatten)]
         settings: ExtensionSettings,
-        /// Return once everything is applied, without waiting for readiness.
-        #[arg(long)]
-        no_wait: bool,
-        /// Seconds to wait for readiness.
-        #[arg(long, default_value_t = 900)]
-        timeout: u64,
+        #[command(flatten)]
+        wait: Readiness,
     },
     /// Remove everything `create` made, and nothing else.
     Delete {
@@ -53,6 +45,17 @@ pub enum ExtensionCommand {
         #[arg(short, long)]
         yes: bool,
     },
+}
+
+/// Whether and how long `create` and `update` wait for the components to be ready.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct Readiness {
+    /// Return once everything is applied, without waiting for readiness.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for readiness.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
 }
 
 /// Which cluster and install an extension verb acts on.

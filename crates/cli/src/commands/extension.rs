@@ -15,7 +15,7 @@ use berth_scheduler::backend::kubernetes::install::{self, Component, Record};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::{ExtensionCommand, ExtensionSettings, ExtensionTarget, Format};
+use crate::cli::{ExtensionCommand, ExtensionSettings, ExtensionTarget, Format, Readiness};
 use crate::failure::Failure;
 use crate::output::Printer;
 
@@ -277,9 +277,8 @@ pub async fn run(cmd: ExtensionCommand, out: &Printer) -> Result<i32, Failure> {
         ExtensionCommand::Create {
             target,
             settings,
-            no_wait,
-            timeout,
-        } => create(&target, &settings, no_wait, timeout, out).await?,
+            wait,
+        } => create(&target, &settings, wait, out).await?,
         ExtensionCommand::Show { target } => {
             let cluster = connect(&target).await?;
             show(&cluster, &target.name, out).await?;
@@ -287,9 +286,8 @@ pub async fn run(cmd: ExtensionCommand, out: &Printer) -> Result<i32, Failure> {
         ExtensionCommand::Update {
             target,
             settings,
-            no_wait,
-            timeout,
-        } => update(&target, &settings, no_wait, timeout, out).await?,
+            wait,
+        } => update(&target, &settings, wait, out).await?,
         ExtensionCommand::Delete { target, yes: _ } => {
             let cluster = connect(&target).await?;
             let record = installed(&cluster, &target.name).await?;
@@ -323,8 +321,7 @@ pub async fn run(cmd: ExtensionCommand, out: &Printer) -> Result<i32, Failure> {
 async fn create(
     target: &ExtensionTarget,
     settings: &ExtensionSettings,
-    no_wait: bool,
-    timeout: u64,
+    wait: Readiness,
     out: &Printer,
 ) -> Result<(), Failure> {
     let public = pairs(&settings.config, "--config")?;
@@ -355,9 +352,9 @@ async fn create(
     })
     .await
     .map_err(|m| Failure::new(format!("the API server refused {m}")))?;
-    if !no_wait {
+    if !wait.no_wait {
         eprintln!("Waiting for the components to be ready (--no-wait to skip)...");
-        wait_ready(&cluster, &docs, timeout).await?;
+        wait_ready(&cluster, &docs, wait.timeout).await?;
     }
     eprintln!(
         "Next, attach the cluster as a compute through the installed server:
@@ -373,8 +370,7 @@ async fn create(
 async fn update(
     target: &ExtensionTarget,
     settings: &ExtensionSettings,
-    no_wait: bool,
-    timeout: u64,
+    wait: Readiness,
     out: &Printer,
 ) -> Result<(), Failure> {
     let cluster = connect(target).await?;
@@ -416,8 +412,8 @@ async fn update(
             eprintln!("{} deleted", apply::label(old));
         }
     }
-    if !no_wait {
-        wait_ready(&cluster, &docs, timeout).await?;
+    if !wait.no_wait {
+        wait_ready(&cluster, &docs, wait.timeout).await?;
     }
     show(&cluster, &target.name, out).await
 }
