@@ -54,8 +54,9 @@ thread_local! {
     static LAST: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
-/// Attaches with a kubeconfig file and `extra` flags, expecting a refusal; returns stderr.
-fn attach_refused(s: &Server, kubeconfig: &Path, extra: &[&str]) -> String {
+/// Attaches compute `name` with a kubeconfig file and `extra` flags, expecting a refusal;
+/// returns stderr.
+fn attach_refused(s: &Server, name: &str, kubeconfig: &Path, extra: &[&str]) -> String {
     let kc = kubeconfig.display().to_string();
     let mut args = vec![
         "compute",
@@ -63,7 +64,7 @@ fn attach_refused(s: &Server, kubeconfig: &Path, extra: &[&str]) -> String {
         "--type",
         "Kubernetes",
         "--name",
-        "x",
+        name,
         "--kubeconfig",
         &kc,
     ];
@@ -106,10 +107,10 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     );
 
     // Attach errors first: a namespace that does not exist, a broken kubeconfig.
-    let err = attach_refused(&s, &cp.kubeconfig(), &["--namespace", "nowhere"]);
+    let err = attach_refused(&s, "x", &cp.kubeconfig(), &["--namespace", "nowhere"]);
     assert!(err.contains("namespace `nowhere` does not exist"), "{err}");
     let broken = write(pods_dir.path(), "bad-kubeconfig", "clusters: [}");
-    let err = attach_refused(&s, &broken, &[]);
+    let err = attach_refused(&s, "x", &broken, &[]);
     assert!(err.contains("kubeconfig cannot be read"), "{err}");
     // A cluster that does not answer.
     let text_kc = std::fs::read_to_string(cp.kubeconfig()).unwrap();
@@ -118,7 +119,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "dead-kubeconfig",
         &text_kc.replace(&cp.server, "https://127.0.0.1:1"),
     );
-    let err = attach_refused(&s, &dead, &[]);
+    let err = attach_refused(&s, "x", &dead, &[]);
     assert!(
         err.contains("cannot reach the cluster at https://127.0.0.1:1"),
         "{err}"
@@ -130,7 +131,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "weak-kubeconfig",
         &text_kc.replace(&cp.token, &limited),
     );
-    let err = attach_refused(&s, &weak, &[]);
+    let err = attach_refused(&s, "x", &weak, &[]);
     assert!(
         err.contains("may not `create` jobs.batch in namespace `default`"),
         "{err}"
@@ -161,22 +162,8 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(types, ["cpu-large", "cpu-small", "gpu-training"]);
-    let kc = cp.kubeconfig().display().to_string();
-    let out = s.cli(&[
-        "compute",
-        "attach",
-        "--type",
-        "Kubernetes",
-        "--name",
-        "aks-compute",
-        "--kubeconfig",
-        &kc,
-    ]);
-    assert!(
-        text(&out.stderr).contains("already exists"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = attach_refused(&s, "aks-compute", &cp.kubeconfig(), &[]);
+    assert!(err.contains("already exists"), "{err}");
 
     // The seed's job asks for gpu-training: no node has a GPU yet, so it waits in Queued with
     // the scheduler's own message.
