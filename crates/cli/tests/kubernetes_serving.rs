@@ -38,6 +38,18 @@ fn invoke(uri: &str, key: &str, pin: Option<&str>) -> (u16, String) {
     http_post(uri, &headers, &body)
 }
 
+/// `online-deployment show` of one of the seed endpoint's deployments.
+fn show(s: &Server, deployment: &str) -> serde_json::Value {
+    s.json(&[
+        "online-deployment",
+        "show",
+        "--name",
+        deployment,
+        "--endpoint-name",
+        "my-model-endpoint",
+    ])
+}
+
 #[test]
 fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas() {
     let cp = ControlPlane::start();
@@ -76,14 +88,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         text(&out.stdout),
         text(&out.stderr)
     );
-    let shown = s.json(&[
-        "online-deployment",
-        "show",
-        "--name",
-        "blue",
-        "--endpoint-name",
-        "my-model-endpoint",
-    ]);
+    let shown = show(&s, "blue");
     assert_eq!(shown["provisioning_state"], "Succeeded", "{shown}");
     assert_eq!(shown["ready_replicas"], 2, "{shown}");
 
@@ -187,17 +192,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         "the rolling update",
         Duration::from_secs(60),
         String::new,
-        || {
-            s.json(&[
-                "online-deployment",
-                "show",
-                "--name",
-                "blue",
-                "--endpoint-name",
-                "my-model-endpoint",
-            ])["provisioning_state"]
-                == "Succeeded"
-        },
+        || show(&s, "blue")["provisioning_state"] == "Succeeded",
     );
     let failed = load.join().unwrap();
     assert_eq!(failed, 0, "requests failed during the rolling update");
@@ -267,19 +262,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         "the new replica to be ready",
         Duration::from_secs(30),
         String::new,
-        || {
-            s.json(&[
-                "online-deployment",
-                "show",
-                "--name",
-                "auto",
-                "--endpoint-name",
-                "my-model-endpoint",
-            ])["ready_replicas"]
-                .as_u64()
-                .unwrap_or(0)
-                >= 2
-        },
+        || show(&s, "auto")["ready_replicas"].as_u64().unwrap_or(0) >= 2,
     );
     s.ok_in(
         &seed,
@@ -312,22 +295,12 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
             "--no-wait",
         ],
     );
-    let show_gpu = || {
-        s.json(&[
-            "online-deployment",
-            "show",
-            "--name",
-            "gpu",
-            "--endpoint-name",
-            "my-model-endpoint",
-        ])
-    };
     eventually(
         "the scheduler's reason",
         Duration::from_secs(30),
         String::new,
         || {
-            let v = show_gpu();
+            let v = show(&s, "gpu");
             v["provisioning_state"] == "Creating"
                 && v["reason"].as_str().is_some_and(|r| {
                     r.contains("replicas cannot be placed") && r.contains("nodes are available")
