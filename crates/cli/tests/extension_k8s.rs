@@ -148,11 +148,7 @@ fn extension_create_show_update_delete_on_a_real_api_server() {
 
     let cp = ControlPlane::start();
     let kc = cp.kubeconfig();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = k8s::runtime();
     let client = rt.block_on(cp.client());
     let pods_dir = tempfile::tempdir().unwrap();
     let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));

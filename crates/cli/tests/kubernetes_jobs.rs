@@ -22,14 +22,6 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kubelet::{Kubelet, NodeSpec};
 use support::{BERTH, Server, seed_dir, text, write};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn last_job() -> String {
     LAST.with(|l| l.borrow().clone())
 }
@@ -77,7 +69,7 @@ fn attach_refused(s: &Server, name: &str, kubeconfig: &Path, extra: &[&str]) -> 
 #[test]
 fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let cp = ControlPlane::start();
-    let rt = runtime();
+    let rt = k8s::runtime();
     let pods_dir = tempfile::tempdir().unwrap();
     let client = rt.block_on(cp.client());
     let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));

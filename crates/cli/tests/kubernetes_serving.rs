@@ -53,11 +53,7 @@ fn show(s: &Server, deployment: &str) -> serde_json::Value {
 #[test]
 fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas() {
     let cp = ControlPlane::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = k8s::runtime();
     let client = rt.block_on(cp.client());
     let pods_dir = tempfile::tempdir().unwrap();
     let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));

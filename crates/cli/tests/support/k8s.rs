@@ -1,12 +1,21 @@
 //! A real Kubernetes control plane for one test (`../shared/k8s-testenv`, Kubernetes 1.20),
+//! stopped on drop, with a kube client for it.
 
 #![allow(dead_code)]
-//! stopped on drop, with a kube client for it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::text;
+
+/// The runtime the Kubernetes tests drive their kube client and test kubelet on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
 
 /// A control plane for one test.
 pub struct ControlPlane {
