@@ -55,6 +55,9 @@ pub enum Command {
     /// Datastores: named folders jobs read and write.
     #[command(subcommand)]
     Datastore(DatastoreCommand),
+    /// Environments: an image and/or a conda file, built into a Python virtual environment.
+    #[command(subcommand)]
+    Environment(EnvironmentCommand),
     /// Models: versioned files a deployment serves.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -354,6 +357,45 @@ pub enum DatastoreCommand {
         /// Name.
         #[arg(short, long)]
         name: String,
+    },
+}
+
+/// `berth environment ...`
+#[derive(Debug, Subcommand)]
+pub enum EnvironmentCommand {
+    /// Register an environment version from Azure ML's environment YAML (name, version, image,
+    /// conda_file). Versions never change.
+    Create {
+        /// The environment file.
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Name (default: the file's).
+        #[arg(short, long)]
+        name: Option<String>,
+        /// Version (default: the file's, else one more than the latest number).
+        #[arg(short, long)]
+        version: Option<String>,
+        /// Override a field: --set image=... (repeatable).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
+    },
+    /// List environment versions.
+    List {
+        /// Only this environment's versions.
+        #[arg(short, long)]
+        name: Option<String>,
+    },
+    /// Show an environment version (the latest unless --version is given).
+    Show {
+        /// Name.
+        #[arg(short, long)]
+        name: String,
+        /// Version.
+        #[arg(short, long, conflicts_with = "label")]
+        version: Option<String>,
+        /// `latest`.
+        #[arg(short, long)]
+        label: Option<String>,
     },
 }
 

@@ -81,6 +81,9 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Compute(cmd) => {
             commands::resources::compute(&client::Client::connect(&home)?, &out, cmd).await
         }
+        Command::Environment(cmd) => {
+            commands::assets::environment(&client::Client::connect(&home)?, &out, cmd).await
+        }
         Command::Datastore(cmd) => {
             commands::resources::datastore(&client::Client::connect(&home)?, &out, cmd).await
         }

@@ -282,6 +282,9 @@ pub struct JobRecord {
     /// What a pod of a Kubernetes job presents to upload its outputs to the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload_token: Option<String>,
+    /// The environment, resolved at submission (`None`: the machine's interpreter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<crate::spec::environment::ResolvedEnvironment>,
 }
 
 #[cfg(test)]

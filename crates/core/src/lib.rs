@@ -2,6 +2,7 @@
 //! API's request and response shapes. No I/O and no async here.
 
 pub mod api;
+pub mod conda;
 pub mod extension;
 pub mod interpolate;
 pub mod job;

@@ -3,6 +3,7 @@
 
 pub mod autoscale;
 pub mod backend;
+pub mod envs;
 pub mod machine;
 pub mod manager;
 pub mod reactor;

@@ -42,6 +42,8 @@ pub struct JobManager<B: Backend> {
     backend: B,
     reactor: Mutex<Reactor>,
     cancels: Mutex<HashSet<String>>,
+    /// Woken on every cancel, so a job being prepared stops at once.
+    cancel_signal: tokio::sync::Notify,
     /// Why a job its backend queues is waiting (the cluster scheduler's message).
     waiting: Mutex<HashMap<String, String>>,
     changed: watch::Sender<u64>,
@@ -64,6 +66,7 @@ impl<B: Backend> JobManager<B> {
             backend,
             reactor: Mutex::new(reactor),
             cancels: Mutex::new(HashSet::new()),
+            cancel_signal: tokio::sync::Notify::new(),
             waiting: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
         })
@@ -173,6 +176,20 @@ impl<B: Backend> JobManager<B> {
 
     fn cancel_requested(&self, job: &str) -> bool {
         self.cancels.lock().is_ok_and(|c| c.contains(job))
+    }
+
+    /// Returns once a cancel of `job` has been asked for.
+    async fn canceled(&self, job: &str) {
+        loop {
+            let notified = self.cancel_signal.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a cancel between the two is not missed.
+            notified.as_mut().enable();
+            if self.cancel_requested(job) {
+                return;
+            }
+            notified.await;
+        }
     }
 
     async fn run(self: Arc<Self>, name: String, gpus: Vec<String>, note: Option<String>) {
@@ -307,10 +324,15 @@ impl<B: Backend> JobManager<B> {
         job: &JobRecord,
         gpus: &[String],
     ) -> Result<u32, (Ending, String, FailureKind)> {
-        self.backend
-            .prepare(job, gpus)
-            .await
-            .map_err(|m| (Ending::StartFailed, m, FailureKind::PreparationFailed))?;
+        // A cancel drops the preparation: downloads and environment builds stop where they are.
+        tokio::select! {
+            prepared = self.backend.prepare(job, gpus) => {
+                prepared.map_err(|m| (Ending::StartFailed, m, FailureKind::PreparationFailed))?;
+            }
+            () = self.canceled(name) => {
+                return Err((Ending::Canceled, "canceled while preparing".into(), FailureKind::StartFailed));
+            }
+        }
         if self.cancel_requested(name) {
             return Err((
                 Ending::Canceled,
@@ -406,6 +428,7 @@ impl<B: Backend> JobManager<B> {
         if let Ok(mut c) = self.cancels.lock() {
             c.insert(name.to_string());
         }
+        self.cancel_signal.notify_waiters();
         self.backend.cancel(&job.value).await;
         Ok(status)
     }

@@ -56,6 +56,8 @@ pub struct AppState {
     pub routes: Arc<tokio::sync::watch::Sender<Arc<berth_core::serving::RoutesDoc>>>,
     /// Ready replicas of deployments on Kubernetes computes.
     pub cluster_serving: Arc<services::cluster_deployments::ClusterServing>,
+    /// Built Python environments (`$BERTH_HOME/envs`), shared by jobs and replicas.
+    pub envs: Arc<berth_scheduler::envs::EnvCache>,
 }
 
 /// What `$BERTH_HOME/server.json` holds, so the CLI and scripts find a running server.
@@ -212,7 +214,11 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         gpu_ids.len() as u32,
     );
     info!(capacity = %capacity, "local compute");
-    let backends = Backends::new(LocalBackend::new(config.supervisor.clone()));
+    let envs = Arc::new(berth_scheduler::envs::EnvCache::new(home.join("envs")));
+    let backends = Backends::new(LocalBackend::new(
+        config.supervisor.clone(),
+        Arc::clone(&envs),
+    ));
     services::clusters::connect_stored(&store, &backends).await;
     let jobs = JobManager::new(store.clone(), backends, capacity, gpu_ids.clone());
     jobs.recover()
@@ -234,6 +240,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
             tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc::default())).0,
         ),
         cluster_serving: Arc::default(),
+        envs,
     };
     services::endpoints::refresh_routes(&state).await;
     services::deployments::recover(&state).await;

@@ -28,6 +28,10 @@ pub enum Kind {
     Endpoint,
     /// Online deployments (`endpoint/deployment`).
     Deployment,
+    /// Environment versions (`name:version`).
+    Environment,
+    /// Data asset versions (`name:version`).
+    Data,
 }
 
 impl Kind {
@@ -40,6 +44,8 @@ impl Kind {
             Kind::Model => "model",
             Kind::Endpoint => "endpoint",
             Kind::Deployment => "deployment",
+            Kind::Environment => "environment",
+            Kind::Data => "data",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One module per group of verbs.
 
+pub mod assets;
 pub mod extension;
 pub mod fetch;
 pub mod job;

@@ -5,5 +5,6 @@ pub mod data;
 pub mod datastore;
 pub mod deployment;
 pub mod endpoint;
+pub mod environment;
 pub mod instance_type;
 pub mod job;

@@ -3,17 +3,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::interpolate::interpolate;
 use berth_core::job::{JobRecord, ResolvedInput};
 use berth_core::spec::data::{DataType, InputMode};
-use berth_core::spec::job::Environment;
+use berth_core::spec::environment::ResolvedEnvironment;
 use rustix::process::{Pid, test_kill_process};
 use tokio::process::{Child, Command};
 
 use super::{Backend, Phase, Progress, Reattach};
+use crate::envs::{BuildLog, EnvCache, ReadyEnv};
 use crate::supervisor::{Ending, RunPlan, RunResult};
 use crate::workdir::{JobDir, copy_tree, write_atomic};
 
@@ -23,18 +24,21 @@ pub struct LocalBackend {
     supervisor: Vec<String>,
     children: Mutex<HashMap<String, Child>>,
     http: reqwest::Client,
+    envs: Arc<EnvCache>,
 }
 
 impl LocalBackend {
     /// `supervisor` is the command that supervises one job, given its folder as the last
-    /// argument: normally `[<path to berth>, "job-supervise"]`.
-    pub fn new(supervisor: Vec<String>) -> Self {
+    /// argument: normally `[<path to berth>, "job-supervise"]`. Jobs' Python environments are
+    /// built into `envs`.
+    pub fn new(supervisor: Vec<String>, envs: Arc<EnvCache>) -> Self {
         // Berth uses rustls with ring everywhere; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         LocalBackend {
             supervisor,
             children: Mutex::new(HashMap::new()),
             http: reqwest::Client::new(),
+            envs,
         }
     }
 
@@ -121,6 +125,7 @@ impl LocalBackend {
         job: &JobRecord,
         gpus: &[String],
         inputs: BTreeMap<String, String>,
+        python: Option<&ReadyEnv>,
     ) -> Result<RunPlan, String> {
         let dir = JobDir::new(&job.workdir);
         let outputs: BTreeMap<String, String> = job
@@ -153,29 +158,19 @@ impl LocalBackend {
         for (k, v) in &outputs {
             env.insert(format!("AZURE_ML_OUTPUT_{k}"), v.clone());
         }
-        let mut preamble = vec![match &job.spec.environment {
-            Some(Environment::Inline {
-                image: Some(image), ..
-            }) => format!(
-                "[berth] environment image `{image}` is recorded but not pulled: the local compute runs jobs with this machine's interpreter and tools"
-            ),
-            Some(Environment::Reference(r)) => format!(
-                "[berth] environment `{r}` is recorded but not built: the local compute runs jobs with this machine's interpreter and tools"
-            ),
-            _ => "[berth] the local compute runs jobs with this machine's interpreter and tools"
-                .into(),
-        }];
-        if matches!(
-            &job.spec.environment,
-            Some(Environment::Inline {
-                conda_file: Some(_),
-                ..
-            })
-        ) {
-            preamble.push(
-                "[berth] conda_file is recorded but not installed on the local compute".into(),
+        if let Some(ready) = python {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let joined = std::env::join_paths(
+                std::iter::once(ready.bin()).chain(std::env::split_paths(&path)),
+            )
+            .map_err(|e| format!("cannot put the environment on the PATH: {e}"))?;
+            env.insert("PATH".into(), joined.to_string_lossy().into_owned());
+            env.insert(
+                "VIRTUAL_ENV".into(),
+                ready.path.to_string_lossy().into_owned(),
             );
         }
+        let mut preamble = environment_lines(job.environment.as_ref(), python);
         preamble.push(format!(
             "[berth] job {} on compute {} with instance type {} (limits {}); GPUs: {}",
             job.name,
@@ -199,6 +194,38 @@ impl LocalBackend {
             preamble,
         })
     }
+}
+
+/// What the log says about the job's environment before the command starts.
+fn environment_lines(env: Option<&ResolvedEnvironment>, python: Option<&ReadyEnv>) -> Vec<String> {
+    let machine = "the local compute runs jobs with this machine's interpreter and tools";
+    let Some(env) = env else {
+        return vec![format!("[berth] {machine}")];
+    };
+    let mut lines = Vec::new();
+    match python {
+        Some(ready) => lines.push(format!(
+            "[berth] environment {}: Python from {}",
+            env.source,
+            ready.path.display()
+        )),
+        None if env.image.is_none() => lines.push(format!(
+            "[berth] environment `{}` is recorded but not built: {machine}",
+            env.source
+        )),
+        None => {}
+    }
+    if let Some(image) = &env.image {
+        let what = if python.is_some() {
+            "the conda file is built into a virtual environment"
+        } else {
+            machine
+        };
+        lines.push(format!(
+            "[berth] environment image `{image}` is recorded but not pulled: {what}"
+        ));
+    }
+    lines
 }
 
 fn alive(pid: u32) -> bool {
@@ -238,11 +265,33 @@ impl Backend for LocalBackend {
                 format!("cannot create output `{name}` at {}: {e}", folder.display())
             })?;
         }
+        // Azure ML's conventions: what the command writes to ./outputs is kept as the job's
+        // artifacts; ./logs is there for its own logs.
+        for conventional in ["outputs", "logs"] {
+            let p = dir.code().join(conventional);
+            tokio::fs::create_dir_all(&p)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+        }
         let mut inputs = BTreeMap::new();
         for (name, input) in &job.inputs {
             inputs.insert(name.clone(), self.resolve_input(&dir, name, input).await?);
         }
-        let plan = self.plan(job, gpus, inputs)?;
+        let python = match job.environment.as_ref().and_then(|e| e.python.as_ref()) {
+            Some(definition) => {
+                let mut log = BuildLog::append(&dir.log())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Some(
+                    self.envs
+                        .ensure(definition, &mut log)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            None => None,
+        };
+        let plan = self.plan(job, gpus, inputs, python.as_ref())?;
         let bytes = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string())?;
         write_atomic(&dir.plan(), &bytes).map_err(|e| format!("cannot write the run plan: {e}"))
     }

@@ -1,5 +1,6 @@
 //! The REST API's routes: thin handlers over the services.
 
+mod assets;
 mod jobs;
 mod pod_files;
 mod resources;
@@ -104,6 +105,14 @@ pub fn routes(state: AppState) -> Router<AppState> {
             post(resources::create_datastore).get(resources::list_datastores),
         )
         .route("/api/datastores/{name}", get(resources::show_datastore))
+        .route(
+            "/api/environments",
+            post(assets::create_environment).get(assets::list_environments),
+        )
+        .route(
+            "/api/environments/{name}/versions/{version}",
+            get(assets::show_environment),
+        )
         .route("/api/models", post(sv::create_model).get(sv::list_models))
         .route("/api/routes", get(sv::routes))
         .route("/api/models/{name}/versions/{version}", get(sv::show_model))

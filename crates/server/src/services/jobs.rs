@@ -107,6 +107,9 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         })?
     };
 
+    let environment =
+        crate::services::environments::resolve(state, &src, spec.environment.as_ref(), &base_dir)
+            .await?;
     let workdir = state.home.join("jobs").join(&name);
     let inputs = resolve_inputs(state, &src, &spec, &base_dir).await?;
     let outputs = resolve_outputs(state, &src, &spec, &workdir).await?;
@@ -152,6 +155,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
                 .map(|b| format!("{b:02x}"))
                 .collect()
         }),
+        environment,
         spec,
     };
     snapshot(&workdir, code).await?;

@@ -5,6 +5,7 @@ pub mod cluster_deployments;
 pub mod clusters;
 pub mod deployments;
 pub mod endpoints;
+pub mod environments;
 pub mod jobs;
 pub mod models;
 pub mod pod_files;

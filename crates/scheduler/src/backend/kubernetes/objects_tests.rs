@@ -29,6 +29,7 @@ fn record(dir: &Path, yaml: &str) -> JobRecord {
         created_at: OffsetDateTime::now_utc(),
         state: JobState::Queued,
         upload_token: None,
+        environment: None,
         spec,
     }
 }
