@@ -157,6 +157,9 @@ async fn stream_log(client: &Client, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Azure ML's name for the output that holds a job's artifacts (`./outputs`, `./logs`).
+const ARTIFACTS: &str = "default";
+
 async fn download(
     client: &Client,
     name: &str,
@@ -165,13 +168,23 @@ async fn download(
     dest: &Path,
 ) -> Result<i32, Failure> {
     let job: JobView = client.get(&format!("/api/jobs/{}", seg(name))).await?;
+    // Azure ML's layout: named outputs under named-outputs/<name>/, the job's artifacts (what it
+    // wrote to ./outputs and ./logs, the output Azure calls `default`) under artifacts/.
     let outputs: Vec<String> = match (output, all) {
         (Some(o), _) => vec![o],
         (None, true) => job
             .outputs
             .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default(),
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(
+                job.outputs
+                    .get(ARTIFACTS)
+                    .is_none()
+                    .then(|| ARTIFACTS.to_string()),
+            )
+            .collect(),
         (None, false) => {
             return Err(Failure::new("say what to download")
                 .hint("pass --output-name <name>, or --all for every output and the logs"));
@@ -182,7 +195,11 @@ async fn download(
         let list: Vec<OutputFile> = client
             .get(&format!("/api/jobs/{}/outputs/{}/files", seg(name), seg(o)))
             .await?;
-        let root = dest.join("named-outputs").join(o);
+        let root = if o == ARTIFACTS && job.outputs.get(ARTIFACTS).is_none() {
+            dest.join("artifacts")
+        } else {
+            dest.join("named-outputs").join(o)
+        };
         for f in list {
             let path = f.path.split('/').map(seg).collect::<Vec<_>>().join("/");
             let resp = client

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::api::{JobCreateRequest, JobView, OutputFile};
 use berth_core::job::JobRecord;
-use berth_scheduler::workdir::{JobDir, list_files};
+use berth_scheduler::workdir::JobDir;
 use berth_store::Kind;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -147,11 +147,11 @@ pub async fn output_files(
     State(s): State<AppState>,
     Path((name, output)): Path<(String, String)>,
 ) -> Result<Json<Vec<OutputFile>>, ApiError> {
-    let root = svc::output_path(&s, &name, &output).await?;
-    if !root.exists() {
+    let root = svc::output_root(&s, &name, &output).await?;
+    if !root.root.exists() {
         return Ok(Json(Vec::new()));
     }
-    let files = tokio::task::spawn_blocking(move || list_files(&root))
+    let files = tokio::task::spawn_blocking(move || root.files())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(format!("cannot list output `{output}`: {e}")))?;
@@ -173,8 +173,13 @@ pub async fn output_file(
             "`{path}` is not a path inside the output"
         )));
     }
-    let root = svc::output_path(&s, &name, &output).await?;
-    let file = root.join(rel);
+    let root = svc::output_root(&s, &name, &output).await?;
+    if !root.holds(&rel) {
+        return Err(ApiError::BadRequest(format!(
+            "`{path}` is not one of the job's artifacts (./outputs and ./logs)"
+        )));
+    }
+    let file = root.root.join(rel);
     let f = tokio::fs::File::open(&file)
         .await
         .map_err(|_| ApiError::NotFound {

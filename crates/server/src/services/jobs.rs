@@ -416,6 +416,67 @@ pub async fn get(state: &AppState, name: &str) -> Result<Stored<JobRecord>, ApiE
         })
 }
 
+/// Azure ML's name for a job's artifacts: what the command wrote to `./outputs` and `./logs`.
+pub const ARTIFACTS: &str = "default";
+/// The folders of the working directory that are kept as artifacts.
+const ARTIFACT_FOLDERS: [&str; 2] = ["outputs", "logs"];
+
+/// Where an output's files are, and which of its top-level folders belong to it (all, unless
+/// it is the artifacts, which live in the working directory beside the code).
+pub struct OutputRoot {
+    /// The folder.
+    pub root: PathBuf,
+    /// Only these top-level folders of `root` are part of the output.
+    pub only: Option<&'static [&'static str]>,
+}
+
+impl OutputRoot {
+    /// Every file of the output: path relative to `root`, and size.
+    pub fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
+        let Some(only) = self.only else {
+            return berth_scheduler::workdir::list_files(&self.root);
+        };
+        let mut out = Vec::new();
+        for top in only {
+            let dir = self.root.join(top);
+            if dir.is_dir() {
+                for (rel, size) in berth_scheduler::workdir::list_files(&dir)? {
+                    out.push((format!("{top}/{rel}"), size));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// True when `rel` (already checked to stay inside) belongs to the output.
+    pub fn holds(&self, rel: &Path) -> bool {
+        self.only.is_none_or(|only| {
+            rel.components()
+                .next()
+                .is_some_and(|c| only.iter().any(|t| c.as_os_str() == *t))
+        })
+    }
+}
+
+/// Where an output's files are; [`ARTIFACTS`] is the job's `./outputs` and `./logs`.
+pub async fn output_root(
+    state: &AppState,
+    name: &str,
+    output: &str,
+) -> Result<OutputRoot, ApiError> {
+    let job = get(state, name).await?;
+    if output == ARTIFACTS && !job.value.outputs.contains_key(ARTIFACTS) {
+        return Ok(OutputRoot {
+            root: JobDir::new(&job.value.workdir).code(),
+            only: Some(&ARTIFACT_FOLDERS),
+        });
+    }
+    Ok(OutputRoot {
+        root: output_path(state, name, output).await?,
+        only: None,
+    })
+}
+
 /// The folder or file an output was written to.
 pub async fn output_path(state: &AppState, name: &str, output: &str) -> Result<PathBuf, ApiError> {
     let job = get(state, name).await?;
@@ -479,4 +540,21 @@ pub async fn upload_target(
         )));
     }
     Ok(output_path(state, name, output).await?.join(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_artifacts_hold_only_outputs_and_logs() {
+        let root = OutputRoot {
+            root: PathBuf::from("/w/code"),
+            only: Some(&ARTIFACT_FOLDERS),
+        };
+        assert!(root.holds(Path::new("outputs/model.pkl")));
+        assert!(root.holds(Path::new("logs/train.log")));
+        assert!(!root.holds(Path::new("train.py")));
+        assert!(!root.holds(Path::new("outputsx/a")));
+    }
 }
