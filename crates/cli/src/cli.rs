@@ -17,9 +17,29 @@ pub struct Cli {
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// Print only this field of the result (a dotted path, e.g. `status`).
+    /// A JMESPath query over the result, as in az: `--query scoring_uri`,
+    /// `--query "{name: name, state: provisioning_state}" -o table`, `--query "[].name"`.
     #[arg(long, global = true)]
     pub query: Option<String>,
+    /// Accepted so az lines work as they are; not used: a Berth server is one workspace.
+    #[arg(
+        short = 'g',
+        long = "resource-group",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub resource_group: Option<String>,
+    /// Accepted so az lines work as they are; not used: a Berth server is one workspace.
+    #[arg(
+        short = 'w',
+        long = "workspace-name",
+        global = true,
+        value_name = "NAME"
+    )]
+    pub workspace_name: Option<String>,
+    /// Accepted so az lines work as they are; not used: a Berth server is one workspace.
+    #[arg(long, global = true, value_name = "ID")]
+    pub subscription: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -295,9 +315,15 @@ pub enum ComputeCommand {
         /// (for the server `berth extension create` installs).
         #[arg(long)]
         in_cluster: bool,
-        /// Kubernetes: the kubeconfig context [default: its current context].
-        #[arg(long, requires = "kubeconfig")]
+        /// Kubernetes: the kubeconfig context [default: the context named after --resource-id's
+        /// cluster if there is one, else the current context].
+        #[arg(long)]
         context: Option<String>,
+        /// Kubernetes: the cluster's Azure resource ID, as `az ml compute attach` takes it. Without
+        /// --kubeconfig, $KUBECONFIG or ~/.kube/config is used, with the context named after the
+        /// cluster (`.../managedClusters/<name>`) when it has one.
+        #[arg(long, conflicts_with = "in_cluster")]
+        resource_id: Option<String>,
         /// Kubernetes: the namespace jobs and deployments go to.
         #[arg(long, default_value = "default")]
         namespace: String,

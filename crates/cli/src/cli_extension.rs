@@ -74,9 +74,6 @@ pub struct ExtensionTarget {
     #[arg(long)]
     pub context: Option<String>,
     /// Accepted for az compatibility and ignored.
-    #[arg(short = 'g', long, hide = true)]
-    pub resource_group: Option<String>,
-    /// Accepted for az compatibility and ignored.
     #[arg(long, hide = true)]
     pub cluster_type: Option<String>,
     /// Accepted for az compatibility and ignored.

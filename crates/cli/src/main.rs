@@ -7,6 +7,7 @@ mod client;
 mod commands;
 mod failure;
 mod output;
+mod query;
 
 use std::process::ExitCode;
 

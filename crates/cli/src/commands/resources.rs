@@ -98,6 +98,7 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
             kubeconfig,
             in_cluster,
             context,
+            resource_id,
             namespace,
             create_namespace,
             server_url,
@@ -123,6 +124,21 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
                 },
             };
             let mut spec = spec;
+            let (kubeconfig, context) = match (kubeconfig, &spec.kind) {
+                (None, ComputeKind::Kubernetes) if !in_cluster => {
+                    let found = default_kubeconfig().ok_or_else(|| {
+                        Failure::new("no kubeconfig to reach the cluster with")
+                            .hint("pass --kubeconfig <file>, set $KUBECONFIG, or --in-cluster for the server `berth extension create` installed")
+                    })?;
+                    let text = read(&found)?;
+                    let by_id = resource_id
+                        .as_deref()
+                        .and_then(cluster_of)
+                        .filter(|c| has_context(&text, c));
+                    (Some(found), context.or(by_id))
+                }
+                (k, _) => (k, context),
+            };
             if kubeconfig.is_some() || in_cluster {
                 spec.kubernetes = Some(KubernetesTarget {
                     kubeconfig: kubeconfig
@@ -171,6 +187,39 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
         }
     }
     Ok(0)
+}
+
+/// `$KUBECONFIG` (its first file), else `~/.kube/config`, if it exists.
+fn default_kubeconfig() -> Option<std::path::PathBuf> {
+    let from_env = std::env::var_os("KUBECONFIG")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .filter(|p| !p.as_os_str().is_empty());
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".kube/config"));
+    from_env.or(home).filter(|p| p.is_file())
+}
+
+/// The cluster name in an Azure resource ID (`.../managedClusters/<name>` or
+/// `.../connectedClusters/<name>`).
+fn cluster_of(resource_id: &str) -> Option<String> {
+    let parts: Vec<&str> = resource_id.trim_end_matches('/').split('/').collect();
+    parts
+        .windows(2)
+        .find(|w| {
+            w[0].eq_ignore_ascii_case("managedClusters")
+                || w[0].eq_ignore_ascii_case("connectedClusters")
+        })
+        .map(|w| w[1].to_string())
+}
+
+/// True when the kubeconfig names a context `name`.
+fn has_context(kubeconfig: &str, name: &str) -> bool {
+    serde_saphyr::from_str::<serde_json::Value>(kubeconfig)
+        .ok()
+        .and_then(|v| v.get("contexts").and_then(|c| c.as_array()).cloned())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.get("name").and_then(|n| n.as_str()) == Some(name))
+        })
 }
 
 /// `berth datastore ...`
@@ -229,4 +278,24 @@ pub async fn datastore(
         )?,
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{cluster_of, has_context};
+
+    #[test]
+    fn the_cluster_name_comes_from_the_resource_id() {
+        let id = "/subscriptions/s/resourcegroups/myResourceGroup/providers/Microsoft.ContainerService/managedClusters/myAKSCluster";
+        assert_eq!(cluster_of(id).as_deref(), Some("myAKSCluster"));
+        assert_eq!(cluster_of("not-an-id"), None);
+    }
+
+    #[test]
+    fn contexts_are_found_by_name() {
+        let k =
+            "apiVersion: v1\ncontexts:\n- name: myAKSCluster\n  context: {cluster: c, user: u}\n";
+        assert!(has_context(k, "myAKSCluster"));
+        assert!(!has_context(k, "other"));
+    }
 }
