@@ -293,6 +293,7 @@ pub enum InstanceTypeCommand {
 
 /// `berth compute ...`
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per run; boxing would only obscure clap's fields
 pub enum ComputeCommand {
     /// Attach a compute.
     Attach {

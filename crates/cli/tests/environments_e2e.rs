@@ -276,3 +276,56 @@ fn unknown_environments_and_docker_builds_are_refused_before_anything_is_stored(
             .is_some_and(Vec::is_empty)
     );
 }
+
+#[test]
+fn a_deployments_conda_file_is_built_and_its_replicas_import_from_it() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "score/score.py",
+        "import json, sys, tomli_w\n\ndef init():\n    pass\n\ndef run(raw):\n    return {'toml': tomli_w.dumps(json.loads(raw)), 'prefix': sys.prefix}\n",
+    );
+    write(
+        dir.path(),
+        "endpoint.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json\nname: toml-ep\nauth_mode: key\n",
+    );
+    write(
+        dir.path(),
+        "deployment.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json\nname: blue\nendpoint_name: toml-ep\ncode_configuration:\n  code: score\n  scoring_script: score.py\nenvironment:\n  image: mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-cpu-inference:latest\n  conda_file:\n    dependencies:\n      - python=3.11\n      - pip:\n        - tomli-w==1.0.0\ninstance_count: 1\n",
+    );
+    write(dir.path(), "request.json", "{\"a\": 1}");
+    s.ok_in(
+        dir.path(),
+        &["online-endpoint", "create", "--file", "endpoint.yml"],
+    );
+    s.ok_in(
+        dir.path(),
+        &[
+            "online-deployment",
+            "create",
+            "--file",
+            "deployment.yml",
+            "--all-traffic",
+        ],
+    );
+    let out = s.ok_in(
+        dir.path(),
+        &[
+            "online-endpoint",
+            "invoke",
+            "--name",
+            "toml-ep",
+            "--request-file",
+            "request.json",
+        ],
+    );
+    let answer = text(&out.stdout);
+    assert!(answer.contains("a = 1"), "{answer}");
+    assert!(
+        answer.contains(&s.home.path().join("envs").display().to_string()),
+        "{answer}"
+    );
+}

@@ -100,6 +100,9 @@ pub struct DeploymentRecord {
     /// The model folder, if any.
     #[serde(default)]
     pub model_dir: Option<String>,
+    /// The environment, resolved at creation (`None`: the machine's interpreter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<crate::spec::environment::ResolvedEnvironment>,
     /// State.
     pub state: DeploymentState,
     /// When.

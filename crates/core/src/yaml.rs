@@ -151,14 +151,33 @@ impl<'a> Source<'a> {
         let raw = inner.render_with_options(
             serde_saphyr::render_options!(snippets: serde_saphyr::SnippetMode::Off),
         );
-        let message = strip_location_suffix(&raw);
-        let hint = hint_for(&message);
+        let mut message = strip_location_suffix(&raw);
+        let mut hint = hint_for(&message);
+        if let Some(placeholder) = position
+            .as_ref()
+            .and_then(|p| self.text.lines().nth(p.line.saturating_sub(1) as usize))
+            .and_then(template_placeholder)
+        {
+            message = format!("`{placeholder}` is a template placeholder, not a value");
+            hint = Some(
+                "replace it with the value (or put it in quotes if it is meant literally)".into(),
+            );
+        }
         SpecError {
             position,
             message,
             hint,
         }
     }
+}
+
+/// An unquoted `{{NAME}}` on a line (Microsoft's samples are templates filled in by scripts):
+/// YAML reads it as a mapping, so say what it is instead.
+fn template_placeholder(line: &str) -> Option<&str> {
+    let start = line.find("{{")?;
+    let end = line[start..].find("}}")? + start + 2;
+    let before = line[..start].trim_end();
+    (!before.ends_with(['"', '\''])).then(|| &line[start..end])
 }
 
 /// The parser appends " at line X column Y"; we report the position in front instead.
@@ -227,6 +246,21 @@ mod tests {
         assert!(
             err.as_ref().and_then(|e| e.position.as_ref()).is_some(),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn an_unquoted_template_placeholder_is_named() {
+        let src = Source::new("x.yaml", "name: {{ENDPOINT_NAME}}\ncount: 1\n");
+        let err = src
+            .parse::<Small>()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.starts_with("x.yaml:1:")
+                && err.contains("`{{ENDPOINT_NAME}}` is a template placeholder"),
+            "{err}"
         );
     }
 

@@ -20,6 +20,8 @@ pub struct ReplicaPlan {
     pub script: Option<PathBuf>,
     /// The model folder.
     pub model_dir: Option<PathBuf>,
+    /// The interpreter for score.py (a built environment's); `None` is the runtime's default.
+    pub python: Option<PathBuf>,
     /// Python workers per replica.
     pub workers: usize,
     /// `request_timeout_ms`, so a hung `run()` is replaced.
@@ -141,6 +143,11 @@ impl Replicas {
             .arg("--ready-file")
             .arg(&ready)
             .arg("--exit-with-parent")
+            .args(
+                plan.python
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--python"), p.as_os_str()]),
+            )
             .envs(plan.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)

@@ -98,8 +98,9 @@ pub struct JobSpec {
 struct RawJob {
     #[serde(rename = "$schema")]
     _schema: Option<String>,
+    // Checked by `refuse_other_job_types`: only `command` gets here.
     #[serde(rename = "type")]
-    kind: Option<Spanned<String>>,
+    _kind: Option<IgnoredAny>,
     name: Option<Spanned<String>>,
     display_name: Option<String>,
     experiment_name: Option<Spanned<String>>,
@@ -179,9 +180,76 @@ pub fn strip_azureml(s: &str) -> &str {
     s.strip_prefix("azureml:").unwrap_or(s)
 }
 
+/// Fields of Azure ML's other job types: a file with one is a real Azure ML job of that type,
+/// refused as such instead of as a typo.
+const OTHER_JOB_FIELDS: &[(&str, &str)] = &[
+    ("trial", "sweep"),
+    ("search_space", "sweep"),
+    ("sampling_algorithm", "sweep"),
+    ("objective", "sweep"),
+    ("early_termination", "sweep"),
+    ("jobs", "pipeline"),
+    ("settings", "pipeline"),
+    ("mini_batch_size", "parallel"),
+    ("retry_settings", "parallel"),
+    ("mini_batch_error_threshold", "parallel"),
+    ("input_data", "parallel"),
+    ("primary_metric", "automl"),
+    ("target_column_name", "automl"),
+    ("training_data", "automl"),
+    ("featurization", "automl"),
+    ("entry", "spark"),
+    ("conf", "spark"),
+    ("py_files", "spark"),
+];
+
+/// Just the job's type and top-level keys, read before the strict parse.
+#[derive(Deserialize)]
+struct JobShape {
+    #[serde(rename = "type")]
+    kind: Option<Spanned<String>>,
+    #[serde(flatten)]
+    rest: BTreeMap<String, Spanned<IgnoredAny>>,
+}
+
+fn refuse_other_job_types(src: &Source<'_>) -> Result<(), SpecError> {
+    let Ok(shape) = src.parse::<JobShape>() else {
+        // The strict parse reports what is wrong with the file.
+        return Ok(());
+    };
+    if let Some(k) = &shape.kind
+        && k.value != "command"
+    {
+        let msg = match k.value.as_str() {
+            "sweep" | "pipeline" | "automl" | "spark" | "parallel" => {
+                format!("`type: {}` jobs are not supported yet", k.value)
+            }
+            other => format!("`type: {other}` is not a job type"),
+        };
+        return Err(src.error_at(k, msg).hint("Berth runs `type: command` jobs"));
+    }
+    for (field, job_type) in OTHER_JOB_FIELDS {
+        if let Some(at) = shape.rest.get(*field) {
+            let mut e = src.error_at(
+                at,
+                format!(
+                    "`{field}` is a {job_type} job field; {job_type} jobs are not supported yet"
+                ),
+            );
+            if e.position.is_none() {
+                e.position = src.locate(field, None);
+            }
+            return Err(e.hint("Berth runs `type: command` jobs"));
+        }
+    }
+    Ok(())
+}
+
 impl JobSpec {
-    /// Parses and validates a command job file.
+    /// Parses and validates a command job file. A file of another Azure ML job type is refused
+    /// as such before any unknown-field error.
     pub fn parse(src: &Source<'_>) -> Result<JobSpec, SpecError> {
+        refuse_other_job_types(src)?;
         let raw: RawJob = src.parse()?;
         raw.validate(src)
     }
@@ -334,17 +402,6 @@ fn string_map(
 
 impl RawJob {
     fn validate(self, src: &Source<'_>) -> Result<JobSpec, SpecError> {
-        if let Some(k) = &self.kind
-            && k.value != "command"
-        {
-            let msg = match k.value.as_str() {
-                "sweep" | "pipeline" | "automl" | "spark" | "parallel" => {
-                    format!("`type: {}` jobs are not supported yet", k.value)
-                }
-                other => format!("`type: {other}` is not a job type"),
-            };
-            return Err(src.error_at(k, msg).hint("Berth runs `type: command` jobs"));
-        }
         unsupported(src, "distribution", &self.distribution)?;
         unsupported(src, "services", &self.services)?;
         unsupported(src, "identity", &self.identity)?;

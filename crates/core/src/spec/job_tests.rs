@@ -209,3 +209,28 @@ fn set_overrides_fields() {
             .contains("has no `=`")
     );
 }
+
+#[test]
+fn a_pipeline_file_is_refused_as_a_pipeline_not_as_a_typo() {
+    let err = parse("$schema: https://azuremlschemas.azureedge.net/latest/pipelineJob.schema.json\ntype: pipeline\nsettings:\n  default_compute: azureml:cpu-cluster\njobs:\n  train:\n    type: command\n    command: echo\n").unwrap_err();
+    assert!(
+        err.starts_with("job.yaml:2:7: `type: pipeline` jobs are not supported yet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_sweep_field_without_a_type_names_the_sweep() {
+    let err = parse("command: python t.py\ntrial:\n  command: python t.py\n").unwrap_err();
+    assert!(
+        err.contains("`trial` is a sweep job field; sweep jobs are not supported yet"),
+        "{err}"
+    );
+    assert!(err.starts_with("job.yaml:"), "{err}");
+}
+
+#[test]
+fn an_unknown_field_is_still_a_typo() {
+    let err = parse("command: echo\ncomand: echo\n").unwrap_err();
+    assert!(err.contains("unknown field `comand`"), "{err}");
+}

@@ -201,11 +201,14 @@ async fn prepare(
             cpu.display_cpu(), mem.display_bytes(), instance_type.limits.cpu.display_cpu(), instance_type.limits.memory.display_bytes()
         ))));
     }
+    let environment =
+        crate::services::environments::resolve(state, &src, spec.environment.as_ref(), &base)
+            .await?;
     let (revision, initial) = match current {
         Some(c) => (c.revision + 1, DeploymentState::Updating),
         None => (1, DeploymentState::Creating),
     };
-    snapshot_record(
+    let mut record = snapshot_record(
         state,
         endpoint,
         spec,
@@ -215,7 +218,27 @@ async fn prepare(
         revision,
         initial,
     )
-    .await
+    .await?;
+    record.environment = environment;
+    Ok(record)
+}
+
+/// Builds the deployment's Python environment if it has one and it is not built yet; the
+/// build's output goes to `environment.log` in the revision's folder.
+async fn ensure_environment(state: &AppState, d: &DeploymentRecord) -> Result<(), String> {
+    let Some(definition) = d.environment.as_ref().and_then(|e| e.python.as_ref()) else {
+        return Ok(());
+    };
+    let log_path = d.revision_dir().join("environment.log");
+    let mut log = berth_scheduler::envs::BuildLog::append(&log_path)
+        .await
+        .map_err(|e| e.to_string())?;
+    state
+        .envs
+        .ensure(definition, &mut log)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e} (the build's log: {})", log_path.display()))
 }
 
 fn has_onnx(dir: &std::path::Path) -> bool {
@@ -280,6 +303,7 @@ async fn snapshot_record(
         dir: dir.to_string_lossy().into_owned(),
         revision,
         model_dir: model_dir.map(|m| m.to_string_lossy().into_owned()),
+        environment: None,
         instance_type,
         state: initial,
         created_at: OffsetDateTime::now_utc(),
@@ -337,6 +361,11 @@ pub(crate) fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
         runtime: state.runtime_command.to_vec(),
         script: d.script.as_ref().map(PathBuf::from),
         model_dir: d.model_dir.as_ref().map(PathBuf::from),
+        python: d
+            .environment
+            .as_ref()
+            .and_then(|e| e.python.as_ref())
+            .map(|p| state.envs.path_of(p).join("bin").join("python")),
         workers,
         request_timeout_ms: d.spec.request_settings.request_timeout_ms,
         env: d
@@ -400,7 +429,10 @@ pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_tr
     let Ok(d) = get(state, endpoint, name).await else {
         return;
     };
-    let outcome = state.replicas.start(&key, plan(state, &d.value)).await;
+    let outcome = match ensure_environment(state, &d.value).await {
+        Ok(()) => state.replicas.start(&key, plan(state, &d.value)).await,
+        Err(reason) => Err(reason),
+    };
     let next = match outcome {
         Ok(_) => DeploymentState::Succeeded,
         Err(reason) => DeploymentState::Failed { reason },
@@ -485,11 +517,16 @@ async fn roll_replicas(state: &AppState, endpoint: &str, name: &str) {
         return;
     };
     let drain = Duration::from_millis(d.value.spec.request_settings.request_timeout_ms + 1000);
-    let next = match state
-        .replicas
-        .replace(&key, plan(state, &d.value), drain)
-        .await
-    {
+    let replaced = match ensure_environment(state, &d.value).await {
+        Ok(()) => {
+            state
+                .replicas
+                .replace(&key, plan(state, &d.value), drain)
+                .await
+        }
+        Err(reason) => Err(reason),
+    };
+    let next = match replaced {
         Ok(_) => DeploymentState::Succeeded,
         Err(reason) => DeploymentState::Failed {
             reason: format!(

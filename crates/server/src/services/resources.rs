@@ -49,6 +49,17 @@ pub async fn list_instance_types(state: &AppState) -> Result<Vec<InstanceTypeVie
             resource_version: s.resource_version,
         })
         .collect();
+    for size in berth_core::spec::azure_sizes::azure_sizes() {
+        if !out
+            .iter()
+            .any(|t| t.spec.name.eq_ignore_ascii_case(&size.name))
+        {
+            out.push(Versioned {
+                spec: size,
+                resource_version: 0,
+            });
+        }
+    }
     if !out.iter().any(|t| t.spec.name == DEFAULT_INSTANCE_TYPE) {
         out.insert(
             0,
@@ -79,7 +90,13 @@ pub async fn get_instance_type(
             spec: InstanceType::default_type(),
             resource_version: 0,
         })),
-        None => Ok(None),
+        // Azure VM sizes are built in, so Azure's files run as written.
+        None => Ok(
+            berth_core::spec::azure_sizes::azure_size(name).map(|spec| Versioned {
+                spec,
+                resource_version: 0,
+            }),
+        ),
     }
 }
 
