@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v python >/dev/null || command -v python3 >/dev/null || { apt-get update && apt-get install -y python3 python-is-python3; }
+# uv builds the conda files of jobs and deployments into virtual environments.
+command -v uv >/dev/null || python3 -m pip install --quiet uv || python3 -m pip install --quiet --break-system-packages uv
 cargo build --release
 berth="$PWD/target/release/berth"
 export BERTH_HOME="${BERTH_HOME:-$(mktemp -d)}"

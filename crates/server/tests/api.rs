@@ -226,7 +226,13 @@ async fn instance_types_apply_all_or_nothing() {
         .iter()
         .filter_map(|t| t["name"].as_str())
         .collect();
-    assert_eq!(names, ["defaultinstancetype", "ok"]);
+    // Applied types first, then the built-in Azure VM sizes.
+    assert_eq!(names[..2], ["defaultinstancetype", "ok"]);
+    assert!(
+        names[2..].iter().all(|n| n.starts_with("Standard_")),
+        "{names:?}"
+    );
+    assert!(names.contains(&"Standard_DS3_v2"));
     assert_eq!(
         a.call("DELETE", "/api/instance-types/defaultinstancetype", None)
             .await
