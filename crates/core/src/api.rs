@@ -46,20 +46,8 @@ pub struct JobCreateRequest {
     pub set: Vec<String>,
 }
 
-/// `POST /api/environments` and the other asset files (models, data): the file, the folder its
-/// relative paths start from, and the command line's overrides.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AssetCreateRequest {
-    /// The file name, for error messages.
-    pub file: String,
-    /// The YAML text.
-    pub yaml: String,
-    /// The folder the file is in (absolute).
-    pub base_dir: String,
-    /// `--set path=value` overrides (`--name` and `--version` arrive as `name=` and `version=`).
-    #[serde(default)]
-    pub set: Vec<String>,
-}
+/// `POST /api/environments` and the other asset files: the same shape as a job file's request.
+pub type AssetCreateRequest = JobCreateRequest;
 
 /// `PUT /api/instance-types`: one or more InstanceType documents.
 #[derive(Clone, Debug, Serialize, Deserialize)]

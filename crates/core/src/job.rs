@@ -55,6 +55,10 @@ pub fn url_file_name(url: &str) -> &str {
     }
 }
 
+/// Azure ML's name for the output that holds a job's artifacts: what its command wrote to
+/// `./outputs` and `./logs` (unless the job names an output of its own so).
+pub const ARTIFACTS_OUTPUT: &str = "default";
+
 /// An output with the absolute path the job writes it to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolvedOutput {

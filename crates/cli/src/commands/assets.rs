@@ -19,8 +19,9 @@ const ENV_COLUMNS: [(&str, &str); 5] = [
     ("Created", "created_at"),
 ];
 
-/// The request for an asset file: its text, its folder (for relative paths) and the overrides.
-pub fn asset_request(
+/// The request for a job or asset file: its text, its folder (for relative paths) and the
+/// overrides, `--name` and `--version` among them.
+pub fn file_request(
     file: &Path,
     name: Option<String>,
     version: Option<String>,
@@ -56,7 +57,7 @@ pub async fn environment(
             version,
             set,
         } => {
-            let req = asset_request(&file, name, version, set)?;
+            let req = file_request(&file, name, version, set)?;
             let created: EnvironmentRecord = client
                 .call(Method::POST, "/api/environments", Some(&req))
                 .await?;

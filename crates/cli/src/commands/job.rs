@@ -1,10 +1,11 @@
 //! `berth job ...`: create, show, list, stream, cancel, download.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use berth_core::api::{JobCreateRequest, JobView, OutputFile};
+use berth_core::api::{JobView, OutputFile};
+use berth_core::job::ARTIFACTS_OUTPUT;
 use futures_util::StreamExt;
 use reqwest::Method;
 
@@ -71,24 +72,9 @@ async fn create(
     client: &Client,
     file: &Path,
     name: Option<String>,
-    mut set: Vec<String>,
+    set: Vec<String>,
 ) -> Result<JobView, Failure> {
-    let yaml = std::fs::read_to_string(file)
-        .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
-    let abs = std::path::absolute(file).map_err(|e| Failure::new(e.to_string()))?;
-    let base_dir = abs
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    if let Some(n) = name {
-        set.push(format!("name={n}"));
-    }
-    let req = JobCreateRequest {
-        file: file.display().to_string(),
-        yaml,
-        base_dir: base_dir.to_string_lossy().into_owned(),
-        set,
-    };
+    let req = super::assets::file_request(file, name, None, set)?;
     client.call(Method::POST, "/api/jobs", Some(&req)).await
 }
 
@@ -157,9 +143,6 @@ async fn stream_log(client: &Client, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Azure ML's name for the output that holds a job's artifacts (`./outputs`, `./logs`).
-const ARTIFACTS: &str = "default";
-
 async fn download(
     client: &Client,
     name: &str,
@@ -170,6 +153,7 @@ async fn download(
     let job: JobView = client.get(&format!("/api/jobs/{}", seg(name))).await?;
     // Azure ML's layout: named outputs under named-outputs/<name>/, the job's artifacts (what it
     // wrote to ./outputs and ./logs, the output Azure calls `default`) under artifacts/.
+    let artifacts_are_named = job.outputs.get(ARTIFACTS_OUTPUT).is_some();
     let outputs: Vec<String> = match (output, all) {
         (Some(o), _) => vec![o],
         (None, true) => job
@@ -178,12 +162,7 @@ async fn download(
             .map(|m| m.keys().cloned().collect::<Vec<_>>())
             .unwrap_or_default()
             .into_iter()
-            .chain(
-                job.outputs
-                    .get(ARTIFACTS)
-                    .is_none()
-                    .then(|| ARTIFACTS.to_string()),
-            )
+            .chain((!artifacts_are_named).then(|| ARTIFACTS_OUTPUT.to_string()))
             .collect(),
         (None, false) => {
             return Err(Failure::new("say what to download")
@@ -195,7 +174,7 @@ async fn download(
         let list: Vec<OutputFile> = client
             .get(&format!("/api/jobs/{}/outputs/{}/files", seg(name), seg(o)))
             .await?;
-        let root = if o == ARTIFACTS && job.outputs.get(ARTIFACTS).is_none() {
+        let root = if o == ARTIFACTS_OUTPUT && !artifacts_are_named {
             dest.join("artifacts")
         } else {
             dest.join("named-outputs").join(o)

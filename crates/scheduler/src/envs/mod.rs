@@ -58,8 +58,6 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> EnvError + '_ {
 pub struct ReadyEnv {
     /// Its folder (`VIRTUAL_ENV`).
     pub path: PathBuf,
-    /// True when it was already built.
-    pub cached: bool,
 }
 
 impl ReadyEnv {
@@ -69,7 +67,7 @@ impl ReadyEnv {
     }
     /// Its interpreter.
     pub fn python(&self) -> PathBuf {
-        self.path.join("bin").join("python")
+        self.bin().join("python")
     }
 }
 
@@ -148,16 +146,16 @@ impl EnvCache {
         }
     }
 
-    /// The folder an environment lives in once built.
-    pub fn path_of(&self, env: &PythonEnv) -> PathBuf {
-        self.root.join(key(env))
+    /// Where an environment lives once built (whether or not it is built yet).
+    pub fn location(&self, env: &PythonEnv) -> ReadyEnv {
+        ReadyEnv {
+            path: self.root.join(key(env)),
+        }
     }
 
     fn ready(&self, env: &PythonEnv) -> Option<ReadyEnv> {
-        let path = self.path_of(env);
-        path.join(MARKER)
-            .is_file()
-            .then_some(ReadyEnv { path, cached: true })
+        let at = self.location(env);
+        at.path.join(MARKER).is_file().then_some(at)
     }
 
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -264,10 +262,7 @@ impl EnvCache {
         tokio::fs::rename(&tmp.0, &dest)
             .await
             .map_err(io_at(&dest))?;
-        Ok(ReadyEnv {
-            path: dest,
-            cached: false,
-        })
+        Ok(ReadyEnv { path: dest })
     }
 }
 

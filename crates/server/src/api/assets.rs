@@ -38,5 +38,5 @@ pub async fn show_environment(
     State(s): State<AppState>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<EnvironmentRecord>, ApiError> {
-    envs::get(&s, &name, Some(&version)).await.map(Json)
+    envs::get(&s, &name, &version).await.map(Json)
 }

@@ -223,22 +223,10 @@ async fn prepare(
     Ok(record)
 }
 
-/// Builds the deployment's Python environment if it has one and it is not built yet; the
-/// build's output goes to `environment.log` in the revision's folder.
+/// Builds the deployment's environment if it is not built yet, logging into its revision.
 async fn ensure_environment(state: &AppState, d: &DeploymentRecord) -> Result<(), String> {
-    let Some(definition) = d.environment.as_ref().and_then(|e| e.python.as_ref()) else {
-        return Ok(());
-    };
-    let log_path = d.revision_dir().join("environment.log");
-    let mut log = berth_scheduler::envs::BuildLog::append(&log_path)
-        .await
-        .map_err(|e| e.to_string())?;
-    state
-        .envs
-        .ensure(definition, &mut log)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{e} (the build's log: {})", log_path.display()))
+    let log = d.revision_dir().join("environment.log");
+    crate::services::environments::ensure_built(state, d.environment.as_ref(), &log).await
 }
 
 fn has_onnx(dir: &std::path::Path) -> bool {
@@ -361,11 +349,7 @@ pub(crate) fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
         runtime: state.runtime_command.to_vec(),
         script: d.script.as_ref().map(PathBuf::from),
         model_dir: d.model_dir.as_ref().map(PathBuf::from),
-        python: d
-            .environment
-            .as_ref()
-            .and_then(|e| e.python.as_ref())
-            .map(|p| state.envs.path_of(p).join("bin").join("python")),
+        python: crate::services::environments::interpreter(state, d.environment.as_ref()),
         workers,
         request_timeout_ms: d.spec.request_settings.request_timeout_ms,
         env: d
@@ -429,10 +413,11 @@ pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_tr
     let Ok(d) = get(state, endpoint, name).await else {
         return;
     };
-    let outcome = match ensure_environment(state, &d.value).await {
-        Ok(()) => state.replicas.start(&key, plan(state, &d.value)).await,
-        Err(reason) => Err(reason),
-    };
+    let outcome = async {
+        ensure_environment(state, &d.value).await?;
+        state.replicas.start(&key, plan(state, &d.value)).await
+    }
+    .await;
     let next = match outcome {
         Ok(_) => DeploymentState::Succeeded,
         Err(reason) => DeploymentState::Failed { reason },
@@ -517,15 +502,14 @@ async fn roll_replicas(state: &AppState, endpoint: &str, name: &str) {
         return;
     };
     let drain = Duration::from_millis(d.value.spec.request_settings.request_timeout_ms + 1000);
-    let replaced = match ensure_environment(state, &d.value).await {
-        Ok(()) => {
-            state
-                .replicas
-                .replace(&key, plan(state, &d.value), drain)
-                .await
-        }
-        Err(reason) => Err(reason),
-    };
+    let replaced = async {
+        ensure_environment(state, &d.value).await?;
+        state
+            .replicas
+            .replace(&key, plan(state, &d.value), drain)
+            .await
+    }
+    .await;
     let next = match replaced {
         Ok(_) => DeploymentState::Succeeded,
         Err(reason) => DeploymentState::Failed {

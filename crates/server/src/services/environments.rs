@@ -1,7 +1,7 @@
 //! Environments: registered versions (immutable, `@latest` is the last registered), and the
 //! resolution of what a job or deployment names into the Python environment Berth builds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use berth_core::api::AssetCreateRequest;
 use berth_core::conda::PythonEnv;
@@ -35,10 +35,12 @@ pub async fn create(
         }
         None => (None, None),
     };
-    let versions = versions_of(state, &spec.name).await?;
     let version = match spec.version.clone() {
         Some(v) => v,
-        None => next_version(versions.iter().map(|s| s.value.version.as_str())),
+        None => {
+            let versions = versions_of(state, Some(&spec.name)).await?;
+            next_version(versions.iter().map(|s| s.value.version.as_str()))
+        }
     };
     let record = EnvironmentRecord {
         name: spec.name.clone(),
@@ -102,17 +104,18 @@ fn read_conda(
     Ok((text, env))
 }
 
-/// Every version of one environment, in registration order.
+/// Every environment version (of one name, if given), in registration order.
 async fn versions_of(
     state: &AppState,
-    name: &str,
+    name: Option<&str>,
 ) -> Result<Vec<Stored<EnvironmentRecord>>, ApiError> {
-    Ok(state
+    let all = state
         .store
         .list::<EnvironmentRecord>(Kind::Environment)
-        .await?
+        .await?;
+    Ok(all
         .into_iter()
-        .filter(|s| s.value.name == name)
+        .filter(|s| name.is_none_or(|n| s.value.name == n))
         .collect())
 }
 
@@ -121,26 +124,22 @@ pub async fn list(
     state: &AppState,
     name: Option<&str>,
 ) -> Result<Vec<EnvironmentRecord>, ApiError> {
-    let all = state
-        .store
-        .list::<EnvironmentRecord>(Kind::Environment)
-        .await?;
-    Ok(all
+    Ok(versions_of(state, name)
+        .await?
         .into_iter()
         .map(|s| s.value)
-        .filter(|r| name.is_none_or(|n| r.name == n))
         .collect())
 }
 
-/// One version, or the latest (`version` = `latest` or `None`).
+/// One version, or the latest (`version` = `latest`).
 pub async fn get(
     state: &AppState,
     name: &str,
-    version: Option<&str>,
+    version: &str,
 ) -> Result<EnvironmentRecord, ApiError> {
     let wanted = match version {
-        None | Some("latest") => AssetVersion::Latest,
-        Some(v) => AssetVersion::Exact(v.to_string()),
+        "latest" => AssetVersion::Latest,
+        v => AssetVersion::Exact(v.to_string()),
     };
     find(state, name, &wanted)
         .await?
@@ -158,7 +157,7 @@ async fn find(
             .get::<EnvironmentRecord>(Kind::Environment, &key(name, v))
             .await?
             .map(|s| s.value),
-        AssetVersion::Latest => versions_of(state, name)
+        AssetVersion::Latest => versions_of(state, Some(name))
             .await?
             .into_iter()
             .max_by_key(|s| s.seq)
@@ -249,6 +248,33 @@ pub async fn resolve(
             }
         }
     }
+}
+
+/// Builds the Python environment of `env`, if it has one and it is not built yet; the build's
+/// output goes to `log`.
+pub async fn ensure_built(
+    state: &AppState,
+    env: Option<&ResolvedEnvironment>,
+    log: &Path,
+) -> Result<(), String> {
+    let Some(definition) = env.and_then(|e| e.python.as_ref()) else {
+        return Ok(());
+    };
+    let mut sink = berth_scheduler::envs::BuildLog::append(log)
+        .await
+        .map_err(|e| e.to_string())?;
+    state
+        .envs
+        .ensure(definition, &mut sink)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{e} (the build's log: {})", log.display()))
+}
+
+/// The interpreter of `env`'s built Python environment, if it has one.
+pub fn interpreter(state: &AppState, env: Option<&ResolvedEnvironment>) -> Option<PathBuf> {
+    env.and_then(|e| e.python.as_ref())
+        .map(|p| state.envs.location(p).python())
 }
 
 #[cfg(test)]

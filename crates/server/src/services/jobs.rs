@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_core::api::{JobCreateRequest, JobView};
-use berth_core::job::{JobRecord, JobState, ResolvedInput, ResolvedOutput};
+use berth_core::job::{ARTIFACTS_OUTPUT, JobRecord, JobState, ResolvedInput, ResolvedOutput};
 use berth_core::names::validate_name;
 use berth_core::spec::compute::{ComputeKind, LOCAL_COMPUTE};
 use berth_core::spec::data::{DataPath, DataType, JobInput};
@@ -416,8 +416,6 @@ pub async fn get(state: &AppState, name: &str) -> Result<Stored<JobRecord>, ApiE
         })
 }
 
-/// Azure ML's name for a job's artifacts: what the command wrote to `./outputs` and `./logs`.
-pub const ARTIFACTS: &str = "default";
 /// The folders of the working directory that are kept as artifacts.
 const ARTIFACT_FOLDERS: [&str; 2] = ["outputs", "logs"];
 
@@ -458,14 +456,14 @@ impl OutputRoot {
     }
 }
 
-/// Where an output's files are; [`ARTIFACTS`] is the job's `./outputs` and `./logs`.
+/// Where an output's files are; [`ARTIFACTS_OUTPUT`] is the job's `./outputs` and `./logs`.
 pub async fn output_root(
     state: &AppState,
     name: &str,
     output: &str,
 ) -> Result<OutputRoot, ApiError> {
     let job = get(state, name).await?;
-    if output == ARTIFACTS && !job.value.outputs.contains_key(ARTIFACTS) {
+    if output == ARTIFACTS_OUTPUT && !job.value.outputs.contains_key(ARTIFACTS_OUTPUT) {
         return Ok(OutputRoot {
             root: JobDir::new(&job.value.workdir).code(),
             only: Some(&ARTIFACT_FOLDERS),
