@@ -81,6 +81,9 @@ pub enum Command {
     /// Models: versioned files a deployment serves.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Data assets: versioned files and folders jobs take as inputs.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Online endpoints: a scoring URI with keys and a traffic split.
     #[command(subcommand, name = "online-endpoint")]
     OnlineEndpoint(EndpointCommand),
@@ -413,45 +416,89 @@ pub enum EnvironmentCommand {
         name: Option<String>,
     },
     /// Show an environment version (the latest unless --version is given).
-    Show {
-        /// Name.
-        #[arg(short, long)]
-        name: String,
-        /// Version.
-        #[arg(short, long, conflicts_with = "label")]
-        version: Option<String>,
-        /// `latest`.
-        #[arg(short, long)]
-        label: Option<String>,
-    },
+    Show(AssetShowArgs),
 }
 
 /// `berth model ...`
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
-    /// Register a model version (its files are copied and never change).
+    /// Register a model version from Azure ML's model YAML, or from flags. Its files are
+    /// copied and never change; a folder keeps its name beneath AZUREML_MODEL_DIR.
     Create {
-        /// Name.
-        #[arg(short, long)]
-        name: String,
-        /// Version.
-        #[arg(short, long)]
-        version: String,
-        /// A file or folder.
-        #[arg(short, long)]
-        path: PathBuf,
+        #[command(flatten)]
+        asset: AssetCreateArgs,
+        /// custom_model (the default), mlflow_model (deploys without code) or triton_model.
+        #[arg(short = 't', long = "type")]
+        model_type: Option<String>,
     },
     /// List model versions.
-    List,
-    /// Show a model version.
-    Show {
-        /// Name.
+    List {
+        /// Only this model's versions.
         #[arg(short, long)]
-        name: String,
-        /// Version.
-        #[arg(short, long)]
-        version: String,
+        name: Option<String>,
     },
+    /// Show a model version (the latest unless --version is given).
+    Show(AssetShowArgs),
+}
+
+/// `berth data ...`
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Register a data asset version from Azure ML's data YAML, or from flags: uri_file or
+    /// uri_folder; local files are copied, datastore paths and URLs referenced.
+    Create {
+        #[command(flatten)]
+        asset: AssetCreateArgs,
+        /// uri_folder (the default) or uri_file.
+        #[arg(short = 't', long = "type")]
+        data_type: Option<String>,
+    },
+    /// List data asset versions.
+    List {
+        /// Only this data asset's versions.
+        #[arg(short, long)]
+        name: Option<String>,
+    },
+    /// Show a data asset version (the latest unless --version is given).
+    Show(AssetShowArgs),
+}
+
+/// What creates a model or data asset version: a file, flags, or both (flags win).
+#[derive(Debug, clap::Args)]
+pub struct AssetCreateArgs {
+    /// The asset's YAML file.
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+    /// Name (default: the file's).
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// Version (default: the file's, else one more than the latest number).
+    #[arg(short, long)]
+    pub version: Option<String>,
+    /// The files: a local file or folder, azureml://datastores/<d>/paths/<p>,
+    /// azureml://jobs/<job>/outputs/<output> (or an https URL, for data).
+    #[arg(short, long)]
+    pub path: Option<String>,
+    /// Description.
+    #[arg(short, long)]
+    pub description: Option<String>,
+    /// Override a field: --set tags.team=ml (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// Which version of an asset to show.
+#[derive(Debug, clap::Args)]
+pub struct AssetShowArgs {
+    /// Name.
+    #[arg(short, long)]
+    pub name: String,
+    /// Version.
+    #[arg(short, long, conflicts_with = "label")]
+    pub version: Option<String>,
+    /// `latest`.
+    #[arg(short, long)]
+    pub label: Option<String>,
 }
 
 /// `berth online-endpoint ...`

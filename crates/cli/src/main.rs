@@ -50,7 +50,10 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Server(args) => server(home, args).await,
         Command::Model(cmd) => {
-            commands::serving::model(&client::Client::connect(&home)?, &out, cmd).await
+            commands::assets::model(&client::Client::connect(&home)?, &out, cmd).await
+        }
+        Command::Data(cmd) => {
+            commands::assets::data(&client::Client::connect(&home)?, &out, cmd).await
         }
         Command::OnlineEndpoint(cmd) => {
             commands::serving::endpoint(&client::Client::connect(&home)?, &out, cmd).await

@@ -326,7 +326,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
     std::fs::create_dir_all(work.path().join("big-score")).unwrap();
     std::fs::write(
         work.path().join("big-score/score.py"),
-        "import os\n\ndef init():\n    global total\n    with open(os.path.join(os.environ['AZUREML_MODEL_DIR'], 'weights.bin'), 'rb') as f:\n        total = sum(f.read())\n\ndef run(raw):\n    return {'variant': 'big', 'sum': total}\n",
+        "import os\n\ndef init():\n    global total\n    with open(os.path.join(os.environ['AZUREML_MODEL_DIR'], 'big-model', 'weights.bin'), 'rb') as f:\n        total = sum(f.read())\n\ndef run(raw):\n    return {'variant': 'big', 'sum': total}\n",
     )
     .unwrap();
     std::fs::write(

@@ -7,6 +7,7 @@ pub mod extension;
 pub mod interpolate;
 pub mod job;
 pub mod names;
+pub mod overrides;
 pub mod quantity;
 pub mod resources;
 pub mod secret;

@@ -1,8 +1,11 @@
 //! What is stored about models, online endpoints and deployments, and their states.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::spec::asset::ModelType;
 use crate::spec::deployment::DeploymentSpec;
 use crate::spec::endpoint::EndpointSpec;
 use crate::spec::instance_type::InstanceType;
@@ -14,11 +17,30 @@ pub struct ModelRecord {
     pub name: String,
     /// Version.
     pub version: String,
-    /// Where the copy lives.
+    /// Its storage format: a `mlflow_model` deploys without code.
+    #[serde(rename = "type", default)]
+    pub model_type: ModelType,
+    /// Where the copy lives: `AZUREML_MODEL_DIR`. A registered folder keeps its own name
+    /// beneath it, and a file sits in it, as Azure lays models out.
     pub path: String,
     /// Where it was copied from.
     pub source: String,
-    /// Files and bytes.
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// `Development`, `Production`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// Registered by a deployment's inline `model: {path: ...}`; not listed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
+    /// Files.
     pub files: u64,
     /// Bytes.
     pub bytes: u64,

@@ -22,14 +22,20 @@ pub fn find_model(dir: &Path) -> Option<PathBuf> {
             .is_some_and(|e| e == "onnx")
             .then(|| dir.to_path_buf());
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
         .collect();
-    found.sort();
-    found.into_iter().next()
+    entries.sort();
+    // At the top, or in a folder registered beneath AZUREML_MODEL_DIR.
+    let onnx = |p: &PathBuf| p.extension().is_some_and(|e| e == "onnx");
+    entries.iter().find(|p| onnx(p)).cloned().or_else(|| {
+        entries
+            .iter()
+            .filter(|p| p.is_dir())
+            .find_map(|sub| find_model(sub).filter(|f| f.parent() == Some(sub.as_path())))
+    })
 }
 
 fn shape_and_values(

@@ -1,6 +1,7 @@
 """Scoring script for the seed's deployment: serves the linear model train.py writes.
 
-init() loads model.json from AZUREML_MODEL_DIR; run() takes {"data": [[x1, x2], ...]} and
+init() loads model/model.json from AZUREML_MODEL_DIR (a model registered from a folder named
+`model` keeps that name beneath it, as on Azure); run() takes {"data": [[x1, x2], ...]} and
 returns {"predictions": [...], "variant": $MODEL_VARIANT}. Standard library only.
 """
 
@@ -12,7 +13,7 @@ model = None
 
 def init():
     global model
-    with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model.json")) as f:
+    with open(os.path.join(os.environ["AZUREML_MODEL_DIR"], "model", "model.json")) as f:
         model = json.load(f)
 
 

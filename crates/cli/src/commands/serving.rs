@@ -1,4 +1,4 @@
-//! `berth model|online-endpoint|online-deployment ...`.
+//! `berth online-endpoint|online-deployment ...`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -6,17 +6,11 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cli::{DeploymentCommand, EndpointCommand, ModelCommand};
+use crate::cli::{DeploymentCommand, EndpointCommand};
 use crate::client::{Client, seg};
 use crate::failure::Failure;
 use crate::output::Printer;
 
-const MODEL_COLUMNS: [(&str, &str); 4] = [
-    ("Name", "name"),
-    ("Version", "version"),
-    ("Files", "files"),
-    ("Bytes", "bytes"),
-];
 const EP_COLUMNS: [(&str, &str); 4] = [
     ("Name", "name"),
     ("State", "provisioning_state"),
@@ -35,40 +29,6 @@ const DEP_COLUMNS: [(&str, &str); 6] = [
 fn read(file: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(file)
         .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))
-}
-
-/// `berth model ...`
-pub async fn model(client: &Client, out: &Printer, cmd: ModelCommand) -> Result<i32, Failure> {
-    match cmd {
-        ModelCommand::Create {
-            name,
-            version,
-            path,
-        } => {
-            let abs = std::path::absolute(&path).map_err(|e| Failure::new(e.to_string()))?;
-            let body = json!({"name": name, "version": version, "path": abs});
-            out.print(
-                &client
-                    .call::<Value>(Method::POST, "/api/models", Some(&body))
-                    .await?,
-                &MODEL_COLUMNS,
-            )?;
-        }
-        ModelCommand::List => {
-            out.print(&client.get::<Value>("/api/models").await?, &MODEL_COLUMNS)?
-        }
-        ModelCommand::Show { name, version } => out.print(
-            &client
-                .get::<Value>(&format!(
-                    "/api/models/{}/versions/{}",
-                    seg(&name),
-                    seg(&version)
-                ))
-                .await?,
-            &MODEL_COLUMNS,
-        )?,
-    }
-    Ok(0)
 }
 
 /// `berth online-endpoint ...`

@@ -61,6 +61,11 @@ pub enum DataPath {
         /// The URL.
         url: String,
     },
+    /// A registered data asset or model: `azureml:<name>:<version>` or `azureml:<name>@latest`.
+    Asset {
+        /// The reference as written.
+        reference: String,
+    },
 }
 
 impl DataPath {
@@ -82,8 +87,20 @@ impl DataPath {
         if s.starts_with("https://") || s.starts_with("http://") {
             return Ok(DataPath::Url { url: s.to_string() });
         }
+        if s.starts_with("azureml:") && !s.starts_with("azureml://") {
+            crate::spec::asset::AssetRef::parse(s)?;
+            return Ok(DataPath::Asset {
+                reference: s.to_string(),
+            });
+        }
         for scheme in [
-            "azureml:", "wasbs://", "wasb://", "abfss://", "adl://", "s3://", "gs://",
+            "azureml://",
+            "wasbs://",
+            "wasb://",
+            "abfss://",
+            "adl://",
+            "s3://",
+            "gs://",
         ] {
             if s.starts_with(scheme) {
                 return Err(format!(

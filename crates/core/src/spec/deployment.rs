@@ -10,6 +10,7 @@ use serde_saphyr::Spanned;
 
 use crate::names::validate_name;
 use crate::quantity::Quantity;
+use crate::spec::asset::{AssetRef, AssetVersion, ModelType};
 use crate::spec::job::{Environment, parse_environment};
 use crate::yaml::{Source, SpecError};
 
@@ -24,10 +25,14 @@ pub enum ModelRef {
         /// Version.
         version: String,
     },
-    /// An inline `{path: ...}`, relative to the deployment file.
+    /// An inline `{path: ...}`, relative to the deployment file; copied in as an anonymous
+    /// model version when the deployment is created.
     Path {
         /// The path as written.
         path: String,
+        /// `type:`; `mlflow_model` deploys without code.
+        #[serde(default)]
+        model_type: ModelType,
     },
 }
 
@@ -215,37 +220,41 @@ struct RawResources {
 fn parse_model(src: &Source<'_>, m: &Spanned<Value>) -> Result<ModelRef, SpecError> {
     match &m.value {
         Value::String(s) => {
-            let rest = s.strip_prefix("azureml:").ok_or_else(|| {
-                src.error_at(m, format!("`model: {s}` is not a model reference"))
-                    .hint("write azureml:<name>:<version>, or a mapping with `path`")
-            })?;
-            if rest.starts_with("//registries/") || rest.starts_with("//") {
+            if !s.starts_with("azureml:") {
                 return Err(src
-                    .error_at(
-                        m,
-                        "registry models are not supported for Kubernetes deployments",
-                    )
-                    .hint("register the model with `berth model create`"));
+                    .error_at(m, format!("`model: {s}` is not a model reference"))
+                    .hint("write azureml:<name>:<version> or azureml:<name>@latest, or a mapping with `path`"));
             }
-            let (name, version) = rest
-                .split_once(':')
-                .or_else(|| rest.split_once('@'))
-                .ok_or_else(|| {
-                    src.error_at(m, format!("`{s}` names no version"))
-                        .hint("write azureml:<name>:<version>")
-                })?;
-            validate_name("model", name).map_err(|e| src.error_at(m, e))?;
+            let r = AssetRef::parse(s).map_err(|e| src.error_at(m, e))?;
+            if r.from_azure {
+                return Err(src
+                    .error_at(m, "models in Azure ML registries cannot be fetched here")
+                    .hint("register the model's files with `berth model create`"));
+            }
+            validate_name("model", &r.name).map_err(|e| src.error_at(m, e))?;
             Ok(ModelRef::Registered {
-                name: name.to_string(),
-                version: version.to_string(),
+                name: r.name,
+                version: match r.version {
+                    AssetVersion::Exact(v) => v,
+                    AssetVersion::Latest => "latest".into(),
+                },
             })
         }
-        Value::Object(o) => match o.get("path").and_then(Value::as_str) {
-            Some(p) => Ok(ModelRef::Path {
-                path: p.to_string(),
-            }),
-            None => Err(src.error_at(m, "an inline model needs `path`")),
-        },
+        Value::Object(o) => {
+            let model_type = match o.get("type") {
+                None => ModelType::CustomModel,
+                Some(t) => serde_json::from_value(t.clone()).map_err(|_| {
+                    src.error_at(m, format!("`type: {t}` is not a model type; use custom_model, mlflow_model or triton_model"))
+                })?,
+            };
+            match o.get("path").and_then(Value::as_str) {
+                Some(p) => Ok(ModelRef::Path {
+                    path: p.to_string(),
+                    model_type,
+                }),
+                None => Err(src.error_at(m, "an inline model needs `path`")),
+            }
+        }
         _ => Err(src.error_at(
             m,
             "`model` must be azureml:<name>:<version> or a mapping with `path`",

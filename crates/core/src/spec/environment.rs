@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::conda::PythonEnv;
 use crate::names::validate_name;
+pub use crate::spec::asset::{AssetRef, AssetVersion};
 use crate::spec::job::scalar_text;
 use crate::yaml::{Source, SpecError};
 
@@ -98,88 +99,6 @@ pub struct ResolvedEnvironment {
     pub python: Option<PythonEnv>,
 }
 
-/// Which version of a named asset.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AssetVersion {
-    /// `:<version>`.
-    Exact(String),
-    /// `@latest`: the last one registered.
-    Latest,
-}
-
-/// A reference to a registered asset: `azureml:<name>:<version>`, `azureml:<name>@latest`, or
-/// an Azure registry path `azureml://registries/<r>/<kind>/<name>/versions/<v>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AssetRef {
-    /// The name.
-    pub name: String,
-    /// Which version.
-    pub version: AssetVersion,
-    /// True for an Azure registry path (or a curated `AzureML-` name): Berth cannot fetch
-    /// those, so when no asset of that name is registered they are only recorded.
-    pub from_azure: bool,
-}
-
-impl AssetRef {
-    /// Parses a reference as written in a job or deployment file.
-    pub fn parse(written: &str) -> Result<AssetRef, String> {
-        let s = written.trim();
-        if let Some(path) = s.strip_prefix("azureml://registries/") {
-            // <registry>/<kind>/<name>/versions/<v> or .../labels/latest
-            let parts: Vec<&str> = path.split('/').collect();
-            return match parts.as_slice() {
-                [_, _, name, "versions", v] => Ok(AssetRef {
-                    name: name.to_string(),
-                    version: AssetVersion::Exact(v.to_string()),
-                    from_azure: true,
-                }),
-                [_, _, name, "labels", "latest"] | [_, _, name] => Ok(AssetRef {
-                    name: name.to_string(),
-                    version: AssetVersion::Latest,
-                    from_azure: true,
-                }),
-                _ => Err(format!(
-                    "`{written}` is not an Azure ML registry path (azureml://registries/<registry>/<kind>/<name>/versions/<version>)"
-                )),
-            };
-        }
-        let body = s.strip_prefix("azureml:").unwrap_or(s);
-        let (name, version) = if let Some((n, label)) = body.split_once('@') {
-            if label != "latest" {
-                return Err(format!(
-                    "`{written}`: `@{label}` is not a label Berth knows; use `@latest` or `:<version>`"
-                ));
-            }
-            (n, AssetVersion::Latest)
-        } else if let Some((n, v)) = body.split_once(':') {
-            (n, AssetVersion::Exact(v.to_string()))
-        } else {
-            return Err(format!(
-                "`{written}` names no version; write `azureml:{body}:<version>` or `azureml:{body}@latest`"
-            ));
-        };
-        if name.is_empty() || matches!(&version, AssetVersion::Exact(v) if v.is_empty()) {
-            return Err(format!(
-                "`{written}` is not `azureml:<name>:<version>` or `azureml:<name>@latest`"
-            ));
-        }
-        Ok(AssetRef {
-            name: name.to_string(),
-            from_azure: name.starts_with("AzureML-"),
-            version,
-        })
-    }
-}
-
-impl std::fmt::Display for AssetRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.version {
-            AssetVersion::Exact(v) => write!(f, "azureml:{}:{v}", self.name),
-            AssetVersion::Latest => write!(f, "azureml:{}@latest", self.name),
-        }
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEnvironment {
@@ -202,15 +121,13 @@ struct RawEnvironment {
 }
 
 impl EnvironmentSpec {
-    /// Parses an environment file and applies `--set path=value` overrides (`name=`,
-    /// `version=` come from `--name`/`--version`). `build:` (a Docker context) is refused: the
-    /// local compute has no image builder.
+    /// Parses an environment file with `--set path=value` overrides (`name=`, `version=` come
+    /// from `--name`/`--version`). `build:` (a Docker context) is refused: the local compute
+    /// has no image builder.
     pub fn parse(src: &Source<'_>, sets: &[String]) -> Result<EnvironmentSpec, SpecError> {
-        let raw: RawEnvironment = src.parse()?;
-        let mut spec = raw.validate(src)?;
-        for set in sets {
-            spec.apply_set(set)?;
-        }
+        let spec = crate::overrides::parse_with_sets(src, sets, |s| {
+            s.parse::<RawEnvironment>()?.validate(s)
+        })?;
         if spec.name.is_empty() {
             return Err(
                 SpecError::new(format!("{}: the environment has no `name`", src.name))
@@ -227,37 +144,6 @@ impl EnvironmentSpec {
             ));
         }
         Ok(spec)
-    }
-
-    /// Applies one `--set path=value`.
-    pub fn apply_set(&mut self, assignment: &str) -> Result<(), SpecError> {
-        let (path, value) = assignment.split_once('=').ok_or_else(|| {
-            SpecError::new(format!("--set `{assignment}` has no `=`"))
-                .hint("write --set path=value, e.g. --set version=2")
-        })?;
-        let bad = |m: String| SpecError::new(format!("--set {path}: {m}"));
-        let value = value.to_string();
-        match path.split('.').collect::<Vec<_>>().as_slice() {
-            ["name"] => {
-                validate_name("environment", &value).map_err(bad)?;
-                self.name = value;
-            }
-            ["version"] => {
-                validate_name("environment version", &value).map_err(bad)?;
-                self.version = Some(value);
-            }
-            ["image"] => self.image = Some(value),
-            ["conda_file"] => self.conda_file = Some(CondaFile::Path(value)),
-            ["description"] => self.description = Some(value),
-            ["tags", k] => {
-                self.tags.insert(k.to_string(), value);
-            }
-            _ => {
-                return Err(bad("an environment has no such field".into())
-                    .hint("settable: name, version, image, conda_file, description, tags.<key>"));
-            }
-        }
-        Ok(())
     }
 }
 
@@ -361,41 +247,7 @@ mod tests {
                 &Source::new("env.yml", "name: e\nimage: i\n"),
                 &["build.path=x".into()]
             )
-            .is_err_and(|e| e.to_string().contains("no such field"))
+            .is_err_and(|e| e.to_string().contains("not supported on the local compute"))
         );
-    }
-
-    #[test]
-    fn references_parse() {
-        let r = AssetRef::parse("azureml:my-env:3").expect("parses");
-        assert_eq!(
-            (r.name.as_str(), r.version),
-            ("my-env", AssetVersion::Exact("3".into()))
-        );
-        let r = AssetRef::parse("azureml:my-env@latest").expect("parses");
-        assert_eq!(r.version, AssetVersion::Latest);
-        let r = AssetRef::parse("azureml://registries/azureml/environments/sklearn-1.5/versions/7")
-            .expect("parses");
-        assert!(r.from_azure);
-        assert_eq!(r.name, "sklearn-1.5");
-        assert!(
-            AssetRef::parse("azureml:AzureML-sklearn-1.0-ubuntu20.04-py38-cpu:1")
-                .is_ok_and(|r| r.from_azure)
-        );
-    }
-
-    #[test]
-    fn references_without_a_version_or_with_an_unknown_label_are_refused() {
-        assert!(
-            AssetRef::parse("azureml:my-env")
-                .unwrap_err()
-                .contains("@latest")
-        );
-        assert!(
-            AssetRef::parse("azureml:my-env@stable")
-                .unwrap_err()
-                .contains("label")
-        );
-        assert!(AssetRef::parse("azureml::3").is_err());
     }
 }

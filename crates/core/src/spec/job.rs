@@ -9,7 +9,7 @@ use serde_saphyr::Spanned;
 
 use crate::interpolate::{Reference, references};
 use crate::names::validate_name;
-use crate::spec::data::{InputMode, JobInput, JobOutput, parse_input, parse_output};
+use crate::spec::data::{JobInput, JobOutput, parse_input, parse_output};
 use crate::yaml::{Source, SpecError};
 
 /// Queue priority (`queue_settings.priority`); FIFO within a priority.
@@ -252,88 +252,6 @@ impl JobSpec {
         refuse_other_job_types(src)?;
         let raw: RawJob = src.parse()?;
         raw.validate(src)
-    }
-
-    /// Applies one `--set path=value` override, as `az ml job create --set` does.
-    pub fn apply_set(&mut self, assignment: &str) -> Result<(), SpecError> {
-        let (path, value) = assignment.split_once('=').ok_or_else(|| {
-            SpecError::new(format!("--set `{assignment}` has no `=`"))
-                .hint("write --set path=value, e.g. --set limits.timeout=600")
-        })?;
-        let value = value.to_string();
-        let bad = |m: String| SpecError::new(format!("--set {path}: {m}"));
-        let parts: Vec<&str> = path.split('.').collect();
-        match parts.as_slice() {
-            ["name"] => {
-                validate_name("job", &value).map_err(bad)?;
-                self.name = Some(value);
-            }
-            ["display_name"] => self.display_name = Some(value),
-            ["experiment_name"] => {
-                validate_name("experiment", &value).map_err(bad)?;
-                self.experiment_name = Some(value);
-            }
-            ["description"] => self.description = Some(value),
-            ["command"] => self.command = value,
-            ["code"] => self.code = Some(value),
-            ["compute"] => self.compute = Some(strip_azureml(&value).to_string()),
-            ["resources", "instance_type"] => self.instance_type = Some(value),
-            ["limits", "timeout"] => {
-                let t: u64 = value
-                    .parse()
-                    .ok()
-                    .filter(|t| *t > 0)
-                    .ok_or_else(|| bad("must be a positive number of seconds".into()))?;
-                self.timeout_seconds = Some(t);
-            }
-            ["queue_settings", "priority"] => {
-                self.priority = parse_priority(&value).map_err(bad)?
-            }
-            ["tags", k] => {
-                self.tags.insert(k.to_string(), value);
-            }
-            ["environment_variables", k] => {
-                self.environment_variables.insert(k.to_string(), value);
-            }
-            ["environment", "image"] => match &mut self.environment {
-                Some(Environment::Inline { image, .. }) => *image = Some(value),
-                _ => {
-                    self.environment = Some(Environment::Inline {
-                        image: Some(value),
-                        conda_file: None,
-                    })
-                }
-            },
-            ["inputs", n] => match self.inputs.get_mut(*n) {
-                Some(JobInput::Literal { .. }) | None => {
-                    self.inputs
-                        .insert(n.to_string(), JobInput::Literal { value });
-                }
-                Some(_) => {
-                    return Err(bad(format!(
-                        "input `{n}` is a data input; set inputs.{n}.path instead"
-                    )));
-                }
-            },
-            ["inputs", n, "path"] => match self.inputs.get_mut(*n) {
-                Some(JobInput::Data { path: p, .. }) => {
-                    *p = crate::spec::data::DataPath::parse(&value).map_err(bad)?
-                }
-                _ => return Err(bad(format!("the job has no data input `{n}`"))),
-            },
-            ["inputs", n, "mode"] => match self.inputs.get_mut(*n) {
-                Some(JobInput::Data { mode, .. }) => {
-                    *mode = InputMode::parse(&value).map_err(bad)?
-                }
-                _ => return Err(bad(format!("the job has no data input `{n}`"))),
-            },
-            _ => {
-                return Err(bad("this field cannot be set from the command line".into()).hint(
-                    "settable: name, display_name, experiment_name, description, command, code, compute, resources.instance_type, limits.timeout, queue_settings.priority, tags.<k>, environment_variables.<k>, environment.image, inputs.<n>, inputs.<n>.path, inputs.<n>.mode",
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// Checks that every `${{...}}` in the command names an input or output.

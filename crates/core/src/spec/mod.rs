@@ -1,5 +1,6 @@
 //! Specs: the YAML resources a user writes, validated into typed values.
 
+pub mod asset;
 pub mod azure_sizes;
 pub mod compute;
 pub mod data;

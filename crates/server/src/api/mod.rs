@@ -113,9 +113,23 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/api/environments/{name}/versions/{version}",
             get(assets::show_environment),
         )
-        .route("/api/models", post(sv::create_model).get(sv::list_models))
+        .route(
+            "/api/models",
+            post(assets::create_model).get(assets::list_models),
+        )
+        .route(
+            "/api/models/{name}/versions/{version}",
+            get(assets::show_model),
+        )
+        .route(
+            "/api/data",
+            post(assets::create_data).get(assets::list_data),
+        )
+        .route(
+            "/api/data/{name}/versions/{version}",
+            get(assets::show_data),
+        )
         .route("/api/routes", get(sv::routes))
-        .route("/api/models/{name}/versions/{version}", get(sv::show_model))
         .route(
             "/api/endpoints",
             post(sv::create_endpoint).get(sv::list_endpoints),

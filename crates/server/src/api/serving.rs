@@ -1,9 +1,9 @@
-//! Handlers for models, online endpoints and online deployments.
+//! Handlers for online endpoints and online deployments.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use berth_core::serving::{DeploymentRecord, EndpointKeys, ModelRecord};
+use berth_core::serving::{DeploymentRecord, EndpointKeys};
 use berth_core::spec::endpoint::{MirrorTraffic, TrafficSplit};
 use berth_store::Stored;
 use serde::{Deserialize, Serialize};
@@ -11,28 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::ApiJson;
 use crate::AppState;
 use crate::error::ApiError;
+use crate::services::deployments;
 use crate::services::endpoints::{self, EndpointView};
-use crate::services::{deployments, models};
-
-pub async fn create_model(
-    State(s): State<AppState>,
-    ApiJson(req): ApiJson<models::ModelCreate>,
-) -> Result<(StatusCode, Json<ModelRecord>), ApiError> {
-    models::create(&s, req)
-        .await
-        .map(|m| (StatusCode::CREATED, Json(m)))
-}
-
-pub async fn list_models(State(s): State<AppState>) -> Result<Json<Vec<ModelRecord>>, ApiError> {
-    models::list(&s).await.map(Json)
-}
-
-pub async fn show_model(
-    State(s): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
-) -> Result<Json<ModelRecord>, ApiError> {
-    models::get(&s, &name, &version).await.map(Json)
-}
 
 #[derive(Deserialize)]
 pub struct EndpointCreate {

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_core::serving::{DeploymentRecord, DeploymentState, deployment_key};
+use berth_core::serving::{DeploymentRecord, DeploymentState, ModelRecord, deployment_key};
+use berth_core::spec::asset::{AssetRef, AssetVersion};
 use berth_core::spec::deployment::{DeploymentSpec, ModelRef, ScaleSettings};
 use berth_core::spec::endpoint::TrafficSplit;
 use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
@@ -19,6 +20,7 @@ use time::OffsetDateTime;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::services::endpoints::{self, refresh_routes};
+use crate::services::models;
 use crate::services::resources::find_instance_type;
 
 /// `POST /api/endpoints/{endpoint}/deployments`.
@@ -106,19 +108,8 @@ async fn prepare(
         });
     }
     let base = PathBuf::from(&req.base_dir);
-    let model_dir = match &spec.model {
-        Some(ModelRef::Registered { name, version }) => Some(PathBuf::from(crate::services::models::get(state, name, version).await.map_err(|e| {
-            ApiError::spec(src.error_near("model", None, e.to_string()).hint(format!("register it with `berth model create --name {name} --version {version} --path <folder>`")))
-        })?.path)),
-        Some(ModelRef::Path { path }) => {
-            let p = base.join(path);
-            if !p.exists() {
-                return Err(ApiError::spec(src.error_near("path", Some(path), format!("model path {} does not exist", p.display()))));
-            }
-            Some(p)
-        }
-        None => None,
-    };
+    let model = resolve_model(state, &src, spec.model.as_ref(), &base).await?;
+    let model_dir = model.as_ref().map(|m| PathBuf::from(&m.path));
     // With a scoring script: Python workers. Without one: the model's .onnx file, natively.
     let code_script = match (&spec.code, &spec.scoring_script) {
         (Some(c), Some(script)) => {
@@ -229,13 +220,60 @@ async fn ensure_environment(state: &AppState, d: &DeploymentRecord) -> Result<()
     crate::services::environments::ensure_built(state, d.environment.as_ref(), &log).await
 }
 
+/// The model version a deployment serves: a registered one, or its inline `path` copied in
+/// as an anonymous version.
+async fn resolve_model(
+    state: &AppState,
+    src: &Source<'_>,
+    model: Option<&ModelRef>,
+    base: &std::path::Path,
+) -> Result<Option<ModelRecord>, ApiError> {
+    match model {
+        Some(ModelRef::Registered { name, version }) => {
+            let r = AssetRef {
+                name: name.clone(),
+                version: match version.as_str() {
+                    "latest" => AssetVersion::Latest,
+                    v => AssetVersion::Exact(v.to_string()),
+                },
+                from_azure: false,
+            };
+            models::resolve(state, &r).await.map(Some).map_err(|e| {
+                ApiError::spec(src.error_near("model", None, e.to_string()).hint(format!(
+                    "register it with `berth model create --name {name} --path <folder>`"
+                )))
+            })
+        }
+        Some(ModelRef::Path { path, model_type }) => {
+            let p = base.join(path);
+            if !p.exists() {
+                return Err(ApiError::spec(src.error_near(
+                    "path",
+                    Some(path),
+                    format!("model path {} does not exist", p.display()),
+                )));
+            }
+            models::register_inline(state, &p, *model_type)
+                .await
+                .map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
+/// True when the model folder holds a `.onnx` file, at its top or in a registered folder.
 fn has_onnx(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|rd| {
+    let onnx_in = |d: &std::path::Path| {
+        std::fs::read_dir(d).is_ok_and(|rd| {
             rd.flatten()
                 .any(|e| e.path().extension().is_some_and(|x| x == "onnx"))
         })
-        .unwrap_or(false)
+    };
+    onnx_in(dir)
+        || std::fs::read_dir(dir).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.path().is_dir() && onnx_in(&e.path()))
+        })
 }
 
 /// The file in a revision's folder naming the model folder it serves.

@@ -6,19 +6,15 @@ use std::path::{Path, PathBuf};
 use berth_core::api::AssetCreateRequest;
 use berth_core::conda::PythonEnv;
 use berth_core::spec::environment::{
-    AssetRef, AssetVersion, CondaFile, EnvironmentRecord, EnvironmentSpec, ResolvedEnvironment,
+    AssetRef, CondaFile, EnvironmentRecord, EnvironmentSpec, ResolvedEnvironment,
 };
 use berth_core::spec::job::Environment;
 use berth_core::yaml::Source;
-use berth_store::{Kind, StoreError, Stored};
 use time::OffsetDateTime;
 
 use crate::AppState;
 use crate::error::ApiError;
-
-fn key(name: &str, version: &str) -> String {
-    format!("{name}:{version}")
-}
+use crate::services::versions;
 
 /// Registers an environment version from its file.
 pub async fn create(
@@ -35,16 +31,11 @@ pub async fn create(
         }
         None => (None, None),
     };
-    let version = match spec.version.clone() {
-        Some(v) => v,
-        None => {
-            let versions = versions_of(state, Some(&spec.name)).await?;
-            next_version(versions.iter().map(|s| s.value.version.as_str()))
-        }
-    };
+    let version =
+        versions::version_for::<EnvironmentRecord>(state, &spec.name, spec.version).await?;
     let record = EnvironmentRecord {
-        name: spec.name.clone(),
-        version: version.clone(),
+        name: spec.name,
+        version,
         image: spec.image,
         conda_file: conda_text,
         python,
@@ -52,28 +43,8 @@ pub async fn create(
         tags: spec.tags,
         created_at: OffsetDateTime::now_utc(),
     };
-    match state
-        .store
-        .insert(Kind::Environment, &key(&spec.name, &version), None, &record)
-        .await
-    {
-        Ok(_) => Ok(record),
-        Err(StoreError::AlreadyExists { .. }) => Err(ApiError::AlreadyExists {
-            kind: "environment version",
-            name: key(&spec.name, &version),
-            hint: Some(
-                "environment versions never change; register a new version (--version or `version:`)"
-                    .into(),
-            ),
-        }),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The next free integer version: one more than the largest numeric version.
-fn next_version<'a>(existing: impl Iterator<Item = &'a str>) -> String {
-    let max = existing.filter_map(|v| v.parse::<u64>().ok()).max();
-    (max.unwrap_or(0) + 1).to_string()
+    versions::insert(state, &record).await?;
+    Ok(record)
 }
 
 /// Reads and translates a conda file written as a path (relative to `base`) or inline.
@@ -104,27 +75,12 @@ fn read_conda(
     Ok((text, env))
 }
 
-/// Every environment version (of one name, if given), in registration order.
-async fn versions_of(
-    state: &AppState,
-    name: Option<&str>,
-) -> Result<Vec<Stored<EnvironmentRecord>>, ApiError> {
-    let all = state
-        .store
-        .list::<EnvironmentRecord>(Kind::Environment)
-        .await?;
-    Ok(all
-        .into_iter()
-        .filter(|s| name.is_none_or(|n| s.value.name == n))
-        .collect())
-}
-
 /// Every environment version, optionally of one name.
 pub async fn list(
     state: &AppState,
     name: Option<&str>,
 ) -> Result<Vec<EnvironmentRecord>, ApiError> {
-    Ok(versions_of(state, name)
+    Ok(versions::all(state, name)
         .await?
         .into_iter()
         .map(|s| s.value)
@@ -137,53 +93,7 @@ pub async fn get(
     name: &str,
     version: &str,
 ) -> Result<EnvironmentRecord, ApiError> {
-    let wanted = match version {
-        "latest" => AssetVersion::Latest,
-        v => AssetVersion::Exact(v.to_string()),
-    };
-    find(state, name, &wanted)
-        .await?
-        .ok_or_else(|| not_found(name, &wanted))
-}
-
-async fn find(
-    state: &AppState,
-    name: &str,
-    version: &AssetVersion,
-) -> Result<Option<EnvironmentRecord>, ApiError> {
-    Ok(match version {
-        AssetVersion::Exact(v) => state
-            .store
-            .get::<EnvironmentRecord>(Kind::Environment, &key(name, v))
-            .await?
-            .map(|s| s.value),
-        AssetVersion::Latest => versions_of(state, Some(name))
-            .await?
-            .into_iter()
-            .max_by_key(|s| s.seq)
-            .map(|s| s.value),
-    })
-}
-
-fn describe(name: &str, version: &AssetVersion) -> String {
-    match version {
-        AssetVersion::Exact(v) => key(name, v),
-        AssetVersion::Latest => format!("{name}@latest"),
-    }
-}
-
-fn register_hint(name: &str) -> String {
-    format!(
-        "register it with `berth environment create --file env.yml`; `berth environment list --name {name}` shows its versions"
-    )
-}
-
-fn not_found(name: &str, version: &AssetVersion) -> ApiError {
-    ApiError::NotFound {
-        kind: "environment",
-        name: describe(name, version),
-        hint: Some(register_hint(name)),
-    }
+    versions::get(state, name, version).await
 }
 
 /// Resolves what a job or deployment file says about its environment. A conda file is read and
@@ -222,9 +132,9 @@ pub async fn resolve(
         Environment::Reference(written) => {
             let r = AssetRef::parse(written)
                 .map_err(|m| ApiError::spec(src.error_near("environment", Some(written), m)))?;
-            match find(state, &r.name, &r.version).await? {
+            match versions::find::<EnvironmentRecord>(state, &r.name, &r.version).await? {
                 Some(rec) => Ok(Some(ResolvedEnvironment {
-                    source: key(&format!("azureml:{}", rec.name), &rec.version),
+                    source: format!("azureml:{}:{}", rec.name, rec.version),
                     image: rec.image,
                     python: rec.python,
                 })),
@@ -240,10 +150,10 @@ pub async fn resolve(
                         Some(written),
                         format!(
                             "environment `{}` does not exist",
-                            describe(&r.name, &r.version)
+                            versions::describe(&r.name, &r.version)
                         ),
                     )
-                    .hint(register_hint(&r.name)),
+                    .hint(versions::register_hint::<EnvironmentRecord>(&r.name)),
                 )),
             }
         }
@@ -275,15 +185,4 @@ pub async fn ensure_built(
 pub fn interpreter(state: &AppState, env: Option<&ResolvedEnvironment>) -> Option<PathBuf> {
     env.and_then(|e| e.python.as_ref())
         .map(|p| state.envs.location(p).python())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::next_version;
-
-    #[test]
-    fn versions_count_up_from_the_largest_number() {
-        assert_eq!(next_version([].into_iter()), "1");
-        assert_eq!(next_version(["1", "7", "3", "beta"].into_iter()), "8");
-    }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use berth_core::api::{JobCreateRequest, JobView};
 use berth_core::job::{ARTIFACTS_OUTPUT, JobRecord, JobState, ResolvedInput, ResolvedOutput};
 use berth_core::names::validate_name;
+use berth_core::spec::asset::{AssetRef, DataRecord};
 use berth_core::spec::compute::{ComputeKind, LOCAL_COMPUTE};
 use berth_core::spec::data::{DataPath, DataType, JobInput};
 use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
@@ -20,6 +21,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::services::resources::{datastore_root, find_compute, find_instance_type};
+use crate::services::versions;
 
 const ADJECTIVES: [&str; 16] = [
     "brave", "calm", "eager", "gentle", "happy", "keen", "lively", "mellow", "nimble", "quiet",
@@ -43,10 +45,8 @@ pub fn generate_name() -> String {
 /// Validates, resolves and submits a job file.
 pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, ApiError> {
     let src = Source::new(&req.file, &req.yaml);
-    let mut spec = JobSpec::parse(&src).map_err(ApiError::spec)?;
-    for s in &req.set {
-        spec.apply_set(s).map_err(ApiError::spec)?;
-    }
+    let mut spec = berth_core::overrides::parse_with_sets(&src, &req.set, JobSpec::parse)
+        .map_err(ApiError::spec)?;
     spec.check_references()
         .map_err(|m| ApiError::spec(src.error_near("command", None, m)))?;
     let base_dir = PathBuf::from(&req.base_dir);
@@ -238,7 +238,16 @@ async fn resolve_inputs(
                 path,
                 mode,
             } => {
+                let asset;
+                let path = match path {
+                    DataPath::Asset { reference } => {
+                        asset = asset_input(state, src, name, reference, *data_type).await?;
+                        &asset
+                    }
+                    p => p,
+                };
                 let local = match path {
+                    DataPath::Asset { .. } => unreachable!("resolved above"),
                     DataPath::Url { url } => {
                         out.insert(
                             name.clone(),
@@ -252,19 +261,13 @@ async fn resolve_inputs(
                     }
                     DataPath::Local { path } => base.join(path),
                     DataPath::Datastore { datastore, path } => {
-                        let root = datastore_root(state, datastore).await?.ok_or_else(|| {
-                            ApiError::spec(
-                                src.error_near("path", Some(datastore), format!("input `{name}`: datastore `{datastore}` does not exist"))
-                                    .hint(format!("create it with `berth datastore create --name {datastore} --path <folder>`")),
-                            )
-                        })?;
-                        root.join(path)
+                        resolve_datastore(state, src, datastore, datastore, path).await?
                     }
                 };
                 let written = match path {
                     DataPath::Local { path } => path.clone(),
                     DataPath::Datastore { datastore, .. } => datastore.clone(),
-                    DataPath::Url { url } => url.clone(),
+                    DataPath::Url { url } | DataPath::Asset { reference: url } => url.clone(),
                 };
                 check_exists(src, name, &written, &local, *data_type)?;
                 ResolvedInput::Path {
@@ -277,6 +280,58 @@ async fn resolve_inputs(
         out.insert(name.clone(), resolved);
     }
     Ok(out)
+}
+
+/// What a registered input names: a model version's folder for model inputs, else a data
+/// asset version's copy, datastore path or URL.
+async fn asset_input(
+    state: &AppState,
+    src: &Source<'_>,
+    input: &str,
+    reference: &str,
+    data_type: DataType,
+) -> Result<DataPath, ApiError> {
+    let at = |m: String| src.error_near("path", Some(reference), m);
+    let r = AssetRef::parse(reference).map_err(|m| ApiError::spec(at(m)))?;
+    if matches!(data_type, DataType::CustomModel | DataType::MlflowModel) {
+        let model = crate::services::models::resolve(state, &r)
+            .await
+            .map_err(|e| ApiError::spec(at(format!("input `{input}`: {e}"))))?;
+        return Ok(DataPath::Local { path: model.path });
+    }
+    match crate::services::data::resolve(state, &r).await? {
+        Some(d) => Ok(d.location),
+        None => Err(ApiError::spec(
+            at(format!(
+                "input `{input}`: data asset `{}` does not exist",
+                versions::describe(&r.name, &r.version)
+            ))
+            .hint(versions::register_hint::<DataRecord>(&r.name)),
+        )),
+    }
+}
+
+/// Where `azureml://datastores/<datastore>/paths/<path>` is on this machine.
+pub async fn resolve_datastore(
+    state: &AppState,
+    src: &Source<'_>,
+    written: &str,
+    datastore: &str,
+    path: &str,
+) -> Result<PathBuf, ApiError> {
+    let root = datastore_root(state, datastore).await?.ok_or_else(|| {
+        ApiError::spec(
+            src.error_near(
+                "path",
+                Some(written),
+                format!("datastore `{datastore}` does not exist"),
+            )
+            .hint(format!(
+                "create it with `berth datastore create --name {datastore} --path <folder>`"
+            )),
+        )
+    })?;
+    Ok(root.join(path))
 }
 
 fn check_exists(

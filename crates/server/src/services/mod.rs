@@ -1,8 +1,10 @@
 //! Services: what the API does, separate from how HTTP carries it.
 
+pub mod asset_files;
 pub mod autoscaling;
 pub mod cluster_deployments;
 pub mod clusters;
+pub mod data;
 pub mod deployments;
 pub mod endpoints;
 pub mod environments;
@@ -10,3 +12,4 @@ pub mod jobs;
 pub mod models;
 pub mod pod_files;
 pub mod resources;
+pub mod versions;

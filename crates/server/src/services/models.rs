@@ -1,136 +1,159 @@
-//! Models: versioned, copied under `$BERTH_HOME/models/<name>/<version>`, immutable once created.
+//! Models: versions registered from Azure's model YAML (or flags), copied under
+//! `$BERTH_HOME/models/blobs/` and never changed. The copy is `AZUREML_MODEL_DIR`: a folder
+//! keeps its own name beneath it and a file sits in it, as Azure lays models out.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use berth_core::names::validate_name;
+use berth_core::api::AssetCreateRequest;
 use berth_core::serving::ModelRecord;
-use berth_scheduler::workdir::{copy_tree, list_files};
-use berth_store::{Kind, StoreError};
-use serde::Deserialize;
+use berth_core::spec::asset::{
+    ArtifactKind, ArtifactSpec, ArtifactType, AssetRef, AssetVersion, ModelType,
+};
+use berth_core::yaml::Source;
 use time::OffsetDateTime;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::services::{asset_files, versions};
 
-/// `POST /api/models`.
-#[derive(Debug, Deserialize)]
-pub struct ModelCreate {
-    /// Name.
-    pub name: String,
-    /// Version.
-    pub version: String,
-    /// A file or folder on the server's machine (absolute).
-    pub path: String,
-}
-
-fn key(name: &str, version: &str) -> String {
-    format!("{name}:{version}")
-}
-
-/// Registers a model version by copying its files.
-pub async fn create(state: &AppState, req: ModelCreate) -> Result<ModelRecord, ApiError> {
-    validate_name("model", &req.name).map_err(ApiError::BadRequest)?;
-    validate_name("model version", &req.version).map_err(ApiError::BadRequest)?;
-    let src = PathBuf::from(&req.path);
-    if !src.is_absolute() || !src.exists() {
-        return Err(ApiError::BadRequest(format!(
-            "model path {} does not exist",
-            req.path
-        )));
+/// Registers a model version from its file.
+pub async fn create(state: &AppState, req: AssetCreateRequest) -> Result<ModelRecord, ApiError> {
+    let src = Source::new(&req.file, &req.yaml);
+    let spec = ArtifactSpec::parse(ArtifactKind::Model, &src, &req.set).map_err(ApiError::spec)?;
+    let ArtifactType::Model(model_type) = spec.asset_type else {
+        return Err(ApiError::Internal("a model file parsed as data".into()));
+    };
+    let base = Path::new(&req.base_dir);
+    let from = asset_files::locate(state, &src, &spec.path, &spec.source, base)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest("a model cannot be registered from a URL".into()))?;
+    if model_type == ModelType::MlflowModel && mlflow_folder(&from).is_none() {
+        return Err(ApiError::spec(
+            src.error_near(
+                "path",
+                Some(&spec.path),
+                format!(
+                    "`type: mlflow_model` but {} holds no MLmodel file",
+                    from.display()
+                ),
+            )
+            .hint("register the folder mlflow.save_model wrote (it holds MLmodel), or use type: custom_model"),
+        ));
     }
-    if get(state, &req.name, &req.version).await.is_ok() {
+    let version = versions::version_for::<ModelRecord>(state, &spec.name, spec.version).await?;
+    if versions::find::<ModelRecord>(state, &spec.name, &AssetVersion::Exact(version.clone()))
+        .await?
+        .is_some()
+    {
         return Err(ApiError::AlreadyExists {
             kind: "model version",
-            name: key(&req.name, &req.version),
-            hint: Some("model versions never change; create a new version".into()),
+            name: versions::key(&spec.name, &version),
+            hint: Some(
+                "model versions never change; register a new version (--version or `version:`)"
+                    .into(),
+            ),
         });
     }
-    let models = state.home.join("models");
-    let tmp = models.join(format!(".incoming-{}", rand::random::<u64>()));
-    let (s, d, root) = (src.clone(), tmp.clone(), models.clone());
-    let copied = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u64, PathBuf)> {
-        if s.is_dir() {
-            copy_tree(&s, &d)?;
-        } else {
-            std::fs::create_dir_all(&d)?;
-            std::fs::copy(&s, d.join(s.file_name().unwrap_or_default()))?;
-        }
-        let files = list_files(&d)?;
-        // Content-addressed: the same files are stored once, whatever the name or version.
-        let blob = root
-            .join("blobs")
-            .join(format!("sha256-{}", digest(&d, &files)?));
-        if blob.exists() {
-            std::fs::remove_dir_all(&d)?;
-        } else {
-            std::fs::create_dir_all(root.join("blobs"))?;
-            std::fs::rename(&d, &blob)?;
-        }
-        Ok((files.len() as u64, files.iter().map(|f| f.1).sum(), blob))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| {
-        let _ = std::fs::remove_dir_all(&tmp);
-        ApiError::Internal(format!("cannot copy the model: {e}"))
-    })?;
+    let copied = asset_files::store(&state.home.join("models"), &from).await?;
     let record = ModelRecord {
-        name: req.name.clone(),
-        version: req.version.clone(),
-        path: copied.2.to_string_lossy().into_owned(),
-        source: req.path,
-        files: copied.0,
-        bytes: copied.1,
+        name: spec.name,
+        version,
+        model_type,
+        path: copied.dir.to_string_lossy().into_owned(),
+        source: spec.path,
+        description: spec.description,
+        tags: spec.tags,
+        properties: spec.properties,
+        stage: spec.stage,
+        anonymous: false,
+        files: copied.files,
+        bytes: copied.bytes,
         created_at: OffsetDateTime::now_utc(),
     };
-    match state
-        .store
-        .insert(Kind::Model, &key(&req.name, &req.version), None, &record)
-        .await
+    versions::insert(state, &record).await?;
+    Ok(record)
+}
+
+/// Copies a deployment's inline `model: {path: ...}` in as an anonymous model version (named
+/// by its content, so the same files register once), so the deployment never serves files
+/// that change under it.
+pub async fn register_inline(
+    state: &AppState,
+    from: &Path,
+    model_type: ModelType,
+) -> Result<ModelRecord, ApiError> {
+    let copied = asset_files::store(&state.home.join("models"), from).await?;
+    let digest = copied
+        .dir
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_start_matches("sha256-")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let name = format!("anonymous-{}", &digest[..digest.len().min(16)]);
+    if let Some(existing) =
+        versions::find::<ModelRecord>(state, &name, &AssetVersion::Exact("1".into())).await?
     {
-        Ok(_) => Ok(record),
-        Err(StoreError::AlreadyExists { .. }) => Err(ApiError::AlreadyExists {
-            kind: "model version",
-            name: key(&req.name, &req.version),
-            hint: None,
-        }),
-        Err(e) => Err(e.into()),
+        return Ok(existing);
+    }
+    let record = ModelRecord {
+        name,
+        version: "1".into(),
+        model_type,
+        path: copied.dir.to_string_lossy().into_owned(),
+        source: from.to_string_lossy().into_owned(),
+        description: None,
+        tags: Default::default(),
+        properties: Default::default(),
+        stage: None,
+        anonymous: true,
+        files: copied.files,
+        bytes: copied.bytes,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    match versions::insert(state, &record).await {
+        // Registered by a deployment created at the same moment: the same files.
+        Ok(()) | Err(ApiError::AlreadyExists { .. }) => Ok(record),
+        Err(e) => Err(e),
     }
 }
 
-/// SHA-256 over every file's relative path and contents, in path order.
-fn digest(root: &std::path::Path, files: &[(String, u64)]) -> std::io::Result<String> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for (rel, _) in files {
-        ctx.update(rel.as_bytes());
-        ctx.update(&[0]);
-        ctx.update(&std::fs::read(root.join(rel))?);
-        ctx.update(&[0]);
+/// The folder holding `MLmodel`: the model folder itself, or the one folder registered in it.
+pub fn mlflow_folder(dir: &Path) -> Option<PathBuf> {
+    if dir.join("MLmodel").is_file() {
+        return Some(dir.to_path_buf());
     }
-    Ok(ctx
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    match entries.as_slice() {
+        [only] if only.join("MLmodel").is_file() => Some(only.clone()),
+        _ => None,
+    }
 }
 
-/// One model version.
+/// One model version by reference (`azureml:<name>:<version>` or `@latest`).
+pub async fn resolve(state: &AppState, r: &AssetRef) -> Result<ModelRecord, ApiError> {
+    versions::find::<ModelRecord>(state, &r.name, &r.version)
+        .await?
+        .ok_or_else(|| versions::not_found::<ModelRecord>(&r.name, &r.version))
+}
+
+/// One model version, or the latest (`version` = `latest`).
 pub async fn get(state: &AppState, name: &str, version: &str) -> Result<ModelRecord, ApiError> {
-    state.store.get::<ModelRecord>(Kind::Model, &key(name, version)).await?.map(|s| s.value).ok_or_else(|| ApiError::NotFound {
-        kind: "model",
-        name: key(name, version),
-        hint: Some(format!("register it with `berth model create --name {name} --version {version} --path <folder>`")),
-    })
+    versions::get(state, name, version).await
 }
 
-/// Every model version.
-pub async fn list(state: &AppState) -> Result<Vec<ModelRecord>, ApiError> {
-    Ok(state
-        .store
-        .list::<ModelRecord>(Kind::Model)
+/// Every registered model version (of one name, if given); anonymous ones are left out.
+pub async fn list(state: &AppState, name: Option<&str>) -> Result<Vec<ModelRecord>, ApiError> {
+    Ok(versions::all::<ModelRecord>(state, name)
         .await?
         .into_iter()
         .map(|s| s.value)
+        .filter(|m| !m.anonymous || name.is_some())
         .collect())
 }
