@@ -6,6 +6,7 @@ pub mod conda;
 pub mod extension;
 pub mod interpolate;
 pub mod job;
+pub mod mlflow_env;
 pub mod names;
 pub mod overrides;
 pub mod quantity;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use berth_core::serving::{DeploymentRecord, DeploymentState, ModelRecord, deployment_key};
-use berth_core::spec::asset::{AssetRef, AssetVersion};
+use berth_core::spec::asset::{AssetRef, AssetVersion, ModelType};
 use berth_core::spec::deployment::{DeploymentSpec, ModelRef, ScaleSettings};
 use berth_core::spec::endpoint::TrafficSplit;
 use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
@@ -110,7 +110,9 @@ async fn prepare(
     let base = PathBuf::from(&req.base_dir);
     let model = resolve_model(state, &src, spec.model.as_ref(), &base).await?;
     let model_dir = model.as_ref().map(|m| PathBuf::from(&m.path));
-    // With a scoring script: Python workers. Without one: the model's .onnx file, natively.
+    // With a scoring script: Python workers. Without one: an MLflow model with Berth's scorer,
+    // or the model's .onnx file, natively.
+    let mut mlflow_folder = None;
     let code_script = match (&spec.code, &spec.scoring_script) {
         (Some(c), Some(script)) => {
             let code = base.join(c);
@@ -133,16 +135,34 @@ async fn prepare(
                     req.file
                 )))
             })?;
-            if dir.join("MLmodel").is_file() {
-                return Err(ApiError::NotSupported("no-code MLflow deployments are not available yet; add a code_configuration with a score.py".into()));
-            }
-            if !has_onnx(dir) {
+            if let Some(folder) = models::mlflow_folder(dir) {
+                mlflow_folder = Some(folder);
+                Some(crate::services::mlflow_models::scorer(&state.home).await?)
+            } else if model
+                .as_ref()
+                .is_some_and(|m| m.model_type == ModelType::MlflowModel)
+            {
+                return Err(ApiError::spec(
+                    src.error_near(
+                        "model",
+                        None,
+                        format!(
+                            "the MLflow model at {} holds no MLmodel file",
+                            dir.display()
+                        ),
+                    )
+                    .hint(
+                        "deploy the folder mlflow.save_model wrote, or give a code_configuration",
+                    ),
+                ));
+            } else if !has_onnx(dir) {
                 return Err(ApiError::spec(
                     src.error_near("model", None, format!("the model at {} holds no .onnx file, and the deployment has no code_configuration", dir.display()))
-                        .hint("give code_configuration.code and scoring_script, or deploy an ONNX model"),
+                        .hint("give code_configuration.code and scoring_script, or deploy an MLflow or ONNX model"),
                 ));
+            } else {
+                None
             }
-            None
         }
     };
     let it_name = spec
@@ -192,9 +212,17 @@ async fn prepare(
             cpu.display_cpu(), mem.display_bytes(), instance_type.limits.cpu.display_cpu(), instance_type.limits.memory.display_bytes()
         ))));
     }
-    let environment =
+    let mut environment =
         crate::services::environments::resolve(state, &src, spec.environment.as_ref(), &base)
             .await?;
+    if let Some(folder) = &mlflow_folder
+        && environment.as_ref().is_none_or(|e| e.python.is_none())
+    {
+        let image = environment.and_then(|e| e.image);
+        environment = Some(
+            crate::services::mlflow_models::environment(folder, image).map_err(ApiError::spec)?,
+        );
+    }
     let (revision, initial) = match current {
         Some(c) => (c.revision + 1, DeploymentState::Updating),
         None => (1, DeploymentState::Creating),

@@ -167,12 +167,14 @@ pub async fn ensure_built(
     env: Option<&ResolvedEnvironment>,
     log: &Path,
 ) -> Result<(), String> {
-    let Some(definition) = env.and_then(|e| e.python.as_ref()) else {
+    let Some((source, definition)) = env.and_then(|e| Some((&e.source, e.python.as_ref()?))) else {
         return Ok(());
     };
     let mut sink = berth_scheduler::envs::BuildLog::append(log)
         .await
         .map_err(|e| e.to_string())?;
+    sink.line(&format!("[berth] environment from {source}"))
+        .await;
     state
         .envs
         .ensure(definition, &mut sink)

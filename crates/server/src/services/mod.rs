@@ -9,6 +9,7 @@ pub mod deployments;
 pub mod endpoints;
 pub mod environments;
 pub mod jobs;
+pub mod mlflow_models;
 pub mod models;
 pub mod pod_files;
 pub mod resources;
