@@ -501,6 +501,20 @@ pub struct AssetShowArgs {
     pub label: Option<String>,
 }
 
+/// Which deployment a file makes, and overrides of its fields.
+#[derive(Debug, clap::Args)]
+pub struct DeploymentTarget {
+    /// The deployment's name (default: the file's).
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// The endpoint's name (default: the file's).
+    #[arg(short, long)]
+    pub endpoint_name: Option<String>,
+    /// Override a field of the file: --set instance_count=2 (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+}
+
 /// `berth online-endpoint ...`
 #[derive(Debug, Subcommand)]
 pub enum EndpointCommand {
@@ -509,6 +523,15 @@ pub enum EndpointCommand {
         /// The endpoint file.
         #[arg(short, long)]
         file: PathBuf,
+        /// The endpoint's name (default: the file's).
+        #[arg(short, long)]
+        name: Option<String>,
+        /// key or aml_token (default: the file's).
+        #[arg(long)]
+        auth_mode: Option<String>,
+        /// Override a field of the file: --set tags.team=ml (repeatable).
+        #[arg(long = "set", value_name = "PATH=VALUE")]
+        set: Vec<String>,
     },
     /// Show an endpoint (`--query scoring_uri -o tsv` prints its URI).
     Show {
@@ -577,6 +600,8 @@ pub enum DeploymentCommand {
         /// The deployment file.
         #[arg(short, long)]
         file: PathBuf,
+        #[command(flatten)]
+        target: DeploymentTarget,
         /// Send all of the endpoint's traffic to it once ready.
         #[arg(long)]
         all_traffic: bool,
@@ -585,11 +610,14 @@ pub enum DeploymentCommand {
         no_wait: bool,
     },
     /// Update a deployment with no downtime: new replicas start beside the serving ones and
-    /// take over when ready.
+    /// take over when ready. Without --file, --set changes the current revision's file
+    /// (`--set instance_count=3`), keeping its code.
     Update {
         /// The deployment file.
-        #[arg(short, long)]
-        file: PathBuf,
+        #[arg(short, long, required_unless_present = "set")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        target: DeploymentTarget,
         /// Return at once instead of waiting.
         #[arg(long)]
         no_wait: bool,

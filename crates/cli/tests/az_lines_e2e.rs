@@ -148,3 +148,98 @@ fn an_invalid_query_is_refused_with_where_it_broke() {
     let err = text(&out.stderr);
     assert!(err.contains("is not a valid JMESPath expression"), "{err}");
 }
+
+#[test]
+fn endpoint_and_deployment_names_and_fields_come_from_flags() {
+    let s = Server::start(&[]);
+    support::serving::prepare(&s);
+    let seed = seed_dir();
+    let ep = s.ok_in(
+        &seed,
+        &az(&[
+            "online-endpoint",
+            "create",
+            "--name",
+            "flags-ep",
+            "--file",
+            "endpoint.yaml",
+            "--set",
+            "tags.team=ml",
+            "-o",
+            "json",
+        ]),
+    );
+    let ep: serde_json::Value = serde_json::from_slice(&ep.stdout).unwrap();
+    assert_eq!(
+        (ep["name"].as_str(), ep["tags"]["team"].as_str()),
+        (Some("flags-ep"), Some("ml"))
+    );
+    s.ok_in(
+        &seed,
+        &az(&[
+            "online-deployment",
+            "create",
+            "--name",
+            "green",
+            "--endpoint-name",
+            "flags-ep",
+            "--file",
+            "deployment.yaml",
+            "--all-traffic",
+            "--set",
+            "instance_count=1",
+        ]),
+    );
+    let show = |s: &Server| {
+        s.json(&[
+            "online-deployment",
+            "show",
+            "--name",
+            "green",
+            "-e",
+            "flags-ep",
+        ])
+    };
+    assert_eq!(show(&s)["instance_count"], 1);
+    // An update with only --set starts from the current revision's file and code.
+    s.ok_in(
+        &seed,
+        &az(&[
+            "online-deployment",
+            "update",
+            "--name",
+            "green",
+            "-e",
+            "flags-ep",
+            "--set",
+            "instance_count=2",
+        ]),
+    );
+    let green = show(&s);
+    assert_eq!(
+        (
+            green["instance_count"].as_i64(),
+            green["ready_replicas"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
+    let bad = s.cli_in(
+        &seed,
+        &[
+            "online-deployment",
+            "update",
+            "--name",
+            "green",
+            "-e",
+            "flags-ep",
+            "--set",
+            "replicas=3",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("unknown field `replicas`"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -125,11 +125,25 @@ pub struct DeploymentRecord {
     /// The environment, resolved at creation (`None`: the machine's interpreter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<crate::spec::environment::ResolvedEnvironment>,
+    /// The file this revision was made from, `--set` applied: `update --set` starts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DeploymentSource>,
     /// State.
     pub state: DeploymentState,
     /// When.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+/// A deployment file as submitted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentSource {
+    /// Its name, for errors.
+    pub file: String,
+    /// Its text.
+    pub yaml: String,
+    /// Its folder, for relative paths.
+    pub base_dir: String,
 }
 
 fn first_revision() -> u32 {

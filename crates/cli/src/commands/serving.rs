@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cli::{DeploymentCommand, EndpointCommand};
+use crate::cli::{DeploymentCommand, DeploymentTarget, EndpointCommand};
 use crate::client::{Client, seg};
 use crate::failure::Failure;
 use crate::output::Printer;
@@ -38,14 +38,21 @@ pub async fn endpoint(
     cmd: EndpointCommand,
 ) -> Result<i32, Failure> {
     match cmd {
-        EndpointCommand::Create { file } => {
-            let body = json!({"file": file.display().to_string(), "yaml": read(&file)?});
-            out.print(
-                &client
-                    .call::<Value>(Method::POST, "/api/endpoints", Some(&body))
-                    .await?,
-                &EP_COLUMNS,
-            )?;
+        EndpointCommand::Create {
+            file,
+            name,
+            auth_mode,
+            mut set,
+        } => {
+            set.extend(name.map(|n| format!("name={n}")));
+            set.extend(auth_mode.map(|m| format!("auth_mode={m}")));
+            let body =
+                json!({"file": file.display().to_string(), "yaml": read(&file)?, "set": set});
+            let created: Value = client
+                .call(Method::POST, "/api/endpoints", Some(&body))
+                .await?;
+            print_notes(&created);
+            out.print(&created, &EP_COLUMNS)?;
         }
         EndpointCommand::Show { name } => out.print(
             &client
@@ -195,11 +202,28 @@ pub async fn deployment(
     match cmd {
         DeploymentCommand::Create {
             file,
+            target,
             all_traffic,
             no_wait,
-        } => return submit(client, out, &file, false, all_traffic, no_wait).await,
-        DeploymentCommand::Update { file, no_wait } => {
-            return submit(client, out, &file, true, false, no_wait).await;
+        } => {
+            let how = Submit {
+                update: false,
+                all_traffic,
+                no_wait,
+            };
+            return submit(client, out, Some(&file), target, how).await;
+        }
+        DeploymentCommand::Update {
+            file,
+            target,
+            no_wait,
+        } => {
+            let how = Submit {
+                update: true,
+                all_traffic: false,
+                no_wait,
+            };
+            return submit(client, out, file.as_deref(), target, how).await;
         }
         DeploymentCommand::Show {
             name,
@@ -263,42 +287,14 @@ pub async fn deployment(
     Ok(0)
 }
 
-/// Creates or updates a deployment, then waits until it is ready or failed, showing progress.
-async fn submit(
-    client: &Client,
-    out: &Printer,
-    file: &Path,
+/// How `submit` sends a deployment.
+struct Submit {
     update: bool,
     all_traffic: bool,
     no_wait: bool,
-) -> Result<i32, Failure> {
-    let yaml = read(file)?;
-    let abs = std::path::absolute(file).map_err(|e| Failure::new(e.to_string()))?;
-    let base_dir = abs
-        .parent()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let field = |key: &str| {
-        yaml_field(&yaml, key).ok_or_else(|| {
-            Failure::new(format!("{}: the deployment has no `{key}`", file.display()))
-                .hint(format!("add {key}: <value>"))
-        })
-    };
-    let endpoint = field("endpoint_name")?;
-    let body = json!({"file": file.display().to_string(), "yaml": yaml, "base_dir": base_dir, "all_traffic": all_traffic});
-    let collection = format!("/api/endpoints/{}/deployments", seg(&endpoint));
-    let created: Value = if update {
-        client
-            .call(
-                Method::PUT,
-                &format!("{collection}/{}", seg(&field("name")?)),
-                Some(&body),
-            )
-            .await?
-    } else {
-        client.call(Method::POST, &collection, Some(&body)).await?
-    };
-    let name = created["name"].as_str().unwrap_or_default().to_string();
+}
+
+fn print_notes(created: &Value) {
     for note in created["notes"]
         .as_array()
         .into_iter()
@@ -307,6 +303,65 @@ async fn submit(
     {
         eprintln!("note: {note}");
     }
+}
+
+/// Creates or updates a deployment, then waits until it is ready or failed, showing progress.
+/// `--name`/`--endpoint-name` override the file's; an update without a file sets fields of
+/// the current revision's.
+async fn submit(
+    client: &Client,
+    out: &Printer,
+    file: Option<&Path>,
+    target: DeploymentTarget,
+    how: Submit,
+) -> Result<i32, Failure> {
+    let Submit {
+        update,
+        all_traffic,
+        no_wait,
+    } = how;
+    let DeploymentTarget {
+        name,
+        endpoint_name,
+        mut set,
+    } = target;
+    let (yaml, file_name, base_dir) = match file {
+        Some(f) => {
+            let abs = std::path::absolute(f).map_err(|e| Failure::new(e.to_string()))?;
+            let base = abs.parent().map(|p| p.to_string_lossy().into_owned());
+            (read(f)?, f.display().to_string(), base.unwrap_or_default())
+        }
+        None => (String::new(), String::new(), String::new()),
+    };
+    let field = |key: &str, given: Option<String>| {
+        given.or_else(|| yaml_field(&yaml, key)).ok_or_else(|| {
+            let flag = key.replace('_', "-");
+            match file {
+                Some(f) => Failure::new(format!("{}: the deployment has no `{key}`", f.display()))
+                    .hint(format!("add {key}: <value>, or pass --{flag}")),
+                None => Failure::new(format!("--{flag} is needed without --file")),
+            }
+        })
+    };
+    let endpoint = field("endpoint_name", endpoint_name.clone())?;
+    let deployment = field("name", name.clone())?;
+    set.extend(name.map(|n| format!("name={n}")));
+    set.extend(endpoint_name.map(|e| format!("endpoint_name={e}")));
+    let body = json!({"file": file_name, "yaml": yaml, "base_dir": base_dir, "set": set, "all_traffic": all_traffic});
+    let collection = format!("/api/endpoints/{}/deployments", seg(&endpoint));
+    let created: Value = if update {
+        client
+            .call(
+                Method::PUT,
+                &format!("{collection}/{}", seg(&deployment)),
+                Some(&body),
+            )
+            .await?
+    } else {
+        client.call(Method::POST, &collection, Some(&body)).await?
+    };
+    let name = created["name"].as_str().unwrap_or_default().to_string();
+    print_notes(&created);
     if no_wait {
         out.print(&created, &DEP_COLUMNS)?;
         return Ok(0);

@@ -266,31 +266,19 @@ impl DeploymentSpec {
     /// Parses a deployment file.
     pub fn parse(src: &Source<'_>) -> Result<DeploymentSpec, SpecError> {
         let raw: RawDeployment = src.parse()?;
-        for (field, at) in [
-            ("model_mount_path", &raw.model_mount_path),
-            ("data_collector", &raw.data_collector),
-        ] {
-            if let Some(at) = at {
-                return Err(src
-                    .error_at(at, format!("`{field}` is not supported yet"))
-                    .hint("remove it"));
-            }
-        }
-        if let Some(at) = &raw.egress_public_network_access {
+        if let Some(at) = &raw.model_mount_path {
             return Err(src
-                .error_at(
-                    at,
-                    "`egress_public_network_access` is for managed online deployments",
-                )
-                .hint("remove it"));
+                .error_at(at, "`model_mount_path` is not supported yet")
+                .hint("remove it; the model is at $AZUREML_MODEL_DIR"));
         }
         if let Some(k) = &raw.kind
             && k.value != "kubernetes"
+            && k.value != "managed"
         {
             return Err(src.error_at(
                 k,
                 format!(
-                    "`type: {}` is not supported; Berth deployments are `type: kubernetes`",
+                    "`type: {}` is not a deployment type; use kubernetes or managed (both run as Berth deployments)",
                     k.value
                 ),
             ));
@@ -388,6 +376,14 @@ impl DeploymentSpec {
         if raw.app_insights_enabled == Some(true) {
             notes.push("app_insights_enabled is ignored: Berth exposes Prometheus metrics at /metrics instead".to_string());
         }
+        if raw.data_collector.is_some() {
+            notes.push(
+                "data_collector is ignored: Berth does not collect inference data yet".to_string(),
+            );
+        }
+        if raw.egress_public_network_access.is_some() {
+            notes.push("egress_public_network_access is ignored: replicas use the network of the machine or cluster they run on".to_string());
+        }
         Ok(DeploymentSpec {
             name: raw.name.value,
             endpoint_name: raw.endpoint_name.value,
@@ -463,11 +459,6 @@ mod tests {
                 .contains("names no version")
         );
         assert!(
-            parse(&format!("{base}data_collector: {{}}\n"))
-                .unwrap_err()
-                .contains("`data_collector` is not supported yet")
-        );
-        assert!(
             parse(&format!("{base}request_settings: {{timeout: 1}}\n"))
                 .unwrap_err()
                 .contains("unknown field `timeout`")
@@ -493,5 +484,22 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn managed_only_fields_are_accepted_with_a_note() {
+        let d = parse("$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineDeployment.schema.json\nname: blue\nendpoint_name: e\ntype: managed\nmodel: azureml:m:1\ncode_configuration: {code: ., scoring_script: score.py}\negress_public_network_access: disabled\ndata_collector:\n  collections:\n    model_inputs: {enabled: 'True'}\napp_insights_enabled: true\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(d.notes.len(), 3, "{:?}", d.notes);
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.starts_with("data_collector is ignored"))
+        );
+        assert!(
+            parse("name: blue\nendpoint_name: e\ntype: serverless\nmodel: azureml:m:1\n")
+                .unwrap_err()
+                .contains("not a deployment type")
+        );
     }
 }

@@ -147,6 +147,9 @@ pub struct EndpointSpec {
     /// Mirrored traffic.
     #[serde(default)]
     pub mirror_traffic: MirrorTraffic,
+    /// Things the file asked for that Berth accepts but does differently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -176,18 +179,17 @@ impl EndpointSpec {
                 .error_at(at, "`identity` is not supported yet")
                 .hint("remove it"));
         }
-        for (field, at) in [
-            ("public_network_access", &raw.public_network_access),
-            ("kind", &raw.kind),
-        ] {
-            if let Some(at) = at {
-                return Err(src
-                    .error_at(
-                        at,
-                        format!("`{field}` is for managed online endpoints, not Kubernetes ones"),
-                    )
-                    .hint("remove it"));
-            }
+        if let Some(at) = &raw.kind {
+            return Err(src
+                .error_at(
+                    at,
+                    "`kind` is for managed online endpoints, not Kubernetes ones",
+                )
+                .hint("remove it"));
+        }
+        let mut notes = Vec::new();
+        if raw.public_network_access.is_some() {
+            notes.push("public_network_access is ignored: the scoring listener's address decides who can reach the endpoint".to_string());
         }
         validate_name("endpoint", &raw.name.value).map_err(|m| src.error_at(&raw.name, m))?;
         let auth_mode = match raw
@@ -233,6 +235,7 @@ impl EndpointSpec {
                 }
                 None => MirrorTraffic::default(),
             },
+            notes,
         })
     }
 }
@@ -295,5 +298,19 @@ mod tests {
         );
         assert!(TrafficSplit::parse_cli("blue").is_err());
         assert!(TrafficSplit::parse_cli("blue=0 green=0").is_ok());
+    }
+
+    #[test]
+    fn public_network_access_is_accepted_with_a_note() {
+        let ep = EndpointSpec::parse(&Source::new(
+            "ep.yaml",
+            "name: e\nauth_mode: key\npublic_network_access: disabled\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            ep.notes[0].starts_with("public_network_access is ignored"),
+            "{:?}",
+            ep.notes
+        );
     }
 }

@@ -18,13 +18,15 @@ use crate::services::endpoints::{self, EndpointView};
 pub struct EndpointCreate {
     file: String,
     yaml: String,
+    #[serde(default)]
+    set: Vec<String>,
 }
 
 pub async fn create_endpoint(
     State(s): State<AppState>,
     ApiJson(req): ApiJson<EndpointCreate>,
 ) -> Result<(StatusCode, Json<EndpointView>), ApiError> {
-    let ep = endpoints::create(&s, &req.file, &req.yaml).await?;
+    let ep = endpoints::create(&s, &req.file, &req.yaml, &req.set).await?;
     Ok((StatusCode::CREATED, Json(endpoints::view(&s, &ep))))
 }
 

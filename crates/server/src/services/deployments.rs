@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use berth_core::serving::{DeploymentRecord, DeploymentState, ModelRecord, deployment_key};
+use berth_core::serving::{
+    DeploymentRecord, DeploymentSource, DeploymentState, ModelRecord, deployment_key,
+};
 use berth_core::spec::asset::{AssetRef, AssetVersion, ModelType};
 use berth_core::spec::deployment::{DeploymentSpec, ModelRef, ScaleSettings};
 use berth_core::spec::endpoint::TrafficSplit;
@@ -23,15 +25,21 @@ use crate::services::endpoints::{self, refresh_routes};
 use crate::services::models;
 use crate::services::resources::find_instance_type;
 
-/// `POST /api/endpoints/{endpoint}/deployments`.
+/// `POST /api/endpoints/{endpoint}/deployments` and `PUT .../{deployment}`.
 #[derive(Debug, Deserialize)]
 pub struct DeploymentCreate {
     /// The file name, for errors.
+    #[serde(default)]
     pub file: String,
-    /// The YAML text.
+    /// The YAML text; empty for an update that only sets fields of the current revision's file.
+    #[serde(default)]
     pub yaml: String,
     /// The folder of the file (absolute).
+    #[serde(default)]
     pub base_dir: String,
+    /// `--set path=value` overrides.
+    #[serde(default)]
+    pub set: Vec<String>,
     /// Send all traffic to it once it is ready.
     #[serde(default)]
     pub all_traffic: bool,
@@ -65,8 +73,35 @@ async fn prepare(
     req: &DeploymentCreate,
     current: Option<&DeploymentRecord>,
 ) -> Result<DeploymentRecord, ApiError> {
-    let src = Source::new(&req.file, &req.yaml);
-    let spec = DeploymentSpec::parse(&src).map_err(ApiError::spec)?;
+    // An update with no file starts from the current revision's file and code.
+    let (source, reuse_code) = match current.and_then(|c| c.source.clone().map(|s| (c, s))) {
+        Some((c, s)) if req.yaml.is_empty() => (s, Some(c.revision_dir().join("code"))),
+        _ if req.yaml.is_empty() => {
+            return Err(ApiError::BadRequest(
+                "give the deployment file (--file): there is no earlier file to apply --set to"
+                    .into(),
+            ));
+        }
+        _ => (
+            DeploymentSource {
+                file: req.file.clone(),
+                yaml: req.yaml.clone(),
+                base_dir: req.base_dir.clone(),
+            },
+            None,
+        ),
+    };
+    let src = Source::new(&source.file, &source.yaml);
+    let spec = berth_core::overrides::parse_with_sets(&src, &req.set, DeploymentSpec::parse)
+        .map_err(ApiError::spec)?;
+    let applied = DeploymentSource {
+        yaml: if req.set.is_empty() {
+            source.yaml.clone()
+        } else {
+            berth_core::overrides::apply(&src, &req.set).map_err(ApiError::spec)?
+        },
+        ..source.clone()
+    };
     if spec.endpoint_name != endpoint {
         return Err(ApiError::BadRequest(format!(
             "the file is for endpoint `{}`, not `{endpoint}`",
@@ -107,7 +142,7 @@ async fn prepare(
             }
         });
     }
-    let base = PathBuf::from(&req.base_dir);
+    let base = PathBuf::from(&source.base_dir);
     let model = resolve_model(state, &src, spec.model.as_ref(), &base).await?;
     let model_dir = model.as_ref().map(|m| PathBuf::from(&m.path));
     // With a scoring script: Python workers. Without one: an MLflow model with Berth's scorer,
@@ -115,7 +150,7 @@ async fn prepare(
     let mut mlflow_folder = None;
     let code_script = match (&spec.code, &spec.scoring_script) {
         (Some(c), Some(script)) => {
-            let code = base.join(c);
+            let code = reuse_code.unwrap_or_else(|| base.join(c));
             if !code.join(script).is_file() {
                 return Err(ApiError::spec(
                     src.error_near(
@@ -132,7 +167,7 @@ async fn prepare(
             let dir = model_dir.as_ref().ok_or_else(|| {
                 ApiError::spec(SpecError::new(format!(
                     "{}: a deployment without code_configuration needs a model",
-                    req.file
+                    source.file
                 )))
             })?;
             if let Some(folder) = models::mlflow_folder(dir) {
@@ -239,6 +274,7 @@ async fn prepare(
     )
     .await?;
     record.environment = environment;
+    record.source = Some(applied);
     Ok(record)
 }
 
@@ -358,6 +394,7 @@ async fn snapshot_record(
         revision,
         model_dir: model_dir.map(|m| m.to_string_lossy().into_owned()),
         environment: None,
+        source: None,
         instance_type,
         state: initial,
         created_at: OffsetDateTime::now_utc(),

@@ -40,6 +40,9 @@ pub struct EndpointView {
     pub provisioning_state: &'static str,
     /// Version.
     pub resource_version: i64,
+    /// Things the file asked for that Berth accepts but does differently.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 fn random_key() -> String {
@@ -66,6 +69,7 @@ pub fn view(state: &AppState, s: &Stored<EndpointRecord>) -> EndpointView {
         openapi_uri: format!("{base}/swagger.json"),
         provisioning_state: "Succeeded",
         resource_version: s.resource_version,
+        notes: spec.notes.clone(),
     }
 }
 
@@ -87,9 +91,11 @@ pub async fn create(
     state: &AppState,
     file: &str,
     yaml: &str,
+    set: &[String],
 ) -> Result<Stored<EndpointRecord>, ApiError> {
     let src = Source::new(file, yaml);
-    let mut spec = EndpointSpec::parse(&src).map_err(ApiError::spec)?;
+    let mut spec = berth_core::overrides::parse_with_sets(&src, set, EndpointSpec::parse)
+        .map_err(ApiError::spec)?;
     let compute = spec
         .compute
         .clone()
