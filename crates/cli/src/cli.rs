@@ -106,9 +106,15 @@ pub enum Command {
     /// Run a Kubernetes job's command, then upload its outputs (in the job's pod; not for people).
     #[command(name = "job-run", hide = true)]
     JobRun {
+        /// Copy this folder's contents into the working folder, with outputs/ and logs/.
+        #[arg(long)]
+        code_from: Option<PathBuf>,
+        /// Build $BERTH_PYTHON_ENV with uv under this folder and run the command in it.
+        #[arg(long)]
+        env_dir: Option<PathBuf>,
         /// `<server>/api/jobs/<name>/uploads`; the token is in $BERTH_UPLOAD_TOKEN.
         #[arg(long)]
-        upload_url: String,
+        upload_url: Option<String>,
         /// `name=folder` of each output.
         #[arg(long = "output-dir")]
         outputs: Vec<String>,

@@ -69,10 +69,20 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Runtime(args) => runtime(args).await,
         Command::JobSupervise { dir } => Ok(berth_scheduler::supervisor::supervise(&dir).await),
         Command::JobRun {
+            code_from,
+            env_dir,
             upload_url,
             outputs,
             command,
-        } => commands::job_run::run(&upload_url, &outputs, &command).await,
+        } => {
+            let how = commands::job_run::JobRun {
+                code_from,
+                env_dir,
+                upload_url,
+                outputs,
+            };
+            commands::job_run::run(how, &command).await
+        }
         Command::Fetch {
             url,
             into,

@@ -75,6 +75,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));
     // Berth's image holds the berth binary; here it is the one under test.
     kubelet.image_file("/usr/local/bin/berth", BERTH);
+    kubelet.image_file("/usr/local/bin/uv", &k8s::uv_binary());
     rt.block_on(kubelet.add_node(NodeSpec::new(
         "cpu-node",
         "4",
@@ -244,6 +245,53 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         .limits
         .unwrap();
     assert_eq!(limits["nvidia.com/gpu"].0, "1");
+
+    // A conda file is built in the pod before the command (its progress in the job's log),
+    // and what the job writes to ./outputs and ./logs comes back as its artifacts.
+    let envjob = tempfile::tempdir().unwrap();
+    write(
+        envjob.path(),
+        "conda.yml",
+        "name: six-env\ndependencies:\n  - python=3.11\n  - pip:\n    - six==1.16.0\n",
+    );
+    let with_env = submit(
+        &s,
+        envjob.path(),
+        "job.yaml",
+        "command: python -c \"import six; print('six', six.__version__)\" && mkdir outputs/model && echo w > outputs/model/w.txt && echo step > logs/train.log\nenvironment:\n  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest\n  conda_file: conda.yml\n",
+    );
+    eventually(
+        "the job with an environment to complete",
+        Duration::from_secs(120),
+        last_job,
+        || {
+            let v = status(&s, &with_env);
+            assert_ne!(v["status"], "Failed", "{v}");
+            v["status"] == "Completed"
+        },
+    );
+    let log = text(
+        &s.ok_in(envjob.path(), &["job", "stream", "--name", &with_env])
+            .stdout,
+    );
+    assert!(log.contains("[berth] building environment"), "{log}");
+    assert!(log.contains("six 1.16.0"), "{log}");
+    let dest = tempfile::tempdir().unwrap();
+    s.ok_in(
+        envjob.path(),
+        &[
+            "job",
+            "download",
+            "--name",
+            &with_env,
+            "--all",
+            "--download-path",
+            dest.path().to_str().unwrap(),
+        ],
+    );
+    let read = |rel: &str| std::fs::read_to_string(dest.path().join(rel)).unwrap_or_default();
+    assert_eq!(read("artifacts/outputs/model/w.txt").trim(), "w");
+    assert_eq!(read("artifacts/logs/train.log").trim(), "step");
 
     // Cancel deletes the Job and its pod.
     let dir = tempfile::tempdir().unwrap();

@@ -151,3 +151,18 @@ pub fn attach_cluster(s: &crate::support::Server, cp: &ControlPlane, extra: &[&s
     args.extend_from_slice(extra);
     s.ok_in(Path::new("."), &args);
 }
+
+/// The uv binary to put in Berth's image: `$BERTH_UV`, else the one pip installed (PATH may
+/// hold a pyenv shim, which is a script).
+pub fn uv_binary() -> String {
+    if let Ok(uv) = std::env::var("BERTH_UV") {
+        return uv;
+    }
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import uv; print(uv.find_uv_bin())"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    found.unwrap_or_else(|| "uv".into())
+}

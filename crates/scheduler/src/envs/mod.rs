@@ -120,6 +120,11 @@ impl BuildLog {
         Ok(BuildLog { file })
     }
 
+    /// Writes to an open file (a pod's standard output, for one).
+    pub fn to(file: tokio::fs::File) -> BuildLog {
+        BuildLog { file }
+    }
+
     /// Writes one line (best effort: a log that cannot be written must not fail the build).
     pub async fn line(&mut self, text: &str) {
         let _ = self.file.write_all(format!("{text}\n").as_bytes()).await;

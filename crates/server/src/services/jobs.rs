@@ -583,16 +583,18 @@ pub async fn upload_target(
         });
     }
     let rel = Path::new(path);
+    let root = output_root(state, name, output).await?;
     if path.is_empty()
         || rel
             .components()
             .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        || !root.holds(rel)
     {
         return Err(ApiError::BadRequest(format!(
             "`{path}` is not a path inside the output"
         )));
     }
-    Ok(output_path(state, name, output).await?.join(rel))
+    Ok(root.root.join(rel))
 }
 
 #[cfg(test)]

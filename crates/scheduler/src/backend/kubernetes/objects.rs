@@ -16,7 +16,9 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
-use super::delivery::{Delivery, Download, Fetch, Part, deliver, size_init_containers};
+use super::delivery::{
+    BERTH_IN_IMAGE, Delivery, Download, Fetch, Part, deliver, size_init_containers,
+};
 use crate::workdir::JobDir;
 
 /// The label every object Berth makes carries.
@@ -25,8 +27,16 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "berth");
 pub const JOB_LABEL: &str = "berth.dev/job";
 /// The annotation holding the Berth job's own name.
 pub const JOB_NAME_ANNOTATION: &str = "berth.dev/job-name";
-/// Where the code is mounted; the command's working folder.
+/// The command's working folder (writable): a copy of the code, with `outputs/` and `logs/`.
 pub const CODE_DIR: &str = "/berth/code";
+/// Where the code snapshot is delivered (read-only), to be copied into [`CODE_DIR`].
+pub const CODE_FILES_DIR: &str = "/berth/code-files";
+/// Where a job's Python environment is built in its pod.
+pub const ENV_DIR: &str = "/berth/env";
+/// Where uv is in Berth's image.
+pub const UV_IN_IMAGE: &str = "/usr/local/bin/uv";
+/// The environment variable that carries the Python environment to build (JSON).
+pub const PYTHON_ENV_VAR: &str = "BERTH_PYTHON_ENV";
 /// The default image that provides the `berth` binary (at `/usr/local/bin/berth`) to pods.
 pub fn berth_image() -> String {
     format!("berth:{}", env!("CARGO_PKG_VERSION"))
@@ -108,7 +118,7 @@ pub fn build(
         name: "code".into(),
         root: JobDir::new(&job.workdir).code(),
         volume: "code".into(),
-        mount: CODE_DIR.into(),
+        mount: CODE_FILES_DIR.into(),
     }];
     let mut downloads = Vec::new();
     let mut inputs = BTreeMap::new();
@@ -239,40 +249,66 @@ pub fn build(
     if it.requests.cpu.is_zero() {
         requests.as_object_mut().map(|r| r.remove("cpu"));
     }
+    // The command runs under `berth job-run`, copied in from Berth's image: it copies the
+    // code into a writable working folder with outputs/ and logs/, builds the conda file's
+    // environment (with uv, also from Berth's image), and uploads what the job wrote.
     let upload = match (server_url, &job.upload_token) {
-        (Some(url), Some(token)) if !job.outputs.is_empty() => {
+        (Some(url), Some(token)) => {
             env.insert("BERTH_UPLOAD_TOKEN".into(), token.clone());
             Some(url)
         }
         _ => None,
     };
+    let python = job.environment.as_ref().and_then(|e| e.python.as_ref());
+    let mut copied = vec![BERTH_IN_IMAGE];
+    if let Some(p) = python {
+        env.insert(
+            PYTHON_ENV_VAR.into(),
+            serde_json::to_string(p).map_err(|e| e.to_string())?,
+        );
+        env.insert("BERTH_UV".into(), "/berth/bin/uv".into());
+        // The image's home may be read-only; the pod's volume is not.
+        env.insert("UV_CACHE_DIR".into(), format!("{ENV_DIR}/.uv-cache"));
+        copied.push(UV_IN_IMAGE);
+        volumes.push(json!({"name": "berth-env", "emptyDir": {}}));
+        mounts.push(json!({"name": "berth-env", "mountPath": ENV_DIR}));
+    }
+    volumes.push(json!({"name": "workdir", "emptyDir": {}}));
+    mounts.push(json!({"name": "workdir", "mountPath": CODE_DIR}));
+    volumes.push(json!({"name": "berth-bin", "emptyDir": {}}));
+    mounts.push(json!({"name": "berth-bin", "mountPath": "/berth/bin"}));
     let env: Vec<Value> = env
         .iter()
         .map(|(k, v)| json!({"name": k, "value": v}))
         .collect();
     let mut init: Vec<Value> = fetcher.into_iter().collect();
-    let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), command];
+    let mut cp: Vec<&str> = vec!["cp"];
+    cp.extend(&copied);
+    cp.push("/berth/bin/");
+    init.push(json!({
+        "name": "berth-bin", "image": berth_image,
+        "command": cp,
+        "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
+    }));
+    let mut argv: Vec<String> = vec![
+        "/berth/bin/berth".into(),
+        "job-run".into(),
+        "--code-from".into(),
+        CODE_FILES_DIR.into(),
+    ];
+    if python.is_some() {
+        argv.extend(["--env-dir".into(), ENV_DIR.into()]);
+    }
     if let Some(url) = upload {
-        volumes.push(json!({"name": "berth-bin", "emptyDir": {}}));
-        mounts.push(json!({"name": "berth-bin", "mountPath": "/berth/bin"}));
-        init.push(json!({
-            "name": "berth-bin", "image": berth_image,
-            "command": ["cp", "/usr/local/bin/berth", "/berth/bin/berth"],
-            "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
-        }));
-        let mut wrapped: Vec<String> = vec![
-            "/berth/bin/berth".into(),
-            "job-run".into(),
+        argv.extend([
             "--upload-url".into(),
             format!("{url}/api/jobs/{}/uploads", job.name),
-        ];
+        ]);
         for (o, dir) in job.outputs.keys().zip(&output_dirs) {
-            wrapped.extend(["--output-dir".into(), format!("{o}={dir}")]);
+            argv.extend(["--output-dir".into(), format!("{o}={dir}")]);
         }
-        wrapped.push("--".into());
-        wrapped.append(&mut argv);
-        argv = wrapped;
     }
+    argv.extend(["--".into(), "sh".into(), "-c".into(), command]);
     size_init_containers(&mut init, &requests, &limits);
     let mut spec = json!({
         "backoffLimit": 0,

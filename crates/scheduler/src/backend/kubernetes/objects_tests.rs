@@ -108,7 +108,7 @@ fn a_job_becomes_a_configmap_and_a_job_with_its_instance_type() {
     assert_eq!(pod["nodeSelector"]["agentpool"], "gpupool");
     let c = &pod["containers"][0];
     assert_eq!(
-        c["command"][2],
+        last(&c["command"]),
         "python train.py --data /berth/inputs/d --lr 0.1 --out /berth/outputs/m"
     );
     assert_eq!(c["resources"]["requests"]["cpu"], "100m");
@@ -159,7 +159,7 @@ fn too_much_data_for_a_configmap_is_refused_with_advice() {
     );
     assert_eq!(fetch["command"][7], "inputs/big=/berth/inputs/big");
     assert_eq!(
-        pod["containers"][0]["command"][2],
+        last(&pod["containers"][0]["command"]),
         "ls /berth/inputs/big/big.bin"
     );
     assert!(built.config_map.binary_data.is_none_or(|d| d.is_empty()));
@@ -216,6 +216,8 @@ fn with_a_server_url_the_command_runs_under_job_run_which_uploads_outputs() {
         [
             "/berth/bin/berth",
             "job-run",
+            "--code-from",
+            "/berth/code-files",
             "--upload-url",
             "http://berth-server.azureml.svc:8700/api/jobs/Train_Model.1/uploads",
             "--output-dir",
@@ -231,10 +233,70 @@ fn with_a_server_url_the_command_runs_under_job_run_which_uploads_outputs() {
         env.iter()
             .any(|e| e["name"] == "BERTH_UPLOAD_TOKEN" && e["value"] == "tok")
     );
-    // Without a server URL the command runs as written.
-    let plain = serde_json::to_value(build(&job, "work", None, "b").unwrap().job).unwrap();
-    assert_eq!(
-        plain["spec"]["template"]["spec"]["containers"][0]["command"][0],
-        "sh"
+    // The working folder is writable (outputs/ and logs/ are made in it).
+    assert!(
+        pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == CODE_DIR && m.get("readOnly").is_none())
     );
+    // Without a server URL nothing is uploaded.
+    let plain = serde_json::to_value(build(&job, "work", None, "b").unwrap().job).unwrap();
+    let plain = plain["spec"]["template"]["spec"]["containers"][0]["command"].to_string();
+    assert!(!plain.contains("--upload-url"), "{plain}");
+}
+
+#[test]
+fn a_conda_environment_is_built_in_the_pod_with_uv_from_berths_image() {
+    let t = tempfile::tempdir().unwrap();
+    let mut job = record(
+        t.path(),
+        "command: python train.py
+",
+    );
+    std::fs::create_dir_all(JobDir::new(&job.workdir).code()).unwrap();
+    let python = berth_core::conda::PythonEnv {
+        python: Some("3.11".into()),
+        requirements: vec!["six==1.16.0".into()],
+        skipped: Vec::new(),
+    };
+    job.environment = Some(berth_core::spec::environment::ResolvedEnvironment {
+        source: "conda_file conda.yml".into(),
+        image: None,
+        python: Some(python.clone()),
+    });
+    let j = serde_json::to_value(build(&job, "work", None, "reg/berth:1").unwrap().job).unwrap();
+    let pod = &j["spec"]["template"]["spec"];
+    let bin = pod["initContainers"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        bin["command"],
+        json!([
+            "cp",
+            "/usr/local/bin/berth",
+            "/usr/local/bin/uv",
+            "/berth/bin/"
+        ])
+    );
+    let c = &pod["containers"][0];
+    assert!(
+        c["command"]
+            .to_string()
+            .contains("\"--env-dir\",\"/berth/env\""),
+        "{}",
+        c["command"]
+    );
+    let env = c["env"].as_array().unwrap();
+    let carried = env.iter().find(|e| e["name"] == PYTHON_ENV_VAR).unwrap();
+    let back: berth_core::conda::PythonEnv =
+        serde_json::from_str(carried["value"].as_str().unwrap()).unwrap();
+    assert_eq!(back, python);
+}
+
+fn last(command: &serde_json::Value) -> &str {
+    command
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
 }
