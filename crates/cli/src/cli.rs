@@ -122,6 +122,14 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Build $BERTH_PYTHON_ENV with uv under a folder (in a replica pod's init container;
+    /// not for people).
+    #[command(name = "env-build", hide = true)]
+    EnvBuild {
+        /// The folder the environment is built under.
+        #[arg(long)]
+        into: PathBuf,
+    },
     /// Fetch a pod's files from the Berth server and download its URL inputs (in an init
     /// container; not for people).
     #[command(hide = true)]

@@ -83,6 +83,12 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             };
             commands::job_run::run(how, &command).await
         }
+        Command::EnvBuild { into } => match commands::job_run::build_env(&into).await {
+            Ok(_) => Ok(0),
+            Err(e) => Err(Failure::new(format!(
+                "the environment could not be built: {e}"
+            ))),
+        },
         Command::Fetch {
             url,
             into,

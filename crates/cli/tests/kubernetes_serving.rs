@@ -59,6 +59,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
     let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));
     // Berth's image holds the berth binary; here it is the one under test.
     kubelet.image_file("/usr/local/bin/berth", BERTH);
+    kubelet.image_file("/usr/local/bin/uv", &k8s::uv_binary());
     rt.block_on(kubelet.add_node(NodeSpec::new("node-1", "16", "64Gi", 0, &[])));
     rt.block_on(apply_instance_types(&client));
 
@@ -387,11 +388,36 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
     assert!(
         listing
             .iter()
-            .any(|f| f["path"] == "model/weights.bin" && f["size"] == 1_500_000),
+            .any(|f| f["path"] == "model/big-model/weights.bin" && f["size"] == 1_500_000),
         "{listing:?}"
     );
     let (status, body) = get(&url.replace("/revisions/1/", "/revisions/2/"));
     assert_eq!(status, 401, "{body}");
+
+    // A conda file's environment is built in each pod by an init container in the user's
+    // image (uv from Berth's image), and the replica's workers import from it.
+    std::fs::create_dir_all(work.path().join("toml")).unwrap();
+    std::fs::write(
+        work.path().join("toml/score.py"),
+        "import json, sys, tomli_w\n\ndef init():\n    pass\n\ndef run(raw):\n    return {'toml': tomli_w.dumps({'a': 1}), 'prefix': sys.prefix}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        work.path().join("toml.yaml"),
+        "name: toml\nendpoint_name: my-model-endpoint\ncode_configuration:\n  code: ./toml\n  scoring_script: score.py\nenvironment:\n  image: mcr.microsoft.com/azureml/minimal-ubuntu22.04-py39-cpu-inference:latest\n  conda_file:\n    dependencies:\n      - python=3.11\n      - pip:\n        - tomli-w==1.0.0\ninstance_type: cpu-small\ninstance_count: 1\n",
+    )
+    .unwrap();
+    s.ok_in(
+        work.path(),
+        &["online-deployment", "create", "--file", "toml.yaml"],
+    );
+    let (status, body) = invoke(&uri, &key, Some("toml"));
+    assert_eq!(status, 200, "{body}");
+    // The test kubelet keeps the berth-env volume in a folder named after it.
+    assert!(
+        body.contains("a = 1") && body.contains("vol-berth-env"),
+        "{body}"
+    );
 
     // The server restarts: it adopts what runs in the cluster and serves at once.
     let home = s.kill9();

@@ -4,7 +4,7 @@
 //! router's replicas, and the rollout's end becomes `Succeeded` or `Failed` with the reason.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -103,12 +103,12 @@ fn plan(state: &AppState, d: &DeploymentRecord, cluster: &Cluster) -> ServingPla
         ),
         token: deployment_token(&state.token_key, endpoint, name, d.revision),
     });
-    let code = d
-        .spec
-        .scoring_script
-        .as_ref()
-        .filter(|_| d.script.is_some())
-        .map(|s| (d.revision_dir().join("code"), s.clone()));
+    // The script inside the revision's code snapshot (Berth's own for an MLflow model).
+    let code_dir = d.revision_dir().join("code");
+    let code = d.script.as_ref().and_then(|script| {
+        let rel = Path::new(script).strip_prefix(&code_dir).ok()?;
+        Some((code_dir.clone(), rel.to_string_lossy().into_owned()))
+    });
     ServingPlan {
         endpoint: d.spec.endpoint_name.clone(),
         deployment: d.spec.name.clone(),
@@ -135,6 +135,7 @@ fn plan(state: &AppState, d: &DeploymentRecord, cluster: &Cluster) -> ServingPla
         request_timeout_ms: d.spec.request_settings.request_timeout_ms,
         liveness: d.spec.liveness_probe,
         readiness: d.spec.readiness_probe,
+        python_env: d.environment.as_ref().and_then(|e| e.python.clone()),
     }
 }
 

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use berth_core::conda::PythonEnv;
 use berth_core::interpolate::interpolate;
 use berth_core::job::{JobRecord, ResolvedInput, url_file_name};
 use berth_core::spec::data::{DataType, InputMode};
@@ -86,6 +87,19 @@ pub fn image_for(environment: Option<&Environment>) -> String {
         }
         _ => DEFAULT_IMAGE.into(),
     }
+}
+
+/// The variables with which `berth` builds `env` under [`ENV_DIR`] in a pod.
+pub fn env_build_vars(env: &PythonEnv) -> Result<[(String, String); 3], String> {
+    Ok([
+        (
+            PYTHON_ENV_VAR.into(),
+            serde_json::to_string(env).map_err(|e| e.to_string())?,
+        ),
+        ("BERTH_UV".into(), "/berth/bin/uv".into()),
+        // The image's home may be read-only; the pod's volume is not.
+        ("UV_CACHE_DIR".into(), format!("{ENV_DIR}/.uv-cache")),
+    ])
 }
 
 /// Everything a job needs in the cluster.
@@ -262,13 +276,7 @@ pub fn build(
     let python = job.environment.as_ref().and_then(|e| e.python.as_ref());
     let mut copied = vec![BERTH_IN_IMAGE];
     if let Some(p) = python {
-        env.insert(
-            PYTHON_ENV_VAR.into(),
-            serde_json::to_string(p).map_err(|e| e.to_string())?,
-        );
-        env.insert("BERTH_UV".into(), "/berth/bin/uv".into());
-        // The image's home may be read-only; the pod's volume is not.
-        env.insert("UV_CACHE_DIR".into(), format!("{ENV_DIR}/.uv-cache"));
+        env.extend(env_build_vars(p)?);
         copied.push(UV_IN_IMAGE);
         volumes.push(json!({"name": "berth-env", "emptyDir": {}}));
         mounts.push(json!({"name": "berth-env", "mountPath": ENV_DIR}));

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use berth_core::conda::PythonEnv;
 use berth_core::spec::deployment::ProbeSettings;
 use berth_core::spec::instance_type::InstanceType;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition};
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use super::apply_retrying;
 use super::cluster::{Cluster, describe};
 use super::delivery::{BERTH_IN_IMAGE, Delivery, Fetch, Part, deliver, size_init_containers};
-use super::objects::{MANAGED_BY, object_name};
+use super::objects::{ENV_DIR, MANAGED_BY, UV_IN_IMAGE, env_build_vars, object_name};
 
 /// The port `berth runtime` listens on in a pod.
 pub const PORT: u16 = 5001;
@@ -60,6 +61,9 @@ pub struct ServingPlan {
     pub liveness: ProbeSettings,
     /// Readiness probe settings.
     pub readiness: ProbeSettings,
+    /// A conda file's environment, built in each pod (an init container in the user's image,
+    /// with uv from Berth's image) before the replica starts.
+    pub python_env: Option<PythonEnv>,
 }
 
 /// The Kubernetes name of a deployment's objects.
@@ -128,6 +132,26 @@ pub fn build(
         "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
     })];
     init.extend(fetcher);
+    if let Some(py) = &plan.python_env {
+        volumes.push(json!({"name": "berth-env", "emptyDir": {}}));
+        let env_mount = json!({"name": "berth-env", "mountPath": ENV_DIR});
+        mounts.push(env_mount.clone());
+        init[0]["command"] = json!(["cp", BERTH_IN_IMAGE, UV_IN_IMAGE, "/berth/bin/"]);
+        let vars: Vec<Value> = env_build_vars(py)?
+            .iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .collect();
+        init.push(json!({
+            "name": "berth-env", "image": plan.image,
+            "command": ["/berth/bin/berth", "env-build", "--into", ENV_DIR],
+            "env": vars,
+            "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}, env_mount],
+        }));
+        args.extend([
+            "--python".into(),
+            format!("{ENV_DIR}/{}/bin/python", crate::envs::key(py)),
+        ]);
+    }
     args.extend([
         "--listen".into(),
         format!("$(BERTH_POD_IP):{PORT}"),
