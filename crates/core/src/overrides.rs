@@ -18,10 +18,28 @@ pub fn parse_with_sets<T>(
     }
     let text = apply(src, sets)?;
     let name = format!("{} with --set", src.name);
-    parse(&Source::new(&name, &text)).map_err(|e| match parse(src) {
-        // The same problem is in the file itself: point at its line there.
-        Err(own) if own.message == e.message => own,
-        _ => e,
+    parse(&Source::new(&name, &text)).map_err(|e| {
+        if let Err(own) = parse(src)
+            && own.message == e.message
+        {
+            // The same problem is in the file itself: point at its line there.
+            return own;
+        }
+        // Else name the override that brought it: the first after which it appears.
+        let culprit = (1..=sets.len()).find(|&n| {
+            apply(src, &sets[..n])
+                .ok()
+                .and_then(|t| parse(&Source::new(&name, &t)).err())
+                .is_some_and(|err| err.message == e.message)
+        });
+        match culprit {
+            Some(n) => SpecError {
+                position: None,
+                message: format!("--set {}: {}", sets[n - 1], e.message),
+                hint: e.hint,
+            },
+            None => e,
+        }
     })
 }
 
@@ -245,8 +263,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.starts_with("f.yml with --set:"), "{err}");
-        assert!(err.contains("unknown field `colour`"), "{err}");
+        assert!(
+            err.starts_with("--set colour=red: unknown field `colour`"),
+            "{err}"
+        );
     }
 
     #[test]
