@@ -8,5 +8,6 @@ pub mod machine;
 pub mod manager;
 pub mod reactor;
 pub mod replicas;
+pub mod serving;
 pub mod supervisor;
 pub mod workdir;

@@ -42,20 +42,17 @@ pub struct AppState {
     pub gpus: Arc<[String]>,
     /// The inference router serving the scoring listener.
     pub router: Arc<berth_router::InferenceRouter>,
-    /// Deployment replicas on this machine.
-    pub replicas: Arc<berth_scheduler::replicas::Replicas>,
+    /// Online deployments' replicas, on this machine and on clusters, and the controller that
+    /// records how their revisions go.
+    pub serving: Arc<berth_scheduler::serving::controller::Controller>,
     /// Base URL of the scoring listener.
     pub scoring_url: Arc<str>,
-    /// `[<berth>, "runtime"]`: how replicas are started.
-    pub runtime_command: Arc<[String]>,
     /// Signs `aml_token` endpoint tokens.
     pub token_key: berth_router::token::TokenKey,
     /// The secret behind `token_key`, published to standalone routers.
     pub token_secret: Arc<str>,
     /// The routes published to routers (`GET /api/routes`), with their version.
     pub routes: Arc<tokio::sync::watch::Sender<Arc<berth_core::serving::RoutesDoc>>>,
-    /// Ready replicas of deployments on Kubernetes computes.
-    pub cluster_serving: Arc<services::cluster_deployments::ClusterServing>,
     /// Built Python environments (`$BERTH_HOME/envs`), shared by jobs and replicas.
     pub envs: Arc<berth_scheduler::envs::EnvCache>,
 }
@@ -224,24 +221,40 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     jobs.recover()
         .await
         .map_err(|e| StartError::Recover(e.to_string()))?;
+    let router = berth_router::InferenceRouter::new();
+    let (events, serving_events) = tokio::sync::mpsc::unbounded_channel();
+    let load_router = Arc::clone(&router);
+    let serving = berth_scheduler::serving::controller::Controller::new(
+        store.clone(),
+        Arc::new(berth_scheduler::serving::ServingBackends {
+            local: berth_scheduler::serving::local::LocalServing::new(
+                berth_scheduler::replicas::Replicas::new(),
+                Arc::clone(&envs),
+                config.runtime.clone(),
+            ),
+            kubernetes: Default::default(),
+        }),
+        events,
+        Arc::new(move |endpoint: &str, deployment: &str| load_router.load(endpoint, deployment)),
+    );
     let state = AppState {
         store,
         jobs,
         token: token.into(),
         home: Arc::new(home.clone()),
         gpus: gpu_ids.into(),
-        router: berth_router::InferenceRouter::new(),
-        replicas: berth_scheduler::replicas::Replicas::new(),
+        router,
+        serving,
         scoring_url: scoring_url.into(),
-        runtime_command: config.runtime.clone().into(),
         token_key: berth_router::token::TokenKey::new(signing.as_bytes()),
         token_secret: signing.as_str().into(),
         routes: Arc::new(
             tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc::default())).0,
         ),
-        cluster_serving: Arc::default(),
         envs,
     };
+    let st = state.clone();
+    tokio::spawn(async move { services::endpoints::serve_events(&st, serving_events).await });
     services::endpoints::refresh_routes(&state).await;
     services::deployments::recover(&state).await;
     let st = state.clone();
@@ -293,7 +306,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let routes_state = state.clone();
     let routes_task = tokio::spawn(async move {
         // A replica that becomes ready, dies or restarts changes the routes.
-        let mut changes = routes_state.replicas.subscribe();
+        let mut changes = routes_state.serving.backends().local.replicas().subscribe();
         while changes.changed().await.is_ok() {
             services::endpoints::refresh_routes(&routes_state).await;
         }

@@ -141,13 +141,9 @@ fn dview(s: &AppState, d: &Stored<DeploymentRecord>) -> DeploymentView {
         provisioning_state: d.value.state.name(),
         reason: match &d.value.state {
             berth_core::serving::DeploymentState::Failed { reason } => Some(reason.clone()),
-            _ => s.cluster_serving.waiting(&key),
+            _ => s.serving.waiting(&key),
         },
-        ready_replicas: s
-            .replicas
-            .ready(&key)
-            .len()
-            .max(s.cluster_serving.ready(&key).len()),
+        ready_replicas: s.serving.backends().ready(&key).len(),
         resource_version: d.resource_version,
     }
 }

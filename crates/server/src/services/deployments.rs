@@ -3,17 +3,15 @@
 //! and track `Creating → Succeeded | Failed` with the reason.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use berth_core::serving::{
     DeploymentRecord, DeploymentSource, DeploymentState, ModelRecord, deployment_key,
 };
 use berth_core::spec::asset::{AssetRef, AssetVersion, ModelType};
-use berth_core::spec::deployment::{DeploymentSpec, ModelRef, ScaleSettings};
-use berth_core::spec::endpoint::TrafficSplit;
+use berth_core::spec::deployment::{DeploymentSpec, ModelRef};
 use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
 use berth_core::yaml::{Source, SpecError};
-use berth_scheduler::replicas::ReplicaPlan;
+use berth_scheduler::serving::Placement;
 use berth_scheduler::workdir::copy_tree;
 use berth_store::{Kind, StoreError, Stored};
 use serde::Deserialize;
@@ -204,12 +202,10 @@ async fn prepare(
         .instance_type
         .clone()
         .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into());
-    let on_cluster = crate::services::cluster_deployments::cluster_of_compute(
-        state,
-        ep.value.spec.compute.as_deref(),
-    )
-    .await?
-    .is_some();
+    let on_cluster =
+        crate::services::placement::cluster_of_compute(state, ep.value.spec.compute.as_deref())
+            .await?
+            .is_some();
     let found = match (&ep.value.spec.compute, on_cluster) {
         (Some(compute), true) => {
             crate::services::clusters::instance_type(state, compute, &it_name).await?
@@ -276,12 +272,6 @@ async fn prepare(
     record.environment = environment;
     record.source = Some(applied);
     Ok(record)
-}
-
-/// Builds the deployment's environment if it is not built yet, logging into its revision.
-async fn ensure_environment(state: &AppState, d: &DeploymentRecord) -> Result<(), String> {
-    let log = d.revision_dir().join("environment.log");
-    crate::services::environments::ensure_built(state, d.environment.as_ref(), &log).await
 }
 
 /// The model version a deployment serves: a registered one, or its inline `path` copied in
@@ -425,18 +415,7 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     };
-    let (st, ep, all) = (state.clone(), endpoint.to_string(), req.all_traffic);
-    let name = record.spec.name.clone();
-    match crate::services::cluster_deployments::cluster_of(state, endpoint).await? {
-        Some(c) => {
-            tokio::spawn(async move {
-                crate::services::cluster_deployments::apply(&st, c, &ep, &name, all).await
-            });
-        }
-        None => {
-            tokio::spawn(async move { start_replicas(&st, &ep, &name, all).await });
-        }
-    }
+    start(state, &record, req.all_traffic).await;
     Ok(Stored {
         value: record,
         resource_version: v,
@@ -444,96 +423,16 @@ pub async fn create(
     })
 }
 
-pub(crate) fn plan(state: &AppState, d: &DeploymentRecord) -> ReplicaPlan {
-    let workers = usize::try_from((d.instance_type.requests.cpu.millis() + 999) / 1000)
-        .unwrap_or(1)
-        .max(1);
-    ReplicaPlan {
-        runtime: state.runtime_command.to_vec(),
-        script: d.script.as_ref().map(PathBuf::from),
-        model_dir: d.model_dir.as_ref().map(PathBuf::from),
-        python: crate::services::environments::interpreter(state, d.environment.as_ref()),
-        workers,
-        request_timeout_ms: d.spec.request_settings.request_timeout_ms,
-        env: d
-            .spec
-            .environment_variables
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        dir: d.revision_dir(),
-        count: match d.spec.scale_settings {
-            ScaleSettings::TargetUtilization { min_instances, .. } => min_instances as usize,
-            ScaleSettings::Default => d.spec.instance_count as usize,
-        },
-        ready_timeout: Duration::from_secs(1200),
-        liveness: berth_scheduler::replicas::Liveness {
-            initial_delay: Duration::from_secs(d.spec.liveness_probe.initial_delay),
-            period: Duration::from_secs(d.spec.liveness_probe.period.max(1)),
-            timeout: Duration::from_secs(d.spec.liveness_probe.timeout.max(1)),
-            failure_threshold: d.spec.liveness_probe.failure_threshold,
-        },
-    }
-}
-
-/// Stores how starting or updating replicas ended, and starts the autoscaler if it worked.
-async fn record_outcome(
-    state: &AppState,
-    key: &str,
-    d: Stored<DeploymentRecord>,
-    next: DeploymentState,
-) -> DeploymentRecord {
-    let status = next.name();
-    let mut rec = d.value;
-    rec.state = next;
-    if let Err(e) = state
-        .store
-        .update(
-            Kind::Deployment,
-            key,
-            d.resource_version,
-            Some(status),
-            &rec,
-        )
-        .await
-    {
-        if matches!(e, StoreError::NotFound { .. }) {
-            // Deleted while its replicas were starting: they must not outlive it.
-            state.replicas.stop(key).await;
-            return rec;
+/// Hands the stored revision to the serving controller, which starts it and records how it
+/// goes; a revision that cannot even be planned fails at once.
+async fn start(state: &AppState, d: &DeploymentRecord, all_traffic: bool) {
+    match crate::services::placement::plan(state, d).await {
+        Ok(plan) => state.serving.apply(plan, all_traffic).await,
+        Err(e) => {
+            let key = deployment_key(&d.spec.endpoint_name, &d.spec.name);
+            tracing::warn!(deployment = %key, error = %e, "cannot plan the deployment");
         }
-        tracing::warn!(deployment = %key, error = %e, "cannot record the deployment's state");
     }
-    if rec.state == DeploymentState::Succeeded {
-        crate::services::autoscaling::spawn(state, &rec, None);
-    }
-    rec
-}
-
-/// Starts (or restarts) a deployment's replicas and records the outcome.
-pub async fn start_replicas(state: &AppState, endpoint: &str, name: &str, all_traffic: bool) {
-    let key = deployment_key(endpoint, name);
-    let Ok(d) = get(state, endpoint, name).await else {
-        return;
-    };
-    let outcome = async {
-        ensure_environment(state, &d.value).await?;
-        state.replicas.start(&key, plan(state, &d.value)).await
-    }
-    .await;
-    let next = match outcome {
-        Ok(_) => DeploymentState::Succeeded,
-        Err(reason) => DeploymentState::Failed { reason },
-    };
-    let rec = record_outcome(state, &key, d, next).await;
-    if all_traffic
-        && rec.state == DeploymentState::Succeeded
-        && let Ok(t) =
-            TrafficSplit::try_from(std::collections::BTreeMap::from([(name.to_string(), 100)]))
-    {
-        let _ = endpoints::set_traffic(state, endpoint, t).await;
-    }
-    refresh_routes(state).await;
 }
 
 /// Updates a deployment with no unavailability: the new revision's replicas start beside the
@@ -581,49 +480,12 @@ pub async fn update(
             },
             other => other.into(),
         })?;
-    let (st, ep, n) = (state.clone(), endpoint.to_string(), name.to_string());
-    match crate::services::cluster_deployments::cluster_of(state, endpoint).await? {
-        Some(c) => {
-            tokio::spawn(async move {
-                crate::services::cluster_deployments::apply(&st, c, &ep, &n, false).await
-            });
-        }
-        None => {
-            tokio::spawn(async move { roll_replicas(&st, &ep, &n).await });
-        }
-    }
+    start(state, &record, false).await;
     Ok(Stored {
         value: record,
         resource_version: v,
         seq: cur.seq,
     })
-}
-
-async fn roll_replicas(state: &AppState, endpoint: &str, name: &str) {
-    let key = deployment_key(endpoint, name);
-    let Ok(d) = get(state, endpoint, name).await else {
-        return;
-    };
-    let drain = Duration::from_millis(d.value.spec.request_settings.request_timeout_ms + 1000);
-    let replaced = async {
-        ensure_environment(state, &d.value).await?;
-        state
-            .replicas
-            .replace(&key, plan(state, &d.value), drain)
-            .await
-    }
-    .await;
-    let next = match replaced {
-        Ok(_) => DeploymentState::Succeeded,
-        Err(reason) => DeploymentState::Failed {
-            reason: format!(
-                "update to revision {} failed: {reason}; the previous revision keeps serving",
-                d.value.revision
-            ),
-        },
-    };
-    record_outcome(state, &key, d, next).await;
-    refresh_routes(state).await;
 }
 
 /// The last `lines` lines of each replica's log.
@@ -634,24 +496,12 @@ pub async fn logs(
     lines: usize,
 ) -> Result<String, ApiError> {
     let d = get(state, endpoint, name).await?;
-    if let Some(c) = crate::services::cluster_deployments::cluster_of(state, endpoint).await? {
-        return crate::services::cluster_deployments::logs(&c, endpoint, name, lines).await;
-    }
-    let mut out = String::new();
-    // Every replica that ever ran in this revision (autoscaling adds and removes them).
-    for i in 0.. {
-        let path = d.value.revision_dir().join(format!("replica-{i}.log"));
-        let Ok(text) = tokio::fs::read_to_string(&path).await else {
-            break;
-        };
-        let all: Vec<&str> = text.lines().collect();
-        out.push_str(&format!("==> replica {i} <==\n"));
-        for l in &all[all.len().saturating_sub(lines)..] {
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    Ok(out)
+    let plan = crate::services::placement::plan(state, &d.value).await?;
+    state
+        .serving
+        .logs(&plan, lines)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// Stops the replicas and forgets the deployment. A deployment that still gets traffic is
@@ -678,40 +528,42 @@ pub async fn delete(
         });
     }
     let key = deployment_key(endpoint, name);
-    if let Ok(Some(c)) = crate::services::cluster_deployments::cluster_of(state, endpoint).await {
-        crate::services::cluster_deployments::delete(&c, endpoint, name).await?;
-    }
-    state.replicas.stop(&key).await;
+    let d = get(state, endpoint, name).await?;
+    let plan = crate::services::placement::plan(state, &d.value).await?;
+    state
+        .serving
+        .delete(&plan)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     state.store.delete(Kind::Deployment, &key).await?;
     refresh_routes(state).await;
     Ok(())
 }
 
-/// Starts the replicas of every deployment that was up when the server stopped.
+/// Starts the replicas of every deployment that was up when the server stopped. Re-applying
+/// a cluster deployment is idempotent: the controller adopts what runs there.
 pub async fn recover(state: &AppState) {
     let Ok(all) = state.store.list::<DeploymentRecord>(Kind::Deployment).await else {
         return;
     };
     for d in all {
-        let (ep, name) = (
-            d.value.spec.endpoint_name.clone(),
-            d.value.spec.name.clone(),
-        );
-        let st = state.clone();
-        if let Ok(Some(c)) = crate::services::cluster_deployments::cluster_of(state, &ep).await {
-            // Re-applying is idempotent; the watcher adopts what runs in the cluster.
-            if d.value.state != DeploymentState::Deleting {
-                tokio::spawn(async move {
-                    crate::services::cluster_deployments::apply(&st, c, &ep, &name, false).await
-                });
+        let d = d.value;
+        let plan = match crate::services::placement::plan(state, &d).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(deployment = %deployment_key(&d.spec.endpoint_name, &d.spec.name), error = %e, "cannot recover the deployment");
+                continue;
             }
-            continue;
-        }
-        if matches!(
-            d.value.state,
-            DeploymentState::Succeeded | DeploymentState::Creating
-        ) {
-            tokio::spawn(async move { start_replicas(&st, &ep, &name, false).await });
+        };
+        let wanted = match plan.placement {
+            Placement::Local => matches!(
+                d.state,
+                DeploymentState::Succeeded | DeploymentState::Creating | DeploymentState::Updating
+            ),
+            _ => d.state != DeploymentState::Deleting,
+        };
+        if wanted {
+            state.serving.apply(plan, false).await;
         }
     }
 }

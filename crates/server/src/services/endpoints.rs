@@ -10,6 +10,8 @@ use berth_store::{Kind, StoreError, Stored};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use berth_scheduler::serving::controller::ServingEvent;
+
 use crate::AppState;
 use crate::error::ApiError;
 use crate::services::resources::find_compute;
@@ -350,12 +352,7 @@ pub async fn refresh_routes(state: &AppState) {
                 let replicas = if d.state == DeploymentState::Deleting {
                     Vec::new()
                 } else {
-                    let local = state.replicas.ready(&key);
-                    if local.is_empty() {
-                        state.cluster_serving.ready(&key)
-                    } else {
-                        local
-                    }
+                    state.serving.backends().ready(&key)
                 };
                 DeploymentRoutes {
                     name: d.spec.name.clone(),
@@ -381,4 +378,35 @@ pub async fn refresh_routes(state: &AppState) {
     }
     state.router.update(berth_router::table_from_doc(&doc));
     state.routes.send_replace(std::sync::Arc::new(doc));
+}
+
+/// Does what the serving controller asks of the server: routes, traffic and metrics.
+pub async fn serve_events(
+    state: &AppState,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<ServingEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            ServingEvent::RoutesChanged => {}
+            ServingEvent::GiveAllTraffic {
+                endpoint,
+                deployment,
+            } => {
+                if let Ok(t) =
+                    TrafficSplit::try_from(std::collections::BTreeMap::from([(deployment, 100)]))
+                {
+                    let _ = set_traffic(state, &endpoint, t).await;
+                }
+            }
+            ServingEvent::Scaled {
+                endpoint,
+                deployment,
+                up,
+            } => {
+                state.router.metrics.scaled(&endpoint, &deployment, up);
+                continue;
+            }
+        }
+        refresh_routes(state).await;
+    }
 }

@@ -1,7 +1,7 @@
 //! Environments: registered versions (immutable, `@latest` is the last registered), and the
 //! resolution of what a job or deployment names into the Python environment Berth builds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use berth_core::api::AssetCreateRequest;
 use berth_core::conda::PythonEnv;
@@ -158,33 +158,4 @@ pub async fn resolve(
             }
         }
     }
-}
-
-/// Builds the Python environment of `env`, if it has one and it is not built yet; the build's
-/// output goes to `log`.
-pub async fn ensure_built(
-    state: &AppState,
-    env: Option<&ResolvedEnvironment>,
-    log: &Path,
-) -> Result<(), String> {
-    let Some((source, definition)) = env.and_then(|e| Some((&e.source, e.python.as_ref()?))) else {
-        return Ok(());
-    };
-    let mut sink = berth_scheduler::envs::BuildLog::append(log)
-        .await
-        .map_err(|e| e.to_string())?;
-    sink.line(&format!("[berth] environment from {source}"))
-        .await;
-    state
-        .envs
-        .ensure(definition, &mut sink)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{e} (the build's log: {})", log.display()))
-}
-
-/// The interpreter of `env`'s built Python environment, if it has one.
-pub fn interpreter(state: &AppState, env: Option<&ResolvedEnvironment>) -> Option<PathBuf> {
-    env.and_then(|e| e.python.as_ref())
-        .map(|p| state.envs.location(p).python())
 }

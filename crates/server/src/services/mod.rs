@@ -1,8 +1,6 @@
 //! Services: what the API does, separate from how HTTP carries it.
 
 pub mod asset_files;
-pub mod autoscaling;
-pub mod cluster_deployments;
 pub mod clusters;
 pub mod data;
 pub mod deployments;
@@ -11,6 +9,7 @@ pub mod environments;
 pub mod jobs;
 pub mod mlflow_models;
 pub mod models;
+pub mod placement;
 pub mod pod_files;
 pub mod resources;
 pub mod versions;

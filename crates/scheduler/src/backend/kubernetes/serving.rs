@@ -285,28 +285,7 @@ fn replicas_of(endpoint: &str, deployment: &str) -> ListParams {
     ))
 }
 
-/// How a rollout stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Rollout {
-    /// Replicas are starting or being replaced.
-    Progressing,
-    /// Every replica runs the newest revision and is ready.
-    Complete,
-    /// Replicas cannot be placed (no node fits, or a quota refuses the pod); a node or quota
-    /// change may still let them start. The reason says why.
-    Unplaceable(String),
-    /// A replica cannot start; the reason says why.
-    Failed(String),
-}
-
-/// What the cluster says about a deployment: its ready replicas (`ip:port`) and its rollout.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observed {
-    /// Ready replica addresses.
-    pub ready: Vec<String>,
-    /// Rollout.
-    pub rollout: Rollout,
-}
+pub use crate::serving::{Observed, Rollout};
 
 /// The address of a pod that should get requests: Ready, not terminating, with an IP. This is
 /// the Endpoints controller's own rule, read from the Pods directly (see docs/decisions.md):

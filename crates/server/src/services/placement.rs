@@ -1,0 +1,74 @@
+//! Where a deployment's replicas run, and the plan of its current revision: the local compute,
+//! or the cluster behind its endpoint's compute (whose pods fetch large files from this server
+//! with a token for that revision).
+
+use berth_core::serving::DeploymentRecord;
+use berth_scheduler::backend::kubernetes::cluster::Cluster;
+use berth_scheduler::backend::kubernetes::delivery::Fetch;
+use berth_scheduler::backend::kubernetes::objects::image_for;
+use berth_scheduler::serving::{Placement, RevisionPlan};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::services::endpoints;
+use crate::services::pod_files::deployment_token;
+
+/// The cluster an endpoint's deployments run on; `None` for the local compute.
+pub async fn cluster_of(state: &AppState, endpoint: &str) -> Result<Option<Cluster>, ApiError> {
+    let ep = endpoints::get(state, endpoint).await?;
+    cluster_of_compute(state, ep.value.spec.compute.as_deref()).await
+}
+
+/// The cluster behind an endpoint's `compute`; `None` for a local compute.
+pub async fn cluster_of_compute(
+    state: &AppState,
+    compute: Option<&str>,
+) -> Result<Option<Cluster>, ApiError> {
+    let Some(compute) = compute else {
+        return Ok(None);
+    };
+    let spec = crate::services::resources::find_compute(state, compute).await?;
+    if !spec
+        .as_ref()
+        .is_some_and(crate::services::clusters::is_kubernetes)
+    {
+        return Ok(None);
+    }
+    state
+        .jobs
+        .backend()
+        .kubernetes
+        .cluster(compute)
+        .map(Some)
+        .ok_or_else(|| ApiError::Conflict {
+            message: format!("compute `{compute}` is not connected to its cluster"),
+            hint: Some("the server's log says why".into()),
+        })
+}
+
+/// The plan of `d`'s current revision, placed where its endpoint's compute is.
+pub async fn plan(state: &AppState, d: &DeploymentRecord) -> Result<RevisionPlan, ApiError> {
+    let (endpoint, name) = (&d.spec.endpoint_name, &d.spec.name);
+    let placement = match cluster_of(state, endpoint).await? {
+        None => Placement::Local,
+        Some(cluster) => {
+            let fetch = cluster.server_url.as_deref().map(|url| Fetch {
+                url: format!(
+                    "{}/api/endpoints/{endpoint}/deployments/{name}/revisions/{}/files",
+                    url.trim_end_matches('/'),
+                    d.revision
+                ),
+                token: deployment_token(&state.token_key, endpoint, name, d.revision),
+            });
+            Placement::Cluster {
+                cluster: Box::new(cluster),
+                fetch,
+            }
+        }
+    };
+    Ok(RevisionPlan::new(
+        d,
+        placement,
+        image_for(d.spec.environment.as_ref()),
+    ))
+}
