@@ -1,4 +1,5 @@
-//! A job's folder: where its code snapshot, inputs, outputs, logs and run files live.
+//! A job's folder (its code snapshot, inputs, outputs, logs and run files) and a deployment
+//! revision's folder (its code snapshot, the model it serves, environment and replica logs).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,44 @@ impl JobDir {
     /// The command's process group.
     pub fn process_group(&self) -> PathBuf {
         self.root.join("pgid")
+    }
+}
+
+/// The layout of one deployment revision's folder,
+/// `$BERTH_HOME/deployments/<endpoint>/<deployment>/rev-<n>`.
+#[derive(Clone, Debug)]
+pub struct RevisionDir {
+    root: PathBuf,
+}
+
+impl RevisionDir {
+    /// Revision `revision` of the deployment whose folder is `deployment_dir`.
+    pub fn of(deployment_dir: impl AsRef<Path>, revision: u32) -> Self {
+        RevisionDir {
+            root: deployment_dir.as_ref().join(format!("rev-{revision}")),
+        }
+    }
+
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The scoring code's snapshot.
+    pub fn code(&self) -> PathBuf {
+        self.root.join("code")
+    }
+    /// Names the model folder this revision serves, for its replicas that start after a
+    /// newer revision replaced it in the record (they fetch it on a cluster).
+    pub fn model_note(&self) -> PathBuf {
+        self.root.join("model-dir")
+    }
+    /// The environment build's log.
+    pub fn environment_log(&self) -> PathBuf {
+        self.root.join("environment.log")
+    }
+    /// Replica `i`'s log.
+    pub fn replica_log(&self, i: usize) -> PathBuf {
+        self.root.join(format!("replica-{i}.log"))
     }
 }
 

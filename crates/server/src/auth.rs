@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use berth_core::secret::constant_time_eq;
+use berth_router::token::TokenKey;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -58,6 +59,29 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         Some(_) => ApiError::Unauthorized("the bearer token is wrong".into()).into_response(),
         None => ApiError::Unauthorized("no bearer token was sent".into()).into_response(),
     }
+}
+
+/// The token that opens one deployment revision's files to its pods.
+pub fn deployment_token(key: &TokenKey, endpoint: &str, deployment: &str, revision: u32) -> String {
+    key.sign(&revision_scope(endpoint, deployment, revision), u64::MAX)
+}
+
+/// Checks a token made by [`deployment_token`]. These tokens never expire (a replica may
+/// restart at any time).
+pub fn verify_revision_token(
+    key: &TokenKey,
+    endpoint: &str,
+    deployment: &str,
+    revision: u32,
+    token: &str,
+) -> Result<(), berth_router::token::TokenError> {
+    key.verify(&revision_scope(endpoint, deployment, revision), token, 0)
+        .map(|_| ())
+}
+
+fn revision_scope(endpoint: &str, deployment: &str, revision: u32) -> String {
+    // `/` cannot occur in an endpoint name, so no endpoint's key token opens these files.
+    format!("files/{endpoint}/{deployment}/{revision}")
 }
 
 #[cfg(test)]

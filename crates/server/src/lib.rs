@@ -255,7 +255,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     };
     let st = state.clone();
     tokio::spawn(async move { services::endpoints::serve_events(&st, serving_events).await });
-    services::endpoints::refresh_routes(&state).await;
+    services::routes::refresh_routes(&state).await;
     services::deployments::recover(&state).await;
     let st = state.clone();
     tokio::spawn(async move { services::clusters::collect_orphans(&st).await });
@@ -308,7 +308,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         // A replica that becomes ready, dies or restarts changes the routes.
         let mut changes = routes_state.serving.backends().local.replicas().subscribe();
         while changes.changed().await.is_ok() {
-            services::endpoints::refresh_routes(&routes_state).await;
+            services::routes::refresh_routes(&routes_state).await;
         }
     });
     let info = ServerInfo {

@@ -3,7 +3,6 @@
 //! outcome `observe` reports.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -65,7 +64,7 @@ impl LocalServing {
             workers: plan.workers,
             request_timeout_ms: plan.request_timeout_ms,
             env: plan.env.clone().into_iter().collect(),
-            dir: plan.dir.clone(),
+            dir: plan.dir.root().to_path_buf(),
             count: count as usize,
             ready_timeout: READY_TIMEOUT,
             liveness: Liveness {
@@ -92,7 +91,7 @@ async fn build_environment(envs: &EnvCache, plan: &RevisionPlan) -> Result<(), S
     let (Some(env), Some(python)) = (&plan.environment, plan.python_env()) else {
         return Ok(());
     };
-    let log_path = plan.dir.join("environment.log");
+    let log_path = plan.dir.environment_log();
     let mut log = BuildLog::append(&log_path)
         .await
         .map_err(|e| e.to_string())?;
@@ -205,7 +204,7 @@ impl ServingBackend for LocalServing {
         let mut out = String::new();
         // Every replica that ever ran in this revision (autoscaling adds and removes them).
         for i in 0.. {
-            let path: PathBuf = plan.dir.join(format!("replica-{i}.log"));
+            let path = plan.dir.replica_log(i);
             let text = match tokio::fs::read_to_string(&path).await {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,

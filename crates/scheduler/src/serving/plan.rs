@@ -11,6 +11,8 @@ use berth_core::spec::deployment::{ProbeSettings, ScaleSettings};
 use berth_core::spec::environment::ResolvedEnvironment;
 use berth_core::spec::instance_type::InstanceType;
 
+use crate::workdir::RevisionDir;
+
 /// Where a deployment's replicas run.
 #[derive(Clone)]
 pub enum Placement {
@@ -70,8 +72,8 @@ pub struct RevisionPlan {
     pub environment: Option<ResolvedEnvironment>,
     /// Environment variables for score.py.
     pub env: BTreeMap<String, String>,
-    /// The revision's folder (logs, environment.log).
-    pub dir: PathBuf,
+    /// The revision's folder (code, logs, environment.log).
+    pub dir: RevisionDir,
     /// Resources and node selector.
     pub instance_type: InstanceType,
     /// The container image (used on Kubernetes).
@@ -85,7 +87,8 @@ pub struct RevisionPlan {
 impl RevisionPlan {
     /// The plan of `d`'s current revision, placed by `placement` in `image`.
     pub fn new(d: &DeploymentRecord, placement: Placement, image: String) -> RevisionPlan {
-        let code_dir = d.revision_dir().join("code");
+        let dir = RevisionDir::of(&d.dir, d.revision);
+        let code_dir = dir.code();
         let code = d.script.as_ref().and_then(|script| {
             let rel = std::path::Path::new(script).strip_prefix(&code_dir).ok()?;
             Some((code_dir.clone(), rel.to_string_lossy().into_owned()))
@@ -103,7 +106,7 @@ impl RevisionPlan {
             model_dir: d.model_dir.as_ref().map(PathBuf::from),
             environment: d.environment.clone(),
             env: d.spec.environment_variables.clone().into_iter().collect(),
-            dir: d.revision_dir(),
+            dir,
             instance_type: d.instance_type.clone(),
             image,
             liveness: d.spec.liveness_probe,

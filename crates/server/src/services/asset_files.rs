@@ -11,7 +11,8 @@ use berth_scheduler::workdir::{copy_tree, list_files};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::services::jobs::{output_root, resolve_datastore};
+use crate::services::job_outputs::output_root;
+use crate::services::resources::resolve_datastore;
 
 /// Where the files a `path:` names are on this machine. `None` for a URL (not copied).
 pub async fn locate(

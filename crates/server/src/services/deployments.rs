@@ -12,16 +12,17 @@ use berth_core::spec::deployment::{DeploymentSpec, ModelRef};
 use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
 use berth_core::yaml::{Source, SpecError};
 use berth_scheduler::serving::Placement;
-use berth_scheduler::workdir::copy_tree;
+use berth_scheduler::workdir::{RevisionDir, copy_tree};
 use berth_store::{Kind, StoreError, Stored};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::services::endpoints::{self, refresh_routes};
 use crate::services::models;
+use crate::services::records;
 use crate::services::resources::find_instance_type;
+use crate::services::routes::refresh_routes;
 
 /// `POST /api/endpoints/{endpoint}/deployments` and `PUT .../{deployment}`.
 #[derive(Debug, Deserialize)]
@@ -43,24 +44,7 @@ pub struct DeploymentCreate {
     pub all_traffic: bool,
 }
 
-/// Reads a deployment.
-pub async fn get(
-    state: &AppState,
-    endpoint: &str,
-    name: &str,
-) -> Result<Stored<DeploymentRecord>, ApiError> {
-    state
-        .store
-        .get(Kind::Deployment, &deployment_key(endpoint, name))
-        .await?
-        .ok_or_else(|| ApiError::NotFound {
-            kind: "online deployment",
-            name: format!("{endpoint}/{name}"),
-            hint: Some(format!(
-                "`berth online-deployment list --endpoint-name {endpoint}` shows its deployments"
-            )),
-        })
-}
+pub use crate::services::records::deployment as get;
 
 /// Validates a deployment file and starts its replicas; returns while it is `Creating`.
 /// Validates a deployment file against the workspace and snapshots its code as `revision`
@@ -106,7 +90,7 @@ async fn prepare(
             spec.endpoint_name
         )));
     }
-    let ep = endpoints::get(state, endpoint).await.map_err(|_| {
+    let ep = records::endpoint(state, endpoint).await.map_err(|_| {
         ApiError::spec(
             src.error_near(
                 "endpoint_name",
@@ -330,9 +314,6 @@ fn has_onnx(dir: &std::path::Path) -> bool {
         })
 }
 
-/// The file in a revision's folder naming the model folder it serves.
-pub const MODEL_DIR_FILE: &str = "model-dir";
-
 /// Snapshots the code into the revision's folder and builds the record.
 #[allow(clippy::too_many_arguments)]
 async fn snapshot_record(
@@ -350,8 +331,8 @@ async fn snapshot_record(
         .join("deployments")
         .join(endpoint)
         .join(&spec.name);
-    let rev = dir.join(format!("rev-{revision}"));
-    let d = rev.join("code");
+    let rev = RevisionDir::of(&dir, revision);
+    let (d, note) = (rev.code(), rev.model_note());
     let src = code_script.as_ref().map(|(c, _)| c.clone());
     let model = model_dir.clone();
     tokio::task::spawn_blocking(move || {
@@ -360,9 +341,6 @@ async fn snapshot_record(
             Some(c) => copy_tree(&c, &d).map(|_| ()),
             None => std::fs::create_dir_all(&d),
         }?;
-        // Which model this revision serves, for its replicas that start after the next
-        // revision replaced it in the record (they fetch it on a cluster).
-        let note = d.with_file_name(MODEL_DIR_FILE);
         match model {
             Some(m) => std::fs::write(note, m.to_string_lossy().as_bytes()),
             None => std::fs::remove_file(note).or_else(|e| {
@@ -379,7 +357,7 @@ async fn snapshot_record(
     .map_err(|e| ApiError::Internal(format!("cannot snapshot the code: {e}")))?;
     Ok(DeploymentRecord {
         script: code_script
-            .map(|(_, script)| rev.join("code").join(script).to_string_lossy().into_owned()),
+            .map(|(_, script)| rev.code().join(script).to_string_lossy().into_owned()),
         dir: dir.to_string_lossy().into_owned(),
         revision,
         model_dir: model_dir.map(|m| m.to_string_lossy().into_owned()),
@@ -514,7 +492,7 @@ pub async fn delete(
 ) -> Result<(), ApiError> {
     get(state, endpoint, name).await?;
     if !with_endpoint
-        && let Ok(ep) = endpoints::get(state, endpoint).await
+        && let Ok(ep) = records::endpoint(state, endpoint).await
         && ep.value.spec.traffic.weight(name) > 0
     {
         return Err(ApiError::Conflict {

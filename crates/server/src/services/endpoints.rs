@@ -1,8 +1,7 @@
 //! Online endpoints: create with keys, traffic updates, credentials, and the route table the
 //! inference router serves.
 
-use berth_core::serving::{DeploymentRecord, DeploymentState, EndpointKeys, EndpointRecord};
-use berth_core::serving::{DeploymentRoutes, EndpointRoutes, RoutesDoc};
+use berth_core::serving::{DeploymentRecord, EndpointKeys, EndpointRecord};
 use berth_core::spec::compute::LOCAL_COMPUTE;
 use berth_core::spec::endpoint::{AuthMode, EndpointSpec, MirrorTraffic, TrafficSplit};
 use berth_core::yaml::Source;
@@ -15,6 +14,7 @@ use berth_scheduler::serving::controller::ServingEvent;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::services::resources::find_compute;
+use crate::services::routes::refresh_routes;
 
 /// An endpoint as the API shows it.
 #[derive(Debug, Serialize)]
@@ -75,18 +75,7 @@ pub fn view(state: &AppState, s: &Stored<EndpointRecord>) -> EndpointView {
     }
 }
 
-/// Reads an endpoint.
-pub async fn get(state: &AppState, name: &str) -> Result<Stored<EndpointRecord>, ApiError> {
-    state
-        .store
-        .get(Kind::Endpoint, name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound {
-            kind: "online endpoint",
-            name: name.to_string(),
-            hint: Some("`berth online-endpoint list` shows the endpoints".into()),
-        })
-}
+pub use crate::services::records::endpoint as get;
 
 /// Creates an endpoint from its YAML file.
 pub async fn create(
@@ -326,58 +315,6 @@ pub async fn delete(state: &AppState, name: &str) -> Result<(), ApiError> {
     state.store.delete(Kind::Endpoint, name).await?;
     refresh_routes(state).await;
     Ok(())
-}
-
-/// Rebuilds the router's table from the store and the ready replicas.
-pub async fn refresh_routes(state: &AppState) {
-    let (Ok(endpoints), Ok(deployments)) = (
-        state.store.list::<EndpointRecord>(Kind::Endpoint).await,
-        state.store.list::<DeploymentRecord>(Kind::Deployment).await,
-    ) else {
-        tracing::warn!("cannot read endpoints to refresh routes");
-        return;
-    };
-    let mut doc = RoutesDoc {
-        version: state.routes.borrow().version + 1,
-        endpoints: Vec::new(),
-    };
-    for ep in endpoints {
-        let ep = ep.value;
-        let routes = deployments
-            .iter()
-            .filter(|d| d.value.spec.endpoint_name == ep.spec.name)
-            .map(|d| {
-                let d = &d.value;
-                let key = berth_core::serving::deployment_key(&ep.spec.name, &d.spec.name);
-                let replicas = if d.state == DeploymentState::Deleting {
-                    Vec::new()
-                } else {
-                    state.serving.backends().ready(&key)
-                };
-                DeploymentRoutes {
-                    name: d.spec.name.clone(),
-                    replicas,
-                    request_settings: d.spec.request_settings,
-                }
-            })
-            .collect();
-        let token = ep.spec.auth_mode == AuthMode::AmlToken;
-        doc.endpoints.push(EndpointRoutes {
-            name: ep.spec.name.clone(),
-            auth_mode: ep.spec.auth_mode,
-            keys: if token {
-                Vec::new()
-            } else {
-                vec![ep.keys.primary.clone(), ep.keys.secondary.clone()]
-            },
-            token_secret: token.then(|| state.token_secret.to_string()),
-            traffic: ep.spec.traffic.clone(),
-            mirror_traffic: ep.spec.mirror_traffic.clone(),
-            deployments: routes,
-        });
-    }
-    state.router.update(berth_router::table_from_doc(&doc));
-    state.routes.send_replace(std::sync::Arc::new(doc));
 }
 
 /// Does what the serving controller asks of the server: routes, traffic and metrics.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_core::api::{JobCreateRequest, JobView};
-use berth_core::job::{ARTIFACTS_OUTPUT, JobRecord, JobState, ResolvedInput, ResolvedOutput};
+use berth_core::job::{JobRecord, JobState, ResolvedInput, ResolvedOutput};
 use berth_core::names::validate_name;
 use berth_core::spec::asset::{AssetRef, DataRecord};
 use berth_core::spec::compute::{ComputeKind, LOCAL_COMPUTE};
@@ -20,7 +20,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::services::resources::{datastore_root, find_compute, find_instance_type};
+use crate::services::resources::{
+    datastore_root, find_compute, find_instance_type, resolve_datastore,
+};
 use crate::services::versions;
 
 const ADJECTIVES: [&str; 16] = [
@@ -311,29 +313,6 @@ async fn asset_input(
     }
 }
 
-/// Where `azureml://datastores/<datastore>/paths/<path>` is on this machine.
-pub async fn resolve_datastore(
-    state: &AppState,
-    src: &Source<'_>,
-    written: &str,
-    datastore: &str,
-    path: &str,
-) -> Result<PathBuf, ApiError> {
-    let root = datastore_root(state, datastore).await?.ok_or_else(|| {
-        ApiError::spec(
-            src.error_near(
-                "path",
-                Some(written),
-                format!("datastore `{datastore}` does not exist"),
-            )
-            .hint(format!(
-                "create it with `berth datastore create --name {datastore} --path <folder>`"
-            )),
-        )
-    })?;
-    Ok(root.join(path))
-}
-
 fn check_exists(
     src: &Source<'_>,
     name: &str,
@@ -458,105 +437,9 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
     }
 }
 
-/// Reads a job.
-pub async fn get(state: &AppState, name: &str) -> Result<Stored<JobRecord>, ApiError> {
-    state
-        .store
-        .get(Kind::Job, name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound {
-            kind: "job",
-            name: name.to_string(),
-            hint: Some("`berth job list` shows the jobs".into()),
-        })
-}
+pub use crate::services::records::job as get;
 
-/// The folders of the working directory that are kept as artifacts.
-const ARTIFACT_FOLDERS: [&str; 2] = ["outputs", "logs"];
-
-/// Where an output's files are, and which of its top-level folders belong to it (all, unless
-/// it is the artifacts, which live in the working directory beside the code).
-pub struct OutputRoot {
-    /// The folder.
-    pub root: PathBuf,
-    /// Only these top-level folders of `root` are part of the output.
-    pub only: Option<&'static [&'static str]>,
-}
-
-impl OutputRoot {
-    /// Every file of the output: path relative to `root`, and size.
-    pub fn files(&self) -> std::io::Result<Vec<(String, u64)>> {
-        let Some(only) = self.only else {
-            return berth_scheduler::workdir::list_files(&self.root);
-        };
-        let mut out = Vec::new();
-        for top in only {
-            let dir = self.root.join(top);
-            if dir.is_dir() {
-                for (rel, size) in berth_scheduler::workdir::list_files(&dir)? {
-                    out.push((format!("{top}/{rel}"), size));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// True when `rel` (already checked to stay inside) belongs to the output.
-    pub fn holds(&self, rel: &Path) -> bool {
-        self.only.is_none_or(|only| {
-            rel.components()
-                .next()
-                .is_some_and(|c| only.iter().any(|t| c.as_os_str() == *t))
-        })
-    }
-}
-
-/// Where an output's files are; [`ARTIFACTS_OUTPUT`] is the job's `./outputs` and `./logs`.
-pub async fn output_root(
-    state: &AppState,
-    name: &str,
-    output: &str,
-) -> Result<OutputRoot, ApiError> {
-    let job = get(state, name).await?;
-    if output == ARTIFACTS_OUTPUT && !job.value.outputs.contains_key(ARTIFACTS_OUTPUT) {
-        return Ok(OutputRoot {
-            root: JobDir::new(&job.value.workdir).code(),
-            only: Some(&ARTIFACT_FOLDERS),
-        });
-    }
-    Ok(OutputRoot {
-        root: output_path(state, name, output).await?,
-        only: None,
-    })
-}
-
-/// The folder or file an output was written to.
-pub async fn output_path(state: &AppState, name: &str, output: &str) -> Result<PathBuf, ApiError> {
-    let job = get(state, name).await?;
-    let o = job
-        .value
-        .outputs
-        .get(output)
-        .ok_or_else(|| ApiError::NotFound {
-            kind: "output",
-            name: output.to_string(),
-            hint: Some(format!(
-                "job `{name}` has outputs: {}",
-                job.value
-                    .outputs
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        })?;
-    let p = PathBuf::from(&o.path);
-    Ok(if o.data_type == DataType::UriFile {
-        p.parent().map(Path::to_path_buf).unwrap_or(p)
-    } else {
-        p
-    })
-}
+pub use crate::services::job_outputs::{OutputRoot, output_path, output_root};
 
 /// Where an uploaded output file of a running Kubernetes job goes, after checking the job's
 /// upload token, that the job is unfinished, and that the path stays inside the output.
@@ -595,21 +478,4 @@ pub async fn upload_target(
         )));
     }
     Ok(root.root.join(rel))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_artifacts_hold_only_outputs_and_logs() {
-        let root = OutputRoot {
-            root: PathBuf::from("/w/code"),
-            only: Some(&ARTIFACT_FOLDERS),
-        };
-        assert!(root.holds(Path::new("outputs/model.pkl")));
-        assert!(root.holds(Path::new("logs/train.log")));
-        assert!(!root.holds(Path::new("train.py")));
-        assert!(!root.holds(Path::new("outputsx/a")));
-    }
 }

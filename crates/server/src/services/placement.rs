@@ -9,13 +9,12 @@ use berth_scheduler::backend::kubernetes::objects::image_for;
 use berth_scheduler::serving::{Placement, RevisionPlan};
 
 use crate::AppState;
+use crate::auth::deployment_token;
 use crate::error::ApiError;
-use crate::services::endpoints;
-use crate::services::pod_files::deployment_token;
 
 /// The cluster an endpoint's deployments run on; `None` for the local compute.
 pub async fn cluster_of(state: &AppState, endpoint: &str) -> Result<Option<Cluster>, ApiError> {
-    let ep = endpoints::get(state, endpoint).await?;
+    let ep = crate::services::records::endpoint(state, endpoint).await?;
     cluster_of_compute(state, ep.value.spec.compute.as_deref()).await
 }
 

@@ -8,12 +8,10 @@ use std::path::{Component, Path, PathBuf};
 use berth_core::api::OutputFile;
 use berth_core::job::ResolvedInput;
 use berth_core::secret::constant_time_eq;
-use berth_router::token::TokenKey;
-use berth_scheduler::workdir::{JobDir, list_files};
+use berth_scheduler::workdir::{JobDir, RevisionDir, list_files};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::services::deployments::MODEL_DIR_FILE;
 
 /// Named roots a pod may read: `(part, folder or file)`.
 #[derive(Debug)]
@@ -21,7 +19,7 @@ pub struct PodFiles(Vec<(String, PathBuf)>);
 
 /// The files of job `name`, for a bearer of its token, while the job is unfinished.
 pub async fn for_job(state: &AppState, name: &str, token: &str) -> Result<PodFiles, ApiError> {
-    let job = crate::services::jobs::get(state, name).await?.value;
+    let job = crate::services::records::job(state, name).await?.value;
     let expected = job.upload_token.as_deref().unwrap_or_default();
     if expected.is_empty() || !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
         return Err(ApiError::Unauthorized(format!(
@@ -43,16 +41,6 @@ pub async fn for_job(state: &AppState, name: &str, token: &str) -> Result<PodFil
     Ok(PodFiles(parts))
 }
 
-/// The token that opens one revision's files.
-pub fn deployment_token(key: &TokenKey, endpoint: &str, deployment: &str, revision: u32) -> String {
-    key.sign(&scope(endpoint, deployment, revision), u64::MAX)
-}
-
-fn scope(endpoint: &str, deployment: &str, revision: u32) -> String {
-    // `/` cannot occur in an endpoint name, so no endpoint's key token opens these files.
-    format!("files/{endpoint}/{deployment}/{revision}")
-}
-
 /// The files of a deployment's revision, for a bearer of that revision's token: the current
 /// one from the record, an earlier one (whose replicas may still start while a rollout is
 /// under way or has failed) from its folder.
@@ -63,16 +51,13 @@ pub async fn for_deployment(
     revision: u32,
     token: &str,
 ) -> Result<PodFiles, ApiError> {
-    // These tokens never expire (a replica may restart at any time), so `now` does not matter.
-    state
-        .token_key
-        .verify(&scope(endpoint, deployment, revision), token, 0)
+    crate::auth::verify_revision_token(&state.token_key, endpoint, deployment, revision, token)
         .map_err(|e| {
             ApiError::Unauthorized(format!(
                 "this is not a token for revision {revision} of `{endpoint}/{deployment}`: {e}"
             ))
         })?;
-    let d = crate::services::deployments::get(state, endpoint, deployment)
+    let d = crate::services::records::deployment(state, endpoint, deployment)
         .await?
         .value;
     let mut parts = Vec::new();
@@ -85,8 +70,8 @@ pub async fn for_deployment(
         }
         return Ok(PodFiles(parts));
     }
-    let dir = Path::new(&d.dir).join(format!("rev-{revision}"));
-    if revision > d.revision || !dir.is_dir() {
+    let dir = RevisionDir::of(&d.dir, revision);
+    if revision > d.revision || !dir.root().is_dir() {
         return Err(ApiError::Conflict {
             message: format!(
                 "revision {revision} of `{endpoint}/{deployment}` is not kept (the deployment is at revision {})",
@@ -95,11 +80,11 @@ pub async fn for_deployment(
             hint: None,
         });
     }
-    let code = dir.join("code");
+    let code = dir.code();
     if std::fs::read_dir(&code).is_ok_and(|mut e| e.next().is_some()) {
         parts.push(("code".to_string(), code));
     }
-    if let Ok(model) = std::fs::read_to_string(dir.join(MODEL_DIR_FILE)) {
+    if let Ok(model) = std::fs::read_to_string(dir.model_note()) {
         parts.push(("model".to_string(), PathBuf::from(model)));
     }
     Ok(PodFiles(parts))

@@ -407,3 +407,26 @@ pub async fn datastore_root(state: &AppState, name: &str) -> Result<Option<PathB
             DatastoreLocation::Local { path } => PathBuf::from(path),
         }))
 }
+
+/// Where `azureml://datastores/<datastore>/paths/<path>` is on this machine.
+pub async fn resolve_datastore(
+    state: &AppState,
+    src: &Source<'_>,
+    written: &str,
+    datastore: &str,
+    path: &str,
+) -> Result<PathBuf, ApiError> {
+    let root = datastore_root(state, datastore).await?.ok_or_else(|| {
+        ApiError::spec(
+            src.error_near(
+                "path",
+                Some(written),
+                format!("datastore `{datastore}` does not exist"),
+            )
+            .hint(format!(
+                "create it with `berth datastore create --name {datastore} --path <folder>`"
+            )),
+        )
+    })?;
+    Ok(root.join(path))
+}
