@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use berth_core::api::{ErrorBody, ErrorDetail};
 use berth_core::yaml::SpecError;
 use berth_scheduler::manager::ManagerError;
+use berth_scheduler::serving::ServingError;
 use berth_store::StoreError;
 
 /// An API error.
@@ -51,9 +52,9 @@ pub enum ApiError {
     /// The body is larger than the server accepts.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// A feature Berth does not have yet.
+    /// A cluster the request needed refused or did not answer.
     #[error("{0}")]
-    NotSupported(String),
+    Upstream(String),
     /// Something failed inside the server.
     #[error("{0}")]
     Internal(String),
@@ -81,11 +82,15 @@ impl ApiError {
                 "PayloadTooLarge",
                 Some("send a smaller body, or raise max_body_bytes in the server config".into()),
             ),
-            ApiError::NotSupported(_) => (StatusCode::NOT_IMPLEMENTED, "NotSupported", None),
+            ApiError::Upstream(_) => (
+                StatusCode::BAD_GATEWAY,
+                "Upstream",
+                Some("check that the cluster answers (`berth compute show`)".into()),
+            ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal",
-                Some("see the server's log".into()),
+                Some("the server's log has the cause under that error number".into()),
             ),
         }
     }
@@ -101,11 +106,14 @@ impl IntoResponse for ApiError {
         let (status, code, hint) = self.parts();
         let (message, position) = match &self {
             ApiError::InvalidSpec(e) => (e.message.clone(), e.position.clone()),
+            // The cause stays in the server's log: it may name paths and internals.
+            ApiError::Internal(cause) => {
+                let id = format!("{:08x}", rand::random::<u32>());
+                tracing::error!(error = %cause, id = %id, "internal error");
+                (format!("the server failed (error {id} in its log)"), None)
+            }
             other => (other.to_string(), None),
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %message, "internal error");
-        }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.into(),
@@ -121,11 +129,24 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::NotFound { kind, name } => ApiError::NotFound {
+                kind: kind.noun(),
+                name,
+                hint: None,
+            },
+            StoreError::AlreadyExists { kind, name } => ApiError::AlreadyExists {
+                kind: kind.noun(),
+                name,
+                hint: None,
+            },
             StoreError::Conflict { .. } => ApiError::Conflict {
                 message: e.to_string(),
                 hint: Some("retry the request".into()),
             },
-            other => ApiError::Internal(other.to_string()),
+            StoreError::Database(_)
+            | StoreError::Migrate(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::Encode(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -144,5 +165,58 @@ impl From<ManagerError> for ApiError {
             },
             ManagerError::Store(s) => s.into(),
         }
+    }
+}
+
+impl From<ServingError> for ApiError {
+    fn from(e: ServingError) -> Self {
+        match e {
+            ServingError::Start(_) | ServingError::Cluster(_) => ApiError::Upstream(e.to_string()),
+            ServingError::NotRunning => ApiError::Conflict {
+                message: e.to_string(),
+                hint: None,
+            },
+            ServingError::Io { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(e: ApiError) -> (StatusCode, String) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_500_body_keeps_the_cause_in_the_log() {
+        let (status, body) = body_of(ApiError::Internal(
+            "cannot open /srv/secret/berth.db".into(),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!body.contains("/srv/secret"), "{body}");
+        assert!(body.contains("the server failed (error "), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_store_not_found_is_a_404_naming_the_kind() {
+        let e: ApiError = StoreError::NotFound {
+            kind: berth_store::Kind::Endpoint,
+            name: "ep".into(),
+        }
+        .into();
+        let (status, body) = body_of(e).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            body.contains("online endpoint `ep` does not exist"),
+            "{body}"
+        );
     }
 }

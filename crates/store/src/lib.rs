@@ -35,6 +35,21 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind as a person says it.
+    pub const fn noun(self) -> &'static str {
+        match self {
+            Kind::InstanceType => "instance type",
+            Kind::Compute => "compute",
+            Kind::Datastore => "datastore",
+            Kind::Job => "job",
+            Kind::Model => "model version",
+            Kind::Endpoint => "online endpoint",
+            Kind::Deployment => "online deployment",
+            Kind::Environment => "environment version",
+            Kind::Data => "data asset version",
+        }
+    }
+
     const fn as_str(self) -> &'static str {
         match self {
             Kind::InstanceType => "instance_type",

@@ -475,11 +475,7 @@ pub async fn logs(
 ) -> Result<String, ApiError> {
     let d = get(state, endpoint, name).await?;
     let plan = crate::services::placement::plan(state, &d.value).await?;
-    state
-        .serving
-        .logs(&plan, lines)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+    Ok(state.serving.logs(&plan, lines).await?)
 }
 
 /// Stops the replicas and forgets the deployment. A deployment that still gets traffic is
@@ -508,11 +504,7 @@ pub async fn delete(
     let key = deployment_key(endpoint, name);
     let d = get(state, endpoint, name).await?;
     let plan = crate::services::placement::plan(state, &d.value).await?;
-    state
-        .serving
-        .delete(&plan)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state.serving.delete(&plan).await?;
     state.store.delete(Kind::Deployment, &key).await?;
     refresh_routes(state).await;
     Ok(())
