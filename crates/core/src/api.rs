@@ -118,14 +118,14 @@ pub struct JobView {
     /// Always `command`.
     #[serde(rename = "type")]
     pub job_type: String,
-    /// Status name.
-    pub status: String,
+    /// Status, as Azure ML names it.
+    pub status: crate::job::JobStatus,
     /// Why it is in that status (queue shortfall, failure reason), when there is something to say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_message: Option<String>,
     /// Failure category.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_kind: Option<String>,
+    pub failure_kind: Option<crate::job::FailureKind>,
     /// Exit code of the command, once it exited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -181,4 +181,55 @@ pub struct OutputFile {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+}
+
+/// An online endpoint as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointView {
+    /// Name.
+    pub name: String,
+    /// Compute, `azureml:<name>`.
+    pub compute: String,
+    /// key or aml_token.
+    pub auth_mode: crate::spec::endpoint::AuthMode,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Traffic weights.
+    #[serde(default)]
+    pub traffic: crate::spec::endpoint::TrafficSplit,
+    /// Mirrored traffic.
+    #[serde(default)]
+    pub mirror_traffic: crate::spec::endpoint::MirrorTraffic,
+    /// Where to send requests.
+    pub scoring_uri: String,
+    /// The swagger document of the live deployment.
+    pub openapi_uri: String,
+    /// Succeeded once created.
+    pub provisioning_state: crate::serving::ProvisioningState,
+    /// Version.
+    pub resource_version: i64,
+    /// Things the file asked for that Berth accepts but does differently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// An online deployment as the API shows it: its spec's fields, its state and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentView {
+    /// The spec, as Azure's fields.
+    #[serde(flatten)]
+    pub spec: crate::spec::deployment::DeploymentSpec,
+    /// State.
+    pub provisioning_state: crate::serving::ProvisioningState,
+    /// Why it failed, or why its rollout waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Replicas that take requests now.
+    pub ready_replicas: usize,
+    /// Version.
+    pub resource_version: i64,
 }

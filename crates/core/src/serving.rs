@@ -91,7 +91,33 @@ pub enum DeploymentState {
     Deleting,
 }
 
+/// A deployment's or endpoint's `provisioning_state`, as Azure names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProvisioningState {
+    /// Replicas are starting.
+    Creating,
+    /// Ready.
+    Succeeded,
+    /// Could not start.
+    Failed,
+    /// A new revision is starting.
+    Updating,
+    /// Being removed.
+    Deleting,
+}
+
 impl DeploymentState {
+    /// The state without its reason.
+    pub fn provisioning(&self) -> ProvisioningState {
+        match self {
+            DeploymentState::Creating => ProvisioningState::Creating,
+            DeploymentState::Succeeded => ProvisioningState::Succeeded,
+            DeploymentState::Failed { .. } => ProvisioningState::Failed,
+            DeploymentState::Updating => ProvisioningState::Updating,
+            DeploymentState::Deleting => ProvisioningState::Deleting,
+        }
+    }
+
     /// Azure's name.
     pub fn name(&self) -> &'static str {
         match self {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use berth_core::api::{JobView, OutputFile};
-use berth_core::job::ARTIFACTS_OUTPUT;
+use berth_core::job::{ARTIFACTS_OUTPUT, JobStatus};
 use futures_util::StreamExt;
 use reqwest::Method;
 
@@ -85,21 +85,22 @@ pub async fn follow(client: &Client, name: &str) -> Result<i32, Failure> {
     eprintln!("Streaming logs of job {name}; Ctrl-C stops streaming, not the job.");
     let logs_done = std::sync::atomic::AtomicBool::new(false);
     let watch = async {
-        let mut last = (String::new(), None::<String>);
+        let mut last = (None::<JobStatus>, None::<String>);
         loop {
             // A failed poll (a server restart, say) is retried; the log stream decides the end.
             if let Ok(job) = client.get::<JobView>(&status_path).await {
-                let now = (job.status.clone(), job.status_message.clone());
+                let now = (Some(job.status), job.status_message.clone());
                 if now != last {
+                    let status = job.status.as_str();
                     match &now.1 {
-                        Some(m) if job.status != "Failed" => {
-                            eprintln!("[berth] {name}: {} ({m})", now.0)
+                        Some(m) if job.status != JobStatus::Failed => {
+                            eprintln!("[berth] {name}: {status} ({m})")
                         }
-                        _ => eprintln!("[berth] {name}: {}", now.0),
+                        _ => eprintln!("[berth] {name}: {status}"),
                     }
                     last = now;
                 }
-                if matches!(job.status.as_str(), "Completed" | "Failed" | "Canceled") {
+                if job.status.is_terminal() {
                     return;
                 }
             }
@@ -117,13 +118,13 @@ pub async fn follow(client: &Client, name: &str) -> Result<i32, Failure> {
     let (logged, ()) = tokio::join!(logs, watch);
     logged?;
     let job: JobView = client.get(&status_path).await?;
-    let summary = match (job.status.as_str(), &job.status_message) {
-        ("Completed", _) => {
+    let summary = match (job.status, &job.status_message) {
+        (JobStatus::Completed, _) => {
             eprintln!("Job {name} Completed.");
             return Ok(0);
         }
-        (s, Some(m)) => format!("Job {name} {s}: {m}"),
-        (s, None) => format!("Job {name} {s}."),
+        (s, Some(m)) => format!("Job {name} {}: {m}", s.as_str()),
+        (s, None) => format!("Job {name} {}.", s.as_str()),
     };
     eprintln!("{summary}");
     Ok(1)

@@ -3,6 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use berth_core::api::{DeploymentView, EndpointView};
+use berth_core::serving::ProvisioningState;
+use berth_core::spec::endpoint::AuthMode;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -48,21 +51,22 @@ pub async fn endpoint(
             set.extend(auth_mode.map(|m| format!("auth_mode={m}")));
             let body =
                 json!({"file": file.display().to_string(), "yaml": read(&file)?, "set": set});
-            let created: Value = client
+            let created: EndpointView = client
                 .call(Method::POST, "/api/endpoints", Some(&body))
                 .await?;
-            print_notes(&created);
+            print_notes(&created.notes);
             out.print(&created, &EP_COLUMNS)?;
         }
         EndpointCommand::Show { name } => out.print(
             &client
-                .get::<Value>(&format!("/api/endpoints/{}", seg(&name)))
+                .get::<EndpointView>(&format!("/api/endpoints/{}", seg(&name)))
                 .await?,
             &EP_COLUMNS,
         )?,
-        EndpointCommand::List => {
-            out.print(&client.get::<Value>("/api/endpoints").await?, &EP_COLUMNS)?
-        }
+        EndpointCommand::List => out.print(
+            &client.get::<Vec<EndpointView>>("/api/endpoints").await?,
+            &EP_COLUMNS,
+        )?,
         EndpointCommand::Update {
             name,
             traffic,
@@ -71,7 +75,7 @@ pub async fn endpoint(
             let body = json!({"traffic": traffic, "mirror_traffic": mirror_traffic});
             out.print(
                 &client
-                    .call::<Value>(
+                    .call::<EndpointView>(
                         Method::PATCH,
                         &format!("/api/endpoints/{}", seg(&name)),
                         Some(&body),
@@ -133,8 +137,8 @@ pub async fn endpoint(
 
 /// The endpoint's keys, or a fresh token for an `aml_token` endpoint; true for a token.
 async fn credentials(client: &Client, name: &str) -> Result<(Value, bool), Failure> {
-    let ep: Value = client.get(&format!("/api/endpoints/{}", seg(name))).await?;
-    let token = ep["auth_mode"] == "aml_token";
+    let ep: EndpointView = client.get(&format!("/api/endpoints/{}", seg(name))).await?;
+    let token = ep.auth_mode == AuthMode::AmlToken;
     let path = if token { "token" } else { "listKeys" };
     let creds = client
         .call(
@@ -153,9 +157,9 @@ async fn invoke(
     deployment: Option<String>,
 ) -> Result<i32, Failure> {
     let body = read(request_file)?;
-    let ep: Value = client.get(&format!("/api/endpoints/{}", seg(name))).await?;
+    let ep: EndpointView = client.get(&format!("/api/endpoints/{}", seg(name))).await?;
     let (creds, token) = credentials(client, name).await?;
-    let uri = ep["scoring_uri"].as_str().unwrap_or_default();
+    let uri = ep.scoring_uri.as_str();
     let key = creds[if token { "accessToken" } else { "primaryKey" }]
         .as_str()
         .unwrap_or_default();
@@ -230,7 +234,7 @@ pub async fn deployment(
             endpoint_name,
         } => out.print(
             &client
-                .get::<Value>(&format!(
+                .get::<DeploymentView>(&format!(
                     "/api/endpoints/{}/deployments/{}",
                     seg(&endpoint_name),
                     seg(&name)
@@ -240,7 +244,7 @@ pub async fn deployment(
         )?,
         DeploymentCommand::List { endpoint_name } => out.print(
             &client
-                .get::<Value>(&format!(
+                .get::<Vec<DeploymentView>>(&format!(
                     "/api/endpoints/{}/deployments",
                     seg(&endpoint_name)
                 ))
@@ -294,13 +298,8 @@ struct Submit {
     no_wait: bool,
 }
 
-fn print_notes(created: &Value) {
-    for note in created["notes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n.as_str())
-    {
+fn print_notes(notes: &[String]) {
+    for note in notes {
         eprintln!("note: {note}");
     }
 }
@@ -349,7 +348,7 @@ async fn submit(
     set.extend(endpoint_name.map(|e| format!("endpoint_name={e}")));
     let body = json!({"file": file_name, "yaml": yaml, "base_dir": base_dir, "set": set, "all_traffic": all_traffic});
     let collection = format!("/api/endpoints/{}/deployments", seg(&endpoint));
-    let created: Value = if update {
+    let created: DeploymentView = if update {
         client
             .call(
                 Method::PUT,
@@ -360,8 +359,8 @@ async fn submit(
     } else {
         client.call(Method::POST, &collection, Some(&body)).await?
     };
-    let name = created["name"].as_str().unwrap_or_default().to_string();
-    print_notes(&created);
+    let name = created.spec.name.clone();
+    print_notes(&created.spec.notes);
     if no_wait {
         out.print(&created, &DEP_COLUMNS)?;
         return Ok(0);
@@ -372,28 +371,28 @@ async fn submit(
     let started = std::time::Instant::now();
     let mut said = String::new();
     loop {
-        let d: Value = client.get(&path).await?;
-        let state = d["provisioning_state"].as_str();
-        if let Some(why) = d["reason"].as_str()
-            && state != Some("Failed")
-            && why != said
+        let d: DeploymentView = client.get(&path).await?;
+        if let Some(why) = &d.reason
+            && d.provisioning_state != ProvisioningState::Failed
+            && *why != said
         {
             eprintln!("  waiting: {why}");
-            said = why.to_string();
+            said = why.clone();
         }
-        match state {
-            Some("Succeeded") => {
+        match d.provisioning_state {
+            ProvisioningState::Succeeded => {
                 eprintln!(
                     "Deployment {name} is ready ({} replica(s), {:.1}s).",
-                    d["ready_replicas"],
+                    d.ready_replicas,
                     started.elapsed().as_secs_f64()
                 );
                 out.print(&d, &DEP_COLUMNS)?;
                 return Ok(0);
             }
-            Some("Failed") => {
+            ProvisioningState::Failed => {
                 out.print(&d, &DEP_COLUMNS)?;
-                return Err(Failure::new(format!("deployment {name} failed: {}", d["reason"].as_str().unwrap_or("see its logs")))
+                let reason = d.reason.as_deref().unwrap_or("see its logs");
+                return Err(Failure::new(format!("deployment {name} failed: {reason}"))
                     .hint(format!("`berth online-deployment get-logs --name {name} --endpoint-name {endpoint}` shows the replicas' logs")));
             }
             _ => tokio::time::sleep(Duration::from_millis(200)).await,

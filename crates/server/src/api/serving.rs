@@ -3,16 +3,17 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use berth_core::api::{DeploymentView, EndpointView};
 use berth_core::serving::{DeploymentRecord, EndpointKeys};
 use berth_core::spec::endpoint::{MirrorTraffic, TrafficSplit};
 use berth_store::Stored;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::ApiJson;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::services::deployments;
-use crate::services::endpoints::{self, EndpointView};
+use crate::services::endpoints;
 
 #[derive(Deserialize)]
 pub struct EndpointCreate {
@@ -122,23 +123,11 @@ pub async fn regenerate_keys(
         .map(Json)
 }
 
-/// A deployment as the API shows it.
-#[derive(Serialize)]
-pub struct DeploymentView {
-    #[serde(flatten)]
-    spec: berth_core::spec::deployment::DeploymentSpec,
-    provisioning_state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    ready_replicas: usize,
-    resource_version: i64,
-}
-
 fn dview(s: &AppState, d: &Stored<DeploymentRecord>) -> DeploymentView {
     let key = berth_core::serving::deployment_key(&d.value.spec.endpoint_name, &d.value.spec.name);
     DeploymentView {
         spec: d.value.spec.clone(),
-        provisioning_state: d.value.state.name(),
+        provisioning_state: d.value.state.provisioning(),
         reason: match &d.value.state {
             berth_core::serving::DeploymentState::Failed { reason } => Some(reason.clone()),
             _ => s.serving.waiting(&key),

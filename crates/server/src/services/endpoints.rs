@@ -1,7 +1,8 @@
 //! Online endpoints: create with keys, traffic updates, credentials, and the route table the
 //! inference router serves.
 
-use berth_core::serving::{DeploymentRecord, EndpointKeys, EndpointRecord};
+use berth_core::api::EndpointView;
+use berth_core::serving::{DeploymentRecord, EndpointKeys, EndpointRecord, ProvisioningState};
 use berth_core::spec::compute::LOCAL_COMPUTE;
 use berth_core::spec::endpoint::{AuthMode, EndpointSpec, MirrorTraffic, TrafficSplit};
 use berth_core::yaml::Source;
@@ -15,37 +16,6 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::services::resources::find_compute;
 use crate::services::routes::refresh_routes;
-
-/// An endpoint as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct EndpointView {
-    /// Name.
-    pub name: String,
-    /// Compute, `azureml:<name>`.
-    pub compute: String,
-    /// key or aml_token.
-    pub auth_mode: AuthMode,
-    /// Free text.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    /// Tags.
-    pub tags: std::collections::BTreeMap<String, String>,
-    /// Traffic weights.
-    pub traffic: TrafficSplit,
-    /// Mirrored traffic.
-    pub mirror_traffic: MirrorTraffic,
-    /// Where to send requests.
-    pub scoring_uri: String,
-    /// The swagger document of the live deployment.
-    pub openapi_uri: String,
-    /// Always Succeeded once created.
-    pub provisioning_state: &'static str,
-    /// Version.
-    pub resource_version: i64,
-    /// Things the file asked for that Berth accepts but does differently.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
 
 fn random_key() -> String {
     let bytes: [u8; 24] = rand::random();
@@ -69,7 +39,7 @@ pub fn view(state: &AppState, s: &Stored<EndpointRecord>) -> EndpointView {
         mirror_traffic: spec.mirror_traffic.clone(),
         scoring_uri: format!("{base}/score"),
         openapi_uri: format!("{base}/swagger.json"),
-        provisioning_state: "Succeeded",
+        provisioning_state: ProvisioningState::Succeeded,
         resource_version: s.resource_version,
         notes: spec.notes.clone(),
     }

@@ -393,7 +393,7 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
             message,
             exit_code,
             ..
-        } => (Some(message.clone()), Some(format!("{kind:?}")), *exit_code),
+        } => (Some(message.clone()), Some(*kind), *exit_code),
         JobState::Completed { .. } => (None, None, Some(0)),
         JobState::Finalizing { exit_code, .. } => (None, None, Some(*exit_code)),
         _ => (None, None, None),
@@ -406,7 +406,7 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
     JobView {
         name: job.name.clone(),
         job_type: "command".into(),
-        status: job.state.status().as_str().into(),
+        status: job.state.status(),
         status_message,
         failure_kind,
         exit_code,
