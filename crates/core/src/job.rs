@@ -90,6 +90,20 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The statuses of a job that has not ended.
+    pub const ACTIVE: [JobStatus; 5] = [
+        JobStatus::NotStarted,
+        JobStatus::Queued,
+        JobStatus::Preparing,
+        JobStatus::Running,
+        JobStatus::Finalizing,
+    ];
+
+    /// The names of [`JobStatus::ACTIVE`], as the store filters by them.
+    pub fn active_names() -> [&'static str; 5] {
+        JobStatus::ACTIVE.map(JobStatus::as_str)
+    }
+
     /// True for Completed, Failed and Canceled.
     pub const fn is_terminal(self) -> bool {
         matches!(

@@ -1,4 +1,5 @@
-//! Resource names: what Azure ML and Kubernetes accept, checked once at the boundary.
+//! Resource names (what Azure ML and Kubernetes accept) and relative paths from requests,
+//! checked once at the boundary.
 
 /// Checks an Azure ML asset or job name: letters, digits, `-` and `_`, starting with a
 /// letter or digit, at most 255 characters.
@@ -37,6 +38,16 @@ pub fn validate_k8s_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A relative path from a request that stays where it is joined: not empty, and only
+/// normal components (no `..`, no root, no `.`).
+pub fn inside_path(path: &str) -> Option<&std::path::Path> {
+    let p = std::path::Path::new(path);
+    let normal = p
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    (!path.is_empty() && normal).then_some(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +68,13 @@ mod tests {
         assert!(validate_k8s_name("CPU").is_err());
         assert!(validate_k8s_name("a-").is_err());
         assert!(validate_k8s_name("a_b").is_err());
+    }
+
+    #[test]
+    fn request_paths_stay_inside() {
+        assert!(inside_path("outputs/model.pkl").is_some());
+        for bad in ["", "../x", "a/../../b", "/etc/passwd", "./a"] {
+            assert!(inside_path(bad).is_none(), "{bad}");
+        }
     }
 }

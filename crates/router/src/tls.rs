@@ -99,3 +99,9 @@ pub async fn serve_tls(
         });
     }
 }
+
+/// True when a listener may serve plain HTTP: on a loopback address, or when insecure
+/// connections were allowed on purpose.
+pub fn plaintext_allowed(addr: &std::net::SocketAddr, allow_insecure: bool) -> bool {
+    allow_insecure || addr.ip().is_loopback()
+}

@@ -49,8 +49,6 @@ pub struct JobManager<B: Backend> {
     changed: watch::Sender<u64>,
 }
 
-const ACTIVE: [&str; 5] = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing"];
-
 impl<B: Backend> JobManager<B> {
     /// A manager whose local pool has `capacity` and these GPU ids.
     pub fn new(
@@ -435,7 +433,10 @@ impl<B: Backend> JobManager<B> {
 
     /// Re-queues and re-attaches every unfinished job; call once at start-up.
     pub async fn recover(self: &Arc<Self>) -> Result<(), ManagerError> {
-        let jobs: Vec<Stored<JobRecord>> = self.store.list_with_status(Kind::Job, &ACTIVE).await?;
+        let jobs: Vec<Stored<JobRecord>> = self
+            .store
+            .list_with_status(Kind::Job, &JobStatus::active_names())
+            .await?;
         let mut requeue = Vec::new();
         for job in jobs {
             let name = job.value.name.clone();

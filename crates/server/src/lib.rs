@@ -290,7 +290,12 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let scoring_addr = scoring.local_addr().map_err(home_error(&home))?;
     let tls = match (&config.scoring_tls_cert, &config.scoring_tls_key) {
         (Some(cert), Some(key)) => Some(berth_router::tls::server_config(cert, key)?),
-        (None, None) if config.allow_insecure_connections || scoring_addr.ip().is_loopback() => {
+        (None, None)
+            if berth_router::tls::plaintext_allowed(
+                &scoring_addr,
+                config.allow_insecure_connections,
+            ) =>
+        {
             None
         }
         (None, None) => return Err(StartError::InsecureScoring(scoring_addr)),

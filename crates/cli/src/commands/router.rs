@@ -53,7 +53,13 @@ pub async fn run(client: Client, args: RouterArgs) -> Result<i32, Failure> {
         (Some(c), Some(k)) => {
             Some(berth_router::tls::server_config(c, k).map_err(|e| Failure::new(e.to_string()))?)
         }
-        _ if args.allow_insecure_connections || args.listen.ip().is_loopback() => None,
+        _ if berth_router::tls::plaintext_allowed(
+            &args.listen,
+            args.allow_insecure_connections,
+        ) =>
+        {
+            None
+        }
         _ => {
             return Err(Failure::new(format!("{} is not on loopback and has no TLS", args.listen))
                 .hint("give --tls-cert and --tls-key (PEM), or --allow-insecure-connections for plain HTTP"));

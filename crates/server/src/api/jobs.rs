@@ -1,6 +1,6 @@
 //! Handlers for jobs: create, show, list, cancel, logs (followed live) and output files.
 
-use std::path::{Component, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Json;
@@ -167,12 +167,9 @@ pub async fn output_file(
     State(s): State<AppState>,
     Path((name, output, path)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let rel = PathBuf::from(&path);
-    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(ApiError::BadRequest(format!(
-            "`{path}` is not a path inside the output"
-        )));
-    }
+    let rel = berth_core::names::inside_path(&path)
+        .ok_or_else(|| ApiError::BadRequest(format!("`{path}` is not a path inside the output")))?
+        .to_path_buf();
     let root = svc::output_root(&s, &name, &output).await?;
     if !root.holds(&rel) {
         return Err(ApiError::BadRequest(format!(

@@ -465,17 +465,11 @@ pub async fn upload_target(
             hint: None,
         });
     }
-    let rel = Path::new(path);
     let root = output_root(state, name, output).await?;
-    if path.is_empty()
-        || rel
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        || !root.holds(rel)
-    {
-        return Err(ApiError::BadRequest(format!(
+    match berth_core::names::inside_path(path).filter(|rel| root.holds(rel)) {
+        Some(rel) => Ok(root.root.join(rel)),
+        None => Err(ApiError::BadRequest(format!(
             "`{path}` is not a path inside the output"
-        )));
+        ))),
     }
-    Ok(root.root.join(rel))
 }

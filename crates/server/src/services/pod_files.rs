@@ -3,7 +3,7 @@
 //! opened by the job's own token, and a deployment revision's scoring code and model, opened
 //! by a token signed for that revision. Nothing else on this machine can be read this way.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
 use berth_core::api::OutputFile;
 use berth_core::job::ResolvedInput;
@@ -126,14 +126,7 @@ impl PodFiles {
             })
             .next()
             .ok_or_else(outside)?;
-        let rel_path = Path::new(rel);
-        if rel.is_empty()
-            || rel_path
-                .components()
-                .any(|c| !matches!(c, Component::Normal(_)))
-        {
-            return Err(outside());
-        }
+        let rel_path = berth_core::names::inside_path(rel).ok_or_else(outside)?;
         if root.is_file() {
             return match root.file_name() {
                 Some(name) if name == rel_path.as_os_str() => Ok(root.clone()),

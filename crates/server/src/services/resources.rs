@@ -13,9 +13,6 @@ use berth_store::{Kind, Store};
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Statuses of jobs that still hold or wait for capacity.
-const ACTIVE: [&str; 5] = ["NotStarted", "Queued", "Preparing", "Running", "Finalizing"];
-
 /// Applies every InstanceType in a file, all or nothing.
 pub async fn apply_instance_types(
     state: &AppState,
@@ -304,7 +301,12 @@ pub async fn detach_compute(state: &AppState, name: &str, force: bool) -> Result
     }
     let active = state
         .store
-        .count_where(Kind::Job, &ACTIVE, "compute", name)
+        .count_where(
+            Kind::Job,
+            &berth_core::job::JobStatus::active_names(),
+            "compute",
+            name,
+        )
         .await?;
     if active > 0 && !force {
         return Err(ApiError::Conflict {
@@ -317,7 +319,10 @@ pub async fn detach_compute(state: &AppState, name: &str, force: bool) -> Result
     if active > 0 {
         for job in state
             .store
-            .list_with_status::<berth_core::job::JobRecord>(Kind::Job, &ACTIVE)
+            .list_with_status::<berth_core::job::JobRecord>(
+                Kind::Job,
+                &berth_core::job::JobStatus::active_names(),
+            )
             .await?
         {
             if job.value.compute == name {

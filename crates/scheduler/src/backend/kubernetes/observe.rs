@@ -24,14 +24,16 @@ pub enum Observed {
     Gone,
 }
 
-/// Container waiting reasons that will not resolve by themselves.
-const FATAL_WAITING: [&str; 6] = [
+/// Container waiting reasons that will not resolve by themselves, for a job's pod and a
+/// replica's alike.
+pub(crate) const FATAL_WAITING: [&str; 7] = [
     "ImagePullBackOff",
     "ErrImagePull",
     "InvalidImageName",
     "ErrImageNeverPull",
     "CreateContainerConfigError",
     "CreateContainerError",
+    "CrashLoopBackOff",
 ];
 
 fn failed(ending: Ending, exit_code: Option<i32>, message: String) -> Observed {

@@ -304,15 +304,6 @@ pub fn ready_address(p: &Pod) -> Option<String> {
     ready.then(|| format!("{ip}:{PORT}"))
 }
 
-/// Container waiting reasons that mean a replica will not start by itself.
-const FATAL: [&str; 5] = [
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CrashLoopBackOff",
-    "CreateContainerConfigError",
-];
-
 /// Reads the deployment's pods and Deployment status; the rollout is complete only
 /// once every replica runs `revision`.
 pub async fn observe(
@@ -378,7 +369,7 @@ pub async fn observe(
         for c in init.iter().chain(&statuses) {
             if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref())
                 && let Some(reason) = w.reason.as_deref()
-                && FATAL.contains(&reason)
+                && super::observe::FATAL_WAITING.contains(&reason)
             {
                 return Ok(Observed {
                     ready,
