@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::backend::{Backend, Phase, Reattach};
+use crate::backend::{Backend, Phase, Reattach, RunHandle};
 use crate::reactor::{Reactor, Recorded};
 use crate::supervisor::{Ending, RunResult};
 
@@ -81,11 +81,6 @@ impl<B: Backend> JobManager<B> {
             return Some(r.clone());
         }
         self.reactor.lock().ok()?.queue_reason(job)
-    }
-
-    /// The backend jobs run on.
-    pub fn backend(&self) -> &B {
-        &self.backend
     }
 
     /// Total and free capacity of a pool.
@@ -210,8 +205,8 @@ impl<B: Backend> JobManager<B> {
                 return self.finished(&name);
             }
         };
-        let pid = match self.start(&name, &job, &gpus).await {
-            Ok(pid) => pid,
+        let run = match self.start(&name, &job, &gpus).await {
+            Ok(run) => run,
             Err((ending, message, kind)) => {
                 let result = RunResult {
                     ending,
@@ -225,8 +220,8 @@ impl<B: Backend> JobManager<B> {
         if self.cancel_requested(&name) {
             self.backend.cancel(&job).await;
         }
-        info!(job = %name, pid, "job launched");
-        let (result, started_at) = self.watch(&job, pid, gpus, note).await;
+        info!(job = %name, run = %run, "job launched");
+        let (result, started_at) = self.watch(&job, run, gpus, note).await;
         self.end(&name, started_at, result, FailureKind::NonZeroExit)
             .await;
         self.finished(&name);
@@ -237,24 +232,24 @@ impl<B: Backend> JobManager<B> {
     async fn watch(
         &self,
         job: &JobRecord,
-        pid: u32,
+        run: RunHandle,
         gpus: Vec<String>,
         note: Option<String>,
     ) -> (RunResult, Option<OffsetDateTime>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let wait = self.backend.wait(job, pid, tx);
+        let wait = self.backend.wait(job, run, tx);
         tokio::pin!(wait);
         let mut started_at = job.state.started_at();
         loop {
             tokio::select! {
                 result = &mut wait => {
                     while let Ok(phase) = rx.try_recv() {
-                        self.on_phase(&job.name, phase, &mut started_at, pid, &gpus, &note).await;
+                        self.on_phase(&job.name, phase, &mut started_at, run, &gpus, &note).await;
                     }
                     return (result, started_at);
                 }
                 Some(phase) = rx.recv() => {
-                    self.on_phase(&job.name, phase, &mut started_at, pid, &gpus, &note).await;
+                    self.on_phase(&job.name, phase, &mut started_at, run, &gpus, &note).await;
                 }
             }
         }
@@ -265,7 +260,7 @@ impl<B: Backend> JobManager<B> {
         name: &str,
         phase: Phase,
         started_at: &mut Option<OffsetDateTime>,
-        pid: u32,
+        run: RunHandle,
         gpus: &[String],
         note: &Option<String>,
     ) {
@@ -298,7 +293,7 @@ impl<B: Backend> JobManager<B> {
                 JobState::Running {
                     started_at: *started_at.get_or_insert_with(OffsetDateTime::now_utc),
                     gpus: gpus.to_vec(),
-                    supervisor_pid: pid,
+                    supervisor_pid: run.supervisor_pid().unwrap_or(0),
                     note: note.clone(),
                 }
             }
@@ -321,11 +316,11 @@ impl<B: Backend> JobManager<B> {
         name: &str,
         job: &JobRecord,
         gpus: &[String],
-    ) -> Result<u32, (Ending, String, FailureKind)> {
+    ) -> Result<RunHandle, (Ending, String, FailureKind)> {
         // A cancel drops the preparation: downloads and environment builds stop where they are.
         tokio::select! {
             prepared = self.backend.prepare(job, gpus) => {
-                prepared.map_err(|m| (Ending::StartFailed, m, FailureKind::PreparationFailed))?;
+                prepared.map_err(|e| (Ending::StartFailed, e.to_string(), FailureKind::PreparationFailed))?;
             }
             () = self.canceled(name) => {
                 return Err((Ending::Canceled, "canceled while preparing".into(), FailureKind::StartFailed));
@@ -341,7 +336,7 @@ impl<B: Backend> JobManager<B> {
         self.backend
             .launch(job)
             .await
-            .map_err(|m| (Ending::StartFailed, m, FailureKind::StartFailed))
+            .map_err(|e| (Ending::StartFailed, e.to_string(), FailureKind::StartFailed))
     }
 
     async fn end(
@@ -448,7 +443,7 @@ impl<B: Backend> JobManager<B> {
                 | JobStatus::Running
                 | JobStatus::Finalizing => {
                     match self.backend.reattach(&job.value).await {
-                        Reattach::Running { pid } => {
+                        Reattach::Running(run) => {
                             if !self.backend.queues_itself(&job.value)
                                 && let Ok(mut r) = self.reactor.lock()
                             {
@@ -459,11 +454,11 @@ impl<B: Backend> JobManager<B> {
                                     gpus_of(&job.value),
                                 );
                             }
-                            info!(job = %name, pid, "re-attached to a running job");
+                            info!(job = %name, run = %run, "re-attached to a running job");
                             let me = Arc::clone(self);
                             tokio::spawn(async move {
                                 let (result, started) =
-                                    me.watch(&job.value, pid, gpus_of(&job.value), None).await;
+                                    me.watch(&job.value, run, gpus_of(&job.value), None).await;
                                 me.end(&name, started, result, FailureKind::NonZeroExit)
                                     .await;
                                 me.finished(&name);

@@ -55,6 +55,8 @@ pub struct AppState {
     pub routes: Arc<tokio::sync::watch::Sender<Arc<berth_core::serving::RoutesDoc>>>,
     /// Built Python environments (`$BERTH_HOME/envs`), shared by jobs and replicas.
     pub envs: Arc<berth_scheduler::envs::EnvCache>,
+    /// The attached Kubernetes clusters, by compute.
+    pub clusters: Arc<berth_scheduler::backend::kubernetes::cluster::Clusters>,
 }
 
 /// What `$BERTH_HOME/server.json` holds, so the CLI and scripts find a running server.
@@ -212,11 +214,12 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     );
     info!(capacity = %capacity, "local compute");
     let envs = Arc::new(berth_scheduler::envs::EnvCache::new(home.join("envs")));
-    let backends = Backends::new(LocalBackend::new(
-        config.supervisor.clone(),
-        Arc::clone(&envs),
-    ));
-    services::clusters::connect_stored(&store, &backends).await;
+    let clusters = Arc::new(berth_scheduler::backend::kubernetes::cluster::Clusters::default());
+    services::clusters::connect_stored(&store, &clusters).await;
+    let backends = Backends::new(
+        LocalBackend::new(config.supervisor.clone(), Arc::clone(&envs)),
+        Arc::clone(&clusters),
+    );
     let jobs = JobManager::new(store.clone(), backends, capacity, gpu_ids.clone());
     jobs.recover()
         .await
@@ -252,6 +255,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
             tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc::default())).0,
         ),
         envs,
+        clusters,
     };
     let st = state.clone();
     tokio::spawn(async move { services::endpoints::serve_events(&st, serving_events).await });

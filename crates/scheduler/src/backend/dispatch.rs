@@ -4,25 +4,28 @@
 use berth_core::job::JobRecord;
 
 use super::local::LocalBackend;
-use super::{Backend, Progress, Reattach};
+use super::{Backend, BackendError, Progress, Reattach, RunHandle};
 use crate::supervisor::RunResult;
 
 /// Local processes, and Kubernetes clusters when the feature is on.
 pub struct Backends {
-    /// This machine.
-    pub local: LocalBackend,
-    /// Attached clusters.
+    local: LocalBackend,
     #[cfg(feature = "kubernetes")]
-    pub kubernetes: super::kubernetes::KubernetesBackend,
+    kubernetes: super::kubernetes::KubernetesBackend,
 }
 
 impl Backends {
-    /// Both backends; no cluster attached yet.
-    pub fn new(local: LocalBackend) -> Self {
+    /// Both backends; jobs on a compute attached in `clusters` go to it.
+    pub fn new(
+        local: LocalBackend,
+        #[cfg(feature = "kubernetes")] clusters: std::sync::Arc<
+            super::kubernetes::cluster::Clusters,
+        >,
+    ) -> Self {
         Backends {
             local,
             #[cfg(feature = "kubernetes")]
-            kubernetes: super::kubernetes::KubernetesBackend::default(),
+            kubernetes: super::kubernetes::KubernetesBackend::new(clusters),
         }
     }
 
@@ -53,16 +56,16 @@ impl Backend for Backends {
         self.on_cluster(job)
     }
 
-    async fn prepare(&self, job: &JobRecord, gpus: &[String]) -> Result<(), String> {
+    async fn prepare(&self, job: &JobRecord, gpus: &[String]) -> Result<(), BackendError> {
         route!(self, job, prepare(job, gpus))
     }
 
-    async fn launch(&self, job: &JobRecord) -> Result<u32, String> {
+    async fn launch(&self, job: &JobRecord) -> Result<RunHandle, BackendError> {
         route!(self, job, launch(job))
     }
 
-    async fn wait(&self, job: &JobRecord, pid: u32, progress: Progress) -> RunResult {
-        route!(self, job, wait(job, pid, progress))
+    async fn wait(&self, job: &JobRecord, run: RunHandle, progress: Progress) -> RunResult {
+        route!(self, job, wait(job, run, progress))
     }
 
     async fn cancel(&self, job: &JobRecord) {

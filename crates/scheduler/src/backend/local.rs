@@ -13,7 +13,7 @@ use berth_core::spec::environment::ResolvedEnvironment;
 use rustix::process::{Pid, test_kill_process};
 use tokio::process::{Child, Command};
 
-use super::{Backend, Phase, Progress, Reattach};
+use super::{Backend, BackendError, Phase, Progress, Reattach, RunHandle};
 use crate::envs::{BuildLog, EnvCache, ReadyEnv};
 use crate::supervisor::{Ending, RunPlan, RunResult};
 use crate::workdir::{JobDir, copy_tree, write_atomic};
@@ -249,7 +249,59 @@ fn read_result(dir: &JobDir) -> Option<RunResult> {
 }
 
 impl Backend for LocalBackend {
-    async fn prepare(&self, job: &JobRecord, gpus: &[String]) -> Result<(), String> {
+    async fn prepare(&self, job: &JobRecord, gpus: &[String]) -> Result<(), BackendError> {
+        self.prepare_folder(job, gpus)
+            .await
+            .map_err(BackendError::Prepare)
+    }
+
+    async fn launch(&self, job: &JobRecord) -> Result<RunHandle, BackendError> {
+        self.start_supervisor(job)
+            .await
+            .map(RunHandle::supervised_by)
+            .map_err(BackendError::Launch)
+    }
+
+    async fn wait(&self, job: &JobRecord, run: RunHandle, progress: Progress) -> RunResult {
+        self.wait_supervisor(job, run.supervisor_pid().unwrap_or(0), progress)
+            .await
+    }
+    async fn cancel(&self, job: &JobRecord) {
+        let dir = JobDir::new(&job.workdir);
+        let _ = std::fs::write(dir.cancel_flag(), b"");
+        // If the supervisor is gone, stop the command's group directly.
+        let sup = std::fs::read_to_string(dir.supervisor_pid())
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if sup.is_none_or(|p| !is_supervisor_of(p, dir.root()))
+            && let Some(pg) = std::fs::read_to_string(dir.process_group())
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .and_then(Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
+        }
+    }
+
+    async fn reattach(&self, job: &JobRecord) -> Reattach {
+        let dir = JobDir::new(&job.workdir);
+        let pid = std::fs::read_to_string(dir.supervisor_pid())
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        match pid {
+            Some(p) if is_supervisor_of(p, dir.root()) => {
+                Reattach::Running(RunHandle::supervised_by(p))
+            }
+            _ => match read_result(&dir) {
+                Some(r) => Reattach::Finished(r),
+                None => Reattach::Lost,
+            },
+        }
+    }
+}
+
+impl LocalBackend {
+    async fn prepare_folder(&self, job: &JobRecord, gpus: &[String]) -> Result<(), String> {
         let dir = JobDir::new(&job.workdir);
         tokio::fs::create_dir_all(dir.code())
             .await
@@ -296,7 +348,7 @@ impl Backend for LocalBackend {
         write_atomic(&dir.plan(), &bytes).map_err(|e| format!("cannot write the run plan: {e}"))
     }
 
-    async fn launch(&self, job: &JobRecord) -> Result<u32, String> {
+    async fn start_supervisor(&self, job: &JobRecord) -> Result<u32, String> {
         let dir = JobDir::new(&job.workdir);
         let (program, args) = self
             .supervisor
@@ -323,7 +375,7 @@ impl Backend for LocalBackend {
         Ok(pid)
     }
 
-    async fn wait(&self, job: &JobRecord, pid: u32, progress: Progress) -> RunResult {
+    async fn wait_supervisor(&self, job: &JobRecord, pid: u32, progress: Progress) -> RunResult {
         let _ = progress.send(Phase::Running);
         let dir = JobDir::new(&job.workdir);
         let child = self
@@ -347,36 +399,5 @@ impl Backend for LocalBackend {
             exit_code: None,
             message: "the job supervisor ended without recording a result; see supervisor.log in the job folder".into(),
         })
-    }
-
-    async fn cancel(&self, job: &JobRecord) {
-        let dir = JobDir::new(&job.workdir);
-        let _ = std::fs::write(dir.cancel_flag(), b"");
-        // If the supervisor is gone, stop the command's group directly.
-        let sup = std::fs::read_to_string(dir.supervisor_pid())
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        if sup.is_none_or(|p| !is_supervisor_of(p, dir.root()))
-            && let Some(pg) = std::fs::read_to_string(dir.process_group())
-                .ok()
-                .and_then(|s| s.trim().parse::<i32>().ok())
-                .and_then(Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
-        }
-    }
-
-    async fn reattach(&self, job: &JobRecord) -> Reattach {
-        let dir = JobDir::new(&job.workdir);
-        let pid = std::fs::read_to_string(dir.supervisor_pid())
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        match pid {
-            Some(p) if is_supervisor_of(p, dir.root()) => Reattach::Running { pid: p },
-            _ => match read_result(&dir) {
-                Some(r) => Reattach::Finished(r),
-                None => Reattach::Lost,
-            },
-        }
     }
 }

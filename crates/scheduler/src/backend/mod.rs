@@ -12,14 +12,60 @@ use berth_core::job::JobRecord;
 
 use crate::supervisor::RunResult;
 
+/// What a backend gives back for a started job, to wait on it later: opaque to the manager,
+/// which only records the local supervisor's pid (0 when a cluster runs the job).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunHandle {
+    supervisor: Option<u32>,
+}
+
+impl RunHandle {
+    /// A job supervised by a process on this machine.
+    pub fn supervised_by(pid: u32) -> Self {
+        RunHandle {
+            supervisor: Some(pid),
+        }
+    }
+
+    /// A job something else runs (a cluster).
+    pub fn remote() -> Self {
+        RunHandle { supervisor: None }
+    }
+
+    /// The supervising process, if there is one here.
+    pub fn supervisor_pid(self) -> Option<u32> {
+        self.supervisor
+    }
+}
+
+impl std::fmt::Display for RunHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.supervisor {
+            Some(pid) => write!(f, "supervisor pid {pid}"),
+            None => f.write_str("run by its cluster"),
+        }
+    }
+}
+
+/// Why a job could not be prepared or started. The message is for the person reading the job.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Its inputs, working folder or environment could not be made.
+    #[error("{0}")]
+    Prepare(String),
+    /// It could not be started.
+    #[error("{0}")]
+    Launch(String),
+    /// Its compute is a cluster this server is not connected to.
+    #[error("compute `{0}` is not connected to its cluster; see the server's log")]
+    NotConnected(String),
+}
+
 /// What re-attaching to a job found after a server restart.
 #[derive(Debug)]
 pub enum Reattach {
     /// Still running; `wait` will report its end.
-    Running {
-        /// Its supervising process.
-        pid: u32,
-    },
+    Running(RunHandle),
     /// It ended while the server was down.
     Finished(RunResult),
     /// Nothing to re-attach to and no record of how it ended.
@@ -52,15 +98,18 @@ pub trait Backend: Send + Sync + 'static {
         &self,
         job: &JobRecord,
         gpus: &[String],
-    ) -> impl Future<Output = Result<(), String>> + Send;
-    /// Starts the job; returns the id of what supervises it.
-    fn launch(&self, job: &JobRecord) -> impl Future<Output = Result<u32, String>> + Send;
-    /// Waits for the job started (or re-attached) as `pid` to end, reporting its phase on the
+    ) -> impl Future<Output = Result<(), BackendError>> + Send;
+    /// Starts the job.
+    fn launch(
+        &self,
+        job: &JobRecord,
+    ) -> impl Future<Output = Result<RunHandle, BackendError>> + Send;
+    /// Waits for the job started (or re-attached) as `run` to end, reporting its phase on the
     /// way (at least [`Phase::Running`] once the command starts).
     fn wait(
         &self,
         job: &JobRecord,
-        pid: u32,
+        run: RunHandle,
         progress: Progress,
     ) -> impl Future<Output = RunResult> + Send;
     /// Asks a started job to stop; `wait` then reports it canceled.

@@ -6,7 +6,7 @@ use berth_core::api::ClusterView;
 use berth_core::resources::Resources;
 use berth_core::spec::compute::{ComputeKind, ComputeSpec};
 use berth_core::spec::instance_type::InstanceType;
-use berth_scheduler::backend::kubernetes::cluster::{self, Cluster};
+use berth_scheduler::backend::kubernetes::cluster::{self, Cluster, Clusters};
 use berth_store::{Kind, Store};
 use tracing::{info, warn};
 
@@ -33,13 +33,13 @@ pub async fn connect_new(
     cluster::preflight(&c, create_namespace)
         .await
         .map_err(|m| ApiError::BadRequest(format!("compute `{}`: {m}", spec.name)))?;
-    state.jobs.backend().kubernetes.attach(&spec.name, c);
+    state.clusters.attach(&spec.name, c);
     Ok(())
 }
 
 /// Reconnects every stored Kubernetes compute (at start-up, before jobs are recovered).
 /// Building a client makes no request, so an unreachable cluster does not delay start-up.
-pub async fn connect_stored(store: &Store, backend: &berth_scheduler::backend::dispatch::Backends) {
+pub async fn connect_stored(store: &Store, clusters: &Clusters) {
     let Ok(all) = store.list::<ComputeSpec>(Kind::Compute).await else {
         return;
     };
@@ -51,7 +51,7 @@ pub async fn connect_stored(store: &Store, backend: &berth_scheduler::backend::d
         match cluster::connect(target).await {
             Ok(c) => {
                 info!(compute = %spec.name, server = %c.server, namespace = %c.namespace, "Kubernetes compute");
-                backend.kubernetes.attach(&spec.name, c);
+                clusters.attach(&spec.name, c);
             }
             Err(e) => {
                 warn!(compute = %spec.name, error = %e, "cannot connect a Kubernetes compute")
@@ -60,12 +60,11 @@ pub async fn connect_stored(store: &Store, backend: &berth_scheduler::backend::d
     }
 }
 
-fn connected(state: &AppState, compute: &str) -> Result<Cluster, ApiError> {
+/// The cluster behind a Kubernetes compute, which must be connected.
+pub fn connected(state: &AppState, compute: &str) -> Result<Cluster, ApiError> {
     state
-        .jobs
-        .backend()
-        .kubernetes
-        .cluster(compute)
+        .clusters
+        .get(compute)
         .ok_or_else(|| ApiError::Conflict {
             message: format!("compute `{compute}` is not connected to its cluster"),
             hint: Some(
@@ -165,7 +164,7 @@ pub async fn collect_orphans(state: &AppState) {
         .map(|d| (d.value.spec.endpoint_name, d.value.spec.name))
         .collect();
     for spec in computes.into_iter().map(|s| s.value).filter(is_kubernetes) {
-        let Some(c) = state.jobs.backend().kubernetes.cluster(&spec.name) else {
+        let Some(c) = state.clusters.get(&spec.name) else {
             continue;
         };
         match berth_scheduler::backend::kubernetes::orphans::collect(

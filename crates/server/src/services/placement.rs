@@ -33,16 +33,7 @@ pub async fn cluster_of_compute(
     {
         return Ok(None);
     }
-    state
-        .jobs
-        .backend()
-        .kubernetes
-        .cluster(compute)
-        .map(Some)
-        .ok_or_else(|| ApiError::Conflict {
-            message: format!("compute `{compute}` is not connected to its cluster"),
-            hint: Some("the server's log says why".into()),
-        })
+    crate::services::clusters::connected(state, compute).map(Some)
 }
 
 /// The plan of `d`'s current revision, placed where its endpoint's compute is.

@@ -181,7 +181,7 @@ pub async fn attach_compute(
             return Err(already_attached(&spec.name));
         }
         Err(e) => {
-            state.jobs.backend().kubernetes.detach(&spec.name);
+            state.clusters.detach(&spec.name);
             return Err(e.into());
         }
     }
@@ -331,7 +331,7 @@ pub async fn detach_compute(state: &AppState, name: &str, force: bool) -> Result
         }
     }
     state.store.delete(Kind::Compute, name).await?;
-    state.jobs.backend().kubernetes.detach(name);
+    state.clusters.detach(name);
     Ok(())
 }
 

@@ -306,3 +306,38 @@ pub async fn instance_types(
         })
         .collect())
 }
+
+/// The attached clusters by compute name: the one place that owns cluster connections,
+/// shared by the job backend, the serving backend's plans and the server.
+#[derive(Default)]
+pub struct Clusters {
+    by_compute: std::sync::RwLock<std::collections::HashMap<String, Cluster>>,
+}
+
+impl Clusters {
+    /// `compute` is `cluster` from now on.
+    pub fn attach(&self, compute: &str, cluster: Cluster) {
+        if let Ok(mut c) = self.by_compute.write() {
+            c.insert(compute.to_string(), cluster);
+        }
+    }
+
+    /// `compute` is no longer connected.
+    pub fn detach(&self, compute: &str) {
+        if let Ok(mut c) = self.by_compute.write() {
+            c.remove(compute);
+        }
+    }
+
+    /// True when `compute` is an attached cluster.
+    pub fn serves(&self, compute: &str) -> bool {
+        self.by_compute
+            .read()
+            .is_ok_and(|c| c.contains_key(compute))
+    }
+
+    /// The cluster behind `compute`.
+    pub fn get(&self, compute: &str) -> Option<Cluster> {
+        self.by_compute.read().ok()?.get(compute).cloned()
+    }
+}

@@ -13,7 +13,7 @@ pub mod orphans;
 pub mod serving;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::job::JobRecord;
@@ -26,12 +26,12 @@ use tokio::io::AsyncWriteExt;
 use tracing::warn;
 
 pub use cluster::Cluster;
-use cluster::describe;
+use cluster::{Clusters, describe};
 pub(crate) use objects::base64;
 use objects::{JOB_LABEL, object_name};
 use observe::{Observed, observe};
 
-use super::{Backend, Phase, Progress, Reattach};
+use super::{Backend, BackendError, Phase, Progress, Reattach, RunHandle};
 use crate::supervisor::{Ending, RunResult};
 use crate::workdir::JobDir;
 
@@ -43,45 +43,35 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub const FIELD_MANAGER: &str = "berth";
 
 /// Runs jobs on attached clusters, one client per compute.
-#[derive(Default)]
 pub struct KubernetesBackend {
-    clusters: RwLock<HashMap<String, Cluster>>,
+    clusters: Arc<Clusters>,
     pending: Mutex<HashMap<String, Job>>,
     canceled: Mutex<HashSet<String>>,
 }
 
 impl KubernetesBackend {
-    /// Routes jobs on `compute` to `cluster` from now on.
-    pub fn attach(&self, compute: &str, cluster: Cluster) {
-        if let Ok(mut c) = self.clusters.write() {
-            c.insert(compute.to_string(), cluster);
-        }
-    }
-
-    /// Stops routing jobs on `compute`.
-    pub fn detach(&self, compute: &str) {
-        if let Ok(mut c) = self.clusters.write() {
-            c.remove(compute);
+    /// Runs jobs on the clusters attached in `clusters`.
+    pub fn new(clusters: Arc<Clusters>) -> Self {
+        KubernetesBackend {
+            clusters,
+            pending: Mutex::default(),
+            canceled: Mutex::default(),
         }
     }
 
     /// True when `compute` is an attached cluster.
     pub fn serves(&self, compute: &str) -> bool {
-        self.clusters.read().is_ok_and(|c| c.contains_key(compute))
+        self.clusters.serves(compute)
     }
 
     /// The cluster behind `compute`.
     pub fn cluster(&self, compute: &str) -> Option<Cluster> {
-        self.clusters.read().ok()?.get(compute).cloned()
+        self.clusters.get(compute)
     }
 
-    fn for_job(&self, job: &JobRecord) -> Result<Cluster, String> {
-        self.cluster(&job.compute).ok_or_else(|| {
-            format!(
-                "compute `{}` is not connected to its cluster; see the server's log",
-                job.compute
-            )
-        })
+    fn for_job(&self, job: &JobRecord) -> Result<Cluster, BackendError> {
+        self.cluster(&job.compute)
+            .ok_or_else(|| BackendError::NotConnected(job.compute.clone()))
     }
 
     fn was_canceled(&self, job: &str) -> bool {
@@ -217,108 +207,25 @@ impl Backend for KubernetesBackend {
         self.serves(&job.compute)
     }
 
-    async fn prepare(&self, job: &JobRecord, _gpus: &[String]) -> Result<(), String> {
+    async fn prepare(&self, job: &JobRecord, _gpus: &[String]) -> Result<(), BackendError> {
         let cluster = self.for_job(job)?;
-        let record = job.clone();
-        let ns = cluster.namespace.clone();
-        let (url, image) = (cluster.server_url.clone(), cluster.berth_image.clone());
-        let built = tokio::task::spawn_blocking(move || {
-            objects::build(&record, &ns, url.as_deref(), &image)
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        let name = object_name(&job.name);
-        let image = objects::image_for(job.spec.environment.as_ref());
-        append_log(
-            job,
-            &format!(
-                "[berth] job {} on Kubernetes compute {} ({}, namespace {}): Job {name}, image {image}, instance type {} (requests {}, limits {})\n",
-                job.name,
-                job.compute,
-                cluster.server,
-                cluster.namespace,
-                job.instance_type.name,
-                job.instance_type.requests,
-                job.instance_type.limits,
-            ),
-        )
-        .await;
-        if built.fetches_files {
-            append_log(job, "[berth] the job's code and inputs are too large for a ConfigMap: its pod fetches them from the Berth server\n").await;
-        }
-        if built.downloads_urls {
-            append_log(job, "[berth] its pod downloads the URL inputs in `download` mode before the command starts\n").await;
-        }
-        if cluster.server_url.is_none() && !job.outputs.is_empty() {
-            append_log(job, "[berth] the compute has no --server-url, so the job's outputs stay in its pod and cannot be downloaded\n").await;
-        }
-        let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-        apply_retrying(&maps, &format!("{name}-files"), &built.config_map)
+        self.prepare_objects(job, &cluster)
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot create the job's ConfigMap in namespace `{}`: {}",
-                    cluster.namespace,
-                    describe(&e)
-                )
-            })?;
-        if let Ok(mut p) = self.pending.lock() {
-            p.insert(job.name.clone(), built.job);
-        }
-        Ok(())
+            .map_err(BackendError::Prepare)
     }
 
-    async fn launch(&self, job: &JobRecord) -> Result<u32, String> {
+    async fn launch(&self, job: &JobRecord) -> Result<RunHandle, BackendError> {
         let cluster = self.for_job(job)?;
-        let name = object_name(&job.name);
-        let obj = match self
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(&job.name))
-        {
-            Some(o) => o,
-            None => {
-                objects::build(
-                    job,
-                    &cluster.namespace,
-                    cluster.server_url.as_deref(),
-                    &cluster.berth_image,
-                )?
-                .job
-            }
-        };
-        let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-        let created = apply_retrying(&jobs, &name, &obj)
+        self.create_job(job, &cluster)
             .await
-            .map_err(|e| format!("cannot create Kubernetes Job {name}: {}", describe(&e)))?;
-        // The ConfigMap belongs to the Job: deleting the Job deletes it.
-        if let Some(uid) = created.metadata.uid {
-            let owner = json!({
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("{name}-files"), "ownerReferences": [{
-                    "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
-                }]}
-            });
-            let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-            if let Err(e) = maps
-                .patch(
-                    &format!("{name}-files"),
-                    &PatchParams::apply("berth-owner").force(),
-                    &Patch::Apply(&owner),
-                )
-                .await
-            {
-                warn!(job = %job.name, error = %describe(&e), "cannot make the Job own its ConfigMap");
-            }
-        }
-        Ok(0)
+            .map(|()| RunHandle::remote())
+            .map_err(BackendError::Launch)
     }
-
-    async fn wait(&self, job: &JobRecord, _pid: u32, progress: Progress) -> RunResult {
+    async fn wait(&self, job: &JobRecord, _run: RunHandle, progress: Progress) -> RunResult {
         let cluster = match self.for_job(job) {
             Ok(c) => c,
-            Err(message) => {
+            Err(e) => {
+                let message = e.to_string();
                 return RunResult {
                     ending: Ending::Failed,
                     exit_code: None,
@@ -462,7 +369,105 @@ impl Backend for KubernetesBackend {
         match jobs.get_opt(&object_name(&job.name)).await {
             Ok(None) => Reattach::Lost,
             // Found, or the cluster did not answer: `wait` reads it again (with backoff).
-            _ => Reattach::Running { pid: 0 },
+            _ => Reattach::Running(RunHandle::remote()),
         }
+    }
+}
+
+impl KubernetesBackend {
+    async fn prepare_objects(&self, job: &JobRecord, cluster: &Cluster) -> Result<(), String> {
+        let record = job.clone();
+        let ns = cluster.namespace.clone();
+        let (url, image) = (cluster.server_url.clone(), cluster.berth_image.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            objects::build(&record, &ns, url.as_deref(), &image)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let name = object_name(&job.name);
+        let image = objects::image_for(job.spec.environment.as_ref());
+        append_log(
+            job,
+            &format!(
+                "[berth] job {} on Kubernetes compute {} ({}, namespace {}): Job {name}, image {image}, instance type {} (requests {}, limits {})\n",
+                job.name,
+                job.compute,
+                cluster.server,
+                cluster.namespace,
+                job.instance_type.name,
+                job.instance_type.requests,
+                job.instance_type.limits,
+            ),
+        )
+        .await;
+        if built.fetches_files {
+            append_log(job, "[berth] the job's code and inputs are too large for a ConfigMap: its pod fetches them from the Berth server\n").await;
+        }
+        if built.downloads_urls {
+            append_log(job, "[berth] its pod downloads the URL inputs in `download` mode before the command starts\n").await;
+        }
+        if cluster.server_url.is_none() && !job.outputs.is_empty() {
+            append_log(job, "[berth] the compute has no --server-url, so the job's outputs stay in its pod and cannot be downloaded\n").await;
+        }
+        let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        apply_retrying(&maps, &format!("{name}-files"), &built.config_map)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot create the job's ConfigMap in namespace `{}`: {}",
+                    cluster.namespace,
+                    describe(&e)
+                )
+            })?;
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(job.name.clone(), built.job);
+        }
+        Ok(())
+    }
+
+    async fn create_job(&self, job: &JobRecord, cluster: &Cluster) -> Result<(), String> {
+        let name = object_name(&job.name);
+        let obj = match self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&job.name))
+        {
+            Some(o) => o,
+            None => {
+                objects::build(
+                    job,
+                    &cluster.namespace,
+                    cluster.server_url.as_deref(),
+                    &cluster.berth_image,
+                )?
+                .job
+            }
+        };
+        let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+        let created = apply_retrying(&jobs, &name, &obj)
+            .await
+            .map_err(|e| format!("cannot create Kubernetes Job {name}: {}", describe(&e)))?;
+        // The ConfigMap belongs to the Job: deleting the Job deletes it.
+        if let Some(uid) = created.metadata.uid {
+            let owner = json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("{name}-files"), "ownerReferences": [{
+                    "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+                }]}
+            });
+            let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+            if let Err(e) = maps
+                .patch(
+                    &format!("{name}-files"),
+                    &PatchParams::apply("berth-owner").force(),
+                    &Patch::Apply(&owner),
+                )
+                .await
+            {
+                warn!(job = %job.name, error = %describe(&e), "cannot make the Job own its ConfigMap");
+            }
+        }
+        Ok(())
     }
 }
