@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+#[cfg(feature = "kubernetes")]
 pub use crate::cli_extension::{ExtensionCommand, ExtensionSettings, ExtensionTarget, Readiness};
 
 /// Berth: training jobs and inference endpoints on one machine or a Kubernetes cluster,
@@ -91,6 +92,7 @@ pub enum Command {
     #[command(subcommand, name = "online-deployment")]
     OnlineDeployment(DeploymentCommand),
     /// The in-cluster install (Kubernetes), as `az k8s-extension` does it.
+    #[cfg(feature = "kubernetes")]
     #[command(subcommand)]
     Extension(ExtensionCommand),
     /// Run the inference router on its own, following a server's routes (as in a cluster).

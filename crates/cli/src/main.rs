@@ -2,6 +2,7 @@
 //! server, or the per-job supervisor.
 
 mod cli;
+#[cfg(feature = "kubernetes")]
 mod cli_extension;
 mod client;
 mod commands;
@@ -61,6 +62,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::OnlineDeployment(cmd) => {
             commands::serving::deployment(&client::Client::connect(&home)?, &out, cmd).await
         }
+        #[cfg(feature = "kubernetes")]
         Command::Extension(cmd) => commands::extension::run(cmd, &out).await,
         Command::Router(args) => {
             init_logs();

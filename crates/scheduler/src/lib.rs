@@ -6,6 +6,7 @@ pub mod backend;
 pub mod envs;
 pub mod machine;
 pub mod manager;
+pub mod pod_env;
 pub mod reactor;
 pub mod replicas;
 pub mod serving;

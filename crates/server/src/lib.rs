@@ -56,6 +56,7 @@ pub struct AppState {
     /// Built Python environments (`$BERTH_HOME/envs`), shared by jobs and replicas.
     pub envs: Arc<berth_scheduler::envs::EnvCache>,
     /// The attached Kubernetes clusters, by compute.
+    #[cfg(feature = "kubernetes")]
     pub clusters: Arc<berth_scheduler::backend::kubernetes::cluster::Clusters>,
 }
 
@@ -214,10 +215,13 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     );
     info!(capacity = %capacity, "local compute");
     let envs = Arc::new(berth_scheduler::envs::EnvCache::new(home.join("envs")));
+    #[cfg(feature = "kubernetes")]
     let clusters = Arc::new(berth_scheduler::backend::kubernetes::cluster::Clusters::default());
+    #[cfg(feature = "kubernetes")]
     services::clusters::connect_stored(&store, &clusters).await;
     let backends = Backends::new(
         LocalBackend::new(config.supervisor.clone(), Arc::clone(&envs)),
+        #[cfg(feature = "kubernetes")]
         Arc::clone(&clusters),
     );
     let jobs = JobManager::new(store.clone(), backends, capacity, gpu_ids.clone());
@@ -235,6 +239,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
                 Arc::clone(&envs),
                 config.runtime.clone(),
             ),
+            #[cfg(feature = "kubernetes")]
             kubernetes: Default::default(),
         }),
         events,
@@ -255,14 +260,18 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
             tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc::default())).0,
         ),
         envs,
+        #[cfg(feature = "kubernetes")]
         clusters,
     };
     let st = state.clone();
     tokio::spawn(async move { services::endpoints::serve_events(&st, serving_events).await });
     services::routes::refresh_routes(&state).await;
     services::deployments::recover(&state).await;
-    let st = state.clone();
-    tokio::spawn(async move { services::clusters::collect_orphans(&st).await });
+    #[cfg(feature = "kubernetes")]
+    {
+        let st = state.clone();
+        tokio::spawn(async move { services::clusters::collect_orphans(&st).await });
+    }
     Ok(state)
 }
 

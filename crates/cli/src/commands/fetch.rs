@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_core::api::OutputFile;
-use berth_scheduler::backend::kubernetes::delivery::FETCH_TOKEN_ENV;
+use berth_scheduler::pod_env::FETCH_TOKEN_ENV;
 use tokio::io::AsyncWriteExt;
 
 use crate::failure::Failure;

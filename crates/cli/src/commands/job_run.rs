@@ -122,7 +122,7 @@ fn prepare_workdir(from: &Path, workdir: &Path) -> std::io::Result<()> {
 /// writing its progress to standard output (the pod's log); returns the environment's `bin`
 /// folder.
 pub async fn build_env(dir: &Path) -> Result<PathBuf, String> {
-    let text = std::env::var(berth_scheduler::backend::kubernetes::objects::PYTHON_ENV_VAR)
+    let text = std::env::var(berth_scheduler::pod_env::PYTHON_ENV_VAR)
         .map_err(|_| "the pod names no environment to build".to_string())?;
     let env: PythonEnv = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let stdout = std::io::stdout()

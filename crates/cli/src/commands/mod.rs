@@ -1,6 +1,7 @@
 //! One module per group of verbs.
 
 pub mod assets;
+#[cfg(feature = "kubernetes")]
 pub mod extension;
 pub mod fetch;
 pub mod job;

@@ -175,6 +175,31 @@ pub(crate) fn scalar_text(v: &Value) -> Option<String> {
     }
 }
 
+/// The image a job without an environment image runs in.
+pub const DEFAULT_IMAGE: &str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest";
+
+/// The image a job runs in: its environment's image, Azure's curated image for an
+/// `azureml:AzureML-...` reference, else [`DEFAULT_IMAGE`].
+pub fn image_for(environment: Option<&Environment>) -> String {
+    match environment {
+        Some(Environment::Inline {
+            image: Some(image), ..
+        }) => image.clone(),
+        Some(Environment::Reference(r)) => {
+            let bare = r.trim_start_matches("azureml:");
+            let name = bare.split(['@', ':']).next().unwrap_or(bare);
+            match name.strip_prefix("AzureML-") {
+                Some(curated) => format!(
+                    "mcr.microsoft.com/azureml/curated/{}:latest",
+                    curated.to_ascii_lowercase()
+                ),
+                None => DEFAULT_IMAGE.into(),
+            }
+        }
+        _ => DEFAULT_IMAGE.into(),
+    }
+}
+
 /// Strips the `azureml:` prefix of a reference.
 pub fn strip_azureml(s: &str) -> &str {
     s.strip_prefix("azureml:").unwrap_or(s)

@@ -136,6 +136,11 @@ pub fn is_kubernetes(spec: &ComputeSpec) -> bool {
     spec.kind == ComputeKind::Kubernetes
 }
 
+/// Stops routing work to a compute's cluster (it was detached, or its attach failed).
+pub fn forget(state: &AppState, compute: &str) {
+    state.clusters.detach(compute);
+}
+
 /// Deletes, in every attached cluster, what Berth made and no longer knows about (jobs canceled
 /// or deployments deleted while the server was down). Runs once at start-up, in the background.
 pub async fn collect_orphans(state: &AppState) {

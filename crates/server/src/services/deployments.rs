@@ -187,9 +187,7 @@ async fn prepare(
         .clone()
         .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.into());
     let on_cluster =
-        crate::services::placement::cluster_of_compute(state, ep.value.spec.compute.as_deref())
-            .await?
-            .is_some();
+        crate::services::placement::on_cluster(state, ep.value.spec.compute.as_deref()).await?;
     let found = match (&ep.value.spec.compute, on_cluster) {
         (Some(compute), true) => {
             crate::services::clusters::instance_type(state, compute, &it_name).await?
@@ -525,12 +523,13 @@ pub async fn recover(state: &AppState) {
                 continue;
             }
         };
-        let wanted = match plan.placement {
-            Placement::Local => matches!(
+        let wanted = if matches!(plan.placement, Placement::Local) {
+            matches!(
                 d.state,
                 DeploymentState::Succeeded | DeploymentState::Creating | DeploymentState::Updating
-            ),
-            _ => d.state != DeploymentState::Deleting,
+            )
+        } else {
+            d.state != DeploymentState::Deleting
         };
         if wanted {
             state.serving.apply(plan, false).await;

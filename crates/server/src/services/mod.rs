@@ -1,6 +1,10 @@
 //! Services: what the API does, separate from how HTTP carries it.
 
 pub mod asset_files;
+#[cfg(feature = "kubernetes")]
+pub mod clusters;
+#[cfg(not(feature = "kubernetes"))]
+#[path = "clusters_off.rs"]
 pub mod clusters;
 pub mod data;
 pub mod deployments;

@@ -181,7 +181,7 @@ pub async fn attach_compute(
             return Err(already_attached(&spec.name));
         }
         Err(e) => {
-            state.clusters.detach(&spec.name);
+            super::clusters::forget(state, &spec.name);
             return Err(e.into());
         }
     }
@@ -331,7 +331,7 @@ pub async fn detach_compute(state: &AppState, name: &str, force: bool) -> Result
         }
     }
     state.store.delete(Kind::Compute, name).await?;
-    state.clusters.detach(name);
+    super::clusters::forget(state, name);
     Ok(())
 }
 

@@ -17,8 +17,7 @@ pub const CONFIGMAP_LIMIT: u64 = 900 * 1024;
 pub const BERTH_IN_IMAGE: &str = "/usr/local/bin/berth";
 /// The init container that runs `berth fetch`.
 pub const FETCH_CONTAINER: &str = "berth-fetch";
-/// The environment variable that carries a fetch token to `berth fetch`.
-pub const FETCH_TOKEN_ENV: &str = "BERTH_FETCH_TOKEN";
+pub use crate::pod_env::FETCH_TOKEN_ENV;
 
 /// A folder or file from this machine that a pod needs, and where it lands in the pod.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ use berth_core::conda::PythonEnv;
 use berth_core::interpolate::interpolate;
 use berth_core::job::{JobRecord, ResolvedInput, url_file_name};
 use berth_core::spec::data::{DataType, InputMode};
-use berth_core::spec::job::Environment;
+pub use berth_core::spec::job::{DEFAULT_IMAGE, image_for};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
@@ -36,15 +36,11 @@ pub const CODE_FILES_DIR: &str = "/berth/code-files";
 pub const ENV_DIR: &str = "/berth/env";
 /// Where uv is in Berth's image.
 pub const UV_IN_IMAGE: &str = "/usr/local/bin/uv";
-/// The environment variable that carries the Python environment to build (JSON).
-pub const PYTHON_ENV_VAR: &str = "BERTH_PYTHON_ENV";
+pub use crate::pod_env::PYTHON_ENV_VAR;
 /// The default image that provides the `berth` binary (at `/usr/local/bin/berth`) to pods.
 pub fn berth_image() -> String {
     format!("berth:{}", env!("CARGO_PKG_VERSION"))
 }
-
-/// The image a job without an environment image runs in.
-pub const DEFAULT_IMAGE: &str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest";
 
 /// The Kubernetes name for a Berth name: lowercase DNS-1123, at most 52 characters (room for the
 /// Job controller's pod suffix), with a hash of the original when it had to change.
@@ -65,28 +61,6 @@ pub fn object_name(name: &str) -> String {
     });
     let head: String = trimmed.chars().take(43).collect();
     format!("{}-{:08x}", head.trim_end_matches('-'), hash as u32)
-}
-
-/// The image a job runs in: its environment's image, Azure's curated image for an
-/// `azureml:AzureML-...` reference, else [`DEFAULT_IMAGE`].
-pub fn image_for(environment: Option<&Environment>) -> String {
-    match environment {
-        Some(Environment::Inline {
-            image: Some(image), ..
-        }) => image.clone(),
-        Some(Environment::Reference(r)) => {
-            let bare = r.trim_start_matches("azureml:");
-            let name = bare.split(['@', ':']).next().unwrap_or(bare);
-            match name.strip_prefix("AzureML-") {
-                Some(curated) => format!(
-                    "mcr.microsoft.com/azureml/curated/{}:latest",
-                    curated.to_ascii_lowercase()
-                ),
-                None => DEFAULT_IMAGE.into(),
-            }
-        }
-        _ => DEFAULT_IMAGE.into(),
-    }
 }
 
 /// The variables with which `berth` builds `env` under [`ENV_DIR`] in a pod.
