@@ -153,16 +153,24 @@ pub fn attach_cluster(s: &crate::support::Server, cp: &ControlPlane, extra: &[&s
 }
 
 /// The uv binary to put in Berth's image: `$BERTH_UV`, else the one pip installed (PATH may
-/// hold a pyenv shim, which is a script).
+/// hold a pyenv shim, which is a script), else the first `uv` on the PATH, as an absolute path.
 pub fn uv_binary() -> String {
     if let Ok(uv) = std::env::var("BERTH_UV") {
         return uv;
     }
-    let found = std::process::Command::new("python3")
+    let from_pip = std::process::Command::new("python3")
         .args(["-c", "import uv; print(uv.find_uv_bin())"])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    found.unwrap_or_else(|| "uv".into())
+    if let Some(uv) = from_pip {
+        return uv;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("uv"))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "uv".into())
 }
