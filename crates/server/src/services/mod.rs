@@ -18,5 +18,6 @@ pub mod placement;
 pub mod pod_files;
 pub mod records;
 pub mod resources;
+pub mod revisions;
 pub mod routes;
 pub mod versions;
