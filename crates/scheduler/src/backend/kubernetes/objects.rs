@@ -12,6 +12,7 @@ use berth_core::conda::PythonEnv;
 use berth_core::interpolate::interpolate;
 use berth_core::job::{JobRecord, ResolvedInput, url_file_name};
 use berth_core::spec::data::{DataType, InputMode};
+use berth_core::spec::instance_type::InstanceType;
 pub use berth_core::spec::job::{DEFAULT_IMAGE, image_for};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -100,8 +101,154 @@ pub fn build(
     server_url: Option<&str>,
     berth_image: &str,
 ) -> Result<JobObjects, String> {
-    let name = object_name(&job.name);
     let server_url = server_url.map(|u| u.trim_end_matches('/'));
+    let inputs = inputs_of(job);
+    let mut delivery = delivery_of(job, &inputs, server_url, berth_image)?;
+    let outputs = outputs_of(job);
+    let command =
+        interpolate(&job.spec.command, &inputs.seen, &outputs.seen).map_err(|e| e.to_string())?;
+    let mut env = job_env(job, &inputs.seen, &outputs.seen);
+    let fetches_files = delivery.init.is_some();
+    delivery.download(berth_image, &inputs.downloads);
+    let Delivery {
+        data,
+        mut volumes,
+        mut mounts,
+        init: fetcher,
+    } = delivery;
+    for (i, dir) in outputs.dirs.iter().enumerate() {
+        let volume = format!("output-{i}");
+        volumes.push(json!({"name": volume, "emptyDir": {}}));
+        mounts.push(json!({"name": volume, "mountPath": dir}));
+    }
+    let (requests, limits) = resources_of(&job.instance_type);
+    let upload = server_url.filter(|_| job.upload_token.is_some());
+    env.extend(
+        job.upload_token
+            .iter()
+            .filter(|_| upload.is_some())
+            .map(|t| ("BERTH_UPLOAD_TOKEN".to_string(), t.clone())),
+    );
+    let python = job.environment.as_ref().and_then(|e| e.python.as_ref());
+    if let Some(p) = python {
+        env.extend(env_build_vars(p)?);
+    }
+    let run = job_run(
+        job,
+        python.is_some(),
+        upload,
+        &outputs.dirs,
+        command,
+        berth_image,
+    );
+    volumes.extend(run.volumes);
+    mounts.extend(run.mounts);
+    let mut init: Vec<Value> = fetcher.into_iter().collect();
+    init.push(run.init);
+    size_init_containers(&mut init, &requests, &limits);
+    let env: Vec<Value> = env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    let pod = json!({
+        "restartPolicy": "Never",
+        "enableServiceLinks": false,
+        "automountServiceAccountToken": false,
+        "nodeSelector": job.instance_type.node_selector,
+        "initContainers": init,
+        "containers": [{
+            "name": "job",
+            "image": image_for(job.spec.environment.as_ref()),
+            "command": run.argv,
+            "workingDir": CODE_DIR,
+            "env": env,
+            "resources": {"requests": requests, "limits": limits},
+            "volumeMounts": mounts,
+        }],
+        "volumes": volumes,
+    });
+    let (config_map, job_obj) = objects(job, namespace, pod, data)?;
+    Ok(JobObjects {
+        config_map,
+        job: job_obj,
+        fetches_files,
+        downloads_urls: !inputs.downloads.is_empty(),
+    })
+}
+
+/// How the code and local inputs reach the pod: in the Job's ConfigMap, or fetched from the
+/// Berth server when they are too large for one.
+fn delivery_of(
+    job: &JobRecord,
+    inputs: &PodInputs,
+    server_url: Option<&str>,
+    berth_image: &str,
+) -> Result<Delivery, String> {
+    let fetch = match (server_url, &job.upload_token) {
+        (Some(url), Some(token)) => Some(Fetch {
+            url: format!("{url}/api/jobs/{}/files", job.name),
+            token: token.clone(),
+        }),
+        _ => None,
+    };
+    deliver(
+        &inputs.parts,
+        &format!("{}-files", object_name(&job.name)),
+        fetch.as_ref(),
+        berth_image,
+        "the job's code and local inputs",
+        "attach the compute with --server-url so pods fetch them from the Berth server, pass large data as a URL input with `mode: direct`, or keep it in the image",
+    )
+}
+
+/// The Job around `pod` (its spec), and the ConfigMap of the files that travel in one.
+fn objects(
+    job: &JobRecord,
+    namespace: &str,
+    pod: Value,
+    data: BTreeMap<String, String>,
+) -> Result<(ConfigMap, Job), String> {
+    let name = object_name(&job.name);
+    let labels = json!({ MANAGED_BY.0: MANAGED_BY.1, JOB_LABEL: name });
+    let mut spec = json!({
+        "backoffLimit": 0,
+        "template": {"metadata": {"labels": labels}, "spec": pod},
+    });
+    if let Some(t) = job.spec.timeout_seconds {
+        spec["activeDeadlineSeconds"] = json!(t);
+    }
+    let job_obj = json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {JOB_NAME_ANNOTATION: job.name, "berth.dev/compute": job.compute},
+        },
+        "spec": spec,
+    });
+    let cm = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": format!("{name}-files"), "namespace": namespace, "labels": labels},
+        "binaryData": data,
+    });
+    Ok((
+        serde_json::from_value(cm).map_err(|e| e.to_string())?,
+        serde_json::from_value(job_obj).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// How a job's inputs reach its pod: files to deliver, URLs to download, and the path (or
+/// value) the command sees for each.
+struct PodInputs {
+    parts: Vec<Part>,
+    downloads: Vec<Download>,
+    seen: BTreeMap<String, String>,
+}
+
+fn inputs_of(job: &JobRecord) -> PodInputs {
     let mut parts = vec![Part {
         name: "code".into(),
         root: JobDir::new(&job.workdir).code(),
@@ -109,9 +256,9 @@ pub fn build(
         mount: CODE_FILES_DIR.into(),
     }];
     let mut downloads = Vec::new();
-    let mut inputs = BTreeMap::new();
+    let mut seen = BTreeMap::new();
     for (input, resolved) in &job.inputs {
-        let seen = match resolved {
+        let path = match resolved {
             ResolvedInput::Literal { value } => value.clone(),
             ResolvedInput::Url { url, mode, .. } if *mode == InputMode::Direct => url.clone(),
             ResolvedInput::Url { url, data_type, .. } => {
@@ -132,7 +279,7 @@ pub fn build(
             } => {
                 let src = Path::new(path);
                 let mount = format!("/berth/inputs/{input}");
-                let seen = if *data_type == DataType::UriFile || src.is_file() {
+                let path = if *data_type == DataType::UriFile || src.is_file() {
                     let file = src
                         .file_name()
                         .map(|f| f.to_string_lossy().into_owned())
@@ -147,32 +294,33 @@ pub fn build(
                     volume: format!("input-{}", parts.len()),
                     mount,
                 });
-                seen
+                path
             }
         };
-        inputs.insert(input.clone(), seen);
+        seen.insert(input.clone(), path);
     }
-    let files = format!("{name}-files");
-    let fetch = match (server_url, &job.upload_token) {
-        (Some(url), Some(token)) => Some(Fetch {
-            url: format!("{url}/api/jobs/{}/files", job.name),
-            token: token.clone(),
-        }),
-        _ => None,
+    PodInputs {
+        parts,
+        downloads,
+        seen,
+    }
+}
+
+/// Where a job's outputs are written in its pod: the folder per output, and the path the
+/// command sees for each.
+struct PodOutputs {
+    dirs: Vec<String>,
+    seen: BTreeMap<String, String>,
+}
+
+fn outputs_of(job: &JobRecord) -> PodOutputs {
+    let mut out = PodOutputs {
+        dirs: Vec::new(),
+        seen: BTreeMap::new(),
     };
-    let mut delivery = deliver(
-        &parts,
-        &files,
-        fetch.as_ref(),
-        berth_image,
-        "the job's code and local inputs",
-        "attach the compute with --server-url so pods fetch them from the Berth server, pass large data as a URL input with `mode: direct`, or keep it in the image",
-    )?;
-    let mut outputs = BTreeMap::new();
-    let mut output_dirs = Vec::new();
     for (output, o) in &job.outputs {
         let dir = format!("/berth/outputs/{output}");
-        let seen = if o.data_type == DataType::UriFile {
+        let path = if o.data_type == DataType::UriFile {
             let file = Path::new(&o.path)
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
@@ -181,11 +329,18 @@ pub fn build(
         } else {
             dir.clone()
         };
-        output_dirs.push(dir);
-        outputs.insert(output.clone(), seen);
+        out.dirs.push(dir);
+        out.seen.insert(output.clone(), path);
     }
-    let command = interpolate(&job.spec.command, &inputs, &outputs).map_err(|e| e.to_string())?;
+    out
+}
 
+/// The variables a job's command sees, as Azure ML sets them.
+fn job_env(
+    job: &JobRecord,
+    inputs: &BTreeMap<String, String>,
+    outputs: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = job.spec.environment_variables.clone();
     for (k, v) in [
         ("AZUREML_RUN_ID", job.name.as_str()),
@@ -197,35 +352,24 @@ pub fn build(
     ] {
         env.insert(k.into(), v.into());
     }
-    for (k, v) in &inputs {
+    for (k, v) in inputs {
         env.insert(format!("AZURE_ML_INPUT_{k}"), v.clone());
     }
-    for (k, v) in &outputs {
+    for (k, v) in outputs {
         env.insert(format!("AZURE_ML_OUTPUT_{k}"), v.clone());
     }
+    env
+}
 
-    let labels = json!({ MANAGED_BY.0: MANAGED_BY.1, JOB_LABEL: name });
-    let fetches_files = delivery.init.is_some();
-    delivery.download(berth_image, &downloads);
-    let Delivery {
-        data,
-        mut volumes,
-        mut mounts,
-        init: fetcher,
-    } = delivery;
-    for (i, dir) in output_dirs.iter().enumerate() {
-        let volume = format!("output-{i}");
-        volumes.push(json!({"name": volume, "emptyDir": {}}));
-        mounts.push(json!({"name": volume, "mountPath": dir}));
-    }
-    let it = &job.instance_type;
+/// The instance type as container requests and limits; GPUs are limits (Kubernetes copies
+/// extended resources to requests) and a zero is left out.
+fn resources_of(it: &InstanceType) -> (Value, Value) {
     let mut requests =
         json!({"cpu": it.requests.cpu.to_string(), "memory": it.requests.memory.to_string()});
     let mut limits =
         json!({"cpu": it.limits.cpu.to_string(), "memory": it.limits.memory.to_string()});
     let gpus = it.limits.gpus.max(it.requests.gpus);
     if gpus > 0 {
-        // Extended resources are set in limits; Kubernetes copies them to requests.
         limits["nvidia.com/gpu"] = json!(gpus.to_string());
     }
     if it.limits.cpu.is_zero() {
@@ -237,20 +381,33 @@ pub fn build(
     if it.requests.cpu.is_zero() {
         requests.as_object_mut().map(|r| r.remove("cpu"));
     }
-    // The command runs under `berth job-run`, copied in from Berth's image: it copies the
-    // code into a writable working folder with outputs/ and logs/, builds the conda file's
-    // environment (with uv, also from Berth's image), and uploads what the job wrote.
-    let upload = match (server_url, &job.upload_token) {
-        (Some(url), Some(token)) => {
-            env.insert("BERTH_UPLOAD_TOKEN".into(), token.clone());
-            Some(url)
-        }
-        _ => None,
-    };
-    let python = job.environment.as_ref().and_then(|e| e.python.as_ref());
+    (requests, limits)
+}
+
+/// The command under `berth job-run` and what it needs: the binaries copied in from Berth's
+/// image, a writable working folder, and a volume for the environment when there is one.
+struct JobRun {
+    argv: Vec<String>,
+    init: Value,
+    volumes: Vec<Value>,
+    mounts: Vec<Value>,
+}
+
+/// `berth job-run` copies the code into a writable working folder with outputs/ and logs/,
+/// builds the conda file's environment (with uv from Berth's image), runs the command, and
+/// uploads what the job wrote when there is a server to upload to.
+fn job_run(
+    job: &JobRecord,
+    builds_env: bool,
+    upload: Option<&str>,
+    output_dirs: &[String],
+    command: String,
+    berth_image: &str,
+) -> JobRun {
     let mut copied = vec![BERTH_IN_IMAGE];
-    if let Some(p) = python {
-        env.extend(env_build_vars(p)?);
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if builds_env {
         copied.push(UV_IN_IMAGE);
         volumes.push(json!({"name": "berth-env", "emptyDir": {}}));
         mounts.push(json!({"name": "berth-env", "mountPath": ENV_DIR}));
@@ -259,26 +416,21 @@ pub fn build(
     mounts.push(json!({"name": "workdir", "mountPath": CODE_DIR}));
     volumes.push(json!({"name": "berth-bin", "emptyDir": {}}));
     mounts.push(json!({"name": "berth-bin", "mountPath": "/berth/bin"}));
-    let env: Vec<Value> = env
-        .iter()
-        .map(|(k, v)| json!({"name": k, "value": v}))
-        .collect();
-    let mut init: Vec<Value> = fetcher.into_iter().collect();
     let mut cp: Vec<&str> = vec!["cp"];
     cp.extend(&copied);
     cp.push("/berth/bin/");
-    init.push(json!({
+    let init = json!({
         "name": "berth-bin", "image": berth_image,
         "command": cp,
         "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
-    }));
+    });
     let mut argv: Vec<String> = vec![
         "/berth/bin/berth".into(),
         "job-run".into(),
         "--code-from".into(),
         CODE_FILES_DIR.into(),
     ];
-    if python.is_some() {
+    if builds_env {
         argv.extend(["--env-dir".into(), ENV_DIR.into()]);
     }
     if let Some(url) = upload {
@@ -286,61 +438,17 @@ pub fn build(
             "--upload-url".into(),
             format!("{url}/api/jobs/{}/uploads", job.name),
         ]);
-        for (o, dir) in job.outputs.keys().zip(&output_dirs) {
+        for (o, dir) in job.outputs.keys().zip(output_dirs) {
             argv.extend(["--output-dir".into(), format!("{o}={dir}")]);
         }
     }
     argv.extend(["--".into(), "sh".into(), "-c".into(), command]);
-    size_init_containers(&mut init, &requests, &limits);
-    let mut spec = json!({
-        "backoffLimit": 0,
-        "template": {
-            "metadata": {"labels": labels},
-            "spec": {
-                "restartPolicy": "Never",
-                "enableServiceLinks": false,
-                "automountServiceAccountToken": false,
-                "nodeSelector": it.node_selector,
-                "initContainers": init,
-                "containers": [{
-                    "name": "job",
-                    "image": image_for(job.spec.environment.as_ref()),
-                    "command": argv,
-                    "workingDir": CODE_DIR,
-                    "env": env,
-                    "resources": {"requests": requests, "limits": limits},
-                    "volumeMounts": mounts,
-                }],
-                "volumes": volumes,
-            }
-        }
-    });
-    if let Some(t) = job.spec.timeout_seconds {
-        spec["activeDeadlineSeconds"] = json!(t);
+    JobRun {
+        argv,
+        init,
+        volumes,
+        mounts,
     }
-    let job_obj = json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {JOB_NAME_ANNOTATION: job.name, "berth.dev/compute": job.compute},
-        },
-        "spec": spec,
-    });
-    let cm = json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": files, "namespace": namespace, "labels": labels},
-        "binaryData": data,
-    });
-    Ok(JobObjects {
-        config_map: serde_json::from_value(cm).map_err(|e| e.to_string())?,
-        job: serde_json::from_value(job_obj).map_err(|e| e.to_string())?,
-        fetches_files,
-        downloads_urls: !downloads.is_empty(),
-    })
 }
 
 /// Standard base64 with padding (the API's encoding for `binaryData`).
