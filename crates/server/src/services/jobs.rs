@@ -8,9 +8,9 @@ use berth_core::api::{JobCreateRequest, JobView};
 use berth_core::job::{JobRecord, JobState, ResolvedInput, ResolvedOutput};
 use berth_core::names::validate_name;
 use berth_core::spec::asset::{AssetRef, DataRecord};
-use berth_core::spec::compute::{ComputeKind, LOCAL_COMPUTE};
+use berth_core::spec::compute::{ComputeKind, ComputeSpec, LOCAL_COMPUTE};
 use berth_core::spec::data::{DataPath, DataType, JobInput};
-use berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE;
+use berth_core::spec::instance_type::{DEFAULT_INSTANCE_TYPE, InstanceType};
 use berth_core::spec::job::JobSpec;
 use berth_core::yaml::{Source, SpecError};
 use berth_scheduler::workdir::{JobDir, copy_tree};
@@ -58,7 +58,58 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
             req.base_dir
         )));
     }
-    let name = spec.name.clone().unwrap_or_else(generate_name);
+    let name = free_name(state, spec.name.clone()).await?;
+    spec.name = Some(name.clone());
+    let compute_name = spec
+        .compute
+        .clone()
+        .unwrap_or_else(|| LOCAL_COMPUTE.to_string());
+    let compute = find_compute(state, &compute_name).await?.ok_or_else(|| {
+        ApiError::spec(
+            src.error_near("compute", None, format!("compute `{compute_name}` does not exist"))
+                .hint(format!("attach it with `berth compute attach --type local --name {compute_name}`, or see `berth compute list`")),
+        )
+    })?;
+    let instance_type = instance_type_for(state, &src, &spec, &compute).await?;
+    let environment =
+        crate::services::environments::resolve(state, &src, spec.environment.as_ref(), &base_dir)
+            .await?;
+    let workdir = state.home.join("jobs").join(&name);
+    let inputs = resolve_inputs(state, &src, &spec, &base_dir).await?;
+    let outputs = resolve_outputs(state, &src, &spec, &workdir).await?;
+    let code = code_of(&src, &spec, &base_dir)?;
+    let record = JobRecord {
+        name: name.clone(),
+        display_name: spec.display_name.clone().unwrap_or_else(|| name.clone()),
+        experiment_name: spec
+            .experiment_name
+            .clone()
+            .unwrap_or_else(|| experiment_from(&base_dir)),
+        compute: compute_name,
+        instance_type,
+        base_dir: req.base_dir.clone(),
+        workdir: workdir.to_string_lossy().into_owned(),
+        inputs,
+        outputs,
+        created_at: OffsetDateTime::now_utc(),
+        state: JobState::NotStarted,
+        upload_token: (compute.kind == ComputeKind::Kubernetes).then(upload_token),
+        environment,
+        spec,
+    };
+    snapshot(&workdir, code).await?;
+    match state.jobs.submit(record).await {
+        Ok(stored) => Ok(view(state, &stored)),
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&workdir).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// The job's name: the one given, which must be free, or a generated one.
+async fn free_name(state: &AppState, given: Option<String>) -> Result<String, ApiError> {
+    let name = given.unwrap_or_else(generate_name);
     validate_name("job", &name).map_err(|m| ApiError::spec(SpecError::new(m)))?;
     if state
         .store
@@ -75,99 +126,67 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
             ),
         });
     }
-    spec.name = Some(name.clone());
+    Ok(name)
+}
 
-    let compute_name = spec
-        .compute
-        .clone()
-        .unwrap_or_else(|| LOCAL_COMPUTE.to_string());
-    let compute = find_compute(state, &compute_name).await?.ok_or_else(|| {
-        ApiError::spec(
-            src.error_near("compute", None, format!("compute `{compute_name}` does not exist"))
-                .hint(format!("attach it with `berth compute attach --type local --name {compute_name}`, or see `berth compute list`")),
-        )
-    })?;
+/// The instance type the job asks for: the cluster's for a Kubernetes compute, else the
+/// workspace's.
+async fn instance_type_for(
+    state: &AppState,
+    src: &Source<'_>,
+    spec: &JobSpec,
+    compute: &ComputeSpec,
+) -> Result<InstanceType, ApiError> {
     let it_name = spec
         .instance_type
         .clone()
         .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
-    let instance_type = if compute.kind == ComputeKind::Kubernetes {
-        crate::services::clusters::instance_type(state, &compute_name, &it_name)
-            .await?
-            .ok_or_else(|| {
-                ApiError::spec(
-                    src.error_near("instance_type", Some(&it_name), format!("instance type `{it_name}` does not exist in the cluster of compute `{compute_name}`"))
-                        .hint("apply it to the cluster with `kubectl apply -f instance-types.yaml`; `berth compute show --name <compute>` lists the cluster's instance types"),
-                )
-            })?
-    } else {
-        find_instance_type(state, &it_name).await?.ok_or_else(|| {
+    if compute.kind == ComputeKind::Kubernetes {
+        let found =
+            crate::services::clusters::instance_type(state, &compute.name, &it_name).await?;
+        return found.ok_or_else(|| {
             ApiError::spec(
-                src.error_near("instance_type", Some(&it_name), format!("instance type `{it_name}` does not exist"))
-                    .hint("apply it with `berth instance-type apply -f instance-types.yaml`; `berth instance-type list` shows what there is"),
+                src.error_near("instance_type", Some(&it_name), format!("instance type `{it_name}` does not exist in the cluster of compute `{}`", compute.name))
+                    .hint("apply it to the cluster with `kubectl apply -f instance-types.yaml`; `berth compute show --name <compute>` lists the cluster's instance types"),
             )
-        })?
-    };
-
-    let environment =
-        crate::services::environments::resolve(state, &src, spec.environment.as_ref(), &base_dir)
-            .await?;
-    let workdir = state.home.join("jobs").join(&name);
-    let inputs = resolve_inputs(state, &src, &spec, &base_dir).await?;
-    let outputs = resolve_outputs(state, &src, &spec, &workdir).await?;
-    let code = match &spec.code {
-        Some(c) => {
-            let p = base_dir.join(c);
-            if !p.exists() {
-                return Err(ApiError::spec(
-                    src.error_near(
-                        "code",
-                        Some(c),
-                        format!(
-                            "code path `{c}` does not exist (looked for {})",
-                            p.display()
-                        ),
-                    )
-                    .hint("`code` is relative to the job file's folder"),
-                ));
-            }
-            Some(p)
-        }
-        None => None,
-    };
-    let experiment_name = spec
-        .experiment_name
-        .clone()
-        .unwrap_or_else(|| experiment_from(&base_dir));
-    let record = JobRecord {
-        name: name.clone(),
-        display_name: spec.display_name.clone().unwrap_or_else(|| name.clone()),
-        experiment_name,
-        compute: compute_name,
-        instance_type,
-        base_dir: req.base_dir.clone(),
-        workdir: workdir.to_string_lossy().into_owned(),
-        inputs,
-        outputs,
-        created_at: OffsetDateTime::now_utc(),
-        state: JobState::NotStarted,
-        upload_token: (compute.kind == ComputeKind::Kubernetes).then(|| {
-            rand::random::<[u8; 24]>()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect()
-        }),
-        environment,
-        spec,
-    };
-    snapshot(&workdir, code).await?;
-    match state.jobs.submit(record).await {
-        Ok(stored) => Ok(view(state, &stored)),
-        Err(e) => {
-            let _ = tokio::fs::remove_dir_all(&workdir).await;
-            Err(e.into())
-        }
+        });
     }
+    find_instance_type(state, &it_name).await?.ok_or_else(|| {
+        ApiError::spec(
+            src.error_near("instance_type", Some(&it_name), format!("instance type `{it_name}` does not exist"))
+                .hint("apply it with `berth instance-type apply -f instance-types.yaml`; `berth instance-type list` shows what there is"),
+        )
+    })
+}
+
+/// The `code` folder or file, which must exist beside the job file.
+fn code_of(src: &Source<'_>, spec: &JobSpec, base_dir: &Path) -> Result<Option<PathBuf>, ApiError> {
+    let Some(c) = &spec.code else {
+        return Ok(None);
+    };
+    let p = base_dir.join(c);
+    if !p.exists() {
+        return Err(ApiError::spec(
+            src.error_near(
+                "code",
+                Some(c),
+                format!(
+                    "code path `{c}` does not exist (looked for {})",
+                    p.display()
+                ),
+            )
+            .hint("`code` is relative to the job file's folder"),
+        ));
+    }
+    Ok(Some(p))
+}
+
+/// The token a Kubernetes job's pod uploads its outputs and fetches its files with.
+fn upload_token() -> String {
+    rand::random::<[u8; 24]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The experiment name Azure ML derives from the submitting folder.
