@@ -191,6 +191,32 @@ fn home_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartErr
     }
 }
 
+/// The serving controller over this machine's replicas and the attached clusters; the router's
+/// measurements drive its autoscaling, and it tells the server what to do on `events`.
+fn serving_controller(
+    config: &ServerConfig,
+    store: &Store,
+    envs: &Arc<berth_scheduler::envs::EnvCache>,
+    router: &Arc<berth_router::InferenceRouter>,
+    events: tokio::sync::mpsc::UnboundedSender<berth_scheduler::serving::controller::ServingEvent>,
+) -> Arc<berth_scheduler::serving::controller::Controller> {
+    let load_router = Arc::clone(router);
+    berth_scheduler::serving::controller::Controller::new(
+        store.clone(),
+        Arc::new(berth_scheduler::serving::ServingBackends {
+            local: berth_scheduler::serving::local::LocalServing::new(
+                berth_scheduler::replicas::Replicas::new(),
+                Arc::clone(envs),
+                config.runtime.clone(),
+            ),
+            #[cfg(feature = "kubernetes")]
+            kubernetes: Default::default(),
+        }),
+        events,
+        Arc::new(move |endpoint: &str, deployment: &str| load_router.load(endpoint, deployment)),
+    )
+}
+
 /// Builds the state: opens the store, starts the manager, recovers jobs.
 pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<AppState, StartError> {
     let home = &config.home;
@@ -230,21 +256,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         .map_err(|e| StartError::Recover(e.to_string()))?;
     let router = berth_router::InferenceRouter::new();
     let (events, serving_events) = tokio::sync::mpsc::unbounded_channel();
-    let load_router = Arc::clone(&router);
-    let serving = berth_scheduler::serving::controller::Controller::new(
-        store.clone(),
-        Arc::new(berth_scheduler::serving::ServingBackends {
-            local: berth_scheduler::serving::local::LocalServing::new(
-                berth_scheduler::replicas::Replicas::new(),
-                Arc::clone(&envs),
-                config.runtime.clone(),
-            ),
-            #[cfg(feature = "kubernetes")]
-            kubernetes: Default::default(),
-        }),
-        events,
-        Arc::new(move |endpoint: &str, deployment: &str| load_router.load(endpoint, deployment)),
-    );
+    let serving = serving_controller(config, &store, &envs, &router, events);
     let state = AppState {
         store,
         jobs,

@@ -298,23 +298,27 @@ impl ArtifactSpec {
 }
 
 impl RawArtifact {
+    /// `stage` and `flavors` belong to models.
+    fn refuse_model_fields(&self, src: &Source<'_>) -> Result<(), SpecError> {
+        for (field, at) in [
+            ("stage", self.stage.as_ref().map(|s| &s.referenced)),
+            ("flavors", self.flavors.as_ref().map(|s| &s.referenced)),
+        ] {
+            if let Some(loc) = at {
+                return Err(SpecError {
+                    position: src.position(loc),
+                    message: format!("`{field}` is a model field; a data asset has none"),
+                    hint: Some("remove it, or register the files with `berth model create`".into()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn validate(self, kind: ArtifactKind, src: &Source<'_>) -> Result<ArtifactSpec, SpecError> {
         let noun = kind.noun();
         if kind == ArtifactKind::Data {
-            for (field, at) in [
-                ("stage", self.stage.as_ref().map(|s| &s.referenced)),
-                ("flavors", self.flavors.as_ref().map(|s| &s.referenced)),
-            ] {
-                if let Some(loc) = at {
-                    return Err(SpecError {
-                        position: src.position(loc),
-                        message: format!("`{field}` is a model field; a data asset has none"),
-                        hint: Some(
-                            "remove it, or register the files with `berth model create`".into(),
-                        ),
-                    });
-                }
-            }
+            self.refuse_model_fields(src)?;
         }
         let name = match self.name {
             Some(n) => {
