@@ -84,37 +84,9 @@ pub async fn endpoint(
                 &EP_COLUMNS,
             )?;
         }
-        EndpointCommand::GetCredentials { name } => {
-            let (creds, token) = credentials(client, &name).await?;
-            let columns: &[(&str, &str)] = if token {
-                &[
-                    ("accessToken", "accessToken"),
-                    ("expiryTimeUtc", "expiryTimeUtc"),
-                ]
-            } else {
-                &[
-                    ("primaryKey", "primaryKey"),
-                    ("secondaryKey", "secondaryKey"),
-                ]
-            };
-            out.print(&creds, columns)?;
-        }
+        EndpointCommand::GetCredentials { name } => show_credentials(client, out, &name).await?,
         EndpointCommand::RegenerateKeys { name, key_type } => {
-            let body = json!({"keyType": key_type});
-            let keys: Value = client
-                .call(
-                    Method::POST,
-                    &format!("/api/endpoints/{}/regenerateKeys", seg(&name)),
-                    Some(&body),
-                )
-                .await?;
-            out.print(
-                &keys,
-                &[
-                    ("primaryKey", "primaryKey"),
-                    ("secondaryKey", "secondaryKey"),
-                ],
-            )?;
+            regenerate_keys(client, out, &name, &key_type).await?
         }
         EndpointCommand::Delete { name, yes: _ } => {
             client
@@ -133,6 +105,47 @@ pub async fn endpoint(
         } => return invoke(client, &name, &request_file, deployment_name).await,
     }
     Ok(0)
+}
+
+/// Prints the endpoint's keys, or a fresh token for an `aml_token` endpoint.
+async fn show_credentials(client: &Client, out: &Printer, name: &str) -> Result<(), Failure> {
+    let (creds, token) = credentials(client, name).await?;
+    let columns: &[(&str, &str)] = if token {
+        &[
+            ("accessToken", "accessToken"),
+            ("expiryTimeUtc", "expiryTimeUtc"),
+        ]
+    } else {
+        &[
+            ("primaryKey", "primaryKey"),
+            ("secondaryKey", "secondaryKey"),
+        ]
+    };
+    out.print(&creds, columns)
+}
+
+/// Makes a new primary or secondary key and prints both.
+async fn regenerate_keys(
+    client: &Client,
+    out: &Printer,
+    name: &str,
+    key_type: &str,
+) -> Result<(), Failure> {
+    let body = json!({"keyType": key_type});
+    let keys: Value = client
+        .call(
+            Method::POST,
+            &format!("/api/endpoints/{}/regenerateKeys", seg(name)),
+            Some(&body),
+        )
+        .await?;
+    out.print(
+        &keys,
+        &[
+            ("primaryKey", "primaryKey"),
+            ("secondaryKey", "secondaryKey"),
+        ],
+    )
 }
 
 /// The endpoint's keys, or a fresh token for an `aml_token` endpoint; true for a token.
@@ -234,11 +247,7 @@ pub async fn deployment(
             endpoint_name,
         } => out.print(
             &client
-                .get::<DeploymentView>(&format!(
-                    "/api/endpoints/{}/deployments/{}",
-                    seg(&endpoint_name),
-                    seg(&name)
-                ))
+                .get::<DeploymentView>(&deployment_path(&endpoint_name, &name))
                 .await?,
             &DEP_COLUMNS,
         )?,
@@ -256,17 +265,11 @@ pub async fn deployment(
             endpoint_name,
             lines,
         } => {
-            let resp = client
-                .send(
-                    Method::GET,
-                    &format!(
-                        "/api/endpoints/{}/deployments/{}/logs?lines={lines}",
-                        seg(&endpoint_name),
-                        seg(&name)
-                    ),
-                    None::<&()>,
-                )
-                .await?;
+            let path = format!(
+                "{}/logs?lines={lines}",
+                deployment_path(&endpoint_name, &name)
+            );
+            let resp = client.send(Method::GET, &path, None::<&()>).await?;
             print!("{}", resp.text().await.unwrap_or_default());
         }
         DeploymentCommand::Delete {
@@ -274,21 +277,16 @@ pub async fn deployment(
             endpoint_name,
             yes: _,
         } => {
-            client
-                .send(
-                    Method::DELETE,
-                    &format!(
-                        "/api/endpoints/{}/deployments/{}",
-                        seg(&endpoint_name),
-                        seg(&name)
-                    ),
-                    None::<&()>,
-                )
-                .await?;
+            let path = deployment_path(&endpoint_name, &name);
+            client.send(Method::DELETE, &path, None::<&()>).await?;
             eprintln!("Deleted online deployment {name}.");
         }
     }
     Ok(0)
+}
+
+fn deployment_path(endpoint: &str, name: &str) -> String {
+    format!("/api/endpoints/{}/deployments/{}", seg(endpoint), seg(name))
 }
 
 /// How `submit` sends a deployment.
@@ -368,10 +366,21 @@ async fn submit(
     let path = format!("{collection}/{}", seg(&name));
     let verb = if update { "Updating" } else { "Creating" };
     eprintln!("{verb} deployment {name} on {endpoint}: starting replicas, running init()...");
+    wait_ready(client, out, &path, &name, &endpoint).await
+}
+
+/// Polls a deployment until it succeeds or fails, saying why it waits when it does.
+async fn wait_ready(
+    client: &Client,
+    out: &Printer,
+    path: &str,
+    name: &str,
+    endpoint: &str,
+) -> Result<i32, Failure> {
     let started = std::time::Instant::now();
     let mut said = String::new();
     loop {
-        let d: DeploymentView = client.get(&path).await?;
+        let d: DeploymentView = client.get(path).await?;
         if let Some(why) = &d.reason
             && d.provisioning_state != ProvisioningState::Failed
             && *why != said
