@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::apply_retrying;
 use super::cluster::{Cluster, describe};
-use super::delivery::{BERTH_IN_IMAGE, Delivery, Fetch, Part, deliver, size_init_containers};
+use super::delivery::{BERTH_IN_IMAGE, Fetch, Part, deliver, size_init_containers};
 use super::objects::{ENV_DIR, MANAGED_BY, UV_IN_IMAGE, env_build_vars, object_name};
 
 /// The port `berth runtime` listens on in a pod.
@@ -88,7 +88,51 @@ pub fn build(
     namespace: &str,
 ) -> Result<(ConfigMap, Deployment, Service), String> {
     let name = name_of(&plan.endpoint, &plan.deployment);
-    let files = format!("{name}-r{}", plan.revision);
+    let pod = pod_parts(plan, &format!("{name}-r{}", plan.revision))?;
+    let it = &plan.instance_type;
+    let mut limits =
+        json!({"cpu": it.limits.cpu.to_string(), "memory": it.limits.memory.to_string()});
+    if it.limits.gpus.max(it.requests.gpus) > 0 {
+        limits["nvidia.com/gpu"] = json!(it.limits.gpus.max(it.requests.gpus).to_string());
+    }
+    let requests =
+        json!({"cpu": it.requests.cpu.to_string(), "memory": it.requests.memory.to_string()});
+    let mut init = pod.init;
+    size_init_containers(&mut init, &requests, &limits);
+    let pod_spec = json!({
+        "enableServiceLinks": false,
+        "automountServiceAccountToken": false,
+        "nodeSelector": it.node_selector,
+        "initContainers": init,
+        "containers": [{
+            "name": "inference-server",
+            "image": plan.image,
+            "command": ["/berth/bin/berth"],
+            "args": pod.args,
+            "env": replica_env(plan),
+            "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+            "resources": {"requests": requests, "limits": limits},
+            "readinessProbe": probe("/ready", &plan.readiness),
+            "livenessProbe": probe("/", &plan.liveness),
+            "volumeMounts": pod.mounts,
+        }],
+        "volumes": pod.volumes,
+    });
+    objects(plan, namespace, pod_spec, pod.data)
+}
+
+/// What a replica's pod is made of besides its container: the files delivered to it, the init
+/// containers (Berth's binary, a fetch of large files, the environment build), and the
+/// runtime's arguments.
+struct PodParts {
+    data: BTreeMap<String, String>,
+    init: Vec<Value>,
+    volumes: Vec<Value>,
+    mounts: Vec<Value>,
+    args: Vec<String>,
+}
+
+fn pod_parts(plan: &ServingPlan, config_map: &str) -> Result<PodParts, String> {
     let mut parts = Vec::new();
     let mut args = vec!["runtime".to_string()];
     if let Some((code, script)) = &plan.code {
@@ -109,50 +153,32 @@ pub fn build(
         });
         args.extend(["--model-dir".into(), "/berth/model".into()]);
     }
-    let Delivery {
-        data,
-        volumes: delivered,
-        mounts: delivered_mounts,
-        init: fetcher,
-    } = deliver(
+    let delivered = deliver(
         &parts,
-        &files,
+        config_map,
         plan.fetch.as_ref(),
         &plan.berth_image,
         "the deployment's code and model",
         "attach the compute with --server-url so pods fetch them from the Berth server, or bake the model into the image",
     )?;
-    let mut volumes = vec![json!({"name": "berth-bin", "emptyDir": {}})];
-    volumes.extend(delivered);
-    let mut mounts = vec![json!({"name": "berth-bin", "mountPath": "/berth/bin"})];
-    mounts.extend(delivered_mounts);
-    let mut init = vec![json!({
-        "name": "berth-bin", "image": plan.berth_image,
-        "command": ["cp", BERTH_IN_IMAGE, "/berth/bin/berth"],
-        "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
-    })];
-    init.extend(fetcher);
+    let mut pod = PodParts {
+        data: delivered.data,
+        init: vec![json!({
+            "name": "berth-bin", "image": plan.berth_image,
+            "command": ["cp", BERTH_IN_IMAGE, "/berth/bin/berth"],
+            "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}],
+        })],
+        volumes: vec![json!({"name": "berth-bin", "emptyDir": {}})],
+        mounts: vec![json!({"name": "berth-bin", "mountPath": "/berth/bin"})],
+        args,
+    };
+    pod.volumes.extend(delivered.volumes);
+    pod.mounts.extend(delivered.mounts);
+    pod.init.extend(delivered.init);
     if let Some(py) = &plan.python_env {
-        volumes.push(json!({"name": "berth-env", "emptyDir": {}}));
-        let env_mount = json!({"name": "berth-env", "mountPath": ENV_DIR});
-        mounts.push(env_mount.clone());
-        init[0]["command"] = json!(["cp", BERTH_IN_IMAGE, UV_IN_IMAGE, "/berth/bin/"]);
-        let vars: Vec<Value> = env_build_vars(py)?
-            .iter()
-            .map(|(k, v)| json!({"name": k, "value": v}))
-            .collect();
-        init.push(json!({
-            "name": "berth-env", "image": plan.image,
-            "command": ["/berth/bin/berth", "env-build", "--into", ENV_DIR],
-            "env": vars,
-            "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}, env_mount],
-        }));
-        args.extend([
-            "--python".into(),
-            format!("{ENV_DIR}/{}/bin/python", crate::envs::key(py)),
-        ]);
+        build_environment(plan, py, &mut pod)?;
     }
-    args.extend([
+    pod.args.extend([
         "--listen".into(),
         format!("$(BERTH_POD_IP):{PORT}"),
         "--workers".into(),
@@ -160,6 +186,37 @@ pub fn build(
         "--request-timeout-ms".into(),
         plan.request_timeout_ms.to_string(),
     ]);
+    Ok(pod)
+}
+
+/// The environment is built in each pod by an init container in the deployment's image, with
+/// uv copied from Berth's image; the replica's workers run with its Python.
+fn build_environment(plan: &ServingPlan, py: &PythonEnv, pod: &mut PodParts) -> Result<(), String> {
+    pod.volumes
+        .push(json!({"name": "berth-env", "emptyDir": {}}));
+    let env_mount = json!({"name": "berth-env", "mountPath": ENV_DIR});
+    pod.mounts.push(env_mount.clone());
+    pod.init[0]["command"] = json!(["cp", BERTH_IN_IMAGE, UV_IN_IMAGE, "/berth/bin/"]);
+    let vars: Vec<Value> = env_build_vars(py)?
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    pod.init.push(json!({
+        "name": "berth-env", "image": plan.image,
+        "command": ["/berth/bin/berth", "env-build", "--into", ENV_DIR],
+        "env": vars,
+        "volumeMounts": [{"name": "berth-bin", "mountPath": "/berth/bin"}, env_mount],
+    }));
+    pod.args.extend([
+        "--python".into(),
+        format!("{ENV_DIR}/{}/bin/python", crate::envs::key(py)),
+    ]);
+    Ok(())
+}
+
+/// The replica container's variables: its pod's IP, the deployment's variables, and
+/// `AZUREML_MODEL_DIR` when there is a model.
+fn replica_env(plan: &ServingPlan) -> Vec<Value> {
     let mut env: Vec<Value> = vec![
         json!({"name": "BERTH_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
     ];
@@ -167,15 +224,17 @@ pub fn build(
     if plan.model_dir.is_some() {
         env.push(json!({"name": "AZUREML_MODEL_DIR", "value": "/berth/model"}));
     }
-    let it = &plan.instance_type;
-    let mut limits =
-        json!({"cpu": it.limits.cpu.to_string(), "memory": it.limits.memory.to_string()});
-    if it.limits.gpus.max(it.requests.gpus) > 0 {
-        limits["nvidia.com/gpu"] = json!(it.limits.gpus.max(it.requests.gpus).to_string());
-    }
-    let requests =
-        json!({"cpu": it.requests.cpu.to_string(), "memory": it.requests.memory.to_string()});
-    size_init_containers(&mut init, &requests, &limits);
+    env
+}
+
+/// The Deployment around `pod_spec`, its headless Service, and the revision's ConfigMap.
+fn objects(
+    plan: &ServingPlan,
+    namespace: &str,
+    pod_spec: Value,
+    data: BTreeMap<String, String>,
+) -> Result<(ConfigMap, Deployment, Service), String> {
+    let name = name_of(&plan.endpoint, &plan.deployment);
     let selector = json!({
         MANAGED_BY.0: MANAGED_BY.1,
         ENDPOINT_LABEL: object_name(&plan.endpoint),
@@ -193,31 +252,7 @@ pub fn build(
             "replicas": plan.replicas,
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {
-                "metadata": {"labels": pod_labels},
-                "spec": {
-                    "enableServiceLinks": false,
-                    "automountServiceAccountToken": false,
-                    "nodeSelector": it.node_selector,
-                    "initContainers": init,
-                    "containers": [{
-                        "name": "inference-server",
-                        "image": plan.image,
-                        "command": ["/berth/bin/berth"],
-                        "args": args,
-                        "env": env,
-                        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-                        "resources": {
-                            "requests": requests,
-                            "limits": limits,
-                        },
-                        "readinessProbe": probe("/ready", &plan.readiness),
-                        "livenessProbe": probe("/", &plan.liveness),
-                        "volumeMounts": mounts,
-                    }],
-                    "volumes": volumes,
-                },
-            },
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
     });
     let service = json!({
@@ -227,7 +262,7 @@ pub fn build(
     });
     let cm = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": files, "namespace": namespace, "labels": selector},
+        "metadata": {"name": format!("{name}-r{}", plan.revision), "namespace": namespace, "labels": selector},
         "binaryData": data,
     });
     Ok((
