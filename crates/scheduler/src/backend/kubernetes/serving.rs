@@ -350,17 +350,23 @@ pub async fn observe(
     let name = name_of(endpoint, deployment);
     let ns = &cluster.namespace;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let lp = replicas_of(endpoint, deployment);
-    let list = pods.list(&lp).await.map_err(|e| describe(&e))?;
+    let list = pods
+        .list(&replicas_of(endpoint, deployment))
+        .await
+        .map_err(|e| describe(&e))?;
     let mut ready: Vec<String> = list.items.iter().filter_map(ready_address).collect();
     ready.sort();
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
-    let Some(d) = deployments.get_opt(&name).await.map_err(|e| describe(&e))? else {
-        return Ok(Observed {
-            ready,
-            rollout: Rollout::Failed(format!("Deployment {name} is gone from namespace `{ns}`")),
-        });
+    let rollout = match deployments.get_opt(&name).await.map_err(|e| describe(&e))? {
+        None => Rollout::Failed(format!("Deployment {name} is gone from namespace `{ns}`")),
+        Some(d) => rollout_of(&d, revision, ready.len(), &list.items),
     };
+    Ok(Observed { ready, rollout })
+}
+
+/// How `revision`'s rollout stands, from the Deployment, its pods and how many of them the
+/// router can use.
+fn rollout_of(d: &Deployment, revision: u32, ready: usize, pods: &[Pod]) -> Rollout {
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let applied = d
         .spec
@@ -370,72 +376,56 @@ pub async fn observe(
         .and_then(|l| l.get("berth.dev/revision"))
         .cloned();
     if applied != Some(revision.to_string()) {
-        return Ok(Observed {
-            ready,
-            rollout: Rollout::Progressing,
-        });
+        return Rollout::Progressing;
     }
     let generation = d.metadata.generation.unwrap_or(0);
-    let st = d.status.unwrap_or_default();
+    let st = d.status.clone().unwrap_or_default();
     let complete = st.observed_generation.unwrap_or(0) >= generation
         && st.updated_replicas.unwrap_or(0) == want
         && st.ready_replicas.unwrap_or(0) == want
         && st.replicas.unwrap_or(0) == want
         // Every wanted replica is ready for the router too.
-        && ready.len() >= usize::try_from(want).unwrap_or(0);
+        && ready >= usize::try_from(want).unwrap_or(0);
     if complete {
-        return Ok(Observed {
-            ready,
-            rollout: Rollout::Complete,
-        });
+        return Rollout::Complete;
     }
-    for p in &list.items {
-        let pod = p.metadata.name.clone().unwrap_or_default();
-        let statuses = p
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.clone())
-            .unwrap_or_default();
-        let init = p
-            .status
-            .as_ref()
-            .and_then(|s| s.init_container_statuses.clone())
-            .unwrap_or_default();
-        for c in init.iter().chain(&statuses) {
-            if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref())
-                && let Some(reason) = w.reason.as_deref()
-                && super::observe::FATAL_WAITING.contains(&reason)
-            {
-                return Ok(Observed {
-                    ready,
-                    rollout: Rollout::Failed(format!(
-                        "pod {pod} cannot start: {reason} ({}) in container {} with image `{}`",
-                        w.message.as_deref().unwrap_or("no message"),
-                        c.name,
-                        c.image
-                    )),
-                });
-            }
-            if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref())
-                && t.exit_code != 0
-            {
-                return Ok(Observed {
-                    ready,
-                    rollout: Rollout::Failed(format!(
-                        "pod {pod}: container {} exited with code {}; see `berth online-deployment get-logs`",
-                        c.name, t.exit_code
-                    )),
-                });
-            }
+    if let Some(reason) = pods.iter().find_map(pod_failure) {
+        return Rollout::Failed(reason);
+    }
+    match unplaceable(st.conditions.as_deref(), pods) {
+        Some(reason) => Rollout::Unplaceable(reason),
+        None => Rollout::Progressing,
+    }
+}
+
+/// Why a replica's pod cannot start by itself: a fatal waiting reason, or a container that
+/// exited non-zero.
+fn pod_failure(p: &Pod) -> Option<String> {
+    let pod = p.metadata.name.clone().unwrap_or_default();
+    let status = p.status.as_ref()?;
+    let init = status.init_container_statuses.iter().flatten();
+    for c in init.chain(status.container_statuses.iter().flatten()) {
+        if let Some(w) = c.state.as_ref().and_then(|s| s.waiting.as_ref())
+            && let Some(reason) = w.reason.as_deref()
+            && super::observe::FATAL_WAITING.contains(&reason)
+        {
+            return Some(format!(
+                "pod {pod} cannot start: {reason} ({}) in container {} with image `{}`",
+                w.message.as_deref().unwrap_or("no message"),
+                c.name,
+                c.image
+            ));
+        }
+        if let Some(t) = c.state.as_ref().and_then(|s| s.terminated.as_ref())
+            && t.exit_code != 0
+        {
+            return Some(format!(
+                "pod {pod}: container {} exited with code {}; see `berth online-deployment get-logs`",
+                c.name, t.exit_code
+            ));
         }
     }
-    Ok(Observed {
-        ready,
-        rollout: match unplaceable(st.conditions.as_deref(), &list.items) {
-            Some(reason) => Rollout::Unplaceable(reason),
-            None => Rollout::Progressing,
-        },
-    })
+    None
 }
 
 /// Why replicas cannot be placed: the Deployment's `ReplicaFailure` condition (a
@@ -538,4 +528,87 @@ pub async fn logs(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn deployment(revision: u32, want: i32, ready: i32) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "ep-blue", "generation": 2},
+            "spec": {
+                "replicas": want,
+                "selector": {},
+                "template": {"metadata": {"labels": {"berth.dev/revision": revision.to_string()}}},
+            },
+            "status": {
+                "observedGeneration": 2, "replicas": want, "updatedReplicas": want,
+                "readyReplicas": ready,
+            },
+        }))
+        .unwrap()
+    }
+
+    fn pod(waiting: Option<&str>, exit: Option<i32>) -> Pod {
+        let state = match (waiting, exit) {
+            (Some(r), _) => json!({"waiting": {"reason": r, "message": "m"}}),
+            (None, Some(c)) => json!({"terminated": {"exitCode": c}}),
+            _ => json!({"running": {}}),
+        };
+        serde_json::from_value(json!({
+            "metadata": {"name": "ep-blue-1"},
+            "status": {"containerStatuses": [{
+                "name": "inference-server", "image": "img:1", "ready": false,
+                "restartCount": 0, "imageID": "", "state": state,
+            }]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rollout_completes_when_every_replica_of_the_revision_is_ready() {
+        assert_eq!(
+            rollout_of(&deployment(2, 2, 2), 2, 2, &[]),
+            Rollout::Complete
+        );
+        // Ready for Kubernetes but not yet seen by the router.
+        assert_eq!(
+            rollout_of(&deployment(2, 2, 2), 2, 1, &[]),
+            Rollout::Progressing
+        );
+        // An older revision's template is still applied.
+        assert_eq!(
+            rollout_of(&deployment(1, 2, 2), 2, 2, &[]),
+            Rollout::Progressing
+        );
+    }
+
+    #[test]
+    fn a_replica_that_cannot_start_fails_the_rollout_with_its_reason() {
+        let crash = rollout_of(
+            &deployment(1, 1, 0),
+            1,
+            0,
+            &[pod(Some("CrashLoopBackOff"), None)],
+        );
+        assert!(
+            matches!(&crash, Rollout::Failed(r) if r.contains("CrashLoopBackOff") && r.contains("img:1")),
+            "{crash:?}"
+        );
+        let exited = rollout_of(&deployment(1, 1, 0), 1, 0, &[pod(None, Some(3))]);
+        assert!(
+            matches!(&exited, Rollout::Failed(r) if r.contains("exited with code 3")),
+            "{exited:?}"
+        );
+        let starting = rollout_of(
+            &deployment(1, 1, 0),
+            1,
+            0,
+            &[pod(Some("ContainerCreating"), None)],
+        );
+        assert_eq!(starting, Rollout::Progressing);
+    }
 }
