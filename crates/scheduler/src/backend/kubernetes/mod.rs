@@ -74,8 +74,61 @@ impl KubernetesBackend {
             .ok_or_else(|| BackendError::NotConnected(job.compute.clone()))
     }
 
+    /// How a job ended whose Kubernetes Job disappeared: canceled, or deleted by someone else.
+    fn gone(&self, job: &JobRecord, cluster: &Cluster) -> RunResult {
+        if self.was_canceled(&job.name) {
+            return RunResult {
+                ending: Ending::Canceled,
+                exit_code: None,
+                message: "canceled".into(),
+            };
+        }
+        RunResult {
+            ending: Ending::Failed,
+            exit_code: None,
+            message: format!(
+                "Kubernetes Job {} was deleted in namespace `{}` by someone other than Berth",
+                object_name(&job.name),
+                cluster.namespace
+            ),
+        }
+    }
+
     fn was_canceled(&self, job: &str) -> bool {
         self.canceled.lock().is_ok_and(|c| c.contains(job))
+    }
+}
+
+/// The Job controller's reason for making no pod, from the Job's events, else `waiting`.
+async fn refused_or(events: &Api<Event>, job_events: &ListParams, waiting: Phase) -> Phase {
+    match events.list(job_events).await {
+        Ok(list) => observe::creation_refused(&list.items)
+            .map(Phase::Queued)
+            .unwrap_or(waiting),
+        Err(_) => waiting,
+    }
+}
+
+/// Once a job ended: lets the log copy that followed its pod finish, or copies the newest
+/// pod's log when none followed it.
+async fn finish_logs(
+    log_task: Option<tokio::task::JoinHandle<()>>,
+    pods: &Api<Pod>,
+    pod_list: &[Pod],
+    job: &JobRecord,
+) {
+    match log_task {
+        Some(t) => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        None => {
+            let newest = pod_list
+                .iter()
+                .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+            if let Some(pod) = newest {
+                copy_logs(pods.clone(), pod, job.clone(), false).await;
+            }
+        }
     }
 }
 
@@ -263,13 +316,7 @@ impl Backend for KubernetesBackend {
                 // No pod yet: the Job controller says in an event when it cannot make one
                 // (a ResourceQuota, a LimitRange, an admission webhook).
                 Observed::Waiting(p) if found.is_some() && pod_list.is_empty() => {
-                    match events.list(&job_events).await {
-                        Ok(list) => match observe::creation_refused(&list.items) {
-                            Some(why) => Phase::Queued(why),
-                            None => p,
-                        },
-                        Err(_) => p,
-                    }
+                    refused_or(&events, &job_events, p).await
                 }
                 Observed::Waiting(p) => p,
                 Observed::Running { pod } => {
@@ -287,40 +334,14 @@ impl Backend for KubernetesBackend {
                     Phase::Running
                 }
                 Observed::Ended(result) => {
-                    match log_task {
-                        Some(t) => {
-                            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
-                        }
-                        None => {
-                            let newest = pod_list.iter().max_by_key(|p| {
-                                p.metadata.creation_timestamp.as_ref().map(|t| t.0)
-                            });
-                            if let Some(pod) = newest {
-                                copy_logs(pods.clone(), pod, job.clone(), false).await;
-                            }
-                        }
-                    }
+                    finish_logs(log_task, &pods, &pod_list, job).await;
                     return result;
                 }
                 Observed::Gone => {
                     if let Some(t) = log_task {
                         t.abort();
                     }
-                    if self.was_canceled(&job.name) {
-                        return RunResult {
-                            ending: Ending::Canceled,
-                            exit_code: None,
-                            message: "canceled".into(),
-                        };
-                    }
-                    return RunResult {
-                        ending: Ending::Failed,
-                        exit_code: None,
-                        message: format!(
-                            "Kubernetes Job {name} was deleted in namespace `{}` by someone other than Berth",
-                            cluster.namespace
-                        ),
-                    };
+                    return self.gone(job, &cluster);
                 }
             };
             if last.as_ref() != Some(&phase) {
