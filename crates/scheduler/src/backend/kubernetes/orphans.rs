@@ -23,101 +23,145 @@ pub async fn collect(
     deployments: &HashSet<(String, String)>,
     known_at: std::time::SystemTime,
 ) -> Result<Vec<String>, String> {
-    let known_at = k8s_openapi::jiff::Timestamp::try_from(known_at).map_err(|e| e.to_string())?;
-    let older = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+    let sweep = Sweep {
+        cluster,
+        known_at: k8s_openapi::jiff::Timestamp::try_from(known_at).map_err(|e| e.to_string())?,
+        managed: ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)),
+    };
+    let mut deleted = sweep.jobs(compute, jobs).await?;
+    deleted.extend(sweep.config_maps(jobs).await?);
+    deleted.extend(sweep.deployments(deployments).await?);
+    Ok(deleted)
+}
+
+/// One collection over a cluster's namespace.
+struct Sweep<'a> {
+    cluster: &'a Cluster,
+    known_at: k8s_openapi::jiff::Timestamp,
+    managed: ListParams,
+}
+
+impl Sweep<'_> {
+    /// Made before the known sets were read: it cannot be new work.
+    fn older(&self, m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
         m.creation_timestamp
             .as_ref()
-            .is_some_and(|t| t.0 < known_at)
-    };
-    let ns = &cluster.namespace;
-    let managed = ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    let background = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..DeleteParams::default()
-    };
-    let mut deleted = Vec::new();
-
-    let job_api: Api<Job> = Api::namespaced(cluster.client.clone(), ns);
-    for j in job_api
-        .list(&managed)
-        .await
-        .map_err(|e| describe(&e))?
-        .items
-    {
-        let ann = j.metadata.annotations.clone().unwrap_or_default();
-        if ann.get("berth.dev/compute").map(String::as_str) != Some(compute) {
-            continue;
-        }
-        let owner = ann.get(JOB_NAME_ANNOTATION).cloned().unwrap_or_default();
-        if jobs.contains(&owner) || !older(&j.metadata) {
-            continue;
-        }
-        let name = j.metadata.name.clone().unwrap_or_default();
-        job_api
-            .delete(&name, &background)
-            .await
-            .map_err(|e| describe(&e))?;
-        deleted.push(format!("Job {ns}/{name} (job `{owner}`)"));
+            .is_some_and(|t| t.0 < self.known_at)
     }
 
-    // A ConfigMap with no owner was made for a Job that was never created (and whose job is
-    // gone: a known job may be about to create it).
-    let known: HashSet<String> = jobs.iter().map(|j| object_name(j)).collect();
-    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
-    let job_maps = ListParams::default().labels(JOB_LABEL);
-    let live: HashSet<String> = job_api
-        .list(&managed)
-        .await
-        .map_err(|e| describe(&e))?
-        .items
-        .iter()
-        .filter_map(|j| j.metadata.name.clone())
-        .collect();
-    for m in maps.list(&job_maps).await.map_err(|e| describe(&e))?.items {
-        let owned = m
-            .metadata
-            .owner_references
-            .as_ref()
-            .is_some_and(|o| !o.is_empty());
-        let job = m
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(JOB_LABEL))
-            .cloned()
-            .unwrap_or_default();
-        if owned || live.contains(&job) || known.contains(&job) || !older(&m.metadata) {
-            continue;
-        }
-        let name = m.metadata.name.clone().unwrap_or_default();
-        maps.delete(&name, &DeleteParams::default())
-            .await
-            .map_err(|e| describe(&e))?;
-        deleted.push(format!("ConfigMap {ns}/{name}"));
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.cluster.client.clone(), &self.cluster.namespace)
     }
 
-    let dep_api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
-    for d in dep_api
-        .list(&managed)
-        .await
-        .map_err(|e| describe(&e))?
-        .items
-    {
-        let ann = d.metadata.annotations.clone().unwrap_or_default();
-        let (Some(ep), Some(dep)) = (
-            ann.get("berth.dev/endpoint-name"),
-            ann.get("berth.dev/deployment-name"),
-        ) else {
-            continue;
+    /// Jobs on `compute` whose Berth job is gone.
+    async fn jobs(&self, compute: &str, jobs: &HashSet<String>) -> Result<Vec<String>, String> {
+        let ns = &self.cluster.namespace;
+        let background = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
         };
-        if deployments.contains(&(ep.clone(), dep.clone())) || !older(&d.metadata) {
-            continue;
+        let job_api: Api<Job> = self.api();
+        let mut deleted = Vec::new();
+        for j in job_api
+            .list(&self.managed)
+            .await
+            .map_err(|e| describe(&e))?
+            .items
+        {
+            let ann = j.metadata.annotations.clone().unwrap_or_default();
+            if ann.get("berth.dev/compute").map(String::as_str) != Some(compute) {
+                continue;
+            }
+            let owner = ann.get(JOB_NAME_ANNOTATION).cloned().unwrap_or_default();
+            if jobs.contains(&owner) || !self.older(&j.metadata) {
+                continue;
+            }
+            let name = j.metadata.name.clone().unwrap_or_default();
+            job_api
+                .delete(&name, &background)
+                .await
+                .map_err(|e| describe(&e))?;
+            deleted.push(format!("Job {ns}/{name} (job `{owner}`)"));
         }
-        serving::delete(cluster, ep, dep).await?;
-        deleted.push(format!(
-            "Deployment {ns}/{} (deployment `{ep}/{dep}`)",
-            d.metadata.name.clone().unwrap_or_default()
-        ));
+        Ok(deleted)
     }
-    Ok(deleted)
+
+    /// A ConfigMap with no owner was made for a Job that was never created (and whose job is
+    /// gone: a known job may be about to create it).
+    async fn config_maps(&self, jobs: &HashSet<String>) -> Result<Vec<String>, String> {
+        let ns = &self.cluster.namespace;
+        let known: HashSet<String> = jobs.iter().map(|j| object_name(j)).collect();
+        let job_api: Api<Job> = self.api();
+        let maps: Api<ConfigMap> = self.api();
+        let live: HashSet<String> = job_api
+            .list(&self.managed)
+            .await
+            .map_err(|e| describe(&e))?
+            .items
+            .iter()
+            .filter_map(|j| j.metadata.name.clone())
+            .collect();
+        let job_maps = ListParams::default().labels(JOB_LABEL);
+        let mut deleted = Vec::new();
+        for m in maps.list(&job_maps).await.map_err(|e| describe(&e))?.items {
+            let owned = m
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| !o.is_empty());
+            let job = m
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(JOB_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            if owned || live.contains(&job) || known.contains(&job) || !self.older(&m.metadata) {
+                continue;
+            }
+            let name = m.metadata.name.clone().unwrap_or_default();
+            maps.delete(&name, &DeleteParams::default())
+                .await
+                .map_err(|e| describe(&e))?;
+            deleted.push(format!("ConfigMap {ns}/{name}"));
+        }
+        Ok(deleted)
+    }
+
+    /// Deployments (with their Service and ConfigMaps) whose online deployment is gone.
+    async fn deployments(
+        &self,
+        deployments: &HashSet<(String, String)>,
+    ) -> Result<Vec<String>, String> {
+        let ns = &self.cluster.namespace;
+        let dep_api: Api<Deployment> = self.api();
+        let mut deleted = Vec::new();
+        for d in dep_api
+            .list(&self.managed)
+            .await
+            .map_err(|e| describe(&e))?
+            .items
+        {
+            let ann = d.metadata.annotations.clone().unwrap_or_default();
+            let (Some(ep), Some(dep)) = (
+                ann.get("berth.dev/endpoint-name"),
+                ann.get("berth.dev/deployment-name"),
+            ) else {
+                continue;
+            };
+            if deployments.contains(&(ep.clone(), dep.clone())) || !self.older(&d.metadata) {
+                continue;
+            }
+            serving::delete(self.cluster, ep, dep).await?;
+            deleted.push(format!(
+                "Deployment {ns}/{} (deployment `{ep}/{dep}`)",
+                d.metadata.name.clone().unwrap_or_default()
+            ));
+        }
+        Ok(deleted)
+    }
 }
