@@ -93,20 +93,58 @@ pub async fn supervise(dir: &Path) -> i32 {
 }
 
 async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
-    let start_failed = |e: String| RunResult {
-        ending: Ending::StartFailed,
-        exit_code: None,
-        message: e,
+    let (mut child, pgid) = match spawn(dir, plan) {
+        Ok(c) => c,
+        Err(message) => {
+            return RunResult {
+                ending: Ending::StartFailed,
+                exit_code: None,
+                message,
+            };
+        }
     };
-    let log = match open_log(dir, plan) {
-        Ok(l) => l,
-        Err(e) => return start_failed(format!("cannot open the job log: {e}")),
+    let _ = std::fs::write(dir.process_group(), pgid.as_raw_nonzero().to_string());
+    let deadline = plan
+        .timeout_seconds
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let mut killed: Option<(Ending, String, Instant)> = None;
+    let mut tick = tokio::time::interval(TICK);
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = tick.tick() => {}
+        }
+        match &killed {
+            Some((_, _, at)) if at.elapsed() > GRACE => {
+                let _ = kill_process_group(pgid, Signal::KILL);
+            }
+            Some(_) => {}
+            None => {
+                killed = stop_reason(dir, plan, pgid, deadline)
+                    .map(|(ending, message)| (ending, message, Instant::now()));
+            }
+        }
     };
+    // Whatever the command left behind in its group goes with it.
+    let _ = kill_process_group(pgid, Signal::KILL);
+    match killed {
+        Some((ending, message, _)) => RunResult {
+            ending,
+            exit_code: status.as_ref().ok().and_then(|s| s.code()),
+            message,
+        },
+        None => outcome(status),
+    }
+}
+
+/// Starts the command in its own process group, its output going to the job's log.
+fn spawn(dir: &JobDir, plan: &RunPlan) -> Result<(tokio::process::Child, Pid), String> {
+    let log = open_log(dir, plan).map_err(|e| format!("cannot open the job log: {e}"))?;
     let (out, err) = match (log.try_clone(), log.try_clone()) {
         (Ok(o), Ok(e)) => (o, e),
-        _ => return start_failed("cannot share the job log".into()),
+        _ => return Err("cannot share the job log".into()),
     };
-    let mut child = match Command::new("/bin/sh")
+    let child = Command::new("/bin/sh")
         .arg("-c")
         .arg(&plan.command)
         .current_dir(&plan.cwd)
@@ -117,69 +155,51 @@ async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
         .process_group(0)
         .kill_on_drop(false)
         .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => return start_failed(format!("cannot start `/bin/sh -c {}`: {e}", plan.command)),
-    };
-    let Some(pgid) = child.id().and_then(|p| Pid::from_raw(p as i32)) else {
-        return start_failed("the command exited before it could be watched".into());
-    };
-    let _ = std::fs::write(dir.process_group(), pgid.as_raw_nonzero().to_string());
-    let started = Instant::now();
-    let deadline = plan
-        .timeout_seconds
-        .map(|s| started + Duration::from_secs(s));
-    let mut killed: Option<(Ending, String, Instant)> = None;
-    let mut tick = tokio::time::interval(TICK);
-    let status = loop {
-        tokio::select! {
-            status = child.wait() => break status,
-            _ = tick.tick() => {}
-        }
-        if let Some((_, _, at)) = &killed {
-            if at.elapsed() > GRACE {
-                let _ = kill_process_group(pgid, Signal::KILL);
-            }
-            continue;
-        }
-        if dir.cancel_flag().exists() {
-            let _ = kill_process_group(pgid, Signal::TERM);
-            killed = Some((
-                Ending::Canceled,
-                "canceled on request".into(),
-                Instant::now(),
-            ));
-        } else if deadline.is_some_and(|d| Instant::now() >= d) {
-            let _ = kill_process_group(pgid, Signal::TERM);
-            let msg = format!(
-                "DeadlineExceeded: the job ran longer than limits.timeout ({}s) and was stopped",
-                plan.timeout_seconds.unwrap_or(0)
-            );
-            killed = Some((Ending::DeadlineExceeded, msg, Instant::now()));
-        } else if let Some(limit) = plan.memory_limit_bytes {
-            let used = group_rss(pgid.as_raw_nonzero().get());
-            if used > limit {
-                let _ = kill_process_group(pgid, Signal::KILL);
-                let msg = format!(
-                    "OOMKilled: the job's processes used {} of memory, over the {} limit of instance type `{}`; use an instance type with a larger memory limit",
-                    human_bytes(used),
-                    human_bytes(limit),
-                    plan.instance_type
-                );
-                killed = Some((Ending::OOMKilled, msg, Instant::now()));
-            }
-        }
-    };
-    // Whatever the command left behind in its group goes with it.
-    let _ = kill_process_group(pgid, Signal::KILL);
-    let exit_code = status.as_ref().ok().and_then(|s| s.code());
-    if let Some((ending, message, _)) = killed {
-        return RunResult {
-            ending,
-            exit_code,
-            message,
-        };
+        .map_err(|e| format!("cannot start `/bin/sh -c {}`: {e}", plan.command))?;
+    let pgid = child
+        .id()
+        .and_then(|p| Pid::from_raw(p as i32))
+        .ok_or("the command exited before it could be watched")?;
+    Ok((child, pgid))
+}
+
+/// Why the command must stop now, if it must: a cancel, its deadline, or memory over its
+/// limit. The group is signalled here (TERM, or KILL for memory).
+fn stop_reason(
+    dir: &JobDir,
+    plan: &RunPlan,
+    pgid: Pid,
+    deadline: Option<Instant>,
+) -> Option<(Ending, String)> {
+    if dir.cancel_flag().exists() {
+        let _ = kill_process_group(pgid, Signal::TERM);
+        return Some((Ending::Canceled, "canceled on request".into()));
     }
+    if deadline.is_some_and(|d| Instant::now() >= d) {
+        let _ = kill_process_group(pgid, Signal::TERM);
+        let msg = format!(
+            "DeadlineExceeded: the job ran longer than limits.timeout ({}s) and was stopped",
+            plan.timeout_seconds.unwrap_or(0)
+        );
+        return Some((Ending::DeadlineExceeded, msg));
+    }
+    let limit = plan.memory_limit_bytes?;
+    let used = group_rss(pgid.as_raw_nonzero().get());
+    if used <= limit {
+        return None;
+    }
+    let _ = kill_process_group(pgid, Signal::KILL);
+    let msg = format!(
+        "OOMKilled: the job's processes used {} of memory, over the {} limit of instance type `{}`; use an instance type with a larger memory limit",
+        human_bytes(used),
+        human_bytes(limit),
+        plan.instance_type
+    );
+    Some((Ending::OOMKilled, msg))
+}
+
+/// How a command that ended by itself ended.
+fn outcome(status: std::io::Result<std::process::ExitStatus>) -> RunResult {
     match status {
         Ok(s) if s.success() => RunResult {
             ending: Ending::Succeeded,
