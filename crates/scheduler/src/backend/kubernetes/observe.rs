@@ -52,38 +52,55 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
     let pod = pods
         .iter()
         .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-    let terminated = pod.and_then(terminated_state);
-    let init_failure = pod.and_then(init_failed);
+    if let Some(ended) = from_job(job, pod) {
+        return ended;
+    }
+    let Some(pod) = pod else {
+        return Observed::Waiting(Phase::Starting(
+            "waiting for the Job controller to create a pod".into(),
+        ));
+    };
+    if let Some(t) = terminated_state(pod) {
+        return from_terminated(t);
+    }
+    if let Some(f) = init_failed(pod) {
+        return f;
+    }
+    unschedulable(pod)
+        .or_else(|| cannot_start(pod))
+        .unwrap_or_else(|| from_phase(pod))
+}
+
+/// What the Job's own conditions and counts say: complete, past its deadline, or failed.
+fn from_job(job: &Job, pod: Option<&Pod>) -> Option<Observed> {
     let status = job.status.as_ref();
     for c in status
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
+        .filter(|c| c.status == "True")
     {
-        if c.status != "True" {
-            continue;
-        }
         match (c.type_.as_str(), c.reason.as_deref()) {
-            ("Complete", _) => return success(),
+            ("Complete", _) => return Some(success()),
             ("Failed", Some("DeadlineExceeded")) => {
                 let secs = job.spec.as_ref().and_then(|s| s.active_deadline_seconds);
-                return failed(
+                return Some(failed(
                     Ending::DeadlineExceeded,
                     None,
                     format!(
                         "limits.timeout ({}s) passed; Kubernetes stopped the job (activeDeadlineSeconds)",
                         secs.unwrap_or_default()
                     ),
-                );
+                ));
             }
             ("Failed", reason) => {
-                if let Some(t) = terminated {
-                    return from_terminated(t);
+                if let Some(t) = pod.and_then(terminated_state) {
+                    return Some(from_terminated(t));
                 }
-                if let Some(f) = init_failure {
-                    return f;
+                if let Some(f) = pod.and_then(init_failed) {
+                    return Some(f);
                 }
-                return failed(
+                return Some(failed(
                     Ending::Failed,
                     None,
                     format!(
@@ -91,44 +108,41 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
                         reason.unwrap_or("no reason"),
                         c.message.as_deref().unwrap_or("no message")
                     ),
-                );
+                ));
             }
             _ => {}
         }
     }
-    if status.and_then(|s| s.succeeded).unwrap_or(0) > 0 {
-        return success();
-    }
-    let Some(pod) = pod else {
-        return Observed::Waiting(Phase::Starting(
-            "waiting for the Job controller to create a pod".into(),
-        ));
-    };
+    (status.and_then(|s| s.succeeded).unwrap_or(0) > 0).then(success)
+}
+
+/// The scheduler cannot place the pod: the job is queued with its message.
+fn unschedulable(pod: &Pod) -> Option<Observed> {
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
-    if let Some(t) = terminated {
-        return from_terminated(t);
-    }
-    if let Some(f) = init_failure {
-        return f;
-    }
-    let pod_status = pod.status.as_ref();
-    let unschedulable = pod_status
+    let c = pod
+        .status
+        .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False");
-    if let Some(c) = unschedulable {
-        let why = c.message.clone().unwrap_or_else(|| {
-            c.reason
-                .clone()
-                .unwrap_or_else(|| "not scheduled yet".into())
-        });
-        return Observed::Waiting(Phase::Queued(format!(
-            "the Kubernetes scheduler cannot place pod {pod_name}: {why}"
-        )));
-    }
-    // Init containers (Berth's image: copying `berth`, fetching files) first, then the job's.
-    let waiting = pod_status
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    let why = c.message.clone().unwrap_or_else(|| {
+        c.reason
+            .clone()
+            .unwrap_or_else(|| "not scheduled yet".into())
+    });
+    Some(Observed::Waiting(Phase::Queued(format!(
+        "the Kubernetes scheduler cannot place pod {pod_name}: {why}"
+    ))))
+}
+
+/// A container (init containers from Berth's image first, then the job's) waits for a
+/// reason that will not resolve by itself.
+fn cannot_start(pod: &Pod) -> Option<Observed> {
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let (c, reason, w) = pod
+        .status
+        .as_ref()
         .into_iter()
         .flat_map(|s| {
             let init = s.init_container_statuses.iter().flatten();
@@ -138,18 +152,22 @@ pub fn observe(job: Option<&Job>, pods: &[Pod]) -> Observed {
             let w = c.state.as_ref()?.waiting.as_ref()?;
             let reason = w.reason.as_deref()?;
             FATAL_WAITING.contains(&reason).then_some((c, reason, w))
-        });
-    if let Some((c, reason, w)) = waiting {
-        let image = image_of(pod, &c.name);
-        return failed(
-            Ending::StartFailed,
-            None,
-            format!(
-                "pod {pod_name} cannot start ({reason}) with image `{image}`: {}",
-                w.message.as_deref().unwrap_or("no message")
-            ),
-        );
-    }
+        })?;
+    let image = image_of(pod, &c.name);
+    Some(failed(
+        Ending::StartFailed,
+        None,
+        format!(
+            "pod {pod_name} cannot start ({reason}) with image `{image}`: {}",
+            w.message.as_deref().unwrap_or("no message")
+        ),
+    ))
+}
+
+/// What the pod's phase says, with what it is doing while it starts.
+fn from_phase(pod: &Pod) -> Observed {
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    let pod_status = pod.status.as_ref();
     match pod_status.and_then(|s| s.phase.as_deref()) {
         Some("Running") => Observed::Running { pod: pod_name },
         Some("Succeeded") => success(),
