@@ -262,27 +262,123 @@ fn parse_model(src: &Source<'_>, m: &Spanned<Value>) -> Result<ModelRef, SpecErr
     }
 }
 
+/// `type` must be one Berth runs; a custom container's `model_mount_path` is not supported.
+fn check_kind(src: &Source<'_>, raw: &RawDeployment) -> Result<(), SpecError> {
+    if let Some(at) = &raw.model_mount_path {
+        return Err(src
+            .error_at(at, "`model_mount_path` is not supported yet")
+            .hint("remove it; the model is at $AZUREML_MODEL_DIR"));
+    }
+    if let Some(k) = &raw.kind
+        && k.value != "kubernetes"
+        && k.value != "managed"
+    {
+        return Err(src.error_at(
+            k,
+            format!(
+                "`type: {}` is not a deployment type; use kubernetes or managed (both run as Berth deployments)",
+                k.value
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `scale_settings`: `default`, or `target_utilization` with Azure's defaults.
+fn parse_scale(
+    src: &Source<'_>,
+    scale: Option<Spanned<RawScale>>,
+) -> Result<ScaleSettings, SpecError> {
+    let Some(s) = scale else {
+        return Ok(ScaleSettings::Default);
+    };
+    match s.value.kind.as_str() {
+        "default" => Ok(ScaleSettings::Default),
+        "target_utilization" => {
+            let min = s.value.min_instances.unwrap_or(1);
+            let max = s.value.max_instances.unwrap_or(1);
+            if min == 0 || max < min {
+                return Err(src.error_at(
+                    &s,
+                    "scale_settings: need 1 <= min_instances <= max_instances",
+                ));
+            }
+            Ok(ScaleSettings::TargetUtilization {
+                min_instances: min,
+                max_instances: max,
+                target_utilization_percentage: s.value.target_utilization_percentage.unwrap_or(70),
+                polling_interval: s.value.polling_interval.unwrap_or(1),
+            })
+        }
+        other => Err(src.error_at(
+            &s,
+            format!(
+                "`scale_settings.type: {other}` is not valid; use default or target_utilization"
+            ),
+        )),
+    }
+}
+
+/// A CPU and memory pair, as `resources` gives them.
+type CpuMemory = (Quantity, Quantity);
+
+/// `resources.requests` (required, non-zero) and `resources.limits` (optional).
+fn parse_resources(
+    src: &Source<'_>,
+    resources: Option<Spanned<RawResources>>,
+) -> Result<(Option<CpuMemory>, Option<CpuMemory>), SpecError> {
+    let Some(r) = resources else {
+        return Ok((None, None));
+    };
+    let limits = match r
+        .value
+        .limits
+        .as_ref()
+        .map(|l| (l.get("cpu"), l.get("memory")))
+    {
+        None => None,
+        Some((Some(c), Some(m))) => Some((*c, *m)),
+        Some(_) => return Err(src.error_at(&r, "`resources.limits` needs cpu and memory")),
+    };
+    let req = r
+        .value
+        .requests
+        .as_ref()
+        .ok_or_else(|| src.error_at(&r, "`resources` needs `requests` with cpu and memory"))?;
+    let requests = match (req.get("cpu"), req.get("memory")) {
+        (Some(c), Some(m)) if !c.is_zero() && !m.is_zero() => (*c, *m),
+        _ => return Err(src.error_at(&r, "`resources.requests` needs non-zero cpu and memory")),
+    };
+    Ok((Some(requests), limits))
+}
+
+/// Fields of managed deployments that mean nothing on a machine you run yourself: accepted,
+/// each with a note.
+fn managed_only_notes(raw: &RawDeployment) -> Vec<String> {
+    let mut notes = Vec::new();
+    if raw.app_insights_enabled == Some(true) {
+        notes.push(
+            "app_insights_enabled is ignored: Berth exposes Prometheus metrics at /metrics instead"
+                .to_string(),
+        );
+    }
+    if raw.data_collector.is_some() {
+        notes.push(
+            "data_collector is ignored: Berth does not collect inference data yet".to_string(),
+        );
+    }
+    if raw.egress_public_network_access.is_some() {
+        notes.push("egress_public_network_access is ignored: replicas use the network of the machine or cluster they run on".to_string());
+    }
+    notes
+}
+
 impl DeploymentSpec {
     /// Parses a deployment file.
     pub fn parse(src: &Source<'_>) -> Result<DeploymentSpec, SpecError> {
         let raw: RawDeployment = src.parse()?;
-        if let Some(at) = &raw.model_mount_path {
-            return Err(src
-                .error_at(at, "`model_mount_path` is not supported yet")
-                .hint("remove it; the model is at $AZUREML_MODEL_DIR"));
-        }
-        if let Some(k) = &raw.kind
-            && k.value != "kubernetes"
-            && k.value != "managed"
-        {
-            return Err(src.error_at(
-                k,
-                format!(
-                    "`type: {}` is not a deployment type; use kubernetes or managed (both run as Berth deployments)",
-                    k.value
-                ),
-            ));
-        }
+        let notes = managed_only_notes(&raw);
+        check_kind(src, &raw)?;
         validate_name("deployment", &raw.name.value).map_err(|m| src.error_at(&raw.name, m))?;
         validate_name("endpoint", &raw.endpoint_name.value)
             .map_err(|m| src.error_at(&raw.endpoint_name, m))?;
@@ -313,26 +409,7 @@ impl DeploymentSpec {
             Some(c) => c.value,
             None => 1,
         };
-        let scale_settings = match raw.scale_settings {
-            None => ScaleSettings::Default,
-            Some(s) => match s.value.kind.as_str() {
-                "default" => ScaleSettings::Default,
-                "target_utilization" => {
-                    let min = s.value.min_instances.unwrap_or(1);
-                    let max = s.value.max_instances.unwrap_or(1);
-                    if min == 0 || max < min {
-                        return Err(src.error_at(&s, "scale_settings: need 1 <= min_instances <= max_instances"));
-                    }
-                    ScaleSettings::TargetUtilization {
-                        min_instances: min,
-                        max_instances: max,
-                        target_utilization_percentage: s.value.target_utilization_percentage.unwrap_or(70),
-                        polling_interval: s.value.polling_interval.unwrap_or(1),
-                    }
-                }
-                other => return Err(src.error_at(&s, format!("`scale_settings.type: {other}` is not valid; use default or target_utilization"))),
-            },
-        };
+        let scale_settings = parse_scale(src, raw.scale_settings)?;
         let request_settings = match raw.request_settings {
             Some(r) => {
                 let v = r.value;
@@ -343,47 +420,7 @@ impl DeploymentSpec {
             }
             None => RequestSettings::default(),
         };
-        let resource_limits = match &raw.resources {
-            Some(r) => match r
-                .value
-                .limits
-                .as_ref()
-                .map(|l| (l.get("cpu"), l.get("memory")))
-            {
-                None => None,
-                Some((Some(c), Some(m))) => Some((*c, *m)),
-                Some(_) => return Err(src.error_at(r, "`resources.limits` needs cpu and memory")),
-            },
-            None => None,
-        };
-        let resource_requests = match raw.resources {
-            Some(r) => {
-                let req = r.value.requests.as_ref().ok_or_else(|| {
-                    src.error_at(&r, "`resources` needs `requests` with cpu and memory")
-                })?;
-                match (req.get("cpu"), req.get("memory")) {
-                    (Some(c), Some(m)) if !c.is_zero() && !m.is_zero() => Some((*c, *m)),
-                    _ => {
-                        return Err(
-                            src.error_at(&r, "`resources.requests` needs non-zero cpu and memory")
-                        );
-                    }
-                }
-            }
-            None => None,
-        };
-        let mut notes = Vec::new();
-        if raw.app_insights_enabled == Some(true) {
-            notes.push("app_insights_enabled is ignored: Berth exposes Prometheus metrics at /metrics instead".to_string());
-        }
-        if raw.data_collector.is_some() {
-            notes.push(
-                "data_collector is ignored: Berth does not collect inference data yet".to_string(),
-            );
-        }
-        if raw.egress_public_network_access.is_some() {
-            notes.push("egress_public_network_access is ignored: replicas use the network of the machine or cluster they run on".to_string());
-        }
+        let (resource_requests, resource_limits) = parse_resources(src, raw.resources)?;
         Ok(DeploymentSpec {
             name: raw.name.value,
             endpoint_name: raw.endpoint_name.value,
