@@ -343,38 +343,83 @@ fn string_map(
         .collect()
 }
 
+impl RawResources {
+    /// The instance type; fields of Azure's managed computes are refused by name.
+    fn instance_type(self, src: &Source<'_>) -> Result<Option<String>, SpecError> {
+        unsupported(src, "resources.shm_size", &self.shm_size)?;
+        unsupported(src, "resources.docker_args", &self.docker_args)?;
+        unsupported(src, "resources.locations", &self.locations)?;
+        unsupported(src, "resources.properties", &self.properties)?;
+        unsupported(
+            src,
+            "resources.max_instance_count",
+            &self.max_instance_count,
+        )?;
+        if let Some(c) = &self.instance_count
+            && c.value != 1
+        {
+            return Err(src
+                .error_at(
+                    c,
+                    "`resources.instance_count` other than 1 is not supported yet",
+                )
+                .hint("multi-node jobs come with distributed training"));
+        }
+        Ok(self.instance_type.map(|t| t.value))
+    }
+}
+
+impl RawQueue {
+    fn priority(self, src: &Source<'_>) -> Result<Priority, SpecError> {
+        unsupported(src, "queue_settings.job_tier", &self.job_tier)?;
+        match &self.priority {
+            Some(p) => parse_priority(&p.value).map_err(|m| src.error_at(p, m)),
+            None => Ok(Priority::default()),
+        }
+    }
+}
+
+fn parse_inputs(
+    src: &Source<'_>,
+    raw: BTreeMap<String, Spanned<Value>>,
+) -> Result<BTreeMap<String, JobInput>, SpecError> {
+    let mut inputs = BTreeMap::new();
+    for (k, v) in raw {
+        validate_name("input", &k).map_err(|m| src.error_at(&v, m))?;
+        let input = parse_input(&k, &v.value).map_err(|m| src.error_at(&v, m))?;
+        inputs.insert(k, input);
+    }
+    Ok(inputs)
+}
+
+fn parse_outputs(
+    src: &Source<'_>,
+    raw: BTreeMap<String, Spanned<Option<Value>>>,
+) -> Result<BTreeMap<String, JobOutput>, SpecError> {
+    let mut outputs = BTreeMap::new();
+    for (k, v) in raw {
+        validate_name("output", &k).map_err(|m| src.error_at(&v, m))?;
+        let output = parse_output(&k, v.value.as_ref()).map_err(|m| src.error_at(&v, m))?;
+        outputs.insert(k, output);
+    }
+    Ok(outputs)
+}
+
 impl RawJob {
     fn validate(self, src: &Source<'_>) -> Result<JobSpec, SpecError> {
         unsupported(src, "distribution", &self.distribution)?;
         unsupported(src, "services", &self.services)?;
         unsupported(src, "identity", &self.identity)?;
         unsupported(src, "properties", &self.properties)?;
-        let mut instance_type = None;
-        if let Some(r) = self.resources {
-            unsupported(src, "resources.shm_size", &r.shm_size)?;
-            unsupported(src, "resources.docker_args", &r.docker_args)?;
-            unsupported(src, "resources.locations", &r.locations)?;
-            unsupported(src, "resources.properties", &r.properties)?;
-            unsupported(src, "resources.max_instance_count", &r.max_instance_count)?;
-            if let Some(c) = &r.instance_count
-                && c.value != 1
-            {
-                return Err(src
-                    .error_at(
-                        c,
-                        "`resources.instance_count` other than 1 is not supported yet",
-                    )
-                    .hint("multi-node jobs come with distributed training"));
-            }
-            instance_type = r.instance_type.map(|t| t.value);
-        }
-        let mut priority = Priority::default();
-        if let Some(q) = self.queue_settings {
-            unsupported(src, "queue_settings.job_tier", &q.job_tier)?;
-            if let Some(p) = &q.priority {
-                priority = parse_priority(&p.value).map_err(|m| src.error_at(p, m))?;
-            }
-        }
+        let instance_type = self
+            .resources
+            .map(|r| r.instance_type(src))
+            .transpose()?
+            .flatten();
+        let priority = match self.queue_settings {
+            Some(q) => q.priority(src)?,
+            None => Priority::default(),
+        };
         let timeout_seconds = match self.limits.and_then(|l| l.timeout) {
             Some(t) if t.value <= 0 => {
                 return Err(
@@ -405,22 +450,8 @@ impl RawJob {
             .environment
             .map(|e| parse_environment(src, e))
             .transpose()?;
-        let mut inputs = BTreeMap::new();
-        for (k, v) in self.inputs {
-            validate_name("input", &k).map_err(|m| src.error_at(&v, m))?;
-            inputs.insert(
-                k.clone(),
-                parse_input(&k, &v.value).map_err(|m| src.error_at(&v, m))?,
-            );
-        }
-        let mut outputs = BTreeMap::new();
-        for (k, v) in self.outputs {
-            validate_name("output", &k).map_err(|m| src.error_at(&v, m))?;
-            outputs.insert(
-                k.clone(),
-                parse_output(&k, v.value.as_ref()).map_err(|m| src.error_at(&v, m))?,
-            );
-        }
+        let inputs = parse_inputs(src, self.inputs)?;
+        let outputs = parse_outputs(src, self.outputs)?;
         let spec = JobSpec {
             name,
             display_name: self.display_name,
