@@ -72,6 +72,19 @@ pub fn pod_routes() -> Router<AppState> {
 /// Every authenticated route under `/api`.
 pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
+        .merge(job_routes())
+        .merge(resource_routes())
+        .merge(asset_routes())
+        .merge(serving_routes())
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            crate::auth::require_token,
+        ))
+}
+
+/// Jobs, their logs and outputs.
+fn job_routes() -> Router<AppState> {
+    Router::new()
         .route("/api/jobs", post(jobs::create).get(jobs::list))
         .route("/api/jobs/{name}", get(jobs::show))
         .route("/api/jobs/{name}/cancel", post(jobs::cancel))
@@ -84,6 +97,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/api/jobs/{name}/outputs/{output}/files/{*path}",
             get(jobs::output_file),
         )
+}
+
+/// Instance types, computes and datastores.
+fn resource_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/api/instance-types",
             put(resources::apply_instance_types).get(resources::list_instance_types),
@@ -105,6 +123,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
             post(resources::create_datastore).get(resources::list_datastores),
         )
         .route("/api/datastores/{name}", get(resources::show_datastore))
+}
+
+/// Versioned environments, models and data assets.
+fn asset_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/api/environments",
             post(assets::create_environment).get(assets::list_environments),
@@ -129,6 +152,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/api/data/{name}/versions/{version}",
             get(assets::show_data),
         )
+}
+
+/// Online endpoints, their deployments, and the routes published to routers.
+fn serving_routes() -> Router<AppState> {
+    Router::new()
         .route("/api/routes", get(sv::routes))
         .route(
             "/api/endpoints",
@@ -160,8 +188,4 @@ pub fn routes(state: AppState) -> Router<AppState> {
             "/api/endpoints/{name}/deployments/{deployment}/logs",
             get(sv::deployment_logs),
         )
-        .route_layer(middleware::from_fn_with_state(
-            state,
-            crate::auth::require_token,
-        ))
 }
