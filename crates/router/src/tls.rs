@@ -38,8 +38,11 @@ pub enum TlsError {
     Config(String),
 }
 
+/// A listener's TLS configuration.
+pub type ServerTls = Arc<rustls::ServerConfig>;
+
 /// A TLS server configuration from a PEM certificate chain (server first) and a PEM key.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::Cert {

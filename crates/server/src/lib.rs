@@ -291,45 +291,12 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let home = config.home.clone();
     std::fs::create_dir_all(&home).map_err(home_error(&home))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(home.join("server.lock"))
-        .map_err(home_error(&home))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| StartError::Busy(home.clone()))?;
-    let api = TcpListener::bind(config.api_listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.api_listen,
-            source,
-        })?;
-    let scoring = TcpListener::bind(config.scoring_listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.scoring_listen,
-            source,
-        })?;
+    let lock = lock_home(&home)?;
+    let api = bind(config.api_listen).await?;
+    let scoring = bind(config.scoring_listen).await?;
     let api_addr = api.local_addr().map_err(home_error(&home))?;
     let scoring_addr = scoring.local_addr().map_err(home_error(&home))?;
-    let tls = match (&config.scoring_tls_cert, &config.scoring_tls_key) {
-        (Some(cert), Some(key)) => Some(berth_router::tls::server_config(cert, key)?),
-        (None, None)
-            if berth_router::tls::plaintext_allowed(
-                &scoring_addr,
-                config.allow_insecure_connections,
-            ) =>
-        {
-            None
-        }
-        (None, None) => return Err(StartError::InsecureScoring(scoring_addr)),
-        _ => {
-            return Err(StartError::Tls(berth_router::tls::TlsError::Config(
-                "give both --scoring-tls-cert and --scoring-tls-key".into(),
-            )));
-        }
-    };
+    let tls = scoring_tls(&config, scoring_addr)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let state = build_state(&config, &format!("{scheme}://{scoring_addr}")).await?;
     let router = Arc::clone(&state.router);
@@ -348,16 +315,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let info_bytes = serde_json::to_vec_pretty(&info).unwrap_or_default();
-    berth_scheduler::workdir::write_atomic(&home.join("server.json"), &info_bytes)
-        .map_err(home_error(&home))?;
-    info!(api = %info.api_url, scoring = %info.scoring_url, home = %home.display(), "berth server ready");
-    eprintln!(
-        "berth server ready: API {} · scoring {} · home {}",
-        info.api_url,
-        info.scoring_url,
-        home.display()
-    );
+    announce(&home, &info)?;
     let app = app(state, config.max_body_bytes);
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut stop_api = stop_tx.subscribe();
@@ -395,6 +353,62 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     routes_task.abort();
     let _ = std::fs::remove_file(home.join("server.json"));
     drop(lock);
+    Ok(())
+}
+
+/// Holds `$BERTH_HOME` for this server: a second one on the same home is refused.
+fn lock_home(home: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.join("server.lock"))
+        .map_err(home_error(home))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| StartError::Busy(home.to_path_buf()))?;
+    Ok(lock)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The scoring listener's TLS: both files or neither, and plain HTTP only where allowed.
+fn scoring_tls(
+    config: &ServerConfig,
+    scoring_addr: SocketAddr,
+) -> Result<Option<berth_router::tls::ServerTls>, StartError> {
+    match (&config.scoring_tls_cert, &config.scoring_tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(berth_router::tls::server_config(cert, key)?)),
+        (None, None)
+            if berth_router::tls::plaintext_allowed(
+                &scoring_addr,
+                config.allow_insecure_connections,
+            ) =>
+        {
+            Ok(None)
+        }
+        (None, None) => Err(StartError::InsecureScoring(scoring_addr)),
+        _ => Err(StartError::Tls(berth_router::tls::TlsError::Config(
+            "give both --scoring-tls-cert and --scoring-tls-key".into(),
+        ))),
+    }
+}
+
+/// Writes `server.json` (how the CLI finds this server) and says the server is ready.
+fn announce(home: &std::path::Path, info: &ServerInfo) -> Result<(), StartError> {
+    let info_bytes = serde_json::to_vec_pretty(info).unwrap_or_default();
+    berth_scheduler::workdir::write_atomic(&home.join("server.json"), &info_bytes)
+        .map_err(home_error(home))?;
+    info!(api = %info.api_url, scoring = %info.scoring_url, home = %home.display(), "berth server ready");
+    eprintln!(
+        "berth server ready: API {} · scoring {} · home {}",
+        info.api_url,
+        info.scoring_url,
+        home.display()
+    );
     Ok(())
 }
 
