@@ -346,51 +346,8 @@ impl InferenceRouter {
         let ep = table
             .get(endpoint)
             .ok_or_else(|| RouteError::NoEndpoint(endpoint.to_string()))?;
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| RouteError::Unauthorized("send Authorization: Bearer <key or token>; `berth online-endpoint get-credentials` shows it".into()))?
-            .trim();
-        match &ep.auth {
-            RouteAuth::Keys(keys) => {
-                if !keys
-                    .iter()
-                    .any(|k| constant_time_eq(k.as_bytes(), presented.as_bytes()))
-                {
-                    return Err(RouteError::Unauthorized(
-                        "the key is not valid for this endpoint".into(),
-                    ));
-                }
-            }
-            RouteAuth::Token(key) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                key.verify(endpoint, presented, now)
-                    .map_err(|e| RouteError::Unauthorized(e.to_string()))?;
-            }
-        }
-        let name = match headers
-            .get("azureml-model-deployment")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(pinned) => pinned.to_string(),
-            None => {
-                let chosen = selector::choose(&ep.traffic, rand::random_range(0..100))
-                    .ok_or_else(|| RouteError::NoTraffic(endpoint.to_string()))?
-                    .to_string();
-                if let Some((shadow, pct)) = &ep.mirror
-                    && *shadow != chosen
-                    && rand::random_range(0..100) < *pct
-                    && let Some(d) = ep.deployments.get(shadow)
-                {
-                    self.mirror(endpoint, shadow, d, headers, body.clone());
-                }
-                chosen
-            }
-        };
+        authorize(ep, endpoint, headers)?;
+        let name = self.choose(ep, endpoint, headers, &body)?;
         let dep = ep
             .deployments
             .get(&name)
@@ -398,7 +355,6 @@ impl InferenceRouter {
         if dep.replicas.is_empty() {
             return Err(RouteError::NoReplica(name));
         }
-        let s = dep.settings;
         let m = dep.metrics.clone();
         if let Some(m) = &m {
             m.in_flight.inc();
@@ -408,12 +364,61 @@ impl InferenceRouter {
                 m.in_flight.dec();
             }
         });
+        let answer = self.call(dep, &name, headers, body).await?;
+        if let Some(m) = &dep.metrics {
+            m.queue_wait.observe(answer.queue_ms as f64 / 1e3);
+            m.upstream.observe(answer.upstream.as_secs_f64());
+            if status_is_ok(answer.parts.status) {
+                m.ok.inc();
+            }
+        }
+        Ok(respond(answer, &name))
+    }
+
+    /// The deployment that answers: the one pinned by `azureml-model-deployment`, else one
+    /// drawn by the traffic split (with a mirrored copy to the shadow, when there is one).
+    fn choose(
+        &self,
+        ep: &EndpointRoute,
+        endpoint: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<String, RouteError> {
+        if let Some(pinned) = headers
+            .get("azureml-model-deployment")
+            .and_then(|v| v.to_str().ok())
+        {
+            return Ok(pinned.to_string());
+        }
+        let chosen = selector::choose(&ep.traffic, rand::random_range(0..100))
+            .ok_or_else(|| RouteError::NoTraffic(endpoint.to_string()))?
+            .to_string();
+        if let Some((shadow, pct)) = &ep.mirror
+            && *shadow != chosen
+            && rand::random_range(0..100) < *pct
+            && let Some(d) = ep.deployments.get(shadow)
+        {
+            self.mirror(endpoint, shadow, d, headers, body.clone());
+        }
+        Ok(chosen)
+    }
+
+    /// Sends the request to a replica of `dep` once a slot is free, and reads its answer
+    /// within the request timeout. When nothing reached the first replica, another is tried.
+    async fn call(
+        &self,
+        dep: &DeploymentRoute,
+        name: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, RouteError> {
+        let s = dep.settings;
         let queued = Instant::now();
         let mut slot = dep
             .replicas
             .take(Duration::from_millis(s.max_queue_wait_ms))
             .await
-            .ok_or_else(|| RouteError::Busy(name.clone(), s.max_queue_wait_ms))?;
+            .ok_or_else(|| RouteError::Busy(name.to_string(), s.max_queue_wait_ms))?;
         let queue_ms = queued.elapsed().as_millis();
         let upstream = Instant::now();
         let timeout = Duration::from_millis(s.request_timeout_ms);
@@ -422,13 +427,12 @@ impl InferenceRouter {
         if let Ok(Err((true, _))) = &first
             && let Some(other) = dep.replicas.try_take(Some(&slot.replica.addr))
         {
-            // Nothing reached the first replica: safe to try another.
             slot = other;
             first = tokio::time::timeout(timeout, self.forward(&slot, headers, body)).await;
         }
         let resp = match first {
-            Err(_) => return Err(RouteError::Timeout(name, s.request_timeout_ms)),
-            Ok(Err((_, e))) => return Err(RouteError::Upstream(name, e)),
+            Err(_) => return Err(RouteError::Timeout(name.to_string(), s.request_timeout_ms)),
+            Ok(Err((_, e))) => return Err(RouteError::Upstream(name.to_string(), e)),
             Ok(Ok(r)) => r,
         };
         let (parts, incoming) = resp.into_parts();
@@ -439,47 +443,94 @@ impl InferenceRouter {
         .await
         {
             Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) => return Err(RouteError::Upstream(name, e.to_string())),
-            Err(_) => return Err(RouteError::Timeout(name, s.request_timeout_ms)),
+            Ok(Err(e)) => return Err(RouteError::Upstream(name.to_string(), e.to_string())),
+            Err(_) => return Err(RouteError::Timeout(name.to_string(), s.request_timeout_ms)),
         };
         drop(slot);
-        if let Some(m) = &dep.metrics {
-            m.queue_wait.observe(queue_ms as f64 / 1e3);
-            m.upstream.observe(upstream.elapsed().as_secs_f64());
-            if status_is_ok(parts.status) {
-                m.ok.inc();
-            }
-        }
-        let script_failed = parts.headers.get("x-ms-run-function-failed").is_some();
-        let status = if parts.status == StatusCode::INTERNAL_SERVER_ERROR && script_failed {
-            StatusCode::BAD_GATEWAY
-        } else {
-            parts.status
-        };
-        let mut out = Response::builder().status(status);
-        for (k, v) in parts.headers.iter() {
-            if k != header::CONNECTION
-                && k != header::TRANSFER_ENCODING
-                && k != header::CONTENT_LENGTH
-            {
-                out = out.header(k, v);
-            }
-        }
-        let mut out = out
-            .body(Body::from(bytes))
-            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-        let h = out.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&name) {
-            h.insert("azureml-model-deployment", v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&queue_ms.to_string()) {
-            h.insert("x-berth-queue-ms", v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&upstream.elapsed().as_millis().to_string()) {
-            h.insert("x-berth-upstream-ms", v);
-        }
-        Ok(out)
+        Ok(Answer {
+            parts,
+            bytes,
+            queue_ms,
+            upstream: upstream.elapsed(),
+        })
     }
+}
+
+/// A replica's answer, read whole, and how long it waited for a slot and for the replica.
+struct Answer {
+    parts: hyper::http::response::Parts,
+    bytes: Bytes,
+    queue_ms: u128,
+    upstream: Duration,
+}
+
+/// Checks the bearer key or token against the endpoint's.
+fn authorize(ep: &EndpointRoute, endpoint: &str, headers: &HeaderMap) -> Result<(), RouteError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| RouteError::Unauthorized("send Authorization: Bearer <key or token>; `berth online-endpoint get-credentials` shows it".into()))?
+        .trim();
+    match &ep.auth {
+        RouteAuth::Keys(keys) => {
+            if !keys
+                .iter()
+                .any(|k| constant_time_eq(k.as_bytes(), presented.as_bytes()))
+            {
+                return Err(RouteError::Unauthorized(
+                    "the key is not valid for this endpoint".into(),
+                ));
+            }
+        }
+        RouteAuth::Token(key) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            key.verify(endpoint, presented, now)
+                .map_err(|e| RouteError::Unauthorized(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The client's response: the replica's status (a failed `run()` becomes 502), its headers
+/// less hop-by-hop ones, and which deployment answered with the time it took.
+fn respond(answer: Answer, name: &str) -> Response {
+    let Answer {
+        parts,
+        bytes,
+        queue_ms,
+        upstream,
+    } = answer;
+    let script_failed = parts.headers.get("x-ms-run-function-failed").is_some();
+    let status = if parts.status == StatusCode::INTERNAL_SERVER_ERROR && script_failed {
+        StatusCode::BAD_GATEWAY
+    } else {
+        parts.status
+    };
+    let mut out = Response::builder().status(status);
+    for (k, v) in parts.headers.iter() {
+        if k != header::CONNECTION && k != header::TRANSFER_ENCODING && k != header::CONTENT_LENGTH
+        {
+            out = out.header(k, v);
+        }
+    }
+    let mut out = out
+        .body(Body::from(bytes))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    let h = out.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(name) {
+        h.insert("azureml-model-deployment", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&queue_ms.to_string()) {
+        h.insert("x-berth-queue-ms", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&upstream.as_millis().to_string()) {
+        h.insert("x-berth-upstream-ms", v);
+    }
+    out
 }
 
 fn status_is_ok(s: StatusCode) -> bool {
