@@ -117,29 +117,7 @@ impl ExtensionConfig {
         public: &BTreeMap<String, String>,
         protected: &BTreeMap<String, String>,
     ) -> Result<ExtensionConfig, ConfigError> {
-        for k in public.keys() {
-            if protected.contains_key(k) {
-                return Err(err(format!(
-                    "Duplicate keys found: `{k}` is in both --config and --config-protected"
-                )));
-            }
-            if !PUBLIC.contains(&k.as_str()) && !k.starts_with("nodeSelector.") {
-                let hint = if PROTECTED.contains(&k.as_str()) {
-                    " (pass it with --config-protected)".to_string()
-                } else {
-                    format!("; known keys: {}, nodeSelector.<label>", PUBLIC.join(", "))
-                };
-                return Err(err(format!("unknown setting `{k}`{hint}")));
-            }
-        }
-        for k in protected.keys() {
-            if !PROTECTED.contains(&k.as_str()) {
-                return Err(err(format!(
-                    "`{k}` is not a protected setting; protected settings are {}",
-                    PROTECTED.join(", ")
-                )));
-            }
-        }
+        check_keys(public, protected)?;
         let flag = |k: &str, default: bool| {
             public
                 .get(k)
@@ -167,69 +145,17 @@ impl ExtensionConfig {
             }
         };
         let service_type = if inference {
-            let v = public
-                .get("inferenceRouterServiceType")
-                .ok_or_else(|| err("enableInference=True needs inferenceRouterServiceType=loadBalancer|nodePort|clusterIP"))?;
-            let t = match v.to_ascii_lowercase().as_str() {
-                "loadbalancer" => ServiceType::LoadBalancer,
-                "nodeport" => ServiceType::NodePort,
-                "clusterip" => ServiceType::ClusterIp,
-                _ => {
-                    return Err(err(format!(
-                        "`inferenceRouterServiceType={v}`: only supports NodePort or LoadBalancer or ClusterIP"
-                    )));
-                }
-            };
-            if internal_load_balancer && t == ServiceType::NodePort {
-                return Err(err(
-                    "internalLoadBalancerProvider and inferenceRouterServiceType=nodePort are mutually exclusive",
-                ));
-            }
-            Some(t)
+            Some(service_type(public, internal_load_balancer)?)
         } else {
             None
         };
         let insecure = flag("allowInsecureConnections", false)?;
-        let cname = public.get("sslCname").cloned();
-        let tls = match (
-            protected.get("sslCertPemFile"),
-            protected.get("sslKeyPemFile"),
-            public.get("sslSecret"),
-        ) {
-            _ if !inference => Tls::Insecure,
-            (Some(cert), Some(key), _) => Tls::Pem {
-                cert: cert.clone(),
-                key: key.clone(),
-                cname: cname
-                    .ok_or_else(|| err("TLS needs sslCname=<the host name in the scoring URI>"))?,
-            },
-            (Some(_), None, _) | (None, Some(_), _) => {
-                return Err(err("give both sslCertPemFile and sslKeyPemFile"));
-            }
-            (None, None, Some(secret)) => Tls::Secret {
-                name: secret.clone(),
-                cname: cname
-                    .ok_or_else(|| err("TLS needs sslCname=<the host name in the scoring URI>"))?,
-            },
-            (None, None, None) if insecure => Tls::Insecure,
-            (None, None, None) => {
-                return Err(err(
-                    "inference needs TLS: give --config-protected sslCertPemFile=<cert> sslKeyPemFile=<key> with --config sslCname=<host>, or --config sslSecret=<secret> sslCname=<host>, or allowInsecureConnections=True for plain HTTP",
-                ));
-            }
+        let tls = if inference {
+            tls(public, protected, insecure)?
+        } else {
+            Tls::Insecure
         };
-        let node_selector = public
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("nodeSelector.")
-                    .map(|l| (l.to_string(), v.clone()))
-            })
-            .collect::<BTreeMap<_, _>>();
-        if node_selector.keys().any(|k| k.is_empty()) {
-            return Err(err(
-                "`nodeSelector.` needs a label name: nodeSelector.<label>=<value>",
-            ));
-        }
+        let node_selector = node_selector(public)?;
         let mut notes = Vec::new();
         for k in ["installPromOp", "installVolcano", "installDcgmExporter"] {
             if public.contains_key(k) {
@@ -254,6 +180,119 @@ impl ExtensionConfig {
             notes,
         })
     }
+}
+
+/// Every key is known, in the right one of `--config` and `--config-protected`, and in one
+/// only.
+fn check_keys(
+    public: &BTreeMap<String, String>,
+    protected: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    for k in public.keys() {
+        if protected.contains_key(k) {
+            return Err(err(format!(
+                "Duplicate keys found: `{k}` is in both --config and --config-protected"
+            )));
+        }
+        if !PUBLIC.contains(&k.as_str()) && !k.starts_with("nodeSelector.") {
+            let hint = if PROTECTED.contains(&k.as_str()) {
+                " (pass it with --config-protected)".to_string()
+            } else {
+                format!("; known keys: {}, nodeSelector.<label>", PUBLIC.join(", "))
+            };
+            return Err(err(format!("unknown setting `{k}`{hint}")));
+        }
+    }
+    for k in protected.keys() {
+        if !PROTECTED.contains(&k.as_str()) {
+            return Err(err(format!(
+                "`{k}` is not a protected setting; protected settings are {}",
+                PROTECTED.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `inferenceRouterServiceType`, required with inference.
+fn service_type(
+    public: &BTreeMap<String, String>,
+    internal_load_balancer: bool,
+) -> Result<ServiceType, ConfigError> {
+    let v = public.get("inferenceRouterServiceType").ok_or_else(|| {
+        err("enableInference=True needs inferenceRouterServiceType=loadBalancer|nodePort|clusterIP")
+    })?;
+    let t = match v.to_ascii_lowercase().as_str() {
+        "loadbalancer" => ServiceType::LoadBalancer,
+        "nodeport" => ServiceType::NodePort,
+        "clusterip" => ServiceType::ClusterIp,
+        _ => {
+            return Err(err(format!(
+                "`inferenceRouterServiceType={v}`: only supports NodePort or LoadBalancer or ClusterIP"
+            )));
+        }
+    };
+    if internal_load_balancer && t == ServiceType::NodePort {
+        return Err(err(
+            "internalLoadBalancerProvider and inferenceRouterServiceType=nodePort are mutually exclusive",
+        ));
+    }
+    Ok(t)
+}
+
+/// The scoring endpoint's TLS: PEM files, a Secret, or plain HTTP only when allowed.
+fn tls(
+    public: &BTreeMap<String, String>,
+    protected: &BTreeMap<String, String>,
+    insecure: bool,
+) -> Result<Tls, ConfigError> {
+    let cname = || {
+        public
+            .get("sslCname")
+            .cloned()
+            .ok_or_else(|| err("TLS needs sslCname=<the host name in the scoring URI>"))
+    };
+    match (
+        protected.get("sslCertPemFile"),
+        protected.get("sslKeyPemFile"),
+        public.get("sslSecret"),
+    ) {
+        (Some(cert), Some(key), _) => Ok(Tls::Pem {
+            cert: cert.clone(),
+            key: key.clone(),
+            cname: cname()?,
+        }),
+        (Some(_), None, _) | (None, Some(_), _) => {
+            Err(err("give both sslCertPemFile and sslKeyPemFile"))
+        }
+        (None, None, Some(secret)) => Ok(Tls::Secret {
+            name: secret.clone(),
+            cname: cname()?,
+        }),
+        (None, None, None) if insecure => Ok(Tls::Insecure),
+        (None, None, None) => Err(err(
+            "inference needs TLS: give --config-protected sslCertPemFile=<cert> sslKeyPemFile=<key> with --config sslCname=<host>, or --config sslSecret=<secret> sslCname=<host>, or allowInsecureConnections=True for plain HTTP",
+        )),
+    }
+}
+
+/// `nodeSelector.<label>=<value>` settings.
+fn node_selector(
+    public: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let node_selector = public
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("nodeSelector.")
+                .map(|l| (l.to_string(), v.clone()))
+        })
+        .collect::<BTreeMap<_, _>>();
+    if node_selector.keys().any(|k| k.is_empty()) {
+        return Err(err(
+            "`nodeSelector.` needs a label name: nodeSelector.<label>=<value>",
+        ));
+    }
+    Ok(node_selector)
 }
 
 #[cfg(test)]
