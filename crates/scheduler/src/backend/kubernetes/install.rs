@@ -88,15 +88,22 @@ async fn allowed(
 
 /// Checks the cluster before an install or update. An empty list means all is well.
 pub async fn health_check(client: &Client, cfg: &ExtensionConfig) -> Vec<Finding> {
-    let mut out = Vec::new();
     if let Err(e) = client.apiserver_version().await {
-        out.push(finding(
+        return vec![finding(
             "E45003",
             "BAD_NETWORK_CONNECTIVITY",
             format!("cannot reach the cluster's API server: {}", describe(&e)),
-        ));
-        return out;
+        )];
     }
+    let mut out = permission_findings(client).await;
+    out.extend(node_findings(client, cfg).await);
+    out.extend(conflict_findings(client).await);
+    out
+}
+
+/// What the kubeconfig's user may not do that an install needs.
+async fn permission_findings(client: &Client) -> Vec<Finding> {
+    let mut out = Vec::new();
     for (verb, group, resource, ns) in [
         (
             "create",
@@ -139,55 +146,68 @@ pub async fn health_check(client: &Client, cfg: &ExtensionConfig) -> Vec<Finding
             Err(e) => out.push(finding("E40000", "UNKNOWN_ERROR", e)),
         }
     }
+    out
+}
+
+/// Too few nodes (matching the node selector) for the routers.
+async fn node_findings(client: &Client, cfg: &ExtensionConfig) -> Option<Finding> {
     let nodes: Api<Node> = Api::all(client.clone());
-    match nodes.list(&ListParams::default()).await {
-        Ok(list) => {
-            let matching = list
-                .items
-                .iter()
-                .filter(|n| {
-                    let labels = n.metadata.labels.clone().unwrap_or_default();
-                    cfg.node_selector
-                        .iter()
-                        .all(|(k, v)| labels.get(k) == Some(v))
-                })
-                .count();
-            let needed = if cfg.router_ha { 3 } else { 1 };
-            if list.items.is_empty() {
-                out.push(finding(
-                    "E40002",
-                    "INSUFFICIENT_NODE",
-                    "the cluster has no nodes, so nothing can run; add a node pool first".into(),
-                ));
-            } else if matching < needed {
-                let why = if cfg.node_selector.is_empty() {
-                    String::new()
-                } else {
-                    let sel: Vec<String> = cfg
-                        .node_selector
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    format!(" matching nodeSelector {}", sel.join(","))
-                };
-                let fix = if cfg.router_ha {
-                    "add nodes, or set inferenceRouterHA=False for one router replica"
-                } else {
-                    "add a node with those labels, or change nodeSelector"
-                };
-                out.push(finding(
-                    "E40002",
-                    "INSUFFICIENT_NODE",
-                    format!("{needed} node(s){why} are needed and {matching} exist; {fix}"),
-                ));
-            }
+    let list = match nodes.list(&ListParams::default()).await {
+        Ok(list) => list,
+        Err(e) => {
+            return Some(finding(
+                "E40000",
+                "UNKNOWN_ERROR",
+                format!("cannot list nodes: {}", describe(&e)),
+            ));
         }
-        Err(e) => out.push(finding(
-            "E40000",
-            "UNKNOWN_ERROR",
-            format!("cannot list nodes: {}", describe(&e)),
-        )),
+    };
+    if list.items.is_empty() {
+        return Some(finding(
+            "E40002",
+            "INSUFFICIENT_NODE",
+            "the cluster has no nodes, so nothing can run; add a node pool first".into(),
+        ));
     }
+    let matching = list
+        .items
+        .iter()
+        .filter(|n| {
+            let labels = n.metadata.labels.clone().unwrap_or_default();
+            cfg.node_selector
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .count();
+    let needed = if cfg.router_ha { 3 } else { 1 };
+    if matching >= needed {
+        return None;
+    }
+    let why = if cfg.node_selector.is_empty() {
+        String::new()
+    } else {
+        let sel: Vec<String> = cfg
+            .node_selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!(" matching nodeSelector {}", sel.join(","))
+    };
+    let fix = if cfg.router_ha {
+        "add nodes, or set inferenceRouterHA=False for one router replica"
+    } else {
+        "add a node with those labels, or change nodeSelector"
+    };
+    Some(finding(
+        "E40002",
+        "INSUFFICIENT_NODE",
+        format!("{needed} node(s){why} are needed and {matching} exist; {fix}"),
+    ))
+}
+
+/// Software already in the cluster that Berth's would clash with (Azure ML's extension).
+async fn conflict_findings(client: &Client) -> Vec<Finding> {
+    let mut out = Vec::new();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     match crds.get_opt(CRD_NAME).await {
         Ok(Some(crd)) if !managed(crd.metadata.labels.as_ref()) => out.push(finding(
