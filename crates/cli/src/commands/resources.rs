@@ -1,6 +1,6 @@
 //! `berth instance-type|compute|datastore ...`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use berth_core::api::{ApplyRequest, ComputeView, DatastoreView, InstanceTypeView};
 use berth_core::spec::compute::{ComputeKind, ComputeSpec, KubernetesTarget};
@@ -104,40 +104,11 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
             server_url,
             berth_image,
         } => {
-            let spec = match file {
-                Some(f) => {
-                    let text = read(&f)?;
-                    let mut s = ComputeSpec::parse(&Source::new(&f.display().to_string(), &text))
-                        .map_err(spec_failure)?;
-                    if let Some(n) = name {
-                        s.name = n;
-                    }
-                    s
-                }
-                None => ComputeSpec {
-                    name: name.unwrap_or_default(),
-                    kind: ComputeKind::parse(kind.as_deref().unwrap_or_default())
-                        .map_err(Failure::new)?,
-                    description,
-                    capacity: None,
-                    kubernetes: None,
-                },
-            };
-            let mut spec = spec;
-            let (kubeconfig, context) = match (kubeconfig, &spec.kind) {
-                (None, ComputeKind::Kubernetes) if !in_cluster => {
-                    let found = default_kubeconfig().ok_or_else(|| {
-                        Failure::new("no kubeconfig to reach the cluster with")
-                            .hint("pass --kubeconfig <file>, set $KUBECONFIG, or --in-cluster for the server `berth extension create` installed")
-                    })?;
-                    let text = read(&found)?;
-                    let by_id = resource_id
-                        .as_deref()
-                        .and_then(cluster_of)
-                        .filter(|c| has_context(&text, c));
-                    (Some(found), context.or(by_id))
-                }
-                (k, _) => (k, context),
+            let mut spec = spec_of(file.as_deref(), name, kind.as_deref(), description)?;
+            let (kubeconfig, context) = if spec.kind == ComputeKind::Kubernetes && !in_cluster {
+                cluster_access(kubeconfig, context, resource_id.as_deref())?
+            } else {
+                (kubeconfig, context)
             };
             if kubeconfig.is_some() || in_cluster {
                 spec.kubernetes = Some(KubernetesTarget {
@@ -187,6 +158,52 @@ pub async fn compute(client: &Client, out: &Printer, cmd: ComputeCommand) -> Res
         }
     }
     Ok(0)
+}
+
+/// The compute's spec: its file (with `--name` winning), else the flags.
+fn spec_of(
+    file: Option<&Path>,
+    name: Option<String>,
+    kind: Option<&str>,
+    description: Option<String>,
+) -> Result<ComputeSpec, Failure> {
+    let Some(f) = file else {
+        return Ok(ComputeSpec {
+            name: name.unwrap_or_default(),
+            kind: ComputeKind::parse(kind.unwrap_or_default()).map_err(Failure::new)?,
+            description,
+            capacity: None,
+            kubernetes: None,
+        });
+    };
+    let text = read(f)?;
+    let mut s =
+        ComputeSpec::parse(&Source::new(&f.display().to_string(), &text)).map_err(spec_failure)?;
+    if let Some(n) = name {
+        s.name = n;
+    }
+    Ok(s)
+}
+
+/// The kubeconfig and context to reach a cluster with: as given, else the default kubeconfig
+/// with the context named after the cluster in `--resource-id`, when it has one.
+fn cluster_access(
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
+    resource_id: Option<&str>,
+) -> Result<(Option<PathBuf>, Option<String>), Failure> {
+    if kubeconfig.is_some() {
+        return Ok((kubeconfig, context));
+    }
+    let found = default_kubeconfig().ok_or_else(|| {
+        Failure::new("no kubeconfig to reach the cluster with")
+            .hint("pass --kubeconfig <file>, set $KUBECONFIG, or --in-cluster for the server `berth extension create` installed")
+    })?;
+    let text = read(&found)?;
+    let by_id = resource_id
+        .and_then(cluster_of)
+        .filter(|c| has_context(&text, c));
+    Ok((Some(found), context.or(by_id)))
 }
 
 /// `$KUBECONFIG` (its first file), else `~/.kube/config`, if it exists.
