@@ -101,22 +101,7 @@ async fn score_inner(r: &Replica, headers: &HeaderMap, body: &[u8]) -> Response 
     }
     let pool = match scorer {
         Scorer::Python(pool) => pool,
-        Scorer::Onnx(model) => {
-            let value: serde_json::Value = match serde_json::from_str(text) {
-                Ok(v) => v,
-                Err(e) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        &format!("the request body is not valid JSON: {e}"),
-                    );
-                }
-            };
-            // Small models answer in microseconds: scoring inline beats a thread hop.
-            return match model.score(&value) {
-                Ok(out) => Json(out).into_response(),
-                Err(e) => error(StatusCode::BAD_REQUEST, &e),
-            };
-        }
+        Scorer::Onnx(model) => return score_onnx(model, text),
     };
     if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
         return error(
@@ -142,7 +127,34 @@ async fn score_inner(r: &Replica, headers: &HeaderMap, body: &[u8]) -> Response 
         )
         .await;
     let ms = started.elapsed().as_millis().to_string();
-    let mut resp = match outcome {
+    let mut resp = answer(outcome);
+    if let Ok(v) = HeaderValue::from_str(&ms) {
+        resp.headers_mut().insert("x-ms-run-fn-exec-ms", v);
+    }
+    resp
+}
+
+/// Scores an ONNX model inline: small models answer in microseconds, faster than a thread hop.
+fn score_onnx(model: &crate::onnx::OnnxModel, text: &str) -> Response {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the request body is not valid JSON: {e}"),
+            );
+        }
+    };
+    match model.score(&value) {
+        Ok(out) => Json(out).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, &e),
+    }
+}
+
+/// The HTTP answer for how a `run()` call went: its JSON, or Azure's statuses for a failed
+/// script (500 with `x-ms-run-function-failed`), a full queue, a timeout or a crash.
+fn answer(outcome: Result<RunOutcome, ScoreError>) -> Response {
+    match outcome {
         Ok(RunOutcome::Output(json_text)) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             json_text,
@@ -165,11 +177,7 @@ async fn score_inner(r: &Replica, headers: &HeaderMap, body: &[u8]) -> Response 
                 .insert("x-ms-run-function-failed", HeaderValue::from_static("True"));
             resp
         }
-    };
-    if let Ok(v) = HeaderValue::from_str(&ms) {
-        resp.headers_mut().insert("x-ms-run-fn-exec-ms", v);
     }
-    resp
 }
 
 async fn swagger(State(r): State<Arc<Replica>>) -> Json<serde_json::Value> {
