@@ -132,7 +132,18 @@ fn container(
 
 /// Every manifest, in apply order. `api_token` authenticates the router to the server.
 pub fn render(cfg: &ExtensionConfig, api_token: &str) -> Vec<Value> {
-    let mut docs = vec![
+    let mut docs = base(api_token);
+    docs.extend(server(cfg));
+    if let Some(service_type) = cfg.service_type {
+        docs.extend(router(cfg, service_type.as_str()));
+    }
+    docs
+}
+
+/// The namespace, the InstanceType CRD with its default, RBAC, the API token and the state
+/// volume.
+fn base(api_token: &str) -> Vec<Value> {
+    vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta(NAMESPACE, "namespace", false)}),
         instance_type_crd(),
         json!({
@@ -171,7 +182,11 @@ pub fn render(cfg: &ExtensionConfig, api_token: &str) -> Vec<Value> {
             "metadata": meta("berth-state", "server", true),
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
         }),
-    ];
+    ]
+}
+
+/// The server's Deployment and Service.
+fn server(cfg: &ExtensionConfig) -> [Value; 2] {
     let mut server = container(
         cfg,
         "server",
@@ -195,7 +210,7 @@ pub fn render(cfg: &ExtensionConfig, api_token: &str) -> Vec<Value> {
     if let Some(env) = server["env"].as_array_mut() {
         env.push(json!({"name": "BERTH_SERVER_URL", "value": format!("http://berth-server.{NAMESPACE}.svc:8700")}));
     }
-    docs.push(json!({
+    let deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta("berth-server", "server", true),
@@ -208,17 +223,14 @@ pub fn render(cfg: &ExtensionConfig, api_token: &str) -> Vec<Value> {
                 "spec": pod_spec(cfg, server, json!({"volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": "berth-state"}}]})),
             },
         },
-    }));
-    docs.push(json!({
+    });
+    let service = json!({
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": meta("berth-server", "server", true),
         "spec": {"type": "ClusterIP", "selector": {"app.kubernetes.io/name": "berth", "app.kubernetes.io/component": "server"}, "ports": [{"name": "http", "port": 8700, "targetPort": 8700, "protocol": "TCP"}]},
-    }));
-    if let Some(service_type) = cfg.service_type {
-        docs.extend(router(cfg, service_type.as_str()));
-    }
-    docs
+    });
+    [deployment, service]
 }
 
 fn router(cfg: &ExtensionConfig, service_type: &str) -> Vec<Value> {
