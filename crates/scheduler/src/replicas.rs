@@ -11,6 +11,51 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// Why replicas did not start or scale; the message is the deployment's reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The replica's folder or log could not be made.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// What could not be written.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No `[<berth>, "runtime"]` to start replicas with.
+    #[error("no runtime command is configured")]
+    NoRuntime,
+    /// The runtime could not be started.
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The replica ended before it was ready: its log's `init() failed` line, else its last.
+    #[error("{reason} ({status})")]
+    Died {
+        /// From the replica's log.
+        reason: String,
+        /// How its process ended.
+        status: std::process::ExitStatus,
+    },
+    /// The replica was not ready in time.
+    #[error("the replica was not ready within {}s: {reason}", after.as_secs())]
+    NotReady {
+        /// The time it had.
+        after: Duration,
+        /// From the replica's log.
+        reason: String,
+    },
+    /// There are no replicas to scale.
+    #[error("the deployment is not running")]
+    NotRunning,
+}
+
 /// How to run one deployment's replicas.
 #[derive(Clone, Debug)]
 pub struct ReplicaPlan {
@@ -121,11 +166,16 @@ impl Replicas {
             .unwrap_or_default()
     }
 
-    fn spawn(plan: &ReplicaPlan, i: usize) -> Result<(Child, PathBuf), String> {
+    fn spawn(plan: &ReplicaPlan, i: usize) -> Result<(Child, PathBuf), ReplicaError> {
         let ready = plan.dir.join(format!("replica-{i}.addr"));
         let _ = std::fs::remove_file(&ready);
-        let log = std::fs::File::create(replica_log(&plan.dir, i)).map_err(|e| e.to_string())?;
-        let (program, args) = plan.runtime.split_first().ok_or("no runtime command")?;
+        let log_path = replica_log(&plan.dir, i);
+        let io = |source| ReplicaError::Io {
+            path: log_path.clone(),
+            source,
+        };
+        let log = std::fs::File::create(&log_path).map_err(io)?;
+        let (program, args) = plan.runtime.split_first().ok_or(ReplicaError::NoRuntime)?;
         let mut cmd = Command::new(program);
         cmd.args(args)
             .args(
@@ -150,15 +200,16 @@ impl Replicas {
             )
             .envs(plan.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stdout(log.try_clone().map_err(io)?)
             .stderr(log)
             .kill_on_drop(true);
         if let Some(m) = &plan.model_dir {
             cmd.arg("--model-dir").arg(m);
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start `{program}`: {e}"))?;
+        let child = cmd.spawn().map_err(|source| ReplicaError::Spawn {
+            program: program.clone(),
+            source,
+        })?;
         Ok((child, ready))
     }
 
@@ -168,21 +219,23 @@ impl Replicas {
         ready: &Path,
         timeout: Duration,
         log: &Path,
-    ) -> Result<String, String> {
+    ) -> Result<String, ReplicaError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Ok(addr) = std::fs::read_to_string(ready) {
                 return Ok(addr.trim().to_string());
             }
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!("{} ({status})", failure_reason(log)));
+                return Err(ReplicaError::Died {
+                    reason: failure_reason(log),
+                    status,
+                });
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(format!(
-                    "the replica was not ready within {}s: {}",
-                    timeout.as_secs(),
-                    failure_reason(log)
-                ));
+                return Err(ReplicaError::NotReady {
+                    after: timeout,
+                    reason: failure_reason(log),
+                });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -190,9 +243,11 @@ impl Replicas {
 
     /// Starts every replica of a plan and waits until all are ready; on failure stops the ones
     /// it started and says why. Touches nothing that is already running.
-    async fn launch(plan: &ReplicaPlan) -> Result<Vec<(Child, String)>, String> {
-        std::fs::create_dir_all(&plan.dir)
-            .map_err(|e| format!("cannot create {}: {e}", plan.dir.display()))?;
+    async fn launch(plan: &ReplicaPlan) -> Result<Vec<(Child, String)>, ReplicaError> {
+        std::fs::create_dir_all(&plan.dir).map_err(|source| ReplicaError::Io {
+            path: plan.dir.clone(),
+            source,
+        })?;
         let mut children = Vec::new();
         for i in 0..plan.count {
             children.push(Self::spawn(plan, i)?);
@@ -259,7 +314,7 @@ impl Replicas {
         self: &Arc<Self>,
         key: &str,
         plan: ReplicaPlan,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, ReplicaError> {
         self.stop(key).await;
         let started = Self::launch(&plan).await?;
         Ok(self.install(key, &plan, started).0)
@@ -273,7 +328,7 @@ impl Replicas {
         key: &str,
         plan: ReplicaPlan,
         drain: Duration,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, ReplicaError> {
         let started = Self::launch(&plan).await?;
         let (addrs, old) = self.install(key, &plan, started);
         if let Some(old) = old {
@@ -370,14 +425,17 @@ impl Replicas {
         plan: &ReplicaPlan,
         n: usize,
         drain: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), ReplicaError> {
         let state = self
             .running
             .lock()
             .ok()
             .and_then(|m| m.get(key).cloned())
-            .ok_or("the deployment is not running")?;
-        let current = state.lock().map(|s| s.wanted).map_err(|_| "poisoned")?;
+            .ok_or(ReplicaError::NotRunning)?;
+        let current = state
+            .lock()
+            .map(|s| s.wanted)
+            .map_err(|_| ReplicaError::NotRunning)?;
         if n > current {
             for i in current..n {
                 let (mut child, ready) = Self::spawn(plan, i)?;
@@ -442,7 +500,7 @@ async fn unhealthy(addr: Option<String>, probe: Liveness) -> String {
         let ok = match tokio::time::timeout(probe.timeout, probe_once(&addr)).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
-                last = e;
+                last = e.to_string();
                 false
             }
             Err(_) => {
@@ -458,21 +516,31 @@ async fn unhealthy(addr: Option<String>, probe: Liveness) -> String {
     }
 }
 
+/// Why one liveness probe failed.
+#[derive(Debug, thiserror::Error)]
+enum ProbeFailure {
+    /// No connection, or it broke.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// It answered, but not 200.
+    #[error("{0}")]
+    Status(String),
+}
+
 /// One `GET /` that must answer 200.
-async fn probe_once(addr: &str) -> Result<(), String> {
+async fn probe_once(addr: &str) -> Result<(), ProbeFailure> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
     s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let mut head = [0u8; 12];
-    s.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+    s.read_exact(&mut head).await?;
     if head.starts_with(b"HTTP/1.1 200") {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&head).into_owned())
+        Err(ProbeFailure::Status(
+            String::from_utf8_lossy(&head).into_owned(),
+        ))
     }
 }
 

@@ -171,7 +171,10 @@ impl From<ManagerError> for ApiError {
 impl From<ServingError> for ApiError {
     fn from(e: ServingError) -> Self {
         match e {
-            ServingError::Start(_) | ServingError::Cluster(_) => ApiError::Upstream(e.to_string()),
+            ServingError::Start(_)
+            | ServingError::Cluster(_)
+            | ServingError::Replicas(_)
+            | ServingError::Environment { .. } => ApiError::Upstream(e.to_string()),
             ServingError::NotRunning => ApiError::Conflict {
                 message: e.to_string(),
                 hint: None,

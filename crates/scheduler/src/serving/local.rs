@@ -87,20 +87,22 @@ impl LocalServing {
 }
 
 /// Builds the plan's environment (its log in the revision's `environment.log`).
-async fn build_environment(envs: &EnvCache, plan: &RevisionPlan) -> Result<(), String> {
+async fn build_environment(envs: &EnvCache, plan: &RevisionPlan) -> Result<(), ServingError> {
     let (Some(env), Some(python)) = (&plan.environment, plan.python_env()) else {
         return Ok(());
     };
     let log_path = plan.dir.environment_log();
-    let mut log = BuildLog::append(&log_path)
-        .await
-        .map_err(|e| e.to_string())?;
+    let failed = |source| ServingError::Environment {
+        log: log_path.clone(),
+        source,
+    };
+    let mut log = BuildLog::append(&log_path).await.map_err(failed)?;
     log.line(&format!("[berth] environment from {}", env.source))
         .await;
     envs.ensure(python, &mut log)
         .await
         .map(|_| ())
-        .map_err(|e| format!("{e} (the build's log: {})", log_path.display()))
+        .map_err(failed)
 }
 
 impl ServingBackend for LocalServing {
@@ -118,18 +120,19 @@ impl ServingBackend for LocalServing {
         let task = tokio::spawn(async move {
             let started = async {
                 build_environment(&envs, &plan).await?;
-                if running {
+                let started = if running {
                     replicas
                         .replace(&task_key, replica_plan, plan.drain())
                         .await
                 } else {
                     replicas.start(&task_key, replica_plan).await
-                }
+                };
+                started.map_err(ServingError::from)
             }
             .await;
             let rollout = match started {
                 Ok(_) => Rollout::Complete,
-                Err(reason) => Rollout::Failed(reason),
+                Err(e) => Rollout::Failed(e.to_string()),
             };
             if let Ok(mut m) = starts.lock()
                 && let Some(s) = m.get_mut(&task_key)
@@ -181,7 +184,7 @@ impl ServingBackend for LocalServing {
                 plan.drain(),
             )
             .await
-            .map_err(ServingError::Start)
+            .map_err(ServingError::from)
     }
 
     async fn delete(&self, plan: &RevisionPlan) -> Result<(), ServingError> {

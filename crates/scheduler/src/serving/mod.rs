@@ -24,6 +24,18 @@ pub enum ServingError {
     /// It has no replicas to scale.
     #[error("the deployment is not running")]
     NotRunning,
+    /// Local replicas did not start or scale.
+    #[error(transparent)]
+    Replicas(#[from] crate::replicas::ReplicaError),
+    /// The revision's Python environment did not build.
+    #[error("{source} (the build's log: {})", log.display())]
+    Environment {
+        /// The build's log.
+        log: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: crate::envs::EnvError,
+    },
     /// The cluster refused or did not answer.
     #[error("{0}")]
     Cluster(String),
