@@ -42,23 +42,28 @@ impl LocalBackend {
         }
     }
 
-    async fn fetch(&self, url: &str, dest: &Path) -> Result<(), String> {
+    async fn fetch(&self, input: &str, url: &str, dest: &Path) -> Result<(), BackendError> {
+        let failed = |reason: String| BackendError::Download {
+            input: input.to_string(),
+            from: url.to_string(),
+            reason,
+        };
         let resp = self
             .http
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("cannot download {url}: {e}"))?;
+            .map_err(|e| failed(e.to_string()))?;
         if !resp.status().is_success() {
-            return Err(format!("cannot download {url}: HTTP {}", resp.status()));
+            return Err(failed(format!("HTTP {}", resp.status())));
         }
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("cannot download {url}: {e}"))?;
+        let bytes = resp.bytes().await.map_err(|e| failed(e.to_string()))?;
         tokio::fs::write(dest, &bytes)
             .await
-            .map_err(|e| format!("cannot write {}: {e}", dest.display()))
+            .map_err(|source| BackendError::Io {
+                what: format!("write {}", dest.display()),
+                source,
+            })
     }
 
     async fn resolve_input(
@@ -66,7 +71,7 @@ impl LocalBackend {
         dir: &JobDir,
         name: &str,
         input: &ResolvedInput,
-    ) -> Result<String, String> {
+    ) -> Result<String, BackendError> {
         match input {
             ResolvedInput::Literal { value } => Ok(value.clone()),
             ResolvedInput::Path {
@@ -91,8 +96,12 @@ impl LocalBackend {
                     }
                 })
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot download input `{name}` from {path}: {e}"))?;
+                .map_err(|e| BackendError::Prepare(e.to_string()))?
+                .map_err(|e| BackendError::Download {
+                    input: name.to_string(),
+                    from: path.clone(),
+                    reason: e.to_string(),
+                })?;
                 Ok(dest.to_string_lossy().into_owned())
             }
             ResolvedInput::Path { path, .. } => Ok(path.clone()),
@@ -105,11 +114,12 @@ impl LocalBackend {
                 let dest_dir = dir.inputs().join(name);
                 tokio::fs::create_dir_all(&dest_dir)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|source| BackendError::Io {
+                        what: format!("create {}", dest_dir.display()),
+                        source,
+                    })?;
                 let dest = dest_dir.join(berth_core::job::url_file_name(url));
-                self.fetch(url, &dest)
-                    .await
-                    .map_err(|e| format!("input `{name}`: {e}"))?;
+                self.fetch(name, url, &dest).await?;
                 let seen = if *data_type == DataType::UriFile {
                     dest
                 } else {
@@ -126,15 +136,14 @@ impl LocalBackend {
         gpus: &[String],
         inputs: BTreeMap<String, String>,
         python: Option<&ReadyEnv>,
-    ) -> Result<RunPlan, String> {
+    ) -> Result<RunPlan, BackendError> {
         let dir = JobDir::new(&job.workdir);
         let outputs: BTreeMap<String, String> = job
             .outputs
             .iter()
             .map(|(k, o)| (k.clone(), o.path.clone()))
             .collect();
-        let command =
-            interpolate(&job.spec.command, &inputs, &outputs).map_err(|e| e.to_string())?;
+        let command = interpolate(&job.spec.command, &inputs, &outputs)?;
         let mut env = job.spec.environment_variables.clone();
         env.insert("AZUREML_RUN_ID".into(), job.name.clone());
         env.insert(
@@ -163,7 +172,9 @@ impl LocalBackend {
             let joined = std::env::join_paths(
                 std::iter::once(ready.bin()).chain(std::env::split_paths(&path)),
             )
-            .map_err(|e| format!("cannot put the environment on the PATH: {e}"))?;
+            .map_err(|e| {
+                BackendError::Prepare(format!("cannot put the environment on the PATH: {e}"))
+            })?;
             env.insert("PATH".into(), joined.to_string_lossy().into_owned());
             env.insert(
                 "VIRTUAL_ENV".into(),
@@ -250,16 +261,13 @@ fn read_result(dir: &JobDir) -> Option<RunResult> {
 
 impl Backend for LocalBackend {
     async fn prepare(&self, job: &JobRecord, gpus: &[String]) -> Result<(), BackendError> {
-        self.prepare_folder(job, gpus)
-            .await
-            .map_err(BackendError::Prepare)
+        self.prepare_folder(job, gpus).await
     }
 
     async fn launch(&self, job: &JobRecord) -> Result<RunHandle, BackendError> {
         self.start_supervisor(job)
             .await
             .map(RunHandle::supervised_by)
-            .map_err(BackendError::Launch)
     }
 
     async fn wait(&self, job: &JobRecord, run: RunHandle, progress: Progress) -> RunResult {
@@ -301,29 +309,27 @@ impl Backend for LocalBackend {
 }
 
 impl LocalBackend {
-    async fn prepare_folder(&self, job: &JobRecord, gpus: &[String]) -> Result<(), String> {
+    async fn prepare_folder(&self, job: &JobRecord, gpus: &[String]) -> Result<(), BackendError> {
         let dir = JobDir::new(&job.workdir);
-        tokio::fs::create_dir_all(dir.code())
-            .await
-            .map_err(|e| format!("cannot create {}: {e}", dir.code().display()))?;
-        for (name, o) in &job.outputs {
+        let mut folders = vec![dir.code()];
+        for o in job.outputs.values() {
             let p = PathBuf::from(&o.path);
-            let folder = if o.data_type == DataType::UriFile {
+            folders.push(if o.data_type == DataType::UriFile {
                 p.parent().map(Path::to_path_buf).unwrap_or(p)
             } else {
                 p
-            };
-            tokio::fs::create_dir_all(&folder).await.map_err(|e| {
-                format!("cannot create output `{name}` at {}: {e}", folder.display())
-            })?;
+            });
         }
         // Azure ML's conventions: what the command writes to ./outputs is kept as the job's
         // artifacts; ./logs is there for its own logs.
-        for conventional in ["outputs", "logs"] {
-            let p = dir.code().join(conventional);
-            tokio::fs::create_dir_all(&p)
+        folders.extend(["outputs", "logs"].map(|c| dir.code().join(c)));
+        for folder in folders {
+            tokio::fs::create_dir_all(&folder)
                 .await
-                .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+                .map_err(|source| BackendError::Io {
+                    what: format!("create {}", folder.display()),
+                    source,
+                })?;
         }
         let mut inputs = BTreeMap::new();
         for (name, input) in &job.inputs {
@@ -331,47 +337,51 @@ impl LocalBackend {
         }
         let python = match job.environment.as_ref().and_then(|e| e.python.as_ref()) {
             Some(definition) => {
-                let mut log = BuildLog::append(&dir.log())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Some(
-                    self.envs
-                        .ensure(definition, &mut log)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                )
+                let mut log = BuildLog::append(&dir.log()).await?;
+                Some(self.envs.ensure(definition, &mut log).await?)
             }
             None => None,
         };
         let plan = self.plan(job, gpus, inputs, python.as_ref())?;
-        let bytes = serde_json::to_vec_pretty(&plan).map_err(|e| e.to_string())?;
-        write_atomic(&dir.plan(), &bytes).map_err(|e| format!("cannot write the run plan: {e}"))
+        let bytes = serde_json::to_vec_pretty(&plan)
+            .map_err(|e| BackendError::Prepare(format!("cannot encode the run plan: {e}")))?;
+        write_atomic(&dir.plan(), &bytes).map_err(|source| BackendError::Io {
+            what: "write the run plan".into(),
+            source,
+        })
     }
 
-    async fn start_supervisor(&self, job: &JobRecord) -> Result<u32, String> {
+    async fn start_supervisor(&self, job: &JobRecord) -> Result<u32, BackendError> {
         let dir = JobDir::new(&job.workdir);
         let (program, args) = self
             .supervisor
             .split_first()
-            .ok_or("no supervisor command is configured")?;
-        let log =
-            std::fs::File::create(dir.root().join("supervisor.log")).map_err(|e| e.to_string())?;
+            .ok_or_else(|| BackendError::Launch("no supervisor command is configured".into()))?;
+        let log_path = dir.root().join("supervisor.log");
+        let io = |source| BackendError::Io {
+            what: format!("create {}", log_path.display()),
+            source,
+        };
+        let log = std::fs::File::create(&log_path).map_err(io)?;
         let child = Command::new(program)
             .args(args)
             .arg(dir.root())
             .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stdout(log.try_clone().map_err(io)?)
             .stderr(log)
             .process_group(0)
             .kill_on_drop(false)
             .spawn()
-            .map_err(|e| format!("cannot start the job supervisor `{program}`: {e}"))?;
-        let pid = child.id().ok_or("the job supervisor exited at once")?;
+            .map_err(|e| {
+                BackendError::Launch(format!("cannot start the job supervisor `{program}`: {e}"))
+            })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| BackendError::Launch("the job supervisor exited at once".into()))?;
         let _ = std::fs::write(dir.supervisor_pid(), pid.to_string());
-        self.children
-            .lock()
-            .map_err(|_| "poisoned")?
-            .insert(job.name.clone(), child);
+        if let Ok(mut children) = self.children.lock() {
+            children.insert(job.name.clone(), child);
+        }
         Ok(pid)
     }
 

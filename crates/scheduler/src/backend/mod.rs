@@ -50,12 +50,38 @@ impl std::fmt::Display for RunHandle {
 /// Why a job could not be prepared or started. The message is for the person reading the job.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
-    /// Its inputs, working folder or environment could not be made.
+    /// Its inputs, working folder or environment could not be made (on a cluster: its
+    /// objects).
     #[error("{0}")]
     Prepare(String),
     /// It could not be started.
     #[error("{0}")]
     Launch(String),
+    /// A folder or file the job needs could not be made.
+    #[error("cannot {what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An input in `download` mode could not be fetched or copied.
+    #[error("input `{input}`: cannot download {from}: {reason}")]
+    Download {
+        /// The input.
+        input: String,
+        /// Its URL or path.
+        from: String,
+        /// Why.
+        reason: String,
+    },
+    /// The command refers to something the job does not define.
+    #[error(transparent)]
+    Command(#[from] berth_core::interpolate::InterpolateError),
+    /// The job's Python environment did not build.
+    #[error(transparent)]
+    Environment(#[from] crate::envs::EnvError),
     /// Its compute is a cluster this server is not connected to.
     #[error("compute `{0}` is not connected to its cluster; see the server's log")]
     NotConnected(String),
