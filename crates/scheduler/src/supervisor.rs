@@ -95,11 +95,11 @@ pub async fn supervise(dir: &Path) -> i32 {
 async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
     let (mut child, pgid) = match spawn(dir, plan) {
         Ok(c) => c,
-        Err(message) => {
+        Err(e) => {
             return RunResult {
                 ending: Ending::StartFailed,
                 exit_code: None,
-                message,
+                message: e.to_string(),
             };
         }
     };
@@ -137,13 +137,31 @@ async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
     }
 }
 
+/// Why the command could not be started.
+#[derive(Debug, thiserror::Error)]
+enum StartFailure {
+    /// The job's log could not be opened or shared.
+    #[error("cannot open the job log: {0}")]
+    Log(#[source] std::io::Error),
+    /// `/bin/sh` could not be started.
+    #[error("cannot start `/bin/sh -c {command}`: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command ended before its process group could be recorded.
+    #[error("the command exited before it could be watched")]
+    Gone,
+}
+
 /// Starts the command in its own process group, its output going to the job's log.
-fn spawn(dir: &JobDir, plan: &RunPlan) -> Result<(tokio::process::Child, Pid), String> {
-    let log = open_log(dir, plan).map_err(|e| format!("cannot open the job log: {e}"))?;
-    let (out, err) = match (log.try_clone(), log.try_clone()) {
-        (Ok(o), Ok(e)) => (o, e),
-        _ => return Err("cannot share the job log".into()),
-    };
+fn spawn(dir: &JobDir, plan: &RunPlan) -> Result<(tokio::process::Child, Pid), StartFailure> {
+    let log = open_log(dir, plan).map_err(StartFailure::Log)?;
+    let out = log.try_clone().map_err(StartFailure::Log)?;
+    let err = log.try_clone().map_err(StartFailure::Log)?;
     let child = Command::new("/bin/sh")
         .arg("-c")
         .arg(&plan.command)
@@ -155,11 +173,14 @@ fn spawn(dir: &JobDir, plan: &RunPlan) -> Result<(tokio::process::Child, Pid), S
         .process_group(0)
         .kill_on_drop(false)
         .spawn()
-        .map_err(|e| format!("cannot start `/bin/sh -c {}`: {e}", plan.command))?;
+        .map_err(|source| StartFailure::Spawn {
+            command: plan.command.clone(),
+            source,
+        })?;
     let pgid = child
         .id()
         .and_then(|p| Pid::from_raw(p as i32))
-        .ok_or("the command exited before it could be watched")?;
+        .ok_or(StartFailure::Gone)?;
     Ok((child, pgid))
 }
 
