@@ -16,6 +16,13 @@ pub struct Failure {
     pub code: i32,
 }
 
+#[cfg(feature = "kubernetes")]
+impl From<berth_scheduler::backend::kubernetes::error::KubeError> for Failure {
+    fn from(e: berth_scheduler::backend::kubernetes::error::KubeError) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
 impl Failure {
     /// A failure with exit code 1.
     pub fn new(message: impl Into<String>) -> Self {

@@ -112,7 +112,7 @@ async fn connect(target: &ExtensionTarget) -> Result<Cluster, Failure> {
 async fn installed(cluster: &Cluster, name: &str) -> Result<Record, Failure> {
     match install::read_record(&cluster.client)
         .await
-        .map_err(Failure::new)?
+        .map_err(Failure::from)?
     {
         Some(r) if r.name == name => Ok(r),
         Some(r) => Err(Failure::new(format!(
@@ -174,7 +174,7 @@ async fn wait_ready(cluster: &Cluster, docs: &[Value], timeout: u64) -> Result<(
     loop {
         let components = install::components(&cluster.client, docs)
             .await
-            .map_err(Failure::new)?;
+            .map_err(Failure::from)?;
         let lines: Vec<String> = components
             .iter()
             .filter(|c| c.ready.contains('/'))
@@ -228,7 +228,7 @@ async fn show(cluster: &Cluster, name: &str, out: &Printer) -> Result<(), Failur
     let (_, docs) = rendered_from(cluster, &record.settings, None).await?;
     let components = install::components(&cluster.client, &docs)
         .await
-        .map_err(Failure::new)?;
+        .map_err(Failure::from)?;
     let view = ExtensionView {
         name: record.name,
         extension_type: "Berth",
@@ -304,7 +304,7 @@ pub async fn run(cmd: ExtensionCommand, out: &Printer) -> Result<i32, Failure> {
             };
             let deleted = install::delete_all(&cluster.client, &docs, &record)
                 .await
-                .map_err(Failure::new)?;
+                .map_err(Failure::from)?;
             for d in &deleted {
                 eprintln!("deleted {d}");
             }
@@ -329,7 +329,7 @@ async fn create(
     let cluster = connect(target).await?;
     if let Some(r) = install::read_record(&cluster.client)
         .await
-        .map_err(Failure::new)?
+        .map_err(Failure::from)?
     {
         return Err(Failure::new(format!(
             "extension `{}` is already installed in the cluster at {} (Berth {})",
@@ -343,7 +343,7 @@ async fn create(
         settings: public,
         created_namespace: !install::namespace_exists(&cluster.client)
             .await
-            .map_err(Failure::new)?,
+            .map_err(Failure::from)?,
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let docs = render(&cfg, &new_token());
@@ -407,7 +407,7 @@ async fn update(
     {
         if apply::delete(&cluster.client, old)
             .await
-            .map_err(Failure::new)?
+            .map_err(Failure::from)?
         {
             eprintln!("{} deleted", apply::label(old));
         }

@@ -98,13 +98,13 @@ pub async fn describe(state: &AppState, spec: &ComputeSpec) -> (Resources, Clust
             capacity = total;
             view.nodes = nodes;
         }
-        Ok(Err(e)) => view.error = Some(e),
+        Ok(Err(e)) => view.error = Some(e.to_string()),
         Err(_) => view.error = Some(slow()),
     }
     if view.error.is_none() {
         match tokio::time::timeout(limit, cluster::instance_types(&c)).await {
             Ok(Ok(types)) => view.instance_types = types.into_keys().collect(),
-            Ok(Err(e)) => view.error = Some(e),
+            Ok(Err(e)) => view.error = Some(e.to_string()),
             Err(_) => view.error = Some(slow()),
         }
     }
@@ -121,7 +121,7 @@ pub async fn instance_type(
     let c = connected(state, compute)?;
     let found = cluster::instance_type(&c, name)
         .await
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| ApiError::Upstream(e.to_string()))?;
     Ok(match found {
         Some(t) => Some(t),
         None if name == berth_core::spec::instance_type::DEFAULT_INSTANCE_TYPE => {

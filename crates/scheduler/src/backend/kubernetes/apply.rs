@@ -8,6 +8,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, Patch
 use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
 use serde_json::Value;
 
+use super::error::KubeError;
 use super::FIELD_MANAGER;
 use super::cluster::describe;
 
@@ -21,7 +22,10 @@ pub fn label(doc: &Value) -> String {
     }
 }
 
-async fn api_for(client: &Client, doc: &Value) -> Result<(Api<DynamicObject>, String), String> {
+async fn api_for(
+    client: &Client,
+    doc: &Value,
+) -> Result<(Api<DynamicObject>, String), KubeError> {
     let api_version = doc["apiVersion"].as_str().unwrap_or_default();
     let kind = doc["kind"].as_str().unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
@@ -41,11 +45,14 @@ async fn api_for(client: &Client, doc: &Value) -> Result<(Api<DynamicObject>, St
             }
         }
     }
-    let (resource, caps) =
-        found.ok_or_else(|| format!("the cluster does not serve {api_version} {kind}: {last}"))?;
+    let (resource, caps) = found.ok_or_else(|| {
+        KubeError::Refused(format!(
+            "the cluster does not serve {api_version} {kind}: {last}"
+        ))
+    })?;
     let name = doc["metadata"]["name"]
         .as_str()
-        .ok_or_else(|| format!("{} has no name", label(doc)))?
+        .ok_or_else(|| KubeError::Object(format!("{} has no name", label(doc))))?
         .to_string();
     let api = match (caps.scope, doc["metadata"]["namespace"].as_str()) {
         (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
@@ -56,24 +63,24 @@ async fn api_for(client: &Client, doc: &Value) -> Result<(Api<DynamicObject>, St
 }
 
 /// Applies one document; the API server's refusal comes back as its own message.
-pub async fn apply(client: &Client, doc: &Value) -> Result<DynamicObject, String> {
+pub async fn apply(client: &Client, doc: &Value) -> Result<DynamicObject, KubeError> {
     let (api, name) = api_for(client, doc).await?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &params, &Patch::Apply(doc))
         .await
-        .map_err(|e| format!("{}: {}", label(doc), describe(&e)))
+        .map_err(super::error::api(label(doc)))
 }
 
 /// Reads the live object for a document, if it exists.
-pub async fn get(client: &Client, doc: &Value) -> Result<Option<DynamicObject>, String> {
+pub async fn get(client: &Client, doc: &Value) -> Result<Option<DynamicObject>, KubeError> {
     let (api, name) = api_for(client, doc).await?;
     api.get_opt(&name)
         .await
-        .map_err(|e| format!("{}: {}", label(doc), describe(&e)))
+        .map_err(super::error::api(label(doc)))
 }
 
 /// Deletes the object for a document; true when it existed.
-pub async fn delete(client: &Client, doc: &Value) -> Result<bool, String> {
+pub async fn delete(client: &Client, doc: &Value) -> Result<bool, KubeError> {
     let (api, name) = match api_for(client, doc).await {
         Ok(r) => r,
         // The kind is not served at all (a CRD deleted already): nothing to delete.
@@ -86,6 +93,6 @@ pub async fn delete(client: &Client, doc: &Value) -> Result<bool, String> {
     match api.delete(&name, &params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(format!("{}: {}", label(doc), describe(&e))),
+        Err(e) => Err(super::error::api(label(doc))(e)),
     }
 }

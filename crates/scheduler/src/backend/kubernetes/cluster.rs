@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::error::{KubeError, api, object};
 use berth_core::quantity::Quantity;
 use berth_core::resources::Resources;
 use berth_core::spec::compute::KubernetesTarget;
@@ -37,9 +38,9 @@ const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount
 /// A kubeconfig for the pod this server runs in: the API server from
 /// `KUBERNETES_SERVICE_HOST`/`_PORT`, the ServiceAccount's token file (re-read as it rotates)
 /// and CA from `$BERTH_SERVICE_ACCOUNT_DIR` (default: the standard mount).
-fn in_cluster_kubeconfig() -> Result<String, String> {
+fn in_cluster_kubeconfig() -> Result<String, KubeError> {
     let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
-        "--in-cluster works only for a server running in a pod (KUBERNETES_SERVICE_HOST is not set); pass --kubeconfig instead".to_string()
+        KubeError::Config("--in-cluster works only for a server running in a pod (KUBERNETES_SERVICE_HOST is not set); pass --kubeconfig instead".into())
     })?;
     let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".into());
     let dir =
@@ -47,10 +48,10 @@ fn in_cluster_kubeconfig() -> Result<String, String> {
     let dir = std::path::Path::new(&dir);
     for f in ["token", "ca.crt"] {
         if !dir.join(f).is_file() {
-            return Err(format!(
+            return Err(KubeError::Config(format!(
                 "--in-cluster: {} is missing; is a ServiceAccount token mounted?",
                 dir.join(f).display()
-            ));
+            )));
         }
     }
     let host = if host.contains(':') {
@@ -72,14 +73,14 @@ fn in_cluster_kubeconfig() -> Result<String, String> {
 }
 
 /// Builds a client from a kubeconfig's text, or the pod's own identity (no request is made).
-pub async fn connect(target: &KubernetesTarget) -> Result<Cluster, String> {
+pub async fn connect(target: &KubernetesTarget) -> Result<Cluster, KubeError> {
     let text = if target.in_cluster {
         in_cluster_kubeconfig()?
     } else {
         target.kubeconfig.clone()
     };
-    let kubeconfig =
-        Kubeconfig::from_yaml(&text).map_err(|e| format!("the kubeconfig cannot be read: {e}"))?;
+    let kubeconfig = Kubeconfig::from_yaml(&text)
+        .map_err(|e| KubeError::Config(format!("the kubeconfig cannot be read: {e}")))?;
     if let Some(ctx) = &target.context
         && !kubeconfig.contexts.iter().any(|c| &c.name == ctx)
     {
@@ -88,10 +89,10 @@ pub async fn connect(target: &KubernetesTarget) -> Result<Cluster, String> {
             .iter()
             .map(|c| c.name.as_str())
             .collect();
-        return Err(format!(
+        return Err(KubeError::Config(format!(
             "the kubeconfig has no context `{ctx}`; it has: {}",
             known.join(", ")
-        ));
+        )));
     }
     let options = KubeConfigOptions {
         context: target.context.clone(),
@@ -99,10 +100,10 @@ pub async fn connect(target: &KubernetesTarget) -> Result<Cluster, String> {
     };
     let config = Config::from_custom_kubeconfig(kubeconfig, &options)
         .await
-        .map_err(|e| format!("the kubeconfig cannot be used: {e}"))?;
+        .map_err(|e| KubeError::Config(format!("the kubeconfig cannot be used: {e}")))?;
     let server = config.cluster_url.to_string();
-    let client =
-        Client::try_from(config).map_err(|e| format!("cannot make a client for {server}: {e}"))?;
+    let client = Client::try_from(config)
+        .map_err(|e| KubeError::Config(format!("cannot make a client for {server}: {e}")))?;
     Ok(Cluster {
         client,
         namespace: target.namespace.clone(),
@@ -144,14 +145,12 @@ const CLUSTER: [(&str, &str, &str); 2] = [
 
 /// The checks before a cluster is attached: it answers, the credentials may do what Berth does,
 /// and the namespace exists (or is made when `create_namespace`). Each failure says which.
-pub async fn preflight(cluster: &Cluster, create_namespace: bool) -> Result<(), String> {
-    cluster.client.apiserver_version().await.map_err(|e| {
-        format!(
-            "cannot reach the cluster at {}: {}",
-            cluster.server,
-            describe(&e)
-        )
-    })?;
+pub async fn preflight(cluster: &Cluster, create_namespace: bool) -> Result<(), KubeError> {
+    cluster
+        .client
+        .apiserver_version()
+        .await
+        .map_err(api(format!("cannot reach the cluster at {}", cluster.server)))?;
     let ns = &cluster.namespace;
     let reviews: Api<SelfSubjectAccessReview> = Api::all(cluster.client.clone());
     let checks = NAMESPACED
@@ -166,11 +165,11 @@ pub async fn preflight(cluster: &Cluster, create_namespace: bool) -> Result<(), 
                 "subresource": sub, "namespace": namespace.unwrap_or(""),
             }}
         }))
-        .map_err(|e| e.to_string())?;
+        .map_err(object)?;
         let answer = reviews
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|e| format!("cannot check permissions: {}", describe(&e)))?;
+            .map_err(api("cannot check permissions"))?;
         if !answer.status.is_some_and(|s| s.allowed) {
             let full = match (group.is_empty(), sub.is_empty()) {
                 (true, true) => resource.to_string(),
@@ -180,9 +179,9 @@ pub async fn preflight(cluster: &Cluster, create_namespace: bool) -> Result<(), 
             let place = namespace
                 .map(|n| format!("in namespace `{n}`"))
                 .unwrap_or_else(|| "cluster-wide".into());
-            return Err(format!(
+            return Err(KubeError::Refused(format!(
                 "the kubeconfig's user may not `{verb}` {full} {place}; grant it (docs/kubernetes.md lists the role Berth needs)"
-            ));
+            )));
         }
     }
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
@@ -191,32 +190,32 @@ pub async fn preflight(cluster: &Cluster, create_namespace: bool) -> Result<(), 
         // Users limited to their namespace may not read Namespaces: the checks above passed,
         // so it exists as far as they can tell.
         Err(kube::Error::Api(s)) if s.code == 403 && !create_namespace => return Ok(()),
-        Err(e) => return Err(format!("cannot read namespace `{ns}`: {}", describe(&e))),
+        Err(e) => return Err(api(format!("cannot read namespace `{ns}`"))(e)),
     };
     if found.is_none() {
         if !create_namespace {
-            return Err(format!(
+            return Err(KubeError::Refused(format!(
                 "namespace `{ns}` does not exist in the cluster at {}; create it with `kubectl create namespace {ns}`, or pass --create-namespace",
                 cluster.server
-            ));
+            )));
         }
         let obj: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).map_err(|e| e.to_string())?;
+            serde_json::from_value(json!({"metadata": {"name": ns}})).map_err(object)?;
         namespaces
             .create(&PostParams::default(), &obj)
             .await
-            .map_err(|e| format!("cannot create namespace `{ns}`: {}", describe(&e)))?;
+            .map_err(api(format!("cannot create namespace `{ns}`")))?;
     }
     Ok(())
 }
 
 /// The sum of the Nodes' allocatable CPU, memory and `nvidia.com/gpu`, and how many Nodes.
-pub async fn capacity(cluster: &Cluster) -> Result<(Resources, usize), String> {
+pub async fn capacity(cluster: &Cluster) -> Result<(Resources, usize), KubeError> {
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     let list = nodes
         .list(&ListParams::default())
         .await
-        .map_err(|e| format!("cannot list nodes: {}", describe(&e)))?;
+        .map_err(api("cannot list nodes"))?;
     let mut total = Resources::default();
     for node in &list.items {
         let Some(alloc) = node.status.as_ref().and_then(|s| s.allocatable.as_ref()) else {
@@ -248,7 +247,7 @@ fn instance_type_resource() -> ApiResource {
 }
 
 /// Reads one InstanceType custom resource into Berth's form (the same checks as a file).
-fn parse_instance_type(obj: &DynamicObject) -> Result<InstanceType, String> {
+fn parse_instance_type(obj: &DynamicObject) -> Result<InstanceType, KubeError> {
     let name = obj.metadata.name.clone().unwrap_or_default();
     let doc = json!({
         "apiVersion": API_VERSION,
@@ -259,40 +258,39 @@ fn parse_instance_type(obj: &DynamicObject) -> Result<InstanceType, String> {
     let text = doc.to_string();
     let origin = format!("instancetype/{name} in the cluster");
     let mut parsed = InstanceType::parse_file(&Source::new(&origin, &text))
-        .map_err(|e| format!("{origin} is not usable: {e}"))?;
+        .map_err(|e| KubeError::Object(format!("{origin} is not usable: {e}")))?;
     parsed
         .pop()
-        .ok_or_else(|| format!("{origin} is not usable"))
+        .ok_or_else(|| KubeError::Object(format!("{origin} is not usable")))
 }
 
 /// One InstanceType from the cluster; `None` when it is not there.
-pub async fn instance_type(cluster: &Cluster, name: &str) -> Result<Option<InstanceType>, String> {
+pub async fn instance_type(
+    cluster: &Cluster,
+    name: &str,
+) -> Result<Option<InstanceType>, KubeError> {
     let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &instance_type_resource());
     match api.get_opt(name).await {
         Ok(Some(obj)) => parse_instance_type(&obj).map(Some),
         Ok(None) => Ok(None),
         // No CRD installed: no InstanceTypes.
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-        Err(e) => Err(format!(
-            "cannot read instance type `{name}` from the cluster: {}",
-            describe(&e)
-        )),
+        Err(e) => Err(super::error::api(format!(
+            "cannot read instance type `{name}` from the cluster"
+        ))(e)),
     }
 }
 
 /// Every InstanceType in the cluster, by name (ones that do not parse are reported as errors).
 pub async fn instance_types(
     cluster: &Cluster,
-) -> Result<BTreeMap<String, Result<InstanceType, String>>, String> {
+) -> Result<BTreeMap<String, Result<InstanceType, KubeError>>, KubeError> {
     let api: Api<DynamicObject> = Api::all_with(cluster.client.clone(), &instance_type_resource());
     let list = match api.list(&ListParams::default()).await {
         Ok(l) => l,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(BTreeMap::new()),
         Err(e) => {
-            return Err(format!(
-                "cannot list instance types in the cluster: {}",
-                describe(&e)
-            ));
+            return Err(super::error::api("cannot list instance types in the cluster")(e));
         }
     };
     Ok(list

@@ -16,6 +16,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::error::{KubeError, api, object};
 use super::FIELD_MANAGER;
 use super::apply;
 use super::cluster::describe;
@@ -73,16 +74,16 @@ async fn allowed(
     group: &str,
     resource: &str,
     ns: &str,
-) -> Result<bool, String> {
+) -> Result<bool, KubeError> {
     let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
     let review: SelfSubjectAccessReview = serde_json::from_value(json!({
         "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource, "namespace": ns}}
     }))
-    .map_err(|e| e.to_string())?;
+    .map_err(object)?;
     let answer = reviews
         .create(&PostParams::default(), &review)
         .await
-        .map_err(|e| format!("cannot check permissions: {}", describe(&e)))?;
+        .map_err(api("cannot check permissions"))?;
     Ok(answer.status.is_some_and(|s| s.allowed))
 }
 
@@ -143,7 +144,7 @@ async fn permission_findings(client: &Client) -> Vec<Finding> {
                     format!("the kubeconfig's user may not `{verb}` {full} {place}; install with a cluster-admin kubeconfig"),
                 ));
             }
-            Err(e) => out.push(finding("E40000", "UNKNOWN_ERROR", e)),
+            Err(e) => out.push(finding("E40000", "UNKNOWN_ERROR", e.to_string())),
         }
     }
     out
@@ -234,31 +235,28 @@ async fn conflict_findings(client: &Client) -> Vec<Finding> {
 }
 
 /// The install recorded in the cluster, if any.
-pub async fn read_record(client: &Client) -> Result<Option<Record>, String> {
+pub async fn read_record(client: &Client) -> Result<Option<Record>, KubeError> {
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
-    let found = maps.get_opt(RECORD).await.map_err(|e| {
-        format!(
-            "cannot read ConfigMap {NAMESPACE}/{RECORD}: {}",
-            describe(&e)
-        )
-    })?;
+    let found = maps
+        .get_opt(RECORD)
+        .await
+        .map_err(api(format!("cannot read ConfigMap {NAMESPACE}/{RECORD}")))?;
     let Some(cm) = found else { return Ok(None) };
     let text = cm
         .data
         .and_then(|d| d.get("record").cloned())
         .unwrap_or_default();
     serde_json::from_str(&text).map(Some).map_err(|e| {
-        format!("ConfigMap {NAMESPACE}/{RECORD} is damaged ({e}); delete it and install again")
+        KubeError::Object(format!(
+            "ConfigMap {NAMESPACE}/{RECORD} is damaged ({e}); delete it and install again"
+        ))
     })
 }
 
 /// True when the `azureml` namespace exists.
-pub async fn namespace_exists(client: &Client) -> Result<bool, String> {
+pub async fn namespace_exists(client: &Client) -> Result<bool, KubeError> {
     let ns: Api<Namespace> = Api::all(client.clone());
-    ns.get_opt(NAMESPACE)
-        .await
-        .map(|n| n.is_some())
-        .map_err(|e| describe(&e))
+    Ok(ns.get_opt(NAMESPACE).await?.is_some())
 }
 
 /// The API token and TLS PEM pair of an existing install, so an update keeps them.
@@ -287,7 +285,7 @@ pub async fn apply_all(
     docs: &[Value],
     record: &Record,
     mut progress: impl FnMut(&str),
-) -> Result<(), String> {
+) -> Result<(), KubeError> {
     for doc in docs {
         apply::apply(client, doc).await?;
         progress(&apply::label(doc));
@@ -295,7 +293,7 @@ pub async fn apply_all(
     let cm = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": RECORD, "namespace": NAMESPACE, "labels": {MANAGED_BY.0: MANAGED_BY.1}},
-        "data": {"record": serde_json::to_string_pretty(record).map_err(|e| e.to_string())?},
+        "data": {"record": serde_json::to_string_pretty(record).map_err(object)?},
     });
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
     maps.patch(
@@ -304,7 +302,7 @@ pub async fn apply_all(
         &Patch::Apply(&cm),
     )
     .await
-    .map_err(|e| format!("cannot record the install: {}", describe(&e)))?;
+    .map_err(api("cannot record the install"))?;
     Ok(())
 }
 
@@ -314,7 +312,7 @@ pub async fn delete_all(
     client: &Client,
     docs: &[Value],
     record: &Record,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, KubeError> {
     let mut deleted = Vec::new();
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
     let _ = maps.delete(RECORD, &Default::default()).await;
@@ -342,7 +340,7 @@ pub struct Component {
 }
 
 /// Each manifest's object, and each Deployment's readiness, with the reason a pod is stuck.
-pub async fn components(client: &Client, docs: &[Value]) -> Result<Vec<Component>, String> {
+pub async fn components(client: &Client, docs: &[Value]) -> Result<Vec<Component>, KubeError> {
     let mut out = Vec::new();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
     for doc in docs {

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod cluster;
 pub mod delivery;
+pub mod error;
 pub mod install;
 pub mod objects;
 pub mod observe;
