@@ -171,10 +171,14 @@ impl From<ManagerError> for ApiError {
 impl From<ServingError> for ApiError {
     fn from(e: ServingError) -> Self {
         match e {
-            ServingError::Start(_)
-            | ServingError::Cluster(_)
-            | ServingError::Replicas(_)
-            | ServingError::Environment { .. } => ApiError::Upstream(e.to_string()),
+            #[cfg(feature = "kubernetes")]
+            ServingError::Kube(_) | ServingError::Cluster { .. } => {
+                ApiError::Upstream(e.to_string())
+            }
+            ServingError::Replicas(_) | ServingError::Environment { .. } => {
+                ApiError::Upstream(e.to_string())
+            }
+            ServingError::NotOnCluster(_) => ApiError::Internal(e.to_string()),
             ServingError::NotRunning => ApiError::Conflict {
                 message: e.to_string(),
                 hint: None,

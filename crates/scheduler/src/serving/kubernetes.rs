@@ -28,10 +28,7 @@ impl KubernetesServing {
 fn cluster_of(plan: &RevisionPlan) -> Result<&Cluster, ServingError> {
     match &plan.placement {
         Placement::Cluster { cluster, .. } => Ok(cluster),
-        Placement::Local => Err(ServingError::Cluster(format!(
-            "deployment `{}` runs on the local compute",
-            plan.key()
-        ))),
+        Placement::Local => Err(ServingError::NotOnCluster(plan.key())),
     }
 }
 
@@ -63,9 +60,7 @@ fn serving_plan(plan: &RevisionPlan, cluster: &Cluster) -> ServingPlan {
 impl ServingBackend for KubernetesServing {
     async fn apply(&self, plan: &RevisionPlan) -> Result<(), ServingError> {
         let cluster = cluster_of(plan)?;
-        serving::apply(cluster, &serving_plan(plan, cluster))
-            .await
-            .map_err(ServingError::Start)
+        Ok(serving::apply(cluster, &serving_plan(plan, cluster)).await?)
     }
 
     async fn observe(&self, plan: &RevisionPlan) -> Result<Observed, ServingError> {
@@ -75,8 +70,7 @@ impl ServingBackend for KubernetesServing {
             &plan.deployment,
             plan.revision,
         )
-        .await
-        .map_err(ServingError::Cluster)?;
+        .await?;
         if let Ok(mut m) = self.ready.lock() {
             m.insert(plan.key(), observed.ready.clone());
         }
@@ -84,14 +78,13 @@ impl ServingBackend for KubernetesServing {
     }
 
     async fn scale(&self, plan: &RevisionPlan, replicas: u32) -> Result<(), ServingError> {
-        serving::scale(
+        Ok(serving::scale(
             cluster_of(plan)?,
             &plan.endpoint,
             &plan.deployment,
             replicas,
         )
-        .await
-        .map_err(ServingError::Cluster)
+        .await?)
     }
 
     async fn delete(&self, plan: &RevisionPlan) -> Result<(), ServingError> {
@@ -100,17 +93,18 @@ impl ServingBackend for KubernetesServing {
         }
         serving::delete(cluster_of(plan)?, &plan.endpoint, &plan.deployment)
             .await
-            .map_err(|m| {
-                ServingError::Cluster(format!(
-                    "cannot delete deployment `{}` from the cluster: {m}",
-                    plan.key()
-                ))
+            .map_err(|source| ServingError::Cluster {
+                what: format!("cannot delete deployment `{}` from the cluster", plan.key()),
+                source,
             })
     }
 
     async fn logs(&self, plan: &RevisionPlan, lines: usize) -> Result<String, ServingError> {
         serving::logs(cluster_of(plan)?, &plan.endpoint, &plan.deployment, lines)
             .await
-            .map_err(|m| ServingError::Cluster(format!("cannot read the replicas' logs: {m}")))
+            .map_err(|source| ServingError::Cluster {
+                what: "cannot read the replicas' logs".into(),
+                source,
+            })
     }
 }

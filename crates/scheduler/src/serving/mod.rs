@@ -18,9 +18,6 @@ pub use plan::{Placement, RevisionPlan};
 /// deployment's state.
 #[derive(Debug, thiserror::Error)]
 pub enum ServingError {
-    /// Its replicas did not start: `init()` failed, the environment did not build, ...
-    #[error("{0}")]
-    Start(String),
     /// It has no replicas to scale.
     #[error("the deployment is not running")]
     NotRunning,
@@ -36,9 +33,23 @@ pub enum ServingError {
         #[source]
         source: crate::envs::EnvError,
     },
+    /// The plan's placement is not this backend's.
+    #[error("deployment `{0}` is not placed on a cluster")]
+    NotOnCluster(String),
     /// The cluster refused or did not answer.
-    #[error("{0}")]
-    Cluster(String),
+    #[cfg(feature = "kubernetes")]
+    #[error(transparent)]
+    Kube(#[from] crate::backend::kubernetes::error::KubeError),
+    /// The cluster refused or did not answer while doing `what`.
+    #[cfg(feature = "kubernetes")]
+    #[error("{what}: {source}")]
+    Cluster {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: crate::backend::kubernetes::error::KubeError,
+    },
     /// A log could not be read.
     #[error("cannot read {path}: {source}")]
     Io {

@@ -8,9 +8,9 @@ use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, Patch, Patch
 use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
 use serde_json::Value;
 
-use super::error::KubeError;
 use super::FIELD_MANAGER;
 use super::cluster::describe;
+use super::error::KubeError;
 
 /// `Kind/name` (with the namespace when there is one), for messages.
 pub fn label(doc: &Value) -> String {
@@ -22,10 +22,7 @@ pub fn label(doc: &Value) -> String {
     }
 }
 
-async fn api_for(
-    client: &Client,
-    doc: &Value,
-) -> Result<(Api<DynamicObject>, String), KubeError> {
+async fn api_for(client: &Client, doc: &Value) -> Result<(Api<DynamicObject>, String), KubeError> {
     let api_version = doc["apiVersion"].as_str().unwrap_or_default();
     let kind = doc["kind"].as_str().unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));

@@ -150,7 +150,10 @@ pub async fn preflight(cluster: &Cluster, create_namespace: bool) -> Result<(), 
         .client
         .apiserver_version()
         .await
-        .map_err(api(format!("cannot reach the cluster at {}", cluster.server)))?;
+        .map_err(api(format!(
+            "cannot reach the cluster at {}",
+            cluster.server
+        )))?;
     let ns = &cluster.namespace;
     let reviews: Api<SelfSubjectAccessReview> = Api::all(cluster.client.clone());
     let checks = NAMESPACED
@@ -290,7 +293,9 @@ pub async fn instance_types(
         Ok(l) => l,
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(BTreeMap::new()),
         Err(e) => {
-            return Err(super::error::api("cannot list instance types in the cluster")(e));
+            return Err(super::error::api(
+                "cannot list instance types in the cluster",
+            )(e));
         }
     };
     Ok(list

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
+use super::error::KubeError;
 use crate::workdir::list_files;
 
 /// The most a ConfigMap may carry (etcd's limit is 1 MiB, with room for metadata).
@@ -118,12 +119,17 @@ pub fn deliver(
     berth_image: &str,
     what: &str,
     advice: &str,
-) -> Result<Delivery, String> {
+) -> Result<Delivery, KubeError> {
     let mut listed = Vec::with_capacity(parts.len());
     let mut total = 0u64;
     for part in parts {
-        let files = list_files(&part.root)
-            .map_err(|e| format!("cannot read {} ({}): {e}", part.root.display(), part.name))?;
+        let files = list_files(&part.root).map_err(|e| {
+            KubeError::Object(format!(
+                "cannot read {} ({}): {e}",
+                part.root.display(),
+                part.name
+            ))
+        })?;
         total += files.iter().map(|(_, size)| size).sum::<u64>();
         listed.push(files);
     }
@@ -137,8 +143,9 @@ pub fn deliver(
                 } else {
                     part.root.join(rel)
                 };
-                let bytes = std::fs::read(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    KubeError::Object(format!("cannot read {}: {e}", path.display()))
+                })?;
                 let key = format!("f{}", out.data.len());
                 out.data.insert(key.clone(), super::base64(&bytes));
                 items.push(json!({"key": key, "path": rel}));
@@ -152,11 +159,11 @@ pub fn deliver(
         return Ok(out);
     }
     let Some(fetch) = fetch else {
-        return Err(format!(
+        return Err(KubeError::Refused(format!(
             "{what} are {} KiB, more than a ConfigMap carries to a Kubernetes compute ({} KiB); {advice}",
             total.div_ceil(1024),
             CONFIGMAP_LIMIT / 1024
-        ));
+        )));
     };
     let mut command = vec![
         BERTH_IN_IMAGE.to_string(),
@@ -224,7 +231,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(t.path().join("code")).unwrap();
         std::fs::write(t.path().join("big.bin"), vec![0u8; 1024 * 1024]).unwrap();
-        let e = deliver(&parts(t.path()), "cm", None, "b", "the files", "do X").unwrap_err();
+        let e = deliver(&parts(t.path()), "cm", None, "b", "the files", "do X")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "the files are 1024 KiB, more than a ConfigMap carries to a Kubernetes compute (900 KiB); do X"

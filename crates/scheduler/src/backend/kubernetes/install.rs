@@ -16,10 +16,10 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::error::{KubeError, api, object};
 use super::FIELD_MANAGER;
 use super::apply;
 use super::cluster::describe;
+use super::error::{KubeError, api, object};
 
 /// The ConfigMap that records an install.
 pub const RECORD: &str = "berth-extension";

@@ -28,6 +28,7 @@ use tracing::warn;
 
 pub use cluster::Cluster;
 use cluster::{Clusters, describe};
+use error::KubeError;
 pub(crate) use objects::base64;
 use objects::{JOB_LABEL, object_name};
 use observe::{Observed, observe};
@@ -265,7 +266,7 @@ impl Backend for KubernetesBackend {
         let cluster = self.for_job(job)?;
         self.prepare_objects(job, &cluster)
             .await
-            .map_err(BackendError::Prepare)
+            .map_err(|e| BackendError::Prepare(e.to_string()))
     }
 
     async fn launch(&self, job: &JobRecord) -> Result<RunHandle, BackendError> {
@@ -273,7 +274,7 @@ impl Backend for KubernetesBackend {
         self.create_job(job, &cluster)
             .await
             .map(|()| RunHandle::remote())
-            .map_err(BackendError::Launch)
+            .map_err(|e| BackendError::Launch(e.to_string()))
     }
     async fn wait(&self, job: &JobRecord, _run: RunHandle, progress: Progress) -> RunResult {
         let cluster = match self.for_job(job) {
@@ -397,7 +398,7 @@ impl Backend for KubernetesBackend {
 }
 
 impl KubernetesBackend {
-    async fn prepare_objects(&self, job: &JobRecord, cluster: &Cluster) -> Result<(), String> {
+    async fn prepare_objects(&self, job: &JobRecord, cluster: &Cluster) -> Result<(), KubeError> {
         let record = job.clone();
         let ns = cluster.namespace.clone();
         let (url, image) = (cluster.server_url.clone(), cluster.berth_image.clone());
@@ -405,7 +406,7 @@ impl KubernetesBackend {
             objects::build(&record, &ns, url.as_deref(), &image)
         })
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(error::object)??;
         let name = object_name(&job.name);
         let image = objects::image_for(job.spec.environment.as_ref());
         append_log(
@@ -434,20 +435,17 @@ impl KubernetesBackend {
         let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
         apply_retrying(&maps, &format!("{name}-files"), &built.config_map)
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot create the job's ConfigMap in namespace `{}`: {}",
-                    cluster.namespace,
-                    describe(&e)
-                )
-            })?;
+            .map_err(error::api(format!(
+                "cannot create the job's ConfigMap in namespace `{}`",
+                cluster.namespace
+            )))?;
         if let Ok(mut p) = self.pending.lock() {
             p.insert(job.name.clone(), built.job);
         }
         Ok(())
     }
 
-    async fn create_job(&self, job: &JobRecord, cluster: &Cluster) -> Result<(), String> {
+    async fn create_job(&self, job: &JobRecord, cluster: &Cluster) -> Result<(), KubeError> {
         let name = object_name(&job.name);
         let obj = match self
             .pending
@@ -469,7 +467,7 @@ impl KubernetesBackend {
         let jobs: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
         let created = apply_retrying(&jobs, &name, &obj)
             .await
-            .map_err(|e| format!("cannot create Kubernetes Job {name}: {}", describe(&e)))?;
+            .map_err(error::api(format!("cannot create Kubernetes Job {name}")))?;
         // The ConfigMap belongs to the Job: deleting the Job deletes it.
         if let Some(uid) = created.metadata.uid {
             let owner = json!({

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::delivery::{
     BERTH_IN_IMAGE, Delivery, Download, Fetch, Part, deliver, size_init_containers,
 };
+use super::error::{KubeError, object};
 use crate::workdir::JobDir;
 
 /// The label every object Berth makes carries.
@@ -65,11 +66,11 @@ pub fn object_name(name: &str) -> String {
 }
 
 /// The variables with which `berth` builds `env` under [`ENV_DIR`] in a pod.
-pub fn env_build_vars(env: &PythonEnv) -> Result<[(String, String); 3], String> {
+pub fn env_build_vars(env: &PythonEnv) -> Result<[(String, String); 3], KubeError> {
     Ok([
         (
             PYTHON_ENV_VAR.into(),
-            serde_json::to_string(env).map_err(|e| e.to_string())?,
+            serde_json::to_string(env).map_err(object)?,
         ),
         ("BERTH_UV".into(), "/berth/bin/uv".into()),
         // The image's home may be read-only; the pod's volume is not.
@@ -100,13 +101,12 @@ pub fn build(
     namespace: &str,
     server_url: Option<&str>,
     berth_image: &str,
-) -> Result<JobObjects, String> {
+) -> Result<JobObjects, KubeError> {
     let server_url = server_url.map(|u| u.trim_end_matches('/'));
     let inputs = inputs_of(job);
     let mut delivery = delivery_of(job, &inputs, server_url, berth_image)?;
     let outputs = outputs_of(job);
-    let command =
-        interpolate(&job.spec.command, &inputs.seen, &outputs.seen).map_err(|e| e.to_string())?;
+    let command = interpolate(&job.spec.command, &inputs.seen, &outputs.seen).map_err(object)?;
     let mut env = job_env(job, &inputs.seen, &outputs.seen);
     let fetches_files = delivery.init.is_some();
     delivery.download(berth_image, &inputs.downloads);
@@ -183,7 +183,7 @@ fn delivery_of(
     inputs: &PodInputs,
     server_url: Option<&str>,
     berth_image: &str,
-) -> Result<Delivery, String> {
+) -> Result<Delivery, KubeError> {
     let fetch = match (server_url, &job.upload_token) {
         (Some(url), Some(token)) => Some(Fetch {
             url: format!("{url}/api/jobs/{}/files", job.name),
@@ -207,7 +207,7 @@ fn objects(
     namespace: &str,
     pod: Value,
     data: BTreeMap<String, String>,
-) -> Result<(ConfigMap, Job), String> {
+) -> Result<(ConfigMap, Job), KubeError> {
     let name = object_name(&job.name);
     let labels = json!({ MANAGED_BY.0: MANAGED_BY.1, JOB_LABEL: name });
     let mut spec = json!({
@@ -235,8 +235,8 @@ fn objects(
         "binaryData": data,
     });
     Ok((
-        serde_json::from_value(cm).map_err(|e| e.to_string())?,
-        serde_json::from_value(job_obj).map_err(|e| e.to_string())?,
+        serde_json::from_value(cm).map_err(object)?,
+        serde_json::from_value(job_obj).map_err(object)?,
     ))
 }
 

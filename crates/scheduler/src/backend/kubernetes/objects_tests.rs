@@ -143,7 +143,9 @@ fn too_much_data_for_a_configmap_is_refused_with_advice() {
             mode: InputMode::RoMount,
         },
     );
-    let e = build(&job, "work", None, &berth_image()).unwrap_err();
+    let e = build(&job, "work", None, &berth_image())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("mode: direct"), "{e}");
     assert!(e.contains("--server-url"), "{e}");
     // With a server URL, the pod fetches them from the Berth server with the job's token.

@@ -9,7 +9,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, PropagationPolicy};
 
-use super::cluster::{Cluster, describe};
+use super::cluster::Cluster;
+use super::error::KubeError;
 use super::objects::{JOB_LABEL, JOB_NAME_ANNOTATION, MANAGED_BY, object_name};
 use super::serving;
 
@@ -22,10 +23,10 @@ pub async fn collect(
     jobs: &HashSet<String>,
     deployments: &HashSet<(String, String)>,
     known_at: std::time::SystemTime,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, KubeError> {
     let sweep = Sweep {
         cluster,
-        known_at: k8s_openapi::jiff::Timestamp::try_from(known_at).map_err(|e| e.to_string())?,
+        known_at: k8s_openapi::jiff::Timestamp::try_from(known_at).map_err(super::error::object)?,
         managed: ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)),
     };
     let mut deleted = sweep.jobs(compute, jobs).await?;
@@ -58,7 +59,7 @@ impl Sweep<'_> {
     }
 
     /// Jobs on `compute` whose Berth job is gone.
-    async fn jobs(&self, compute: &str, jobs: &HashSet<String>) -> Result<Vec<String>, String> {
+    async fn jobs(&self, compute: &str, jobs: &HashSet<String>) -> Result<Vec<String>, KubeError> {
         let ns = &self.cluster.namespace;
         let background = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -66,12 +67,7 @@ impl Sweep<'_> {
         };
         let job_api: Api<Job> = self.api();
         let mut deleted = Vec::new();
-        for j in job_api
-            .list(&self.managed)
-            .await
-            .map_err(|e| describe(&e))?
-            .items
-        {
+        for j in job_api.list(&self.managed).await?.items {
             let ann = j.metadata.annotations.clone().unwrap_or_default();
             if ann.get("berth.dev/compute").map(String::as_str) != Some(compute) {
                 continue;
@@ -81,10 +77,7 @@ impl Sweep<'_> {
                 continue;
             }
             let name = j.metadata.name.clone().unwrap_or_default();
-            job_api
-                .delete(&name, &background)
-                .await
-                .map_err(|e| describe(&e))?;
+            job_api.delete(&name, &background).await?;
             deleted.push(format!("Job {ns}/{name} (job `{owner}`)"));
         }
         Ok(deleted)
@@ -92,22 +85,21 @@ impl Sweep<'_> {
 
     /// A ConfigMap with no owner was made for a Job that was never created (and whose job is
     /// gone: a known job may be about to create it).
-    async fn config_maps(&self, jobs: &HashSet<String>) -> Result<Vec<String>, String> {
+    async fn config_maps(&self, jobs: &HashSet<String>) -> Result<Vec<String>, KubeError> {
         let ns = &self.cluster.namespace;
         let known: HashSet<String> = jobs.iter().map(|j| object_name(j)).collect();
         let job_api: Api<Job> = self.api();
         let maps: Api<ConfigMap> = self.api();
         let live: HashSet<String> = job_api
             .list(&self.managed)
-            .await
-            .map_err(|e| describe(&e))?
+            .await?
             .items
             .iter()
             .filter_map(|j| j.metadata.name.clone())
             .collect();
         let job_maps = ListParams::default().labels(JOB_LABEL);
         let mut deleted = Vec::new();
-        for m in maps.list(&job_maps).await.map_err(|e| describe(&e))?.items {
+        for m in maps.list(&job_maps).await?.items {
             let owned = m
                 .metadata
                 .owner_references
@@ -124,9 +116,7 @@ impl Sweep<'_> {
                 continue;
             }
             let name = m.metadata.name.clone().unwrap_or_default();
-            maps.delete(&name, &DeleteParams::default())
-                .await
-                .map_err(|e| describe(&e))?;
+            maps.delete(&name, &DeleteParams::default()).await?;
             deleted.push(format!("ConfigMap {ns}/{name}"));
         }
         Ok(deleted)
@@ -136,16 +126,11 @@ impl Sweep<'_> {
     async fn deployments(
         &self,
         deployments: &HashSet<(String, String)>,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, KubeError> {
         let ns = &self.cluster.namespace;
         let dep_api: Api<Deployment> = self.api();
         let mut deleted = Vec::new();
-        for d in dep_api
-            .list(&self.managed)
-            .await
-            .map_err(|e| describe(&e))?
-            .items
-        {
+        for d in dep_api.list(&self.managed).await?.items {
             let ann = d.metadata.annotations.clone().unwrap_or_default();
             let (Some(ep), Some(dep)) = (
                 ann.get("berth.dev/endpoint-name"),

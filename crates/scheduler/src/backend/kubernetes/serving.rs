@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::apply_retrying;
 use super::cluster::{Cluster, describe};
 use super::delivery::{BERTH_IN_IMAGE, Fetch, Part, deliver, size_init_containers};
+use super::error::{KubeError, api, object};
 use super::objects::{ENV_DIR, MANAGED_BY, UV_IN_IMAGE, env_build_vars, object_name};
 
 /// The port `berth runtime` listens on in a pod.
@@ -86,7 +87,7 @@ fn probe(path: &str, p: &ProbeSettings) -> Value {
 pub fn build(
     plan: &ServingPlan,
     namespace: &str,
-) -> Result<(ConfigMap, Deployment, Service), String> {
+) -> Result<(ConfigMap, Deployment, Service), KubeError> {
     let name = name_of(&plan.endpoint, &plan.deployment);
     let pod = pod_parts(plan, &format!("{name}-r{}", plan.revision))?;
     let it = &plan.instance_type;
@@ -132,7 +133,7 @@ struct PodParts {
     args: Vec<String>,
 }
 
-fn pod_parts(plan: &ServingPlan, config_map: &str) -> Result<PodParts, String> {
+fn pod_parts(plan: &ServingPlan, config_map: &str) -> Result<PodParts, KubeError> {
     let mut parts = Vec::new();
     let mut args = vec!["runtime".to_string()];
     if let Some((code, script)) = &plan.code {
@@ -191,7 +192,11 @@ fn pod_parts(plan: &ServingPlan, config_map: &str) -> Result<PodParts, String> {
 
 /// The environment is built in each pod by an init container in the deployment's image, with
 /// uv copied from Berth's image; the replica's workers run with its Python.
-fn build_environment(plan: &ServingPlan, py: &PythonEnv, pod: &mut PodParts) -> Result<(), String> {
+fn build_environment(
+    plan: &ServingPlan,
+    py: &PythonEnv,
+    pod: &mut PodParts,
+) -> Result<(), KubeError> {
     pod.volumes
         .push(json!({"name": "berth-env", "emptyDir": {}}));
     let env_mount = json!({"name": "berth-env", "mountPath": ENV_DIR});
@@ -233,7 +238,7 @@ fn objects(
     namespace: &str,
     pod_spec: Value,
     data: BTreeMap<String, String>,
-) -> Result<(ConfigMap, Deployment, Service), String> {
+) -> Result<(ConfigMap, Deployment, Service), KubeError> {
     let name = name_of(&plan.endpoint, &plan.deployment);
     let selector = json!({
         MANAGED_BY.0: MANAGED_BY.1,
@@ -266,48 +271,41 @@ fn objects(
         "binaryData": data,
     });
     Ok((
-        serde_json::from_value(cm).map_err(|e| e.to_string())?,
-        serde_json::from_value(deployment).map_err(|e| e.to_string())?,
-        serde_json::from_value(service).map_err(|e| e.to_string())?,
+        serde_json::from_value(cm).map_err(object)?,
+        serde_json::from_value(deployment).map_err(object)?,
+        serde_json::from_value(service).map_err(object)?,
     ))
 }
 
 /// Applies a revision: its ConfigMap first, then the Service and the Deployment (whose
 /// rolling update replaces the previous revision's pods one at a time).
-pub async fn apply(cluster: &Cluster, plan: &ServingPlan) -> Result<(), String> {
+pub async fn apply(cluster: &Cluster, plan: &ServingPlan) -> Result<(), KubeError> {
     let p = plan.clone();
     let ns = cluster.namespace.clone();
     let (cm, deployment, service) = tokio::task::spawn_blocking(move || build(&p, &ns))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(object)??;
     let name = name_of(&plan.endpoint, &plan.deployment);
     let ns = &cluster.namespace;
     let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), ns);
     let cm_name = cm.metadata.name.clone().unwrap_or_default();
-    apply_retrying(&maps, &cm_name, &cm).await.map_err(|e| {
-        format!(
-            "cannot create ConfigMap {cm_name} in namespace `{ns}`: {}",
-            describe(&e)
-        )
-    })?;
+    apply_retrying(&maps, &cm_name, &cm)
+        .await
+        .map_err(api(format!(
+            "cannot create ConfigMap {cm_name} in namespace `{ns}`"
+        )))?;
     let services: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
     apply_retrying(&services, &name, &service)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot create Service {name} in namespace `{ns}`: {}",
-                describe(&e)
-            )
-        })?;
+        .map_err(api(format!(
+            "cannot create Service {name} in namespace `{ns}`"
+        )))?;
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
     apply_retrying(&deployments, &name, &deployment)
         .await
-        .map_err(|e| {
-            format!(
-                "cannot create Deployment {name} in namespace `{ns}`: {}",
-                describe(&e)
-            )
-        })?;
+        .map_err(api(format!(
+            "cannot create Deployment {name} in namespace `{ns}`"
+        )))?;
     Ok(())
 }
 
@@ -346,18 +344,15 @@ pub async fn observe(
     endpoint: &str,
     deployment: &str,
     revision: u32,
-) -> Result<Observed, String> {
+) -> Result<Observed, KubeError> {
     let name = name_of(endpoint, deployment);
     let ns = &cluster.namespace;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    let list = pods
-        .list(&replicas_of(endpoint, deployment))
-        .await
-        .map_err(|e| describe(&e))?;
+    let list = pods.list(&replicas_of(endpoint, deployment)).await?;
     let mut ready: Vec<String> = list.items.iter().filter_map(ready_address).collect();
     ready.sort();
     let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
-    let rollout = match deployments.get_opt(&name).await.map_err(|e| describe(&e))? {
+    let rollout = match deployments.get_opt(&name).await? {
         None => Rollout::Failed(format!("Deployment {name} is gone from namespace `{ns}`")),
         Some(d) => rollout_of(&d, revision, ready.len(), &list.items),
     };
@@ -463,7 +458,7 @@ pub async fn scale(
     endpoint: &str,
     deployment: &str,
     replicas: u32,
-) -> Result<(), String> {
+) -> Result<(), KubeError> {
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let patch = serde_json::json!({"spec": {"replicas": replicas}});
     api.patch_scale(
@@ -473,11 +468,11 @@ pub async fn scale(
     )
     .await
     .map(|_| ())
-    .map_err(|e| describe(&e))
+    .map_err(KubeError::from)
 }
 
 /// Deletes the Deployment, Service and every revision's ConfigMap.
-pub async fn delete(cluster: &Cluster, endpoint: &str, deployment: &str) -> Result<(), String> {
+pub async fn delete(cluster: &Cluster, endpoint: &str, deployment: &str) -> Result<(), KubeError> {
     let name = name_of(endpoint, deployment);
     let ns = &cluster.namespace;
     let params = DeleteParams {
@@ -490,7 +485,7 @@ pub async fn delete(cluster: &Cluster, endpoint: &str, deployment: &str) -> Resu
     let gone = |r: Result<(), kube::Error>| match r {
         Ok(()) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(describe(&e)),
+        Err(e) => Err(KubeError::from(e)),
     };
     gone(deployments.delete(&name, &params).await.map(|_| ()))?;
     gone(services.delete(&name, &params).await.map(|_| ()))?;
@@ -509,10 +504,10 @@ pub async fn logs(
     endpoint: &str,
     deployment: &str,
     lines: usize,
-) -> Result<String, String> {
+) -> Result<String, KubeError> {
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let lp = replicas_of(endpoint, deployment);
-    let list = pods.list(&lp).await.map_err(|e| describe(&e))?;
+    let list = pods.list(&lp).await?;
     let mut out = String::new();
     for p in &list.items {
         let pod = p.metadata.name.clone().unwrap_or_default();
