@@ -207,13 +207,8 @@ impl<B: Backend> JobManager<B> {
         };
         let run = match self.start(&name, &job, &gpus).await {
             Ok(run) => run,
-            Err((ending, message, kind)) => {
-                let result = RunResult {
-                    ending,
-                    exit_code: None,
-                    message,
-                };
-                self.end(&name, None, result, kind).await;
+            Err(result) => {
+                self.end(&name, None, result).await;
                 return self.finished(&name);
             }
         };
@@ -222,8 +217,7 @@ impl<B: Backend> JobManager<B> {
         }
         info!(job = %name, run = %run, "job launched");
         let (result, started_at) = self.watch(&job, run, gpus, note).await;
-        self.end(&name, started_at, result, FailureKind::NonZeroExit)
-            .await;
+        self.end(&name, started_at, result).await;
         self.finished(&name);
     }
 
@@ -316,36 +310,26 @@ impl<B: Backend> JobManager<B> {
         name: &str,
         job: &JobRecord,
         gpus: &[String],
-    ) -> Result<RunHandle, (Ending, String, FailureKind)> {
+    ) -> Result<RunHandle, RunResult> {
         // A cancel drops the preparation: downloads and environment builds stop where they are.
         tokio::select! {
             prepared = self.backend.prepare(job, gpus) => {
-                prepared.map_err(|e| (Ending::StartFailed, e.to_string(), FailureKind::PreparationFailed))?;
+                prepared.map_err(|e| RunResult::not_started(Ending::PreparationFailed, e.to_string()))?;
             }
             () = self.canceled(name) => {
-                return Err((Ending::Canceled, "canceled while preparing".into(), FailureKind::StartFailed));
+                return Err(RunResult::not_started(Ending::Canceled, "canceled while preparing"));
             }
         }
         if self.cancel_requested(name) {
-            return Err((
-                Ending::Canceled,
-                "canceled".into(),
-                FailureKind::StartFailed,
-            ));
+            return Err(RunResult::not_started(Ending::Canceled, "canceled"));
         }
         self.backend
             .launch(job)
             .await
-            .map_err(|e| (Ending::StartFailed, e.to_string(), FailureKind::StartFailed))
+            .map_err(|e| RunResult::not_started(Ending::StartFailed, e.to_string()))
     }
 
-    async fn end(
-        &self,
-        name: &str,
-        started_at: Option<OffsetDateTime>,
-        result: RunResult,
-        start_kind: FailureKind,
-    ) {
+    async fn end(&self, name: &str, started_at: Option<OffsetDateTime>, result: RunResult) {
         let ended_at = OffsetDateTime::now_utc();
         if result.ending == Ending::Succeeded
             && let Some(s) = started_at
@@ -360,14 +344,7 @@ impl<B: Backend> JobManager<B> {
                 })
                 .await;
         }
-        let kind = match result.ending {
-            Ending::Succeeded | Ending::Canceled => None,
-            Ending::Failed => Some(FailureKind::NonZeroExit),
-            Ending::OOMKilled => Some(FailureKind::OOMKilled),
-            Ending::DeadlineExceeded => Some(FailureKind::DeadlineExceeded),
-            Ending::StartFailed => Some(start_kind),
-        };
-        let state = match (result.ending, kind) {
+        let state = match (result.ending, result.ending.failure_kind()) {
             (Ending::Succeeded, _) => JobState::Completed {
                 started_at: started_at.unwrap_or(ended_at),
                 ended_at,
@@ -459,15 +436,13 @@ impl<B: Backend> JobManager<B> {
                             tokio::spawn(async move {
                                 let (result, started) =
                                     me.watch(&job.value, run, gpus_of(&job.value), None).await;
-                                me.end(&name, started, result, FailureKind::NonZeroExit)
-                                    .await;
+                                me.end(&name, started, result).await;
                                 me.finished(&name);
                             });
                         }
                         Reattach::Finished(result) => {
                             let started = job.value.state.started_at();
-                            self.end(&name, started, result, FailureKind::NonZeroExit)
-                                .await;
+                            self.end(&name, started, result).await;
                         }
                         Reattach::Lost
                             if matches!(

@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use berth_core::job::FailureKind;
 use rustix::process::{Pid, Signal, kill_process_group};
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
@@ -48,6 +49,33 @@ pub enum Ending {
     Canceled,
     /// The command could not be started.
     StartFailed,
+    /// Its inputs, working folder or environment could not be prepared.
+    PreparationFailed,
+}
+
+impl Ending {
+    /// The failure category a job that ended this way gets; `None` when it did not fail.
+    pub fn failure_kind(self) -> Option<FailureKind> {
+        match self {
+            Ending::Succeeded | Ending::Canceled => None,
+            Ending::Failed => Some(FailureKind::NonZeroExit),
+            Ending::OOMKilled => Some(FailureKind::OOMKilled),
+            Ending::DeadlineExceeded => Some(FailureKind::DeadlineExceeded),
+            Ending::StartFailed => Some(FailureKind::StartFailed),
+            Ending::PreparationFailed => Some(FailureKind::PreparationFailed),
+        }
+    }
+}
+
+impl RunResult {
+    /// A run that ended before its command started.
+    pub fn not_started(ending: Ending, message: impl Into<String>) -> RunResult {
+        RunResult {
+            ending,
+            exit_code: None,
+            message: message.into(),
+        }
+    }
 }
 
 /// `result.json`.
@@ -300,4 +328,27 @@ pub fn group_rss(pgid: i32) -> u64 {
 /// `2.1Gi`, `512Mi`, `10Ki`.
 pub fn human_bytes(b: u64) -> String {
     berth_core::Quantity::from_units(b as i64).display_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failed_ending_has_one_failure_kind() {
+        assert_eq!(Ending::Succeeded.failure_kind(), None);
+        assert_eq!(Ending::Canceled.failure_kind(), None);
+        assert_eq!(
+            Ending::Failed.failure_kind(),
+            Some(FailureKind::NonZeroExit)
+        );
+        assert_eq!(
+            Ending::StartFailed.failure_kind(),
+            Some(FailureKind::StartFailed)
+        );
+        assert_eq!(
+            Ending::PreparationFailed.failure_kind(),
+            Some(FailureKind::PreparationFailed)
+        );
+    }
 }
