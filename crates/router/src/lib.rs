@@ -336,17 +336,28 @@ impl InferenceRouter {
             .map_err(|e| (e.is_connect(), e.to_string()))
     }
 
-    async fn route(
-        &self,
-        endpoint: &str,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Result<Response, RouteError> {
+    /// Checks the endpoint and the credentials from the headers alone, so a request that will
+    /// be refused is refused before its body is read. Returns the table it was checked in.
+    fn admit(&self, endpoint: &str, headers: &HeaderMap) -> Result<Arc<RouteTable>, RouteError> {
         let table = self.snapshot();
         let ep = table
             .get(endpoint)
             .ok_or_else(|| RouteError::NoEndpoint(endpoint.to_string()))?;
         authorize(ep, endpoint, headers)?;
+        Ok(table)
+    }
+
+    /// Sends an admitted request to a deployment of `endpoint` in `table`.
+    async fn route(
+        &self,
+        table: &RouteTable,
+        endpoint: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<Response, RouteError> {
+        let ep = table
+            .get(endpoint)
+            .ok_or_else(|| RouteError::NoEndpoint(endpoint.to_string()))?;
         let name = self.choose(ep, endpoint, headers, &body)?;
         let dep = ep
             .deployments
@@ -550,26 +561,36 @@ fn scopeguard<F: FnMut()>(f: F) -> Guard<F> {
     Guard(f)
 }
 
+/// The metrics label of requests to endpoints that do not exist: one for all of them, so
+/// unauthenticated clients cannot grow `/metrics` without bound.
+pub const UNKNOWN_ENDPOINT: &str = "(unknown)";
+
 async fn score(
     State(router): State<Arc<InferenceRouter>>,
     Path(endpoint): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    request: axum::extract::Request,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let (label, resp) = match router.admit(&endpoint, &headers) {
+        // Refused on the headers alone: the body is never read.
         Err(e) => {
-            let message = format!("the request body could not be read: {}", e.body_text());
-            return (
-                e.status(),
-                Json(json!({"error": {"code": "BadRequestBody", "message": message}})),
-            )
-                .into_response();
+            let label = match e {
+                RouteError::NoEndpoint(_) => UNKNOWN_ENDPOINT,
+                _ => endpoint.as_str(),
+            };
+            (label, e.into_response())
         }
-    };
-    let resp = match router.route(&endpoint, &headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+        Ok(table) => {
+            let resp = match axum::body::to_bytes(body, router.max_body_bytes).await {
+                Ok(body) => match router.route(&table, &endpoint, &headers, body).await {
+                    Ok(r) => r,
+                    Err(e) => e.into_response(),
+                },
+                Err(e) => body_error(&e, router.max_body_bytes),
+            };
+            (endpoint.as_str(), resp)
+        }
     };
     let deployment = resp
         .headers()
@@ -578,6 +599,29 @@ async fn score(
         .unwrap_or("");
     router
         .metrics
-        .request(&endpoint, deployment, resp.status().as_u16());
+        .request(label, deployment, resp.status().as_u16());
     resp
+}
+
+/// The answer to a body that could not be read: too large, or cut off.
+fn body_error(e: &axum::Error, limit: usize) -> Response {
+    let too_large = std::error::Error::source(e)
+        .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        || e.to_string().contains("length limit");
+    let (status, message) = if too_large {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body could not be read: it is over the {limit} byte limit"),
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+        )
+    };
+    (
+        status,
+        Json(json!({"error": {"code": "BadRequestBody", "message": message}})),
+    )
+        .into_response()
 }

@@ -292,3 +292,66 @@ async fn a_body_over_the_limit_gets_413_with_a_reason() {
         "{body}"
     );
 }
+
+/// Serves `app` on a loopback port; returns its address.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Announces a 50 MB body, sends 1 KB of it, and reads the answer: a request refused on its
+/// headers is answered without the rest of the body ever being sent.
+async fn answer_before_body(addr: &str, path: &str, key: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&[b' '; 1024]).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+        .await
+        .expect("an answer before the body was sent")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_refused_request_is_answered_before_its_body_is_read() {
+    let (_, app) = setup("blue=100", settings(4, 500, 2000)).await;
+    let addr = serve(app).await;
+    let wrong_key = answer_before_body(&addr, "/api/v1/endpoint/ep/score", "nope").await;
+    assert!(wrong_key.starts_with("HTTP/1.1 401"), "{wrong_key}");
+    let no_endpoint = answer_before_body(&addr, "/api/v1/endpoint/nowhere/score", "k1").await;
+    assert!(no_endpoint.starts_with("HTTP/1.1 404"), "{no_endpoint}");
+}
+
+#[tokio::test]
+async fn unknown_endpoints_share_one_metrics_label() {
+    let (_, app) = setup("blue=100", settings(4, 500, 2000)).await;
+    for i in 0..30 {
+        let req = Request::post(format!("/api/v1/endpoint/probe-{i}/score"))
+            .header("authorization", "Bearer x")
+            .body(Body::from("{}"))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let bytes = app
+        .clone()
+        .oneshot(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let metrics = String::from_utf8_lossy(&bytes);
+    assert!(!metrics.contains("probe-"), "{metrics}");
+    assert!(metrics.contains("(unknown)"), "{metrics}");
+}
