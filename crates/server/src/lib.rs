@@ -184,6 +184,29 @@ fn scoring_app(router: Arc<berth_router::InferenceRouter>) -> Router {
     })
 }
 
+/// Makes `$BERTH_HOME` if it is missing, readable by its owner only (it holds the API token
+/// and the database with endpoint keys), whatever the umask.
+fn make_home(home: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if home.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(home)?;
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Makes `path` (the database) readable by its owner only, creating it if it is missing;
+/// SQLite gives its journal files the same mode.
+fn private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
 fn home_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
     move |source| StartError::Home {
         path: path.to_path_buf(),
@@ -220,10 +243,12 @@ fn serving_controller(
 /// Builds the state: opens the store, starts the manager, recovers jobs.
 pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<AppState, StartError> {
     let home = &config.home;
+    make_home(home).map_err(home_error(home))?;
     std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
     let token = auth::load_or_create_token(home).map_err(home_error(home))?;
     let signing =
         auth::load_or_create_secret(&home.join("token-signing-key")).map_err(home_error(home))?;
+    private_file(&home.join("berth.db")).map_err(home_error(home))?;
     let store = Store::open(&home.join("berth.db")).await?;
     services::resources::ensure_local_compute(&store)
         .await
@@ -290,7 +315,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
 /// Runs the server until SIGTERM or Ctrl-C. Jobs keep running across a restart.
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let home = config.home.clone();
-    std::fs::create_dir_all(&home).map_err(home_error(&home))?;
+    make_home(&home).map_err(home_error(&home))?;
     let lock = lock_home(&home)?;
     let api = bind(config.api_listen).await?;
     let scoring = bind(config.scoring_listen).await?;

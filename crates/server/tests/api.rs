@@ -333,3 +333,18 @@ async fn pod_files_open_only_with_their_own_token() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_new_home_and_its_database_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let home = parent.path().join("home");
+    let config =
+        ServerConfig::load(&home, ConfigLayer::default(), ConfigLayer::default(), None).unwrap();
+    let _state = berth_server::build_state(&config, "http://127.0.0.1:9")
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&home), 0o700);
+    assert_eq!(mode(&home.join("berth.db")), 0o600);
+}
