@@ -219,31 +219,7 @@ pub async fn upload_output(
     headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncWriteExt;
     let dest = svc::upload_target(&s, &name, &output, &path, super::bearer(&headers)).await?;
-    if let Some(parent) = dest.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", parent.display())))?;
-    }
-    let tmp = dest.with_extension("upload");
-    let mut file = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::BadRequest(format!("the upload was cut short: {e}")))?;
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
-    }
-    file.sync_all()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    tokio::fs::rename(&tmp, &dest)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    crate::services::job_outputs::write_streamed(&dest, body.into_data_stream()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -98,6 +98,54 @@ pub async fn output_path(state: &AppState, name: &str, output: &str) -> Result<P
     })
 }
 
+/// Writes an uploaded file: into a temporary beside `dest` named for this upload alone (two
+/// uploads never share one), then renamed into place once complete. A cut-off upload leaves
+/// nothing.
+pub async fn write_streamed<S, E>(dest: &Path, mut stream: S) -> Result<(), ApiError>
+where
+    S: futures_util::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    if let Some(parent) = dest.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    let file_name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dest.with_file_name(format!(
+        ".{file_name}.{:016x}.upload",
+        rand::random::<u64>()
+    ));
+    let written = async {
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::BadRequest(format!("the upload was cut short: {e}")))?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        tokio::fs::rename(&tmp, dest)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    written
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +160,64 @@ mod tests {
         assert!(root.holds(Path::new("logs/train.log")));
         assert!(!root.holds(Path::new("train.py")));
         assert!(!root.holds(Path::new("outputsx/a")));
+    }
+
+    #[tokio::test]
+    async fn uploads_of_names_that_differ_only_in_extension_do_not_share_a_temporary() {
+        use futures_util::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (tx_bin, rx_bin) =
+            tokio::sync::mpsc::unbounded_channel::<Result<axum::body::Bytes, String>>();
+        let (tx_txt, rx_txt) =
+            tokio::sync::mpsc::unbounded_channel::<Result<axum::body::Bytes, String>>();
+        let bin = dir.path().join("m.bin");
+        let txt = dir.path().join("m.txt");
+        let stream = |rx| tokio_stream_of(rx).boxed();
+        let (a, b) = (bin.clone(), txt.clone());
+        let first = tokio::spawn(async move { write_streamed(&a, stream(rx_bin)).await });
+        let second = tokio::spawn(async move { write_streamed(&b, stream(rx_txt)).await });
+        // Interleave: each chunk is on disk before the next is sent, so both uploads are open
+        // at once.
+        tx_bin.send(Ok("bin-1 ".into())).unwrap();
+        written(dir.path(), 6).await;
+        tx_txt.send(Ok("txt-1 ".into())).unwrap();
+        written(dir.path(), 12).await;
+        tx_bin.send(Ok("bin-2".into())).unwrap();
+        drop(tx_bin);
+        first.await.unwrap().unwrap();
+        tx_txt.send(Ok("txt-2".into())).unwrap();
+        drop(tx_txt);
+        second.await.unwrap().unwrap();
+        assert_eq!(std::fs::read_to_string(&bin).unwrap(), "bin-1 bin-2");
+        assert_eq!(std::fs::read_to_string(&txt).unwrap(), "txt-1 txt-2");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 2, "no temporary is left behind");
+    }
+
+    /// Waits (at most 10 s) until the folder's files hold `bytes` bytes in all.
+    async fn written(dir: &Path, bytes: u64) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let total: u64 = std::fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            if total >= bytes {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {total} bytes written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    fn tokio_stream_of<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+    ) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 }
