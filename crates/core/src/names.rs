@@ -38,14 +38,14 @@ pub fn validate_k8s_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// A relative path from a request that stays where it is joined: not empty, and only
+/// A relative path from a request that stays where it is joined: not empty, no NUL, and only
 /// normal components (no `..`, no root, no `.`).
 pub fn inside_path(path: &str) -> Option<&std::path::Path> {
     let p = std::path::Path::new(path);
     let normal = p
         .components()
         .all(|c| matches!(c, std::path::Component::Normal(_)));
-    (!path.is_empty() && normal).then_some(p)
+    (!path.is_empty() && !path.contains('\0') && normal).then_some(p)
 }
 
 #[cfg(test)]
@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn request_paths_stay_inside() {
         assert!(inside_path("outputs/model.pkl").is_some());
-        for bad in ["", "../x", "a/../../b", "/etc/passwd", "./a"] {
+        for bad in ["", "../x", "a/../../b", "/etc/passwd", "./a", "a\0b"] {
             assert!(inside_path(bad).is_none(), "{bad}");
         }
     }

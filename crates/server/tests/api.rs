@@ -348,3 +348,30 @@ async fn a_new_home_and_its_database_are_private_whatever_the_umask() {
     assert_eq!(mode(&home), 0o700);
     assert_eq!(mode(&home.join("berth.db")), 0o600);
 }
+
+#[tokio::test]
+async fn pod_routes_do_not_tell_which_jobs_exist() {
+    let a = api().await;
+    let (s, body) = a
+        .call_with("GET", "/api/jobs/no_such_job/files", None, Some("guess"))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+#[tokio::test]
+async fn a_nul_in_a_path_is_a_bad_request_that_names_no_server_path() {
+    let a = api().await;
+    let (s, job) = a.submit("command: echo hi\n").await;
+    assert_eq!(s, StatusCode::CREATED, "{job}");
+    let name = job["name"].as_str().unwrap();
+    let (s, body) = a
+        .call(
+            "GET",
+            &format!("/api/jobs/{name}/outputs/default/files/outputs%2Fa%00b"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let home = a.home.path().display().to_string();
+    assert!(!body.to_string().contains(&home), "{body}");
+}

@@ -19,7 +19,16 @@ pub struct PodFiles(Vec<(String, PathBuf)>);
 
 /// The files of job `name`, for a bearer of its token, while the job is unfinished.
 pub async fn for_job(state: &AppState, name: &str, token: &str) -> Result<PodFiles, ApiError> {
-    let job = crate::services::records::job(state, name).await?.value;
+    // An unknown job answers as a wrong token does: the route does not tell which jobs exist.
+    let job = match crate::services::records::job(state, name).await {
+        Ok(j) => j.value,
+        Err(ApiError::NotFound { .. }) => {
+            return Err(ApiError::Unauthorized(format!(
+                "this is not job `{name}`'s token"
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     let expected = job.upload_token.as_deref().unwrap_or_default();
     if expected.is_empty() || !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
         return Err(ApiError::Unauthorized(format!(
@@ -126,6 +135,9 @@ impl PodFiles {
             })
             .next()
             .ok_or_else(outside)?;
+        if rel.contains('\0') {
+            return Err(ApiError::BadRequest("a path cannot hold a NUL byte".into()));
+        }
         let rel_path = berth_core::names::inside_path(rel).ok_or_else(outside)?;
         if root.is_file() {
             return match root.file_name() {
