@@ -7,6 +7,17 @@ mod support;
 use support::serving::*;
 use support::*;
 
+/// A child process killed when the test ends, passing or not (a standalone router would
+/// otherwise outlive a failed test and hold its output open).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn deployments_come_back_after_the_server_is_killed() {
     let s = Server::start(&[]);
@@ -160,14 +171,16 @@ fn a_standalone_router_follows_the_server() {
             "--all-traffic",
         ],
     );
-    let mut router = std::process::Command::new(BERTH)
-        .args(["router", "--listen", "127.0.0.1:0"])
-        .env("BERTH_HOME", s.home.path())
-        .env("BERTH_LOG", "warn")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(router.stderr.take().unwrap()).lines();
+    let mut router = Killed(
+        std::process::Command::new(BERTH)
+            .args(["router", "--listen", "127.0.0.1:0"])
+            .env("BERTH_HOME", s.home.path())
+            .env("BERTH_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(router.0.stderr.take().unwrap()).lines();
     let addr = lines
         .by_ref()
         .map_while(Result::ok)
@@ -223,8 +236,7 @@ fn a_standalone_router_follows_the_server() {
         .0,
         200
     );
-    let _ = router.kill();
-    let _ = router.wait();
+    drop(router);
 }
 
 #[test]
@@ -390,4 +402,65 @@ fn a_replica_that_stops_answering_is_restarted_by_its_liveness_probe() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(status, 200, "the endpoint did not recover");
+}
+
+#[test]
+fn a_standalone_router_takes_a_restarted_servers_routes_at_once() {
+    use std::io::BufRead;
+    let s = Server::start(&[]);
+    let ex = seed_dir().join("../onnx");
+    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    let mut router = Killed(
+        std::process::Command::new(BERTH)
+            .args(["router", "--listen", "127.0.0.1:0"])
+            .env("BERTH_HOME", s.home.path())
+            .env("BERTH_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(router.0.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("berth router ready on ").map(str::to_string))
+        .expect("router ready line");
+    std::thread::spawn(move || for _ in lines {});
+    let uri = format!("{addr}/api/v1/endpoint/onnx-endpoint/score");
+    let key = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"])["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = std::fs::read_to_string(ex.join("sample-request.json")).unwrap();
+    let status = || http_post(&uri, &[("Authorization", &format!("Bearer {key}"))], &body).0;
+    assert_eq!(status(), 200);
+
+    // The server dies; a new one starts on the same address with new replicas (new ports)
+    // and its route versions start again.
+    let api = s.api_url.trim_start_matches("http://").to_string();
+    let home = s.kill9();
+    let s = Server::start_in(home, &["--api-listen", &api], &[]);
+    // Well inside the routers' 30 s long-poll: the new table is taken at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut last = 0;
+    while std::time::Instant::now() < deadline {
+        last = status();
+        if last == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(last, 200, "the router kept the dead server's routes");
+    drop(s);
+    drop(router);
 }

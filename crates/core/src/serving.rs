@@ -192,6 +192,10 @@ pub fn deployment_key(endpoint: &str, deployment: &str) -> String {
 /// router can long-poll for the next change.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutesDoc {
+    /// Chosen at random when a server starts: a router that sees another epoch takes the
+    /// table whatever its version (versions start again when a server restarts).
+    #[serde(default)]
+    pub epoch: u64,
     /// Bumped on every change.
     pub version: u64,
     /// Every endpoint.

@@ -294,7 +294,11 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         token_key: berth_router::token::TokenKey::new(signing.as_bytes()),
         token_secret: signing.as_str().into(),
         routes: Arc::new(
-            tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc::default())).0,
+            tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc {
+                epoch: rand::random::<u64>().max(1),
+                ..Default::default()
+            }))
+            .0,
         ),
         envs,
         #[cfg(feature = "kubernetes")]

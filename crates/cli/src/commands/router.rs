@@ -19,14 +19,15 @@ async fn follow(
     first: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut first = Some(first);
-    let mut since = 0;
+    let (mut epoch, mut since) = (0, 0);
     loop {
         match client
-            .get::<RoutesDoc>(&format!("/api/routes?since={since}&wait=30"))
+            .get::<RoutesDoc>(&format!("/api/routes?since={since}&epoch={epoch}&wait=30"))
             .await
         {
             Ok(doc) => {
-                if doc.version != since || first.is_some() {
+                // A restarted server (another epoch) replaces the table whatever its version.
+                if doc.epoch != epoch || doc.version != since || first.is_some() {
                     router.update(berth_router::table_from_doc(&doc));
                     tracing::info!(
                         version = doc.version,
@@ -34,7 +35,7 @@ async fn follow(
                         "routes updated"
                     );
                 }
-                since = doc.version;
+                (epoch, since) = (doc.epoch, doc.version);
                 if let Some(tx) = first.take() {
                     let _ = tx.send(());
                 }

@@ -27,14 +27,16 @@ impl Server {
 
     /// Starts a server in an existing home, with extra flags and environment.
     pub fn start_in(home: tempfile::TempDir, flags: &[&str], env: &[(&str, &str)]) -> Server {
+        // A test may pin the API address (a restart on the same address).
+        let api = if flags.contains(&"--api-listen") {
+            &[][..]
+        } else {
+            &["--api-listen", "127.0.0.1:0"][..]
+        };
         let mut child = Command::new(BERTH)
-            .args([
-                "server",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--scoring-listen",
-                "127.0.0.1:0",
-            ])
+            .arg("server")
+            .args(api)
+            .args(["--scoring-listen", "127.0.0.1:0"])
             .args(flags)
             .env("BERTH_HOME", home.path())
             .env("BERTH_LOG", "warn")

@@ -200,10 +200,14 @@ pub struct RoutesQuery {
     since: u64,
     #[serde(default)]
     wait: u64,
+    /// The epoch of the table the router has; another epoch is answered at once.
+    #[serde(default)]
+    epoch: Option<u64>,
 }
 
 /// The routes for standalone routers; with `since=<version>&wait=<seconds>`, answers when the
-/// version is newer than `since` or after `wait` seconds (long-poll).
+/// version is newer than `since` or after `wait` seconds (long-poll), and at once to a router
+/// that has another server's table (`epoch`).
 pub async fn routes(
     State(s): State<AppState>,
     Query(q): Query<RoutesQuery>,
@@ -211,7 +215,14 @@ pub async fn routes(
     let mut rx = s.routes.subscribe();
     let deadline = std::time::Duration::from_secs(q.wait.min(300));
     let _ = tokio::time::timeout(deadline, async {
-        while rx.borrow_and_update().version <= q.since {
+        loop {
+            let answer = {
+                let doc = rx.borrow_and_update();
+                q.epoch.is_some_and(|e| e != doc.epoch) || doc.version > q.since
+            };
+            if answer {
+                break;
+            }
             if rx.changed().await.is_err() {
                 return;
             }

@@ -19,6 +19,7 @@ pub async fn refresh_routes(state: &AppState) {
         return;
     };
     let mut doc = RoutesDoc {
+        epoch: state.routes.borrow().epoch,
         version: state.routes.borrow().version + 1,
         endpoints: Vec::new(),
     };
