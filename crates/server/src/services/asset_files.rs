@@ -129,13 +129,23 @@ pub async fn store(root: &Path, from: &Path) -> Result<Copied, ApiError> {
     })
 }
 
-/// SHA-256 over every file's relative path and contents, in path order.
+/// SHA-256 over every file's relative path and contents, in path order; files are read in
+/// chunks, so a large model costs no more memory than a small one.
 fn digest(root: &Path, files: &[(String, u64)]) -> std::io::Result<String> {
+    use std::io::Read;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 1 << 20];
     for (rel, _) in files {
         ctx.update(rel.as_bytes());
         ctx.update(&[0]);
-        ctx.update(&std::fs::read(root.join(rel))?);
+        let mut file = std::fs::File::open(root.join(rel))?;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            ctx.update(&buf[..n]);
+        }
         ctx.update(&[0]);
     }
     Ok(ctx
