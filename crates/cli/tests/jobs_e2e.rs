@@ -364,3 +364,43 @@ fn sigterm_stops_the_server_cleanly_and_jobs_keep_running() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("survived"));
 }
+
+#[test]
+fn parallel_jobs_of_one_name_leave_the_winner_whole() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    support::write(
+        dir.path(),
+        "race.yaml",
+        "command: echo hi-from-the-winner\ncompute: azureml:local\n",
+    );
+    let home = s.home.path().to_path_buf();
+    let base = dir.path().to_path_buf();
+    let runs: Vec<_> = (0..20)
+        .map(|_| {
+            let (home, base) = (home.clone(), base.clone());
+            std::thread::spawn(move || {
+                std::process::Command::new(support::BERTH)
+                    .args(["job", "create", "--file", "race.yaml", "--name", "racejob"])
+                    .current_dir(&base)
+                    .env("BERTH_HOME", &home)
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    let outs: Vec<_> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let won = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(won, 1, "exactly one submission takes the name");
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = text(&o.stderr);
+        assert!(err.contains("already exists"), "{err}");
+    }
+    let out = s.cli_in(dir.path(), &["job", "stream", "--name", "racejob"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("hi-from-the-winner"),
+        "{}",
+        text(&out.stdout)
+    );
+}

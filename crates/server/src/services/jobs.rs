@@ -216,9 +216,28 @@ fn experiment_from(base_dir: &Path) -> String {
     }
 }
 
+/// Claims the job's folder (made here, exclusively: a job of the same name submitted at the
+/// same moment gets AlreadyExists and touches nothing on disk) and copies the code into it.
 async fn snapshot(workdir: &Path, code: Option<PathBuf>) -> Result<(), ApiError> {
     let dir = JobDir::new(workdir);
-    let _ = tokio::fs::remove_dir_all(workdir).await;
+    if let Err(e) = tokio::fs::create_dir(workdir).await {
+        let name = workdir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+            ApiError::AlreadyExists {
+                kind: "job",
+                name,
+                hint: Some(
+                    "pick another name with --name, or leave the name out to get a generated one"
+                        .into(),
+                ),
+            }
+        } else {
+            ApiError::Internal(format!("cannot make {}: {e}", workdir.display()))
+        });
+    }
     let code_dst = dir.code();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::create_dir_all(&code_dst)?;
@@ -235,6 +254,8 @@ async fn snapshot(workdir: &Path, code: Option<PathBuf>) -> Result<(), ApiError>
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| {
+        // The folder is this submission's own: nothing of it is kept.
+        let _ = std::fs::remove_dir_all(workdir);
         ApiError::Internal(format!(
             "cannot snapshot the code into {}: {e}",
             workdir.display()
