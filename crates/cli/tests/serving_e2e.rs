@@ -473,3 +473,66 @@ fn a_no_code_onnx_deployment_answers_like_the_reference() {
     );
     assert!(logs.contains("serving the ONNX model natively"), "{logs}");
 }
+
+#[test]
+fn parallel_deployments_of_one_name_serve_the_winners_code() {
+    let s = Server::start(&[]);
+    prepare(&s);
+    let base = s.home.path().join("race");
+    for side in ["a", "b"] {
+        write(
+            &base.join(side),
+            "code/score.py",
+            &format!("def init():\n    pass\n\ndef run(raw):\n    return {{'side': '{side}'}}\n"),
+        );
+        write(
+            &base.join(side),
+            "dep.yaml",
+            "name: racer\nendpoint_name: my-model-endpoint\nmodel: azureml:my-model:1\ncode_configuration:\n  code: ./code\n  scoring_script: score.py\ninstance_count: 1\n",
+        );
+    }
+    let home = s.home.path().to_path_buf();
+    let runs: Vec<_> = (0..20)
+        .map(|i| {
+            let (home, cwd) = (home.clone(), base.join(["a", "b"][i % 2]));
+            std::thread::spawn(move || {
+                let args = ["online-deployment", "create", "-f", "dep.yaml"];
+                let out = std::process::Command::new(BERTH)
+                    .args(args.iter().chain(&["--all-traffic"]))
+                    .current_dir(&cwd)
+                    .env("BERTH_HOME", &home)
+                    .output()
+                    .unwrap();
+                (["a", "b"][i % 2], out)
+            })
+        })
+        .collect();
+    let outs: Vec<_> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+    let winners: Vec<_> = outs.iter().filter(|(_, o)| o.status.success()).collect();
+    assert_eq!(winners.len(), 1, "exactly one submission takes the name");
+    let side = winners[0].0;
+    write(&base, "req.json", "{\"data\": [[1, 2]]}");
+    let out = s.ok_in(
+        &base,
+        &[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "my-model-endpoint",
+            "-r",
+            "req.json",
+        ],
+    );
+    let answer = text(&out.stdout);
+    assert!(
+        answer.contains(&format!("\"side\": \"{side}\""))
+            || answer.contains(&format!("\"side\":\"{side}\"")),
+        "the winner was `{side}` but the endpoint answers {answer}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(home.join("deployments/my-model-endpoint/racer"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "losers left snapshots: {leftovers:?}");
+}

@@ -41,7 +41,7 @@ pub async fn create(
     endpoint: &str,
     req: DeploymentCreate,
 ) -> Result<Stored<DeploymentRecord>, ApiError> {
-    let record = revisions::prepare(state, endpoint, &req, None).await?;
+    let (record, staged) = revisions::prepare(state, endpoint, &req, None).await?;
     let key = deployment_key(endpoint, &record.spec.name);
     let (v, seq) = match state
         .store
@@ -49,14 +49,18 @@ pub async fn create(
         .await
     {
         Ok(x) => x,
-        Err(StoreError::AlreadyExists { .. }) => {
-            return Err(ApiError::Conflict {
-                message: format!("deployment `{key}` is being created already"),
-                hint: None,
+        Err(e) => {
+            staged.discard().await;
+            return Err(match e {
+                StoreError::AlreadyExists { .. } => ApiError::Conflict {
+                    message: format!("deployment `{key}` is being created already"),
+                    hint: None,
+                },
+                other => other.into(),
             });
         }
-        Err(e) => return Err(e.into()),
     };
+    staged.commit().await?;
     start(state, &record, req.all_traffic).await;
     Ok(Stored {
         value: record,
@@ -96,14 +100,15 @@ pub async fn update(
             hint: Some("wait for it to finish, then update again".into()),
         });
     }
-    let record = revisions::prepare(state, endpoint, &req, Some(&cur.value)).await?;
+    let (record, staged) = revisions::prepare(state, endpoint, &req, Some(&cur.value)).await?;
     if record.spec.name != name {
+        staged.discard().await;
         return Err(ApiError::BadRequest(format!(
             "the file describes deployment `{}`, not `{name}`",
             record.spec.name
         )));
     }
-    let v = state
+    let updated = state
         .store
         .update(
             Kind::Deployment,
@@ -112,16 +117,23 @@ pub async fn update(
             Some("Updating"),
             &record,
         )
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict { .. } => ApiError::Conflict {
-                message: format!(
-                    "deployment `{key}` changed while updating; another update is in progress"
-                ),
-                hint: None,
-            },
-            other => other.into(),
-        })?;
+        .await;
+    let v = match updated {
+        Ok(v) => v,
+        Err(e) => {
+            staged.discard().await;
+            return Err(match e {
+                StoreError::Conflict { .. } => ApiError::Conflict {
+                    message: format!(
+                        "deployment `{key}` changed while updating; another update is in progress"
+                    ),
+                    hint: None,
+                },
+                other => other.into(),
+            });
+        }
+    };
+    staged.commit().await?;
     start(state, &record, false).await;
     Ok(Stored {
         value: record,

@@ -31,7 +31,7 @@ pub async fn prepare(
     endpoint: &str,
     req: &DeploymentCreate,
     current: Option<&DeploymentRecord>,
-) -> Result<DeploymentRecord, ApiError> {
+) -> Result<(DeploymentRecord, Staged), ApiError> {
     let (source, reuse_code) = source_of(req, current)?;
     let src = Source::new(&source.file, &source.yaml);
     let spec = berth_core::overrides::parse_with_sets(&src, &req.set, DeploymentSpec::parse)
@@ -54,7 +54,7 @@ pub async fn prepare(
         Some(c) => (c.revision + 1, DeploymentState::Updating),
         None => (1, DeploymentState::Creating),
     };
-    let mut record = snapshot_record(
+    let (mut record, staged) = snapshot_record(
         state,
         endpoint,
         spec,
@@ -67,7 +67,7 @@ pub async fn prepare(
     .await?;
     record.environment = environment;
     record.source = Some(applied);
-    Ok(record)
+    Ok((record, staged))
 }
 
 /// The file to make the revision from, and a code snapshot to reuse: an update with no file
@@ -362,37 +362,33 @@ async fn snapshot_record(
     instance_type: berth_core::spec::instance_type::InstanceType,
     revision: u32,
     initial: DeploymentState,
-) -> Result<DeploymentRecord, ApiError> {
+) -> Result<(DeploymentRecord, Staged), ApiError> {
     let dir = state
         .home
         .join("deployments")
         .join(endpoint)
         .join(&spec.name);
     let rev = RevisionDir::of(&dir, revision);
-    let (d, note) = (rev.code(), rev.model_note());
+    // Snapshotted aside and moved into place only once the revision is claimed in the store
+    // (`Staged::commit`): a submission that loses a race touches nothing that serves.
+    let staging = dir.join(format!(".rev-{revision}.{:016x}", rand::random::<u64>()));
+    let (d, note) = (staging.join("code"), staging.join("model-dir"));
     let src = code_script.as_ref().map(|(c, _)| c.clone());
     let model = model_dir.clone();
     tokio::task::spawn_blocking(move || {
-        let _ = std::fs::remove_dir_all(&d);
         match src {
             Some(c) => copy_tree(&c, &d).map(|_| ()),
             None => std::fs::create_dir_all(&d),
         }?;
         match model {
             Some(m) => std::fs::write(note, m.to_string_lossy().as_bytes()),
-            None => std::fs::remove_file(note).or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            }),
+            None => Ok(()),
         }
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(|e| ApiError::Internal(format!("cannot snapshot the code: {e}")))?;
-    Ok(DeploymentRecord {
+    let record = DeploymentRecord {
         script: code_script
             .map(|(_, script)| rev.code().join(script).to_string_lossy().into_owned()),
         dir: dir.to_string_lossy().into_owned(),
@@ -404,5 +400,40 @@ async fn snapshot_record(
         state: initial,
         created_at: OffsetDateTime::now_utc(),
         spec,
-    })
+    };
+    Ok((
+        record,
+        Staged {
+            staging,
+            revision: rev.root().to_path_buf(),
+        },
+    ))
+}
+
+/// A revision's snapshot, made aside until the revision is claimed in the store.
+#[must_use = "commit the snapshot once the revision is stored, or discard it"]
+pub struct Staged {
+    staging: PathBuf,
+    revision: PathBuf,
+}
+
+impl Staged {
+    /// Moves the snapshot into the revision's folder (replacing what an earlier deployment of
+    /// the same name left there: the name and revision are this submission's now).
+    pub async fn commit(self) -> Result<(), ApiError> {
+        let _ = tokio::fs::remove_dir_all(&self.revision).await;
+        tokio::fs::rename(&self.staging, &self.revision)
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!(
+                    "cannot move the snapshot into {}: {e}",
+                    self.revision.display()
+                ))
+            })
+    }
+
+    /// Removes the snapshot of a revision that was not stored.
+    pub async fn discard(self) {
+        let _ = tokio::fs::remove_dir_all(&self.staging).await;
+    }
 }
