@@ -404,3 +404,34 @@ fn parallel_jobs_of_one_name_leave_the_winner_whole() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn broken_links_and_loops_in_the_code_are_left_out_by_name() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "src/train.py", "print('trained')\n");
+    std::os::unix::fs::symlink("gone.py", dir.path().join("src/.#train.py")).unwrap();
+    std::os::unix::fs::symlink("..", dir.path().join("src/up")).unwrap();
+    write(
+        dir.path(),
+        "job.yaml",
+        "code: ./src\ncommand: python3 train.py && ls\ncompute: azureml:local\n",
+    );
+    let out = s.cli_in(
+        dir.path(),
+        &[
+            "job", "create", "--file", "job.yaml", "--name", "linky", "--stream",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    assert!(
+        log.contains("left out `.#train.py`: a symbolic link to nothing"),
+        "{log}"
+    );
+    assert!(
+        log.contains("left out `up`: a symbolic link to a folder above it"),
+        "{log}"
+    );
+    assert!(log.contains("trained"), "{log}");
+}

@@ -11,4 +11,5 @@ pub mod reactor;
 pub mod replicas;
 pub mod serving;
 pub mod supervisor;
+pub mod tree;
 pub mod workdir;

@@ -4,6 +4,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use crate::tree::{copy_tree, list_files};
+
 /// The layout of one job's folder under `$BERTH_HOME/jobs/<name>`.
 #[derive(Clone, Debug)]
 pub struct JobDir {
@@ -96,89 +98,9 @@ impl RevisionDir {
     }
 }
 
-/// Copies a folder recursively (files and folders; symlinks are followed; `.git` is skipped).
-pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<u64> {
-    let mut bytes = 0;
-    std::fs::create_dir_all(dst)?;
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == ".git" {
-            continue;
-        }
-        let from = entry.path();
-        let to = dst.join(&name);
-        let meta = std::fs::metadata(&from)?;
-        if meta.is_dir() {
-            bytes += copy_tree(&from, &to)?;
-        } else {
-            bytes += std::fs::copy(&from, &to)?;
-        }
-    }
-    Ok(bytes)
-}
-
 /// Writes a file atomically: a temporary beside it, then a rename.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
-}
-
-/// Lists the files under `root` with sizes, paths relative and `/`-separated, sorted.
-pub fn list_files(root: &Path) -> io::Result<Vec<(String, u64)>> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> io::Result<()> {
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            let meta = std::fs::metadata(&path)?;
-            if meta.is_dir() {
-                walk(root, &path, out)?;
-            } else {
-                let rel = path.strip_prefix(root).unwrap_or(&path);
-                let rel = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                out.push((rel, meta.len()));
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    if std::fs::metadata(root)?.is_dir() {
-        walk(root, root, &mut out)?;
-    } else {
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        out.push((name, std::fs::metadata(root)?.len()));
-    }
-    out.sort();
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copies_and_lists_a_tree() -> io::Result<()> {
-        let t = tempfile::tempdir()?;
-        let src = t.path().join("src");
-        std::fs::create_dir_all(src.join("sub"))?;
-        std::fs::create_dir_all(src.join(".git"))?;
-        std::fs::write(src.join("a.py"), "print(1)")?;
-        std::fs::write(src.join("sub/b.txt"), "bb")?;
-        std::fs::write(src.join(".git/HEAD"), "x")?;
-        let dst = t.path().join("dst");
-        assert_eq!(copy_tree(&src, &dst)?, 10);
-        assert_eq!(
-            list_files(&dst)?,
-            [("a.py".to_string(), 8), ("sub/b.txt".to_string(), 2)]
-        );
-        Ok(())
-    }
 }

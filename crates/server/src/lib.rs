@@ -250,6 +250,9 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         auth::load_or_create_secret(&home.join("token-signing-key")).map_err(home_error(home))?;
     private_file(&home.join("berth.db")).map_err(home_error(home))?;
     let store = Store::open(&home.join("berth.db")).await?;
+    services::leftovers::remove(&store, home)
+        .await
+        .map_err(|e| StartError::Recover(e.to_string()))?;
     services::resources::ensure_local_compute(&store)
         .await
         .map_err(|e| StartError::Recover(e.to_string()))?;

@@ -13,6 +13,7 @@ struct Api {
     app: axum::Router,
     token: String,
     home: tempfile::TempDir,
+    state: berth_server::AppState,
 }
 
 async fn api_with(max_body: Option<usize>) -> Api {
@@ -28,9 +29,10 @@ async fn api_with(max_body: Option<usize>) -> Api {
         .unwrap();
     let token = state.token.to_string();
     Api {
-        app: berth_server::app(state, config.max_body_bytes),
+        app: berth_server::app(state.clone(), config.max_body_bytes),
         token,
         home,
+        state,
     }
 }
 
@@ -84,6 +86,48 @@ impl Api {
             Some(json!({"file": "job.yaml", "yaml": yaml, "base_dir": base})),
         )
         .await
+    }
+
+    /// Sends `body` to `uri` with `method` and a bearer `token`; the status.
+    async fn send_raw(&self, method: &str, uri: &str, token: &str, body: &str) -> StatusCode {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.app.clone().oneshot(req).await.unwrap().status()
+    }
+
+    /// Makes job `name` an unfinished job with a pod token, as a job running on a cluster is
+    /// (this server has no supervisor to run it); returns the token.
+    async fn give_pod_token(&self, name: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let store = &self.state.store;
+        loop {
+            let cur = store
+                .get::<Value>(berth_store::Kind::Job, name)
+                .await
+                .unwrap()
+                .unwrap();
+            let mut record = cur.value;
+            record["upload_token"] = json!("pod-token");
+            record["state"] = json!({"status": "Queued"});
+            let stored = store
+                .update(
+                    berth_store::Kind::Job,
+                    name,
+                    cur.resource_version,
+                    Some("Queued"),
+                    &record,
+                )
+                .await;
+            // The manager may record its own change first: then read again.
+            if stored.is_ok() {
+                return "pod-token".into();
+            }
+            assert!(std::time::Instant::now() < deadline, "{stored:?}");
+        }
     }
 
     async fn job_count(&self) -> usize {
@@ -374,4 +418,104 @@ async fn a_nul_in_a_path_is_a_bad_request_that_names_no_server_path() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     let home = a.home.path().display().to_string();
     assert!(!body.to_string().contains(&home), "{body}");
+}
+
+/// A job with a local folder input `data`.
+async fn job_with_data(a: &Api, data: &std::path::Path) -> String {
+    let yaml = format!(
+        "command: echo hi\ninputs:\n  data:\n    type: uri_folder\n    path: {}\n",
+        data.display()
+    );
+    let (s, job) = a.submit(&yaml).await;
+    assert_eq!(s, StatusCode::CREATED, "{job}");
+    job["name"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn pod_file_routes_do_not_follow_links_out_of_their_folder() {
+    let a = api().await;
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("rows.csv"), "a,b\n").unwrap();
+    std::os::unix::fs::symlink(a.home.path().join("token"), data.join("token")).unwrap();
+    let name = job_with_data(&a, &data).await;
+    let token = a.give_pod_token(&name).await;
+    let (s, listing) = a
+        .call_with(
+            "GET",
+            &format!("/api/jobs/{name}/files"),
+            None,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{listing}");
+    let listed: Vec<_> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        listed.contains(&"inputs/data/rows.csv".to_string()),
+        "{listed:?}"
+    );
+    assert!(!listed.iter().any(|p| p.ends_with("token")), "{listed:?}");
+    let (s, body) = a
+        .call_with(
+            "GET",
+            &format!("/api/jobs/{name}/files/inputs/data/token"),
+            None,
+            Some(&token),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[tokio::test]
+async fn an_upload_does_not_follow_a_link_out_of_the_output() {
+    let a = api().await;
+    let t = tempfile::tempdir().unwrap();
+    let (data, outside) = (t.path().join("data"), t.path().join("outside"));
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let name = job_with_data(&a, &data).await;
+    let token = a.give_pod_token(&name).await;
+    let code = a.home.path().join("jobs").join(&name).join("code");
+    std::fs::create_dir_all(code.join("outputs")).unwrap();
+    std::os::unix::fs::symlink(&outside, code.join("outputs/escape")).unwrap();
+    let uri = format!("/api/jobs/{name}/uploads/default/outputs/escape/x.txt");
+    let s = a.send_raw("PUT", &uri, &token, "written").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+    let uri = format!("/api/jobs/{name}/uploads/default/outputs/model/w.bin");
+    let s = a.send_raw("PUT", &uri, &token, "weights").await;
+    assert!(s.is_success(), "{s}");
+    assert_eq!(
+        std::fs::read_to_string(code.join("outputs/model/w.bin")).unwrap(),
+        "weights"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_removes_job_folders_no_job_owns() {
+    let a = api().await;
+    let (s, job) = a.submit("command: echo hi\n").await;
+    assert_eq!(s, StatusCode::CREATED, "{job}");
+    let jobs = a.home.path().join("jobs");
+    let kept = jobs.join(job["name"].as_str().unwrap());
+    std::fs::create_dir_all(jobs.join("ghost/code")).unwrap();
+    std::fs::write(jobs.join("ghost/code/train.py"), "print(1)").unwrap();
+    let config = ServerConfig::load(
+        a.home.path(),
+        ConfigLayer::default(),
+        ConfigLayer::default(),
+        None,
+    )
+    .unwrap();
+    let _again = berth_server::build_state(&config, "http://127.0.0.1:9")
+        .await
+        .unwrap();
+    assert!(!jobs.join("ghost").exists());
+    assert!(kept.join("code").is_dir());
 }

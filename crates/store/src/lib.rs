@@ -298,6 +298,15 @@ impl Store {
         row.map(|r| decode(kind, name, &r)).transpose()
     }
 
+    /// The names of every resource of a kind, without reading the resources.
+    pub async fn names(&self, kind: Kind) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM resources WHERE kind = ?")
+            .bind(kind.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
     /// Reads every resource of a kind, oldest first.
     pub async fn list<T: DeserializeOwned>(
         &self,

@@ -176,9 +176,11 @@ pub async fn output_file(
             "`{path}` is not one of the job's artifacts (./outputs and ./logs)"
         )));
     }
-    let file = root.root.join(rel);
-    let f = tokio::fs::File::open(&file)
+    let base = root.root.clone();
+    let f = tokio::task::spawn_blocking(move || berth_scheduler::tree::open_inside(&base, &rel))
         .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map(tokio::fs::File::from_std)
         .map_err(|_| ApiError::NotFound {
             kind: "output file",
             name: path.clone(),

@@ -15,10 +15,7 @@ use crate::error::ApiError;
 use crate::services::pod_files::{self as svc, PodFiles};
 
 async fn send(files: PodFiles, path: &str) -> Result<Response, ApiError> {
-    let file = files.file(path)?;
-    let f = tokio::fs::File::open(&file)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot read {}: {e}", file.display())))?;
+    let f = files.open(path).await?;
     let len = f.metadata().await.map(|m| m.len()).unwrap_or_default();
     Ok((
         [

@@ -122,7 +122,10 @@ where
         rand::random::<u64>()
     ));
     let written = async {
-        let mut file = tokio::fs::File::create(&tmp)
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
             .await
             .map_err(|e| ApiError::Internal(format!("cannot write {}: {e}", tmp.display())))?;
         while let Some(chunk) = stream.next().await {

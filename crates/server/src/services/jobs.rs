@@ -241,14 +241,23 @@ async fn snapshot(workdir: &Path, code: Option<PathBuf>) -> Result<(), ApiError>
     let code_dst = dir.code();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::create_dir_all(&code_dst)?;
+        let mut left_out = Vec::new();
         if let Some(src) = code {
             if src.is_dir() {
-                copy_tree(&src, &code_dst)?;
+                left_out = copy_tree(&src, &code_dst)?.left_out;
             } else if let Some(file) = src.file_name() {
                 std::fs::copy(&src, code_dst.join(file))?;
             }
         }
         std::fs::create_dir_all(dir.log().parent().unwrap_or(dir.root()))?;
+        // What the snapshot left out is the first thing in the job's log.
+        let notes: String = left_out
+            .iter()
+            .map(|l| format!("berth: code snapshot {l}\n"))
+            .collect();
+        if !notes.is_empty() {
+            std::fs::write(dir.log(), notes)?;
+        }
         Ok(())
     })
     .await
@@ -506,10 +515,20 @@ pub async fn upload_target(
         });
     }
     let root = output_root(state, name, output).await?;
-    match berth_core::names::inside_path(path).filter(|rel| root.holds(rel)) {
-        Some(rel) => Ok(root.root.join(rel)),
-        None => Err(ApiError::BadRequest(format!(
+    let Some(rel) = berth_core::names::inside_path(path).filter(|rel| root.holds(rel)) else {
+        return Err(ApiError::BadRequest(format!(
             "`{path}` is not a path inside the output"
-        ))),
-    }
+        )));
+    };
+    // Folders are made one by one and a link on the way is refused: the file lands inside.
+    let (base, rel) = (root.root, rel.to_path_buf());
+    tokio::task::spawn_blocking(move || berth_scheduler::tree::writable_inside(&base, &rel))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::AlreadyExists => {
+                ApiError::BadRequest(format!("cannot upload `{path}`: {e}"))
+            }
+            _ => ApiError::Internal(format!("cannot upload `{path}`: {e}")),
+        })
 }

@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod environments;
 pub mod job_outputs;
 pub mod jobs;
+pub mod leftovers;
 pub mod mlflow_models;
 pub mod models;
 pub mod placement;

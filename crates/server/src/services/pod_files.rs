@@ -119,13 +119,10 @@ impl PodFiles {
         .map_err(|e| ApiError::Internal(e.to_string()))?
     }
 
-    /// The file on disk for `<part>/<path>`; refuses anything outside the parts.
-    pub fn file(&self, path: &str) -> Result<PathBuf, ApiError> {
-        let outside = || ApiError::NotFound {
-            kind: "file",
-            name: path.to_string(),
-            hint: Some("the listing names every file a pod may fetch".into()),
-        };
+    /// Where `<part>/<path>` is: the part's root and the path inside it (empty when the part
+    /// is one file). Refuses anything outside the parts.
+    pub fn locate(&self, path: &str) -> Result<(PathBuf, PathBuf), ApiError> {
+        let outside = || not_listed(path);
         let (root, rel) = self
             .0
             .iter()
@@ -141,11 +138,43 @@ impl PodFiles {
         let rel_path = berth_core::names::inside_path(rel).ok_or_else(outside)?;
         if root.is_file() {
             return match root.file_name() {
-                Some(name) if name == rel_path.as_os_str() => Ok(root.clone()),
+                Some(name) if name == rel_path.as_os_str() => Ok((root.clone(), PathBuf::new())),
                 _ => Err(outside()),
             };
         }
-        Ok(root.join(rel_path))
+        Ok((root.clone(), rel_path.to_path_buf()))
+    }
+
+    /// Opens `<part>/<path>` for reading; links inside a part are followed only as far as
+    /// they stay in it.
+    pub async fn open(&self, path: &str) -> Result<tokio::fs::File, ApiError> {
+        let (root, rel) = self.locate(path)?;
+        let owned = path.to_string();
+        tokio::task::spawn_blocking(move || {
+            let file = if rel.as_os_str().is_empty() {
+                std::fs::File::open(&root)
+            } else {
+                berth_scheduler::tree::open_inside(&root, &rel)
+            };
+            file.map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound => {
+                    not_listed(&owned)
+                }
+                _ => ApiError::Internal(format!("cannot read {}: {e}", root.display())),
+            })
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map(tokio::fs::File::from_std)
+    }
+}
+
+/// A path that is not one the listing names.
+fn not_listed(path: &str) -> ApiError {
+    ApiError::NotFound {
+        kind: "file",
+        name: path.to_string(),
+        hint: Some("the listing names every file a pod may fetch".into()),
     }
 }
 
@@ -165,12 +194,12 @@ mod tests {
             ("inputs/big".into(), t.path().join("big.bin")),
         ]);
         assert_eq!(
-            files.file("code/sub/a.py").unwrap(),
-            t.path().join("code/sub/a.py")
+            files.locate("code/sub/a.py").unwrap(),
+            (t.path().join("code"), PathBuf::from("sub/a.py"))
         );
         assert_eq!(
-            files.file("inputs/big/big.bin").unwrap(),
-            t.path().join("big.bin")
+            files.locate("inputs/big/big.bin").unwrap(),
+            (t.path().join("big.bin"), PathBuf::new())
         );
         for bad in [
             "code/../big.bin",
@@ -181,7 +210,7 @@ mod tests {
             "/etc/passwd",
             "code//etc/passwd",
         ] {
-            assert!(files.file(bad).is_err(), "{bad}");
+            assert!(files.locate(bad).is_err(), "{bad}");
         }
     }
 }

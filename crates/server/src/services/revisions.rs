@@ -377,7 +377,11 @@ async fn snapshot_record(
     let model = model_dir.clone();
     tokio::task::spawn_blocking(move || {
         match src {
-            Some(c) => copy_tree(&c, &d).map(|_| ()),
+            Some(c) => copy_tree(&c, &d).map(|copied| {
+                for l in copied.left_out {
+                    tracing::warn!("deployment code snapshot {l}");
+                }
+            }),
             None => std::fs::create_dir_all(&d),
         }?;
         match model {
