@@ -175,6 +175,21 @@ pub struct ServerArgs {
     /// Serve scoring over plain HTTP on a non-loopback address.
     #[arg(long)]
     pub allow_insecure_connections: bool,
+    /// PEM certificate chain (server first) for an HTTPS API.
+    #[arg(long, requires = "api_tls_key")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// PEM private key for an HTTPS API.
+    #[arg(long, requires = "api_tls_cert")]
+    pub api_tls_key: Option<PathBuf>,
+    /// Serve the API over plain HTTP on a non-loopback address.
+    #[arg(long)]
+    pub allow_insecure_api: bool,
+    /// Scoring connections open at once [default: from the open-files limit].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may stay open with nothing in flight [default: 60].
+    #[arg(long)]
+    pub idle_timeout_seconds: Option<u64>,
 }
 
 /// `berth router` flags.
@@ -192,6 +207,12 @@ pub struct RouterArgs {
     /// Serve plain HTTP on a non-loopback address.
     #[arg(long)]
     pub allow_insecure_connections: bool,
+    /// Connections open at once [default: the open-files limit less 256].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may stay open with nothing in flight [default: 60].
+    #[arg(long)]
+    pub idle_timeout_seconds: Option<u64>,
 }
 
 /// `berth runtime` flags.

@@ -187,6 +187,11 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         scoring_tls_cert: args.scoring_tls_cert,
         scoring_tls_key: args.scoring_tls_key,
         allow_insecure_connections: args.allow_insecure_connections.then_some(true),
+        api_tls_cert: args.api_tls_cert,
+        api_tls_key: args.api_tls_key,
+        allow_insecure_api: args.allow_insecure_api.then_some(true),
+        max_connections: args.max_connections,
+        idle_timeout_seconds: args.idle_timeout_seconds,
     };
     let config = berth_server::ServerConfig::load(
         &home,

@@ -4,6 +4,7 @@
 //! scoring-script failure (502), and one retry on another replica when a connection fails
 //! before anything was sent.
 
+pub mod listen;
 pub mod metrics;
 pub mod selector;
 pub mod slots;

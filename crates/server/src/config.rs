@@ -30,6 +30,17 @@ pub struct ServerConfig {
     pub scoring_tls_key: Option<PathBuf>,
     /// Serve scoring over plain HTTP on a non-loopback address (Azure's allowInsecureConnections).
     pub allow_insecure_connections: bool,
+    /// PEM certificate chain for the API (TLS when given with the key).
+    pub api_tls_cert: Option<PathBuf>,
+    /// PEM private key for the API.
+    pub api_tls_key: Option<PathBuf>,
+    /// Serve the API over plain HTTP on a non-loopback address.
+    pub allow_insecure_api: bool,
+    /// Scoring connections open at once; default: three quarters of the open-files limit
+    /// (less 256), the API keeping a quarter.
+    pub max_connections: Option<usize>,
+    /// Seconds a connection may stay open with nothing in flight (default 60).
+    pub idle_timeout_seconds: u64,
     /// The command that supervises one job (`<berth> job-supervise`).
     pub supervisor: Vec<String>,
     /// The command that runs one deployment replica (`<berth> runtime`).
@@ -58,6 +69,16 @@ pub struct ConfigLayer {
     pub scoring_tls_key: Option<PathBuf>,
     /// `allow_insecure_connections: true`
     pub allow_insecure_connections: Option<bool>,
+    /// `api_tls_cert: /etc/berth/api-cert.pem`
+    pub api_tls_cert: Option<PathBuf>,
+    /// `api_tls_key: /etc/berth/api-key.pem`
+    pub api_tls_key: Option<PathBuf>,
+    /// `allow_insecure_api: true`
+    pub allow_insecure_api: Option<bool>,
+    /// `max_connections: 4096` (scoring)
+    pub max_connections: Option<usize>,
+    /// `idle_timeout_seconds: 60`
+    pub idle_timeout_seconds: Option<u64>,
 }
 
 /// Why the configuration cannot be used.
@@ -101,11 +122,17 @@ impl ConfigLayer {
             allow_insecure_connections: self
                 .allow_insecure_connections
                 .or(base.allow_insecure_connections),
+            api_tls_cert: self.api_tls_cert.or(base.api_tls_cert),
+            api_tls_key: self.api_tls_key.or(base.api_tls_key),
+            allow_insecure_api: self.allow_insecure_api.or(base.allow_insecure_api),
+            max_connections: self.max_connections.or(base.max_connections),
+            idle_timeout_seconds: self.idle_timeout_seconds.or(base.idle_timeout_seconds),
         }
     }
 
     /// Reads `BERTH_API_LISTEN`, `BERTH_SCORING_LISTEN`, `BERTH_LOCAL_CPU`, `BERTH_LOCAL_MEMORY`,
-    /// `BERTH_LOCAL_GPUS` and `BERTH_MAX_BODY_BYTES` through `get`.
+    /// `BERTH_LOCAL_GPUS`, `BERTH_MAX_BODY_BYTES`, the TLS files, `BERTH_MAX_CONNECTIONS` and
+    /// `BERTH_IDLE_TIMEOUT_SECONDS` through `get`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<ConfigLayer, ConfigError> {
         fn parse<T: std::str::FromStr>(
             get: &impl Fn(&str) -> Option<String>,
@@ -133,6 +160,11 @@ impl ConfigLayer {
             scoring_tls_cert: parse(&get, "BERTH_SCORING_TLS_CERT")?,
             scoring_tls_key: parse(&get, "BERTH_SCORING_TLS_KEY")?,
             allow_insecure_connections: parse(&get, "BERTH_ALLOW_INSECURE_CONNECTIONS")?,
+            api_tls_cert: parse(&get, "BERTH_API_TLS_CERT")?,
+            api_tls_key: parse(&get, "BERTH_API_TLS_KEY")?,
+            allow_insecure_api: parse(&get, "BERTH_ALLOW_INSECURE_API")?,
+            max_connections: parse(&get, "BERTH_MAX_CONNECTIONS")?,
+            idle_timeout_seconds: parse(&get, "BERTH_IDLE_TIMEOUT_SECONDS")?,
         })
     }
 }
@@ -175,6 +207,11 @@ impl ServerConfig {
             scoring_tls_cert: merged.scoring_tls_cert,
             scoring_tls_key: merged.scoring_tls_key,
             allow_insecure_connections: merged.allow_insecure_connections.unwrap_or(false),
+            api_tls_cert: merged.api_tls_cert,
+            api_tls_key: merged.api_tls_key,
+            allow_insecure_api: merged.allow_insecure_api.unwrap_or(false),
+            max_connections: merged.max_connections,
+            idle_timeout_seconds: merged.idle_timeout_seconds.unwrap_or(60).max(1),
             supervisor: berth
                 .iter()
                 .map(|b| vec![b.clone(), "job-supervise".into()])

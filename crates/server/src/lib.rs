@@ -17,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
 use berth_core::Resources;
+use berth_router::listen::Limits;
 use berth_scheduler::backend::dispatch::Backends;
 use berth_scheduler::backend::local::LocalBackend;
 use berth_scheduler::manager::JobManager;
@@ -114,6 +115,11 @@ pub enum StartError {
         "the scoring listener {0} is not on loopback and has no TLS: give --scoring-tls-cert and --scoring-tls-key (PEM), or set allow_insecure_connections: true for plain HTTP"
     )]
     InsecureScoring(SocketAddr),
+    /// The API would be plain HTTP on a non-loopback address.
+    #[error(
+        "the API listener {0} is not on loopback and has no TLS: give --api-tls-cert and --api-tls-key (PEM), or --allow-insecure-api for plain HTTP"
+    )]
+    InsecureApi(SocketAddr),
     /// The TLS certificate or key is unusable.
     #[error("{0}")]
     Tls(#[from] berth_router::tls::TlsError),
@@ -135,14 +141,6 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .merge(api::pod_routes())
         .with_state(state)
-}
-
-/// The scoring listener's connections carry small request/response exchanges: no Nagle.
-pub fn nodelay(l: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
-    use axum::serve::ListenerExt;
-    l.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    })
 }
 
 /// Prometheus metrics: the router's, and jobs by status.
@@ -329,7 +327,9 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let api_addr = api.local_addr().map_err(home_error(&home))?;
     let scoring_addr = scoring.local_addr().map_err(home_error(&home))?;
     let tls = scoring_tls(&config, scoring_addr)?;
+    let api_tls = api_tls(&config, api_addr)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let api_scheme = if api_tls.is_some() { "https" } else { "http" };
     let state = build_state(&config, &format!("{scheme}://{scoring_addr}")).await?;
     let router = Arc::clone(&state.router);
     let routes_state = state.clone();
@@ -341,40 +341,34 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         }
     });
     let info = ServerInfo {
-        api_url: format!("http://{api_addr}"),
+        api_url: format!("{api_scheme}://{api_addr}"),
         scoring_url: format!("{scheme}://{scoring_addr}"),
         token_file: auth::token_path(&home).to_string_lossy().into_owned(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
+    let (api_limits, scoring_limits) = listener_limits(&config);
     announce(&home, &info)?;
     let app = app(state, config.max_body_bytes);
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let mut stop_api = stop_tx.subscribe();
-    let mut stop_scoring = stop_tx.subscribe();
-    let api_task = tokio::spawn(async move {
-        axum::serve(api, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_api.recv().await;
-            })
-            .await
-    });
-    let scoring_task = tokio::spawn(async move {
-        let stop = async move {
-            let _ = stop_scoring.recv().await;
-        };
-        match tls {
-            Some(config) => {
-                berth_router::tls::serve_tls(scoring, scoring_app(router), config, stop).await;
-                Ok(())
-            }
-            None => {
-                axum::serve(nodelay(scoring), scoring_app(router))
-                    .with_graceful_shutdown(stop)
-                    .await
-            }
-        }
-    });
+    let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
+        let _ = rx.recv().await;
+    };
+    use berth_router::listen::serve;
+    let api_task = tokio::spawn(serve(
+        api,
+        app,
+        api_tls,
+        api_limits,
+        stopped(stop_tx.subscribe()),
+    ));
+    let scoring_task = tokio::spawn(serve(
+        scoring,
+        scoring_app(router),
+        tls,
+        scoring_limits,
+        stopped(stop_tx.subscribe()),
+    ));
     shutdown_signal().await;
     info!("shutting down; running jobs keep running and are re-attached at the next start");
     let _ = stop_tx.send(());
@@ -425,6 +419,45 @@ fn scoring_tls(
         (None, None) => Err(StartError::InsecureScoring(scoring_addr)),
         _ => Err(StartError::Tls(berth_router::tls::TlsError::Config(
             "give both --scoring-tls-cert and --scoring-tls-key".into(),
+        ))),
+    }
+}
+
+/// What each listener allows: the scoring side cannot take the descriptors the API needs.
+fn listener_limits(config: &ServerConfig) -> (Limits, Limits) {
+    let open_files = berth_router::listen::raise_open_files_limit();
+    let (api, scoring) = berth_router::listen::split_open_files(open_files);
+    let scoring = config.max_connections.unwrap_or(scoring);
+    let idle = std::time::Duration::from_secs(config.idle_timeout_seconds);
+    let limits = |max| Limits {
+        idle_timeout: idle,
+        ..Limits::with_max_connections(max)
+    };
+    info!(
+        open_files,
+        api_connections = api,
+        scoring_connections = scoring,
+        idle_timeout_s = config.idle_timeout_seconds,
+        "listener limits"
+    );
+    (limits(api), limits(scoring))
+}
+
+/// The API's TLS: both files or neither, and plain HTTP only on loopback unless allowed.
+fn api_tls(
+    config: &ServerConfig,
+    api_addr: SocketAddr,
+) -> Result<Option<berth_router::tls::ServerTls>, StartError> {
+    match (&config.api_tls_cert, &config.api_tls_key) {
+        (Some(cert), Some(key)) => Ok(Some(berth_router::tls::server_config(cert, key)?)),
+        (None, None)
+            if berth_router::tls::plaintext_allowed(&api_addr, config.allow_insecure_api) =>
+        {
+            Ok(None)
+        }
+        (None, None) => Err(StartError::InsecureApi(api_addr)),
+        _ => Err(StartError::Tls(berth_router::tls::TlsError::Config(
+            "give both --api-tls-cert and --api-tls-key".into(),
         ))),
     }
 }

@@ -79,17 +79,16 @@ pub async fn run(client: Client, args: RouterArgs) -> Result<i32, Failure> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("berth router ready on {scheme}://{addr}");
     let app = router.app();
-    match tls {
-        Some(config) => {
-            berth_router::tls::serve_tls(listener, app, config, std::future::pending()).await
-        }
-        None => axum_serve(listener, app).await?,
-    }
+    let open_files = berth_router::listen::raise_open_files_limit();
+    let limits = berth_router::listen::Limits {
+        idle_timeout: std::time::Duration::from_secs(
+            args.idle_timeout_seconds.unwrap_or(60).max(1),
+        ),
+        ..berth_router::listen::Limits::with_max_connections(
+            args.max_connections
+                .unwrap_or(open_files.saturating_sub(256).clamp(16, 1 << 20) as usize),
+        )
+    };
+    berth_router::listen::serve(listener, app, tls, limits, std::future::pending()).await;
     Ok(0)
-}
-
-async fn axum_serve(listener: TcpListener, app: axum::Router) -> Result<(), Failure> {
-    axum::serve(berth_server::nodelay(listener), app)
-        .await
-        .map_err(|e| Failure::new(format!("serving failed: {e}")))
 }

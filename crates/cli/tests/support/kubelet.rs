@@ -104,10 +104,11 @@ impl Kubelet {
                 axum::routing::get(serve_log),
             )
             .with_state(Arc::clone(&shared));
-        let mut tasks = vec![tokio::spawn(berth_router::tls::serve_tls(
+        let mut tasks = vec![tokio::spawn(berth_router::listen::serve(
             listener,
             logs,
-            config,
+            Some(config),
+            berth_router::listen::Limits::with_max_connections(64),
             std::future::pending(),
         ))];
         let (c, s, d) = (client.clone(), Arc::clone(&shared), dir.to_path_buf());

@@ -33,7 +33,29 @@ impl Server {
         } else {
             &["--api-listen", "127.0.0.1:0"][..]
         };
-        let mut child = Command::new(BERTH)
+        Self::spawn(home, Command::new(BERTH), flags, api, env)
+    }
+
+    /// Starts a server whose process may open at most `open_files` files (soft and hard).
+    pub fn start_with_open_files(open_files: u64) -> Server {
+        let home = tempfile::tempdir().expect("temp home");
+        let mut sh = Command::new("sh");
+        sh.args([
+            "-c",
+            &format!("ulimit -n {open_files} && exec \"$0\" \"$@\""),
+            BERTH,
+        ]);
+        Self::spawn(home, sh, &[], &["--api-listen", "127.0.0.1:0"], &[])
+    }
+
+    fn spawn(
+        home: tempfile::TempDir,
+        mut command: Command,
+        flags: &[&str],
+        api: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut child = command
             .arg("server")
             .args(api)
             .args(["--scoring-listen", "127.0.0.1:0"])
