@@ -127,19 +127,40 @@ pub enum StartError {
 
 /// The whole HTTP application.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .merge(api::routes(state.clone()))
-        .route(
+    use api::documented::{Access, Documented};
+    let open = Documented::new(Access::Open)
+        .at(
+            "get",
             "/api/health",
+            "liveness",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
+        .at(
+            "get",
+            "/metrics",
+            "Prometheus metrics: the router's, and jobs by status",
+            get(metrics),
+        );
+    let limited = api::routes(state.clone())
+        .merge(open)
+        .map_router(|r| r.layer(DefaultBodyLimit::max(max_body_bytes)));
+    let mut all = limited.merge(api::pod_routes());
+    all.ops.push(api::documented::Op {
+        method: "get",
+        path: "/api/openapi.json",
+        summary: "this document",
+        body: None,
+        access: Access::Open,
+    });
+    let document = Arc::new(openapi::document(&all.ops));
+    all.router
         .route(
             "/api/openapi.json",
-            get(|| async { Json(openapi::document()) }),
+            get(move || {
+                let document = Arc::clone(&document);
+                async move { Json(document) }
+            }),
         )
-        .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .merge(api::pod_routes())
         .with_state(state)
 }
 

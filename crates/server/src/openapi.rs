@@ -1,68 +1,119 @@
-//! The OpenAPI document served at `/api/openapi.json`.
+//! The OpenAPI document served at `/api/openapi.json`, made from the routes themselves
+//! (`api::documented`): every route the server serves is in it.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-fn op(summary: &str, body: Option<&str>, response: &str) -> Value {
+use crate::api::documented::{Access, Op};
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn operation(op: &Op) -> Value {
     let mut o = json!({
-        "summary": summary,
-        "security": [{"bearer": []}],
+        "summary": op.summary,
         "responses": {
-            "200": {"description": response},
-            "401": {"description": "missing or wrong bearer token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            "4XX": {"description": "the request cannot be done; the body says why and what to do", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            "2XX": {"description": "done"},
+            "4XX": error_response("the request cannot be done; the body says why and what to do")
         }
     });
-    if let Some(b) = body {
+    match op.access {
+        Access::Open => {}
+        Access::Token => {
+            o["security"] = json!([{"bearer": []}]);
+            o["responses"]["401"] = error_response("missing or wrong API token");
+        }
+        Access::PodToken => {
+            o["security"] = json!([{"podToken": []}]);
+            o["responses"]["401"] = error_response("not this job's or revision's token");
+        }
+    }
+    if let Some(b) = op.body {
         o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
     }
     o
 }
 
-fn name_param(name: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+/// `/api/jobs/{name}/files/{*path}` as OpenAPI writes it, and its path parameters.
+fn openapi_path(path: &str) -> (String, Vec<Value>) {
+    let mut params = Vec::new();
+    let segments: Vec<String> = path
+        .split('/')
+        .map(|seg| match seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) => {
+                let name = name.trim_start_matches('*');
+                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}));
+                format!("{{{name}}}")
+            }
+            None => seg.to_string(),
+        })
+        .collect();
+    (segments.join("/"), params)
 }
 
-/// The document.
-pub fn document() -> Value {
+fn string_fields(fields: &[&str]) -> Value {
+    let props: Map<String, Value> = fields
+        .iter()
+        .map(|f| (f.to_string(), json!({"type": "string"})))
+        .collect();
+    Value::Object(props)
+}
+
+fn schemas() -> Value {
+    let mut file_request = json!({"type": "object", "required": ["file", "yaml"], "properties": string_fields(&["file", "yaml", "base_dir"])});
+    file_request["properties"]["set"] = json!({"type": "array", "items": {"type": "string"}});
+    let mut deployment = file_request.clone();
+    deployment["properties"]["all_traffic"] = json!({"type": "boolean"});
+    json!({
+        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+            "code": {"type": "string", "enum": ["Unauthorized", "NotFound", "AlreadyExists", "InvalidSpec", "Conflict", "BadRequest", "PayloadTooLarge", "NotSupported", "Upstream", "Internal"]},
+            "message": {"type": "string"}, "hint": {"type": "string"},
+            "position": {"type": "object", "properties": {"file": {"type": "string"}, "line": {"type": "integer"}, "column": {"type": "integer"}}}}}}},
+        "JobCreate": file_request,
+        "EndpointCreate": file_request,
+        "DeploymentCreate": deployment,
+        "EndpointUpdate": {"type": "object", "properties": string_fields(&["traffic", "mirror_traffic"])},
+        "Regenerate": {"type": "object", "required": ["keyType"], "properties": {"keyType": {"type": "string", "enum": ["primary", "secondary"]}}},
+        "Apply": {"type": "object", "required": ["file", "yaml"], "properties": string_fields(&["file", "yaml"])},
+        "Compute": {"type": "object", "required": ["name", "type"], "properties": {"name": {"type": "string"}, "type": {"type": "string", "enum": ["local", "kubernetes"]}, "description": {"type": "string"}}},
+        "Datastore": {"type": "object", "required": ["name", "type", "path"], "properties": {"name": {"type": "string"}, "type": {"type": "string", "enum": ["local"]}, "path": {"type": "string"}, "description": {"type": "string"}}}
+    })
+}
+
+/// The document for `ops`.
+pub fn document(ops: &[Op]) -> Value {
+    let mut paths = Map::new();
+    for op in ops {
+        let (path, params) = openapi_path(op.path);
+        let item = paths.entry(path).or_insert_with(|| json!({}));
+        if !params.is_empty() {
+            item["parameters"] = Value::Array(params);
+        }
+        item[op.method] = operation(op);
+    }
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Berth control plane", "version": env!("CARGO_PKG_VERSION")},
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string", "enum": ["Unauthorized", "NotFound", "AlreadyExists", "InvalidSpec", "Conflict", "BadRequest", "PayloadTooLarge", "NotSupported", "Internal"]},
-                    "message": {"type": "string"}, "hint": {"type": "string"},
-                    "position": {"type": "object", "properties": {"file": {"type": "string"}, "line": {"type": "integer"}, "column": {"type": "integer"}}}}}}},
-                "JobCreate": {"type": "object", "required": ["file", "yaml", "base_dir"], "properties": {
-                    "file": {"type": "string"}, "yaml": {"type": "string"}, "base_dir": {"type": "string"}, "set": {"type": "array", "items": {"type": "string"}}}},
-                "Apply": {"type": "object", "required": ["file", "yaml"], "properties": {"file": {"type": "string"}, "yaml": {"type": "string"}}},
-                "Compute": {"type": "object", "required": ["name", "type"], "properties": {"name": {"type": "string"}, "type": {"type": "string", "enum": ["local", "kubernetes"]}, "description": {"type": "string"}}},
-                "Datastore": {"type": "object", "required": ["name", "type", "path"], "properties": {"name": {"type": "string"}, "type": {"type": "string", "enum": ["local"]}, "path": {"type": "string"}, "description": {"type": "string"}}}
-            }
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "the API token ($BERTH_HOME/token)"},
+                "podToken": {"type": "http", "scheme": "bearer", "description": "a job's or revision's own token, given to its pods"}
+            },
+            "schemas": schemas()
         },
-        "paths": {
-            "/api/health": {"get": {"summary": "liveness; no token needed", "responses": {"200": {"description": "ok"}}}},
-            "/api/jobs": {"post": op("submit a command job file", Some("JobCreate"), "the created job"), "get": op("list jobs, newest first", None, "jobs")},
-            "/api/jobs/{name}": {"parameters": [name_param("name")], "get": op("show a job", None, "the job")},
-            "/api/jobs/{name}/cancel": {"parameters": [name_param("name")], "post": op("cancel a job", None, "the job")},
-            "/api/jobs/{name}/logs": {"parameters": [name_param("name"),
-                {"name": "follow", "in": "query", "schema": {"type": "boolean"}}, {"name": "offset", "in": "query", "schema": {"type": "integer"}}],
-                "get": op("the job's std_log.txt; follow=true streams until the job ends", None, "text")},
-            "/api/jobs/{name}/outputs/{output}/files": {"parameters": [name_param("name"), name_param("output")], "get": op("list an output's files", None, "files")},
-            "/api/jobs/{name}/outputs/{output}/files/{path}": {"parameters": [name_param("name"), name_param("output"), name_param("path")], "get": op("one output file", None, "bytes")},
-            "/api/jobs/{name}/uploads/{output}/{path}": {"parameters": [name_param("name"), name_param("output"), name_param("path")], "put": op("a Kubernetes job's pod uploads one output file (bearer: the job's upload token, not the API token)", None, "stored")},
-            "/api/jobs/{name}/files": {"parameters": [name_param("name")], "get": op("a Kubernetes job's pod lists its code and inputs too large for a ConfigMap (bearer: the job's token)", None, "files")},
-            "/api/jobs/{name}/files/{path}": {"parameters": [name_param("name"), name_param("path")], "get": op("one of those files (bearer: the job's token)", None, "bytes")},
-            "/api/endpoints/{name}/deployments/{deployment}/revisions/{revision}/files": {"parameters": [name_param("name"), name_param("deployment"), name_param("revision")], "get": op("a Kubernetes replica lists its code and model too large for a ConfigMap (bearer: the revision's token)", None, "files")},
-            "/api/endpoints/{name}/deployments/{deployment}/revisions/{revision}/files/{path}": {"parameters": [name_param("name"), name_param("deployment"), name_param("revision"), name_param("path")], "get": op("one of those files (bearer: the revision's token)", None, "bytes")},
-            "/api/instance-types": {"put": op("apply InstanceType documents (all or nothing)", Some("Apply"), "the applied types"), "get": op("list instance types", None, "types")},
-            "/api/instance-types/{name}": {"parameters": [name_param("name")], "get": op("show an instance type", None, "the type"), "delete": op("delete an instance type", None, "deleted")},
-            "/api/computes": {"post": op("attach a compute", Some("Compute"), "the compute"), "get": op("list computes", None, "computes")},
-            "/api/computes/{name}": {"parameters": [name_param("name")], "get": op("show a compute", None, "the compute"),
-                "delete": op("detach a compute (?force=true cancels its jobs)", None, "detached")},
-            "/api/datastores": {"post": op("create a datastore", Some("Datastore"), "the datastore"), "get": op("list datastores", None, "datastores")},
-            "/api/datastores/{name}": {"parameters": [name_param("name")], "get": op("show a datastore", None, "the datastore")}
-        }
+        "paths": paths
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axum_paths_become_openapi_paths() {
+        let (path, params) = openapi_path("/api/jobs/{name}/files/{*path}");
+        assert_eq!(path, "/api/jobs/{name}/files/{path}");
+        let names: Vec<_> = params.iter().map(|p| p["name"].clone()).collect();
+        assert_eq!(names, [json!("name"), json!("path")]);
+    }
 }

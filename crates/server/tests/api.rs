@@ -519,3 +519,42 @@ async fn a_restart_removes_job_folders_no_job_owns() {
     assert!(!jobs.join("ghost").exists());
     assert!(kept.join("code").is_dir());
 }
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_and_served() {
+    let a = api().await;
+    let (s, doc) = a.call_with("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    let mut ops = 0;
+    for (path, item) in paths {
+        let uri = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "1" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if !item[method].is_object() {
+                continue;
+            }
+            ops += 1;
+            let req = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap();
+            let resp = a.app.clone().oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            // The router's own "no such route" is an empty 404 or a 405.
+            assert!(
+                status != StatusCode::METHOD_NOT_ALLOWED
+                    && !(status == StatusCode::NOT_FOUND && body.is_empty()),
+                "{method} {path} is documented but not served: {status}"
+            );
+        }
+    }
+    assert!(ops >= 45, "only {ops} operations documented");
+    assert!(paths.contains_key("/api/endpoints/{name}/deployments/{deployment}/logs"));
+    assert!(paths.contains_key("/api/models/{name}/versions/{version}"));
+}

@@ -1,6 +1,7 @@
 //! The REST API's routes: thin handlers over the services.
 
 mod assets;
+pub mod documented;
 mod jobs;
 mod pod_files;
 mod resources;
@@ -10,12 +11,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
-use axum::{Json, Router, middleware};
+use axum::{Json, middleware};
 use serde::de::DeserializeOwned;
 use serving as sv;
 
 use crate::AppState;
 use crate::error::ApiError;
+use documented::{Access, Documented};
 
 /// The bearer token a pod sends (its job's or revision's own), or "".
 fn bearer(headers: &axum::http::HeaderMap) -> &str {
@@ -50,142 +52,341 @@ fn rejection(e: JsonRejection) -> ApiError {
 
 /// Routes a Kubernetes pod calls with its own job or revision token instead of the API token:
 /// output uploads and the files too large for a ConfigMap.
-pub fn pod_routes() -> Router<AppState> {
-    Router::new()
+pub fn pod_routes() -> Documented<AppState> {
+    Documented::new(Access::PodToken)
         // Output files can be large; each is checked against its job's own upload token.
-        .route(
+        .at(
+            "put",
             "/api/jobs/{name}/uploads/{output}/{*path}",
+            "a Kubernetes job's pod uploads one output file (bearer: the job's upload token)",
             put(jobs::upload_output).layer(axum::extract::DefaultBodyLimit::disable()),
         )
-        .route("/api/jobs/{name}/files", get(pod_files::job_listing))
-        .route("/api/jobs/{name}/files/{*path}", get(pod_files::job_file))
-        .route(
+        .at(
+            "get",
+            "/api/jobs/{name}/files",
+            "a Kubernetes job's pod lists its code and inputs too large for a ConfigMap (bearer: the job's token)",
+            get(pod_files::job_listing),
+        )
+        .at(
+            "get",
+            "/api/jobs/{name}/files/{*path}",
+            "one of those files (bearer: the job's token)",
+            get(pod_files::job_file),
+        )
+        .at(
+            "get",
             "/api/endpoints/{name}/deployments/{deployment}/revisions/{revision}/files",
+            "a Kubernetes replica lists its code and model too large for a ConfigMap (bearer: the revision's token)",
             get(pod_files::revision_listing),
         )
-        .route(
+        .at(
+            "get",
             "/api/endpoints/{name}/deployments/{deployment}/revisions/{revision}/files/{*path}",
+            "one of those files (bearer: the revision's token)",
             get(pod_files::revision_file),
         )
 }
 
-/// Every authenticated route under `/api`.
-pub fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
+/// Every route under `/api` that takes the API token.
+pub fn routes(state: AppState) -> Documented<AppState> {
+    Documented::new(Access::Token)
         .merge(job_routes())
         .merge(resource_routes())
         .merge(asset_routes())
         .merge(serving_routes())
-        .route_layer(middleware::from_fn_with_state(
-            state,
-            crate::auth::require_token,
-        ))
+        .map_router(|r| {
+            r.route_layer(middleware::from_fn_with_state(
+                state,
+                crate::auth::require_token,
+            ))
+        })
 }
 
 /// Jobs, their logs and outputs.
-fn job_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs", post(jobs::create).get(jobs::list))
-        .route("/api/jobs/{name}", get(jobs::show))
-        .route("/api/jobs/{name}/cancel", post(jobs::cancel))
-        .route("/api/jobs/{name}/logs", get(jobs::logs))
-        .route(
+fn job_routes() -> Documented<AppState> {
+    Documented::new(Access::Token)
+        .at(
+            "post",
+            "/api/jobs",
+            "submit a command job file",
+            post(jobs::create),
+        )
+        .body("JobCreate")
+        .at(
+            "get",
+            "/api/jobs",
+            "list jobs, newest first",
+            get(jobs::list),
+        )
+        .at("get", "/api/jobs/{name}", "show a job", get(jobs::show))
+        .at(
+            "post",
+            "/api/jobs/{name}/cancel",
+            "cancel a job",
+            post(jobs::cancel),
+        )
+        .at(
+            "get",
+            "/api/jobs/{name}/logs",
+            "the job's std_log.txt (?follow=true streams until the job ends, ?offset=N skips)",
+            get(jobs::logs),
+        )
+        .at(
+            "get",
             "/api/jobs/{name}/outputs/{output}/files",
+            "list an output's files (`default`: the job's ./outputs and ./logs)",
             get(jobs::output_files),
         )
-        .route(
+        .at(
+            "get",
             "/api/jobs/{name}/outputs/{output}/files/{*path}",
+            "one output file",
             get(jobs::output_file),
         )
 }
 
 /// Instance types, computes and datastores.
-fn resource_routes() -> Router<AppState> {
-    Router::new()
-        .route(
+fn resource_routes() -> Documented<AppState> {
+    Documented::new(Access::Token)
+        .at(
+            "put",
             "/api/instance-types",
-            put(resources::apply_instance_types).get(resources::list_instance_types),
+            "apply InstanceType documents (all or nothing)",
+            put(resources::apply_instance_types),
         )
-        .route(
+        .body("Apply")
+        .at(
+            "get",
+            "/api/instance-types",
+            "list instance types",
+            get(resources::list_instance_types),
+        )
+        .at(
+            "get",
             "/api/instance-types/{name}",
-            get(resources::show_instance_type).delete(resources::delete_instance_type),
+            "show an instance type",
+            get(resources::show_instance_type),
         )
-        .route(
+        .at(
+            "delete",
+            "/api/instance-types/{name}",
+            "delete an instance type",
+            axum::routing::delete(resources::delete_instance_type),
+        )
+        .at(
+            "post",
             "/api/computes",
-            post(resources::attach_compute).get(resources::list_computes),
+            "attach a compute",
+            post(resources::attach_compute),
         )
-        .route(
+        .body("Compute")
+        .at(
+            "get",
+            "/api/computes",
+            "list computes",
+            get(resources::list_computes),
+        )
+        .at(
+            "get",
             "/api/computes/{name}",
-            get(resources::show_compute).delete(resources::detach_compute),
+            "show a compute",
+            get(resources::show_compute),
         )
-        .route(
+        .at(
+            "delete",
+            "/api/computes/{name}",
+            "detach a compute (?force=true cancels its jobs)",
+            axum::routing::delete(resources::detach_compute),
+        )
+        .at(
+            "post",
             "/api/datastores",
-            post(resources::create_datastore).get(resources::list_datastores),
+            "create a datastore",
+            post(resources::create_datastore),
         )
-        .route("/api/datastores/{name}", get(resources::show_datastore))
+        .body("Datastore")
+        .at(
+            "get",
+            "/api/datastores",
+            "list datastores",
+            get(resources::list_datastores),
+        )
+        .at(
+            "get",
+            "/api/datastores/{name}",
+            "show a datastore",
+            get(resources::show_datastore),
+        )
 }
 
 /// Versioned environments, models and data assets.
-fn asset_routes() -> Router<AppState> {
-    Router::new()
-        .route(
+fn asset_routes() -> Documented<AppState> {
+    Documented::new(Access::Token)
+        .at(
+            "post",
             "/api/environments",
-            post(assets::create_environment).get(assets::list_environments),
+            "register an environment version (Azure's environment YAML)",
+            post(assets::create_environment),
         )
-        .route(
+        .body("JobCreate")
+        .at(
+            "get",
+            "/api/environments",
+            "list environments",
+            get(assets::list_environments),
+        )
+        .at(
+            "get",
             "/api/environments/{name}/versions/{version}",
+            "show an environment version (`latest` for the newest)",
             get(assets::show_environment),
         )
-        .route(
+        .at(
+            "post",
             "/api/models",
-            post(assets::create_model).get(assets::list_models),
+            "register a model version (Azure's model YAML or flags)",
+            post(assets::create_model),
         )
-        .route(
+        .body("JobCreate")
+        .at(
+            "get",
+            "/api/models",
+            "list models",
+            get(assets::list_models),
+        )
+        .at(
+            "get",
             "/api/models/{name}/versions/{version}",
+            "show a model version (`latest` for the newest)",
             get(assets::show_model),
         )
-        .route(
+        .at(
+            "post",
             "/api/data",
-            post(assets::create_data).get(assets::list_data),
+            "register a data asset version (uri_file, uri_folder)",
+            post(assets::create_data),
         )
-        .route(
+        .body("JobCreate")
+        .at(
+            "get",
+            "/api/data",
+            "list data assets",
+            get(assets::list_data),
+        )
+        .at(
+            "get",
             "/api/data/{name}/versions/{version}",
+            "show a data asset version (`latest` for the newest)",
             get(assets::show_data),
         )
 }
 
 /// Online endpoints, their deployments, and the routes published to routers.
-fn serving_routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/routes", get(sv::routes))
-        .route(
+fn serving_routes() -> Documented<AppState> {
+    Documented::new(Access::Token)
+        .at(
+            "get",
+            "/api/routes",
+            "the routing table for standalone routers (?after=VERSION waits for a newer one)",
+            get(sv::routes),
+        )
+        .merge(endpoint_routes())
+        .merge(deployment_routes())
+}
+
+fn endpoint_routes() -> Documented<AppState> {
+    Documented::new(Access::Token)
+        .at(
+            "post",
             "/api/endpoints",
-            post(sv::create_endpoint).get(sv::list_endpoints),
+            "create an online endpoint (Azure's endpoint YAML)",
+            post(sv::create_endpoint),
         )
-        .route(
+        .body("EndpointCreate")
+        .at(
+            "get",
+            "/api/endpoints",
+            "list online endpoints",
+            get(sv::list_endpoints),
+        )
+        .at(
+            "get",
             "/api/endpoints/{name}",
-            get(sv::show_endpoint)
-                .patch(sv::update_endpoint)
-                .delete(sv::delete_endpoint),
+            "show an online endpoint",
+            get(sv::show_endpoint),
         )
-        .route("/api/endpoints/{name}/listKeys", post(sv::list_keys))
-        .route("/api/endpoints/{name}/token", post(sv::get_token))
-        .route(
+        .at(
+            "patch",
+            "/api/endpoints/{name}",
+            "update an endpoint: traffic, mirror traffic, description, tags",
+            axum::routing::patch(sv::update_endpoint),
+        )
+        .body("EndpointUpdate")
+        .at(
+            "delete",
+            "/api/endpoints/{name}",
+            "delete an endpoint and its deployments",
+            axum::routing::delete(sv::delete_endpoint),
+        )
+        .at(
+            "post",
+            "/api/endpoints/{name}/listKeys",
+            "the endpoint's keys",
+            post(sv::list_keys),
+        )
+        .at(
+            "post",
+            "/api/endpoints/{name}/token",
+            "a signed token for an aml_token endpoint",
+            post(sv::get_token),
+        )
+        .at(
+            "post",
             "/api/endpoints/{name}/regenerateKeys",
+            "regenerate the primary or secondary key",
             post(sv::regenerate_keys),
         )
-        .route(
+        .body("Regenerate")
+}
+
+fn deployment_routes() -> Documented<AppState> {
+    Documented::new(Access::Token)
+        .at(
+            "post",
             "/api/endpoints/{name}/deployments",
-            post(sv::create_deployment).get(sv::list_deployments),
+            "create an online deployment (Azure's deployment YAML)",
+            post(sv::create_deployment),
         )
-        .route(
+        .body("DeploymentCreate")
+        .at(
+            "get",
+            "/api/endpoints/{name}/deployments",
+            "list an endpoint's deployments",
+            get(sv::list_deployments),
+        )
+        .at(
+            "get",
             "/api/endpoints/{name}/deployments/{deployment}",
-            get(sv::show_deployment)
-                .put(sv::update_deployment)
-                .delete(sv::delete_deployment),
+            "show a deployment",
+            get(sv::show_deployment),
         )
-        .route(
+        .at(
+            "put",
+            "/api/endpoints/{name}/deployments/{deployment}",
+            "update a deployment (a new revision, rolled out)",
+            put(sv::update_deployment),
+        )
+        .body("DeploymentCreate")
+        .at(
+            "delete",
+            "/api/endpoints/{name}/deployments/{deployment}",
+            "delete a deployment",
+            axum::routing::delete(sv::delete_deployment),
+        )
+        .at(
+            "get",
             "/api/endpoints/{name}/deployments/{deployment}/logs",
+            "a deployment's replica or environment logs (?lines=N, ?container=...)",
             get(sv::deployment_logs),
         )
 }
