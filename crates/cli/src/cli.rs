@@ -249,6 +249,10 @@ pub struct RuntimeArgs {
     /// Exit when the parent process dies (set by `berth server` for its replicas).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
+    /// Keep this replica out of this folder (the server's home), its script's folder, model,
+    /// environment and ready file excepted (Landlock, where the kernel has it).
+    #[arg(long, hide = true)]
+    pub protect: Option<PathBuf>,
 }
 
 /// `berth job ...`

@@ -112,6 +112,52 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
     }
 }
 
+/// Puts this replica (and its Python workers) in a sandbox out of the server's `home`: its
+/// script's folder, model and environment read-only, its ready file's folder read-write.
+fn enter_replica_sandbox(home: &std::path::Path, args: &RuntimeArgs) -> Result<(), Failure> {
+    use std::path::{Path, PathBuf};
+    let parent = |p: &Path| p.parent().map(Path::to_path_buf);
+    let python = Path::new(&args.python);
+    // A built environment's interpreter is `<env>/bin/python`.
+    let env_root = python
+        .is_absolute()
+        .then(|| {
+            python
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+        })
+        .flatten();
+    let read_only: Vec<PathBuf> = args
+        .script
+        .as_deref()
+        .and_then(parent)
+        .into_iter()
+        .chain(args.model_dir.clone())
+        .chain(env_root)
+        .collect();
+    let sandbox = berth_scheduler::sandbox::Sandbox {
+        protect: home.to_path_buf(),
+        read_write: args
+            .ready_file
+            .as_deref()
+            .and_then(parent)
+            .into_iter()
+            .collect(),
+        read_only,
+    };
+    if berth_scheduler::sandbox::kernel_support() == berth_scheduler::sandbox::Enforcement::None {
+        return Ok(());
+    }
+    let enforced = berth_scheduler::sandbox::enter(&sandbox)
+        .map_err(|e| Failure::new(format!("cannot enter the replica's sandbox: {e}")))?;
+    eprintln!(
+        "{}",
+        enforced.describe().replace("this job", "this replica")
+    );
+    Ok(())
+}
+
 async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
     if args.exit_with_parent {
         // A replica must not outlive a server killed with SIGKILL: the restarted server starts
@@ -121,6 +167,9 @@ async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
         if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
             return Err(Failure::new("the server that started this replica is gone"));
         }
+    }
+    if let Some(home) = &args.protect {
+        enter_replica_sandbox(home, &args)?;
     }
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism()

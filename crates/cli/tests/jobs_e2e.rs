@@ -435,3 +435,48 @@ fn broken_links_and_loops_in_the_code_are_left_out_by_name() {
     );
     assert!(log.contains("trained"), "{log}");
 }
+
+#[test]
+fn a_job_cannot_read_the_servers_token_home_or_environment() {
+    // (`/proc/<server>/environ` is guarded by the server being non-dumpable and the job
+    // having no CAP_SYS_PTRACE; this development kernel lets root read it regardless, so it is
+    // not asserted here.)
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path().canonicalize().unwrap();
+    let s = Server::start_in(home, &[], &[("SERVER_ONLY_SECRET", "hunter2")]);
+    let token = std::fs::read_to_string(h.join("token")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!(
+        "command: >-\n  cat {h}/token || echo token-denied;\n  cat ../../../token-signing-key || echo key-denied;\n  ls {h}/jobs || echo jobs-denied;\n  echo \"secret=${{SERVER_ONLY_SECRET:-unset}} home=${{BERTH_HOME:-unset}}\";\n  echo kept > outputs/x.txt && cat outputs/x.txt\ncompute: azureml:local\n",
+        h = h.display(),
+    );
+    write(dir.path(), "job.yaml", &command);
+    let out = s.cli_in(
+        dir.path(),
+        &[
+            "job", "create", "--file", "job.yaml", "--name", "nosy", "--stream",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    for denied in [
+        "token-denied",
+        "key-denied",
+        "jobs-denied",
+        "secret=unset home=unset",
+        "kept",
+        "sandbox: Landlock keeps this job out of the server's home",
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.starts_with(denied)
+                    || l.contains(denied) && l.starts_with("[berth] sandbox")),
+            "`{denied}` missing from:\n{log}"
+        );
+    }
+    assert!(!log.contains(token.trim()), "the token leaked:\n{log}");
+    assert!(
+        !log.contains("hunter2"),
+        "the server's environment leaked:\n{log}"
+    );
+}

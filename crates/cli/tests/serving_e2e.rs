@@ -536,3 +536,50 @@ fn parallel_deployments_of_one_name_serve_the_winners_code() {
         .collect();
     assert!(leftovers.is_empty(), "losers left snapshots: {leftovers:?}");
 }
+
+#[test]
+fn a_replica_cannot_read_the_servers_token_or_environment() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path().canonicalize().unwrap();
+    let s = Server::start_in(home, &[], &[("SERVER_ONLY_SECRET", "hunter2")]);
+    prepare(&s);
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "code/score.py",
+        &format!(
+            "import os\n\ndef init():\n    pass\n\ndef run(raw):\n    try:\n        open('{}/token').read()\n        token = 'read'\n    except PermissionError:\n        token = 'denied'\n    return {{'token': token, 'secret': os.environ.get('SERVER_ONLY_SECRET', 'unset')}}\n",
+            h.display()
+        ),
+    );
+    write(
+        dir.path(),
+        "dep.yaml",
+        "name: nosy\nendpoint_name: my-model-endpoint\nmodel: azureml:my-model:1\ncode_configuration:\n  code: ./code\n  scoring_script: score.py\ninstance_count: 1\n",
+    );
+    s.ok_in(
+        dir.path(),
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "dep.yaml",
+            "--all-traffic",
+        ],
+    );
+    write(dir.path(), "req.json", "{}");
+    let out = s.ok_in(
+        dir.path(),
+        &[
+            "online-endpoint",
+            "invoke",
+            "-n",
+            "my-model-endpoint",
+            "-r",
+            "req.json",
+        ],
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["token"], "denied", "{answer}");
+    assert_eq!(answer["secret"], "unset", "{answer}");
+}

@@ -9,6 +9,7 @@ pub mod manager;
 pub mod pod_env;
 pub mod reactor;
 pub mod replicas;
+pub mod sandbox;
 pub mod serving;
 pub mod supervisor;
 pub mod tree;

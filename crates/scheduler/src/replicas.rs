@@ -198,6 +198,9 @@ impl Replicas {
                     .iter()
                     .flat_map(|p| [std::ffi::OsStr::new("--python"), p.as_os_str()]),
             )
+            // The server's own variables (its token among them) stay with the server.
+            .env_clear()
+            .envs(crate::sandbox::clean_environment(std::env::vars()))
             .envs(plan.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(io)?)

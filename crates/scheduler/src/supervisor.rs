@@ -22,8 +22,11 @@ pub struct RunPlan {
     pub command: String,
     /// Working folder.
     pub cwd: String,
-    /// Environment added to the server's.
+    /// Environment added to the clean one (`sandbox::clean_environment`).
     pub env: BTreeMap<String, String>,
+    /// What the job may reach of the server's home; `None`: everything its user may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::sandbox::Sandbox>,
     /// `limits.timeout`.
     pub timeout_seconds: Option<u64>,
     /// Memory limit of the process tree, in bytes.
@@ -99,7 +102,14 @@ pub async fn supervise(dir: &Path) -> i32 {
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice::<RunPlan>(&b).map_err(|e| e.to_string()))
     {
-        Ok(plan) => run(&dir, &plan).await,
+        Ok(mut plan) => match enter_sandbox(&mut plan) {
+            Ok(()) => run(&dir, &plan).await,
+            Err(message) => RunResult {
+                ending: Ending::StartFailed,
+                exit_code: None,
+                message,
+            },
+        },
         Err(e) => RunResult {
             ending: Ending::StartFailed,
             exit_code: None,
@@ -118,6 +128,18 @@ pub async fn supervise(dir: &Path) -> i32 {
         Ok(bytes) if write_atomic(&dir.result(), &bytes).is_ok() => code,
         _ => 2,
     }
+}
+
+/// Puts this supervisor, and so the job, in the plan's sandbox (on its only thread, before
+/// the job starts); the job's log says how far it holds.
+fn enter_sandbox(plan: &mut RunPlan) -> Result<(), String> {
+    let Some(sandbox) = &plan.sandbox else {
+        return Ok(());
+    };
+    let enforced = crate::sandbox::enter(sandbox)
+        .map_err(|e| format!("cannot enter the job's sandbox: {e}"))?;
+    plan.preamble.push(enforced.describe().to_string());
+    Ok(())
 }
 
 async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
@@ -194,6 +216,8 @@ fn spawn(dir: &JobDir, plan: &RunPlan) -> Result<(tokio::process::Child, Pid), S
         .arg("-c")
         .arg(&plan.command)
         .current_dir(&plan.cwd)
+        .env_clear()
+        .envs(crate::sandbox::clean_environment(std::env::vars()))
         .envs(&plan.env)
         .stdin(std::process::Stdio::null())
         .stdout(out)

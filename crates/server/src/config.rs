@@ -217,9 +217,18 @@ impl ServerConfig {
                 .map(|b| vec![b.clone(), "job-supervise".into()])
                 .next()
                 .unwrap_or_default(),
+            // Replicas keep out of the server's home (their code, model and environment
+            // excepted).
             runtime: berth
                 .iter()
-                .map(|b| vec![b.clone(), "runtime".into()])
+                .map(|b| {
+                    vec![
+                        b.clone(),
+                        "runtime".into(),
+                        "--protect".into(),
+                        home.to_string_lossy().into_owned(),
+                    ]
+                })
                 .next()
                 .unwrap_or_default(),
         })

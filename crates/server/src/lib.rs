@@ -287,13 +287,19 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         gpu_ids.len() as u32,
     );
     info!(capacity = %capacity, "local compute");
+    match berth_scheduler::sandbox::kernel_support() {
+        berth_scheduler::sandbox::Enforcement::None => tracing::warn!(
+            "this kernel has no Landlock: local jobs and replicas can read the server's home (its token included)"
+        ),
+        _ => info!("local jobs and replicas run in a Landlock sandbox, out of the server's home"),
+    }
     let envs = Arc::new(berth_scheduler::envs::EnvCache::new(home.join("envs")));
     #[cfg(feature = "kubernetes")]
     let clusters = Arc::new(berth_scheduler::backend::kubernetes::cluster::Clusters::default());
     #[cfg(feature = "kubernetes")]
     services::clusters::connect_stored(&store, &clusters).await;
     let backends = Backends::new(
-        LocalBackend::new(config.supervisor.clone(), Arc::clone(&envs)),
+        LocalBackend::new(config.supervisor.clone(), Arc::clone(&envs)).protecting(home.clone()),
         #[cfg(feature = "kubernetes")]
         Arc::clone(&clusters),
     );
@@ -343,6 +349,8 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let home = config.home.clone();
     make_home(&home).map_err(home_error(&home))?;
     let lock = lock_home(&home)?;
+    // Its memory and environment are nobody else's business, its jobs' least of all.
+    berth_scheduler::sandbox::guard_server();
     let api = bind(config.api_listen).await?;
     let scoring = bind(config.scoring_listen).await?;
     let api_addr = api.local_addr().map_err(home_error(&home))?;

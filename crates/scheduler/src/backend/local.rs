@@ -25,6 +25,7 @@ pub struct LocalBackend {
     children: Mutex<HashMap<String, Child>>,
     http: reqwest::Client,
     envs: Arc<EnvCache>,
+    protect: Option<PathBuf>,
 }
 
 impl LocalBackend {
@@ -39,7 +40,42 @@ impl LocalBackend {
             children: Mutex::new(HashMap::new()),
             http: reqwest::Client::new(),
             envs,
+            protect: None,
         }
+    }
+
+    /// Jobs run in a sandbox that keeps them out of `home` (the server's), their own folder,
+    /// inputs, outputs and environment excepted.
+    pub fn protecting(mut self, home: PathBuf) -> Self {
+        self.protect = Some(home);
+        self
+    }
+
+    /// The sandbox of a job with `inputs` (paths or values) and its environment `python`.
+    fn sandbox(
+        &self,
+        job: &JobRecord,
+        inputs: &BTreeMap<String, String>,
+        python: Option<&ReadyEnv>,
+    ) -> Option<crate::sandbox::Sandbox> {
+        let protect = self.protect.clone()?;
+        let mut read_write = vec![PathBuf::from(&job.workdir)];
+        for o in job.outputs.values() {
+            let p = PathBuf::from(&o.path);
+            read_write.extend(p.parent().map(Path::to_path_buf));
+            read_write.push(p);
+        }
+        let mut read_only: Vec<PathBuf> = inputs
+            .values()
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .collect();
+        read_only.extend(python.map(|r| r.path.clone()));
+        Some(crate::sandbox::Sandbox {
+            protect,
+            read_write,
+            read_only,
+        })
     }
 
     async fn fetch(&self, input: &str, url: &str, dest: &Path) -> Result<(), BackendError> {
@@ -202,6 +238,7 @@ impl LocalBackend {
             timeout_seconds: job.spec.timeout_seconds,
             memory_limit_bytes: u64::try_from(job.instance_type.limits.memory.units_ceil()).ok(),
             instance_type: job.instance_type.name.clone(),
+            sandbox: self.sandbox(job, &inputs, python),
             preamble,
         })
     }
@@ -366,6 +403,9 @@ impl LocalBackend {
         let child = Command::new(program)
             .args(args)
             .arg(dir.root())
+            // The server's own variables (its token among them) stay with the server.
+            .env_clear()
+            .envs(crate::sandbox::clean_environment(std::env::vars()))
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(io)?)
             .stderr(log)
