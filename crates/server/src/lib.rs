@@ -56,6 +56,8 @@ pub struct AppState {
     pub routes: Arc<tokio::sync::watch::Sender<Arc<berth_core::serving::RoutesDoc>>>,
     /// Built Python environments (`$BERTH_HOME/envs`), shared by jobs and replicas.
     pub envs: Arc<berth_scheduler::envs::EnvCache>,
+    /// Where the routes stand against the store (`services::routes`).
+    pub route_feed: Arc<services::routes::RouteFeed>,
     /// The attached Kubernetes clusters, by compute.
     #[cfg(feature = "kubernetes")]
     pub clusters: Arc<berth_scheduler::backend::kubernetes::cluster::Clusters>,
@@ -329,12 +331,14 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
             .0,
         ),
         envs,
+        route_feed: Default::default(),
         #[cfg(feature = "kubernetes")]
         clusters,
     };
     let st = state.clone();
     tokio::spawn(async move { services::endpoints::serve_events(&st, serving_events).await });
-    services::routes::refresh_routes(&state).await;
+    tokio::spawn(services::routes::follow(state.clone()));
+    services::routes::settled(&state).await;
     services::deployments::recover(&state).await;
     #[cfg(feature = "kubernetes")]
     {
@@ -361,14 +365,6 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let api_scheme = if api_tls.is_some() { "https" } else { "http" };
     let state = build_state(&config, &format!("{scheme}://{scoring_addr}")).await?;
     let router = Arc::clone(&state.router);
-    let routes_state = state.clone();
-    let routes_task = tokio::spawn(async move {
-        // A replica that becomes ready, dies or restarts changes the routes.
-        let mut changes = routes_state.serving.backends().local.replicas().subscribe();
-        while changes.changed().await.is_ok() {
-            services::routes::refresh_routes(&routes_state).await;
-        }
-    });
     let info = ServerInfo {
         api_url: format!("{api_scheme}://{api_addr}"),
         scoring_url: format!("{scheme}://{scoring_addr}"),
@@ -405,7 +401,6 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let grace = std::time::Duration::from_secs(3);
     let _ = tokio::time::timeout(grace, api_task).await;
     let _ = tokio::time::timeout(grace, scoring_task).await;
-    routes_task.abort();
     let _ = std::fs::remove_file(home.join("server.json"));
     drop(lock);
     Ok(())

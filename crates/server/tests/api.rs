@@ -103,6 +103,19 @@ impl Api {
     /// (this server has no supervisor to run it); returns the token.
     async fn give_pod_token(&self, name: &str) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        // First let the manager finish with it (it cannot start here), so nothing overwrites
+        // what is set below.
+        loop {
+            let (_, job) = self.call("GET", &format!("/api/jobs/{name}"), None).await;
+            if matches!(
+                job["status"].as_str(),
+                Some("Failed" | "Completed" | "Canceled")
+            ) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never ended: {job}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         let store = &self.state.store;
         loop {
             let cur = store

@@ -129,10 +129,40 @@ pub struct Stored<T> {
     pub seq: i64,
 }
 
-/// The store: a pool of SQLite connections.
+/// The store: a pool of SQLite connections, and a feed of which kinds changed.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    changes: std::sync::Arc<Changes>,
+}
+
+/// One counter per kind, bumped after each committed write of that kind.
+#[derive(Debug)]
+struct Changes([tokio::sync::watch::Sender<u64>; KINDS]);
+
+/// How many kinds there are.
+const KINDS: usize = 9;
+
+impl Default for Changes {
+    fn default() -> Self {
+        Changes(std::array::from_fn(|_| tokio::sync::watch::Sender::new(0)))
+    }
+}
+
+impl Kind {
+    const fn index(self) -> usize {
+        match self {
+            Kind::InstanceType => 0,
+            Kind::Compute => 1,
+            Kind::Datastore => 2,
+            Kind::Job => 3,
+            Kind::Model => 4,
+            Kind::Endpoint => 5,
+            Kind::Deployment => 6,
+            Kind::Environment => 7,
+            Kind::Data => 8,
+        }
+    }
 }
 
 fn now() -> String {
@@ -170,7 +200,10 @@ impl Store {
 
     async fn migrate(pool: SqlitePool) -> Result<Store, StoreError> {
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            changes: Default::default(),
+        })
     }
 
     /// Inserts a new resource; fails with `AlreadyExists` if the name is taken. Returns its
@@ -196,7 +229,10 @@ impl Store {
         .execute(&self.pool)
         .await;
         match res {
-            Ok(done) => Ok((1, done.last_insert_rowid())),
+            Ok(done) => {
+                self.changed(kind);
+                Ok((1, done.last_insert_rowid()))
+            }
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 Err(StoreError::AlreadyExists {
                     kind,
@@ -228,6 +264,7 @@ impl Store {
         .bind(&t)
         .fetch_one(&self.pool)
         .await?;
+        self.changed(kind);
         Ok(row.get(0))
     }
 
@@ -254,7 +291,10 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(r) => Ok(r.get(0)),
+            Some(r) => {
+                self.changed(kind);
+                Ok(r.get(0))
+            }
             None => {
                 let exists = self.version(kind, name).await?.is_some();
                 Err(if exists {
@@ -374,7 +414,18 @@ impl Store {
             .bind(name)
             .execute(&self.pool)
             .await?;
+        self.changed(kind);
         Ok(res.rows_affected() > 0)
+    }
+
+    /// Counts a committed write of `kind` (made here, or in a transaction from [`Store::begin`]).
+    pub fn changed(&self, kind: Kind) {
+        self.changes.0[kind.index()].send_modify(|n| *n += 1);
+    }
+
+    /// How many writes of `kind` this store has seen; the receiver wakes after each.
+    pub fn watch(&self, kind: Kind) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.0[kind.index()].subscribe()
     }
 
     /// Runs `f` inside one transaction (for several writes that must land together).
@@ -498,5 +549,19 @@ mod tests {
         let got: Option<Stored<String>> = again.get(Kind::Job, "j").await?;
         assert_eq!(got.map(|g| g.value).as_deref(), Some("body"));
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_write_wakes_the_watchers_of_its_kind_only() {
+        let s = Store::in_memory().await.unwrap();
+        let mut endpoints = s.watch(Kind::Endpoint);
+        let jobs = s.watch(Kind::Job);
+        s.insert(Kind::Endpoint, "e", None, &1).await.unwrap();
+        assert!(endpoints.has_changed().unwrap());
+        assert_eq!(*endpoints.borrow_and_update(), 1);
+        s.update(Kind::Endpoint, "e", 1, None, &2).await.unwrap();
+        s.delete(Kind::Endpoint, "e").await.unwrap();
+        assert_eq!(*endpoints.borrow_and_update(), 3);
+        assert!(!jobs.has_changed().unwrap());
     }
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::services::routes::refresh_routes;
+use crate::services::routes::settled;
 use crate::services::{records, revisions};
 
 /// `POST /api/endpoints/{endpoint}/deployments` and `PUT .../{deployment}`.
@@ -182,7 +182,7 @@ pub async fn delete(
     let plan = crate::services::placement::plan(state, &d.value).await?;
     state.serving.delete(&plan).await?;
     state.store.delete(Kind::Deployment, &key).await?;
-    refresh_routes(state).await;
+    settled(state).await;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use berth_scheduler::serving::controller::ServingEvent;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::services::resources::find_compute;
-use crate::services::routes::refresh_routes;
+use crate::services::routes::settled;
 
 fn random_key() -> String {
     let bytes: [u8; 24] = rand::random();
@@ -90,7 +90,7 @@ pub async fn create(
         .await
     {
         Ok((v, seq)) => {
-            refresh_routes(state).await;
+            settled(state).await;
             Ok(Stored {
                 value: record,
                 resource_version: v,
@@ -179,7 +179,7 @@ pub async fn set_split(
         {
             Ok(v) => {
                 ep.resource_version = v;
-                refresh_routes(state).await;
+                settled(state).await;
                 return Ok(ep);
             }
             Err(StoreError::Conflict { .. }) => continue,
@@ -272,7 +272,7 @@ pub async fn regenerate_key(
         .store
         .update(Kind::Endpoint, name, ep.resource_version, None, &ep.value)
         .await?;
-    refresh_routes(state).await;
+    settled(state).await;
     Ok(ep.value.keys)
 }
 
@@ -283,7 +283,7 @@ pub async fn delete(state: &AppState, name: &str) -> Result<(), ApiError> {
         crate::services::deployments::delete(state, name, &d.value.spec.name, true).await?;
     }
     state.store.delete(Kind::Endpoint, name).await?;
-    refresh_routes(state).await;
+    settled(state).await;
     Ok(())
 }
 
@@ -314,6 +314,6 @@ pub async fn serve_events(
                 continue;
             }
         }
-        refresh_routes(state).await;
+        state.route_feed.nudge();
     }
 }

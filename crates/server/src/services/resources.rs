@@ -27,6 +27,7 @@ pub async fn apply_instance_types(
     tx.commit()
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state.store.changed(Kind::InstanceType);
     let mut out = Vec::new();
     for t in &types {
         if let Some(v) = get_instance_type(state, &t.name).await? {
