@@ -6,56 +6,74 @@ mod support;
 
 use support::{Server, gated_job, instance_type, seed_dir, serve_once, text, write};
 
-#[test]
-fn seed_job_runs_streams_and_downloads_its_model() {
-    let s = Server::start(&[]);
+/// The seed's instance types, datastore and compute on a fresh server.
+fn seed_setup(s: &Server) {
     let seed = seed_dir();
-    let ok = |args: &[&str]| {
-        let out = s.cli_in(&seed, args);
-        assert!(
-            out.status.success(),
-            "berth {args:?}: {}",
-            text(&out.stderr)
-        );
-        out
-    };
-    ok(&["instance-type", "apply", "-f", "instance-types.yaml"]);
-    ok(&[
-        "datastore",
-        "create",
-        "--name",
-        "mydata",
-        "--path",
-        "./data",
-    ]);
-    ok(&[
-        "compute",
-        "attach",
-        "--type",
-        "local",
-        "--name",
-        "aks-compute",
-    ]);
-    let listed = text(&ok(&["instance-type", "list"]).stdout);
+    s.ok_in(
+        &seed,
+        &["instance-type", "apply", "-f", "instance-types.yaml"],
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "datastore",
+            "create",
+            "--name",
+            "mydata",
+            "--path",
+            "./data",
+        ],
+    );
+    s.ok_in(
+        &seed,
+        &[
+            "compute",
+            "attach",
+            "--type",
+            "local",
+            "--name",
+            "aks-compute",
+        ],
+    );
+}
+
+/// Runs the seed's training job as `seed1` on `cpu-small`, streaming; returns the log.
+fn run_seed_job(s: &Server) -> String {
+    let out = s.ok_in(
+        &seed_dir(),
+        &[
+            "job",
+            "create",
+            "--file",
+            "training-job.yaml",
+            "--name",
+            "seed1",
+            "--set",
+            "resources.instance_type=cpu-small",
+            "--stream",
+        ],
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn the_seed_instance_types_are_listed() {
+    let s = Server::start(&[]);
+    seed_setup(&s);
+    let listed = text(&s.ok_in(&seed_dir(), &["instance-type", "list"]).stdout);
     assert!(
         listed.contains("gpu-training")
             && listed.contains("defaultinstancetype")
             && listed.contains("4Gi"),
         "{listed}"
     );
+}
 
-    let out = ok(&[
-        "job",
-        "create",
-        "--file",
-        "training-job.yaml",
-        "--name",
-        "seed1",
-        "--set",
-        "resources.instance_type=cpu-small",
-        "--stream",
-    ]);
-    let log = text(&out.stdout);
+#[test]
+fn the_seed_job_runs_and_streams_its_log() {
+    let s = Server::start(&[]);
+    seed_setup(&s);
+    let log = run_seed_job(&s);
     assert!(
         log.lines().next().is_some_and(|l| l.starts_with("seed1")) || log.contains(" seed1 "),
         "name first: {log}"
@@ -66,13 +84,18 @@ fn seed_job_runs_streams_and_downloads_its_model() {
         log.contains("[berth] the command exited with code 0"),
         "{log}"
     );
-
     let job = s.status("seed1");
     assert_eq!(job["status"], "Completed");
     assert_eq!(job["exit_code"], 0);
     assert_eq!(job["compute"], "azureml:aks-compute");
     assert!(job["start_time"].is_string() && job["end_time"].is_string());
+}
 
+#[test]
+fn the_seed_jobs_model_downloads_as_a_named_output() {
+    let s = Server::start(&[]);
+    seed_setup(&s);
+    run_seed_job(&s);
     let dest = tempfile::tempdir().expect("dest");
     let dl = s.cli(&[
         "job",
@@ -92,10 +115,14 @@ fn seed_job_runs_streams_and_downloads_its_model() {
     .expect("json");
     let w0 = model["weights"][0].as_f64().unwrap_or_default();
     assert!((w0 - 3.0).abs() < 0.1, "learned weight {w0}");
+}
 
-    // The seed's own instance type needs a GPU this machine does not have: it fails fast, saying why.
+#[test]
+fn a_job_needing_a_gpu_this_machine_lacks_fails_at_once_saying_why() {
+    let s = Server::start(&[]);
+    seed_setup(&s);
     let out = s.cli_in(
-        &seed,
+        &seed_dir(),
         &[
             "job",
             "create",

@@ -8,109 +8,40 @@ mod support;
 use support::serving::*;
 use support::*;
 
-#[test]
-fn seed_endpoint_serves_blue_and_green() {
-    let s = Server::start(&[]);
-    let seed = seed_dir();
-    prepare(&s);
-    let out = s.ok_in(
-        &seed,
-        &["online-deployment", "create", "--file", "deployment.yaml"],
-    );
-    assert!(
-        text(&out.stderr).contains("Deployment blue is ready (2 replica(s)"),
-        "{}",
-        text(&out.stderr)
-    );
+/// `berth online-endpoint invoke -n my-model-endpoint -r sample-request.json [extra...]`.
+fn invoke(s: &Server, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "online-endpoint",
+        "invoke",
+        "-n",
+        "my-model-endpoint",
+        "-r",
+        "sample-request.json",
+    ];
+    args.extend_from_slice(extra);
+    s.cli_in(&seed_dir(), &args)
+}
 
-    // Models are immutable and stored by content.
-    let out = s.cli_in(
-        &seed,
-        &[
-            "model",
-            "create",
-            "--name",
-            "my-model",
-            "--version",
-            "1",
-            "--path",
-            "./model",
-        ],
-    );
-    assert!(
-        text(&out.stderr).contains("already exists"),
-        "{}",
-        text(&out.stderr)
-    );
-    let v1 = s.json(&["model", "show", "--name", "my-model", "--version", "1"]);
-    s.ok_in(
-        &seed,
-        &[
-            "model",
-            "create",
-            "--name",
-            "my-model",
-            "--version",
-            "2",
-            "--path",
-            "./model",
-        ],
-    );
-    let v2 = s.json(&["model", "show", "--name", "my-model", "--version", "2"]);
-    assert_eq!(v1["path"], v2["path"], "the same files are stored once");
-    assert!(
-        v1["path"].as_str().unwrap().contains("blobs/sha256-"),
-        "{v1}"
-    );
-
-    // No traffic yet: 404 with a reason.
-    let out = s.cli_in(
-        &seed,
-        &[
-            "online-endpoint",
-            "invoke",
-            "-n",
-            "my-model-endpoint",
-            "-r",
-            "sample-request.json",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("404")
-            && text(&out.stderr).contains("no deployment with traffic"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    s.ok_in(
-        &seed,
+/// `berth online-endpoint update -n my-model-endpoint <flag> <value>`.
+fn update_endpoint(s: &Server, flag: &str, value: &str) -> std::process::Output {
+    s.cli_in(
+        &seed_dir(),
         &[
             "online-endpoint",
             "update",
             "-n",
             "my-model-endpoint",
-            "--traffic",
-            "blue=100",
+            flag,
+            value,
         ],
-    );
-    let out = s.ok_in(
-        &seed,
-        &[
-            "online-endpoint",
-            "invoke",
-            "-n",
-            "my-model-endpoint",
-            "--request-file",
-            "sample-request.json",
-        ],
-    );
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(answer["predictions"], serde_json::json!([2.5, 1.5]));
-    assert_eq!(answer["variant"], "blue");
+    )
+}
 
+/// The seed's green deployment beside blue (which has all the traffic).
+fn serve_blue_and_green(s: &Server) -> (String, String, String) {
+    let access = serve_blue(s);
     s.ok_in(
-        &seed,
+        &seed_dir(),
         &[
             "online-deployment",
             "create",
@@ -118,33 +49,110 @@ fn seed_endpoint_serves_blue_and_green() {
             "green-deployment.yaml",
         ],
     );
-    let out = s.cli_in(
-        &seed,
-        &[
-            "online-endpoint",
-            "update",
-            "-n",
-            "my-model-endpoint",
-            "--traffic",
-            "blue=90 red=10",
-        ],
+    access
+}
+
+fn sample_request() -> String {
+    std::fs::read_to_string(seed_dir().join("sample-request.json")).unwrap()
+}
+
+#[test]
+fn the_seed_deployment_says_when_its_replicas_are_ready() {
+    let s = Server::start(&[]);
+    prepare(&s);
+    let out = s.ok_in(
+        &seed_dir(),
+        &["online-deployment", "create", "--file", "deployment.yaml"],
     );
     assert!(
-        text(&out.stderr).contains("traffic names deployment `red`"),
+        text(&out.stderr).contains("Deployment blue is ready (2 replica(s)"),
         "{}",
         text(&out.stderr)
     );
-    s.ok_in(
-        &seed,
-        &[
-            "online-endpoint",
-            "update",
-            "-n",
-            "my-model-endpoint",
-            "--traffic",
-            "blue=90 green=10",
-        ],
+}
+
+#[test]
+fn models_are_immutable_and_their_files_stored_once() {
+    let s = Server::start(&[]);
+    prepare(&s);
+    let create = |version: &str| {
+        s.cli_in(
+            &seed_dir(),
+            &[
+                "model",
+                "create",
+                "--name",
+                "my-model",
+                "--version",
+                version,
+                "--path",
+                "./model",
+            ],
+        )
+    };
+    let again = create("1");
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
     );
+    assert!(create("2").status.success());
+    let v1 = s.json(&["model", "show", "--name", "my-model", "--version", "1"]);
+    let v2 = s.json(&["model", "show", "--name", "my-model", "--version", "2"]);
+    assert_eq!(v1["path"], v2["path"], "the same files are stored once");
+    assert!(
+        v1["path"].as_str().unwrap().contains("blobs/sha256-"),
+        "{v1}"
+    );
+}
+
+#[test]
+fn an_endpoint_without_traffic_answers_404_with_a_reason() {
+    let s = Server::start(&[]);
+    prepare(&s);
+    s.ok_in(
+        &seed_dir(),
+        &["online-deployment", "create", "--file", "deployment.yaml"],
+    );
+    let out = invoke(&s, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("404") && err.contains("no deployment with traffic"),
+        "{err}"
+    );
+}
+
+#[test]
+fn traffic_goes_where_the_split_says() {
+    let s = Server::start(&[]);
+    serve_blue_and_green(&s);
+    let answer: serde_json::Value = serde_json::from_slice(&invoke(&s, &[]).stdout).unwrap();
+    assert_eq!(answer["predictions"], serde_json::json!([2.5, 1.5]));
+    assert_eq!(answer["variant"], "blue");
+    let refused = update_endpoint(&s, "--traffic", "blue=90 red=10");
+    assert!(
+        text(&refused.stderr).contains("traffic names deployment `red`"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(
+        update_endpoint(&s, "--traffic", "blue=90 green=10")
+            .status
+            .success()
+    );
+    let green = invoke(&s, &["--deployment-name", "green"]);
+    assert!(
+        text(&green.stdout).contains("\"variant\": \"green\""),
+        "{}",
+        text(&green.stdout)
+    );
+}
+
+#[test]
+fn mirror_traffic_names_only_existing_deployments() {
+    let s = Server::start(&[]);
+    serve_blue_and_green(&s);
     let ep = s.json(&[
         "online-endpoint",
         "update",
@@ -154,60 +162,30 @@ fn seed_endpoint_serves_blue_and_green() {
         "green=20",
     ]);
     assert_eq!(ep["mirror_traffic"], serde_json::json!({"green": 20}));
-    let out = s.cli_in(
-        &seed,
-        &[
-            "online-endpoint",
-            "update",
-            "-n",
-            "my-model-endpoint",
-            "--mirror-traffic",
-            "red=10",
-        ],
-    );
-    assert!(text(&out.stderr).contains("`red`"), "{}", text(&out.stderr));
-    s.ok_in(
-        &seed,
-        &[
-            "online-endpoint",
-            "update",
-            "-n",
-            "my-model-endpoint",
-            "--mirror-traffic",
-            "green=0",
-        ],
-    );
-    let out = s.ok_in(
-        &seed,
-        &[
-            "online-endpoint",
-            "invoke",
-            "-n",
-            "my-model-endpoint",
-            "-r",
-            "sample-request.json",
-            "--deployment-name",
-            "green",
-        ],
+    let refused = update_endpoint(&s, "--mirror-traffic", "red=10");
+    assert!(
+        text(&refused.stderr).contains("`red`"),
+        "{}",
+        text(&refused.stderr)
     );
     assert!(
-        text(&out.stdout).contains("\"variant\": \"green\""),
-        "{}",
-        text(&out.stdout)
+        update_endpoint(&s, "--mirror-traffic", "green=0")
+            .status
+            .success()
     );
+}
 
-    // The raw scoring URI, as curl would use it.
-    let (uri, key, _) = endpoint_access(&s);
+#[test]
+fn the_scoring_uri_checks_the_key_and_the_body() {
+    let s = Server::start(&[]);
+    let (uri, key, _) = serve_blue(&s);
     let auth = format!("Bearer {key}");
-    let body = std::fs::read_to_string(seed.join("sample-request.json")).unwrap();
-    let (status, answer) = http_post(
-        &uri,
-        &[
-            ("Authorization", &auth),
-            ("Content-Type", "application/json"),
-        ],
-        &body,
-    );
+    let body = sample_request();
+    let json = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let (status, answer) = http_post(&uri, &json, &body);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(
         http_post(&uri, &[("Authorization", "Bearer wrong")], &body).0,
@@ -216,10 +194,15 @@ fn seed_endpoint_serves_blue_and_green() {
     let (status, answer) = http_post(&uri, &[("Authorization", &auth)], "not json");
     assert_eq!(status, 400, "{answer}");
     assert!(answer.contains("not valid JSON"), "{answer}");
+}
 
-    // Key rotation: the old primary stops working, the secondary keeps working.
+#[test]
+fn a_regenerated_primary_key_stops_working_and_the_secondary_keeps_working() {
+    let s = Server::start(&[]);
+    let (uri, primary, secondary) = serve_blue(&s);
+    let body = sample_request();
     s.ok_in(
-        &seed,
+        &seed_dir(),
         &[
             "online-endpoint",
             "regenerate-keys",
@@ -229,90 +212,85 @@ fn seed_endpoint_serves_blue_and_green() {
             "primary",
         ],
     );
-    assert_eq!(http_post(&uri, &[("Authorization", &auth)], &body).0, 401);
-    let secondary = s.tsv(
-        &seed,
-        &[
-            "online-endpoint",
-            "get-credentials",
-            "-n",
-            "my-model-endpoint",
-        ],
-        "secondaryKey",
+    let bearer = |k: &str| format!("Bearer {k}");
+    assert_eq!(
+        http_post(&uri, &[("Authorization", &bearer(&primary))], &body).0,
+        401
     );
     assert_eq!(
-        http_post(
-            &uri,
-            &[("Authorization", &format!("Bearer {secondary}"))],
-            &body
-        )
-        .0,
+        http_post(&uri, &[("Authorization", &bearer(&secondary))], &body).0,
         200
     );
+}
 
-    let logs = text(
-        &s.ok_in(
-            &seed,
-            &[
-                "online-deployment",
-                "get-logs",
-                "-n",
-                "blue",
-                "--endpoint-name",
-                "my-model-endpoint",
-                "--lines",
-                "10",
-            ],
-        )
-        .stdout,
+#[test]
+fn deployment_logs_show_each_replica() {
+    let s = Server::start(&[]);
+    serve_blue(&s);
+    let out = s.ok_in(
+        &seed_dir(),
+        &[
+            "online-deployment",
+            "get-logs",
+            "-n",
+            "blue",
+            "--endpoint-name",
+            "my-model-endpoint",
+            "--lines",
+            "10",
+        ],
     );
+    let logs = text(&out.stdout);
     assert!(
         logs.contains("==> replica 1 <==") && logs.contains("berth runtime ready"),
         "{logs}"
     );
+}
 
-    let out = s.cli_in(
-        &seed,
-        &[
-            "online-deployment",
-            "delete",
-            "-n",
-            "green",
-            "--endpoint-name",
-            "my-model-endpoint",
-        ],
+#[test]
+fn a_deployment_with_traffic_is_kept_until_its_traffic_moves() {
+    let s = Server::start(&[]);
+    serve_blue_and_green(&s);
+    assert!(
+        update_endpoint(&s, "--traffic", "blue=90 green=10")
+            .status
+            .success()
+    );
+    let delete_green = || {
+        s.cli_in(
+            &seed_dir(),
+            &[
+                "online-deployment",
+                "delete",
+                "-n",
+                "green",
+                "--endpoint-name",
+                "my-model-endpoint",
+            ],
+        )
+    };
+    let refused = delete_green();
+    assert!(
+        text(&refused.stderr).contains("still gets 10%"),
+        "{}",
+        text(&refused.stderr)
     );
     assert!(
-        text(&out.stderr).contains("still gets 10%"),
-        "{}",
-        text(&out.stderr)
+        update_endpoint(&s, "--traffic", "blue=100")
+            .status
+            .success()
     );
-    s.ok_in(
-        &seed,
-        &[
-            "online-endpoint",
-            "update",
-            "-n",
-            "my-model-endpoint",
-            "--traffic",
-            "blue=100",
-        ],
-    );
-    s.ok_in(
-        &seed,
-        &[
-            "online-deployment",
-            "delete",
-            "-n",
-            "green",
-            "--endpoint-name",
-            "my-model-endpoint",
-        ],
-    );
+    assert!(delete_green().status.success());
     let ep = s.json(&["online-endpoint", "show", "-n", "my-model-endpoint"]);
     assert_eq!(ep["traffic"], serde_json::json!({"blue": 100}));
+}
+
+#[test]
+fn a_deleted_endpoint_stops_scoring() {
+    let s = Server::start(&[]);
+    let (uri, key, _) = serve_blue(&s);
     s.ok_in(
-        &seed,
+        &seed_dir(),
         &[
             "online-endpoint",
             "delete",
@@ -321,15 +299,13 @@ fn seed_endpoint_serves_blue_and_green() {
             "--yes",
         ],
     );
-    assert_eq!(
-        http_post(
-            &uri,
-            &[("Authorization", &format!("Bearer {secondary}"))],
-            &body
-        )
-        .0,
-        404
-    );
+    let status = http_post(
+        &uri,
+        &[("Authorization", &format!("Bearer {key}"))],
+        &sample_request(),
+    )
+    .0;
+    assert_eq!(status, 404);
 }
 
 #[test]
