@@ -91,6 +91,9 @@ pub struct ComputeView {
     /// What the cluster says (Kubernetes computes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterView>,
+    /// How local jobs are contained and isolated (local computes only): cgroups, sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub isolation: Vec<String>,
     /// Version.
     pub resource_version: i64,
 }

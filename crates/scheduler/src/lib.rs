@@ -3,6 +3,7 @@
 
 pub mod autoscale;
 pub mod backend;
+pub mod cgroup;
 pub mod envs;
 pub mod machine;
 pub mod manager;

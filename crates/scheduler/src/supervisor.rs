@@ -27,6 +27,9 @@ pub struct RunPlan {
     /// What the job may reach of the server's home; `None`: everything its user may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::sandbox::Sandbox>,
+    /// The job's cgroup; `None`: its process group only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<crate::cgroup::JobCgroup>,
     /// `limits.timeout`.
     pub timeout_seconds: Option<u64>,
     /// Memory limit of the process tree, in bytes.
@@ -102,14 +105,7 @@ pub async fn supervise(dir: &Path) -> i32 {
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice::<RunPlan>(&b).map_err(|e| e.to_string()))
     {
-        Ok(mut plan) => match enter_sandbox(&mut plan) {
-            Ok(()) => run(&dir, &plan).await,
-            Err(message) => RunResult {
-                ending: Ending::StartFailed,
-                exit_code: None,
-                message,
-            },
-        },
+        Ok(plan) => run(&dir, &plan).await,
         Err(e) => RunResult {
             ending: Ending::StartFailed,
             exit_code: None,
@@ -130,22 +126,14 @@ pub async fn supervise(dir: &Path) -> i32 {
     }
 }
 
-/// Puts this supervisor, and so the job, in the plan's sandbox (on its only thread, before
-/// the job starts); the job's log says how far it holds.
-fn enter_sandbox(plan: &mut RunPlan) -> Result<(), String> {
-    let Some(sandbox) = &plan.sandbox else {
-        return Ok(());
-    };
-    let enforced = crate::sandbox::enter(sandbox)
-        .map_err(|e| format!("cannot enter the job's sandbox: {e}"))?;
-    plan.preamble.push(enforced.describe().to_string());
-    Ok(())
-}
-
 async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
-    let (mut child, pgid) = match spawn(dir, plan) {
+    let cgroup = contain(dir, plan);
+    let (mut child, pgid) = match spawn(dir, plan, cgroup.as_ref()) {
         Ok(c) => c,
         Err(e) => {
+            if let Some(c) = &cgroup {
+                c.empty_and_remove(GRACE).await;
+            }
             return RunResult {
                 ending: Ending::StartFailed,
                 exit_code: None,
@@ -157,6 +145,13 @@ async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
     let deadline = plan
         .timeout_seconds
         .map(|s| Instant::now() + Duration::from_secs(s));
+    let watch = Watch {
+        dir,
+        plan,
+        pgid,
+        cgroup: cgroup.as_ref(),
+        deadline,
+    };
     let mut killed: Option<(Ending, String, Instant)> = None;
     let mut tick = tokio::time::interval(TICK);
     let status = loop {
@@ -165,25 +160,120 @@ async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
             _ = tick.tick() => {}
         }
         match &killed {
-            Some((_, _, at)) if at.elapsed() > GRACE => {
-                let _ = kill_process_group(pgid, Signal::KILL);
-            }
+            Some((_, _, at)) if at.elapsed() > GRACE => watch.kill_all(),
             Some(_) => {}
             None => {
-                killed = stop_reason(dir, plan, pgid, deadline)
+                killed = watch
+                    .stop_reason()
                     .map(|(ending, message)| (ending, message, Instant::now()));
             }
         }
     };
-    // Whatever the command left behind in its group goes with it.
-    let _ = kill_process_group(pgid, Signal::KILL);
-    match killed {
-        Some((ending, message, _)) => RunResult {
+    // Whatever the command left behind, in its group or its cgroup, goes with it; the job's
+    // capacity is free only once nothing of it is left.
+    let oom = watch.oom_message();
+    watch.kill_all();
+    if let Some(c) = &cgroup
+        && !c.empty_and_remove(Duration::from_secs(10)).await
+    {
+        tracing::warn!("processes of the job are still in its cgroup after SIGKILL");
+    }
+    match (killed, oom) {
+        (Some((ending, message, _)), _) => RunResult {
             ending,
             exit_code: status.as_ref().ok().and_then(|s| s.code()),
             message,
         },
-        None => outcome(status),
+        (None, Some(message)) => RunResult {
+            ending: Ending::OOMKilled,
+            exit_code: status.as_ref().ok().and_then(|s| s.code()),
+            message,
+        },
+        (None, None) => outcome(status),
+    }
+}
+
+/// Makes the job's cgroup with its limits; `None` (and a line in the log) when it cannot.
+fn contain(dir: &JobDir, plan: &RunPlan) -> Option<crate::cgroup::JobCgroup> {
+    let c = plan.cgroup.as_ref()?;
+    match c.create(plan.memory_limit_bytes, crate::cgroup::DEFAULT_PIDS_MAX) {
+        Ok(()) => Some(c.clone()),
+        Err(e) => {
+            if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(dir.log()) {
+                let _ = writeln!(
+                    log,
+                    "[berth] cannot make the job's cgroup ({e}); its limits hold for its process group only"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// What the supervisor watches while the command runs.
+struct Watch<'a> {
+    dir: &'a JobDir,
+    plan: &'a RunPlan,
+    pgid: Pid,
+    cgroup: Option<&'a crate::cgroup::JobCgroup>,
+    deadline: Option<Instant>,
+}
+
+impl Watch<'_> {
+    /// SIGKILL to the process group and everything in the cgroup.
+    fn kill_all(&self) {
+        let _ = kill_process_group(self.pgid, Signal::KILL);
+        if let Some(c) = self.cgroup {
+            c.kill();
+        }
+    }
+
+    /// The OOMKilled message when the kernel killed a process of the job for memory.
+    fn oom_message(&self) -> Option<String> {
+        let c = self.cgroup?;
+        (c.oom_kills() > 0).then(|| {
+            format!(
+                "OOMKilled: the kernel killed a process of the job for going over the {} limit of instance type `{}`; use an instance type with a larger memory limit",
+                human_bytes(self.plan.memory_limit_bytes.unwrap_or(0)),
+                self.plan.instance_type
+            )
+        })
+    }
+
+    /// Why the command must stop now, if it must: a cancel, its deadline, or memory over its
+    /// limit. The group is signalled here (TERM, or KILL for memory).
+    fn stop_reason(&self) -> Option<(Ending, String)> {
+        if self.dir.cancel_flag().exists() {
+            let _ = kill_process_group(self.pgid, Signal::TERM);
+            return Some((Ending::Canceled, "canceled on request".into()));
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = kill_process_group(self.pgid, Signal::TERM);
+            let msg = format!(
+                "DeadlineExceeded: the job ran longer than limits.timeout ({}s) and was stopped",
+                self.plan.timeout_seconds.unwrap_or(0)
+            );
+            return Some((Ending::DeadlineExceeded, msg));
+        }
+        if self.cgroup.is_some() {
+            // The kernel enforces the limit; an OOM kill ends the whole job.
+            let msg = self.oom_message()?;
+            self.kill_all();
+            return Some((Ending::OOMKilled, msg));
+        }
+        let limit = self.plan.memory_limit_bytes?;
+        let used = group_rss(self.pgid.as_raw_nonzero().get());
+        if used <= limit {
+            return None;
+        }
+        let _ = kill_process_group(self.pgid, Signal::KILL);
+        let msg = format!(
+            "OOMKilled: the job's processes used {} of memory, over the {} limit of instance type `{}`; use an instance type with a larger memory limit",
+            human_bytes(used),
+            human_bytes(limit),
+            self.plan.instance_type
+        );
+        Some((Ending::OOMKilled, msg))
     }
 }
 
@@ -205,14 +295,25 @@ enum StartFailure {
     /// The command ended before its process group could be recorded.
     #[error("the command exited before it could be watched")]
     Gone,
+    /// The job's sandbox could not be entered.
+    #[error("cannot enter the job's sandbox: {0}")]
+    Sandbox(#[source] landlock::RulesetError),
 }
 
-/// Starts the command in its own process group, its output going to the job's log.
-fn spawn(dir: &JobDir, plan: &RunPlan) -> Result<(tokio::process::Child, Pid), StartFailure> {
+/// Starts the command in its own process group (and cgroup), its output going to the job's
+/// log. It is started from a thread of its own that first enters the job's sandbox: Landlock
+/// binds that thread and what it starts, not this supervisor, which keeps managing the
+/// job's cgroup.
+fn spawn(
+    dir: &JobDir,
+    plan: &RunPlan,
+    cgroup: Option<&crate::cgroup::JobCgroup>,
+) -> Result<(tokio::process::Child, Pid), StartFailure> {
     let log = open_log(dir, plan).map_err(StartFailure::Log)?;
     let out = log.try_clone().map_err(StartFailure::Log)?;
     let err = log.try_clone().map_err(StartFailure::Log)?;
-    let child = Command::new("/bin/sh")
+    let mut command = Command::new("/bin/sh");
+    command
         .arg("-c")
         .arg(&plan.command)
         .current_dir(&plan.cwd)
@@ -223,52 +324,34 @@ fn spawn(dir: &JobDir, plan: &RunPlan) -> Result<(tokio::process::Child, Pid), S
         .stdout(out)
         .stderr(err)
         .process_group(0)
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|source| StartFailure::Spawn {
-            command: plan.command.clone(),
-            source,
-        })?;
+        .kill_on_drop(false);
+    // The command starts inside the cgroup: the supervisor joins it for the spawn only.
+    let joined = cgroup.and_then(|c| c.join().ok());
+    let runtime = tokio::runtime::Handle::current();
+    let spawned = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _entered = runtime.enter();
+            if let Some(sandbox) = &plan.sandbox {
+                let enforced = crate::sandbox::enter(sandbox).map_err(StartFailure::Sandbox)?;
+                let _ = writeln!(&log, "{}", enforced.describe());
+            }
+            command.spawn().map_err(|source| StartFailure::Spawn {
+                command: plan.command.clone(),
+                source,
+            })
+        })
+        .join()
+        .unwrap_or(Err(StartFailure::Gone))
+    });
+    if let (Some(c), Some(j)) = (cgroup, joined) {
+        c.leave(j);
+    }
+    let child = spawned?;
     let pgid = child
         .id()
         .and_then(|p| Pid::from_raw(p as i32))
         .ok_or(StartFailure::Gone)?;
     Ok((child, pgid))
-}
-
-/// Why the command must stop now, if it must: a cancel, its deadline, or memory over its
-/// limit. The group is signalled here (TERM, or KILL for memory).
-fn stop_reason(
-    dir: &JobDir,
-    plan: &RunPlan,
-    pgid: Pid,
-    deadline: Option<Instant>,
-) -> Option<(Ending, String)> {
-    if dir.cancel_flag().exists() {
-        let _ = kill_process_group(pgid, Signal::TERM);
-        return Some((Ending::Canceled, "canceled on request".into()));
-    }
-    if deadline.is_some_and(|d| Instant::now() >= d) {
-        let _ = kill_process_group(pgid, Signal::TERM);
-        let msg = format!(
-            "DeadlineExceeded: the job ran longer than limits.timeout ({}s) and was stopped",
-            plan.timeout_seconds.unwrap_or(0)
-        );
-        return Some((Ending::DeadlineExceeded, msg));
-    }
-    let limit = plan.memory_limit_bytes?;
-    let used = group_rss(pgid.as_raw_nonzero().get());
-    if used <= limit {
-        return None;
-    }
-    let _ = kill_process_group(pgid, Signal::KILL);
-    let msg = format!(
-        "OOMKilled: the job's processes used {} of memory, over the {} limit of instance type `{}`; use an instance type with a larger memory limit",
-        human_bytes(used),
-        human_bytes(limit),
-        plan.instance_type
-    );
-    Some((Ending::OOMKilled, msg))
 }
 
 /// How a command that ended by itself ended.

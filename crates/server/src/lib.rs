@@ -58,6 +58,8 @@ pub struct AppState {
     pub envs: Arc<berth_scheduler::envs::EnvCache>,
     /// Where the routes stand against the store (`services::routes`).
     pub route_feed: Arc<services::routes::RouteFeed>,
+    /// How local jobs are contained (cgroups) and isolated (sandbox), for `compute show`.
+    pub local_isolation: Arc<[String]>,
     /// The attached Kubernetes clusters, by compute.
     #[cfg(feature = "kubernetes")]
     pub clusters: Arc<berth_scheduler::backend::kubernetes::cluster::Clusters>,
@@ -289,19 +291,30 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         gpu_ids.len() as u32,
     );
     info!(capacity = %capacity, "local compute");
-    match berth_scheduler::sandbox::kernel_support() {
-        berth_scheduler::sandbox::Enforcement::None => tracing::warn!(
-            "this kernel has no Landlock: local jobs and replicas can read the server's home (its token included)"
-        ),
-        _ => info!("local jobs and replicas run in a Landlock sandbox, out of the server's home"),
-    }
+    let cgroups = berth_scheduler::cgroup::Hierarchies::detect(home);
+    info!(containment = %cgroups.describe(), "local jobs");
+    let sandbox = match berth_scheduler::sandbox::kernel_support() {
+        berth_scheduler::sandbox::Enforcement::None => {
+            tracing::warn!(
+                "this kernel has no Landlock: local jobs and replicas can read the server's home (its token included)"
+            );
+            "no sandbox: this kernel has no Landlock; jobs can read the server's home"
+        }
+        _ => {
+            info!("local jobs and replicas run in a Landlock sandbox, out of the server's home");
+            "Landlock sandbox: jobs and replicas are kept out of the server's home"
+        }
+    };
+    let local_isolation: Arc<[String]> = Arc::from(vec![cgroups.describe(), sandbox.to_string()]);
     let envs = Arc::new(berth_scheduler::envs::EnvCache::new(home.join("envs")));
     #[cfg(feature = "kubernetes")]
     let clusters = Arc::new(berth_scheduler::backend::kubernetes::cluster::Clusters::default());
     #[cfg(feature = "kubernetes")]
     services::clusters::connect_stored(&store, &clusters).await;
     let backends = Backends::new(
-        LocalBackend::new(config.supervisor.clone(), Arc::clone(&envs)).protecting(home.clone()),
+        LocalBackend::new(config.supervisor.clone(), Arc::clone(&envs))
+            .protecting(home.clone())
+            .containing(cgroups),
         #[cfg(feature = "kubernetes")]
         Arc::clone(&clusters),
     );
@@ -332,6 +345,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         ),
         envs,
         route_feed: Default::default(),
+        local_isolation,
         #[cfg(feature = "kubernetes")]
         clusters,
     };

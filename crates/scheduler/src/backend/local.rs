@@ -26,6 +26,7 @@ pub struct LocalBackend {
     http: reqwest::Client,
     envs: Arc<EnvCache>,
     protect: Option<PathBuf>,
+    cgroups: Arc<crate::cgroup::Hierarchies>,
 }
 
 impl LocalBackend {
@@ -41,7 +42,16 @@ impl LocalBackend {
             http: reqwest::Client::new(),
             envs,
             protect: None,
+            cgroups: Arc::new(crate::cgroup::Hierarchies::Unavailable(
+                "not set up for this backend".into(),
+            )),
         }
+    }
+
+    /// Jobs run each in a cgroup of `cgroups` (where it can make them).
+    pub fn containing(mut self, cgroups: crate::cgroup::Hierarchies) -> Self {
+        self.cgroups = Arc::new(cgroups);
+        self
     }
 
     /// Jobs run in a sandbox that keeps them out of `home` (the server's), their own folder,
@@ -239,6 +249,7 @@ impl LocalBackend {
             memory_limit_bytes: u64::try_from(job.instance_type.limits.memory.units_ceil()).ok(),
             instance_type: job.instance_type.name.clone(),
             sandbox: self.sandbox(job, &inputs, python),
+            cgroup: self.cgroups.job(&job.name),
             preamble,
         })
     }
@@ -443,6 +454,13 @@ impl LocalBackend {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
+        }
+        // A job that killed its supervisor may have left processes behind: its capacity is
+        // free only once its cgroup is empty.
+        if let Some(c) = self.cgroups.job(&job.name)
+            && !c.empty_and_remove(Duration::from_secs(10)).await
+        {
+            tracing::warn!(job = %job.name, "processes of the job survive SIGKILL in its cgroup");
         }
         read_result(&dir).unwrap_or_else(|| RunResult {
             ending: Ending::Failed,

@@ -231,6 +231,7 @@ async fn compute_view(
             free: capacity,
             gpus: Vec::new(),
             cluster: Some(cluster),
+            isolation: Vec::new(),
             resource_version,
         };
     }
@@ -242,6 +243,7 @@ async fn compute_view(
         free,
         gpus: state.gpus.to_vec(),
         cluster: None,
+        isolation: state.local_isolation.to_vec(),
         resource_version,
     }
 }

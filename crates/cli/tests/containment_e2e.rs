@@ -1,0 +1,154 @@
+//! A job's limits hold for every process it starts: a `setsid` child is canceled, timed out
+//! and memory-limited with it, and a job that kills its own supervisor leaves nothing running.
+//! (On a machine where Berth may not make cgroups these fall back to the process group; this
+//! machine has them.)
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// True while a live (not zombie) `sleep <tag>` runs anywhere on this machine.
+fn marker_alive(tag: &str) -> bool {
+    let want = format!("sleep\0{tag}\0");
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let p = e.path();
+        let cmdline = std::fs::read(p.join("cmdline")).unwrap_or_default();
+        let zombie = std::fs::read_to_string(p.join("stat"))
+            .unwrap_or_default()
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'));
+        cmdline == want.as_bytes() && !zombie
+    })
+}
+
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A unique `sleep` argument for this test run.
+fn tag(n: u32) -> String {
+    format!("{}.{n}", 7000 + std::process::id() % 1000)
+}
+
+/// Submits `command` as job `name` from a fresh folder; returns the folder.
+fn submit(s: &Server, name: &str, yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "job.yaml", yaml);
+    s.ok_in(
+        dir.path(),
+        &["job", "create", "--file", "job.yaml", "--name", name],
+    );
+    dir
+}
+
+/// Waits for the job to end (`job stream` returns then); its status.
+fn ended(s: &Server, name: &str) -> serde_json::Value {
+    let _ = s.cli(&["job", "stream", "--name", name]);
+    s.status(name)
+}
+
+#[test]
+fn cancel_stops_a_setsid_child_too() {
+    let s = Server::start(&[]);
+    let t = tag(1);
+    submit(
+        &s,
+        "escaper",
+        &format!("command: setsid sleep {t} & sleep 600\ncompute: azureml:local\n"),
+    );
+    wait_until("the child runs", || marker_alive(&t));
+    s.ok_in(
+        std::path::Path::new("."),
+        &["job", "cancel", "--name", "escaper"],
+    );
+    assert_eq!(ended(&s, "escaper")["status"], "Canceled");
+    assert!(!marker_alive(&t), "the setsid child outlived the cancel");
+}
+
+#[test]
+fn a_timeout_stops_a_setsid_child_too() {
+    let s = Server::start(&[]);
+    let t = tag(2);
+    submit(
+        &s,
+        "slowpoke",
+        &format!(
+            "command: setsid sleep {t} & sleep 600\ncompute: azureml:local\nlimits:\n  timeout: 1\n"
+        ),
+    );
+    let job = ended(&s, "slowpoke");
+    assert_eq!(job["status"], "Failed");
+    assert_eq!(job["failure_kind"], "DeadlineExceeded");
+    assert!(!marker_alive(&t), "the setsid child outlived the timeout");
+}
+
+#[test]
+fn the_kernel_enforces_the_memory_limit_on_a_setsid_child() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "types.yaml",
+        &instance_type("tiny", "1", "64Mi"),
+    );
+    s.ok_in(dir.path(), &["instance-type", "apply", "-f", "types.yaml"]);
+    submit(
+        &s,
+        "hungry",
+        "command: setsid python3 -c \"b = b'x' * (256 << 20); import time; time.sleep(30)\" & wait\ncompute: azureml:local\nresources:\n  instance_type: tiny\n",
+    );
+    let job = ended(&s, "hungry");
+    assert_eq!(job["status"], "Failed", "{job}");
+    assert_eq!(job["failure_kind"], "OOMKilled", "{job}");
+    let msg = job["status_message"].as_str().unwrap_or_default();
+    assert!(msg.contains("64Mi") || msg.contains("64.0 MiB"), "{msg}");
+}
+
+#[test]
+fn a_job_that_kills_its_supervisor_leaves_nothing_running() {
+    let s = Server::start(&[]);
+    let t = tag(3);
+    submit(
+        &s,
+        "rebel",
+        &format!(
+            "command: setsid sleep {t} & sleep 0.2; kill -9 $PPID; sleep 600\ncompute: azureml:local\n"
+        ),
+    );
+    let job = ended(&s, "rebel");
+    assert_eq!(job["status"], "Failed", "{job}");
+    assert!(
+        !marker_alive(&t),
+        "the job kept running after its supervisor died"
+    );
+}
+
+#[test]
+fn compute_show_says_how_local_jobs_are_contained() {
+    let s = Server::start(&[]);
+    let local = s.json(&["compute", "show", "--name", "local"]);
+    let lines: Vec<_> = local["isolation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("each job in its own cgroup")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("Landlock sandbox")),
+        "{lines:?}"
+    );
+}
