@@ -19,25 +19,20 @@ impl Drop for Killed {
 }
 
 #[test]
-fn deployments_come_back_after_the_server_is_killed() {
+fn replicas_outlive_a_killed_server_and_the_next_one_adopts_them() {
     let s = Server::start(&[]);
     let (_, _, _) = serve_blue(&s);
-    let before = replica_pids(s.home.path());
+    let mut before = replica_pids(s.home.path());
+    before.sort_unstable();
     assert_eq!(before.len(), 2, "{before:?}");
     let home = s.kill9();
-    // The replicas die with their server (no orphans holding ports).
-    let mut left = replica_pids(home.path());
-    for _ in 0..100 {
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        left = replica_pids(home.path());
-    }
-    assert!(left.is_empty(), "replicas outlived the server: {left:?}");
+    let mut alive = replica_pids(home.path());
+    alive.sort_unstable();
+    assert_eq!(alive, before, "the replicas died with their server");
     let s = Server::start_in(home, &[], &[]);
     let mut answer = String::new();
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
         let out = s.cli_in(
             &seed_dir(),
             &[
@@ -59,6 +54,9 @@ fn deployments_come_back_after_the_server_is_killed() {
         answer.contains("predictions"),
         "the endpoint did not come back: {answer}"
     );
+    let mut after = replica_pids(s.home.path());
+    after.sort_unstable();
+    assert_eq!(after, before, "the restarted server started new replicas");
 }
 
 #[test]
@@ -445,11 +443,44 @@ fn a_standalone_router_takes_a_restarted_servers_routes_at_once() {
     let status = || http_post(&uri, &[("Authorization", &format!("Bearer {key}"))], &body).0;
     assert_eq!(status(), 200);
 
-    // The server dies; a new one starts on the same address with new replicas (new ports)
-    // and its route versions start again.
+    // The server dies; a new one starts on the same address (its route versions start
+    // again) and moves the endpoint to a new deployment on new ports, removing the old one.
     let api = s.api_url.trim_start_matches("http://").to_string();
     let home = s.kill9();
     let s = Server::start_in(home, &["--api-listen", &api], &[]);
+    s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "deployment.yaml",
+            "--name",
+            "fresh",
+        ],
+    );
+    s.ok_in(
+        &ex,
+        &[
+            "online-endpoint",
+            "update",
+            "-n",
+            "onnx-endpoint",
+            "--traffic",
+            "fresh=100",
+        ],
+    );
+    s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "delete",
+            "-n",
+            "native",
+            "-e",
+            "onnx-endpoint",
+        ],
+    );
     // Well inside the routers' 30 s long-poll: the new table is taken at once.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut last = 0;
@@ -461,6 +492,97 @@ fn a_standalone_router_takes_a_restarted_servers_routes_at_once() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(last, 200, "the router kept the dead server's routes");
+    drop(s);
+    drop(router);
+}
+
+/// The seed-style ONNX endpoint behind a standalone `berth router`; the router's scoring URI
+/// and the endpoint's key.
+fn onnx_behind_a_router(s: &Server) -> (Killed, String, String) {
+    use std::io::BufRead;
+    let ex = seed_dir().join("../onnx");
+    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    let mut router = Killed(
+        std::process::Command::new(BERTH)
+            .args(["router", "--listen", "127.0.0.1:0"])
+            .env("BERTH_HOME", s.home.path())
+            .env("BERTH_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(router.0.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("berth router ready on ").map(str::to_string))
+        .expect("router ready line");
+    std::thread::spawn(move || for _ in lines {});
+    let key = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"])["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (
+        router,
+        format!("{addr}/api/v1/endpoint/onnx-endpoint/score"),
+        key,
+    )
+}
+
+#[test]
+fn killing_the_server_under_load_fails_no_request_through_a_standalone_router() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let s = Server::start(&[]);
+    let (router, uri, key) = onnx_behind_a_router(&s);
+    let body = std::fs::read_to_string(seed_dir().join("../onnx/sample-request.json")).unwrap();
+    let (sent, failed, stop) = (
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicBool::new(false)),
+    );
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (uri, key, body) = (uri.clone(), key.clone(), body.clone());
+            let (sent, failed, stop) = (sent.clone(), failed.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let auth = format!("Bearer {key}");
+                while !stop.load(Ordering::Relaxed) {
+                    if http_post(&uri, &[("Authorization", &auth)], &body).0 != 200 {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    wait_for(&sent, 200);
+    let api = s.api_url.trim_start_matches("http://").to_string();
+    let home = s.kill9();
+    let at_kill = sent.load(Ordering::Relaxed);
+    wait_for(&sent, at_kill + 200);
+    let s = Server::start_in(home, &["--api-listen", &api], &[]);
+    let at_restart = sent.load(Ordering::Relaxed);
+    wait_for(&sent, at_restart + 200);
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!(
+        "chaos: {sent} requests, {failed} failed; {} while the server was down",
+        at_restart - at_kill
+    );
+    assert_eq!(failed, 0, "{failed} of {sent} requests failed");
     drop(s);
     drop(router);
 }

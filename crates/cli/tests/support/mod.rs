@@ -187,7 +187,39 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Replicas outlive their server (a restarted one adopts them): a finished test stops
+        // its own, each with its process group (its Python workers).
+        for pid in runtime_pids(self.home.path()) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
     }
+}
+
+/// The live `berth runtime` processes whose command line names `home`.
+pub fn runtime_pids(home: &Path) -> Vec<u32> {
+    let home = home.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'));
+            !zombie
+                && args.get(1).is_some_and(|a| a == "runtime")
+                && args.iter().any(|a| a.contains(&home))
+        })
+        .collect()
 }
 
 /// A minimal HTTP/1.1 POST over a plain TCP socket: returns the status and the body.

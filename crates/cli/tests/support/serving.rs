@@ -115,26 +115,7 @@ pub fn endpoint_access(s: &Server) -> (String, String, String) {
     (uri, key("primaryKey"), key("secondaryKey"))
 }
 
+/// The live replica (`berth runtime`) processes of the server whose home is `home`.
 pub fn replica_pids(home: &std::path::Path) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<String> = cmd
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'));
-            let home = home.to_string_lossy();
-            !zombie
-                && args.get(1).is_some_and(|a| a == "runtime")
-                && args.iter().any(|a| a.contains(&*home))
-        })
-        .collect()
+    super::runtime_pids(home)
 }

@@ -1,6 +1,7 @@
 //! Deployment replicas on the local compute: each replica is a `berth runtime` process. They
 //! are started together, counted ready when the runtime writes its address (after `init()`),
-//! restarted when they die (liveness), and stopped on delete.
+//! restarted when they die (liveness), and stopped on delete. They outlive the server (their
+//! own process group, not killed when the server goes) and a restarted server adopts them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,10 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{info, warn};
+
+mod process;
+
+pub use process::ReplicaProcess;
 
 /// Why replicas did not start or scale; the message is the deployment's reason.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +126,14 @@ fn replica_log(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("replica-{i}.log"))
 }
 
+fn ready_file(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("replica-{i}.addr"))
+}
+
+fn pid_file(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("replica-{i}.pid"))
+}
+
 /// Why a replica did not start, from its log: the `init() failed` line, else the last line.
 pub fn failure_reason(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -167,7 +180,7 @@ impl Replicas {
     }
 
     fn spawn(plan: &ReplicaPlan, i: usize) -> Result<(Child, PathBuf), ReplicaError> {
-        let ready = plan.dir.join(format!("replica-{i}.addr"));
+        let ready = ready_file(&plan.dir, i);
         let _ = std::fs::remove_file(&ready);
         let log_path = replica_log(&plan.dir, i);
         let io = |source| ReplicaError::Io {
@@ -192,7 +205,6 @@ impl Replicas {
             .args(["--request-timeout-ms", &plan.request_timeout_ms.to_string()])
             .arg("--ready-file")
             .arg(&ready)
-            .arg("--exit-with-parent")
             .args(
                 plan.python
                     .iter()
@@ -205,7 +217,9 @@ impl Replicas {
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().map_err(io)?)
             .stderr(log)
-            .kill_on_drop(true);
+            // Its own group, and not killed with this handle: it outlives the server.
+            .process_group(0)
+            .kill_on_drop(false);
         if let Some(m) = &plan.model_dir {
             cmd.arg("--model-dir").arg(m);
         }
@@ -213,6 +227,9 @@ impl Replicas {
             program: program.clone(),
             source,
         })?;
+        if let Some(pid) = child.id() {
+            let _ = std::fs::write(pid_file(&plan.dir, i), pid.to_string());
+        }
         Ok((child, ready))
     }
 
@@ -291,7 +308,7 @@ impl Replicas {
         self: &Arc<Self>,
         key: &str,
         plan: &ReplicaPlan,
-        started: Vec<(Child, String)>,
+        started: Vec<(ReplicaProcess, String)>,
     ) -> (Vec<String>, Option<Arc<Mutex<Running>>>) {
         let addrs: Vec<String> = started.iter().map(|(_, a)| a.clone()).collect();
         let state = Arc::new(Mutex::new(Running {
@@ -318,9 +335,36 @@ impl Replicas {
         key: &str,
         plan: ReplicaPlan,
     ) -> Result<Vec<String>, ReplicaError> {
+        let running_here = self.running.lock().is_ok_and(|m| m.contains_key(key));
+        if !running_here && let Some(adopted) = Self::adopt(&plan).await {
+            info!(deployment = %key, replicas = adopted.len(), "adopted the replicas a previous server started");
+            return Ok(self.install(key, &plan, adopted).0);
+        }
         self.stop(key).await;
         let started = Self::launch(&plan).await?;
-        Ok(self.install(key, &plan, started).0)
+        Ok(self.install(key, &plan, children(started)).0)
+    }
+
+    /// The replicas of `plan` a previous server left running, if every one of them is alive
+    /// and ready; otherwise none (those alive are stopped, and the caller starts afresh).
+    async fn adopt(plan: &ReplicaPlan) -> Option<Vec<(ReplicaProcess, String)>> {
+        let mut found = Vec::new();
+        for i in 0..plan.count {
+            let ready = ready_file(&plan.dir, i);
+            let addr = std::fs::read_to_string(&ready).ok();
+            match (process::adopt(&pid_file(&plan.dir, i), &ready), addr) {
+                (Some(p), Some(a)) => found.push((p, a.trim().to_string())),
+                (Some(mut p), None) => p.kill().await,
+                (None, _) => {}
+            }
+        }
+        if found.len() == plan.count && plan.count > 0 {
+            return Some(found);
+        }
+        for (mut p, _) in found {
+            p.kill().await;
+        }
+        None
     }
 
     /// Replaces a deployment's replicas with no unavailability: the new set starts beside the
@@ -333,7 +377,7 @@ impl Replicas {
         drain: Duration,
     ) -> Result<Vec<String>, ReplicaError> {
         let started = Self::launch(&plan).await?;
-        let (addrs, old) = self.install(key, &plan, started);
+        let (addrs, old) = self.install(key, &plan, children(started));
         if let Some(old) = old {
             let me = Arc::clone(self);
             tokio::spawn(async move {
@@ -354,7 +398,7 @@ impl Replicas {
         state: Arc<Mutex<Running>>,
         plan: ReplicaPlan,
         i: usize,
-        mut child: Child,
+        mut child: ReplicaProcess,
     ) {
         let me = Arc::clone(self);
         tokio::spawn(async move {
@@ -364,19 +408,18 @@ impl Replicas {
                     .lock()
                     .ok()
                     .and_then(|s| s.addrs.get(i).cloned().flatten());
-                let status = tokio::select! {
-                    s = child.wait() => s.ok(),
-                    _ = stopped(stop_rx, &state, i) => { let _ = child.kill().await; return; }
+                tokio::select! {
+                    _ = child.wait() => {}
+                    _ = stopped(stop_rx, &state, i) => { child.kill().await; return; }
                     reason = unhealthy(addr, plan.liveness) => {
                         warn!(deployment = %key, replica = i, reason = %reason, "liveness probe failed; killing the replica");
-                        let _ = child.kill().await;
-                        child.wait().await.ok()
+                        child.kill().await;
                     }
                 };
                 if state.lock().map(|s| s.retired(i)).unwrap_or(true) {
                     return;
                 }
-                warn!(deployment = %key, replica = i, status = ?status, "replica exited; restarting it");
+                warn!(deployment = %key, replica = i, "replica exited; restarting it");
                 if let Some(a) = state.lock().ok().as_mut().and_then(|s| s.addrs.get_mut(i)) {
                     *a = None;
                 }
@@ -398,7 +441,7 @@ impl Replicas {
                                 *a = Some(addr);
                             }
                             me.changed.send_modify(|v| *v += 1);
-                            child = c;
+                            child = ReplicaProcess::Child(c);
                         }
                         Err(reason) => {
                             warn!(deployment = %key, replica = i, reason = %reason, "replica restart failed")
@@ -456,7 +499,13 @@ impl Replicas {
                     s.addrs[i] = Some(addr);
                     s.wanted = i + 1;
                 }
-                self.watch_replica(key.to_string(), Arc::clone(&state), plan.clone(), i, child);
+                self.watch_replica(
+                    key.to_string(),
+                    Arc::clone(&state),
+                    plan.clone(),
+                    i,
+                    ReplicaProcess::Child(child),
+                );
                 self.changed.send_modify(|v| *v += 1);
             }
         } else if n < current {
@@ -488,6 +537,13 @@ impl Replicas {
             self.changed.send_modify(|v| *v += 1);
         }
     }
+}
+
+fn children(started: Vec<(Child, String)>) -> Vec<(ReplicaProcess, String)> {
+    started
+        .into_iter()
+        .map(|(c, a)| (ReplicaProcess::Child(c), a))
+        .collect()
 }
 
 /// Resolves when the replica at `addr` has failed its liveness probe `failure_threshold` times
