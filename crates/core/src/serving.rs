@@ -159,6 +159,11 @@ pub struct DeploymentRecord {
     /// When.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Random, made when the deployment is created and kept across its revisions: a
+    /// deployment deleted and made again under the same name is another one (its pods' file
+    /// tokens do not carry over).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
 }
 
 /// A deployment file as submitted.

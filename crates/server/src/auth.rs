@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use berth_core::secret::constant_time_eq;
+use berth_core::serving::{DeploymentRecord, EndpointRecord};
 use berth_router::token::TokenKey;
 
 use crate::AppState;
@@ -61,27 +62,63 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     }
 }
 
-/// The token that opens one deployment revision's files to its pods.
-pub fn deployment_token(key: &TokenKey, endpoint: &str, deployment: &str, revision: u32) -> String {
-    key.sign(&revision_scope(endpoint, deployment, revision), u64::MAX)
+/// A secret for one purpose (`label`), derived from the server's signing secret: what holds
+/// one cannot sign for another purpose.
+fn derive(server_secret: &str, label: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, server_secret.as_bytes());
+    ring::hmac::sign(&key, label.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
-/// Checks a token made by [`deployment_token`]. These tokens never expire (a replica may
-/// restart at any time).
+/// The secret that signs an `aml_token` endpoint's tokens, published to routers in place of
+/// the server's own: it signs for this endpoint alone, and a deleted endpoint made again under
+/// the same name gets another (its old tokens stop working).
+pub fn endpoint_token_secret(server_secret: &str, ep: &EndpointRecord) -> String {
+    derive(
+        server_secret,
+        &format!(
+            "endpoint-tokens|{}|{}",
+            ep.spec.name,
+            ep.created_at.unix_timestamp_nanos()
+        ),
+    )
+}
+
+/// The key that signs and checks `ep`'s tokens.
+pub fn endpoint_token_key(server_secret: &str, ep: &EndpointRecord) -> TokenKey {
+    TokenKey::new(endpoint_token_secret(server_secret, ep).as_bytes())
+}
+
+fn files_key(server_secret: &str) -> TokenKey {
+    TokenKey::new(derive(server_secret, "revision-files").as_bytes())
+}
+
+/// The token that opens revision `revision` of deployment `d`'s files to its pods. It holds
+/// while the deployment exists and keeps that revision; deleting the deployment revokes it
+/// (a new one of the same name has another `uid`). Routers never hold the key that signs it.
+pub fn deployment_token(server_secret: &str, d: &DeploymentRecord, revision: u32) -> String {
+    files_key(server_secret).sign(&revision_scope(d, revision), u64::MAX)
+}
+
+/// Checks a token made by [`deployment_token`].
 pub fn verify_revision_token(
-    key: &TokenKey,
-    endpoint: &str,
-    deployment: &str,
+    server_secret: &str,
+    d: &DeploymentRecord,
     revision: u32,
     token: &str,
 ) -> Result<(), berth_router::token::TokenError> {
-    key.verify(&revision_scope(endpoint, deployment, revision), token, 0)
-        .map(|_| ())
+    files_key(server_secret).verify(&revision_scope(d, revision), token, 0)
 }
 
-fn revision_scope(endpoint: &str, deployment: &str, revision: u32) -> String {
-    // `/` cannot occur in an endpoint name, so no endpoint's key token opens these files.
-    format!("files/{endpoint}/{deployment}/{revision}")
+fn revision_scope(d: &DeploymentRecord, revision: u32) -> String {
+    // `/` cannot occur in an endpoint name, so no endpoint's token scope looks like this.
+    format!(
+        "files/{}/{}/{revision}/{}",
+        d.spec.endpoint_name, d.spec.name, d.uid
+    )
 }
 
 #[cfg(test)]

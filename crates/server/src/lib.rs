@@ -48,9 +48,8 @@ pub struct AppState {
     pub serving: Arc<berth_scheduler::serving::controller::Controller>,
     /// Base URL of the scoring listener.
     pub scoring_url: Arc<str>,
-    /// Signs `aml_token` endpoint tokens.
-    pub token_key: berth_router::token::TokenKey,
-    /// The secret behind `token_key`, published to standalone routers.
+    /// The server's signing secret: never published; each `aml_token` endpoint's key and the
+    /// revision file key are derived from it (`auth`).
     pub token_secret: Arc<str>,
     /// The routes published to routers (`GET /api/routes`), with their version.
     pub routes: Arc<tokio::sync::watch::Sender<Arc<berth_core::serving::RoutesDoc>>>,
@@ -334,7 +333,6 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         router,
         serving,
         scoring_url: scoring_url.into(),
-        token_key: berth_router::token::TokenKey::new(signing.as_bytes()),
         token_secret: signing.as_str().into(),
         routes: Arc::new(
             tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc {

@@ -571,3 +571,37 @@ async fn every_route_is_in_the_openapi_document_and_served() {
     assert!(paths.contains_key("/api/endpoints/{name}/deployments/{deployment}/logs"));
     assert!(paths.contains_key("/api/models/{name}/versions/{version}"));
 }
+
+#[tokio::test]
+async fn routers_get_a_key_for_each_token_endpoint_not_the_servers() {
+    let a = api().await;
+    let (s, ep) = a
+        .call(
+            "POST",
+            "/api/endpoints",
+            Some(json!({"file": "ep.yaml", "yaml": "name: tok\nauth_mode: aml_token\n"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{ep}");
+    let (s, routes) = a.call("GET", "/api/routes", None).await;
+    assert_eq!(s, StatusCode::OK, "{routes}");
+    let published = routes["endpoints"][0]["token_secret"].as_str().unwrap();
+    let server_key = std::fs::read_to_string(a.home.path().join("token-signing-key")).unwrap();
+    assert_ne!(published, server_key.trim());
+    // What a router holds signs this endpoint's tokens, and no deployment's file tokens.
+    let router_key = berth_router::token::TokenKey::new(published.as_bytes());
+    let (s, token) = a.call("POST", "/api/endpoints/tok/token", None).await;
+    assert_eq!(s, StatusCode::OK, "{token}");
+    let t = token["accessToken"].as_str().unwrap();
+    assert!(router_key.verify("tok", t, 0).is_ok());
+    let forged = router_key.sign("files/tok/blue/1/", u64::MAX);
+    let (s, _) = a
+        .call_with(
+            "GET",
+            "/api/endpoints/tok/deployments/blue/revisions/1/files",
+            None,
+            Some(&forged),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -240,7 +240,8 @@ pub async fn token(state: &AppState, name: &str) -> Result<AccessToken, ApiError
     let now = OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let expiry = now + TOKEN_LIFETIME_SECS;
     Ok(AccessToken {
-        access_token: state.token_key.sign(name, expiry),
+        access_token: crate::auth::endpoint_token_key(&state.token_secret, &ep.value)
+            .sign(name, expiry),
         token_type: "Bearer",
         expiry_time_utc: rfc3339(expiry),
         refresh_after_time_utc: rfc3339(now + TOKEN_LIFETIME_SECS / 2),

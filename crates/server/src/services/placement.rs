@@ -74,7 +74,7 @@ async fn placement(state: &AppState, d: &DeploymentRecord) -> Result<Placement, 
                     url.trim_end_matches('/'),
                     d.revision
                 ),
-                token: deployment_token(&state.token_key, endpoint, name, d.revision),
+                token: deployment_token(&state.token_secret, d, d.revision),
             });
             Placement::Cluster {
                 cluster: Box::new(cluster),

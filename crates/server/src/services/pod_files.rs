@@ -60,15 +60,20 @@ pub async fn for_deployment(
     revision: u32,
     token: &str,
 ) -> Result<PodFiles, ApiError> {
-    crate::auth::verify_revision_token(&state.token_key, endpoint, deployment, revision, token)
-        .map_err(|e| {
-            ApiError::Unauthorized(format!(
-                "this is not a token for revision {revision} of `{endpoint}/{deployment}`: {e}"
-            ))
-        })?;
-    let d = crate::services::records::deployment(state, endpoint, deployment)
-        .await?
-        .value;
+    let refused = |why: String| {
+        ApiError::Unauthorized(format!(
+            "this is not a token for revision {revision} of `{endpoint}/{deployment}`{why}"
+        ))
+    };
+    // An unknown deployment answers as a wrong token does (no enumeration); a deleted one's
+    // tokens fail with it.
+    let d = match crate::services::records::deployment(state, endpoint, deployment).await {
+        Ok(d) => d.value,
+        Err(ApiError::NotFound { .. }) => return Err(refused(String::new())),
+        Err(e) => return Err(e),
+    };
+    crate::auth::verify_revision_token(&state.token_secret, &d, revision, token)
+        .map_err(|e| refused(format!(": {e}")))?;
     let mut parts = Vec::new();
     if d.revision == revision {
         if d.script.is_some() {

@@ -67,6 +67,10 @@ pub async fn prepare(
     .await?;
     record.environment = environment;
     record.source = Some(applied);
+    record.uid = current.map_or_else(
+        || format!("{:016x}", rand::random::<u64>()),
+        |c| c.uid.clone(),
+    );
     Ok((record, staged))
 }
 
@@ -403,6 +407,7 @@ async fn snapshot_record(
         instance_type,
         state: initial,
         created_at: OffsetDateTime::now_utc(),
+        uid: String::new(),
         spec,
     };
     Ok((

@@ -114,7 +114,8 @@ async fn refresh_routes(state: &AppState) {
             } else {
                 vec![ep.keys.primary.clone(), ep.keys.secondary.clone()]
             },
-            token_secret: token.then(|| state.token_secret.to_string()),
+            token_secret: token
+                .then(|| crate::auth::endpoint_token_secret(&state.token_secret, &ep)),
             traffic: ep.spec.traffic.clone(),
             mirror_traffic: ep.spec.mirror_traffic.clone(),
             deployments: routes,
