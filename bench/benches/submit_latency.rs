@@ -41,8 +41,9 @@ fn main() {
         "build the binary first: cargo build --release"
     );
     let home = tempfile::tempdir().expect("home");
-    let work = home.path().join("work");
-    std::fs::create_dir_all(&work).expect("work");
+    // Outside the home: a job may not write into the server's home (its sandbox).
+    let work_dir = tempfile::tempdir().expect("work");
+    let work = work_dir.path().to_path_buf();
 
     let mut baseline = Vec::new();
     for i in 0..N {

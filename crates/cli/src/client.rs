@@ -28,6 +28,26 @@ pub fn home_dir(flag: Option<&Path>) -> PathBuf {
 }
 
 impl Client {
+    /// The client a standalone router uses: `BERTH_SERVER` + `BERTH_ROUTER_TOKEN` (what the
+    /// extension gives its routers), else the server found as [`Client::connect`] finds it,
+    /// presenting the router token made from its API token: a router never sends the API token.
+    pub fn connect_router(home: &Path) -> Result<Client, Failure> {
+        if let (Ok(base), Ok(token)) = (
+            std::env::var("BERTH_SERVER"),
+            std::env::var("BERTH_ROUTER_TOKEN"),
+        ) {
+            let base = base.trim_end_matches('/').to_string();
+            return Ok(Client {
+                http: http_client(&base)?,
+                base,
+                token: token.trim().to_string(),
+            });
+        }
+        let mut client = Self::connect(home)?;
+        client.token = berth_server::auth::router_token(&client.token);
+        Ok(client)
+    }
+
     /// Finds the server: `BERTH_SERVER` + `BERTH_TOKEN`, else `<home>/server.json`.
     pub fn connect(home: &Path) -> Result<Client, Failure> {
         if let Ok(base) = std::env::var("BERTH_SERVER") {

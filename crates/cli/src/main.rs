@@ -66,7 +66,7 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         Command::Extension(cmd) => commands::extension::run(cmd, &out).await,
         Command::Router(args) => {
             init_logs();
-            commands::router::run(client::Client::connect(&home)?, args).await
+            commands::router::run(client::Client::connect_router(&home)?, args).await
         }
         Command::Runtime(args) => runtime(args).await,
         Command::JobSupervise { dir } => Ok(berth_scheduler::supervisor::supervise(&dir).await),

@@ -21,9 +21,31 @@ pub fn token_path(home: &Path) -> PathBuf {
     home.join("token")
 }
 
-/// Reads the token, creating a random one if there is none.
+/// Reads the token, creating a random one if there is none. `BERTH_API_TOKEN`, when set,
+/// is the token instead (a server in a cluster takes it from a Secret) and is written to the
+/// file, so a CLI on the same home finds it.
 pub fn load_or_create_token(home: &Path) -> std::io::Result<String> {
-    load_or_create_secret(&token_path(home))
+    match std::env::var("BERTH_API_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => {
+            let t = t.trim().to_string();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(token_path(home))?;
+            f.write_all(t.as_bytes())?;
+            Ok(t)
+        }
+        _ => load_or_create_secret(&token_path(home)),
+    }
+}
+
+/// The credential a standalone router presents: it reads the routes (`GET /api/routes`) and
+/// nothing else. Derived from the API token, so the server needs no more state and a holder
+/// of the API token can make it; the reverse is not possible.
+pub fn router_token(api_token: &str) -> String {
+    derive(api_token, "router-token")
 }
 
 /// Reads a secret file (mode 0600), creating it with 32 random bytes (hex) if it is missing.
@@ -45,6 +67,30 @@ pub fn load_or_create_secret(path: &Path) -> std::io::Result<String> {
         .open(&path)?;
     f.write_all(token.as_bytes())?;
     Ok(token)
+}
+
+/// Lets through the API token or the router token (for `GET /api/routes`).
+pub async fn require_router_token(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(t)
+            if constant_time_eq(t.as_bytes(), state.router_token.as_bytes())
+                || constant_time_eq(t.as_bytes(), state.token.as_bytes()) =>
+        {
+            next.run(req).await
+        }
+        Some(_) => ApiError::Unauthorized("the bearer token is wrong".into()).into_response(),
+        None => ApiError::Unauthorized("no bearer token was sent".into()).into_response(),
+    }
 }
 
 /// Rejects requests without the right `Authorization: Bearer <token>`.

@@ -37,6 +37,8 @@ pub struct AppState {
     pub jobs: Arc<JobManager<Backends>>,
     /// The API token.
     pub token: Arc<str>,
+    /// What standalone routers present: it opens `GET /api/routes` only.
+    pub router_token: Arc<str>,
     /// `$BERTH_HOME`.
     pub home: Arc<PathBuf>,
     /// GPU UUIDs of this machine's local compute.
@@ -145,6 +147,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
             get(metrics),
         );
     let limited = api::routes(state.clone())
+        .merge(api::router_routes(state.clone()))
         .merge(open)
         .map_router(|r| r.layer(DefaultBodyLimit::max(max_body_bytes)));
     let mut all = limited.merge(api::pod_routes());
@@ -327,6 +330,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     let state = AppState {
         store,
         jobs,
+        router_token: auth::router_token(&token).into(),
         token: token.into(),
         home: Arc::new(home.clone()),
         gpus: gpu_ids.into(),

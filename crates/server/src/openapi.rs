@@ -27,6 +27,10 @@ fn operation(op: &Op) -> Value {
             o["security"] = json!([{"podToken": []}]);
             o["responses"]["401"] = error_response("not this job's or revision's token");
         }
+        Access::RouterToken => {
+            o["security"] = json!([{"routerToken": []}, {"bearer": []}]);
+            o["responses"]["401"] = error_response("neither the router token nor the API token");
+        }
     }
     if let Some(b) = op.body {
         o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
@@ -97,7 +101,8 @@ pub fn document(ops: &[Op]) -> Value {
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "the API token ($BERTH_HOME/token)"},
-                "podToken": {"type": "http", "scheme": "bearer", "description": "a job's or revision's own token, given to its pods"}
+                "podToken": {"type": "http", "scheme": "bearer", "description": "a job's or revision's own token, given to its pods"},
+                "routerToken": {"type": "http", "scheme": "bearer", "description": "the router token: reads the routes and nothing else"}
             },
             "schemas": schemas()
         },

@@ -605,3 +605,19 @@ async fn routers_get_a_key_for_each_token_endpoint_not_the_servers() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_router_token_reads_the_routes_and_nothing_else() {
+    let a = api().await;
+    let router = berth_server::auth::router_token(&a.token);
+    let (s, routes) = a.call_with("GET", "/api/routes", None, Some(&router)).await;
+    assert_eq!(s, StatusCode::OK, "{routes}");
+    for (method, uri) in [
+        ("GET", "/api/jobs"),
+        ("GET", "/api/endpoints"),
+        ("POST", "/api/endpoints/x/listKeys"),
+    ] {
+        let (s, _) = a.call_with(method, uri, None, Some(&router)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+}

@@ -145,7 +145,8 @@ async fn rendered_from(
         .unwrap_or_default()
     });
     let cfg = config(settings, &protected)?;
-    let docs = render(&cfg, &token.unwrap_or_else(new_token));
+    let token = token.unwrap_or_else(new_token);
+    let docs = render(&cfg, &token, &berth_server::auth::router_token(&token));
     Ok((cfg, docs))
 }
 
@@ -265,7 +266,8 @@ pub async fn run(cmd: ExtensionCommand, out: &Printer) -> Result<i32, Failure> {
                 &pairs(&settings.config, "--config")?,
                 &protected_settings(&settings.config_protected)?,
             )?;
-            let docs = render(&cfg, &new_token());
+            let token = new_token();
+            let docs = render(&cfg, &token, &berth_server::auth::router_token(&token));
             match out.format {
                 Format::Json => println!(
                     "{}",
@@ -346,7 +348,8 @@ async fn create(
             .map_err(Failure::from)?,
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let docs = render(&cfg, &new_token());
+    let token = new_token();
+    let docs = render(&cfg, &token, &berth_server::auth::router_token(&token));
     install::apply_all(&cluster.client, &docs, &record, |l| {
         eprintln!("applied {l}")
     })

@@ -121,7 +121,6 @@ fn container(
         "args": args,
         "ports": [{"containerPort": port, "name": "http", "protocol": "TCP"}],
         "env": [
-            {"name": "BERTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "berth-api-token", "key": "token"}}},
             // Job and deployment pods copy `berth` from the same image.
             {"name": "BERTH_IMAGE", "value": cfg.image},
         ],
@@ -130,12 +129,13 @@ fn container(
     })
 }
 
-/// Every manifest, in apply order. `api_token` authenticates the router to the server.
-pub fn render(cfg: &ExtensionConfig, api_token: &str) -> Vec<Value> {
+/// Every manifest, in apply order. `api_token` is the server's API token; `router_token`
+/// is what routers present (it reads the routes and nothing else).
+pub fn render(cfg: &ExtensionConfig, api_token: &str, router_token: &str) -> Vec<Value> {
     let mut docs = base(api_token);
     docs.extend(server(cfg));
     if let Some(service_type) = cfg.service_type {
-        docs.extend(router(cfg, service_type.as_str()));
+        docs.extend(router(cfg, service_type.as_str(), router_token));
     }
     docs
 }
@@ -198,6 +198,8 @@ fn server(cfg: &ExtensionConfig) -> [Value; 2] {
             "0.0.0.0:8700",
             "--scoring-listen",
             "127.0.0.1:8701",
+            // Reached inside the cluster through its ClusterIP Service.
+            "--allow-insecure-api",
         ]
         .map(String::from)
         .to_vec(),
@@ -209,6 +211,7 @@ fn server(cfg: &ExtensionConfig) -> [Value; 2] {
     // uses it unless --server-url is given.
     if let Some(env) = server["env"].as_array_mut() {
         env.push(json!({"name": "BERTH_SERVER_URL", "value": format!("http://berth-server.{NAMESPACE}.svc:8700")}));
+        env.push(json!({"name": "BERTH_API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "berth-api-token", "key": "token"}}}));
     }
     let deployment = json!({
         "apiVersion": "apps/v1",
@@ -233,8 +236,15 @@ fn server(cfg: &ExtensionConfig) -> [Value; 2] {
     [deployment, service]
 }
 
-fn router(cfg: &ExtensionConfig, service_type: &str) -> Vec<Value> {
-    let mut docs = Vec::new();
+fn router(cfg: &ExtensionConfig, service_type: &str, router_token: &str) -> Vec<Value> {
+    // What routers present to the server: it reads the routes and nothing else.
+    let mut docs = vec![json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta("berth-router-token", "gateway", true),
+        "type": "Opaque",
+        "stringData": {"token": router_token},
+    })];
     let mut args: Vec<String> = ["router", "--listen", "0.0.0.0:8443"]
         .map(String::from)
         .to_vec();
@@ -270,6 +280,7 @@ fn router(cfg: &ExtensionConfig, service_type: &str) -> Vec<Value> {
     let mut c = container(cfg, "router", args, 8443, ("1", "256Mi"));
     if let Some(env) = c["env"].as_array_mut() {
         env.push(json!({"name": "BERTH_SERVER", "value": format!("http://berth-server.{NAMESPACE}.svc:8700")}));
+        env.push(json!({"name": "BERTH_ROUTER_TOKEN", "valueFrom": {"secretKeyRef": {"name": "berth-router-token", "key": "token"}}}));
     }
     if tls {
         c["volumeMounts"] =
@@ -350,6 +361,7 @@ mod tests {
         let docs = render(
             &config(&[("enableTraining", "True"), ("image", "reg.example/berth:2")]),
             "t",
+            "r",
         );
         let server = docs
             .iter()
@@ -368,7 +380,7 @@ mod tests {
 
     #[test]
     fn training_only_has_no_router() {
-        let docs = render(&config(&[("enableTraining", "True")]), "t");
+        let docs = render(&config(&[("enableTraining", "True")]), "t", "r");
         let k = kinds(&docs);
         assert!(
             k.contains(&"CustomResourceDefinition/instancetypes.amlarc.azureml.com".to_string())
@@ -385,7 +397,7 @@ mod tests {
             ("allowInsecureConnections", "True"),
             ("nodeSelector.pool", "ml"),
         ]);
-        let docs = render(&cfg, "t");
+        let docs = render(&cfg, "t", "r");
         let router = docs
             .iter()
             .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "berth-router")
@@ -416,7 +428,7 @@ mod tests {
             ("allowInsecureConnections", "True"),
             ("inferenceRouterHA", "False"),
         ]);
-        let router = render(&cfg, "t")
+        let router = render(&cfg, "t", "r")
             .into_iter()
             .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "berth-router")
             .unwrap_or_default();
@@ -426,7 +438,7 @@ mod tests {
 
     #[test]
     fn yaml_round_trips_and_the_crd_accepts_the_seed_shapes() {
-        let docs = render(&config(&[("enableTraining", "True")]), "t");
+        let docs = render(&config(&[("enableTraining", "True")]), "t", "r");
         let yaml = to_yaml(&docs).unwrap_or_default();
         let back: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap_or_default();
         assert_eq!(back.len(), docs.len());

@@ -13,6 +13,8 @@ pub enum Access {
     Token,
     /// A job's or revision's own token (what a Kubernetes pod holds).
     PodToken,
+    /// The router token (or the API token).
+    RouterToken,
 }
 
 /// One documented operation.

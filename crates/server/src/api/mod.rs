@@ -87,6 +87,23 @@ pub fn pod_routes() -> Documented<AppState> {
         )
 }
 
+/// What standalone routers read, with their own token (or the API token).
+pub fn router_routes(state: AppState) -> Documented<AppState> {
+    Documented::new(Access::RouterToken)
+        .at(
+            "get",
+            "/api/routes",
+            "the routing table for standalone routers (?since=VERSION&epoch=E&wait=S waits for a change)",
+            get(sv::routes),
+        )
+        .map_router(|r| {
+            r.route_layer(middleware::from_fn_with_state(
+                state,
+                crate::auth::require_router_token,
+            ))
+        })
+}
+
 /// Every route under `/api` that takes the API token.
 pub fn routes(state: AppState) -> Documented<AppState> {
     Documented::new(Access::Token)
@@ -284,12 +301,6 @@ fn asset_routes() -> Documented<AppState> {
 /// Online endpoints, their deployments, and the routes published to routers.
 fn serving_routes() -> Documented<AppState> {
     Documented::new(Access::Token)
-        .at(
-            "get",
-            "/api/routes",
-            "the routing table for standalone routers (?after=VERSION waits for a newer one)",
-            get(sv::routes),
-        )
         .merge(endpoint_routes())
         .merge(deployment_routes())
 }
