@@ -201,4 +201,15 @@ mod tests {
             .unwrap_or_default();
         assert!(err.contains("is not a valid JMESPath expression"), "{err}");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_query_is_an_answer_or_an_error_never_a_panic(
+            query in "([a-z_]{1,6}|\\.|\\[|\\]|\\{|\\}|:|,|\\*|\\?|\\||&|!|=|<|>|'|`|\\(|\\)|@|[0-9]| ){0,16}"
+        ) {
+            let data = json!([compute(), {"name": 1, "tags": {"a": [1, 2]}}, null]);
+            let _ = apply(&data, &query);
+            let _ = apply(&compute(), &query);
+        }
+    }
 }

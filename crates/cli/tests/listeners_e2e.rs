@@ -117,3 +117,68 @@ fn a_plain_http_api_off_loopback_is_refused() {
     );
     assert!(err.contains("--api-tls-cert"), "{err}");
 }
+
+/// A small deterministic generator: the same bytes every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[test]
+fn random_and_truncated_requests_leave_both_listeners_answering() {
+    use std::io::Write;
+    let s = Server::start(&[]);
+    let api = s.api_url.trim_start_matches("http://").to_string();
+    let scoring = scoring_addr(&s);
+    let valid = [
+        "GET /api/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n\r\n",
+        "POST /api/v1/endpoint/ep/score HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nAuthorization: Bearer k\r\n\r\n{\"data\": [",
+        "PUT /api/jobs/j/uploads/default/outputs/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nffffffff\r\n",
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00",
+        "GET /api/jobs/%00/files HTTP/1.1\r\nHost: x\r\n\r\n",
+    ];
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    for round in 0..400 {
+        let target = if round % 2 == 0 { &api } else { &scoring };
+        let Ok(mut conn) = std::net::TcpStream::connect(target) else {
+            continue;
+        };
+        let bytes: Vec<u8> = match rng.below(3) {
+            // A valid request cut anywhere.
+            0 => {
+                let v = valid[rng.below(valid.len())].as_bytes();
+                v[..rng.below(v.len() + 1)].to_vec()
+            }
+            // Random bytes.
+            1 => (0..rng.below(2048)).map(|_| rng.next() as u8).collect(),
+            // A valid start, then garbage.
+            _ => {
+                let mut v = valid[rng.below(valid.len())].as_bytes().to_vec();
+                v.extend((0..rng.below(512)).map(|_| rng.next() as u8));
+                v
+            }
+        };
+        let _ = conn.write_all(&bytes);
+        if rng.below(2) == 0 {
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+        }
+    }
+    let out = s.cli(&["compute", "list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (status, _) = http_post(
+        &format!("http://{scoring}/api/v1/endpoint/nope/score"),
+        &[("Authorization", "Bearer k")],
+        "{}",
+    );
+    assert_eq!(status, 404);
+}

@@ -166,7 +166,12 @@ impl FromStr for Quantity {
                 .and_then(|v| v.checked_add(d))
                 .ok_or_else(overflow)?;
         }
-        exp10 = exp10 - frac_part.len() as i32 + 3;
+        // A huge written exponent (`1e2147483647`) is an overflow, not a panic.
+        exp10 = i32::try_from(frac_part.len())
+            .ok()
+            .and_then(|f| exp10.checked_sub(f))
+            .and_then(|e| e.checked_add(3))
+            .ok_or_else(overflow)?;
         let mut value = digits.checked_mul(multiplier).ok_or_else(overflow)?;
         if exp10 >= 0 {
             let scale = 10i128.checked_pow(exp10 as u32).ok_or_else(overflow)?;
