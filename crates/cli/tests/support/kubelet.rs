@@ -211,11 +211,19 @@ impl Drop for Kubelet {
         if let Ok(mut s) = self.shared.lock() {
             for (_, r) in s.pods.iter_mut() {
                 if let Some(c) = r.child.as_mut() {
-                    let _ = c.start_kill();
+                    kill_container(c);
                 }
             }
         }
     }
+}
+
+/// Kills a container's process and everything in its process group.
+fn kill_container(c: &mut tokio::process::Child) {
+    if let Some(pid) = c.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = c.start_kill();
 }
 
 async fn sync(client: &Client, shared: &Arc<Mutex<Shared>>, dir: &Path) -> Result<(), String> {
@@ -243,7 +251,7 @@ async fn sync(client: &Client, shared: &Arc<Mutex<Shared>>, dir: &Path) -> Resul
             if let Some(mut r) = shared.lock().unwrap().pods.remove(&k)
                 && let Some(c) = r.child.as_mut()
             {
-                let _ = c.start_kill();
+                kill_container(c);
             }
             let _ = pods
                 .delete(&name, &DeleteParams::default().grace_period(0))
@@ -373,7 +381,7 @@ async fn sync(client: &Client, shared: &Arc<Mutex<Shared>>, dir: &Path) -> Resul
         if let Some(mut r) = s.pods.remove(&k)
             && let Some(c) = r.child.as_mut()
         {
-            let _ = c.start_kill();
+            kill_container(c);
         }
     }
     Ok(())
@@ -473,6 +481,9 @@ async fn start(
                 .stdin(Stdio::null())
                 .stdout(file.try_clone().map_err(|e| e.to_string())?)
                 .stderr(file)
+                // Its own group: killing the container kills what it started, as a real
+                // kubelet's cgroup does.
+                .process_group(0)
                 .kill_on_drop(true);
             if let Some(wd) = &c.working_dir {
                 cmd.current_dir(map(wd));
