@@ -35,7 +35,12 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 fn main() {
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/berth");
+    // `BERTH_BENCH_BIN` measures another build side by side (e.g. one made in a worktree).
+    let bin = std::env::var_os("BERTH_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/berth")
+        });
     assert!(
         bin.exists(),
         "build the binary first: cargo build --release"

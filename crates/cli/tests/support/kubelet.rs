@@ -220,7 +220,10 @@ impl Drop for Kubelet {
 
 /// Kills a container's process and everything in its process group.
 fn kill_container(c: &mut tokio::process::Child) {
-    if let Some(pid) = c.id().and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+    if let Some(pid) = c
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+    {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
     let _ = c.start_kill();
