@@ -190,6 +190,9 @@ pub struct ServerArgs {
     /// Seconds a connection may stay open with nothing in flight [default: 60].
     #[arg(long)]
     pub idle_timeout_seconds: Option<u64>,
+    /// Run local jobs' commands as this user (name or uid); the server must run as root.
+    #[arg(long)]
+    pub run_as: Option<String>,
 }
 
 /// `berth router` flags.

@@ -241,6 +241,7 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         allow_insecure_api: args.allow_insecure_api.then_some(true),
         max_connections: args.max_connections,
         idle_timeout_seconds: args.idle_timeout_seconds,
+        run_as: args.run_as,
     };
     let config = berth_server::ServerConfig::load(
         &home,

@@ -152,3 +152,33 @@ fn compute_show_says_how_local_jobs_are_contained() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_job_run_as_another_user_writes_its_folder_and_cannot_read_the_server() {
+    let s = Server::start(&["--run-as", "nobody"]);
+    let h = s.home.path().canonicalize().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "job.yaml",
+        &format!(
+            "command: >-\n  id -u;\n  echo made > outputs/x.txt && cat outputs/x.txt;\n  cat /proc/{pid}/environ > /dev/null 2>&1 || echo environ-denied;\n  cat {h}/token > /dev/null 2>&1 || echo token-denied\ncompute: azureml:local\n",
+            pid = s.child.id(),
+            h = h.display()
+        ),
+    );
+    let out = s.cli_in(
+        dir.path(),
+        &[
+            "job", "create", "--file", "job.yaml", "--name", "guest", "--stream",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stdout);
+    for line in ["65534", "made", "environ-denied", "token-denied"] {
+        assert!(
+            log.lines().any(|l| l == line),
+            "`{line}` missing from:\n{log}"
+        );
+    }
+}

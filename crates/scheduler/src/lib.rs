@@ -14,4 +14,5 @@ pub mod sandbox;
 pub mod serving;
 pub mod supervisor;
 pub mod tree;
+pub mod users;
 pub mod workdir;

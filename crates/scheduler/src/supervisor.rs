@@ -27,6 +27,12 @@ pub struct RunPlan {
     /// What the job may reach of the server's home; `None`: everything its user may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::sandbox::Sandbox>,
+    /// Folders of the job's outputs, given to `run_as` with its folder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output_paths: Vec<String>,
+    /// The user the command runs as (`--run-as`); `None`: the supervisor's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<crate::users::RunAs>,
     /// The job's cgroup; `None`: its process group only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<crate::cgroup::JobCgroup>,
@@ -325,6 +331,20 @@ fn spawn(
         .stderr(err)
         .process_group(0)
         .kill_on_drop(false);
+    if let Some(who) = &plan.run_as {
+        // The job's folder and outputs are the job user's; the supervisor's own files (its
+        // log, result) it keeps writing as root.
+        crate::users::give(dir.root(), who).map_err(StartFailure::Log)?;
+        for out in plan.output_paths.iter().map(std::path::Path::new) {
+            let _ = crate::users::give(out, who);
+        }
+        command
+            .uid(who.uid)
+            .gid(who.gid)
+            .env("HOME", &who.home)
+            .env("USER", &who.name)
+            .env("LOGNAME", &who.name);
+    }
     // The command starts inside the cgroup: the supervisor joins it for the spawn only.
     let joined = cgroup.and_then(|c| c.join().ok());
     let runtime = tokio::runtime::Handle::current();

@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Seconds a connection may stay open with nothing in flight (default 60).
     pub idle_timeout_seconds: u64,
+    /// The user local jobs run as (the server being root).
+    pub run_as: Option<String>,
     /// The command that supervises one job (`<berth> job-supervise`).
     pub supervisor: Vec<String>,
     /// The command that runs one deployment replica (`<berth> runtime`).
@@ -79,6 +81,8 @@ pub struct ConfigLayer {
     pub max_connections: Option<usize>,
     /// `idle_timeout_seconds: 60`
     pub idle_timeout_seconds: Option<u64>,
+    /// `run_as: ml`
+    pub run_as: Option<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -127,6 +131,7 @@ impl ConfigLayer {
             allow_insecure_api: self.allow_insecure_api.or(base.allow_insecure_api),
             max_connections: self.max_connections.or(base.max_connections),
             idle_timeout_seconds: self.idle_timeout_seconds.or(base.idle_timeout_seconds),
+            run_as: self.run_as.or(base.run_as),
         }
     }
 
@@ -165,6 +170,7 @@ impl ConfigLayer {
             allow_insecure_api: parse(&get, "BERTH_ALLOW_INSECURE_API")?,
             max_connections: parse(&get, "BERTH_MAX_CONNECTIONS")?,
             idle_timeout_seconds: parse(&get, "BERTH_IDLE_TIMEOUT_SECONDS")?,
+            run_as: parse(&get, "BERTH_RUN_AS")?,
         })
     }
 }
@@ -212,6 +218,7 @@ impl ServerConfig {
             allow_insecure_api: merged.allow_insecure_api.unwrap_or(false),
             max_connections: merged.max_connections,
             idle_timeout_seconds: merged.idle_timeout_seconds.unwrap_or(60).max(1),
+            run_as: merged.run_as,
             supervisor: berth
                 .iter()
                 .map(|b| vec![b.clone(), "job-supervise".into()])

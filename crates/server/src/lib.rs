@@ -120,6 +120,9 @@ pub enum StartError {
         "the scoring listener {0} is not on loopback and has no TLS: give --scoring-tls-cert and --scoring-tls-key (PEM), or set allow_insecure_connections: true for plain HTTP"
     )]
     InsecureScoring(SocketAddr),
+    /// `--run-as` cannot be used.
+    #[error("{0}")]
+    RunAs(#[from] berth_scheduler::users::RunAsError),
     /// The API would be plain HTTP on a non-loopback address.
     #[error(
         "the API listener {0} is not on loopback and has no TLS: give --api-tls-cert and --api-tls-key (PEM), or --allow-insecure-api for plain HTTP"
@@ -293,6 +296,20 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         gpu_ids.len() as u32,
     );
     info!(capacity = %capacity, "local compute");
+    let run_as = config
+        .run_as
+        .as_deref()
+        .map(berth_scheduler::users::resolve)
+        .transpose()?;
+    if let Some(who) = &run_as {
+        // The job user reaches its own folder through the home (it can list nothing there).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o711))
+            .map_err(home_error(home))?;
+        std::fs::set_permissions(home.join("jobs"), std::fs::Permissions::from_mode(0o711))
+            .map_err(home_error(home))?;
+        info!(user = %who.name, uid = who.uid, "local jobs run as another user");
+    }
     let cgroups = berth_scheduler::cgroup::Hierarchies::detect(home);
     info!(containment = %cgroups.describe(), "local jobs");
     let sandbox = match berth_scheduler::sandbox::kernel_support() {
@@ -316,7 +333,8 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     let backends = Backends::new(
         LocalBackend::new(config.supervisor.clone(), Arc::clone(&envs))
             .protecting(home.clone())
-            .containing(cgroups),
+            .containing(cgroups)
+            .running_as(run_as),
         #[cfg(feature = "kubernetes")]
         Arc::clone(&clusters),
     );

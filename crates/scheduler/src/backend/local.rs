@@ -27,6 +27,7 @@ pub struct LocalBackend {
     envs: Arc<EnvCache>,
     protect: Option<PathBuf>,
     cgroups: Arc<crate::cgroup::Hierarchies>,
+    run_as: Option<crate::users::RunAs>,
 }
 
 impl LocalBackend {
@@ -45,7 +46,14 @@ impl LocalBackend {
             cgroups: Arc::new(crate::cgroup::Hierarchies::Unavailable(
                 "not set up for this backend".into(),
             )),
+            run_as: None,
         }
+    }
+
+    /// Jobs' commands run as `user` (the server being root).
+    pub fn running_as(mut self, user: Option<crate::users::RunAs>) -> Self {
+        self.run_as = user;
+        self
     }
 
     /// Jobs run each in a cgroup of `cgroups` (where it can make them).
@@ -81,6 +89,9 @@ impl LocalBackend {
             .filter(|p| p.is_absolute())
             .collect();
         read_only.extend(python.map(|r| r.path.clone()));
+        if let Some(who) = &self.run_as {
+            read_write.push(who.home.join(".cache"));
+        }
         Some(crate::sandbox::Sandbox {
             protect,
             read_write,
@@ -250,6 +261,8 @@ impl LocalBackend {
             instance_type: job.instance_type.name.clone(),
             sandbox: self.sandbox(job, &inputs, python),
             cgroup: self.cgroups.job(&job.name),
+            output_paths: outputs.values().cloned().collect(),
+            run_as: self.run_as.clone(),
             preamble,
         })
     }
