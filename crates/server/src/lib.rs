@@ -268,22 +268,9 @@ fn serving_controller(
     )
 }
 
-/// Builds the state: opens the store, starts the manager, recovers jobs.
-pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<AppState, StartError> {
-    let home = &config.home;
-    make_home(home).map_err(home_error(home))?;
-    std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
-    let token = auth::load_or_create_token(home).map_err(home_error(home))?;
-    let signing =
-        auth::load_or_create_secret(&home.join("token-signing-key")).map_err(home_error(home))?;
-    private_file(&home.join("berth.db")).map_err(home_error(home))?;
-    let store = Store::open(&home.join("berth.db")).await?;
-    services::leftovers::remove(&store, home)
-        .await
-        .map_err(|e| StartError::Recover(e.to_string()))?;
-    services::resources::ensure_local_compute(&store)
-        .await
-        .map_err(|e| StartError::Recover(e.to_string()))?;
+/// What the local compute offers: this machine's, or what the configuration says; and its
+/// GPUs' ids.
+fn local_capacity(config: &ServerConfig) -> (Resources, Vec<String>) {
     let (machine, gpus) = berth_scheduler::machine::detect();
     let gpu_ids: Vec<String> = gpus
         .iter()
@@ -296,6 +283,22 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         gpu_ids.len() as u32,
     );
     info!(capacity = %capacity, "local compute");
+    (capacity, gpu_ids)
+}
+
+/// How local jobs are kept apart: the user they run as (`--run-as`), their cgroups, and the
+/// lines `compute show` gives (the same go to the log, once).
+fn local_isolation(
+    config: &ServerConfig,
+) -> Result<
+    (
+        Option<berth_scheduler::users::RunAs>,
+        berth_scheduler::cgroup::Hierarchies,
+        Arc<[String]>,
+    ),
+    StartError,
+> {
+    let home = &config.home;
     let run_as = config
         .run_as
         .as_deref()
@@ -304,10 +307,10 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     if let Some(who) = &run_as {
         // The job user reaches its own folder through the home (it can list nothing there).
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o711))
-            .map_err(home_error(home))?;
-        std::fs::set_permissions(home.join("jobs"), std::fs::Permissions::from_mode(0o711))
-            .map_err(home_error(home))?;
+        for dir in [home.clone(), home.join("jobs")] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+                .map_err(home_error(home))?;
+        }
         info!(user = %who.name, uid = who.uid, "local jobs run as another user");
     }
     let cgroups = berth_scheduler::cgroup::Hierarchies::detect(home);
@@ -324,7 +327,28 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
             "Landlock sandbox: jobs and replicas are kept out of the server's home"
         }
     };
-    let local_isolation: Arc<[String]> = Arc::from(vec![cgroups.describe(), sandbox.to_string()]);
+    let lines: Arc<[String]> = Arc::from(vec![cgroups.describe(), sandbox.to_string()]);
+    Ok((run_as, cgroups, lines))
+}
+
+/// Builds the state: opens the store, starts the manager, recovers jobs.
+pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<AppState, StartError> {
+    let home = &config.home;
+    make_home(home).map_err(home_error(home))?;
+    std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
+    let token = auth::load_or_create_token(home).map_err(home_error(home))?;
+    let signing =
+        auth::load_or_create_secret(&home.join("token-signing-key")).map_err(home_error(home))?;
+    private_file(&home.join("berth.db")).map_err(home_error(home))?;
+    let store = Store::open(&home.join("berth.db")).await?;
+    services::leftovers::remove(&store, home)
+        .await
+        .map_err(|e| StartError::Recover(e.to_string()))?;
+    services::resources::ensure_local_compute(&store)
+        .await
+        .map_err(|e| StartError::Recover(e.to_string()))?;
+    let (capacity, gpu_ids) = local_capacity(config);
+    let (run_as, cgroups, local_isolation) = local_isolation(config)?;
     let envs = Arc::new(berth_scheduler::envs::EnvCache::new(home.join("envs")));
     #[cfg(feature = "kubernetes")]
     let clusters = Arc::new(berth_scheduler::backend::kubernetes::cluster::Clusters::default());

@@ -175,7 +175,7 @@ fn base(api_token: &str) -> Vec<Value> {
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "berth"},
             "subjects": [{"kind": "ServiceAccount", "name": "berth", "namespace": NAMESPACE}],
         }),
-        json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta("berth-api-token", "server", true), "type": "Opaque", "stringData": {"token": api_token}}),
+        secret("berth-api-token", "server", api_token),
         json!({
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
@@ -236,15 +236,19 @@ fn server(cfg: &ExtensionConfig) -> [Value; 2] {
     [deployment, service]
 }
 
-fn router(cfg: &ExtensionConfig, service_type: &str, router_token: &str) -> Vec<Value> {
-    // What routers present to the server: it reads the routes and nothing else.
-    let mut docs = vec![json!({
+fn secret(name: &str, component: &str, token: &str) -> Value {
+    json!({
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": meta("berth-router-token", "gateway", true),
+        "metadata": meta(name, component, true),
         "type": "Opaque",
-        "stringData": {"token": router_token},
-    })];
+        "stringData": {"token": token},
+    })
+}
+
+fn router(cfg: &ExtensionConfig, service_type: &str, router_token: &str) -> Vec<Value> {
+    // What routers present to the server: it reads the routes and nothing else.
+    let mut docs = vec![secret("berth-router-token", "gateway", router_token)];
     let mut args: Vec<String> = ["router", "--listen", "0.0.0.0:8443"]
         .map(String::from)
         .to_vec();
