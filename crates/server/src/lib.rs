@@ -288,16 +288,7 @@ fn local_capacity(config: &ServerConfig) -> (Resources, Vec<String>) {
 
 /// How local jobs are kept apart: the user they run as (`--run-as`), their cgroups, and the
 /// lines `compute show` gives (the same go to the log, once).
-fn local_isolation(
-    config: &ServerConfig,
-) -> Result<
-    (
-        Option<berth_scheduler::users::RunAs>,
-        berth_scheduler::cgroup::Hierarchies,
-        Arc<[String]>,
-    ),
-    StartError,
-> {
+fn local_isolation(config: &ServerConfig) -> Result<LocalIsolation, StartError> {
     let home = &config.home;
     let run_as = config
         .run_as
@@ -328,7 +319,18 @@ fn local_isolation(
         }
     };
     let lines: Arc<[String]> = Arc::from(vec![cgroups.describe(), sandbox.to_string()]);
-    Ok((run_as, cgroups, lines))
+    Ok(LocalIsolation {
+        run_as,
+        cgroups,
+        lines,
+    })
+}
+
+/// What [`local_isolation`] found.
+struct LocalIsolation {
+    run_as: Option<berth_scheduler::users::RunAs>,
+    cgroups: berth_scheduler::cgroup::Hierarchies,
+    lines: Arc<[String]>,
 }
 
 /// Builds the state: opens the store, starts the manager, recovers jobs.
@@ -348,7 +350,11 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         .await
         .map_err(|e| StartError::Recover(e.to_string()))?;
     let (capacity, gpu_ids) = local_capacity(config);
-    let (run_as, cgroups, local_isolation) = local_isolation(config)?;
+    let LocalIsolation {
+        run_as,
+        cgroups,
+        lines: local_isolation,
+    } = local_isolation(config)?;
     let envs = Arc::new(berth_scheduler::envs::EnvCache::new(home.join("envs")));
     #[cfg(feature = "kubernetes")]
     let clusters = Arc::new(berth_scheduler::backend::kubernetes::cluster::Clusters::default());
