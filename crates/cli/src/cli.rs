@@ -228,9 +228,10 @@ pub struct RuntimeArgs {
     /// The model folder, given to score.py as AZUREML_MODEL_DIR.
     #[arg(long)]
     pub model_dir: Option<PathBuf>,
-    /// Address to serve on (port 0 picks a free port).
+    /// Address to serve on: host:port (port 0 picks a free port), or unix:/absolute/path for
+    /// a socket only this user can open (how `berth server` starts its replicas).
     #[arg(long, default_value = "127.0.0.1:5001")]
-    pub listen: std::net::SocketAddr,
+    pub listen: berth_runtime::ListenAddr,
     /// Python worker processes [default: this machine's CPUs].
     #[arg(long, env = "WORKER_COUNT")]
     pub workers: Option<usize>,

@@ -113,7 +113,8 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
 }
 
 /// Puts this replica (and its Python workers) in a sandbox out of the server's `home`: its
-/// script's folder, model and environment read-only, its ready file's folder read-write.
+/// script's folder, model and environment read-only, its ready file's and socket's folders
+/// read-write.
 fn enter_replica_sandbox(home: &std::path::Path, args: &RuntimeArgs) -> Result<(), Failure> {
     use std::path::{Path, PathBuf};
     let parent = |p: &Path| p.parent().map(Path::to_path_buf);
@@ -143,6 +144,10 @@ fn enter_replica_sandbox(home: &std::path::Path, args: &RuntimeArgs) -> Result<(
             .as_deref()
             .and_then(parent)
             .into_iter()
+            .chain(match &args.listen {
+                berth_runtime::ListenAddr::Unix(socket) => parent(socket),
+                berth_runtime::ListenAddr::Tcp(_) => None,
+            })
             .collect(),
         read_only,
     };

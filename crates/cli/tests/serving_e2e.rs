@@ -559,3 +559,48 @@ fn a_replica_cannot_read_the_servers_token_or_environment() {
     assert_eq!(answer["token"], "denied", "{answer}");
     assert_eq!(answer["secret"], "unset", "{answer}");
 }
+
+/// The inodes of the TCP sockets listening on this machine.
+fn tcp_listening_inodes() -> std::collections::HashSet<String> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| {
+            t.lines()
+                .skip(1)
+                .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                .filter(|c| c.get(3).is_some_and(|s| s == "0A"))
+                .filter_map(|c| c.get(9).cloned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_replica_listens_only_on_a_socket_of_the_servers_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Server::start(&[]);
+    serve_blue(&s);
+    assert!(invoke(&s, &[]).status.success());
+    let pids = replica_pids(s.home.path());
+    assert!(!pids.is_empty());
+    let sockets = s.home.path().join("sockets");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&sockets), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&sockets)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), pids.len(), "a socket per replica: {files:?}");
+    assert!(files.iter().all(|f| mode(f) == 0o600));
+    let listening = tcp_listening_inodes();
+    let tcp: Vec<String> = pids
+        .iter()
+        .flat_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap())
+        .filter_map(|e| std::fs::read_link(e.unwrap().path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter_map(|l| Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string()))
+        .filter(|inode| listening.contains(inode))
+        .collect();
+    assert!(tcp.is_empty(), "the replica listens on TCP: {tcp:?}");
+}

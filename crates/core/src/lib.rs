@@ -1,6 +1,7 @@
 //! Berth's domain types: specs parsed from YAML with positions, validation, job states and the
 //! API's request and response shapes. No I/O and no async here.
 
+pub mod address;
 pub mod api;
 pub mod conda;
 pub mod extension;

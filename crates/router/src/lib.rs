@@ -4,6 +4,7 @@
 //! scoring-script failure (502), and one retry on another replica when a connection fails
 //! before anything was sent.
 
+pub mod connect;
 pub mod listen;
 pub mod metrics;
 pub mod selector;
@@ -26,7 +27,6 @@ use berth_core::spec::deployment::RequestSettings;
 use berth_core::spec::endpoint::TrafficSplit;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
@@ -126,7 +126,7 @@ pub fn table_from_doc(doc: &berth_core::serving::RoutesDoc) -> RouteTable {
 /// The router.
 pub struct InferenceRouter {
     table: RwLock<Arc<RouteTable>>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<connect::ReplicaConnector, Full<Bytes>>,
     /// Prometheus metrics, served at `/metrics`.
     pub metrics: metrics::RouterMetrics,
     /// Largest request body (100 MiB, azureml-fe's limit).
@@ -185,12 +185,9 @@ impl IntoResponse for RouteError {
 impl InferenceRouter {
     /// A router with no endpoints.
     pub fn new() -> Arc<InferenceRouter> {
-        // Small request/response exchanges: never wait on Nagle.
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+            .build(connect::ReplicaConnector::new());
         Arc::new(InferenceRouter {
             table: RwLock::new(Arc::new(RouteTable::new())),
             client,

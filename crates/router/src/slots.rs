@@ -11,7 +11,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 /// One ready replica and its slots.
 #[derive(Debug)]
 pub struct Replica {
-    /// Where it listens (`127.0.0.1:port`).
+    /// Where it listens (`127.0.0.1:port`, `unix:/path`).
     pub addr: String,
     /// Its scoring URI, parsed once.
     pub score_uri: Option<axum::http::Uri>,
@@ -51,7 +51,7 @@ impl ReplicaSet {
             .map(|a| {
                 Arc::new(Replica {
                     addr: a.clone(),
-                    score_uri: format!("http://{a}/score").parse().ok(),
+                    score_uri: crate::connect::score_uri(a),
                     slots: Arc::new(Semaphore::new(slots as usize)),
                     busy: AtomicUsize::new(0),
                 })

@@ -9,14 +9,14 @@ pub mod pool;
 pub mod worker;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::OnceCell;
 
+pub use berth_core::address::ListenAddr;
 pub use http::app;
 use pool::Pool;
 use worker::{WorkerConfig, WorkerError};
@@ -24,8 +24,8 @@ use worker::{WorkerConfig, WorkerError};
 /// Everything one replica needs.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// Address to serve on (port 0 picks one).
-    pub listen: SocketAddr,
+    /// Address to serve on (port 0 picks one; `unix:/path` a socket only this user can open).
+    pub listen: ListenAddr,
     /// The scoring script (`score.py`); without one, the model folder's `.onnx` file is served
     /// natively.
     pub script: Option<PathBuf>,
@@ -52,7 +52,7 @@ pub struct RuntimeConfig {
 pub enum RuntimeError {
     /// The address could not be bound.
     #[error("cannot listen on {0}: {1}")]
-    Bind(SocketAddr, std::io::Error),
+    Bind(ListenAddr, std::io::Error),
     /// The workers could not start (`init()` raised, the interpreter is missing...).
     #[error("{0}")]
     Workers(#[from] WorkerError),
@@ -137,15 +137,51 @@ impl Replica {
     }
 }
 
+/// A bound listener of either kind.
+enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Bound {
+    /// Binds `listen`; a Unix socket replaces a stale one and is made 0600.
+    fn bind(listen: &ListenAddr) -> Result<(Bound, ListenAddr), RuntimeError> {
+        let fail = |e| RuntimeError::Bind(listen.clone(), e);
+        match listen {
+            ListenAddr::Tcp(a) => {
+                let l = std::net::TcpListener::bind(a).map_err(fail)?;
+                l.set_nonblocking(true).map_err(fail)?;
+                let l = TcpListener::from_std(l).map_err(fail)?;
+                let bound = ListenAddr::Tcp(l.local_addr().map_err(fail)?);
+                Ok((Bound::Tcp(l), bound))
+            }
+            ListenAddr::Unix(p) => {
+                use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+                if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()) {
+                    let _ = std::fs::remove_file(p);
+                }
+                let l = UnixListener::bind(p).map_err(fail)?;
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))
+                    .map_err(fail)?;
+                Ok((Bound::Unix(l), listen.clone()))
+            }
+        }
+    }
+
+    fn serve(self, app: axum::Router) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        match self {
+            Bound::Tcp(l) => tokio::spawn(axum::serve(l, app).into_future()),
+            Bound::Unix(l) => tokio::spawn(axum::serve(l, app).into_future()),
+        }
+    }
+}
+
 /// Serves until the workers fail to start, or forever.
 pub async fn run(config: RuntimeConfig) -> Result<(), RuntimeError> {
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| RuntimeError::Bind(config.listen, e))?;
-    let addr = listener.local_addr().map_err(RuntimeError::Serve)?;
+    let (listener, addr) = Bound::bind(&config.listen)?;
     let replica = Replica::new(config.clone());
-    let server = tokio::spawn(axum::serve(listener, app(Arc::clone(&replica))).into_future());
-    eprintln!("berth runtime listening on http://{addr} (liveness now, ready after init())");
+    let server = listener.serve(app(Arc::clone(&replica)));
+    eprintln!("berth runtime listening on {addr} (liveness now, ready after init())");
     if let Err(e) = replica.start().await {
         server.abort();
         return Err(e);
@@ -156,10 +192,10 @@ pub async fn run(config: RuntimeConfig) -> Result<(), RuntimeError> {
     }
     match &config.script {
         Some(_) => eprintln!(
-            "berth runtime ready on http://{addr} with {} worker(s)",
+            "berth runtime ready on {addr} with {} worker(s)",
             config.workers.max(1)
         ),
-        None => eprintln!("berth runtime ready on http://{addr} serving the ONNX model natively"),
+        None => eprintln!("berth runtime ready on {addr} serving the ONNX model natively"),
     }
     match server.await {
         Ok(r) => r.map_err(RuntimeError::Serve),

@@ -120,6 +120,9 @@ pub enum StartError {
         "the scoring listener {0} is not on loopback and has no TLS: give --scoring-tls-cert and --scoring-tls-key (PEM), or set allow_insecure_connections: true for plain HTTP"
     )]
     InsecureScoring(SocketAddr),
+    /// The replicas' socket folder cannot be made private.
+    #[error("{0}")]
+    Sockets(#[from] berth_scheduler::replicas::socket::SocketDirError),
     /// `--run-as` cannot be used.
     #[error("{0}")]
     RunAs(#[from] berth_scheduler::users::RunAsError),
@@ -249,6 +252,7 @@ fn serving_controller(
     store: &Store,
     envs: &Arc<berth_scheduler::envs::EnvCache>,
     router: &Arc<berth_router::InferenceRouter>,
+    sockets: PathBuf,
     events: tokio::sync::mpsc::UnboundedSender<berth_scheduler::serving::controller::ServingEvent>,
 ) -> Arc<berth_scheduler::serving::controller::Controller> {
     let load_router = Arc::clone(router);
@@ -256,7 +260,7 @@ fn serving_controller(
         store.clone(),
         Arc::new(berth_scheduler::serving::ServingBackends {
             local: berth_scheduler::serving::local::LocalServing::new(
-                berth_scheduler::replicas::Replicas::new(),
+                berth_scheduler::replicas::Replicas::new(sockets),
                 Arc::clone(envs),
                 config.runtime.clone(),
             ),
@@ -346,6 +350,8 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     services::leftovers::remove(&store, home)
         .await
         .map_err(|e| StartError::Recover(e.to_string()))?;
+    let sockets = berth_scheduler::replicas::socket::socket_dir(home)?;
+    berth_scheduler::replicas::socket::remove_stale(&sockets);
     services::resources::ensure_local_compute(&store)
         .await
         .map_err(|e| StartError::Recover(e.to_string()))?;
@@ -374,7 +380,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         .map_err(|e| StartError::Recover(e.to_string()))?;
     let router = berth_router::InferenceRouter::new();
     let (events, serving_events) = tokio::sync::mpsc::unbounded_channel();
-    let serving = serving_controller(config, &store, &envs, &router, events);
+    let serving = serving_controller(config, &store, &envs, &router, sockets, events);
     let state = AppState {
         store,
         jobs,

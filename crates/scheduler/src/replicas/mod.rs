@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 mod process;
+pub mod socket;
 
 pub use process::ReplicaProcess;
 
@@ -80,6 +81,8 @@ pub struct ReplicaPlan {
     pub env: Vec<(String, String)>,
     /// Folder for logs and ready files.
     pub dir: PathBuf,
+    /// Folder for the replicas' Unix sockets ([`socket::socket_dir`]).
+    pub sockets: PathBuf,
     /// How many replicas.
     pub count: usize,
     /// How long a replica may take to become ready.
@@ -120,6 +123,7 @@ impl Running {
 pub struct Replicas {
     running: Mutex<HashMap<String, Arc<Mutex<Running>>>>,
     changed: watch::Sender<u64>,
+    sockets: PathBuf,
 }
 
 fn replica_log(dir: &Path, i: usize) -> PathBuf {
@@ -152,12 +156,18 @@ pub fn failure_reason(log: &Path) -> String {
 }
 
 impl Replicas {
-    /// No replicas yet.
-    pub fn new() -> Arc<Replicas> {
+    /// No replicas yet; theirs sockets will be in `sockets` ([`socket::socket_dir`]).
+    pub fn new(sockets: PathBuf) -> Arc<Replicas> {
         Arc::new(Replicas {
             running: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
+            sockets,
         })
+    }
+
+    /// The folder of the replicas' sockets.
+    pub fn sockets(&self) -> &Path {
+        &self.sockets
     }
 
     /// Ticks whenever a replica becomes ready or goes away.
@@ -189,6 +199,11 @@ impl Replicas {
         };
         let log = std::fs::File::create(&log_path).map_err(io)?;
         let (program, args) = plan.runtime.split_first().ok_or(ReplicaError::NoRuntime)?;
+        let listen = format!(
+            "{}{}",
+            berth_core::address::UNIX_PREFIX,
+            socket::fresh(&plan.sockets).display()
+        );
         let mut cmd = Command::new(program);
         cmd.args(args)
             .args(
@@ -196,12 +211,7 @@ impl Replicas {
                     .iter()
                     .flat_map(|s| [std::ffi::OsStr::new("--script"), s.as_os_str()]),
             )
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                &plan.workers.to_string(),
-            ])
+            .args(["--listen", &listen, "--workers", &plan.workers.to_string()])
             .args(["--request-timeout-ms", &plan.request_timeout_ms.to_string()])
             .arg("--ready-file")
             .arg(&ready)
@@ -408,14 +418,21 @@ impl Replicas {
                     .lock()
                     .ok()
                     .and_then(|s| s.addrs.get(i).cloned().flatten());
-                tokio::select! {
-                    _ = child.wait() => {}
-                    _ = stopped(stop_rx, &state, i) => { child.kill().await; return; }
-                    reason = unhealthy(addr, plan.liveness) => {
+                let retire = tokio::select! {
+                    _ = child.wait() => false,
+                    _ = stopped(stop_rx, &state, i) => { child.kill().await; true }
+                    reason = unhealthy(addr.clone(), plan.liveness) => {
                         warn!(deployment = %key, replica = i, reason = %reason, "liveness probe failed; killing the replica");
                         child.kill().await;
+                        false
                     }
                 };
+                if let Some(a) = &addr {
+                    socket::remove(a);
+                }
+                if retire {
+                    return;
+                }
                 if state.lock().map(|s| s.retired(i)).unwrap_or(true) {
                     return;
                 }
@@ -569,7 +586,7 @@ async fn unhealthy(addr: Option<String>, probe: Liveness) -> String {
         };
         failures = if ok { 0 } else { failures + 1 };
         if failures >= probe.failure_threshold.max(1) {
-            return format!("{failures} failed probes of GET http://{addr}/; last: {last}");
+            return format!("{failures} failed probes of GET / on {addr}; last: {last}");
         }
         tokio::time::sleep(probe.period).await;
     }
@@ -588,12 +605,18 @@ enum ProbeFailure {
 
 /// One `GET /` that must answer 200.
 async fn probe_once(addr: &str) -> Result<(), ProbeFailure> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).await?;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    async fn ask(mut s: impl AsyncRead + AsyncWrite + Unpin) -> std::io::Result<[u8; 12]> {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: replica\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await?;
+        Ok(head)
+    }
+    let head = match berth_core::address::ListenAddr::unix_path(addr) {
+        Some(p) => ask(tokio::net::UnixStream::connect(p).await?).await?,
+        None => ask(tokio::net::TcpStream::connect(addr).await?).await?,
+    };
     if head.starts_with(b"HTTP/1.1 200") {
         Ok(())
     } else {

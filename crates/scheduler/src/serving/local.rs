@@ -65,6 +65,7 @@ impl LocalServing {
             request_timeout_ms: plan.request_timeout_ms,
             env: plan.env.clone().into_iter().collect(),
             dir: plan.dir.root().to_path_buf(),
+            sockets: self.replicas.sockets().to_path_buf(),
             count: count as usize,
             ready_timeout: READY_TIMEOUT,
             liveness: Liveness {
