@@ -103,7 +103,11 @@ pub enum Command {
     #[command(name = "job-supervise", hide = true)]
     JobSupervise {
         /// The job's folder.
-        dir: PathBuf,
+        #[arg(required_unless_present = "next")]
+        dir: Option<PathBuf>,
+        /// Start as a spare: wait for the job on standard input (one JSON line).
+        #[arg(long, conflicts_with = "dir")]
+        next: bool,
     },
     /// Run a Kubernetes job's command, then upload its outputs (in the job's pod; not for people).
     #[command(name = "job-run", hide = true)]

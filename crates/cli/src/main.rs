@@ -69,7 +69,12 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
             commands::router::run(client::Client::connect_router(&home)?, args).await
         }
         Command::Runtime(args) => runtime(args).await,
-        Command::JobSupervise { dir } => Ok(berth_scheduler::supervisor::supervise(&dir).await),
+        Command::JobSupervise { dir: Some(dir), .. } => {
+            Ok(berth_scheduler::supervisor::supervise(&dir).await)
+        }
+        Command::JobSupervise { dir: None, .. } => {
+            Ok(berth_scheduler::supervisor::supervise_next().await)
+        }
         Command::JobRun {
             code_from,
             env_dir,

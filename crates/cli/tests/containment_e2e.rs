@@ -182,3 +182,42 @@ fn a_job_run_as_another_user_writes_its_folder_and_cannot_read_the_server() {
         );
     }
 }
+
+/// True while a spare supervisor (`berth job-supervise --next`) of the server `pid` waits.
+fn spare_waits(server: u32) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let p = e.path();
+        let cmdline = std::fs::read(p.join("cmdline")).unwrap_or_default();
+        let parent = std::fs::read_to_string(p.join("stat"))
+            .unwrap_or_default()
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        cmdline.ends_with(b"job-supervise\0--next\0") && parent == Some(server)
+    })
+}
+
+#[test]
+fn a_job_a_spare_supervisor_takes_is_contained_and_found_again_after_a_restart() {
+    let s = Server::start(&[]);
+    wait_until("a spare supervisor waits", || spare_waits(s.child.id()));
+    let t = tag(5);
+    submit(
+        &s,
+        "warm",
+        &format!("command: setsid sleep {t} & echo started; sleep 600\ncompute: azureml:local\n"),
+    );
+    let folder = s.home.path().join("jobs/warm");
+    wait_until("the job runs", || marker_alive(&t));
+    assert!(
+        folder.join("cgroup.json").exists(),
+        "the job did not go to the spare"
+    );
+    let home = s.kill9();
+    let s = Server::start_in(home, &[], &[]);
+    assert_eq!(s.status("warm")["status"], "Running", "re-attached");
+    assert!(s.cli(&["job", "cancel", "--name", "warm"]).status.success());
+    assert_eq!(ended(&s, "warm")["status"], "Canceled");
+    assert!(!marker_alive(&t), "the setsid child outlived cancel");
+    let log = std::fs::read_to_string(folder.join("user_logs/std_log.txt")).unwrap();
+    assert!(log.contains("started"), "{log}");
+}

@@ -260,6 +260,22 @@ impl Hierarchies {
         }
     }
 
+    /// The folders job cgroups are made in, one per hierarchy.
+    pub fn bases(&self) -> Vec<PathBuf> {
+        match self {
+            Hierarchies::Unified { base } => vec![base.clone()],
+            Hierarchies::Legacy {
+                memory,
+                pids,
+                unified,
+            } => std::iter::once(memory.clone())
+                .chain(pids.clone())
+                .chain(unified.clone())
+                .collect(),
+            Hierarchies::Unavailable(_) => Vec::new(),
+        }
+    }
+
     /// Job `name`'s cgroup, whether or not it exists yet.
     pub fn job(&self, name: &str) -> Option<JobCgroup> {
         match self {
@@ -309,6 +325,21 @@ pub struct JobCgroup {
 #[derive(Debug)]
 pub struct Joined(Vec<PathBuf>);
 
+impl Joined {
+    /// Back to these `cgroup.procs` files (see [`own_procs_files`]).
+    pub fn back_to(procs: Vec<PathBuf>) -> Joined {
+        Joined(procs)
+    }
+
+    /// Moves the calling process back where it was; its children stay.
+    pub fn go_back(self) {
+        let pid = std::process::id().to_string();
+        for procs in self.0 {
+            let _ = std::fs::write(procs, &pid);
+        }
+    }
+}
+
 impl JobCgroup {
     /// Makes the cgroup with its limits.
     pub fn create(&self, memory_limit: Option<u64>, pids_max: u64) -> io::Result<()> {
@@ -345,10 +376,15 @@ impl JobCgroup {
 
     /// Moves the calling process back where it was; its children stay.
     pub fn leave(&self, joined: Joined) {
-        let pid = std::process::id().to_string();
-        for procs in joined.0 {
-            let _ = std::fs::write(procs, &pid);
+        joined.go_back();
+    }
+
+    /// Moves the process `pid` into the cgroup (a spare supervisor, by the server).
+    pub fn take_in(&self, pid: u32) -> io::Result<()> {
+        for dir in &self.all {
+            std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
         }
+        Ok(())
     }
 
     /// How many processes the kernel killed for memory.
@@ -418,8 +454,9 @@ impl JobCgroup {
     }
 }
 
-/// The `cgroup.procs` files of the calling process's cgroups (each hierarchy).
-fn own_procs_files() -> io::Result<Vec<PathBuf>> {
+/// The `cgroup.procs` files of the calling process's cgroups (where a process that leaves a
+/// job's cgroup goes back to).
+pub fn own_procs_files() -> io::Result<Vec<PathBuf>> {
     let mounts = parse_mounts(&std::fs::read_to_string("/proc/self/mounts")?);
     let member = parse_membership(&std::fs::read_to_string("/proc/self/cgroup")?);
     let mut out = Vec::new();

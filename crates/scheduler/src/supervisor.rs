@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_core::job::FailureKind;
@@ -104,14 +104,65 @@ pub struct RunResult {
 const TICK: Duration = Duration::from_millis(100);
 const GRACE: Duration = Duration::from_secs(5);
 
+/// A job handed to a spare supervisor (`berth job-supervise --next`): one JSON line on its
+/// standard input.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Handover {
+    /// The job's folder.
+    pub dir: PathBuf,
+    /// Set when the spare sits in a cgroup of its own, which becomes the job's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed: Option<Placed>,
+}
+
+/// A spare's own cgroup, which the job it takes runs in.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Placed {
+    /// The cgroup (instead of the plan's).
+    pub cgroup: crate::cgroup::JobCgroup,
+    /// The `cgroup.procs` files the spare goes back to once the command started.
+    pub leave_to: Vec<PathBuf>,
+}
+
+/// A spare supervisor, started ahead of any job: waits for one [`Handover`] on its standard
+/// input, then supervises that job as [`supervise`] does. Exits 0 when its input closes first
+/// (the server went away).
+pub async fn supervise_next() -> i32 {
+    let mut line = String::new();
+    match std::io::stdin().read_line(&mut line) {
+        Ok(0) | Err(_) => return 0,
+        Ok(_) => {}
+    }
+    let handover = match serde_json::from_str::<Handover>(&line) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("berth job-supervise --next: not a handover ({e})");
+            return 2;
+        }
+    };
+    // As a supervisor started for this job: its output in the job's supervisor.log, and the job's
+    // folder its working folder (how a restarted server recognises it).
+    if let Ok(log) = std::fs::File::create(handover.dir.join("supervisor.log")) {
+        let _ = rustix::stdio::dup2_stdout(&log);
+        let _ = rustix::stdio::dup2_stderr(&log);
+    }
+    let _ = std::env::set_current_dir(&handover.dir);
+    supervise_placed(&handover.dir, handover.placed).await
+}
+
 /// Runs the job in `dir` to the end; returns the process exit code for the supervisor itself.
 pub async fn supervise(dir: &Path) -> i32 {
+    supervise_placed(dir, None).await
+}
+
+/// [`supervise`], for a supervisor that already sits in the job's cgroup when `placed` is set.
+async fn supervise_placed(dir: &Path, placed: Option<Placed>) -> i32 {
     let dir = JobDir::new(dir);
     let result = match std::fs::read(dir.plan())
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice::<RunPlan>(&b).map_err(|e| e.to_string()))
     {
-        Ok(plan) => run(&dir, &plan).await,
+        Ok(plan) => run(&dir, &plan, placed).await,
         Err(e) => RunResult {
             ending: Ending::StartFailed,
             exit_code: None,
@@ -132,9 +183,19 @@ pub async fn supervise(dir: &Path) -> i32 {
     }
 }
 
-async fn run(dir: &JobDir, plan: &RunPlan) -> RunResult {
+async fn run(dir: &JobDir, plan: &RunPlan, placed: Option<Placed>) -> RunResult {
+    let (plan, placed) = match placed {
+        Some(p) => (
+            &RunPlan {
+                cgroup: Some(p.cgroup),
+                ..plan.clone()
+            },
+            Some(crate::cgroup::Joined::back_to(p.leave_to)),
+        ),
+        None => (plan, None),
+    };
     let cgroup = contain(dir, plan);
-    let (mut child, pgid) = match spawn(dir, plan, cgroup.as_ref()) {
+    let (mut child, pgid) = match spawn(dir, plan, cgroup.as_ref(), placed) {
         Ok(c) => c,
         Err(e) => {
             if let Some(c) = &cgroup {
@@ -309,11 +370,12 @@ enum StartFailure {
 /// Starts the command in its own process group (and cgroup), its output going to the job's
 /// log. It is started from a thread of its own that first enters the job's sandbox: Landlock
 /// binds that thread and what it starts, not this supervisor, which keeps managing the
-/// job's cgroup.
+/// job's cgroup. A supervisor `placed` in the cgroup already leaves it once the command started.
 fn spawn(
     dir: &JobDir,
     plan: &RunPlan,
     cgroup: Option<&crate::cgroup::JobCgroup>,
+    placed: Option<crate::cgroup::Joined>,
 ) -> Result<(tokio::process::Child, Pid), StartFailure> {
     let log = open_log(dir, plan).map_err(StartFailure::Log)?;
     let out = log.try_clone().map_err(StartFailure::Log)?;
@@ -346,7 +408,7 @@ fn spawn(
             .env("LOGNAME", &who.name);
     }
     // The command starts inside the cgroup: the supervisor joins it for the spawn only.
-    let joined = cgroup.and_then(|c| c.join().ok());
+    let joined = placed.or_else(|| cgroup.and_then(|c| c.join().ok()));
     let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::scope(|s| {
         s.spawn(|| {
@@ -363,8 +425,8 @@ fn spawn(
         .join()
         .unwrap_or(Err(StartFailure::Gone))
     });
-    if let (Some(c), Some(j)) = (cgroup, joined) {
-        c.leave(j);
+    if let Some(j) = joined {
+        j.go_back();
     }
     let child = spawned?;
     let pgid = child

@@ -54,6 +54,10 @@ impl JobDir {
     pub fn supervisor_pid(&self) -> PathBuf {
         self.root.join("supervisor.pid")
     }
+    /// The job's cgroup, when it is not the one named after it (a spare supervisor's).
+    pub fn cgroup(&self) -> PathBuf {
+        self.root.join("cgroup.json")
+    }
     /// The command's process group.
     pub fn process_group(&self) -> PathBuf {
         self.root.join("pgid")

@@ -28,6 +28,7 @@ pub struct LocalBackend {
     protect: Option<PathBuf>,
     cgroups: Arc<crate::cgroup::Hierarchies>,
     run_as: Option<crate::users::RunAs>,
+    spares: Arc<super::spare::Spares>,
 }
 
 impl LocalBackend {
@@ -37,15 +38,17 @@ impl LocalBackend {
     pub fn new(supervisor: Vec<String>, envs: Arc<EnvCache>) -> Self {
         // Berth uses rustls with ring everywhere; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let cgroups = Arc::new(crate::cgroup::Hierarchies::Unavailable(
+            "not set up for this backend".into(),
+        ));
         LocalBackend {
+            spares: super::spare::Spares::new(supervisor.clone(), Arc::clone(&cgroups)),
             supervisor,
             children: Mutex::new(HashMap::new()),
             http: reqwest::Client::new(),
             envs,
             protect: None,
-            cgroups: Arc::new(crate::cgroup::Hierarchies::Unavailable(
-                "not set up for this backend".into(),
-            )),
+            cgroups,
             run_as: None,
         }
     }
@@ -59,6 +62,8 @@ impl LocalBackend {
     /// Jobs run each in a cgroup of `cgroups` (where it can make them).
     pub fn containing(mut self, cgroups: crate::cgroup::Hierarchies) -> Self {
         self.cgroups = Arc::new(cgroups);
+        self.spares = super::spare::Spares::new(self.supervisor.clone(), Arc::clone(&self.cgroups));
+        self.spares.refill();
         self
     }
 
@@ -304,14 +309,19 @@ fn alive(pid: u32) -> bool {
     Pid::from_raw(pid as i32).is_some_and(|p| test_kill_process(p).is_ok())
 }
 
-/// True when `pid` is a supervisor of the job in `dir` (guards against a reused pid).
+/// True when `pid` is a supervisor of the job in `dir` (guards against a reused pid): one
+/// started for it names the folder; a spare that took it works in it.
 fn is_supervisor_of(pid: u32, dir: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let dir = dir.as_os_str().as_encoded_bytes();
-    alive(pid) && args.contains(&b"job-supervise".as_slice()) && args.contains(&dir)
+    let named = args.contains(&dir.as_os_str().as_encoded_bytes());
+    let works_in = || {
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
+        cwd.is_some() && cwd == dir.canonicalize().ok()
+    };
+    alive(pid) && args.contains(&b"job-supervise".as_slice()) && (named || works_in())
 }
 
 fn read_result(dir: &JobDir) -> Option<RunResult> {
@@ -412,12 +422,32 @@ impl LocalBackend {
         })
     }
 
+    /// The job's cgroup: a spare's it took, else the one named after it.
+    fn job_cgroup(&self, dir: &JobDir, name: &str) -> Option<crate::cgroup::JobCgroup> {
+        std::fs::read(dir.cgroup())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .or_else(|| self.cgroups.job(name))
+    }
+
     async fn start_supervisor(&self, job: &JobRecord) -> Result<u32, BackendError> {
         let dir = JobDir::new(&job.workdir);
         let (program, args) = self
             .supervisor
             .split_first()
             .ok_or_else(|| BackendError::Launch("no supervisor command is configured".into()))?;
+        if let Some(spare) = self.spares.take(dir.root()) {
+            if let Some(c) = &spare.cgroup
+                && let Ok(bytes) = serde_json::to_vec(c)
+            {
+                let _ = write_atomic(&dir.cgroup(), &bytes);
+            }
+            let _ = std::fs::write(dir.supervisor_pid(), spare.pid.to_string());
+            if let Ok(mut children) = self.children.lock() {
+                children.insert(job.name.clone(), spare.child);
+            }
+            return Ok(spare.pid);
+        }
         let log_path = dir.root().join("supervisor.log");
         let io = |source| BackendError::Io {
             what: format!("create {}", log_path.display()),
@@ -470,7 +500,7 @@ impl LocalBackend {
         }
         // A job that killed its supervisor may have left processes behind: its capacity is
         // free only once its cgroup is empty.
-        if let Some(c) = self.cgroups.job(&job.name)
+        if let Some(c) = self.job_cgroup(&dir, &job.name)
             && !c.empty_and_remove(Duration::from_secs(10)).await
         {
             tracing::warn!(job = %job.name, "processes of the job survive SIGKILL in its cgroup");

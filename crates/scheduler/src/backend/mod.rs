@@ -5,6 +5,7 @@ pub mod dispatch;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod local;
+pub mod spare;
 
 use std::future::Future;
 
