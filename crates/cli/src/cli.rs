@@ -254,6 +254,10 @@ pub struct RuntimeArgs {
     /// Write the bound address here once the replica is ready.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
+    /// Join the cgroup of this `cgroup.procs` file first thing (repeatable; set by `berth
+    /// server`, one per hierarchy).
+    #[arg(long, hide = true)]
+    pub cgroup_procs: Vec<PathBuf>,
     /// Exit when the parent process dies (set by `berth server` for its replicas).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,

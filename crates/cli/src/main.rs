@@ -178,6 +178,15 @@ async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
             return Err(Failure::new("the server that started this replica is gone"));
         }
     }
+    // Its cgroup before anything else (and before the sandbox, which keeps it out of /sys).
+    for procs in &args.cgroup_procs {
+        std::fs::write(procs, std::process::id().to_string()).map_err(|e| {
+            Failure::new(format!(
+                "cannot join the replica's cgroup ({}): {e}",
+                procs.display()
+            ))
+        })?;
+    }
     if let Some(home) = &args.protect {
         enter_replica_sandbox(home, &args)?;
     }

@@ -604,3 +604,56 @@ fn a_replica_listens_only_on_a_socket_of_the_servers_user() {
         .collect();
     assert!(tcp.is_empty(), "the replica listens on TCP: {tcp:?}");
 }
+
+/// The line of `/proc/<pid>/cgroup` for the memory controller (v1), else the v2 one.
+fn memory_cgroup(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let line = |want: &dyn Fn(&str) -> bool| text.lines().find(|l| want(l)).map(str::to_string);
+    line(&|l| {
+        l.split(':')
+            .nth(1)
+            .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+    })
+    .or_else(|| line(&|l| l.starts_with("0::")))
+    .unwrap_or_default()
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(") ")?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn each_replica_and_its_python_workers_run_in_a_cgroup_of_their_own() {
+    let s = Server::start(&[]);
+    serve_blue(&s);
+    let pids = replica_pids(s.home.path());
+    assert!(pids.len() >= 2, "the seed deployment has two replicas");
+    let groups: Vec<String> = pids.iter().map(|p| memory_cgroup(*p)).collect();
+    for (pid, group) in pids.iter().zip(&groups) {
+        assert!(group.contains("/.replica-"), "replica {pid} is in {group}");
+        let workers = children_of(*pid);
+        assert!(!workers.is_empty(), "replica {pid} has Python workers");
+        for w in workers {
+            assert_eq!(&memory_cgroup(w), group, "worker {w} of replica {pid}");
+        }
+    }
+    assert_ne!(groups[0], groups[1], "one cgroup per replica");
+}

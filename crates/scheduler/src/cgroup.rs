@@ -379,6 +379,11 @@ impl JobCgroup {
         joined.go_back();
     }
 
+    /// Its `cgroup.procs` files: a process that writes its pid to each is in the cgroup.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.all.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
     /// Moves the process `pid` into the cgroup (a spare supervisor, by the server).
     pub fn take_in(&self, pid: u32) -> io::Result<()> {
         for dir in &self.all {

@@ -253,6 +253,7 @@ fn serving_controller(
     envs: &Arc<berth_scheduler::envs::EnvCache>,
     router: &Arc<berth_router::InferenceRouter>,
     sockets: PathBuf,
+    cgroups: Arc<berth_scheduler::cgroup::Hierarchies>,
     events: tokio::sync::mpsc::UnboundedSender<berth_scheduler::serving::controller::ServingEvent>,
 ) -> Arc<berth_scheduler::serving::controller::Controller> {
     let load_router = Arc::clone(router);
@@ -260,7 +261,7 @@ fn serving_controller(
         store.clone(),
         Arc::new(berth_scheduler::serving::ServingBackends {
             local: berth_scheduler::serving::local::LocalServing::new(
-                berth_scheduler::replicas::Replicas::new(sockets),
+                berth_scheduler::replicas::Replicas::new(sockets, cgroups),
                 Arc::clone(envs),
                 config.runtime.clone(),
             ),
@@ -369,7 +370,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     let backends = Backends::new(
         LocalBackend::new(config.supervisor.clone(), Arc::clone(&envs))
             .protecting(home.clone())
-            .containing(cgroups)
+            .containing(cgroups.clone())
             .running_as(run_as),
         #[cfg(feature = "kubernetes")]
         Arc::clone(&clusters),
@@ -380,7 +381,15 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         .map_err(|e| StartError::Recover(e.to_string()))?;
     let router = berth_router::InferenceRouter::new();
     let (events, serving_events) = tokio::sync::mpsc::unbounded_channel();
-    let serving = serving_controller(config, &store, &envs, &router, sockets, events);
+    let serving = serving_controller(
+        config,
+        &store,
+        &envs,
+        &router,
+        sockets,
+        Arc::new(cgroups),
+        events,
+    );
     let state = AppState {
         store,
         jobs,

@@ -59,15 +59,15 @@ pub struct Taken {
 }
 
 impl Spares {
-    /// Spares running `supervisor --next`, in cgroups of `cgroups`. Removes the cgroups of the
-    /// spares of an earlier server.
+    /// Spares running `supervisor --next`, in cgroups of `cgroups`. Removes the empty cgroups
+    /// an earlier server left (spares', and replicas' `.replica-*`; their names start with a dot).
     pub fn new(supervisor: Vec<String>, cgroups: Arc<Hierarchies>) -> Arc<Spares> {
         for base in cgroups.bases() {
             let Ok(entries) = std::fs::read_dir(&base) else {
                 continue;
             };
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(SPARE_PREFIX) {
+                if e.file_name().to_string_lossy().starts_with('.') {
                     let _ = std::fs::remove_dir(e.path());
                 }
             }

@@ -83,6 +83,10 @@ pub struct ReplicaPlan {
     pub dir: PathBuf,
     /// Folder for the replicas' Unix sockets ([`socket::socket_dir`]).
     pub sockets: PathBuf,
+    /// Where each replica gets a cgroup of its own (`.replica-<its socket's name>`).
+    pub cgroups: Arc<crate::cgroup::Hierarchies>,
+    /// The instance type's memory limit, for each replica's cgroup.
+    pub memory_limit_bytes: Option<u64>,
     /// How many replicas.
     pub count: usize,
     /// How long a replica may take to become ready.
@@ -124,6 +128,7 @@ pub struct Replicas {
     running: Mutex<HashMap<String, Arc<Mutex<Running>>>>,
     changed: watch::Sender<u64>,
     sockets: PathBuf,
+    cgroups: Arc<crate::cgroup::Hierarchies>,
 }
 
 fn replica_log(dir: &Path, i: usize) -> PathBuf {
@@ -156,13 +161,20 @@ pub fn failure_reason(log: &Path) -> String {
 }
 
 impl Replicas {
-    /// No replicas yet; theirs sockets will be in `sockets` ([`socket::socket_dir`]).
-    pub fn new(sockets: PathBuf) -> Arc<Replicas> {
+    /// No replicas yet; their sockets will be in `sockets` ([`socket::socket_dir`]), each in a
+    /// cgroup of `cgroups` where there are cgroups.
+    pub fn new(sockets: PathBuf, cgroups: Arc<crate::cgroup::Hierarchies>) -> Arc<Replicas> {
         Arc::new(Replicas {
             running: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             sockets,
+            cgroups,
         })
+    }
+
+    /// Where replicas get their cgroups.
+    pub fn cgroups(&self) -> &Arc<crate::cgroup::Hierarchies> {
+        &self.cgroups
     }
 
     /// The folder of the replicas' sockets.
@@ -199,11 +211,15 @@ impl Replicas {
         };
         let log = std::fs::File::create(&log_path).map_err(io)?;
         let (program, args) = plan.runtime.split_first().ok_or(ReplicaError::NoRuntime)?;
-        let listen = format!(
-            "{}{}",
-            berth_core::address::UNIX_PREFIX,
-            socket::fresh(&plan.sockets).display()
-        );
+        let socket = socket::fresh(&plan.sockets);
+        let listen = format!("{}{}", berth_core::address::UNIX_PREFIX, socket.display());
+        let cgroup = replica_cgroup(plan, &listen).filter(|c| {
+            c.create(plan.memory_limit_bytes, crate::cgroup::DEFAULT_PIDS_MAX)
+                .map_err(
+                    |e| warn!(error = %e, "cannot make a replica's cgroup; its process group only"),
+                )
+                .is_ok()
+        });
         let mut cmd = Command::new(program);
         cmd.args(args)
             .args(
@@ -232,6 +248,10 @@ impl Replicas {
             .kill_on_drop(false);
         if let Some(m) = &plan.model_dir {
             cmd.arg("--model-dir").arg(m);
+        }
+        // The runtime joins it first thing, before it starts its Python workers.
+        for procs in cgroup.iter().flat_map(|c| c.procs_files()) {
+            cmd.arg("--cgroup-procs").arg(procs);
         }
         let child = cmd.spawn().map_err(|source| ReplicaError::Spawn {
             program: program.clone(),
@@ -429,6 +449,10 @@ impl Replicas {
                 };
                 if let Some(a) = &addr {
                     socket::remove(a);
+                    // What the replica left (its Python workers) goes with it.
+                    if let Some(c) = replica_cgroup(&plan, a) {
+                        c.empty_and_remove(Duration::from_secs(5)).await;
+                    }
                 }
                 if retire {
                     return;
@@ -554,6 +578,13 @@ impl Replicas {
             self.changed.send_modify(|v| *v += 1);
         }
     }
+}
+
+/// The cgroup of the replica at `addr` (named after its socket), where there are cgroups.
+fn replica_cgroup(plan: &ReplicaPlan, addr: &str) -> Option<crate::cgroup::JobCgroup> {
+    let socket = berth_core::address::ListenAddr::unix_path(addr)?;
+    let name = socket.file_stem()?.to_string_lossy();
+    plan.cgroups.job(&format!(".replica-{name}"))
 }
 
 fn children(started: Vec<(Child, String)>) -> Vec<(ReplicaProcess, String)> {

@@ -66,6 +66,8 @@ impl LocalServing {
             env: plan.env.clone().into_iter().collect(),
             dir: plan.dir.root().to_path_buf(),
             sockets: self.replicas.sockets().to_path_buf(),
+            cgroups: Arc::clone(self.replicas.cgroups()),
+            memory_limit_bytes: u64::try_from(plan.instance_type.limits.memory.units_ceil()).ok(),
             count: count as usize,
             ready_timeout: READY_TIMEOUT,
             liveness: Liveness {
