@@ -1,9 +1,7 @@
 //! Online deployments on a Kubernetes compute, against a real control plane (Kubernetes 1.20)
-//! with the test kubelet running `berth runtime` for each pod: the seed's endpoint and blue
-//! deployment become a Deployment and a headless Service, the router finds the ready replicas
-//! from the Pods, traffic splits and pins to green, a rolling update under load loses no
-//! request, a model too large for a ConfigMap is fetched from the server, a server restart
-//! adopts what runs, and delete leaves nothing behind.
+//! with the test kubelet running `berth runtime` for each pod. Each test starts from the same
+//! fixture: a control plane of its own, one node, the seed's endpoint and its blue deployment
+//! (a Deployment and a headless Service whose ready Pods the router finds).
 
 #![allow(clippy::unwrap_used)]
 
@@ -50,13 +48,30 @@ fn show(s: &Server, deployment: &str) -> serde_json::Value {
     ])
 }
 
-#[test]
-fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas() {
+/// A cluster with the seed's endpoint and blue deployment ready, and a server attached to it.
+/// Fields drop in order: the server, the kubelet's containers, then the control plane.
+struct Cluster {
+    s: Server,
+    kubelet: Kubelet,
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+    deployments: Api<Deployment>,
+    uri: String,
+    key: String,
+    work: tempfile::TempDir,
+    _pods: tempfile::TempDir,
+    cp: ControlPlane,
+}
+
+const NS: &str = "azureml-workloads";
+
+/// Starts the fixture: blue is Succeeded with two ready replicas.
+fn blue() -> Cluster {
     let cp = ControlPlane::start();
     let rt = k8s::runtime();
     let client = rt.block_on(cp.client());
-    let pods_dir = tempfile::tempdir().unwrap();
-    let kubelet = rt.block_on(Kubelet::start(client.clone(), pods_dir.path()));
+    let pods = tempfile::tempdir().unwrap();
+    let kubelet = rt.block_on(Kubelet::start(client.clone(), pods.path()));
     // Berth's image holds the berth binary; here it is the one under test.
     kubelet.image_file("/usr/local/bin/berth", BERTH);
     kubelet.image_file("/usr/local/bin/uv", &k8s::uv_binary());
@@ -64,13 +79,12 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
     rt.block_on(apply_instance_types(&client));
 
     let s = Server::start(&[]);
-    let seed = seed_dir();
     // Pods fetch what is too large for a ConfigMap from this server.
     let api_url = s.api_url.clone();
     k8s::attach_cluster(&s, &cp, &["--server-url", &api_url]);
     support::serving::model_and_endpoint(&s);
     let out = s.cli_in(
-        &seed,
+        &seed_dir(),
         &[
             "online-deployment",
             "create",
@@ -88,22 +102,37 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
     let shown = show(&s, "blue");
     assert_eq!(shown["provisioning_state"], "Succeeded", "{shown}");
     assert_eq!(shown["ready_replicas"], 2, "{shown}");
+    let (uri, key, _) = support::serving::endpoint_access(&s);
+    Cluster {
+        deployments: Api::namespaced(client.clone(), NS),
+        s,
+        kubelet,
+        rt,
+        client,
+        uri,
+        key,
+        work: tempfile::tempdir().unwrap(),
+        _pods: pods,
+        cp,
+    }
+}
 
-    // The cluster holds a Deployment with two ready replicas and a headless Service.
-    let ns = "azureml-workloads";
+#[test]
+fn blue_becomes_a_deployment_and_a_headless_service_and_answers() {
+    let c = blue();
+    let (rt, client) = (&c.rt, &c.client);
     let name = name_of("my-model-endpoint", "blue");
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let d = rt.block_on(deployments.get(&name)).unwrap();
+    let d = rt.block_on(c.deployments.get(&name)).unwrap();
     assert_eq!(d.status.unwrap().ready_replicas, Some(2));
     let strategy = d.spec.unwrap().strategy.unwrap().rolling_update.unwrap();
     assert_eq!(serde_json::to_value(strategy.max_unavailable).unwrap(), 0);
     // The seed's `kubectl get pods -n azureml-workloads -l app=azureml-inference` lists them.
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let inference = rt
         .block_on(pods.list(&ListParams::default().labels("app=azureml-inference")))
         .unwrap();
     assert_eq!(inference.items.len(), 2);
-    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
     assert_eq!(
         rt.block_on(services.get(&name))
             .unwrap()
@@ -113,15 +142,18 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
             .as_deref(),
         Some("None")
     );
-
-    let (uri, key, _) = support::serving::endpoint_access(&s);
-    let (status, body) = invoke(&uri, &key, None);
+    let (status, body) = invoke(&c.uri, &c.key, None);
     assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["predictions"], serde_json::json!([2.5, 1.5]));
     assert_eq!(answer["variant"], "blue");
+}
 
-    // Green beside blue: a split, and pinning with the deployment header.
+#[test]
+fn green_beside_blue_splits_and_pins() {
+    let c = blue();
+    let (s, uri, key) = (&c.s, &c.uri, &c.key);
+    let seed = seed_dir();
     s.ok_in(
         &seed,
         &[
@@ -142,12 +174,12 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
             "blue=50 green=50",
         ],
     );
-    let (status, body) = invoke(&uri, &key, Some("green"));
+    let (status, body) = invoke(uri, key, Some("green"));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("green"), "{body}");
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..60 {
-        let (status, body) = invoke(&uri, &key, None);
+        let (status, body) = invoke(uri, key, None);
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         seen.insert(v["variant"].as_str().unwrap().to_string());
@@ -164,10 +196,15 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
             "blue=100 green=0",
         ],
     );
+}
 
-    // A rolling update of blue under load: Kubernetes replaces one replica at a time and no
-    // request fails.
-    let work = tempfile::tempdir().unwrap();
+#[test]
+fn a_rolling_update_of_blue_under_load_loses_no_request() {
+    // Kubernetes replaces one replica at a time and no request fails.
+    let c = blue();
+    let (s, uri, key) = (&c.s, &c.uri, &c.key);
+    let seed = seed_dir();
+    let work = &c.work;
     std::fs::create_dir_all(work.path().join("score")).unwrap();
     std::fs::copy(
         seed.join("score/score.py"),
@@ -189,11 +226,11 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         "the rolling update",
         Duration::from_secs(60),
         String::new,
-        || show(&s, "blue")["provisioning_state"] == "Succeeded",
+        || show(s, "blue")["provisioning_state"] == "Succeeded",
     );
     let failed = load.join().unwrap();
     assert_eq!(failed, 0, "requests failed during the rolling update");
-    let (_, body) = invoke(&uri, &key, None);
+    let (_, body) = invoke(uri, key, None);
     assert!(body.contains("blue-v2"), "{body}");
     let logs = text(
         &s.ok_in(
@@ -210,8 +247,14 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         .stdout,
     );
     assert!(logs.contains("==> pod"), "{logs}");
+}
 
-    // target_utilization on a cluster: the autoscaler scales the Deployment out under load.
+#[test]
+fn the_autoscaler_scales_out_and_unplaceable_replicas_say_why() {
+    let c = blue();
+    let (s, uri, key, rt, work) = (&c.s, &c.uri, &c.key, &c.rt, &c.work);
+    let deployments = &c.deployments;
+    let seed = seed_dir();
     std::fs::create_dir_all(work.path().join("auto")).unwrap();
     std::fs::write(
         work.path().join("auto/score.py"),
@@ -259,7 +302,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         "the new replica to be ready",
         Duration::from_secs(30),
         String::new,
-        || show(&s, "auto")["ready_replicas"].as_u64().unwrap_or(0) >= 2,
+        || show(s, "auto")["ready_replicas"].as_u64().unwrap_or(0) >= 2,
     );
     s.ok_in(
         &seed,
@@ -297,7 +340,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         Duration::from_secs(30),
         String::new,
         || {
-            let v = show(&s, "gpu");
+            let v = show(s, "gpu");
             v["provisioning_state"] == "Creating"
                 && v["reason"].as_str().is_some_and(|r| {
                     r.contains("replicas cannot be placed") && r.contains("nodes are available")
@@ -316,7 +359,13 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
             "--yes",
         ],
     );
+}
 
+#[test]
+fn a_model_too_large_for_a_config_map_is_fetched_by_the_pods() {
+    let c = blue();
+    let (s, uri, key, rt, work) = (&c.s, &c.uri, &c.key, &c.rt, &c.work);
+    let deployments = &c.deployments;
     // A model too large for a ConfigMap: the pods' init container fetches it from the server.
     let weights: Vec<u8> = (0..1_500_000u32)
         .map(|i| (i.wrapping_mul(7919) % 251) as u8)
@@ -351,7 +400,7 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         .init_containers
         .unwrap();
     assert_eq!(init[1].name, "berth-fetch");
-    let (status, body) = invoke(&uri, &key, Some("big"));
+    let (status, body) = invoke(uri, key, Some("big"));
     assert_eq!(status, 200, "{body}");
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["sum"], sum, "{body}");
@@ -393,9 +442,12 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
     );
     let (status, body) = get(&url.replace("/revisions/1/", "/revisions/2/"));
     assert_eq!(status, 401, "{body}");
+}
 
-    // A conda file's environment is built in each pod by an init container in the user's
-    // image (uv from Berth's image), and the replica's workers import from it.
+#[test]
+fn a_conda_environment_is_built_in_each_pod() {
+    let c = blue();
+    let (s, uri, key, work) = (&c.s, &c.uri, &c.key, &c.work);
     std::fs::create_dir_all(work.path().join("toml")).unwrap();
     std::fs::write(
         work.path().join("toml/score.py"),
@@ -411,15 +463,37 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         work.path(),
         &["online-deployment", "create", "--file", "toml.yaml"],
     );
-    let (status, body) = invoke(&uri, &key, Some("toml"));
+    let (status, body) = invoke(uri, key, Some("toml"));
     assert_eq!(status, 200, "{body}");
     // The test kubelet keeps the berth-env volume in a folder named after it.
     assert!(
         body.contains("a = 1") && body.contains("vol-berth-env"),
         "{body}"
     );
+}
 
-    // The server restarts: it adopts what runs in the cluster and serves at once.
+#[test]
+fn a_restarted_server_adopts_what_runs_and_delete_leaves_nothing() {
+    let Cluster {
+        s,
+        key,
+        rt,
+        client,
+        deployments,
+        kubelet,
+        cp,
+        ..
+    } = blue();
+    let seed = seed_dir();
+    s.ok_in(
+        &seed,
+        &[
+            "online-deployment",
+            "create",
+            "--file",
+            "green-deployment.yaml",
+        ],
+    );
     let home = s.kill9();
     let s = Server::start_in(home, &[], &[]);
     let uri = s.tsv(
@@ -456,12 +530,16 @@ fn deployments_run_as_kubernetes_deployments_and_the_router_finds_their_replicas
         ],
     );
     let green = name_of("my-model-endpoint", "green");
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
     assert!(rt.block_on(deployments.get_opt(&green)).unwrap().is_none());
     assert!(rt.block_on(services.get_opt(&green)).unwrap().is_none());
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
     let left = rt
         .block_on(maps.list(&ListParams::default().labels("berth.dev/deployment=green")))
         .unwrap();
     assert!(left.items.is_empty());
+    // The server goes before the kubelet's containers and the control plane.
+    drop(s);
     drop(kubelet);
+    drop(cp);
 }

@@ -28,6 +28,43 @@ pub fn testenv() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/k8s-testenv")
 }
 
+/// The control plane's binaries, unpacked once for all the tests of a run (several tests start
+/// a control plane each): `$TMPDIR/berth-k8s-bin-<uid>`, reused when complete.
+fn binaries() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let uid = std::fs::metadata("/proc/self")
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("berth-k8s-bin-{uid}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for b in [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ] {
+            let target = dir.join(b);
+            if target.exists() {
+                continue;
+            }
+            let tmp = dir.join(format!("{b}.{}.tmp", std::process::id()));
+            let out = std::fs::File::create(&tmp).unwrap();
+            let status = Command::new("xz")
+                .arg("-dc")
+                .arg(testenv().join("bin").join(format!("{b}.xz")))
+                .stdout(out)
+                .status()
+                .unwrap();
+            assert!(status.success(), "xz could not unpack {b}");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::rename(&tmp, &target).unwrap();
+        }
+        dir
+    })
+}
+
 impl ControlPlane {
     pub fn start() -> ControlPlane {
         let dir = tempfile::tempdir().unwrap();
@@ -40,6 +77,7 @@ impl ControlPlane {
         let out = Command::new("bash")
             .arg(&up)
             .arg(dir.path())
+            .env("BERTH_K8S_BIN", binaries())
             .output()
             .unwrap();
         assert!(out.status.success(), "up.sh failed: {}", text(&out.stderr));
