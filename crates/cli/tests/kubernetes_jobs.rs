@@ -1,7 +1,7 @@
 //! Training jobs on a Kubernetes compute, against a real control plane (Kubernetes 1.20 from
-//! `../shared/k8s-testenv`) with the test kubelet running pods as local processes: the seed's
-//! job waits in Queued with the scheduler's reason until a GPU node exists, then completes;
-//! cancel, timeout, a server restart that adopts a running Job, and the attach errors.
+//! `../shared/k8s-testenv`) with the test kubelet running pods as local processes. Each test
+//! starts from the same fixture: a control plane of its own with one CPU node, and a server
+//! with the seed's datastore (attached to the cluster, but for the attach errors' test).
 
 #![allow(clippy::unwrap_used)]
 
@@ -66,8 +66,21 @@ fn attach_refused(s: &Server, name: &str, kubeconfig: &Path, extra: &[&str]) -> 
     text(&out.stderr)
 }
 
-#[test]
-fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
+/// A cluster with one CPU node and a server, attached to it or not yet.
+/// Fields drop in order: the server, the kubelet's pods, then the control plane.
+struct Cluster {
+    s: Server,
+    kubelet: Kubelet,
+    rt: tokio::runtime::Runtime,
+    client: kube::Client,
+    jobs: Api<Job>,
+    dir: tempfile::TempDir,
+    pods_dir: tempfile::TempDir,
+    cp: ControlPlane,
+}
+
+/// The fixture before `compute attach`.
+fn cluster() -> Cluster {
     let cp = ControlPlane::start();
     let rt = k8s::runtime();
     let pods_dir = tempfile::tempdir().unwrap();
@@ -84,11 +97,9 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         &[("agentpool", "cpupool")],
     )));
     rt.block_on(apply_instance_types(&client));
-
     let s = Server::start(&[]);
-    let seed = seed_dir();
     s.ok_in(
-        &seed,
+        &seed_dir(),
         &[
             "datastore",
             "create",
@@ -98,12 +109,45 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
             "./data",
         ],
     );
+    Cluster {
+        jobs: Api::namespaced(client.clone(), "azureml-workloads"),
+        s,
+        kubelet,
+        rt,
+        client,
+        dir: tempfile::tempdir().unwrap(),
+        pods_dir,
+        cp,
+    }
+}
 
+/// The fixture attached as compute `aks-compute`; pods upload outputs to this server (in a
+/// cluster: the in-cluster server's Service).
+fn attached() -> Cluster {
+    let c = cluster();
+    let api_url = c.s.api_url.clone();
+    k8s::attach_cluster(
+        &c.s,
+        &c.cp,
+        &[
+            "--server-url",
+            &api_url,
+            "--berth-image",
+            "registry.example/berth:test",
+        ],
+    );
+    c
+}
+
+#[test]
+fn attach_says_what_is_wrong_and_show_describes_the_cluster() {
+    let c = cluster();
+    let (s, rt, client, cp, pods_dir) = (&c.s, &c.rt, &c.client, &c.cp, &c.pods_dir);
     // Attach errors first: a namespace that does not exist, a broken kubeconfig.
-    let err = attach_refused(&s, "x", &cp.kubeconfig(), &["--namespace", "nowhere"]);
+    let err = attach_refused(s, "x", &cp.kubeconfig(), &["--namespace", "nowhere"]);
     assert!(err.contains("namespace `nowhere` does not exist"), "{err}");
     let broken = write(pods_dir.path(), "bad-kubeconfig", "clusters: [}");
-    let err = attach_refused(&s, "x", &broken, &[]);
+    let err = attach_refused(s, "x", &broken, &[]);
     assert!(err.contains("kubeconfig cannot be read"), "{err}");
     // A cluster that does not answer.
     let text_kc = std::fs::read_to_string(cp.kubeconfig()).unwrap();
@@ -112,29 +156,28 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "dead-kubeconfig",
         &text_kc.replace(&cp.server, "https://127.0.0.1:1"),
     );
-    let err = attach_refused(&s, "x", &dead, &[]);
+    let err = attach_refused(s, "x", &dead, &[]);
     assert!(
         err.contains("cannot reach the cluster at https://127.0.0.1:1"),
         "{err}"
     );
     // Credentials without the permissions Berth needs: the verb and resource are named.
-    let limited = rt.block_on(k8s::token_for_new_service_account(&client, "limited"));
+    let limited = rt.block_on(k8s::token_for_new_service_account(client, "limited"));
     let weak = write(
         pods_dir.path(),
         "weak-kubeconfig",
         &text_kc.replace(&cp.token, &limited),
     );
-    let err = attach_refused(&s, "x", &weak, &[]);
+    let err = attach_refused(s, "x", &weak, &[]);
     assert!(
         err.contains("may not `create` jobs.batch in namespace `default`"),
         "{err}"
     );
 
-    // Pods upload outputs to this server (in a cluster: the in-cluster server's Service).
     let api_url = s.api_url.clone();
     k8s::attach_cluster(
-        &s,
-        &cp,
+        s,
+        cp,
         &[
             "--server-url",
             &api_url,
@@ -155,9 +198,16 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(types, ["cpu-large", "cpu-small", "gpu-training"]);
-    let err = attach_refused(&s, "aks-compute", &cp.kubeconfig(), &[]);
+    let err = attach_refused(s, "aks-compute", &cp.kubeconfig(), &[]);
     assert!(err.contains("already exists"), "{err}");
+}
 
+#[test]
+fn the_seed_job_waits_for_a_gpu_node_then_completes_and_its_model_comes_back() {
+    let c = attached();
+    let (s, rt, jobs) = (&c.s, &c.rt, &c.jobs);
+    let seed = seed_dir();
+    let kubelet = &c.kubelet;
     // The seed's job asks for gpu-training: no node has a GPU yet, so it waits in Queued with
     // the scheduler's own message.
     let job = s.tsv(
@@ -170,14 +220,14 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         Duration::from_secs(30),
         last_job,
         || {
-            let v = status(&s, &job);
+            let v = status(s, &job);
             v["status"] == "Queued"
                 && v["status_message"]
                     .as_str()
                     .is_some_and(|r| r.contains("0/1 nodes are available"))
         },
     );
-    let why = status(&s, &job)["status_message"]
+    let why = status(s, &job)["status_message"]
         .as_str()
         .unwrap()
         .to_string();
@@ -199,7 +249,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         Duration::from_secs(60),
         last_job,
         || {
-            let v = status(&s, &job);
+            let v = status(s, &job);
             assert_ne!(v["status"], "Failed", "{v}");
             v["status"] == "Completed"
         },
@@ -229,7 +279,6 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
             .any(|(p, size)| p.ends_with("model.json") && *size > 0),
         "{found:?}"
     );
-    let jobs: Api<Job> = Api::namespaced(client.clone(), "azureml-workloads");
     let k8s_job = rt.block_on(jobs.get(&object_name(&job))).unwrap();
     let pod_spec = k8s_job.spec.unwrap().template.spec.unwrap();
     let init = pod_spec.init_containers.clone().unwrap();
@@ -245,7 +294,12 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         .limits
         .unwrap();
     assert_eq!(limits["nvidia.com/gpu"].0, "1");
+}
 
+#[test]
+fn a_conda_environment_is_built_in_the_pod_and_outputs_come_back() {
+    let c = attached();
+    let s = &c.s;
     // A conda file is built in the pod before the command (its progress in the job's log),
     // and what the job writes to ./outputs and ./logs comes back as its artifacts.
     let envjob = tempfile::tempdir().unwrap();
@@ -255,7 +309,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "name: six-env\ndependencies:\n  - python=3.11\n  - pip:\n    - six==1.16.0\n",
     );
     let with_env = submit(
-        &s,
+        s,
         envjob.path(),
         "job.yaml",
         "command: python -c \"import six; print('six', six.__version__)\" && mkdir outputs/model && echo w > outputs/model/w.txt && echo step > logs/train.log\nenvironment:\n  image: mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04:latest\n  conda_file: conda.yml\n",
@@ -265,7 +319,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         Duration::from_secs(120),
         last_job,
         || {
-            let v = status(&s, &with_env);
+            let v = status(s, &with_env);
             assert_ne!(v["status"], "Failed", "{v}");
             v["status"] == "Completed"
         },
@@ -292,12 +346,16 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let read = |rel: &str| std::fs::read_to_string(dest.path().join(rel)).unwrap_or_default();
     assert_eq!(read("artifacts/outputs/model/w.txt").trim(), "w");
     assert_eq!(read("artifacts/logs/train.log").trim(), "step");
+}
 
+#[test]
+fn cancel_deletes_the_job_and_its_pod() {
+    let c = attached();
+    let (s, rt, jobs, dir) = (&c.s, &c.rt, &c.jobs, &c.dir);
     // Cancel deletes the Job and its pod.
-    let dir = tempfile::tempdir().unwrap();
     let flag = dir.path().join("go");
     let gated = submit(
-        &s,
+        s,
         dir.path(),
         "job.yaml",
         &format!(
@@ -309,14 +367,14 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "the gated job to run",
         Duration::from_secs(30),
         last_job,
-        || status(&s, &gated)["status"] == "Running",
+        || status(s, &gated)["status"] == "Running",
     );
     s.ok_in(dir.path(), &["job", "cancel", "--name", &gated]);
     eventually(
         "the canceled job",
         Duration::from_secs(30),
         last_job,
-        || status(&s, &gated)["status"] == "Canceled",
+        || status(s, &gated)["status"] == "Canceled",
     );
     eventually(
         "the Job to be deleted",
@@ -328,7 +386,13 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
                 .is_none()
         },
     );
+}
 
+#[test]
+fn a_resource_quota_keeps_a_job_queued_with_the_controllers_reason() {
+    let c = attached();
+    let (s, rt, dir) = (&c.s, &c.rt, &c.dir);
+    let client = &c.client;
     // A ResourceQuota that admits no pod: the job waits in Queued with the Job controller's
     // reason, and runs once the quota is lifted.
     let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), "azureml-workloads");
@@ -338,8 +402,20 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     .unwrap();
     rt.block_on(quotas.create(&PostParams::default(), &quota))
         .unwrap();
+    // Admission enforces a quota once its controller has recorded it.
+    eventually(
+        "the quota controller",
+        Duration::from_secs(30),
+        String::new,
+        || {
+            rt.block_on(quotas.get("no-pods"))
+                .ok()
+                .and_then(|q| q.status?.hard)
+                .is_some()
+        },
+    );
     let quota_job = submit(
-        &s,
+        s,
         dir.path(),
         "quota.yaml",
         "command: echo past the quota\n",
@@ -349,7 +425,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         Duration::from_secs(30),
         last_job,
         || {
-            let v = status(&s, &quota_job);
+            let v = status(s, &quota_job);
             v["status"] == "Queued"
                 && v["status_message"]
                     .as_str()
@@ -362,20 +438,25 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "the job past the quota",
         Duration::from_secs(60),
         last_job,
-        || status(&s, &quota_job)["status"] == "Completed",
+        || status(s, &quota_job)["status"] == "Completed",
     );
+}
 
+#[test]
+fn a_timeout_a_failing_command_and_an_unknown_instance_type_say_why() {
+    let c = attached();
+    let (s, dir) = (&c.s, &c.dir);
     // limits.timeout becomes activeDeadlineSeconds.
     let slow = submit(
-        &s,
+        s,
         dir.path(),
         "slow.yaml",
         "command: sleep 60\nlimits:\n  timeout: 2\n",
     );
     eventually("the deadline", Duration::from_secs(60), last_job, || {
-        status(&s, &slow)["status"] == "Failed"
+        status(s, &slow)["status"] == "Failed"
     });
-    let v = status(&s, &slow);
+    let v = status(s, &slow);
     assert!(
         v["status_message"]
             .as_str()
@@ -386,15 +467,15 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
 
     // A non-zero exit code comes back with the log.
     let failing = submit(
-        &s,
+        s,
         dir.path(),
         "fail.yaml",
         "command: echo about to fail; exit 3\n",
     );
     eventually("the failure", Duration::from_secs(30), last_job, || {
-        status(&s, &failing)["status"] == "Failed"
+        status(s, &failing)["status"] == "Failed"
     });
-    let v = status(&s, &failing);
+    let v = status(s, &failing);
     assert!(
         v["status_message"].as_str().unwrap().contains("code 3"),
         "{v}"
@@ -402,6 +483,24 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let log = text(&s.cli(&["job", "stream", "--name", &failing]).stdout);
     assert!(log.contains("about to fail"), "{log}");
 
+    // An instance type the cluster does not have.
+    write(
+        dir.path(),
+        "nope.yaml",
+        "command: echo\ncompute: azureml:aks-compute\nresources:\n  instance_type: huge\n",
+    );
+    let out = s.cli_in(dir.path(), &["job", "create", "--file", "nope.yaml"]);
+    assert!(
+        text(&out.stderr).contains("does not exist in the cluster"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn inputs_too_large_for_a_config_map_are_fetched_by_the_pod() {
+    let c = attached();
+    let (s, dir) = (&c.s, &c.dir);
     // Inputs too large for a ConfigMap: the pod's init container fetches them from the server;
     // a URL input in download mode is downloaded by the same init container.
     let remote = support::serve_once("remote,data\n");
@@ -410,7 +509,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         .collect();
     std::fs::write(dir.path().join("big.bin"), &weights).unwrap();
     let fetched = submit(
-        &s,
+        s,
         dir.path(),
         "big.yaml",
         &format!(
@@ -418,7 +517,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         ),
     );
     eventually("the large job", Duration::from_secs(30), last_job, || {
-        let v = status(&s, &fetched);
+        let v = status(s, &fetched);
         assert_ne!(v["status"], "Failed", "{v}");
         v["status"] == "Completed"
     });
@@ -440,7 +539,7 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     // A URL the pod cannot download: the init container fails, the job says which and why.
     let missing = support::serve_status(404, "no such blob");
     let broken = submit(
-        &s,
+        s,
         dir.path(),
         "missing.yaml",
         &format!(
@@ -451,9 +550,9 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         "the fetch failure",
         Duration::from_secs(30),
         last_job,
-        || status(&s, &broken)["status"] == "Failed",
+        || status(s, &broken)["status"] == "Failed",
     );
-    let v = status(&s, &broken);
+    let v = status(s, &broken);
     let why = v["status_message"].as_str().unwrap();
     assert!(
         why.contains(
@@ -464,20 +563,19 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     let log = text(&s.cli(&["job", "stream", "--name", &broken]).stdout);
     assert!(log.contains("HTTP 404 Not Found: no such blob"), "{log}");
     assert!(!log.contains("never"), "{log}");
+}
 
-    // An instance type the cluster does not have.
-    write(
-        dir.path(),
-        "nope.yaml",
-        "command: echo\ncompute: azureml:aks-compute\nresources:\n  instance_type: huge\n",
-    );
-    let out = s.cli_in(dir.path(), &["job", "create", "--file", "nope.yaml"]);
-    assert!(
-        text(&out.stderr).contains("does not exist in the cluster"),
-        "{}",
-        text(&out.stderr)
-    );
-
+#[test]
+fn a_restarted_server_adopts_a_running_job_and_deletes_orphans_and_detach_waits_for_work() {
+    let Cluster {
+        s,
+        kubelet,
+        rt,
+        jobs,
+        dir,
+        cp,
+        ..
+    } = attached();
     // The server dies while a job runs; the new one adopts the Job and sees it finish.
     let flag2 = dir.path().join("go2");
     let adopted = submit(
@@ -492,59 +590,6 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
     eventually("the job to run", Duration::from_secs(30), last_job, || {
         status(&s, &adopted)["status"] == "Running"
     });
-    // The server the extension installs attaches the cluster it runs in as its ServiceAccount.
-    let sa = tempfile::tempdir().unwrap();
-    std::fs::write(sa.path().join("token"), &cp.token).unwrap();
-    std::fs::copy(
-        cp.dir.path().join("certs/apiserver.crt"),
-        sa.path().join("ca.crt"),
-    )
-    .unwrap();
-    let port = cp.server.rsplit(':').next().unwrap().to_string();
-    let pod_env = [
-        ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
-        ("KUBERNETES_SERVICE_PORT", port.as_str()),
-        ("BERTH_SERVICE_ACCOUNT_DIR", sa.path().to_str().unwrap()),
-        ("BERTH_SERVER_URL", "http://berth-server.azureml.svc:8700"),
-    ];
-    let in_pod = Server::start_in(tempfile::tempdir().unwrap(), &[], &pod_env);
-    in_pod.ok_in(
-        dir.path(),
-        &[
-            "compute",
-            "attach",
-            "--type",
-            "Kubernetes",
-            "--name",
-            "here",
-            "--in-cluster",
-            "--namespace",
-            "azureml-workloads",
-        ],
-    );
-    let here = in_pod.json(&["compute", "show", "--name", "here"]);
-    assert_eq!(here["cluster"]["nodes"], 2);
-    // Its pods reach it at its own Service, as the extension tells it.
-    assert_eq!(
-        here["kubernetes"]["server_url"],
-        "http://berth-server.azureml.svc:8700"
-    );
-    drop(in_pod);
-    let out = s.cli(&[
-        "compute",
-        "attach",
-        "--type",
-        "Kubernetes",
-        "--name",
-        "y",
-        "--in-cluster",
-    ]);
-    assert!(
-        text(&out.stderr).contains("works only for a server running in a pod"),
-        "{}",
-        text(&out.stderr)
-    );
-
     // A compute with running work is not detached without --force.
     let out = s.cli(&["compute", "detach", "--name", "aks-compute", "--yes"]);
     assert!(
@@ -584,5 +629,67 @@ fn jobs_run_as_kubernetes_jobs_through_the_test_kubelet() {
         dir.path(),
         &["compute", "detach", "--name", "aks-compute", "--yes"],
     );
+    // The server goes before the kubelet's pods and the control plane.
+    drop(s);
     drop(kubelet);
+    drop(cp);
+}
+
+#[test]
+fn a_server_in_a_pod_attaches_its_own_cluster_with_its_service_account() {
+    let c = attached();
+    let (s, dir) = (&c.s, &c.dir);
+    let cp = &c.cp;
+    // The server the extension installs attaches the cluster it runs in as its ServiceAccount.
+    let sa = tempfile::tempdir().unwrap();
+    std::fs::write(sa.path().join("token"), &cp.token).unwrap();
+    std::fs::copy(
+        cp.dir.path().join("certs/apiserver.crt"),
+        sa.path().join("ca.crt"),
+    )
+    .unwrap();
+    let port = cp.server.rsplit(':').next().unwrap().to_string();
+    let pod_env = [
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+        ("KUBERNETES_SERVICE_PORT", port.as_str()),
+        ("BERTH_SERVICE_ACCOUNT_DIR", sa.path().to_str().unwrap()),
+        ("BERTH_SERVER_URL", "http://berth-server.azureml.svc:8700"),
+    ];
+    let in_pod = Server::start_in(tempfile::tempdir().unwrap(), &[], &pod_env);
+    in_pod.ok_in(
+        dir.path(),
+        &[
+            "compute",
+            "attach",
+            "--type",
+            "Kubernetes",
+            "--name",
+            "here",
+            "--in-cluster",
+            "--namespace",
+            "azureml-workloads",
+        ],
+    );
+    let here = in_pod.json(&["compute", "show", "--name", "here"]);
+    assert_eq!(here["cluster"]["nodes"], 1);
+    // Its pods reach it at its own Service, as the extension tells it.
+    assert_eq!(
+        here["kubernetes"]["server_url"],
+        "http://berth-server.azureml.svc:8700"
+    );
+    drop(in_pod);
+    let out = s.cli(&[
+        "compute",
+        "attach",
+        "--type",
+        "Kubernetes",
+        "--name",
+        "y",
+        "--in-cluster",
+    ]);
+    assert!(
+        text(&out.stderr).contains("works only for a server running in a pod"),
+        "{}",
+        text(&out.stderr)
+    );
 }
