@@ -338,9 +338,17 @@ struct LocalIsolation {
     lines: Arc<[String]>,
 }
 
-/// Builds the state: opens the store, starts the manager, recovers jobs.
-pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<AppState, StartError> {
-    let home = &config.home;
+/// What the home holds that the server needs first.
+struct OpenedHome {
+    token: String,
+    signing: String,
+    store: Store,
+    sockets: PathBuf,
+}
+
+/// Makes or opens the home: its token, signing key and store (private), without the leftovers
+/// of an earlier server, and the replicas' socket folder.
+async fn open_home(home: &std::path::Path) -> Result<OpenedHome, StartError> {
     make_home(home).map_err(home_error(home))?;
     std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
     let token = auth::load_or_create_token(home).map_err(home_error(home))?;
@@ -356,6 +364,23 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
     services::resources::ensure_local_compute(&store)
         .await
         .map_err(|e| StartError::Recover(e.to_string()))?;
+    Ok(OpenedHome {
+        token: token.to_string(),
+        signing: signing.as_str().to_string(),
+        store,
+        sockets,
+    })
+}
+
+/// Builds the state: opens the store, starts the manager, recovers jobs.
+pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<AppState, StartError> {
+    let home = &config.home;
+    let OpenedHome {
+        token,
+        signing,
+        store,
+        sockets,
+    } = open_home(home).await?;
     let (capacity, gpu_ids) = local_capacity(config);
     let LocalIsolation {
         run_as,
@@ -400,7 +425,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         router,
         serving,
         scoring_url: scoring_url.into(),
-        token_secret: signing.as_str().into(),
+        token_secret: signing.into(),
         routes: Arc::new(
             tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc {
                 epoch: rand::random::<u64>().max(1),
@@ -414,17 +439,27 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         #[cfg(feature = "kubernetes")]
         clusters,
     };
+    start_serving(&state, serving_events).await;
+    Ok(state)
+}
+
+/// Starts what follows the store and the serving events, and recovers the deployments.
+async fn start_serving(
+    state: &AppState,
+    serving_events: tokio::sync::mpsc::UnboundedReceiver<
+        berth_scheduler::serving::controller::ServingEvent,
+    >,
+) {
     let st = state.clone();
     tokio::spawn(async move { services::endpoints::serve_events(&st, serving_events).await });
     tokio::spawn(services::routes::follow(state.clone()));
-    services::routes::settled(&state).await;
-    services::deployments::recover(&state).await;
+    services::routes::settled(state).await;
+    services::deployments::recover(state).await;
     #[cfg(feature = "kubernetes")]
     {
         let st = state.clone();
         tokio::spawn(async move { services::clusters::collect_orphans(&st).await });
     }
-    Ok(state)
 }
 
 /// Runs the server until SIGTERM or Ctrl-C. Jobs keep running across a restart.
