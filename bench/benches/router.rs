@@ -14,9 +14,8 @@ use berth_core::spec::deployment::RequestSettings;
 use berth_core::spec::endpoint::TrafficSplit;
 use berth_router::{DeploymentRoute, EndpointRoute, InferenceRouter, RouteAuth};
 
-fn main() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let (backend, proxy, router_port) = (free_port(), free_port(), free_port());
+/// nginx with one worker: a trivial backend on `backend` and `proxy_pass` to it on `proxy`.
+fn start_nginx(dir: &tempfile::TempDir, backend: u16, proxy: u16) {
     let conf = format!(
         "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 1024; }}\nhttp {{\n access_log off;\n upstream be {{ server 127.0.0.1:{backend}; keepalive 64; }}\n server {{ listen 127.0.0.1:{backend}; location / {{ return 200 '{{\"ok\":1}}'; }} }}\n server {{ listen 127.0.0.1:{proxy}; location / {{ proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n}}\n",
         d = dir.path().display()
@@ -30,7 +29,10 @@ fn main() {
         .status()
         .expect("nginx (apt-get install nginx-light)");
     assert!(status.success());
+}
 
+/// Berth's router on `router_port` in front of the backend, on a thread of its own.
+fn start_router(backend: u16, router_port: u16) {
     let router = InferenceRouter::new();
     let settings = RequestSettings {
         request_timeout_ms: 5000,
@@ -78,6 +80,13 @@ fn main() {
             axum::serve(l, router.app()).await
         })
     });
+}
+
+fn main() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (backend, proxy, router_port) = (free_port(), free_port(), free_port());
+    start_nginx(&dir, backend, proxy);
+    start_router(backend, router_port);
     std::thread::sleep(std::time::Duration::from_millis(200));
 
     let body = r#"{"data": [[1, 2]]}"#;

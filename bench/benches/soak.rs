@@ -106,23 +106,24 @@ fn berth(bin: &Path, home: &Path, cwd: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn main() {
-    let bin = std::env::var_os("BERTH_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/berth")
-        });
-    assert!(
-        bin.exists(),
-        "build the binary first: cargo build --release"
-    );
-    let minutes: u64 = std::env::var("SOAK_MINUTES")
-        .ok()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(10);
-    let home = tempfile::tempdir().expect("home");
-    let work = tempfile::tempdir().expect("work");
-    let mut server = Command::new(&bin)
+/// The scoring target: where to POST, with which key and body.
+#[derive(Clone)]
+struct Target {
+    addr: String,
+    path: String,
+    key: String,
+    body: String,
+}
+
+impl Target {
+    fn open(&self) -> Conn {
+        Conn::open(&self.addr, &self.path, &self.key, &self.body)
+    }
+}
+
+/// `berth server` on port 0 in `home`, once it is ready; its pid.
+fn start_server(bin: &Path, home: &Path) -> std::process::Child {
+    let mut server = Command::new(bin)
         .args([
             "server",
             "--api-listen",
@@ -130,7 +131,7 @@ fn main() {
             "--scoring-listen",
             "127.0.0.1:0",
         ])
-        .env("BERTH_HOME", home.path())
+        .env("BERTH_HOME", home)
         .env("BERTH_LOG", "warn")
         .stderr(Stdio::piped())
         .spawn()
@@ -142,70 +143,61 @@ fn main() {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    let pid = server.id();
-    let ex = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/onnx");
-    berth(
-        &bin,
-        home.path(),
-        &ex,
-        &["online-endpoint", "create", "-f", "endpoint.yaml"],
-    );
-    berth(
-        &bin,
-        home.path(),
-        &ex,
-        &[
-            "online-deployment",
-            "create",
-            "-f",
-            "deployment.yaml",
-            "--all-traffic",
-        ],
-    );
-    let show: serde_json::Value = serde_json::from_str(&berth(
-        &bin,
-        home.path(),
-        &ex,
-        &[
-            "online-endpoint",
-            "show",
-            "-n",
-            "onnx-endpoint",
-            "-o",
-            "json",
-        ],
-    ))
-    .expect("json");
-    let creds: serde_json::Value = serde_json::from_str(&berth(
-        &bin,
-        home.path(),
-        &ex,
-        &[
-            "online-endpoint",
-            "get-credentials",
-            "-n",
-            "onnx-endpoint",
-            "-o",
-            "json",
-        ],
-    ))
-    .expect("json");
-    let uri = show["scoring_uri"].as_str().expect("uri").to_string();
-    let key = creds["primaryKey"].as_str().expect("key").to_string();
-    let rest = uri.trim_start_matches("http://");
-    let (addr, path) = rest.split_once('/').expect("path");
-    let (addr, path) = (addr.to_string(), format!("/{path}"));
-    let body = std::fs::read_to_string(ex.join("sample-request.json")).expect("body");
+    server
+}
 
-    // Capacity: closed loop, CLIENTS connections, 5 s.
+/// Deploys the ONNX example; its scoring target.
+fn deploy_onnx(bin: &Path, home: &Path) -> Target {
+    let ex = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/onnx");
+    let run = |args: &[&str]| berth(bin, home, &ex, args);
+    run(&["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    run(&[
+        "online-deployment",
+        "create",
+        "-f",
+        "deployment.yaml",
+        "--all-traffic",
+    ]);
+    let json =
+        |args: &[&str]| -> serde_json::Value { serde_json::from_str(&run(args)).expect("json") };
+    let show = json(&[
+        "online-endpoint",
+        "show",
+        "-n",
+        "onnx-endpoint",
+        "-o",
+        "json",
+    ]);
+    let creds = json(&[
+        "online-endpoint",
+        "get-credentials",
+        "-n",
+        "onnx-endpoint",
+        "-o",
+        "json",
+    ]);
+    let uri = show["scoring_uri"].as_str().expect("uri");
+    let (addr, path) = uri
+        .trim_start_matches("http://")
+        .split_once('/')
+        .expect("path");
+    Target {
+        addr: addr.to_string(),
+        path: format!("/{path}"),
+        key: creds["primaryKey"].as_str().expect("key").to_string(),
+        body: std::fs::read_to_string(ex.join("sample-request.json")).expect("body"),
+    }
+}
+
+/// Requests per second `CLIENTS` closed-loop connections get in 5 s.
+fn capacity(target: &Target) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let probes: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (addr, path, key, body) = (addr.clone(), path.clone(), key.clone(), body.clone());
-            let (done, stop) = (done.clone(), stop.clone());
+            let (target, done, stop) = (target.clone(), done.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut c = Conn::open(&addr, &path, &key, &body);
+                let mut c = target.open();
                 while !stop.load(Ordering::Relaxed) {
                     if c.call().is_ok() {
                         done.fetch_add(1, Ordering::Relaxed);
@@ -219,71 +211,73 @@ fn main() {
     for p in probes {
         let _ = p.join();
     }
-    let capacity = done.load(Ordering::Relaxed) as f64 / 5.0;
-    let rate = capacity * 0.8;
-    println!(
-        "capacity {capacity:.0} req/s with {CLIENTS} clients; soaking at {rate:.0} req/s for {minutes} min, a job every 2 s"
-    );
+    done.load(Ordering::Relaxed) as f64 / 5.0
+}
 
-    // The soak.
-    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
-    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let stop = Arc::new(AtomicBool::new(false));
-    let interval = Duration::from_secs_f64(CLIENTS as f64 / rate);
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (addr, path, key, body) = (addr.clone(), path.clone(), key.clone(), body.clone());
-            let (latencies, sent, failed, stop) = (
-                latencies.clone(),
-                sent.clone(),
-                failed.clone(),
-                stop.clone(),
-            );
-            std::thread::spawn(move || {
-                let mut c = Conn::open(&addr, &path, &key, &body);
-                let mut next = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    match c.call() {
-                        Ok(200) => {}
-                        Ok(_) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            c = Conn::open(&addr, &path, &key, &body);
-                        }
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut l) = latencies.lock() {
-                        l.push(t.elapsed().as_secs_f64() * 1e6);
-                    }
-                    next += interval;
-                    if let Some(wait) = next.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
+/// What the paced clients count.
+#[derive(Clone, Default)]
+struct Counts {
+    latencies: Arc<Mutex<Vec<f64>>>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    jobs: Arc<AtomicU64>,
+}
+
+/// One client paced to one request per `interval` until `stop`.
+fn paced_client(
+    target: Target,
+    interval: Duration,
+    counts: Counts,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut c = target.open();
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            match c.call() {
+                Ok(200) => {}
+                Ok(_) => {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
                 }
-            })
-        })
-        .collect();
-    std::fs::write(work.path().join("job.yaml"), "command: echo soak\n").expect("job");
-    let jobs = Arc::new(AtomicU64::new(0));
-    let submitter = {
-        let (bin, home, work, jobs, stop) = (
-            bin.clone(),
-            home.path().to_path_buf(),
-            work.path().to_path_buf(),
-            jobs.clone(),
-            stop.clone(),
-        );
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                berth(&bin, &home, &work, &["job", "create", "-f", "job.yaml"]);
-                jobs.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_secs(2));
+                Err(_) => {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                    c = target.open();
+                }
             }
-        })
-    };
+            counts.sent.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut l) = counts.latencies.lock() {
+                l.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            next += interval;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    })
+}
+
+/// Submits a trivial job every 2 s until `stop`.
+fn job_submitter(
+    bin: &Path,
+    home: &Path,
+    work: &Path,
+    counts: Counts,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::fs::write(work.join("job.yaml"), "command: echo soak\n").expect("job");
+    let (bin, home, work) = (bin.to_path_buf(), home.to_path_buf(), work.to_path_buf());
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            berth(&bin, &home, &work, &["job", "create", "-f", "job.yaml"]);
+            counts.jobs.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    })
+}
+
+/// Prints the minutely table for `minutes`.
+fn report(pid: u32, minutes: u64, counts: &Counts) {
     println!("minute  rss_mib  fds  p50_us  p99_us  requests  failed  jobs");
     println!(
         "0       {:>7.1}  {:>3}  {:>6}  {:>6}  {:>8}  {:>6}  {:>4}",
@@ -297,42 +291,23 @@ fn main() {
     );
     for minute in 1..=minutes {
         std::thread::sleep(Duration::from_secs(60));
-        let mut l = std::mem::take(&mut *latencies.lock().expect("latencies"));
-        let p50 = percentile(&mut l, 0.5);
-        let p99 = percentile(&mut l, 0.99);
+        let mut l = std::mem::take(&mut *counts.latencies.lock().expect("latencies"));
         println!(
             "{minute:<6}  {:>7.1}  {:>3}  {:>6.0}  {:>6.0}  {:>8}  {:>6}  {:>4}",
             rss_mib(pid),
             open_fds(pid),
-            p50,
-            p99,
-            sent.load(Ordering::Relaxed),
-            failed.load(Ordering::Relaxed),
-            jobs.load(Ordering::Relaxed),
+            percentile(&mut l, 0.5),
+            percentile(&mut l, 0.99),
+            counts.sent.load(Ordering::Relaxed),
+            counts.failed.load(Ordering::Relaxed),
+            counts.jobs.load(Ordering::Relaxed),
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        let _ = c.join();
-    }
-    let _ = submitter.join();
-    let list = berth(
-        &bin,
-        home.path(),
-        work.path(),
-        &["job", "list", "-o", "json"],
-    );
-    let listed: serde_json::Value = serde_json::from_str(&list).expect("json");
-    let completed = listed.as_array().map_or(0, |a| {
-        a.iter().filter(|j| j["status"] == "Completed").count()
-    });
-    println!(
-        "jobs: {} submitted, {completed} completed",
-        jobs.load(Ordering::Relaxed)
-    );
-    let _ = server.kill();
-    let _ = server.wait();
-    for pid_file in std::fs::read_dir(home.path().join("deployments/onnx-endpoint/native"))
+}
+
+/// Kills the replicas the server left running (they outlive it by design).
+fn kill_replicas(home: &Path) {
+    for pid_file in std::fs::read_dir(home.join("deployments/onnx-endpoint/native"))
         .into_iter()
         .flatten()
         .flatten()
@@ -350,4 +325,59 @@ fn main() {
                 .status();
         }
     }
+}
+
+fn main() {
+    let bin = std::env::var_os("BERTH_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/berth")
+        });
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release"
+    );
+    let minutes: u64 = std::env::var("SOAK_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(10);
+    let home = tempfile::tempdir().expect("home");
+    let work = tempfile::tempdir().expect("work");
+    let mut server = start_server(&bin, home.path());
+    let target = deploy_onnx(&bin, home.path());
+    let capacity = capacity(&target);
+    let rate = capacity * 0.8;
+    println!(
+        "capacity {capacity:.0} req/s with {CLIENTS} clients; soaking at {rate:.0} req/s for {minutes} min, a job every 2 s"
+    );
+    let counts = Counts::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let interval = Duration::from_secs_f64(CLIENTS as f64 / rate);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| paced_client(target.clone(), interval, counts.clone(), stop.clone()))
+        .collect();
+    let submitter = job_submitter(&bin, home.path(), work.path(), counts.clone(), stop.clone());
+    report(server.id(), minutes, &counts);
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        let _ = c.join();
+    }
+    let _ = submitter.join();
+    let list = berth(
+        &bin,
+        home.path(),
+        work.path(),
+        &["job", "list", "-o", "json"],
+    );
+    let listed: serde_json::Value = serde_json::from_str(&list).expect("json");
+    let completed = listed.as_array().map_or(0, |a| {
+        a.iter().filter(|j| j["status"] == "Completed").count()
+    });
+    println!(
+        "jobs: {} submitted, {completed} completed",
+        counts.jobs.load(Ordering::Relaxed)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    kill_replicas(home.path());
 }

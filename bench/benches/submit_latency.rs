@@ -50,6 +50,26 @@ fn main() {
     let work_dir = tempfile::tempdir().expect("work");
     let work = work_dir.path().to_path_buf();
 
+    let baseline = baseline(&work);
+    let berth = berth_latencies(&bin, home.path(), &work);
+    let (bp50, bp99) = percentiles(baseline);
+    let (p50, p99) = percentiles(berth);
+    println!(
+        "N={N} sequential trivial jobs; times from just before the request to the command's first instruction"
+    );
+    println!("sh -c spawn         p50 {bp50:.2} ms  p99 {bp99:.2} ms");
+    println!(
+        "berth job create    p50 {p50:.2} ms  p99 {p99:.2} ms  (includes the CLI process, HTTP, durable insert, admission, supervisor spawn)"
+    );
+    println!(
+        "extra over sh -c    p50 {:.2} ms  p99 {:.2} ms",
+        p50 - bp50,
+        p99 - bp99
+    );
+}
+
+/// `sh -c 'date +%s%N > file'` N times: ms from just before the spawn to the command's start.
+fn baseline(work: &Path) -> Vec<f64> {
     let mut baseline = Vec::new();
     for i in 0..N {
         let f = work.join(format!("sh-{i}"));
@@ -62,8 +82,13 @@ fn main() {
         assert!(status.success());
         baseline.push((read_ns(&f) - t0) as f64 / 1e6);
     }
+    baseline
+}
 
-    let mut server = Command::new(&bin)
+/// `berth job create --stream` of a trivial job N times against a server in `home`: ms from
+/// just before the CLI starts to the command's start.
+fn berth_latencies(bin: &Path, home: &Path, work: &Path) -> Vec<f64> {
+    let mut server = Command::new(bin)
         .args([
             "server",
             "--api-listen",
@@ -71,7 +96,7 @@ fn main() {
             "--scoring-listen",
             "127.0.0.1:0",
         ])
-        .env("BERTH_HOME", home.path())
+        .env("BERTH_HOME", home)
         .env("BERTH_LOG", "warn")
         .stderr(Stdio::piped())
         .spawn()
@@ -94,12 +119,12 @@ fn main() {
         let _ = std::fs::remove_file(&stamp);
         let name = format!("j{i}");
         let t0 = now_ns();
-        let out = Command::new(&bin)
+        let out = Command::new(bin)
             .args([
                 "job", "create", "-f", "job.yaml", "--name", &name, "--stream",
             ])
-            .current_dir(&work)
-            .env("BERTH_HOME", home.path())
+            .current_dir(work)
+            .env("BERTH_HOME", home)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -109,18 +134,5 @@ fn main() {
     }
     let _ = server.kill();
     let _ = server.wait();
-    let (bp50, bp99) = percentiles(baseline);
-    let (p50, p99) = percentiles(berth);
-    println!(
-        "N={N} sequential trivial jobs; times from just before the request to the command's first instruction"
-    );
-    println!("sh -c spawn         p50 {bp50:.2} ms  p99 {bp99:.2} ms");
-    println!(
-        "berth job create    p50 {p50:.2} ms  p99 {p99:.2} ms  (includes the CLI process, HTTP, durable insert, admission, supervisor spawn)"
-    );
-    println!(
-        "extra over sh -c    p50 {:.2} ms  p99 {:.2} ms",
-        p50 - bp50,
-        p99 - bp99
-    );
+    berth
 }
