@@ -154,11 +154,15 @@ impl Controller {
                     return false;
                 }
             };
-            if cur.value.revision != revision {
-                return false;
-            }
-            if cur.value.state == next {
-                return true;
+            match super::reconcile::record_step(
+                cur.value.revision,
+                &cur.value.state,
+                revision,
+                &next,
+            ) {
+                super::reconcile::RecordStep::MovedOn => return false,
+                super::reconcile::RecordStep::AlreadyRecorded => return true,
+                super::reconcile::RecordStep::Write => {}
             }
             let mut rec = cur.value;
             rec.state = next.clone();

@@ -93,9 +93,61 @@ pub fn reconcile(
     d
 }
 
+/// What recording a decided state does with the deployment's stored record, read afresh
+/// (first, and again after each version conflict).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordStep {
+    /// The record is at another revision (an update came, or it was recreated): the decision
+    /// is stale and nothing is written.
+    MovedOn,
+    /// The record already says so.
+    AlreadyRecorded,
+    /// Write it (at the version read; a conflict reads again and asks again).
+    Write,
+}
+
+/// The step for writing `next`, decided for `revision`, over a stored record at
+/// `stored_revision` in `stored`. One writer of deployment state for both backends.
+pub fn record_step(
+    stored_revision: u32,
+    stored: &DeploymentState,
+    revision: u32,
+    next: &DeploymentState,
+) -> RecordStep {
+    if stored_revision != revision {
+        RecordStep::MovedOn
+    } else if stored == next {
+        RecordStep::AlreadyRecorded
+    } else {
+        RecordStep::Write
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_conflict_with_an_update_gives_up_and_with_anything_else_writes_again() {
+        let ok = DeploymentState::Succeeded;
+        // First read: revision 2 is Updating; the decision for 2 is written.
+        assert_eq!(
+            record_step(2, &DeploymentState::Updating, 2, &ok),
+            RecordStep::Write
+        );
+        // The write conflicted: another writer moved the record to revision 3.
+        assert_eq!(
+            record_step(3, &DeploymentState::Updating, 2, &ok),
+            RecordStep::MovedOn
+        );
+        // Or it only touched the record at the same revision: write again.
+        assert_eq!(
+            record_step(2, &DeploymentState::Updating, 2, &ok),
+            RecordStep::Write
+        );
+        // Or it recorded the same state already.
+        assert_eq!(record_step(2, &ok, 2, &ok), RecordStep::AlreadyRecorded);
+    }
 
     fn seen(rollout: Rollout, ready: usize) -> Observed {
         Observed {
