@@ -168,6 +168,36 @@ fn enter_replica_sandbox(home: &std::path::Path, args: &RuntimeArgs) -> Result<(
     Ok(())
 }
 
+/// Moves this replica into the cgroup of `procs`. Run as another user, it may not: the
+/// server moves it, and it waits (up to 10 s) until it is there, before it starts any worker.
+fn join_cgroup(procs: &std::path::Path) -> Result<(), Failure> {
+    let failed = |e: &dyn std::fmt::Display| {
+        Failure::new(format!(
+            "cannot join the replica's cgroup ({}): {e}",
+            procs.display()
+        ))
+    };
+    match std::fs::write(procs, std::process::id().to_string()) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() != std::io::ErrorKind::PermissionDenied => return Err(failed(&e)),
+        Err(_) => {}
+    }
+    let name = procs
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| format!("/{}", n.to_string_lossy()))
+        .unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        if mine.lines().any(|l| l.ends_with(&name)) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(failed(&"the server did not move it there within 10 s"))
+}
+
 async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
     if args.exit_with_parent {
         // A replica must not outlive a server killed with SIGKILL: the restarted server starts
@@ -180,12 +210,7 @@ async fn runtime(args: RuntimeArgs) -> Result<i32, Failure> {
     }
     // Its cgroup before anything else (and before the sandbox, which keeps it out of /sys).
     for procs in &args.cgroup_procs {
-        std::fs::write(procs, std::process::id().to_string()).map_err(|e| {
-            Failure::new(format!(
-                "cannot join the replica's cgroup ({}): {e}",
-                procs.display()
-            ))
-        })?;
+        join_cgroup(procs)?;
     }
     if let Some(home) = &args.protect {
         enter_replica_sandbox(home, &args)?;

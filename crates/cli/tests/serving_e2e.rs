@@ -657,3 +657,41 @@ fn each_replica_and_its_python_workers_run_in_a_cgroup_of_their_own() {
     }
     assert_ne!(groups[0], groups[1], "one cgroup per replica");
 }
+
+/// The real uid of a process.
+fn uid_of(pid: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn replicas_run_as_the_run_as_user_in_their_cgroup_and_still_answer() {
+    let s = Server::start(&["--run-as", "nobody"]);
+    serve_blue(&s);
+    let out = invoke(&s, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("predictions"),
+        "{}",
+        text(&out.stdout)
+    );
+    let pids = replica_pids(s.home.path());
+    assert!(!pids.is_empty());
+    for pid in pids {
+        assert_eq!(uid_of(pid), Some(65534), "replica {pid}");
+        assert!(
+            memory_cgroup(pid).contains("/.replica-"),
+            "replica {pid} is in {}",
+            memory_cgroup(pid)
+        );
+        for w in children_of(pid) {
+            assert_eq!(uid_of(w), Some(65534), "worker {w}");
+        }
+    }
+}

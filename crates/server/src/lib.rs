@@ -252,8 +252,7 @@ fn serving_controller(
     store: &Store,
     envs: &Arc<berth_scheduler::envs::EnvCache>,
     router: &Arc<berth_router::InferenceRouter>,
-    sockets: PathBuf,
-    cgroups: Arc<berth_scheduler::cgroup::Hierarchies>,
+    replicas: Arc<berth_scheduler::replicas::Replicas>,
     events: tokio::sync::mpsc::UnboundedSender<berth_scheduler::serving::controller::ServingEvent>,
 ) -> Arc<berth_scheduler::serving::controller::Controller> {
     let load_router = Arc::clone(router);
@@ -261,7 +260,7 @@ fn serving_controller(
         store.clone(),
         Arc::new(berth_scheduler::serving::ServingBackends {
             local: berth_scheduler::serving::local::LocalServing::new(
-                berth_scheduler::replicas::Replicas::new(sockets, cgroups),
+                replicas,
                 Arc::clone(envs),
                 config.runtime.clone(),
             ),
@@ -396,7 +395,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         LocalBackend::new(config.supervisor.clone(), Arc::clone(&envs))
             .protecting(home.clone())
             .containing(cgroups.clone())
-            .running_as(run_as),
+            .running_as(run_as.clone()),
         #[cfg(feature = "kubernetes")]
         Arc::clone(&clusters),
     );
@@ -411,8 +410,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         &store,
         &envs,
         &router,
-        sockets,
-        Arc::new(cgroups),
+        berth_scheduler::replicas::Replicas::running_as(sockets, Arc::new(cgroups), run_as),
         events,
     );
     let state = AppState {

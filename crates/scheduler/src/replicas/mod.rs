@@ -87,6 +87,8 @@ pub struct ReplicaPlan {
     pub cgroups: Arc<crate::cgroup::Hierarchies>,
     /// The instance type's memory limit, for each replica's cgroup.
     pub memory_limit_bytes: Option<u64>,
+    /// Run replicas as this user (`--run-as`; the server is root).
+    pub run_as: Option<crate::users::RunAs>,
     /// How many replicas.
     pub count: usize,
     /// How long a replica may take to become ready.
@@ -129,6 +131,7 @@ pub struct Replicas {
     changed: watch::Sender<u64>,
     sockets: PathBuf,
     cgroups: Arc<crate::cgroup::Hierarchies>,
+    run_as: Option<crate::users::RunAs>,
 }
 
 fn replica_log(dir: &Path, i: usize) -> PathBuf {
@@ -164,12 +167,27 @@ impl Replicas {
     /// No replicas yet; their sockets will be in `sockets` ([`socket::socket_dir`]), each in a
     /// cgroup of `cgroups` where there are cgroups.
     pub fn new(sockets: PathBuf, cgroups: Arc<crate::cgroup::Hierarchies>) -> Arc<Replicas> {
+        Self::running_as(sockets, cgroups, None)
+    }
+
+    /// Replicas run as `user` (the server being root).
+    pub fn running_as(
+        sockets: PathBuf,
+        cgroups: Arc<crate::cgroup::Hierarchies>,
+        user: Option<crate::users::RunAs>,
+    ) -> Arc<Replicas> {
         Arc::new(Replicas {
             running: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
             sockets,
             cgroups,
+            run_as: user,
         })
+    }
+
+    /// The user replicas run as, when not the server's.
+    pub fn run_as(&self) -> Option<&crate::users::RunAs> {
+        self.run_as.as_ref()
     }
 
     /// Where replicas get their cgroups.
@@ -211,7 +229,15 @@ impl Replicas {
         };
         let log = std::fs::File::create(&log_path).map_err(io)?;
         let (program, args) = plan.runtime.split_first().ok_or(ReplicaError::NoRuntime)?;
-        let socket = socket::fresh(&plan.sockets);
+        let socket = match &plan.run_as {
+            Some(who) => {
+                // Its socket's folder and its revision's folder (its ready file) are its own.
+                socket::fresh_for(&plan.sockets, who)
+                    .and_then(|s| crate::users::give(&plan.dir, who).map(|_| s))
+                    .map_err(io)?
+            }
+            None => socket::fresh(&plan.sockets),
+        };
         let listen = format!("{}{}", berth_core::address::UNIX_PREFIX, socket.display());
         let cgroup = replica_cgroup(plan, &listen).filter(|c| {
             c.create(plan.memory_limit_bytes, crate::cgroup::DEFAULT_PIDS_MAX)
@@ -249,9 +275,17 @@ impl Replicas {
         if let Some(m) = &plan.model_dir {
             cmd.arg("--model-dir").arg(m);
         }
-        // The runtime joins it first thing, before it starts its Python workers.
+        // The runtime joins it first thing, before it starts its Python workers (or, run as
+        // another user, waits until the server has moved it there).
         for procs in cgroup.iter().flat_map(|c| c.procs_files()) {
             cmd.arg("--cgroup-procs").arg(procs);
+        }
+        if let Some(who) = &plan.run_as {
+            cmd.uid(who.uid)
+                .gid(who.gid)
+                .env("HOME", &who.home)
+                .env("USER", &who.name)
+                .env("LOGNAME", &who.name);
         }
         let child = cmd.spawn().map_err(|source| ReplicaError::Spawn {
             program: program.clone(),
@@ -259,6 +293,13 @@ impl Replicas {
         })?;
         if let Some(pid) = child.id() {
             let _ = std::fs::write(pid_file(&plan.dir, i), pid.to_string());
+            if let (Some(_), Some(c)) = (&plan.run_as, cgroup) {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = c.take_in(pid) {
+                        warn!(error = %e, "cannot move a replica into its cgroup");
+                    }
+                });
+            }
         }
         Ok((child, ready))
     }

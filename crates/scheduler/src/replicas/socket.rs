@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 
 /// The longest socket path the kernel takes (`sun_path` less its NUL).
 const MAX_SOCKET_PATH: usize = 107;
-/// `/<16 hex>.sock`.
-const NAME_LEN: usize = 22;
+/// `/<16 hex>.sock`, or `/<16 hex>/r.sock` for a replica run as another user.
+const NAME_LEN: usize = 24;
+/// The socket's name in a folder of its own.
+const IN_FOLDER: &str = "r.sock";
 
 /// Why the sockets' folder could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +69,7 @@ fn make_private(dir: &Path) -> Result<(), SocketDirError> {
     if !meta.is_dir() || !mine {
         return Err(SocketDirError::NotPrivate(dir.to_path_buf()));
     }
-    if meta.mode() & 0o077 != 0 {
+    if meta.mode() & 0o066 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     }
     Ok(())
@@ -78,10 +80,28 @@ pub fn fresh(dir: &Path) -> PathBuf {
     dir.join(format!("{:016x}.sock", rand::random::<u64>()))
 }
 
-/// Removes the socket at a replica's address, if it is a `unix:` one.
+/// A fresh socket path for a replica that runs as `owner`: in a folder of its own in `dir`,
+/// given to that user (it must create the socket there; the server, root, still opens it).
+pub fn fresh_for(dir: &Path, owner: &crate::users::RunAs) -> std::io::Result<PathBuf> {
+    // The user passes through the sockets' folder to its own (it lists nothing there; the
+    // server's own sockets are 0600).
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))?;
+    let folder = dir.join(format!("{:016x}", rand::random::<u64>()));
+    std::fs::DirBuilder::new().mode(0o700).create(&folder)?;
+    crate::users::give(&folder, owner)?;
+    Ok(folder.join(IN_FOLDER))
+}
+
+/// Removes the socket at a replica's address, if it is a `unix:` one (and its folder, when it
+/// has one of its own).
 pub fn remove(addr: &str) {
     if let Some(p) = berth_core::address::ListenAddr::unix_path(addr) {
         let _ = std::fs::remove_file(p);
+        if p.file_name().is_some_and(|n| n == IN_FOLDER)
+            && let Some(folder) = p.parent()
+        {
+            let _ = std::fs::remove_dir(folder);
+        }
     }
 }
 
@@ -91,15 +111,20 @@ pub fn remove_stale(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    let refused = |p: &Path| {
+        matches!(std::os::unix::net::UnixStream::connect(p),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused || e.kind() == std::io::ErrorKind::NotFound)
+    };
     entries
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "sock"))
         .filter(|p| {
-            matches!(std::os::unix::net::UnixStream::connect(p),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+            if p.extension().is_some_and(|x| x == "sock") {
+                refused(p) && std::fs::remove_file(p).is_ok()
+            } else {
+                p.is_dir() && refused(&p.join(IN_FOLDER)) && std::fs::remove_dir_all(p).is_ok()
+            }
         })
-        .filter(|p| std::fs::remove_file(p).is_ok())
         .collect()
 }
 

@@ -67,6 +67,7 @@ impl LocalServing {
             dir: plan.dir.root().to_path_buf(),
             sockets: self.replicas.sockets().to_path_buf(),
             cgroups: Arc::clone(self.replicas.cgroups()),
+            run_as: self.replicas.run_as().cloned(),
             memory_limit_bytes: u64::try_from(plan.instance_type.limits.memory.units_ceil()).ok(),
             count: count as usize,
             ready_timeout: READY_TIMEOUT,
