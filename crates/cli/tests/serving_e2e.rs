@@ -672,7 +672,8 @@ fn uid_of(pid: u32) -> Option<u32> {
 
 #[test]
 fn replicas_run_as_the_run_as_user_in_their_cgroup_and_still_answer() {
-    let s = Server::start(&["--run-as", "nobody"]);
+    let bin = tempfile::tempdir().unwrap();
+    let s = Server::start_runnable_by_all(&["--run-as", "nobody"], &bin);
     serve_blue(&s);
     let out = invoke(&s, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));

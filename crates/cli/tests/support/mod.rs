@@ -48,6 +48,26 @@ impl Server {
         Self::spawn(home, sh, &[], &["--api-listen", "127.0.0.1:0"], &[])
     }
 
+    /// Starts a server from a copy of the binary that every user may run (a replica run as
+    /// another user execs it; the checkout may sit in a folder only root can enter). The copy
+    /// lives as long as `keep`.
+    pub fn start_runnable_by_all(flags: &[&str], keep: &tempfile::TempDir) -> Server {
+        use std::os::unix::fs::PermissionsExt;
+        let open = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(keep.path(), open.clone()).expect("chmod");
+        let bin = keep.path().join("berth");
+        std::fs::copy(BERTH, &bin).expect("copy berth");
+        std::fs::set_permissions(&bin, open).expect("chmod");
+        let home = tempfile::tempdir().expect("temp home");
+        Self::spawn(
+            home,
+            Command::new(bin),
+            flags,
+            &["--api-listen", "127.0.0.1:0"],
+            &[],
+        )
+    }
+
     fn spawn(
         home: tempfile::TempDir,
         mut command: Command,
