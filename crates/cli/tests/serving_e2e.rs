@@ -683,7 +683,14 @@ fn replicas_run_as_the_run_as_user_in_their_cgroup_and_still_answer() {
         text(&out.stdout)
     );
     let pids = replica_pids(s.home.path());
-    assert!(!pids.is_empty());
+    assert!(pids.len() >= 2, "the seed deployment has two replicas");
+    let groups: std::collections::BTreeSet<String> =
+        pids.iter().map(|p| memory_cgroup(*p)).collect();
+    assert_eq!(
+        groups.len(),
+        pids.len(),
+        "one cgroup per replica: {groups:?}"
+    );
     for pid in pids {
         assert_eq!(uid_of(pid), Some(65534), "replica {pid}");
         assert!(

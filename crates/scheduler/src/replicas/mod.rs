@@ -621,11 +621,11 @@ impl Replicas {
     }
 }
 
-/// The cgroup of the replica at `addr` (named after its socket), where there are cgroups.
+/// The cgroup of the replica at `addr`, where there are cgroups: named after its socket's
+/// random part (the socket's name, or its folder's for a replica run as another user).
 fn replica_cgroup(plan: &ReplicaPlan, addr: &str) -> Option<crate::cgroup::JobCgroup> {
-    let socket = berth_core::address::ListenAddr::unix_path(addr)?;
-    let name = socket.file_stem()?.to_string_lossy();
-    plan.cgroups.job(&format!(".replica-{name}"))
+    plan.cgroups
+        .job(&format!(".replica-{}", socket::random_part(addr)?))
 }
 
 fn children(started: Vec<(Child, String)>) -> Vec<(ReplicaProcess, String)> {

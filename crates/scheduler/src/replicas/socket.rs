@@ -92,6 +92,18 @@ pub fn fresh_for(dir: &Path, owner: &crate::users::RunAs) -> std::io::Result<Pat
     Ok(folder.join(IN_FOLDER))
 }
 
+/// The random part of a replica's socket address: the socket's name less `.sock`, or the name
+/// of its own folder.
+pub fn random_part(addr: &str) -> Option<String> {
+    let socket = berth_core::address::ListenAddr::unix_path(addr)?;
+    let named = if socket.file_name().is_some_and(|n| n == IN_FOLDER) {
+        socket.parent()?.file_name()?
+    } else {
+        socket.file_stem()?
+    };
+    Some(named.to_string_lossy().into_owned())
+}
+
 /// Removes the socket at a replica's address, if it is a `unix:` one (and its folder, when it
 /// has one of its own).
 pub fn remove(addr: &str) {
@@ -165,6 +177,19 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         socket_dir(home.path()).unwrap();
         assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn each_socket_layout_names_its_replica() {
+        assert_eq!(
+            random_part("unix:/h/sockets/0123456789abcdef.sock").as_deref(),
+            Some("0123456789abcdef")
+        );
+        assert_eq!(
+            random_part("unix:/h/sockets/fedcba9876543210/r.sock").as_deref(),
+            Some("fedcba9876543210")
+        );
+        assert_eq!(random_part("10.0.0.7:5001"), None);
     }
 
     #[test]
