@@ -155,42 +155,14 @@ fn plain_http_scoring_off_loopback_is_refused() {
 
 #[test]
 fn a_standalone_router_follows_the_server() {
-    use std::io::BufRead;
     let s = Server::start(&[]);
+    let (router, uri, primary) = onnx_behind_a_router(&s);
     let ex = seed_dir().join("../onnx");
-    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
-    s.ok_in(
-        &ex,
-        &[
-            "online-deployment",
-            "create",
-            "-f",
-            "deployment.yaml",
-            "--all-traffic",
-        ],
-    );
-    let mut router = Killed(
-        std::process::Command::new(BERTH)
-            .args(["router", "--listen", "127.0.0.1:0"])
-            .env("BERTH_HOME", s.home.path())
-            .env("BERTH_LOG", "warn")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = std::io::BufReader::new(router.0.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("berth router ready on ").map(str::to_string))
-        .expect("router ready line");
-    std::thread::spawn(move || for _ in lines {});
-    let uri = format!("{addr}/api/v1/endpoint/onnx-endpoint/score");
-    let creds = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"]);
-    let (primary, secondary) = (
-        creds["primaryKey"].as_str().unwrap().to_string(),
-        creds["secondaryKey"].as_str().unwrap().to_string(),
-    );
+    let secondary =
+        s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"])["secondaryKey"]
+            .as_str()
+            .unwrap()
+            .to_string();
     let body = std::fs::read_to_string(ex.join("sample-request.json")).unwrap();
     let (status, answer) = http_post(
         &uri,
@@ -404,41 +376,9 @@ fn a_replica_that_stops_answering_is_restarted_by_its_liveness_probe() {
 
 #[test]
 fn a_standalone_router_takes_a_restarted_servers_routes_at_once() {
-    use std::io::BufRead;
     let s = Server::start(&[]);
+    let (router, uri, key) = onnx_behind_a_router(&s);
     let ex = seed_dir().join("../onnx");
-    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
-    s.ok_in(
-        &ex,
-        &[
-            "online-deployment",
-            "create",
-            "-f",
-            "deployment.yaml",
-            "--all-traffic",
-        ],
-    );
-    let mut router = Killed(
-        std::process::Command::new(BERTH)
-            .args(["router", "--listen", "127.0.0.1:0"])
-            .env("BERTH_HOME", s.home.path())
-            .env("BERTH_LOG", "warn")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = std::io::BufReader::new(router.0.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("berth router ready on ").map(str::to_string))
-        .expect("router ready line");
-    std::thread::spawn(move || for _ in lines {});
-    let uri = format!("{addr}/api/v1/endpoint/onnx-endpoint/score");
-    let key = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"])["primaryKey"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let body = std::fs::read_to_string(ex.join("sample-request.json")).unwrap();
     let status = || http_post(&uri, &[("Authorization", &format!("Bearer {key}"))], &body).0;
     assert_eq!(status(), 200);
