@@ -99,17 +99,7 @@ fn router(socket: &Path, port: u16) {
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     std::thread::spawn(move || {
-        let rt = if std::env::var("ROUTER_RT").as_deref() == Ok("current") {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-        };
-        let rt = rt.expect("runtime");
+        let rt = berth_bench::router_runtime();
         rt.block_on(async move {
             let l = tokio::net::TcpListener::from_std(listener).expect("listener");
             berth_router::listen::serve(
@@ -125,12 +115,7 @@ fn router(socket: &Path, port: u16) {
 }
 
 fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let berth = root.join("target/release/berth");
-    assert!(
-        berth.exists(),
-        "build first: cargo build --release -p berth-cli"
-    );
+    let berth = berth_bench::berth_binary();
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -55,20 +55,9 @@ fn start_router(backend: u16, router_port: u16) {
         ]),
     };
     router.update(HashMap::from([("ep".to_string(), ep)]));
-    // The router on its own thread: a one-worker multi-thread runtime as in `berth server`,
-    // or a current-thread one with ROUTER_RT=current.
+    // The router on its own thread (`berth_bench::router_runtime`).
     std::thread::spawn(move || {
-        let rt = if std::env::var("ROUTER_RT").as_deref() == Ok("current") {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-        };
-        let rt = rt.expect("runtime");
+        let rt = berth_bench::router_runtime();
         rt.block_on(async move {
             let l = tokio::net::TcpListener::bind(("127.0.0.1", router_port))
                 .await
@@ -124,11 +113,5 @@ fn main() {
             one.errors + many.errors
         );
     }
-    let _ = Command::new("nginx")
-        .args(["-c"])
-        .arg(dir.path().join("nginx.conf"))
-        .args(["-p"])
-        .arg(dir.path())
-        .args(["-s", "stop"])
-        .status();
+    berth_bench::stop_nginx(&dir.path().join("nginx.conf"), dir.path());
 }

@@ -13,7 +13,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,31 +119,6 @@ impl Target {
     fn open(&self) -> Conn {
         Conn::open(&self.addr, &self.path, &self.key, &self.body)
     }
-}
-
-/// `berth server` on port 0 in `home`, once it is ready; its pid.
-fn start_server(bin: &Path, home: &Path) -> std::process::Child {
-    let mut server = Command::new(bin)
-        .args([
-            "server",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--scoring-listen",
-            "127.0.0.1:0",
-        ])
-        .env("BERTH_HOME", home)
-        .env("BERTH_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server");
-    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    for line in lines.by_ref() {
-        if line.expect("line").starts_with("berth server ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    server
 }
 
 /// Deploys the ONNX example; its scoring target.
@@ -328,22 +303,14 @@ fn kill_replicas(home: &Path) {
 }
 
 fn main() {
-    let bin = std::env::var_os("BERTH_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/berth")
-        });
-    assert!(
-        bin.exists(),
-        "build the binary first: cargo build --release"
-    );
+    let bin = berth_bench::berth_binary();
     let minutes: u64 = std::env::var("SOAK_MINUTES")
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(10);
     let home = tempfile::tempdir().expect("home");
     let work = tempfile::tempdir().expect("work");
-    let mut server = start_server(&bin, home.path());
+    let mut server = berth_bench::start_server(&bin, home.path());
     let target = deploy_onnx(&bin, home.path());
     let capacity = capacity(&target);
     let rate = capacity * 0.8;

@@ -7,8 +7,7 @@
 //! it started (`date +%s%N`), and compares that with the time just before the submit. The
 //! baseline spawns `sh -c 'date +%s%N > file'` the same way.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,16 +34,7 @@ fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 fn main() {
-    // `BERTH_BENCH_BIN` measures another build side by side (e.g. one made in a worktree).
-    let bin = std::env::var_os("BERTH_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/berth")
-        });
-    assert!(
-        bin.exists(),
-        "build the binary first: cargo build --release"
-    );
+    let bin = berth_bench::berth_binary();
     let home = tempfile::tempdir().expect("home");
     // Outside the home: a job may not write into the server's home (its sandbox).
     let work_dir = tempfile::tempdir().expect("work");
@@ -88,26 +78,7 @@ fn baseline(work: &Path) -> Vec<f64> {
 /// `berth job create --stream` of a trivial job N times against a server in `home`: ms from
 /// just before the CLI starts to the command's start.
 fn berth_latencies(bin: &Path, home: &Path, work: &Path) -> Vec<f64> {
-    let mut server = Command::new(bin)
-        .args([
-            "server",
-            "--api-listen",
-            "127.0.0.1:0",
-            "--scoring-listen",
-            "127.0.0.1:0",
-        ])
-        .env("BERTH_HOME", home)
-        .env("BERTH_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("server");
-    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    for line in lines.by_ref() {
-        if line.expect("line").starts_with("berth server ready") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
+    let mut server = berth_bench::start_server(bin, home);
     let stamp = work.join("stamp");
     std::fs::write(
         work.join("job.yaml"),

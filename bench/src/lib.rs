@@ -79,3 +79,73 @@ pub fn wrk(url: &str, conns: u32, secs: u32, body: &str, headers: &[(&str, &str)
         errors,
     }
 }
+
+/// The Berth binary the benchmarks run: `$BERTH_BENCH_BIN` (to measure another build side by
+/// side, e.g. one made in a worktree), else this checkout's release build.
+pub fn berth_binary() -> std::path::PathBuf {
+    let bin = std::env::var_os("BERTH_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/berth")
+        });
+    assert!(
+        bin.exists(),
+        "build the binary first: cargo build --release -p berth-cli"
+    );
+    bin
+}
+
+/// `berth server` on port 0 with its home in `home`, returned once it is ready (its output
+/// drained from then on).
+pub fn start_server(bin: &std::path::Path, home: &std::path::Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut server = Command::new(bin)
+        .args([
+            "server",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--scoring-listen",
+            "127.0.0.1:0",
+        ])
+        .env("BERTH_HOME", home)
+        .env("BERTH_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("server");
+    let stderr = server.stderr.take().expect("stderr");
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.expect("line").starts_with("berth server ready") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    server
+}
+
+/// The runtime an in-process router runs on: one worker of a multi-thread runtime, as nginx
+/// has one worker, or a current-thread one with `ROUTER_RT=current`.
+pub fn router_runtime() -> tokio::runtime::Runtime {
+    let rt = if std::env::var("ROUTER_RT").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+    };
+    rt.expect("runtime")
+}
+
+/// Stops the nginx started with `-c conf -p prefix`.
+pub fn stop_nginx(conf: &std::path::Path, prefix: &std::path::Path) {
+    let _ = Command::new("nginx")
+        .arg("-c")
+        .arg(conf)
+        .arg("-p")
+        .arg(prefix)
+        .args(["-s", "stop"])
+        .status();
+}
