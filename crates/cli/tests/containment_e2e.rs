@@ -14,14 +14,9 @@ use support::*;
 /// True while a live (not zombie) `sleep <tag>` runs anywhere on this machine.
 fn marker_alive(tag: &str) -> bool {
     let want = format!("sleep\0{tag}\0");
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        let p = e.path();
-        let cmdline = std::fs::read(p.join("cmdline")).unwrap_or_default();
-        let zombie = std::fs::read_to_string(p.join("stat"))
-            .unwrap_or_default()
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'));
-        cmdline == want.as_bytes() && !zombie
+    pids().any(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline == want.as_bytes() && proc_state(pid).is_some_and(|(state, _)| state != 'Z')
     })
 }
 
@@ -185,14 +180,10 @@ fn a_job_run_as_another_user_writes_its_folder_and_cannot_read_the_server() {
 
 /// True while a spare supervisor (`berth job-supervise --next`) of the server `pid` waits.
 fn spare_waits(server: u32) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        let p = e.path();
-        let cmdline = std::fs::read(p.join("cmdline")).unwrap_or_default();
-        let parent = std::fs::read_to_string(p.join("stat"))
-            .unwrap_or_default()
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        cmdline.ends_with(b"job-supervise\0--next\0") && parent == Some(server)
+    pids().any(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        cmdline.ends_with(b"job-supervise\0--next\0")
+            && proc_state(pid).is_some_and(|(_, parent)| parent == server)
     })
 }
 

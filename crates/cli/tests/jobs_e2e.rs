@@ -221,15 +221,14 @@ fn cancel_stops_the_whole_process_tree() {
     assert_eq!(s.status("long")["status"], "Canceled");
     if let Ok(pid) = std::fs::read_to_string(&pidfile) {
         // Gone, or a zombie waiting for a reaper: either way no longer running.
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or("gone");
+        let state = pid
+            .trim()
+            .parse()
+            .ok()
+            .and_then(support::proc_state)
+            .map_or("gone".to_string(), |(state, _)| state.to_string());
         assert!(
-            matches!(state, "gone" | "Z" | "X"),
+            matches!(state.as_str(), "gone" | "Z" | "X"),
             "the grandchild {} survived cancel in state {state}",
             pid.trim()
         );

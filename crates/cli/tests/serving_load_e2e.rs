@@ -43,10 +43,7 @@ fn a_replica_crash_under_load_costs_almost_nothing() {
     let worker = load(uri, primary, 2000, std::sync::Arc::clone(&done));
     wait_for(&done, 200);
     // kill -9 one replica (a `berth runtime` whose ready file is replica-0's).
-    let victim = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
+    let victim = pids()
         .find(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);

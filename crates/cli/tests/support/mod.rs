@@ -217,24 +217,35 @@ impl Drop for Server {
     }
 }
 
+/// Every process's pid.
+pub fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
+/// A process's state letter (`R`, `S`, `Z`...) and parent, from `/proc/<pid>/stat`; `None`
+/// when it is gone.
+pub fn proc_state(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: the fields start after its `) `.
+    let mut fields = stat.rsplit_once(") ")?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
 /// The live `berth runtime` processes whose command line names `home`.
 pub fn runtime_pids(home: &Path) -> Vec<u32> {
     let home = home.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()))
+    pids()
         .filter(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<String> = cmd
                 .split(|b| *b == 0)
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'));
+            let zombie = proc_state(*pid).is_some_and(|(state, _)| state == 'Z');
             !zombie
                 && args.get(1).is_some_and(|a| a == "runtime")
                 && args.iter().any(|a| a.contains(&home))
