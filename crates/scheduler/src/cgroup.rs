@@ -374,11 +374,6 @@ impl JobCgroup {
         Ok(Joined(before))
     }
 
-    /// Moves the calling process back where it was; its children stay.
-    pub fn leave(&self, joined: Joined) {
-        joined.go_back();
-    }
-
     /// Its `cgroup.procs` files: a process that writes its pid to each is in the cgroup.
     pub fn procs_files(&self) -> Vec<PathBuf> {
         self.all.iter().map(|d| d.join("cgroup.procs")).collect()

@@ -410,7 +410,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         &store,
         &envs,
         &router,
-        berth_scheduler::replicas::Replicas::running_as(sockets, Arc::new(cgroups), run_as),
+        berth_scheduler::replicas::Replicas::new(sockets, Arc::new(cgroups), run_as),
         events,
     );
     let state = AppState {
