@@ -28,7 +28,8 @@ pub struct LocalBackend {
     protect: Option<PathBuf>,
     cgroups: Arc<crate::cgroup::Hierarchies>,
     run_as: Option<crate::users::RunAs>,
-    spares: Arc<super::spare::Spares>,
+    /// A supervisor started ahead of the next job (with cgroups set up: [`Self::containing`]).
+    spares: Option<Arc<super::spare::Spares>>,
 }
 
 impl LocalBackend {
@@ -38,18 +39,17 @@ impl LocalBackend {
     pub fn new(supervisor: Vec<String>, envs: Arc<EnvCache>) -> Self {
         // Berth uses rustls with ring everywhere; installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let cgroups = Arc::new(crate::cgroup::Hierarchies::Unavailable(
-            "not set up for this backend".into(),
-        ));
         LocalBackend {
-            spares: super::spare::Spares::new(supervisor.clone(), Arc::clone(&cgroups)),
             supervisor,
             children: Mutex::new(HashMap::new()),
             http: reqwest::Client::new(),
             envs,
             protect: None,
-            cgroups,
+            cgroups: Arc::new(crate::cgroup::Hierarchies::Unavailable(
+                "not set up for this backend".into(),
+            )),
             run_as: None,
+            spares: None,
         }
     }
 
@@ -62,8 +62,9 @@ impl LocalBackend {
     /// Jobs run each in a cgroup of `cgroups` (where it can make them).
     pub fn containing(mut self, cgroups: crate::cgroup::Hierarchies) -> Self {
         self.cgroups = Arc::new(cgroups);
-        self.spares = super::spare::Spares::new(self.supervisor.clone(), Arc::clone(&self.cgroups));
-        self.spares.refill();
+        let spares = super::spare::Spares::new(self.supervisor.clone(), Arc::clone(&self.cgroups));
+        spares.refill();
+        self.spares = Some(spares);
         self
     }
 
@@ -436,7 +437,7 @@ impl LocalBackend {
             .supervisor
             .split_first()
             .ok_or_else(|| BackendError::Launch("no supervisor command is configured".into()))?;
-        if let Some(spare) = self.spares.take(dir.root()) {
+        if let Some(spare) = self.spares.as_ref().and_then(|s| s.take(dir.root())) {
             if let Some(c) = &spare.cgroup
                 && let Ok(bytes) = serde_json::to_vec(c)
             {
