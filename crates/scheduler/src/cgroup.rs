@@ -150,14 +150,7 @@ impl Hierarchies {
     /// makes the jobs' folder (for cgroup v2, enabling `memory` and `pids` for it). Anything
     /// that fails makes it [`Hierarchies::Unavailable`] with the reason.
     pub fn detect(home: &Path) -> Hierarchies {
-        let home = home.canonicalize().unwrap_or_else(|_| home.to_path_buf());
-        let digest =
-            ring::digest::digest(&ring::digest::SHA256, home.as_os_str().as_encoded_bytes());
-        let scope: String = digest.as_ref()[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Self::detect_scoped(&format!("home-{scope}"))
+        Self::detect_scoped(&format!("home-{}", home_tag(home)))
     }
 
     fn detect_scoped(scope: &str) -> Hierarchies {
@@ -452,6 +445,17 @@ impl JobCgroup {
         }
         true
     }
+}
+
+/// A short name for the server whose home is `home` (12 hex digits of its canonical path's
+/// SHA-256), for what it keeps outside the home: its cgroups, its sockets' fallback folder.
+pub fn home_tag(home: &Path) -> String {
+    let home = home.canonicalize().unwrap_or_else(|_| home.to_path_buf());
+    let digest = ring::digest::digest(&ring::digest::SHA256, home.as_os_str().as_encoded_bytes());
+    digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The `cgroup.procs` files of the calling process's cgroups (where a process that leaves a

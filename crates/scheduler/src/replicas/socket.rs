@@ -39,14 +39,8 @@ pub fn socket_dir(home: &Path) -> Result<PathBuf, SocketDirError> {
     let dir = if inside.as_os_str().len() + NAME_LEN <= MAX_SOCKET_PATH {
         inside
     } else {
-        let home = home.canonicalize().unwrap_or_else(|_| home.to_path_buf());
-        let digest =
-            ring::digest::digest(&ring::digest::SHA256, home.as_os_str().as_encoded_bytes());
-        let tag: String = digest.as_ref()[..6]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         let uid = rustix::process::geteuid().as_raw();
+        let tag = crate::cgroup::home_tag(home);
         std::env::temp_dir().join(format!("berth-{uid}-{tag}"))
     };
     make_private(&dir)?;
