@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+mod local;
 pub mod openapi;
 pub mod services;
 
@@ -16,7 +17,6 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
-use berth_core::Resources;
 use berth_router::listen::Limits;
 use berth_scheduler::backend::dispatch::Backends;
 use berth_scheduler::backend::local::LocalBackend;
@@ -238,7 +238,7 @@ fn private_file(path: &std::path::Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
-fn home_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
+pub(crate) fn home_error(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
     move |source| StartError::Home {
         path: path.to_path_buf(),
         source,
@@ -270,71 +270,6 @@ fn serving_controller(
         events,
         Arc::new(move |endpoint: &str, deployment: &str| load_router.load(endpoint, deployment)),
     )
-}
-
-/// What the local compute offers: this machine's, or what the configuration says; and its
-/// GPUs' ids.
-fn local_capacity(config: &ServerConfig) -> (Resources, Vec<String>) {
-    let (machine, gpus) = berth_scheduler::machine::detect();
-    let gpu_ids: Vec<String> = gpus
-        .iter()
-        .map(|g| g.uuid.clone())
-        .take(config.local_gpus.map_or(usize::MAX, |n| n as usize))
-        .collect();
-    let capacity = Resources::new(
-        config.local_cpu.unwrap_or(machine.cpu),
-        config.local_memory.unwrap_or(machine.memory),
-        gpu_ids.len() as u32,
-    );
-    info!(capacity = %capacity, "local compute");
-    (capacity, gpu_ids)
-}
-
-/// How local jobs are kept apart: the user they run as (`--run-as`), their cgroups, and the
-/// lines `compute show` gives (the same go to the log, once).
-fn local_isolation(config: &ServerConfig) -> Result<LocalIsolation, StartError> {
-    let home = &config.home;
-    let run_as = config
-        .run_as
-        .as_deref()
-        .map(berth_scheduler::users::resolve)
-        .transpose()?;
-    if let Some(who) = &run_as {
-        // The job user reaches its own folder through the home (it can list nothing there).
-        use std::os::unix::fs::PermissionsExt;
-        for dir in [home.clone(), home.join("jobs")] {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
-                .map_err(home_error(home))?;
-        }
-        info!(user = %who.name, uid = who.uid, "local jobs run as another user");
-    }
-    let cgroups = berth_scheduler::cgroup::Hierarchies::detect(home);
-    info!(containment = %cgroups.describe(), "local jobs");
-    let sandbox = match berth_scheduler::sandbox::kernel_support() {
-        berth_scheduler::sandbox::Enforcement::None => {
-            tracing::warn!(
-                "this kernel has no Landlock: local jobs and replicas can read the server's home (its token included)"
-            );
-            "no sandbox: this kernel has no Landlock; jobs can read the server's home"
-        }
-        _ => {
-            info!("local jobs and replicas run in a Landlock sandbox, out of the server's home");
-            "Landlock sandbox: jobs and replicas are kept out of the server's home"
-        }
-    };
-    let lines: Arc<[String]> = Arc::from(vec![cgroups.describe(), sandbox.to_string()]);
-    Ok(LocalIsolation {
-        run_as,
-        cgroups,
-        lines,
-    })
-}
-
-/// What [`local_isolation`] found.
-struct LocalIsolation {
-    run_as: Option<berth_scheduler::users::RunAs>,
-    cgroups: berth_scheduler::cgroup::Hierarchies,
-    lines: Arc<[String]>,
 }
 
 /// What the home holds that the server needs first.
@@ -380,12 +315,12 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         store,
         sockets,
     } = open_home(home).await?;
-    let (capacity, gpu_ids) = local_capacity(config);
-    let LocalIsolation {
+    let (capacity, gpu_ids) = local::local_capacity(config);
+    let local::LocalIsolation {
         run_as,
         cgroups,
         lines: local_isolation,
-    } = local_isolation(config)?;
+    } = local::local_isolation(config)?;
     let envs = Arc::new(berth_scheduler::envs::EnvCache::new(home.join("envs")));
     #[cfg(feature = "kubernetes")]
     let clusters = Arc::new(berth_scheduler::backend::kubernetes::cluster::Clusters::default());
