@@ -119,3 +119,17 @@ pub fn endpoint_access(s: &Server) -> (String, String, String) {
 pub fn replica_pids(home: &std::path::Path) -> Vec<u32> {
     super::runtime_pids(home)
 }
+
+/// `berth online-endpoint invoke -n my-model-endpoint -r sample-request.json [extra...]`.
+pub fn invoke(s: &Server, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "online-endpoint",
+        "invoke",
+        "-n",
+        "my-model-endpoint",
+        "-r",
+        "sample-request.json",
+    ];
+    args.extend_from_slice(extra);
+    s.cli_in(&seed_dir(), &args)
+}
