@@ -303,6 +303,42 @@ pub struct JobRecord {
     /// The environment, resolved at submission (`None`: the machine's interpreter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<crate::spec::environment::ResolvedEnvironment>,
+    /// The job's MLflow run: where its script logs to, and with what token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking: Option<JobTracking>,
+}
+
+/// What a job's command needs to log to its own MLflow run on the server, as Azure ML sets
+/// it: `MLFLOW_TRACKING_URI`, `MLFLOW_TRACKING_TOKEN`, `MLFLOW_EXPERIMENT_ID`/`_NAME` and
+/// `MLFLOW_RUN_ID` (the job's name).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobTracking {
+    /// The server's API, as a local job reaches it (a cluster's pods use the cluster's
+    /// `server_url` instead).
+    pub local_uri: String,
+    /// The job's own token: it opens the job's runs and nothing else.
+    pub token: String,
+    /// The run's experiment.
+    pub experiment_id: String,
+}
+
+impl JobRecord {
+    /// The `MLFLOW_*` variables of the job's command, with the server at `uri`; none when the
+    /// job has no run. A variable the job file sets itself is left as it is.
+    pub fn tracking_env(&self, uri: &str, env: &mut BTreeMap<String, String>) {
+        let Some(t) = &self.tracking else {
+            return;
+        };
+        for (k, v) in [
+            ("MLFLOW_TRACKING_URI", uri),
+            ("MLFLOW_TRACKING_TOKEN", &t.token),
+            ("MLFLOW_EXPERIMENT_ID", &t.experiment_id),
+            ("MLFLOW_EXPERIMENT_NAME", &self.experiment_name),
+            ("MLFLOW_RUN_ID", &self.name),
+        ] {
+            env.entry(k.into()).or_insert_with(|| v.to_string());
+        }
+    }
 }
 
 #[cfg(test)]

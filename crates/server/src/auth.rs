@@ -110,7 +110,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
 
 /// A secret for one purpose (`label`), derived from the server's signing secret: what holds
 /// one cannot sign for another purpose.
-fn derive(server_secret: &str, label: &str) -> String {
+pub fn derive(server_secret: &str, label: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, server_secret.as_bytes());
     ring::hmac::sign(&key, label.as_bytes())
         .as_ref()

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 mod local;
+pub mod mlflow;
 pub mod openapi;
 pub mod services;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub serving: Arc<berth_scheduler::serving::controller::Controller>,
     /// Base URL of the scoring listener.
     pub scoring_url: Arc<str>,
+    /// Base URL of the API as this machine's jobs reach it (`MLFLOW_TRACKING_URI`).
+    pub api_url: Arc<str>,
     /// The server's signing secret: never published; each `aml_token` endpoint's key and the
     /// revision file key are derived from it (`auth`).
     pub token_secret: Arc<str>,
@@ -154,9 +157,12 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         );
     let limited = api::routes(state.clone())
         .merge(api::router_routes(state.clone()))
+        .merge(mlflow::routes())
         .merge(open)
         .map_router(|r| r.layer(DefaultBodyLimit::max(max_body_bytes)));
-    let mut all = limited.merge(api::pod_routes());
+    let mut all = limited
+        .merge(api::pod_routes())
+        .merge(mlflow::artifact_routes());
     all.ops.push(api::documented::Op {
         method: "get",
         path: "/api/openapi.json",
@@ -307,7 +313,11 @@ async fn open_home(home: &std::path::Path) -> Result<OpenedHome, StartError> {
 }
 
 /// Builds the state: opens the store, starts the manager, recovers jobs.
-pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<AppState, StartError> {
+pub async fn build_state(
+    config: &ServerConfig,
+    api_url: &str,
+    scoring_url: &str,
+) -> Result<AppState, StartError> {
     let home = &config.home;
     let OpenedHome {
         token,
@@ -358,6 +368,7 @@ pub async fn build_state(config: &ServerConfig, scoring_url: &str) -> Result<App
         router,
         serving,
         scoring_url: scoring_url.into(),
+        api_url: api_url.into(),
         token_secret: signing.into(),
         routes: Arc::new(
             tokio::sync::watch::channel(Arc::new(berth_core::serving::RoutesDoc {
@@ -410,7 +421,13 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let api_tls = api_tls(&config, api_addr)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let api_scheme = if api_tls.is_some() { "https" } else { "http" };
-    let state = build_state(&config, &format!("{scheme}://{scoring_addr}")).await?;
+    let local_api = loopback_for(api_addr);
+    let state = build_state(
+        &config,
+        &format!("{api_scheme}://{local_api}"),
+        &format!("{scheme}://{scoring_addr}"),
+    )
+    .await?;
     let router = Arc::clone(&state.router);
     let info = ServerInfo {
         api_url: format!("{api_scheme}://{api_addr}"),
@@ -464,6 +481,20 @@ fn lock_home(home: &std::path::Path) -> Result<std::fs::File, StartError> {
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| StartError::Busy(home.to_path_buf()))?;
     Ok(lock)
+}
+
+/// The address this machine's processes reach a listener at: loopback for a listener on
+/// every interface.
+fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

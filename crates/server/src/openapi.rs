@@ -31,6 +31,12 @@ fn operation(op: &Op) -> Value {
             o["security"] = json!([{"routerToken": []}, {"bearer": []}]);
             o["responses"]["401"] = error_response("neither the router token nor the API token");
         }
+        Access::TrackingToken => {
+            o["security"] = json!([{"bearer": []}, {"jobTrackingToken": []}]);
+            o["responses"]["401"] =
+                error_response("neither the API token nor a job's MLFLOW_TRACKING_TOKEN");
+            o["responses"]["403"] = error_response("a job's token on another job's run");
+        }
     }
     if let Some(b) = op.body {
         o["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{b}")}}}});
@@ -102,7 +108,8 @@ pub fn document(ops: &[Op]) -> Value {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "the API token ($BERTH_HOME/token)"},
                 "podToken": {"type": "http", "scheme": "bearer", "description": "a job's or revision's own token, given to its pods"},
-                "routerToken": {"type": "http", "scheme": "bearer", "description": "the router token: reads the routes and nothing else"}
+                "routerToken": {"type": "http", "scheme": "bearer", "description": "the router token: reads the routes and nothing else"},
+                "jobTrackingToken": {"type": "http", "scheme": "bearer", "description": "a job's MLFLOW_TRACKING_TOKEN: its own MLflow runs and nothing else"}
             },
             "schemas": schemas()
         },

@@ -24,7 +24,7 @@ async fn api_with(max_body: Option<usize>) -> Api {
         ..Default::default()
     };
     let config = ServerConfig::load(home.path(), ConfigLayer::default(), flags, None).unwrap();
-    let state = berth_server::build_state(&config, "http://127.0.0.1:9")
+    let state = berth_server::build_state(&config, "http://127.0.0.1:9", "http://127.0.0.1:9")
         .await
         .unwrap();
     let token = state.token.to_string();
@@ -398,7 +398,7 @@ async fn a_new_home_and_its_database_are_private_whatever_the_umask() {
     let home = parent.path().join("home");
     let config =
         ServerConfig::load(&home, ConfigLayer::default(), ConfigLayer::default(), None).unwrap();
-    let _state = berth_server::build_state(&config, "http://127.0.0.1:9")
+    let _state = berth_server::build_state(&config, "http://127.0.0.1:9", "http://127.0.0.1:9")
         .await
         .unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -526,7 +526,7 @@ async fn a_restart_removes_job_folders_no_job_owns() {
         None,
     )
     .unwrap();
-    let _again = berth_server::build_state(&config, "http://127.0.0.1:9")
+    let _again = berth_server::build_state(&config, "http://127.0.0.1:9", "http://127.0.0.1:9")
         .await
         .unwrap();
     assert!(!jobs.join("ghost").exists());

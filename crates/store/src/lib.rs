@@ -11,6 +11,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 
+pub mod tracking;
+
 /// Which table of resources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

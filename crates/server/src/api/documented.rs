@@ -15,6 +15,8 @@ pub enum Access {
     PodToken,
     /// The router token (or the API token).
     RouterToken,
+    /// The API token, or a job's own MLflow token (its runs only).
+    TrackingToken,
 }
 
 /// One documented operation.

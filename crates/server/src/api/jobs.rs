@@ -196,9 +196,7 @@ pub async fn output_file(
         .into_response())
 }
 
-pub(super) fn file_stream(
-    f: tokio::fs::File,
-) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+pub fn file_stream(f: tokio::fs::File) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
     futures_util::stream::unfold(Some(f), |f| async move {
         let mut f = f?;
         let mut buf = vec![0u8; 64 * 1024];

@@ -3,6 +3,7 @@
 mod assets;
 pub mod documented;
 mod jobs;
+pub use jobs::file_stream;
 mod pod_files;
 mod resources;
 mod serving;

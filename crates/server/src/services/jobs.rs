@@ -78,7 +78,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
     let inputs = resolve_inputs(state, &src, &spec, &base_dir).await?;
     let outputs = resolve_outputs(state, &src, &spec, &workdir).await?;
     let code = code_of(&src, &spec, &base_dir)?;
-    let record = JobRecord {
+    let mut record = JobRecord {
         name: name.clone(),
         display_name: spec.display_name.clone().unwrap_or_else(|| name.clone()),
         experiment_name: spec
@@ -95,13 +95,25 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         state: JobState::NotStarted,
         upload_token: (compute.kind == ComputeKind::Kubernetes).then(upload_token),
         environment,
+        tracking: None,
         spec,
     };
     snapshot(&workdir, code).await?;
+    let tracking = match crate::mlflow::jobs::open_run(state, &record).await {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&workdir).await;
+            return Err(ApiError::Internal(format!(
+                "cannot make the job's MLflow run: {e}"
+            )));
+        }
+    };
+    record.tracking = Some(tracking);
     match state.jobs.submit(record).await {
         Ok(stored) => Ok(view(state, &stored)),
         Err(e) => {
             let _ = tokio::fs::remove_dir_all(&workdir).await;
+            let _ = state.store.purge_run(&name).await;
             Err(e.into())
         }
     }

@@ -108,6 +108,9 @@ pub fn build(
     let outputs = outputs_of(job);
     let command = interpolate(&job.spec.command, &inputs.seen, &outputs.seen).map_err(object)?;
     let mut env = job_env(job, &inputs.seen, &outputs.seen);
+    if let Some(url) = server_url {
+        job.tracking_env(url, &mut env);
+    }
     let fetches_files = delivery.init.is_some();
     delivery.download(berth_image, &inputs.downloads);
     let Delivery {
