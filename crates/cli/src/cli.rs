@@ -305,6 +305,15 @@ pub enum JobCommand {
         #[arg(short, long)]
         name: String,
     },
+    /// The metrics the job's MLflow run logged: every point (step, timestamp, value).
+    Metrics {
+        /// Job name.
+        #[arg(short, long)]
+        name: String,
+        /// Only this metric.
+        #[arg(long)]
+        metric: Option<String>,
+    },
     /// Download a job's outputs (and with --all, its logs).
     Download {
         /// Job name.

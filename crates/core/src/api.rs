@@ -173,8 +173,28 @@ pub struct JobView {
     /// GPUs assigned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,
+    /// The latest value of each metric the job's MLflow run logged (NaN and the infinities as
+    /// `"NaN"`, `"Infinity"`); shown by `job show`, not by `job list`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, serde_json::Value>,
+    /// The params the job's MLflow run logged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
     /// Version.
     pub resource_version: i64,
+}
+
+/// One point of a metric's history (`job metrics`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    /// The metric.
+    pub key: String,
+    /// Its step.
+    pub step: i64,
+    /// When it was logged (ms since the epoch).
+    pub timestamp: i64,
+    /// The value; NaN and the infinities as MLflow writes them.
+    pub value: serde_json::Value,
 }
 
 /// A file in a job output, for `job download`.

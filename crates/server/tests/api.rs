@@ -9,96 +9,11 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-struct Api {
-    app: axum::Router,
-    token: String,
-    home: tempfile::TempDir,
-    state: berth_server::AppState,
-}
+mod support;
 
-async fn api_with(max_body: Option<usize>) -> Api {
-    let home = tempfile::tempdir().unwrap();
-    let flags = ConfigLayer {
-        max_body_bytes: max_body,
-        local_cpu: Some("2".parse().unwrap()),
-        ..Default::default()
-    };
-    let config = ServerConfig::load(home.path(), ConfigLayer::default(), flags, None).unwrap();
-    let state = berth_server::build_state(&config, "http://127.0.0.1:9", "http://127.0.0.1:9")
-        .await
-        .unwrap();
-    let token = state.token.to_string();
-    Api {
-        app: berth_server::app(state.clone(), config.max_body_bytes),
-        token,
-        home,
-        state,
-    }
-}
-
-async fn api() -> Api {
-    api_with(None).await
-}
+use support::{Api, api, api_with};
 
 impl Api {
-    async fn call_with(
-        &self,
-        method: &str,
-        uri: &str,
-        body: Option<Value>,
-        token: Option<&str>,
-    ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/json");
-                Body::from(b.to_string())
-            }
-            None => Body::empty(),
-        };
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let t = self.token.clone();
-        self.call_with(method, uri, body, Some(&t)).await
-    }
-
-    async fn submit(&self, yaml: &str) -> (StatusCode, Value) {
-        let base = self.home.path().to_string_lossy().into_owned();
-        self.call(
-            "POST",
-            "/api/jobs",
-            Some(json!({"file": "job.yaml", "yaml": yaml, "base_dir": base})),
-        )
-        .await
-    }
-
-    /// Sends `body` to `uri` with `method` and a bearer `token`; the status.
-    async fn send_raw(&self, method: &str, uri: &str, token: &str, body: &str) -> StatusCode {
-        let req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        self.app.clone().oneshot(req).await.unwrap().status()
-    }
-
     /// Makes job `name` an unfinished job with a pod token, as a job running on a cluster is
     /// (this server has no supervisor to run it); returns the token.
     async fn give_pod_token(&self, name: &str) -> String {

@@ -1,10 +1,10 @@
-//! `berth job ...`: create, show, list, stream, cancel, download.
+//! `berth job ...`: create, show, list, stream, metrics, cancel, download.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use berth_core::api::{JobView, OutputFile};
+use berth_core::api::{JobView, MetricPoint, OutputFile};
 use berth_core::job::{ARTIFACTS_OUTPUT, JobStatus};
 use futures_util::StreamExt;
 use reqwest::Method;
@@ -21,6 +21,13 @@ const COLUMNS: [(&str, &str); 6] = [
     ("Instance type", "resources.instance_type"),
     ("Created", "creation_context.created_at"),
     ("Message", "status_message"),
+];
+
+const METRIC_COLUMNS: [(&str, &str); 4] = [
+    ("Metric", "key"),
+    ("Step", "step"),
+    ("Timestamp", "timestamp"),
+    ("Value", "value"),
 ];
 
 /// Runs one job verb; returns the process exit code.
@@ -49,6 +56,14 @@ pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32,
             out.print(&jobs, &COLUMNS).map(|_| 0)
         }
         JobCommand::Stream { name } => follow(client, &name).await,
+        JobCommand::Metrics { name, metric } => {
+            let mut path = format!("/api/jobs/{}/metrics", seg(&name));
+            if let Some(m) = metric {
+                path.push_str(&format!("?metric={}", seg(&m)));
+            }
+            let points: Vec<MetricPoint> = client.get(&path).await?;
+            out.print(&points, &METRIC_COLUMNS).map(|_| 0)
+        }
         JobCommand::Cancel { name } => {
             let job: JobView = client
                 .call(

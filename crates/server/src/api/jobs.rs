@@ -34,7 +34,46 @@ pub async fn show(
     Path(name): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let job = svc::get(&s, &name).await?;
-    Ok(Json(svc::view(&s, &job)))
+    let mut view = svc::view(&s, &job);
+    crate::mlflow::jobs::add_run(&s, &mut view).await?;
+    Ok(Json(view))
+}
+
+#[derive(Deserialize)]
+pub struct MetricsQuery {
+    metric: Option<String>,
+}
+
+/// `GET /api/jobs/{name}/metrics[?metric=NAME]`: the history of one metric or of all.
+pub async fn metrics(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Json<Vec<berth_core::api::MetricPoint>>, ApiError> {
+    svc::get(&s, &name).await?;
+    let keys = crate::mlflow::jobs::metric_keys(&s, &name).await?;
+    let wanted = match q.metric {
+        Some(m) if !keys.contains(&m) => {
+            return Err(ApiError::NotFound {
+                kind: "metric",
+                name: m,
+                hint: Some(if keys.is_empty() {
+                    format!(
+                        "job `{name}` has logged no metrics (its script logs them with mlflow.log_metric or mlflow.autolog())"
+                    )
+                } else {
+                    format!("job `{name}` logged: {}", keys.join(", "))
+                }),
+            });
+        }
+        Some(m) => vec![m],
+        None => keys,
+    };
+    let mut out = Vec::new();
+    for key in wanted {
+        out.extend(crate::mlflow::jobs::history(&s, &name, &key).await?);
+    }
+    Ok(Json(out))
 }
 
 pub async fn list(State(s): State<AppState>) -> Result<Json<Vec<JobView>>, ApiError> {

@@ -145,6 +145,12 @@ fn job_routes() -> Documented<AppState> {
         )
         .at(
             "get",
+            "/api/jobs/{name}/metrics",
+            "every point the job's MLflow run logged (?metric=NAME for one metric)",
+            get(jobs::metrics),
+        )
+        .at(
+            "get",
             "/api/jobs/{name}/logs",
             "the job's std_log.txt (?follow=true streams until the job ends, ?offset=N skips)",
             get(jobs::logs),

@@ -1,11 +1,13 @@
 //! Each job is one MLflow run: made when the job is accepted (its id is the job's name, in
 //! the job's experiment), reached by the job's command with a token of its own.
 
+use berth_core::api::{JobView, MetricPoint};
 use berth_core::job::{JobRecord, JobTracking};
-use berth_store::tracking::{NewRun, Run};
+use berth_store::tracking::NewRun;
 
 use super::error::MlflowError;
 use crate::AppState;
+use crate::error::ApiError;
 
 /// The token a job's command logs with: `<job>.<hex>`, derived from the server's secret, the
 /// job's name and when it was made (a job made again under the same name gets another).
@@ -62,7 +64,52 @@ pub async fn open_run(state: &AppState, job: &JobRecord) -> Result<JobTracking, 
     })
 }
 
-/// The job's run with its latest metrics, params and tags, if it has one.
-pub async fn run_of(state: &AppState, job: &str) -> Result<Option<Run>, MlflowError> {
-    Ok(state.store.run(job).await?)
+/// Adds what the job's run logged to its view: the latest value of each metric, the params,
+/// and the tags the command set (MLflow's own `mlflow.*` ones left out).
+pub async fn add_run(state: &AppState, view: &mut JobView) -> Result<(), ApiError> {
+    let Some(run) = state.store.run(&view.name).await.map_err(tracking)? else {
+        return Ok(());
+    };
+    view.metrics = run
+        .metrics
+        .iter()
+        .map(|m| (m.key.clone(), super::wire::number(m.value)))
+        .collect();
+    view.params = run.params;
+    for (k, v) in run.tags {
+        if !k.starts_with("mlflow.") && !k.starts_with("berth.") {
+            view.tags.entry(k).or_insert(v);
+        }
+    }
+    Ok(())
+}
+
+/// Every point of metric `key` of job `job`'s run, in the order logged.
+pub async fn history(state: &AppState, job: &str, key: &str) -> Result<Vec<MetricPoint>, ApiError> {
+    let points = state
+        .store
+        .metric_history(job, key, 0, i64::MAX)
+        .await
+        .map_err(tracking)?;
+    Ok(points
+        .into_iter()
+        .map(|m| MetricPoint {
+            key: m.key,
+            step: m.step,
+            timestamp: m.timestamp,
+            value: super::wire::number(m.value),
+        })
+        .collect())
+}
+
+/// The metric keys job `job`'s run logged.
+pub async fn metric_keys(state: &AppState, job: &str) -> Result<Vec<String>, ApiError> {
+    let run = state.store.run(job).await.map_err(tracking)?;
+    Ok(run
+        .map(|r| r.metrics.into_iter().map(|m| m.key).collect())
+        .unwrap_or_default())
+}
+
+fn tracking(e: berth_store::tracking::TrackingError) -> ApiError {
+    ApiError::Internal(e.to_string())
 }

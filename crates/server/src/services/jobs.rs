@@ -493,6 +493,8 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
         creation_context: BTreeMap::from([("created_at".to_string(), rfc3339(job.created_at))]),
         start_time: job.state.started_at().map(rfc3339),
         end_time: job.state.ended_at().map(rfc3339),
+        metrics: Default::default(),
+        params: Default::default(),
         gpus,
         resource_version: stored.resource_version,
     }
