@@ -38,28 +38,62 @@ fn an_autologged_job_shows_its_metrics_params_and_artifacts() {
     write(dir.path(), "src/train.py", TRAIN);
     write(dir.path(), "conda.yml", CONDA);
     write(dir.path(), "job.yml", JOB);
-    let run = ["job", "create", "--file", "job.yml", "--name", "iris_auto", "--stream"];
+    let run = [
+        "job",
+        "create",
+        "--file",
+        "job.yml",
+        "--name",
+        "iris_auto",
+        "--stream",
+    ];
     let out = s.cli_in(dir.path(), &run);
     let log = text(&out.stdout);
     assert!(out.status.success(), "{log}{}", text(&out.stderr));
-    assert!(log.contains("history [1.0, 0.5, 0.3333333333333333]"), "{log}");
+    assert!(
+        log.contains("history [1.0, 0.5, 0.3333333333333333]"),
+        "{log}"
+    );
     assert!(log.contains("found ['iris_auto']"), "{log}");
 
     let job = s.status("iris_auto");
     assert_eq!(job["metrics"]["loss"], 1.0 / 3.0);
-    assert!(job["metrics"]["training_accuracy_score"].as_f64().unwrap() > 0.5, "{job}");
-    assert_eq!(job["params"]["max_iter"], "200", "autolog logs the estimator's params");
+    assert!(
+        job["metrics"]["training_accuracy_score"].as_f64().unwrap() > 0.5,
+        "{job}"
+    );
+    assert_eq!(
+        job["params"]["max_iter"], "200",
+        "autolog logs the estimator's params"
+    );
 
     let points = s.json(&["job", "metrics", "--name", "iris_auto", "--metric", "loss"]);
-    let steps: Vec<i64> = points.as_array().unwrap().iter().map(|p| p["step"].as_i64().unwrap()).collect();
+    let steps: Vec<i64> = points
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["step"].as_i64().unwrap())
+        .collect();
     assert_eq!(steps, [0, 1, 2]);
 
     // The run's artifacts are the job's outputs: `job download` fetches them.
     let down = dir.path().join("down");
-    let dl = ["job", "download", "--name", "iris_auto", "--all", "--download-path"];
+    let dl = [
+        "job",
+        "download",
+        "--name",
+        "iris_auto",
+        "--all",
+        "--download-path",
+    ];
     s.ok_in(dir.path(), &[&dl[..], &[down.to_str().unwrap()]].concat());
-    let readme = walk(&down).into_iter().find(|p| p.ends_with("notes/readme.txt"));
-    assert_eq!(std::fs::read_to_string(readme.expect("downloaded")).unwrap(), "trained on iris");
+    let readme = walk(&down)
+        .into_iter()
+        .find(|p| p.ends_with("notes/readme.txt"));
+    assert_eq!(
+        std::fs::read_to_string(readme.expect("downloaded")).unwrap(),
+        "trained on iris"
+    );
 }
 
 /// A job's command gets its run's variables; its token is refused on another job's run.
@@ -67,11 +101,25 @@ fn an_autologged_job_shows_its_metrics_params_and_artifacts() {
 fn a_jobs_command_reaches_its_own_run_and_no_other() {
     let s = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "other.yml", "command: echo other\nname: other_job\n");
-    s.ok_in(dir.path(), &["job", "create", "--file", "other.yml", "--stream"]);
+    write(
+        dir.path(),
+        "other.yml",
+        "command: echo other\nname: other_job\n",
+    );
+    s.ok_in(
+        dir.path(),
+        &["job", "create", "--file", "other.yml", "--stream"],
+    );
     write(dir.path(), "src/probe.py", PROBE);
-    write(dir.path(), "probe.yml", "command: python probe.py\ncode: src\nname: probe_job\nexperiment_name: probes\n");
-    let out = s.ok_in(dir.path(), &["job", "create", "--file", "probe.yml", "--stream"]);
+    write(
+        dir.path(),
+        "probe.yml",
+        "command: python probe.py\ncode: src\nname: probe_job\nexperiment_name: probes\n",
+    );
+    let out = s.ok_in(
+        dir.path(),
+        &["job", "create", "--file", "probe.yml", "--stream"],
+    );
     let log = text(&out.stdout);
     assert!(log.contains("run probe_job in probes"), "{log}");
     assert!(log.contains("own 200"), "{log}");

@@ -30,8 +30,41 @@ fn record(dir: &Path, yaml: &str) -> JobRecord {
         state: JobState::Queued,
         upload_token: None,
         environment: None,
+        tracking: None,
         spec,
     }
+}
+
+#[test]
+fn a_pod_logs_to_its_run_through_the_clusters_server_url() {
+    let t = tempfile::tempdir().unwrap();
+    let mut job = record(t.path(), "command: python train.py\n");
+    std::fs::create_dir_all(JobDir::new(&job.workdir).code()).unwrap();
+    job.tracking = Some(berth_core::job::JobTracking {
+        local_uri: "http://127.0.0.1:8700".into(),
+        token: "Train_Model.1.abc".into(),
+        experiment_id: "3".into(),
+    });
+    let env_of = |url: Option<&str>| {
+        let built = build(&job, "work", url, "reg.example/berth:1").unwrap();
+        let j = serde_json::to_value(&built.job).unwrap();
+        let env = j["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+        env.as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let env = env_of(Some("http://berth-server.azureml.svc:8700/"));
+    assert_eq!(
+        env["MLFLOW_TRACKING_URI"],
+        "http://berth-server.azureml.svc:8700"
+    );
+    assert_eq!(env["MLFLOW_TRACKING_TOKEN"], "Train_Model.1.abc");
+    assert_eq!(env["MLFLOW_EXPERIMENT_ID"], "3");
+    assert_eq!(env["MLFLOW_RUN_ID"], "Train_Model.1");
+    // Without a server URL the pod cannot reach the server: no tracking variables at all.
+    assert!(!env_of(None).contains_key("MLFLOW_TRACKING_URI"));
 }
 
 #[test]
