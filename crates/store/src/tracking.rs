@@ -577,9 +577,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        for m in metrics {
-            log_point(&mut tx, run_id, m).await?;
-        }
+        log_points(&mut tx, run_id, metrics).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -614,26 +612,32 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<Metric>, TrackingError> {
-        let rows = sqlx::query(
-            "SELECT p.step, p.timestamp, p.value FROM metric_points p JOIN metric_series s ON s.series_id = p.series_id WHERE s.run_id = ? AND s.key = ? ORDER BY p.rowid LIMIT ? OFFSET ?",
+        let series: Option<i64> =
+            sqlx::query_scalar("SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?")
+                .bind(run_id)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(series) = series else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(
+            "SELECT step, timestamp, value FROM metric_points WHERE series_id = ? ORDER BY rowid LIMIT ? OFFSET ?",
         )
-        .bind(run_id)
-        .bind(key)
+        .bind(series)
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Metric {
-                    key: key.to_string(),
-                    value: decode_value(r.try_get("value")?),
-                    timestamp: r.try_get("timestamp")?,
-                    step: r.try_get("step")?,
-                })
+        Ok(rows
+            .into_iter()
+            .map(|(step, timestamp, value)| Metric {
+                key: key.to_string(),
+                value: decode_value(value),
+                timestamp,
+                step,
             })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+            .collect())
     }
 
     /// Records a logged model.
@@ -699,15 +703,65 @@ impl Store {
     }
 }
 
-/// Appends one point and moves the series' latest value when the point is later (by step,
-/// then timestamp, then value, as MLflow picks the latest).
-async fn log_point(
+/// Whether `a` is later than `b` as MLflow picks a metric's latest value: by step, then
+/// timestamp, then value (NaN lowest).
+fn later(a: &Metric, b: &Metric) -> bool {
+    let v = |m: &Metric| if m.value.is_nan() { f64::MIN } else { m.value };
+    (a.step, a.timestamp)
+        .cmp(&(b.step, b.timestamp))
+        .then(v(a).total_cmp(&v(b)))
+        .is_gt()
+}
+
+/// Appends the points of a batch: one upsert per metric key for its latest value, then the
+/// points in multi-row inserts (a point is one row of four numbers).
+async fn log_points(
+    tx: &mut sqlx::SqliteConnection,
+    run_id: &str,
+    metrics: &[Metric],
+) -> Result<(), sqlx::Error> {
+    let mut keys: Vec<&str> = Vec::new();
+    let mut latest: BTreeMap<&str, &Metric> = BTreeMap::new();
+    for m in metrics {
+        match latest.get(m.key.as_str()) {
+            Some(cur) if !later(m, cur) => {}
+            Some(_) => {
+                latest.insert(&m.key, m);
+            }
+            None => {
+                keys.push(&m.key);
+                latest.insert(&m.key, m);
+            }
+        }
+    }
+    let mut series = BTreeMap::new();
+    for key in keys {
+        let m = latest[key];
+        series.insert(key, upsert_series(tx, run_id, m).await?);
+    }
+    for chunk in metrics.chunks(500) {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO metric_points (series_id, step, timestamp, value) ",
+        );
+        q.push_values(chunk, |mut row, m| {
+            row.push_bind(series[m.key.as_str()])
+                .push_bind(m.step)
+                .push_bind(m.timestamp)
+                .push_bind(encode_value(m.value));
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
+/// The series of metric `m.key` of a run, made if new, its latest value moved to `m` when `m`
+/// is later.
+async fn upsert_series(
     tx: &mut sqlx::SqliteConnection,
     run_id: &str,
     m: &Metric,
-) -> Result<(), sqlx::Error> {
-    let value = encode_value(m.value);
-    let series: Option<i64> = sqlx::query_scalar(
+) -> Result<i64, sqlx::Error> {
+    let moved: Option<i64> = sqlx::query_scalar(
         "INSERT INTO metric_series (run_id, key, step, timestamp, value) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value
            WHERE (excluded.step, excluded.timestamp, COALESCE(excluded.value, -1e308)) > (step, timestamp, COALESCE(value, -1e308))
@@ -717,30 +771,20 @@ async fn log_point(
     .bind(&m.key)
     .bind(m.step)
     .bind(m.timestamp)
-    .bind(value)
+    .bind(encode_value(m.value))
     .fetch_optional(&mut *tx)
     .await?;
-    // No row back: the point is older than the latest, which stays.
-    let series = match series {
-        Some(id) => id,
+    // No row back: the stored latest is later, and stays.
+    match moved {
+        Some(id) => Ok(id),
         None => {
             sqlx::query_scalar("SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?")
                 .bind(run_id)
                 .bind(&m.key)
                 .fetch_one(&mut *tx)
-                .await?
+                .await
         }
-    };
-    sqlx::query(
-        "INSERT INTO metric_points (series_id, step, timestamp, value) VALUES (?, ?, ?, ?)",
-    )
-    .bind(series)
-    .bind(m.step)
-    .bind(m.timestamp)
-    .bind(value)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    }
 }
 
 fn encode_map(m: &BTreeMap<String, String>) -> String {

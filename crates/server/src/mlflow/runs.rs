@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use berth_store::tracking::{Metric, NewRun, Run, RunInfo};
 use serde_json::{Value, json};
 
@@ -447,7 +448,7 @@ pub async fn history(
     State(s): State<AppState>,
     c: Caller,
     req: Req,
-) -> Result<Json<Value>, MlflowError> {
+) -> Result<Response, MlflowError> {
     let info = named(&s, &c, &req).await?;
     let key = req.need("metric_key")?;
     if !s.store.has_metric(&info.run_id, key).await? {
@@ -473,10 +474,18 @@ pub async fn history(
         .metric_history(&info.run_id, key, offset as i64, max.saturating_add(1))
         .await?;
     let more = points.len() as i64 > max;
-    let page: Vec<Value> = points.iter().take(max as usize).map(wire::metric).collect();
-    let mut out = json!({"metrics": page});
-    if more {
-        out["next_page_token"] = json!((offset as i64 + max).to_string());
-    }
-    Ok(Json(out))
+    let page = wire::History {
+        metrics: points
+            .iter()
+            .take(max as usize)
+            .map(|m| wire::Point {
+                key: &m.key,
+                value: wire::Num(m.value),
+                timestamp: m.timestamp,
+                step: m.step,
+            })
+            .collect(),
+        next_page_token: more.then(|| (offset as i64 + max).to_string()),
+    };
+    Ok(Json(page).into_response())
 }

@@ -106,3 +106,40 @@ pub fn logged_model(m: &LoggedModel) -> Value {
     }
     json!({"info": info, "data": {"params": tags(&m.params), "metrics": []}})
 }
+
+/// A metric value as MLflow's JSON has it, serialized without building a `Value`.
+pub struct Num(pub f64);
+
+impl serde::Serialize for Num {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            v if v.is_nan() => s.serialize_str("NaN"),
+            f64::INFINITY => s.serialize_str("Infinity"),
+            f64::NEG_INFINITY => s.serialize_str("-Infinity"),
+            v => s.serialize_f64(v),
+        }
+    }
+}
+
+/// One point of a history, for the long answers of `get-history`.
+#[derive(serde::Serialize)]
+pub struct Point<'a> {
+    /// The metric.
+    pub key: &'a str,
+    /// Its value.
+    pub value: Num,
+    /// When (ms).
+    pub timestamp: i64,
+    /// Step.
+    pub step: i64,
+}
+
+/// A page of a history.
+#[derive(serde::Serialize)]
+pub struct History<'a> {
+    /// The points.
+    pub metrics: Vec<Point<'a>>,
+    /// Where the next page starts, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
