@@ -156,3 +156,58 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A running job's CPU and memory are sampled into its run as `system/*` metrics.
+#[test]
+fn a_running_jobs_cpu_and_memory_become_system_metrics() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("stop");
+    // Holds 64 MiB and keeps a core busy until the flag appears.
+    write(
+        dir.path(),
+        "src/busy.py",
+        &format!(
+            "import os\nheld = bytearray(64 << 20)\nfor i in range(0, len(held), 4096):\n    held[i] = 1\nwhile not os.path.exists({:?}):\n    pass\n",
+            flag.to_str().unwrap()
+        ),
+    );
+    write(
+        dir.path(),
+        "busy.yml",
+        "command: python busy.py\ncode: src\nname: busy_job\n",
+    );
+    s.ok_in(dir.path(), &["job", "create", "--file", "busy.yml"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let metrics = loop {
+        let job = s.status("busy_job");
+        let m = job["metrics"].clone();
+        if m.get("system/cpu_utilization_percentage").is_some()
+            && m.get("system/memory_usage_megabytes").is_some()
+        {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no system metrics: {job}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        metrics["system/cpu_cores_used"].as_f64().unwrap() > 0.5,
+        "{metrics}"
+    );
+    assert!(
+        metrics["system/memory_usage_megabytes"].as_f64().unwrap() >= 64.0,
+        "{metrics}"
+    );
+    // A share of the default instance type's limits (2 CPU, 2Gi).
+    assert!(
+        metrics["system/memory_utilization_percentage"]
+            .as_f64()
+            .unwrap()
+            >= 3.0,
+        "{metrics}"
+    );
+}

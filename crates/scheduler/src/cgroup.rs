@@ -314,6 +314,15 @@ pub struct JobCgroup {
     all: Vec<PathBuf>,
 }
 
+/// What a cgroup's processes use, where the kernel says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time used so far, in microseconds.
+    pub cpu_usec: Option<u64>,
+    /// Memory in use, in bytes.
+    pub memory_bytes: Option<u64>,
+}
+
 /// Where a process was before it joined a job's cgroup.
 #[derive(Debug)]
 pub struct Joined(Vec<PathBuf>);
@@ -394,6 +403,42 @@ impl JobCgroup {
             .lines()
             .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// What its processes use now: CPU time so far (from the v2 `cpu.stat`, which every v2
+    /// cgroup has) and memory (`memory.current`, or v1's `memory.usage_in_bytes`).
+    pub fn usage(&self) -> Usage {
+        let v2 = self
+            .tracker
+            .iter()
+            .chain(
+                self.memory
+                    .iter()
+                    .filter(|(_, v)| *v == Version::V2)
+                    .map(|(d, _)| d),
+            )
+            .next();
+        let cpu_usec = v2.and_then(|d| {
+            std::fs::read_to_string(d.join("cpu.stat"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("usage_usec")?.trim().parse().ok())
+        });
+        let memory_bytes = self.memory.as_ref().and_then(|(dir, version)| {
+            let file = match version {
+                Version::V1 => "memory.usage_in_bytes",
+                Version::V2 => "memory.current",
+            };
+            std::fs::read_to_string(dir.join(file))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        });
+        Usage {
+            cpu_usec,
+            memory_bytes,
+        }
     }
 
     /// Kills every process in the cgroup.

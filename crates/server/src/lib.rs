@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod local;
 pub mod mlflow;
+mod monitor;
 pub mod openapi;
 pub mod services;
 
@@ -62,6 +63,8 @@ pub struct AppState {
     pub envs: Arc<berth_scheduler::envs::EnvCache>,
     /// Where the routes stand against the store (`services::routes`).
     pub route_feed: Arc<services::routes::RouteFeed>,
+    /// Where local jobs' cgroups are (the monitor reads their use).
+    pub cgroups: Arc<berth_scheduler::cgroup::Hierarchies>,
     /// How local jobs are contained (cgroups) and isolated (sandbox), for `compute show`.
     pub local_isolation: Arc<[String]>,
     /// The attached Kubernetes clusters, by compute.
@@ -355,7 +358,7 @@ pub async fn build_state(
         &store,
         &envs,
         &router,
-        berth_scheduler::replicas::Replicas::new(sockets, Arc::new(cgroups), run_as),
+        berth_scheduler::replicas::Replicas::new(sockets, Arc::new(cgroups.clone()), run_as),
         events,
     );
     let state = AppState {
@@ -380,10 +383,12 @@ pub async fn build_state(
         envs,
         route_feed: Default::default(),
         local_isolation,
+        cgroups: Arc::new(cgroups),
         #[cfg(feature = "kubernetes")]
         clusters,
     };
     start_serving(&state, serving_events).await;
+    monitor::start(state.clone());
     Ok(state)
 }
 

@@ -839,3 +839,18 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Drops the points of a run's metrics logged before `before_ms` (a bounded history for
+    /// the runs Berth keeps itself: computes, endpoints). Returns how many went.
+    pub async fn prune_points(&self, run_id: &str, before_ms: i64) -> Result<u64, TrackingError> {
+        let done = sqlx::query(
+            "DELETE FROM metric_points WHERE series_id IN (SELECT series_id FROM metric_series WHERE run_id = ?) AND timestamp < ?",
+        )
+        .bind(run_id)
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

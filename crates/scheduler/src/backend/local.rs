@@ -428,10 +428,7 @@ impl LocalBackend {
 
     /// The job's cgroup: a spare's it took, else the one named after it.
     fn job_cgroup(&self, dir: &JobDir, name: &str) -> Option<crate::cgroup::JobCgroup> {
-        std::fs::read(dir.cgroup())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .or_else(|| self.cgroups.job(name))
+        job_cgroup(&self.cgroups, dir, name)
     }
 
     async fn start_supervisor(&self, job: &JobRecord) -> Result<u32, BackendError> {
@@ -515,4 +512,17 @@ impl LocalBackend {
             message: "the job supervisor ended without recording a result; see supervisor.log in the job folder".into(),
         })
     }
+}
+
+/// A local job's cgroup: the spare supervisor's it took (recorded in its folder), else the one
+/// named after it.
+pub fn job_cgroup(
+    cgroups: &crate::cgroup::Hierarchies,
+    dir: &JobDir,
+    name: &str,
+) -> Option<crate::cgroup::JobCgroup> {
+    std::fs::read(dir.cgroup())
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .or_else(|| cgroups.job(name))
 }
