@@ -65,6 +65,8 @@ pub struct AppState {
     pub route_feed: Arc<services::routes::RouteFeed>,
     /// Where local jobs' cgroups are (the monitor reads their use).
     pub cgroups: Arc<berth_scheduler::cgroup::Hierarchies>,
+    /// Each running local job's latest `system/*` sample, for `/metrics`.
+    pub job_usage: Arc<monitor::LatestUsage>,
     /// How local jobs are contained (cgroups) and isolated (sandbox), for `compute show`.
     pub local_isolation: Arc<[String]>,
     /// The attached Kubernetes clusters, by compute.
@@ -205,6 +207,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     for (status, n) in counts {
         out.push_str(&format!("berth_jobs{{status=\"{status}\"}} {n}\n"));
     }
+    out.push_str(&state.job_usage.exposition());
     out.push_str("# EOF\n");
     out
 }
@@ -384,6 +387,7 @@ pub async fn build_state(
         route_feed: Default::default(),
         local_isolation,
         cgroups: Arc::new(cgroups),
+        job_usage: Default::default(),
         #[cfg(feature = "kubernetes")]
         clusters,
     };

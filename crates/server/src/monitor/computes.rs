@@ -15,7 +15,7 @@ pub const EXPERIMENT: &str = "berth.computes";
 /// How often a compute is sampled.
 const EVERY: Duration = Duration::from_secs(30);
 /// How much history is kept.
-const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(super) const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The run that holds compute `name`'s history.
 pub fn run_id(name: &str) -> String {
@@ -38,7 +38,7 @@ impl ComputeSampler {
         }
         self.last = Some(Instant::now());
         let run = run_id(LOCAL_POOL);
-        if ensure_run(state, &run).await.is_err() {
+        if ensure_run(state, EXPERIMENT, &run).await.is_err() {
             return;
         }
         let Some((total, free)) = state.jobs.capacity(LOCAL_POOL) else {
@@ -97,16 +97,17 @@ impl ComputeSampler {
     }
 }
 
-/// Makes the compute's run (and experiment) the first time.
-async fn ensure_run(
+/// Makes one of Berth's own runs (and its experiment) the first time.
+pub(super) async fn ensure_run(
     state: &AppState,
+    experiment: &str,
     run: &str,
 ) -> Result<(), berth_store::tracking::TrackingError> {
     if state.store.run_info(run).await?.is_some() {
         return Ok(());
     }
     let now = crate::mlflow::now_ms();
-    let exp = state.store.ensure_experiment(EXPERIMENT, now).await?;
+    let exp = state.store.ensure_experiment(experiment, now).await?;
     let made = state
         .store
         .create_run(&NewRun {

@@ -36,6 +36,9 @@ impl JobSampler {
         };
         self.jobs
             .retain(|name, _| running.iter().any(|j| &j.value.name == name));
+        state
+            .job_usage
+            .retain(|name| running.iter().any(|j| j.value.name == name));
         let machine_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let mut gpus_seen = None;
         for job in running.iter().map(|j| &j.value) {
@@ -78,6 +81,7 @@ impl JobSampler {
                     gpus_seen.as_deref().unwrap_or_default(),
                 ));
             }
+            state.job_usage.set(&job.name, &points);
             let taken = self.jobs.get(&job.name).map_or(0, |t| t.taken);
             let stamp = crate::mlflow::now_ms();
             let metrics: Vec<Metric> = points
