@@ -11,6 +11,7 @@ pub mod mlflow;
 mod monitor;
 pub mod openapi;
 pub mod services;
+pub mod studio;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -177,6 +178,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     });
     let document = Arc::new(openapi::document(&all.ops));
     all.router
+        .merge(studio::routes())
         .route(
             "/api/openapi.json",
             get(move || {

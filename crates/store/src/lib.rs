@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 
+pub mod page;
 pub mod tracking;
 
 /// Which table of resources.

@@ -160,26 +160,34 @@ pub async fn logs(
     Path(name): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
+    let stream = log_stream(s, name, q.offset, q.follow).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// A job's log from `offset`: what is there, and with `follow` what comes until it ends.
+pub async fn log_stream(
+    s: AppState,
+    name: String,
+    offset: u64,
+    follow: bool,
+) -> Result<impl futures_util::Stream<Item = std::io::Result<Bytes>>, ApiError> {
     let job = svc::get(&s, &name).await?;
     let tail = Tail {
         path: JobDir::new(&job.value.workdir).log(),
         changes: s.jobs.subscribe(),
         state: s,
         name,
-        offset: q.offset,
-        follow: q.follow,
+        offset,
+        follow,
         done: false,
     };
-    let stream =
-        futures_util::stream::unfold(
-            tail,
-            |mut t| async move { t.next_chunk().await.map(|c| (c, t)) },
-        );
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(futures_util::stream::unfold(tail, |mut t| async move {
+        t.next_chunk().await.map(|c| (c, t))
+    }))
 }
 
 pub async fn output_files(

@@ -3,7 +3,8 @@
 mod assets;
 pub mod documented;
 mod jobs;
-pub use jobs::file_stream;
+pub use jobs::{file_stream, log_stream, output_file};
+pub use serving::dview as deployment_view;
 mod pod_files;
 mod resources;
 mod serving;

@@ -123,7 +123,7 @@ pub async fn regenerate_keys(
         .map(Json)
 }
 
-fn dview(s: &AppState, d: &Stored<DeploymentRecord>) -> DeploymentView {
+pub fn dview(s: &AppState, d: &Stored<DeploymentRecord>) -> DeploymentView {
     let key = berth_core::serving::deployment_key(&d.value.spec.endpoint_name, &d.value.spec.name);
     DeploymentView {
         spec: d.value.spec.clone(),

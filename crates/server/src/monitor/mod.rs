@@ -4,8 +4,8 @@
 //! `berth.computes`), and each deployment's traffic (run `endpoint.<e>.<d>` of experiment
 //! `berth.endpoints`); seven days kept of both.
 
-mod computes;
-mod endpoints;
+pub mod computes;
+pub mod endpoints;
 mod jobs;
 mod traffic;
 pub mod usage;
@@ -13,6 +13,9 @@ pub mod usage;
 use std::time::Duration;
 
 use crate::AppState;
+
+pub use computes::run_id as compute_run;
+pub use endpoints::run_id as endpoint_run;
 
 /// How often the monitor wakes.
 const TICK: Duration = Duration::from_secs(5);
