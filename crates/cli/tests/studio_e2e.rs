@@ -165,3 +165,46 @@ fn a_cancel_form_without_the_sessions_token_is_refused() {
     assert_ne!(s.status("held")["status"], "Canceled");
     std::fs::write(&flag, "").unwrap();
 }
+
+#[test]
+fn an_endpoints_charts_move_under_load() {
+    let s = Server::start(&[]);
+    let (uri, key, _) = support::serving::serve_blue(&s);
+    let token = std::fs::read_to_string(s.home.path().join("token")).unwrap();
+    let b = Browser::start();
+    sign_in(&b, &s, token.trim());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (done, stop, key) = (done.clone(), stop.clone(), key.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                support::serving::load(uri.clone(), key.clone(), 20, done.clone())
+                    .join()
+                    .unwrap();
+            }
+        })
+    };
+    b.go(&format!("{}/studio/endpoints", s.api_url));
+    b.wait_until(
+        "return document.body.innerText.includes('blue')",
+        Duration::from_secs(10),
+    );
+    // The traffic is sampled every 10 s and the charts redraw every 10 s.
+    let chart = "document.querySelector(\"figure[data-keys^='requests_per_second']\")";
+    b.wait_until(
+        &format!("return !!{chart} && Number({chart}.dataset.peak || 0) > 0"),
+        Duration::from_secs(60),
+    );
+    b.wait_until(
+        "return !!document.querySelector(\"figure[data-keys^='latency'] canvas\")",
+        Duration::from_secs(20),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    let page = b
+        .eval("return document.documentElement.outerHTML")
+        .to_string();
+    assert!(!page.contains(&key), "a key is in the page");
+    b.screenshot("endpoints");
+}

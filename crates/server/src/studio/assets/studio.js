@@ -23,13 +23,18 @@
       var colours = ["#0645ad", "#a10f0f", "#0a6b2d", "#8a4b00"];
       var opts = {
         width: Math.min(fig.clientWidth || 800, 1100), height: 240,
-        scales: { x: { time: fig.dataset.x === "time" } },
+        scales: { x: { time: fig.dataset.x === "time", range: function (u, min, max) {
+          // One point: a minute (or a step) either side, not years.
+          var pad = fig.dataset.x === "time" ? 60 : 1;
+          return min === max ? [min - pad, max + pad] : [min, max];
+        } } },
         series: [{ label: fig.dataset.x === "time" ? "time" : "step" }].concat(series.map(function (s, i) {
           return { label: s.key, stroke: colours[i % colours.length], width: 2, spanGaps: true };
         })),
       };
       new uPlot(opts, data, fig);
       fig.dataset.points = String(series.reduce(function (n, s) { return n + s.x.length; }, 0));
+      fig.dataset.peak = String(Math.max.apply(null, series[0].y.filter(function (v) { return v !== null; }).concat([0])));
     }).catch(function () {});
   }
   function drawAll() { document.querySelectorAll("figure.chart").forEach(drawChart); }
