@@ -348,6 +348,36 @@ fn a_conda_environment_is_built_in_the_pod_and_outputs_come_back() {
     assert_eq!(read("artifacts/logs/train.log").trim(), "step");
 }
 
+/// A pod reaches its job's MLflow run through the compute's server URL, with its own token.
+#[test]
+fn a_pods_command_logs_metrics_to_its_jobs_run() {
+    let c = attached();
+    let s = &c.s;
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "src/log.py",
+        "import json, os, urllib.request\nenv = os.environ\nbody = json.dumps({'run_id': env['MLFLOW_RUN_ID'], 'key': 'acc', 'value': 0.9, 'timestamp': 1, 'step': 0}).encode()\nurllib.request.urlopen(urllib.request.Request(env['MLFLOW_TRACKING_URI'] + '/api/2.0/mlflow/runs/log-metric', body, {'Authorization': 'Bearer ' + env['MLFLOW_TRACKING_TOKEN'], 'Content-Type': 'application/json'}))\n",
+    );
+    let job = submit(
+        s,
+        dir.path(),
+        "job.yaml",
+        "command: python log.py\ncode: src\n",
+    );
+    eventually(
+        "the job to complete",
+        Duration::from_secs(60),
+        last_job,
+        || {
+            let v = status(s, &job);
+            assert_ne!(v["status"], "Failed", "{v}");
+            v["status"] == "Completed"
+        },
+    );
+    assert_eq!(status(s, &job)["metrics"]["acc"], 0.9);
+}
+
 #[test]
 fn cancel_deletes_the_job_and_its_pod() {
     let c = attached();
