@@ -200,6 +200,12 @@ fn an_endpoints_charts_move_under_load() {
         "return !!document.querySelector(\"figure[data-keys^='latency'] canvas\")",
         Duration::from_secs(20),
     );
+    // The replicas' memory, sampled from their cgroups.
+    let memory = "document.querySelector(\"figure[data-keys='system/memory_usage_megabytes']\")";
+    b.wait_until(
+        &format!("return !!{memory} && Number({memory}.dataset.peak || 0) > 1"),
+        Duration::from_secs(30),
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.join().unwrap();
     let page = b

@@ -323,6 +323,13 @@ pub struct JobTracking {
 }
 
 impl JobRecord {
+    /// The `MLFLOW_*` variables of a job on this machine's compute.
+    pub fn local_tracking_env(&self, env: &mut BTreeMap<String, String>) {
+        if let Some(t) = &self.tracking {
+            self.tracking_env(&t.local_uri, env);
+        }
+    }
+
     /// The `MLFLOW_*` variables of the job's command, with the server at `uri`; none when the
     /// job has no run. A variable the job file sets itself is left as it is.
     pub fn tracking_env(&self, uri: &str, env: &mut BTreeMap<String, String>) {

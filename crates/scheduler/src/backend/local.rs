@@ -224,9 +224,7 @@ impl LocalBackend {
         );
         env.insert("PYTHONUNBUFFERED".into(), "1".into());
         env.insert("CUDA_VISIBLE_DEVICES".into(), gpus.join(","));
-        if let Some(t) = &job.tracking {
-            job.tracking_env(&t.local_uri, &mut env);
-        }
+        job.local_tracking_env(&mut env);
         for (k, v) in &inputs {
             env.insert(format!("AZURE_ML_INPUT_{k}"), v.clone());
         }

@@ -521,6 +521,20 @@ impl Replicas {
         });
     }
 
+    /// What each ready replica of deployment `key` uses now (from its cgroup), where there
+    /// are cgroups.
+    pub fn usage(&self, key: &str) -> Vec<crate::cgroup::Usage> {
+        self.ready(key)
+            .iter()
+            .filter_map(|addr| {
+                let cgroup = self
+                    .cgroups
+                    .job(&format!(".replica-{}", socket::random_part(addr)?))?;
+                Some(cgroup.usage())
+            })
+            .collect()
+    }
+
     /// How many replicas a deployment has (ready or starting).
     pub fn count(&self, key: &str) -> usize {
         let Ok(map) = self.running.lock() else {

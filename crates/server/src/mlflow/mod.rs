@@ -24,6 +24,20 @@ use crate::api::documented::{Access, Documented};
 
 /// The JSON routes, under the server's body limit.
 pub fn routes() -> Documented<AppState> {
+    experiment_routes()
+        .merge(run_routes())
+        .merge(logging_routes())
+        .merge(logged_model_routes())
+        .merge(Documented::new(Access::TrackingToken).at(
+            "get",
+            "/api/2.0/mlflow-artifacts/artifacts",
+            "MLflow: list artifacts (?path=)",
+            get(artifacts::list),
+        ))
+}
+
+/// Experiments: create, read, search, rename, delete, tags.
+fn experiment_routes() -> Documented<AppState> {
     Documented::new(Access::TrackingToken)
         .at(
             "post",
@@ -79,6 +93,11 @@ pub fn routes() -> Documented<AppState> {
             "MLflow: untag an experiment",
             post(experiments::delete_tag),
         )
+}
+
+/// Runs: create, read, update, delete, restore, search.
+fn run_routes() -> Documented<AppState> {
+    Documented::new(Access::TrackingToken)
         .at(
             "post",
             "/api/2.0/mlflow/runs/create",
@@ -115,6 +134,11 @@ pub fn routes() -> Documented<AppState> {
             "MLflow: search runs (filter, order_by, pages)",
             post(runs::search),
         )
+}
+
+/// What a run logs: metrics, params, tags, batches, inputs, models; metric histories.
+fn logging_routes() -> Documented<AppState> {
+    Documented::new(Access::TrackingToken)
         .at(
             "post",
             "/api/2.0/mlflow/runs/log-metric",
@@ -169,6 +193,11 @@ pub fn routes() -> Documented<AppState> {
             "MLflow: every point of a metric",
             get(runs::history),
         )
+}
+
+/// MLflow 3's logged models.
+fn logged_model_routes() -> Documented<AppState> {
+    Documented::new(Access::TrackingToken)
         .at(
             "post",
             "/api/2.0/mlflow/logged-models",
@@ -210,12 +239,6 @@ pub fn routes() -> Documented<AppState> {
             "/api/2.0/mlflow/logged-models/{model_id}/params",
             "MLflow 3: params of a logged model",
             post(logged_models::log_params),
-        )
-        .at(
-            "get",
-            "/api/2.0/mlflow-artifacts/artifacts",
-            "MLflow: list artifacts (?path=)",
-            get(artifacts::list),
         )
 }
 

@@ -1,6 +1,7 @@
 //! Every 10 s, each deployment's traffic through this server's router (requests/s, by status
 //! class, latency p50/p99) as metrics of run `endpoint.<endpoint>.<deployment>`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use berth_store::tracking::Metric;
@@ -24,6 +25,8 @@ pub struct EndpointSampler {
     last: Option<(Instant, Snapshot)>,
     pruned: Option<Instant>,
     step: i64,
+    /// Each deployment's replicas' CPU time at the last sample.
+    cpu: HashMap<String, (u64, Instant)>,
 }
 
 impl EndpointSampler {
@@ -48,6 +51,7 @@ impl EndpointSampler {
         let prune = self
             .pruned
             .is_none_or(|p| p.elapsed() > Duration::from_secs(3600));
+        self.record_replicas(state, stamp).await;
         for ((endpoint, deployment), w) in traffic::windows(&before, &now.1, secs) {
             if deployment.is_empty() || endpoint == berth_router::UNKNOWN_ENDPOINT {
                 continue;
@@ -87,5 +91,59 @@ impl EndpointSampler {
             self.pruned = Some(Instant::now());
         }
         self.step += 1;
+    }
+}
+
+impl EndpointSampler {
+    /// Each local deployment's replicas together: `system/cpu_cores_used`,
+    /// `system/memory_usage_megabytes` and `replicas`, in the deployment's run.
+    async fn record_replicas(&mut self, state: &AppState, stamp: i64) {
+        let Ok(deployments) = state
+            .store
+            .list::<berth_core::serving::DeploymentRecord>(berth_store::Kind::Deployment)
+            .await
+        else {
+            return;
+        };
+        let replicas = state.serving.backends().local.replicas();
+        for d in &deployments {
+            let spec = &d.value.spec;
+            let key = berth_core::serving::deployment_key(&spec.endpoint_name, &spec.name);
+            let used = replicas.usage(&key);
+            if used.is_empty() {
+                continue;
+            }
+            let cpu: u64 = used.iter().filter_map(|u| u.cpu_usec).sum();
+            let memory: u64 = used.iter().filter_map(|u| u.memory_bytes).sum();
+            let mut points = vec![
+                ("replicas", used.len() as f64),
+                (
+                    "system/memory_usage_megabytes",
+                    (memory as f64 / 1_048_576.0 * 100.0).round() / 100.0,
+                ),
+            ];
+            let now = Instant::now();
+            // A replica that started or stopped since moves the total: no rate this time.
+            if let Some((was, at)) = self.cpu.insert(key.clone(), (cpu, now))
+                && cpu >= was
+            {
+                let cores = (cpu - was) as f64 / now.duration_since(at).as_micros().max(1) as f64;
+                points.push(("system/cpu_cores_used", (cores * 100.0).round() / 100.0));
+            }
+            let run = run_id(&spec.endpoint_name, &spec.name);
+            if ensure_run(state, EXPERIMENT, &run).await.is_err() {
+                continue;
+            }
+            let metrics: Vec<Metric> = points
+                .into_iter()
+                .map(|(k, v)| Metric {
+                    key: k.into(),
+                    value: v,
+                    timestamp: stamp,
+                    step: self.step,
+                })
+                .collect();
+            let _ = state.store.log_batch(&run, &metrics, &[], &[]).await;
+        }
     }
 }

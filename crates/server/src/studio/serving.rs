@@ -63,6 +63,12 @@ pub async fn list(State(s): State<AppState>, session: Session) -> Response {
                     figure class="chart" data-run=(run) data-keys="latency_p50_ms,latency_p99_ms" data-x="time" {
                         figcaption { (d.value.spec.name) ": latency p50 and p99 (ms)" }
                     }
+                    figure class="chart" data-run=(run) data-keys="system/cpu_cores_used,replicas" data-x="time" {
+                        figcaption { (d.value.spec.name) ": CPU cores used by its replicas, and replicas" }
+                    }
+                    figure class="chart" data-run=(run) data-keys="system/memory_usage_megabytes" data-x="time" {
+                        figcaption { (d.value.spec.name) ": memory of its replicas (MB)" }
+                    }
                 }
             }
         }

@@ -107,10 +107,7 @@ pub fn build(
     let mut delivery = delivery_of(job, &inputs, server_url, berth_image)?;
     let outputs = outputs_of(job);
     let command = interpolate(&job.spec.command, &inputs.seen, &outputs.seen).map_err(object)?;
-    let mut env = job_env(job, &inputs.seen, &outputs.seen);
-    if let Some(url) = server_url {
-        job.tracking_env(url, &mut env);
-    }
+    let mut env = job_env(job, &inputs.seen, &outputs.seen, server_url);
     let fetches_files = delivery.init.is_some();
     delivery.download(berth_image, &inputs.downloads);
     let Delivery {
@@ -338,11 +335,13 @@ fn outputs_of(job: &JobRecord) -> PodOutputs {
     out
 }
 
-/// The variables a job's command sees, as Azure ML sets them.
+/// The variables a job's command sees, as Azure ML sets them; its run's `MLFLOW_*` ones when
+/// the pod can reach the server.
 fn job_env(
     job: &JobRecord,
     inputs: &BTreeMap<String, String>,
     outputs: &BTreeMap<String, String>,
+    server_url: Option<&str>,
 ) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = job.spec.environment_variables.clone();
     for (k, v) in [
@@ -360,6 +359,9 @@ fn job_env(
     }
     for (k, v) in outputs {
         env.insert(format!("AZURE_ML_OUTPUT_{k}"), v.clone());
+    }
+    if let Some(url) = server_url {
+        job.tracking_env(url, &mut env);
     }
     env
 }

@@ -8,6 +8,9 @@ use sqlx::Row;
 
 use crate::{Store, StoreError};
 
+mod logged_models;
+mod metrics;
+
 /// An experiment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Experiment {
@@ -158,11 +161,11 @@ pub fn experiment_artifacts(id: i64) -> String {
     format!("mlflow-artifacts:/{id}")
 }
 
-fn decode_value(v: Option<f64>) -> f64 {
+pub(super) fn decode_value(v: Option<f64>) -> f64 {
     v.unwrap_or(f64::NAN)
 }
 
-fn encode_value(v: f64) -> Option<f64> {
+pub(super) fn encode_value(v: f64) -> Option<f64> {
     (!v.is_nan()).then_some(v)
 }
 
@@ -577,7 +580,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        log_points(&mut tx, run_id, metrics).await?;
+        metrics::log_points(&mut tx, run_id, metrics).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -590,267 +593,5 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
-    }
-
-    /// Whether run `run_id` has ever logged metric `key`.
-    pub async fn has_metric(&self, run_id: &str, key: &str) -> Result<bool, TrackingError> {
-        Ok(
-            sqlx::query("SELECT 1 FROM metric_series WHERE run_id = ? AND key = ?")
-                .bind(run_id)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some(),
-        )
-    }
-
-    /// Up to `limit` points of metric `key` of a run from the `offset`-th, in logging order.
-    pub async fn metric_history(
-        &self,
-        run_id: &str,
-        key: &str,
-        offset: i64,
-        limit: i64,
-    ) -> Result<Vec<Metric>, TrackingError> {
-        let series: Option<i64> =
-            sqlx::query_scalar("SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?")
-                .bind(run_id)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-        let Some(series) = series else {
-            return Ok(Vec::new());
-        };
-        let rows: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(
-            "SELECT step, timestamp, value FROM metric_points WHERE series_id = ? ORDER BY rowid LIMIT ? OFFSET ?",
-        )
-        .bind(series)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(step, timestamp, value)| Metric {
-                key: key.to_string(),
-                value: decode_value(value),
-                timestamp,
-                step,
-            })
-            .collect())
-    }
-
-    /// Records a logged model.
-    pub async fn create_logged_model(&self, m: &LoggedModel) -> Result<(), TrackingError> {
-        sqlx::query(
-            "INSERT INTO logged_models (model_id, experiment_id, name, source_run_id, model_type, status, artifact_uri, creation_time, last_update, tags, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&m.model_id)
-        .bind(m.experiment_id)
-        .bind(&m.name)
-        .bind(&m.source_run_id)
-        .bind(&m.model_type)
-        .bind(&m.status)
-        .bind(&m.artifact_uri)
-        .bind(m.creation_time)
-        .bind(m.last_update)
-        .bind(encode_map(&m.tags))
-        .bind(encode_map(&m.params))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Logged model `model_id`.
-    pub async fn logged_model(&self, model_id: &str) -> Result<Option<LoggedModel>, TrackingError> {
-        let row = sqlx::query("SELECT * FROM logged_models WHERE model_id = ?")
-            .bind(model_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(logged_model).transpose()?)
-    }
-
-    /// The logged models of `experiments`, newest first.
-    pub async fn logged_models(
-        &self,
-        experiments: &[i64],
-    ) -> Result<Vec<LoggedModel>, TrackingError> {
-        let marks = vec!["?"; experiments.len().max(1)].join(", ");
-        let sql = format!(
-            "SELECT * FROM logged_models WHERE experiment_id IN ({marks}) ORDER BY creation_time DESC"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for e in experiments {
-            q = q.bind(*e);
-        }
-        let rows = q.fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(logged_model).collect::<Result<_, _>>()?)
-    }
-
-    /// Writes a logged model's status, tags and params back.
-    pub async fn save_logged_model(&self, m: &LoggedModel) -> Result<(), TrackingError> {
-        sqlx::query(
-            "UPDATE logged_models SET status = ?, tags = ?, params = ?, last_update = ? WHERE model_id = ?",
-        )
-        .bind(&m.status)
-        .bind(encode_map(&m.tags))
-        .bind(encode_map(&m.params))
-        .bind(m.last_update)
-        .bind(&m.model_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-}
-
-/// Whether `a` is later than `b` as MLflow picks a metric's latest value: by step, then
-/// timestamp, then value (NaN lowest).
-fn later(a: &Metric, b: &Metric) -> bool {
-    let v = |m: &Metric| if m.value.is_nan() { f64::MIN } else { m.value };
-    (a.step, a.timestamp)
-        .cmp(&(b.step, b.timestamp))
-        .then(v(a).total_cmp(&v(b)))
-        .is_gt()
-}
-
-/// Appends the points of a batch: one upsert per metric key for its latest value, then the
-/// points in multi-row inserts (a point is one row of four numbers).
-async fn log_points(
-    tx: &mut sqlx::SqliteConnection,
-    run_id: &str,
-    metrics: &[Metric],
-) -> Result<(), sqlx::Error> {
-    let mut keys: Vec<&str> = Vec::new();
-    let mut latest: BTreeMap<&str, &Metric> = BTreeMap::new();
-    for m in metrics {
-        match latest.get(m.key.as_str()) {
-            Some(cur) if !later(m, cur) => {}
-            Some(_) => {
-                latest.insert(&m.key, m);
-            }
-            None => {
-                keys.push(&m.key);
-                latest.insert(&m.key, m);
-            }
-        }
-    }
-    let mut series = BTreeMap::new();
-    for key in keys {
-        let m = latest[key];
-        series.insert(key, upsert_series(tx, run_id, m).await?);
-    }
-    for chunk in metrics.chunks(500) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO metric_points (series_id, step, timestamp, value) ",
-        );
-        q.push_values(chunk, |mut row, m| {
-            row.push_bind(series[m.key.as_str()])
-                .push_bind(m.step)
-                .push_bind(m.timestamp)
-                .push_bind(encode_value(m.value));
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    Ok(())
-}
-
-/// The series of metric `m.key` of a run, made if new, its latest value moved to `m` when `m`
-/// is later.
-async fn upsert_series(
-    tx: &mut sqlx::SqliteConnection,
-    run_id: &str,
-    m: &Metric,
-) -> Result<i64, sqlx::Error> {
-    let moved: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO metric_series (run_id, key, step, timestamp, value) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value
-           WHERE (excluded.step, excluded.timestamp, COALESCE(excluded.value, -1e308)) > (step, timestamp, COALESCE(value, -1e308))
-         RETURNING series_id",
-    )
-    .bind(run_id)
-    .bind(&m.key)
-    .bind(m.step)
-    .bind(m.timestamp)
-    .bind(encode_value(m.value))
-    .fetch_optional(&mut *tx)
-    .await?;
-    // No row back: the stored latest is later, and stays.
-    match moved {
-        Some(id) => Ok(id),
-        None => {
-            sqlx::query_scalar("SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?")
-                .bind(run_id)
-                .bind(&m.key)
-                .fetch_one(&mut *tx)
-                .await
-        }
-    }
-}
-
-fn encode_map(m: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
-}
-
-fn logged_model(row: &sqlx::sqlite::SqliteRow) -> Result<LoggedModel, sqlx::Error> {
-    let map = |col: &str| -> Result<BTreeMap<String, String>, sqlx::Error> {
-        let text: String = row.try_get(col)?;
-        Ok(serde_json::from_str(&text).unwrap_or_default())
-    };
-    Ok(LoggedModel {
-        model_id: row.try_get("model_id")?,
-        experiment_id: row.try_get("experiment_id")?,
-        name: row.try_get("name")?,
-        source_run_id: row.try_get("source_run_id")?,
-        model_type: row.try_get("model_type")?,
-        status: row.try_get("status")?,
-        artifact_uri: row.try_get("artifact_uri")?,
-        creation_time: row.try_get("creation_time")?,
-        last_update: row.try_get("last_update")?,
-        tags: map("tags")?,
-        params: map("params")?,
-    })
-}
-
-impl Store {
-    /// Removes a logged model's record (its files are the caller's to remove).
-    pub async fn delete_logged_model(&self, model_id: &str) -> Result<bool, TrackingError> {
-        let done = sqlx::query("DELETE FROM logged_models WHERE model_id = ?")
-            .bind(model_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-}
-
-impl Store {
-    /// Removes a run and everything it logged (a job that was never accepted).
-    pub async fn purge_run(&self, run_id: &str) -> Result<(), TrackingError> {
-        let mut tx = self.pool.begin().await?;
-        for sql in [
-            "DELETE FROM metric_points WHERE series_id IN (SELECT series_id FROM metric_series WHERE run_id = ?)",
-            "DELETE FROM metric_series WHERE run_id = ?",
-            "DELETE FROM params WHERE run_id = ?",
-            "DELETE FROM run_tags WHERE run_id = ?",
-            "DELETE FROM runs WHERE run_id = ?",
-        ] {
-            sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-impl Store {
-    /// Drops the points of a run's metrics logged before `before_ms` (a bounded history for
-    /// the runs Berth keeps itself: computes, endpoints). Returns how many went.
-    pub async fn prune_points(&self, run_id: &str, before_ms: i64) -> Result<u64, TrackingError> {
-        let done = sqlx::query(
-            "DELETE FROM metric_points WHERE series_id IN (SELECT series_id FROM metric_series WHERE run_id = ?) AND timestamp < ?",
-        )
-        .bind(run_id)
-        .bind(before_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
     }
 }
