@@ -236,8 +236,8 @@ pub async fn cancel(
     headers: HeaderMap,
     axum::Form(f): axum::Form<CancelForm>,
 ) -> Response {
-    if let Err(refused) = session.check_form(&s, &headers, &f.csrf) {
-        return refused;
+    if !session.form_ok(&s, &headers, &f.csrf) {
+        return super::session::stale_form();
     }
     if let Err(e) = s.jobs.cancel(&name).await {
         return super::failed(&e.to_string());

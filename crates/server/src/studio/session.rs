@@ -47,7 +47,7 @@ fn valid(state: &AppState, value: &str) -> bool {
     fresh && constant_time_eq(m.as_bytes(), mac(state, body).as_bytes())
 }
 
-fn cookie_of<'a>(headers: &'a HeaderMap) -> Option<&'a str> {
+fn cookie_of(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -68,26 +68,23 @@ impl Session {
         mac(state, &format!("csrf|{}", self.value))
     }
 
-    /// Refuses a form without this session's token, or sent from another site.
-    pub fn check_form(
-        &self,
-        state: &AppState,
-        headers: &HeaderMap,
-        token: &str,
-    ) -> Result<(), Response> {
+    /// Whether a form carries this session's token and came from this site.
+    pub fn form_ok(&self, state: &AppState, headers: &HeaderMap, token: &str) -> bool {
         let cross_site = headers
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == "cross-site");
-        if cross_site || !constant_time_eq(token.as_bytes(), self.csrf(state).as_bytes()) {
-            return Err((
-                StatusCode::FORBIDDEN,
-                "this form is stale or came from another site; reload the page and try again",
-            )
-                .into_response());
-        }
-        Ok(())
+        !cross_site && constant_time_eq(token.as_bytes(), self.csrf(state).as_bytes())
     }
+}
+
+/// The answer to a form that [`Session::form_ok`] refuses.
+pub fn stale_form() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "this form is stale or came from another site; reload the page and try again",
+    )
+        .into_response()
 }
 
 impl FromRequestParts<AppState> for Session {
