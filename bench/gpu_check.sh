@@ -3,7 +3,7 @@
 # that holds one GPU and shows its `system/gpu_*` metrics and the `/metrics` gauges.
 # Usage: bench/gpu_check.sh <berth binary> [out folder]
 set -uo pipefail
-BIN=$1
+BIN=$(realpath "$1")
 OUT=${2:-${OUT:-/tmp/gpu-check}}
 mkdir -p "$OUT"
 export BERTH_HOME=$(mktemp -d)

@@ -8,6 +8,7 @@ pub mod envs;
 pub mod machine;
 pub mod manager;
 pub mod pod_env;
+pub mod proc_usage;
 pub mod reactor;
 pub mod replicas;
 pub mod sandbox;

@@ -433,7 +433,16 @@ impl Store {
 
     /// Runs `f` inside one transaction (for several writes that must land together).
     pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin().await?)
+        Ok(self.write_tx().await?)
+    }
+
+    /// A transaction that holds the write lock from its start (`BEGIN IMMEDIATE`): one that
+    /// reads and then writes would otherwise fail at once (`SQLITE_BUSY`, which the busy
+    /// timeout does not wait out) when another connection wrote in between.
+    pub(crate) async fn write_tx(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
     /// Upserts inside a transaction.

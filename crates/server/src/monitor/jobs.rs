@@ -49,14 +49,13 @@ impl JobSampler {
                 continue;
             }
             let dir = JobDir::new(&job.workdir);
-            let Some(cgroup) =
-                berth_scheduler::backend::local::job_cgroup(&state.cgroups, &dir, &job.name)
-            else {
-                continue;
+            let use_now = usage_of(state, &dir, &job.name);
+            let gpus = match &job.state {
+                JobState::Running { gpus, .. } => gpus.as_slice(),
+                _ => &[],
             };
-            let use_now = cgroup.usage();
-            if use_now.cpu_usec.is_none() && use_now.memory_bytes.is_none() {
-                // Not a local job (or no cgroup of its own): nothing to read here.
+            if use_now.cpu_usec.is_none() && use_now.memory_bytes.is_none() && gpus.is_empty() {
+                // Not a local job (a cluster's): nothing to read here.
                 continue;
             }
             let previous = self.jobs.get(&job.name).and_then(|t| {
@@ -70,9 +69,7 @@ impl JobSampler {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v))
                     .collect();
-            if let JobState::Running { gpus, .. } = &job.state
-                && !gpus.is_empty()
-            {
+            if !gpus.is_empty() {
                 if gpus_seen.is_none() {
                     gpus_seen = Some(nvidia_smi().await);
                 }
@@ -106,6 +103,21 @@ impl JobSampler {
             );
         }
     }
+}
+
+/// A local job's use: its cgroup's, else (no cgroups here) its process group's.
+fn usage_of(state: &AppState, dir: &JobDir, name: &str) -> berth_scheduler::cgroup::Usage {
+    let from_cgroup = berth_scheduler::backend::local::job_cgroup(&state.cgroups, dir, name)
+        .map(|c| c.usage())
+        .unwrap_or_default();
+    if from_cgroup.cpu_usec.is_some() || from_cgroup.memory_bytes.is_some() {
+        return from_cgroup;
+    }
+    std::fs::read_to_string(dir.process_group())
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .map(berth_scheduler::proc_usage::process_group_usage)
+        .unwrap_or_default()
 }
 
 /// Every GPU's use now; none when `nvidia-smi` is missing or fails.

@@ -57,7 +57,7 @@ impl Store {
 
     /// Removes a run and everything it logged (a job that was never accepted).
     pub async fn purge_run(&self, run_id: &str) -> Result<(), TrackingError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for sql in [
             "DELETE FROM metric_points WHERE series_id IN (SELECT series_id FROM metric_series WHERE run_id = ?)",
             "DELETE FROM metric_series WHERE run_id = ?",

@@ -203,7 +203,7 @@ impl Store {
         tags: &[(String, String)],
         now: i64,
     ) -> Result<i64, TrackingError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let res = sqlx::query(
             "INSERT INTO experiments (name, artifact_location, creation_time, last_update_time) VALUES (?, '', ?, ?)",
         )
@@ -390,7 +390,7 @@ impl Store {
 
     /// Makes a run; fails if the id is taken.
     pub async fn create_run(&self, run: &NewRun) -> Result<(), TrackingError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let res = sqlx::query(
             "INSERT INTO runs (run_id, experiment_id, run_name, user_id, job_name, status, start_time, artifact_uri) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -547,7 +547,7 @@ impl Store {
         params: &[(String, String)],
         tags: &[(String, String)],
     ) -> Result<(), TrackingError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (k, v) in params {
             let old: Option<String> =
                 sqlx::query_scalar("SELECT value FROM params WHERE run_id = ? AND key = ?")
