@@ -348,7 +348,8 @@ fn a_conda_environment_is_built_in_the_pod_and_outputs_come_back() {
     assert_eq!(read("artifacts/logs/train.log").trim(), "step");
 }
 
-/// A pod reaches its job's MLflow run through the compute's server URL, with its own token.
+/// A pod reaches its job's MLflow run through the compute's server URL, with its own token;
+/// `berth job-run` logs what the command uses there too.
 #[test]
 fn a_pods_command_logs_metrics_to_its_jobs_run() {
     let c = attached();
@@ -357,7 +358,7 @@ fn a_pods_command_logs_metrics_to_its_jobs_run() {
     write(
         dir.path(),
         "src/log.py",
-        "import json, os, urllib.request\nenv = os.environ\nbody = json.dumps({'run_id': env['MLFLOW_RUN_ID'], 'key': 'acc', 'value': 0.9, 'timestamp': 1, 'step': 0}).encode()\nurllib.request.urlopen(urllib.request.Request(env['MLFLOW_TRACKING_URI'] + '/api/2.0/mlflow/runs/log-metric', body, {'Authorization': 'Bearer ' + env['MLFLOW_TRACKING_TOKEN'], 'Content-Type': 'application/json'}))\n",
+        "import json, os, urllib.request\nenv = os.environ\nbody = json.dumps({'run_id': env['MLFLOW_RUN_ID'], 'key': 'acc', 'value': 0.9, 'timestamp': 1, 'step': 0}).encode()\nurllib.request.urlopen(urllib.request.Request(env['MLFLOW_TRACKING_URI'] + '/api/2.0/mlflow/runs/log-metric', body, {'Authorization': 'Bearer ' + env['MLFLOW_TRACKING_TOKEN'], 'Content-Type': 'application/json'}))\nimport time\nheld = bytearray(32 << 20)\nfor i in range(0, len(held), 4096): held[i] = 1\ntime.sleep(6)\n",
     );
     let job = submit(
         s,
@@ -375,7 +376,16 @@ fn a_pods_command_logs_metrics_to_its_jobs_run() {
             v["status"] == "Completed"
         },
     );
-    assert_eq!(status(s, &job)["metrics"]["acc"], 0.9);
+    let metrics = status(s, &job)["metrics"].clone();
+    assert_eq!(metrics["acc"], 0.9);
+    // Sampled in the pod every 5 s while the command held 32 MiB.
+    assert!(
+        metrics["system/memory_usage_megabytes"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 32.0,
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ pub mod config;
 pub mod error;
 mod local;
 pub mod mlflow;
-mod monitor;
+pub mod monitor;
 pub mod openapi;
 pub mod services;
 pub mod studio;

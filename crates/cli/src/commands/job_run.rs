@@ -59,10 +59,19 @@ pub async fn run(how: JobRun, command: &[String]) -> Result<i32, Failure> {
             }
         }
     }
-    let status = cmd
-        .status()
-        .await
+    // Its own process group: what the sampler sums when the pod has no cgroup of its own.
+    cmd.process_group(0);
+    let mut child = cmd
+        .spawn()
         .map_err(|e| Failure::new(format!("cannot start `{program}`: {e}")))?;
+    let sampler = child
+        .id()
+        .and_then(|pid| super::job_sampler::spawn(pid as i32));
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| Failure::new(format!("`{program}` could not be waited for: {e}")))?;
+    super::job_sampler::stop(sampler);
     let code = status.code().unwrap_or(128 + 9);
     let Some(url) = &how.upload_url else {
         return Ok(code);
