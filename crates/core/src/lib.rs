@@ -15,6 +15,7 @@ pub mod resources;
 pub mod secret;
 pub mod serving;
 pub mod spec;
+pub mod sweep;
 pub mod yaml;
 
 pub use quantity::Quantity;
