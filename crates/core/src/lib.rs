@@ -10,6 +10,7 @@ pub mod job;
 pub mod mlflow_env;
 pub mod names;
 pub mod overrides;
+pub mod pipeline;
 pub mod quantity;
 pub mod resources;
 pub mod secret;
