@@ -5,4 +5,5 @@
 pub mod rng;
 pub mod sample;
 pub mod space;
+pub mod spec;
 pub mod terminate;
