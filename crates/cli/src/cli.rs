@@ -292,7 +292,11 @@ pub enum JobCommand {
         name: String,
     },
     /// List jobs, newest first.
-    List,
+    List {
+        /// Only the trials or steps of this sweep or pipeline.
+        #[arg(long)]
+        parent_job_name: Option<String>,
+    },
     /// Stream a job's log until it ends; exit non-zero unless it completes.
     Stream {
         /// Job name.

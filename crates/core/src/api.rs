@@ -44,6 +44,9 @@ pub struct JobCreateRequest {
     /// `--set path=value` overrides, applied in order.
     #[serde(default)]
     pub set: Vec<String>,
+    /// The sweep or pipeline this job is a child of (set by the server's drivers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_name: Option<String>,
 }
 
 /// `POST /api/environments` and the other asset files: the same shape as a job file's request.
@@ -180,6 +183,13 @@ pub struct JobView {
     /// The params the job's MLflow run logged.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
+    /// The sweep or pipeline this job is a child of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_name: Option<String>,
+    /// A sweep's trials (name, parameters, status, primary metric), the best trial and its
+    /// parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<serde_json::Value>,
     /// Version.
     pub resource_version: i64,
 }

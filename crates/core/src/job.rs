@@ -150,6 +150,9 @@ pub enum FailureKind {
     StartFailed,
     /// The server stopped while the job ran and could not re-attach to it.
     ServerRestarted,
+    /// A sweep's trials gave no result (none logged the primary metric, or one could not be
+    /// submitted).
+    SweepFailed,
 }
 
 /// The job's state; each carries the data that state has.
@@ -306,6 +309,40 @@ pub struct JobRecord {
     /// The job's MLflow run: where its script logs to, and with what token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking: Option<JobTracking>,
+    /// The sweep or pipeline this job is a step or trial of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_job_name: Option<String>,
+    /// For a sweep job: what it is and how far it got. Such a job runs no command of its own:
+    /// the server's sweep driver runs its trials as child jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepRun>,
+}
+
+/// A sweep job's file and progress.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SweepRun {
+    /// The sweep file's name, for messages.
+    pub file: String,
+    /// The sweep file as submitted (read again by the driver after a restart).
+    pub yaml: String,
+    /// The trials started so far, in order.
+    #[serde(default)]
+    pub trials: Vec<SweepTrial>,
+    /// Trials stopped by the early termination policy.
+    #[serde(default)]
+    pub stopped_early: Vec<String>,
+    /// The best trial so far and its primary metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<(String, f64)>,
+}
+
+/// One trial of a sweep.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SweepTrial {
+    /// The child job.
+    pub name: String,
+    /// Its parameters.
+    pub params: BTreeMap<String, serde_json::Value>,
 }
 
 /// What a job's command needs to log to its own MLflow run on the server, as Azure ML sets

@@ -412,6 +412,10 @@ impl<B: Backend> JobManager<B> {
         let mut requeue = Vec::new();
         for job in jobs {
             let name = job.value.name.clone();
+            if job.value.sweep.is_some() {
+                // A sweep runs no process: the server's sweep driver takes it up again.
+                continue;
+            }
             match job.value.state.status() {
                 JobStatus::NotStarted => requeue.push(job),
                 JobStatus::Queued if !self.backend.queues_itself(&job.value) => requeue.push(job),
@@ -516,7 +520,8 @@ impl<B: Backend> JobManager<B> {
         }
     }
 
-    fn notify(&self) {
+    /// Wakes whoever follows job changes (log streams, drivers).
+    pub fn notify(&self) {
         self.changed.send_modify(|v| *v += 1);
     }
 }

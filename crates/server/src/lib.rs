@@ -410,6 +410,7 @@ async fn start_serving(
     tokio::spawn(services::routes::follow(state.clone()));
     services::routes::settled(state).await;
     services::deployments::recover(state).await;
+    services::sweeps::recover(state).await;
     #[cfg(feature = "kubernetes")]
     {
         let st = state.clone();

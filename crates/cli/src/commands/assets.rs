@@ -57,6 +57,7 @@ pub fn file_request(
         yaml,
         base_dir: base_dir.to_string_lossy().into_owned(),
         set,
+        parent_job_name: None,
     })
 }
 
@@ -125,6 +126,7 @@ fn asset_request(
                 yaml: String::new(),
                 base_dir: cwd.to_string_lossy().into_owned(),
                 set,
+                parent_job_name: None,
             })
         }
     }

@@ -51,8 +51,12 @@ pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32,
             let job: JobView = client.get(&format!("/api/jobs/{}", seg(&name))).await?;
             out.print(&job, &COLUMNS).map(|_| 0)
         }
-        JobCommand::List => {
-            let jobs: Vec<JobView> = client.get("/api/jobs").await?;
+        JobCommand::List { parent_job_name } => {
+            let path = match parent_job_name {
+                Some(p) => format!("/api/jobs?parent={}", seg(&p)),
+                None => "/api/jobs".to_string(),
+            };
+            let jobs: Vec<JobView> = client.get(&path).await?;
             out.print(&jobs, &COLUMNS).map(|_| 0)
         }
         JobCommand::Stream { name } => follow(client, &name).await,

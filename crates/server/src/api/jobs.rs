@@ -76,16 +76,33 @@ pub async fn metrics(
     Ok(Json(out))
 }
 
-pub async fn list(State(s): State<AppState>) -> Result<Json<Vec<JobView>>, ApiError> {
+#[derive(Deserialize)]
+pub struct ListQuery {
+    parent: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
     let jobs = s.store.list::<JobRecord>(Kind::Job).await?;
-    Ok(Json(jobs.iter().rev().map(|j| svc::view(&s, j)).collect()))
+    let wanted = |j: &&berth_store::Stored<JobRecord>| {
+        q.parent.is_none() || j.value.parent_job_name == q.parent
+    };
+    Ok(Json(
+        jobs.iter()
+            .rev()
+            .filter(wanted)
+            .map(|j| svc::view(&s, j))
+            .collect(),
+    ))
 }
 
 pub async fn cancel(
     State(s): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    s.jobs.cancel(&name).await?;
+    svc::cancel(&s, &name).await?;
     let job = svc::get(&s, &name).await?;
     Ok(Json(svc::view(&s, &job)))
 }

@@ -134,7 +134,7 @@ fn job_routes() -> Documented<AppState> {
         .at(
             "get",
             "/api/jobs",
-            "list jobs, newest first",
+            "list jobs, newest first (?parent=NAME: a sweep's trials)",
             get(jobs::list),
         )
         .at("get", "/api/jobs/{name}", "show a job", get(jobs::show))

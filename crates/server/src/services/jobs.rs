@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use berth_core::api::{JobCreateRequest, JobView};
-use berth_core::job::{JobRecord, JobState, ResolvedInput, ResolvedOutput};
+use berth_core::job::{JobRecord, JobState, JobStatus, ResolvedInput, ResolvedOutput};
 use berth_core::names::validate_name;
 use berth_core::spec::asset::{AssetRef, DataRecord};
 use berth_core::spec::compute::{ComputeKind, ComputeSpec, LOCAL_COMPUTE};
@@ -46,6 +46,9 @@ pub fn generate_name() -> String {
 
 /// Validates, resolves and submits a job file.
 pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, ApiError> {
+    if crate::services::sweeps::is_sweep(&req.yaml) {
+        return crate::services::sweeps::create(state, req).await;
+    }
     let src = Source::new(&req.file, &req.yaml);
     let mut spec = berth_core::overrides::parse_with_sets(&src, &req.set, JobSpec::parse)
         .map_err(ApiError::spec)?;
@@ -96,6 +99,8 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         upload_token: (compute.kind == ComputeKind::Kubernetes).then(upload_token),
         environment,
         tracking: None,
+        parent_job_name: req.parent_job_name.clone(),
+        sweep: None,
         spec,
     };
     snapshot(&workdir, code).await?;
@@ -120,7 +125,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
 }
 
 /// The job's name: the one given, which must be free, or a generated one.
-async fn free_name(state: &AppState, given: Option<String>) -> Result<String, ApiError> {
+pub(crate) async fn free_name(state: &AppState, given: Option<String>) -> Result<String, ApiError> {
     let name = given.unwrap_or_else(generate_name);
     validate_name("job", &name).map_err(|m| ApiError::spec(SpecError::new(m)))?;
     if state
@@ -202,7 +207,7 @@ fn upload_token() -> String {
 }
 
 /// The experiment name Azure ML derives from the submitting folder.
-fn experiment_from(base_dir: &Path) -> String {
+pub(crate) fn experiment_from(base_dir: &Path) -> String {
     let raw = base_dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -466,7 +471,12 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
     let spec = &job.spec;
     JobView {
         name: job.name.clone(),
-        job_type: "command".into(),
+        job_type: if job.sweep.is_some() {
+            "sweep"
+        } else {
+            "command"
+        }
+        .into(),
         status: job.state.status(),
         status_message,
         failure_kind,
@@ -495,6 +505,8 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
         end_time: job.state.ended_at().map(rfc3339),
         metrics: Default::default(),
         params: Default::default(),
+        parent_job_name: job.parent_job_name.clone(),
+        sweep: job.sweep.as_ref().map(crate::services::sweeps::summary),
         gpus,
         resource_version: stored.resource_version,
     }
@@ -545,4 +557,38 @@ pub async fn upload_target(
             }
             _ => ApiError::Internal(format!("cannot upload `{path}`: {e}")),
         })
+}
+
+/// Cancels a job; a sweep is marked canceled here and its driver cancels its trials.
+pub async fn cancel(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let job = get(state, name).await?;
+    if job.value.sweep.is_none() {
+        state.jobs.cancel(name).await?;
+        return Ok(());
+    }
+    let status = job.value.state.status();
+    if status.is_terminal() {
+        return Err(berth_scheduler::manager::ManagerError::AlreadyFinished {
+            name: name.to_string(),
+            status,
+        }
+        .into());
+    }
+    let mut record = job.value.clone();
+    record.state = JobState::Canceled {
+        started_at: record.state.started_at(),
+        ended_at: OffsetDateTime::now_utc(),
+    };
+    state
+        .store
+        .update(
+            Kind::Job,
+            name,
+            job.resource_version,
+            Some(JobStatus::Canceled.as_str()),
+            &record,
+        )
+        .await?;
+    state.jobs.notify();
+    Ok(())
 }

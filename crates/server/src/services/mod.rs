@@ -21,4 +21,5 @@ pub mod records;
 pub mod resources;
 pub mod revisions;
 pub mod routes;
+pub mod sweeps;
 pub mod versions;

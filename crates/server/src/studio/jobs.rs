@@ -239,7 +239,7 @@ pub async fn cancel(
     if !session.form_ok(&s, &headers, &f.csrf) {
         return super::session::stale_form();
     }
-    if let Err(e) = s.jobs.cancel(&name).await {
+    if let Err(e) = svc::cancel(&s, &name).await {
         return super::failed(&e.to_string());
     }
     Redirect::to(&format!("/studio/jobs/{}", super::enc(&name))).into_response()

@@ -31,6 +31,8 @@ fn record(dir: &Path, yaml: &str) -> JobRecord {
         upload_token: None,
         environment: None,
         tracking: None,
+        parent_job_name: None,
+        sweep: None,
         spec,
     }
 }
