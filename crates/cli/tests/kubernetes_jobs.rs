@@ -358,7 +358,7 @@ fn a_pods_command_logs_metrics_to_its_jobs_run() {
     write(
         dir.path(),
         "src/log.py",
-        "import json, os, urllib.request\nenv = os.environ\nbody = json.dumps({'run_id': env['MLFLOW_RUN_ID'], 'key': 'acc', 'value': 0.9, 'timestamp': 1, 'step': 0}).encode()\nurllib.request.urlopen(urllib.request.Request(env['MLFLOW_TRACKING_URI'] + '/api/2.0/mlflow/runs/log-metric', body, {'Authorization': 'Bearer ' + env['MLFLOW_TRACKING_TOKEN'], 'Content-Type': 'application/json'}))\nimport time\nheld = bytearray(32 << 20)\nfor i in range(0, len(held), 4096): held[i] = 1\ntime.sleep(6)\n",
+        "held = bytearray(32 << 20)\nfor i in range(0, len(held), 4096): held[i] = 1\nimport json, os, time, urllib.request\nenv = os.environ\nbody = json.dumps({'run_id': env['MLFLOW_RUN_ID'], 'key': 'acc', 'value': 0.9, 'timestamp': 1, 'step': 0}).encode()\nurllib.request.urlopen(urllib.request.Request(env['MLFLOW_TRACKING_URI'] + '/api/2.0/mlflow/runs/log-metric', body, {'Authorization': 'Bearer ' + env['MLFLOW_TRACKING_TOKEN'], 'Content-Type': 'application/json'}))\n# Two samples (every 5 s) while the 32 MiB are held, however slowly it started.\ntime.sleep(11)\n",
     );
     let job = submit(
         s,
@@ -378,7 +378,7 @@ fn a_pods_command_logs_metrics_to_its_jobs_run() {
     );
     let metrics = status(s, &job)["metrics"].clone();
     assert_eq!(metrics["acc"], 0.9);
-    // Sampled in the pod every 5 s while the command held 32 MiB.
+    // Sampled in the pod every 5 s while the command held 32 MiB (allocated first thing).
     assert!(
         metrics["system/memory_usage_megabytes"]
             .as_f64()
