@@ -54,6 +54,10 @@ fn a_grid_sweep_runs_each_trial_as_a_child_job_and_names_the_best() {
     );
     assert_eq!(job["sweep"]["best"]["params"]["lr"], 0.3, "{job}");
     assert_eq!(job["sweep"]["best"]["trial"], "lr_sweep_1");
+    assert_eq!(
+        job["command"], "python train.py --lr ${{search_space.lr}}",
+        "the command as written"
+    );
     let trials = s.json(&["job", "list", "--parent-job-name", "lr_sweep"]);
     let mut names: Vec<&str> = trials
         .as_array()
@@ -168,4 +172,27 @@ fn a_grid_over_a_continuous_parameter_is_refused_with_where() {
         s.cli(&["job", "show", "--name", "lr_sweep"]).status.code() != Some(0),
         "nothing was stored"
     );
+}
+
+#[test]
+fn name_and_set_apply_to_a_sweep_as_to_any_job() {
+    let s = Server::start(&[]);
+    let dir = setup(&sweep_file("0.1, 0.3, 0.5", "", "    STEPS: \"1\"\n"));
+    let args = [
+        "job",
+        "create",
+        "--file",
+        "sweep.yml",
+        "--name",
+        "renamed",
+        "--set",
+        "limits.max_total_trials=2",
+        "--stream",
+    ];
+    s.ok_in(dir.path(), &args);
+    let job = s.status("renamed");
+    assert_eq!(job["status"], "Completed", "{job}");
+    let trials = job["sweep"]["trials"].as_array().unwrap();
+    let names: Vec<&str> = trials.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["renamed_0", "renamed_1"]);
 }

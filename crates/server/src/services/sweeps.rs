@@ -100,7 +100,14 @@ fn params_for(spec: &SweepSpec, parent: &str, i: usize, history: &[Observation])
 /// sweep, and starts its driver.
 pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, ApiError> {
     let src = Source::new(&req.file, &req.yaml);
-    let spec = SweepSpec::parse(&src).map_err(ApiError::spec)?;
+    // `--set` and `--name` apply as to a command job; the driver keeps the text they made.
+    let spec = berth_core::overrides::parse_with_sets(&src, &req.set, SweepSpec::parse)
+        .map_err(ApiError::spec)?;
+    let text = if req.set.is_empty() {
+        req.yaml.clone()
+    } else {
+        berth_core::overrides::apply(&src, &req.set).map_err(ApiError::spec)?
+    };
     let base_dir = PathBuf::from(&req.base_dir);
     if !base_dir.is_absolute() {
         return Err(ApiError::BadRequest(format!(
@@ -110,10 +117,15 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
     }
     let name = crate::services::jobs::free_name(state, spec.name.clone()).await?;
     let first = trial_file(&spec, &name, 0, &params_for(&spec, &name, 0, &[]));
-    let trial =
-        JobSpec::parse(&Source::new(&format!("{} (trial)", req.file), &first)).map_err(|e| {
+    let mut trial = JobSpec::parse(&Source::new(&format!("{} (trial)", req.file), &first))
+        .map_err(|e| {
             ApiError::spec(e.hint("the sweep's `trial` must be a command job's fields"))
         })?;
+    // The sweep shows the trials' command as written, placeholders and all.
+    trial.command = spec.trial["command"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let now = OffsetDateTime::now_utc();
     let workdir = state.home.join("jobs").join(&name);
     let mut record = JobRecord {
@@ -147,7 +159,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         parent_job_name: None,
         sweep: Some(SweepRun {
             file: req.file.clone(),
-            yaml: req.yaml.clone(),
+            yaml: text,
             ..Default::default()
         }),
         spec: trial,

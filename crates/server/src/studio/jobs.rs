@@ -161,6 +161,31 @@ fn summary(view: &JobView, job: &JobRecord) -> Markup {
     kv_table("Job", &rows)
 }
 
+/// A sweep's trials with their parameters, and the best one.
+fn trials(sweep: &serde_json::Value) -> Markup {
+    let best = sweep["best"]["trial"].as_str().unwrap_or_default();
+    let empty = Vec::new();
+    html! {
+        section aria-labelledby="trials-h" {
+            h2 id="trials-h" { "Trials" }
+            @if !best.is_empty() {
+                p { "Best: " a href={"/studio/jobs/" (super::enc(best))} { (best) } " with " (sweep["best"]["value"]) " and " (sweep["best"]["params"]) }
+            }
+            table {
+                thead { tr { th scope="col" { "Trial" } th scope="col" { "Parameters" } th scope="col" { "Stopped early" } } }
+                tbody { @for t in sweep["trials"].as_array().unwrap_or(&empty) {
+                    @let name = t["name"].as_str().unwrap_or_default();
+                    tr {
+                        td { a href={"/studio/jobs/" (super::enc(name))} { (name) } }
+                        td { (t["params"]) }
+                        td { @if sweep["stopped_early"].as_array().is_some_and(|s| s.iter().any(|x| x == name)) { "yes" } }
+                    }
+                } }
+            }
+        }
+    }
+}
+
 /// `GET /studio/jobs/{name}`.
 pub async fn show(
     State(s): State<AppState>,
@@ -189,6 +214,7 @@ pub async fn show(
         }
         (summary(&view, job))
         (kv_table("Params", &view.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()))
+        @if let Some(sweep) = &view.sweep { (trials(sweep)) }
         (kv_table("Latest metrics", &view.metrics.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<Vec<_>>()))
         @if !user.is_empty() {
             section aria-labelledby="metrics-h" {
