@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use documented::{Access, Documented};
 
 /// The bearer token a pod sends (its job's or revision's own), or "".
-fn bearer(headers: &axum::http::HeaderMap) -> &str {
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> &str {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -57,12 +57,8 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+        let presented = Some(crate::api::bearer(&parts.headers).trim())
+            .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 MlflowError::Unauthenticated(
                     "no bearer token was sent; set MLFLOW_TRACKING_TOKEN to the server's token (`cat $BERTH_HOME/token`)".into(),

@@ -94,16 +94,9 @@ pub async fn search(
         .iter()
         .filter(|e| filter.matches(&Subject::Experiment(e)))
         .collect();
-    let page: Vec<Value> = matching
-        .iter()
-        .skip(offset)
-        .take(max)
-        .map(|e| wire::experiment(e))
-        .collect();
-    let mut out = json!({"experiments": page});
-    if offset + max < matching.len() {
-        out["next_page_token"] = json!((offset + max).to_string());
-    }
+    let out = wire::page("experiments", &matching, offset, max, |e| {
+        wire::experiment(e)
+    });
     Ok(Json(out))
 }
 

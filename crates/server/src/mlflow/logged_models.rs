@@ -135,11 +135,9 @@ pub async fn set_tags(
     req: Req,
 ) -> Result<Json<Value>, MlflowError> {
     let mut m = stored(&s, &c, &id).await?;
-    for (k, v) in req.pairs("tags")? {
-        super::runs::check_key("tag", &k)?;
-        super::runs::check_value("tag", &k, &v, super::runs::MAX_TAG_VALUE)?;
-        m.tags.insert(k, v);
-    }
+    let tags = req.pairs("tags")?;
+    super::runs::checked_tags(&tags)?;
+    m.tags.extend(tags);
     m.last_update = now_ms();
     s.store.save_logged_model(&m).await?;
     Ok(Json(json!({"model": wire::logged_model(&m)})))
@@ -153,11 +151,9 @@ pub async fn log_params(
     req: Req,
 ) -> Result<Json<Value>, MlflowError> {
     let mut m = stored(&s, &c, &id).await?;
-    for (k, v) in req.pairs("params")? {
-        super::runs::check_key("param", &k)?;
-        super::runs::check_value("param", &k, &v, super::runs::MAX_PARAM_VALUE)?;
-        m.params.insert(k, v);
-    }
+    let params = req.pairs("params")?;
+    super::runs::checked_params(&params)?;
+    m.params.extend(params);
     m.last_update = now_ms();
     s.store.save_logged_model(&m).await?;
     Ok(Json(json!({})))
@@ -180,14 +176,7 @@ pub async fn search(
     c: Caller,
     req: Req,
 ) -> Result<Json<Value>, MlflowError> {
-    let experiments = req
-        .list("experiment_ids")
-        .iter()
-        .map(|v| {
-            int_of(v)
-                .ok_or_else(|| MlflowError::Invalid(format!("experiment id {v} is not a number")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let experiments = req.ints("experiment_ids")?;
     let max = super::runs::page_size(&req, 100, 50_000)?;
     let offset = super::runs::page_offset(&req)?;
     let mut models = Vec::new();
@@ -196,15 +185,11 @@ pub async fn search(
             models.push(m);
         }
     }
-    let page: Vec<Value> = models
-        .iter()
-        .skip(offset)
-        .take(max)
-        .map(wire::logged_model)
-        .collect();
-    let mut out = json!({"models": page});
-    if offset + max < models.len() {
-        out["next_page_token"] = json!((offset + max).to_string());
-    }
-    Ok(Json(out))
+    Ok(Json(wire::page(
+        "models",
+        &models,
+        offset,
+        max,
+        wire::logged_model,
+    )))
 }

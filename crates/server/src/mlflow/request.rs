@@ -81,6 +81,16 @@ impl Req {
             .unwrap_or_default()
     }
 
+    /// A list of integers (`experiment_ids`), each a number or a string of one.
+    pub fn ints(&self, key: &str) -> Result<Vec<i64>, MlflowError> {
+        self.list(key)
+            .iter()
+            .map(|v| {
+                int_of(v).ok_or_else(|| MlflowError::Invalid(format!("{key}: {v} is not a number")))
+            })
+            .collect()
+    }
+
     /// A list of `{key, value}` pairs (tags, params).
     pub fn pairs(&self, key: &str) -> Result<Vec<(String, String)>, MlflowError> {
         self.list(key).iter().map(pair).collect()

@@ -127,10 +127,7 @@ pub async fn create(
         )));
     }
     let mut tags = req.pairs("tags")?;
-    for (k, v) in &tags {
-        check_key("tag", k)?;
-        check_value("tag", k, v, MAX_TAG_VALUE)?;
-    }
+    checked_tags(&tags)?;
     let run_id = random_id();
     let run_name = req
         .str("run_name")
@@ -239,14 +236,7 @@ pub async fn search(
     c: Caller,
     req: Req,
 ) -> Result<Json<Value>, MlflowError> {
-    let experiments = req
-        .list("experiment_ids")
-        .iter()
-        .map(|v| {
-            int_of(v)
-                .ok_or_else(|| MlflowError::Invalid(format!("experiment id {v} is not a number")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let experiments = req.ints("experiment_ids")?;
     let stages = stages(req.str("run_view_type"))?;
     let max = page_size(&req, 1000, 50_000)?;
     let offset = page_offset(&req)?;
@@ -276,12 +266,7 @@ pub async fn search(
                     .then(a.info.run_id.cmp(&b.info.run_id))
             })
     });
-    let page: Vec<Value> = runs.iter().skip(offset).take(max).map(wire::run).collect();
-    let mut out = json!({"runs": page});
-    if offset + max < runs.len() {
-        out["next_page_token"] = json!((offset + max).to_string());
-    }
-    Ok(Json(out))
+    Ok(Json(wire::page("runs", &runs, offset, max, wire::run)))
 }
 
 /// A metric of a request or of a batch entry.
@@ -303,7 +288,7 @@ fn metric_of(v: &Value) -> Result<Metric, MlflowError> {
     })
 }
 
-fn checked_params(params: &[(String, String)]) -> Result<(), MlflowError> {
+pub(super) fn checked_params(params: &[(String, String)]) -> Result<(), MlflowError> {
     for (k, v) in params {
         check_key("param", k)?;
         check_value("param", k, v, MAX_PARAM_VALUE)?;
@@ -311,7 +296,7 @@ fn checked_params(params: &[(String, String)]) -> Result<(), MlflowError> {
     Ok(())
 }
 
-fn checked_tags(tags: &[(String, String)]) -> Result<(), MlflowError> {
+pub(super) fn checked_tags(tags: &[(String, String)]) -> Result<(), MlflowError> {
     for (k, v) in tags {
         check_key("tag", k)?;
         check_value("tag", k, v, MAX_TAG_VALUE)?;

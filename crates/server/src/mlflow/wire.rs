@@ -143,3 +143,20 @@ pub struct History<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
 }
+
+/// One page of `items` from `offset`, at most `max`, as `{<field>: [...]}` with the
+/// `next_page_token` of the next page when there is one.
+pub fn page<T>(
+    field: &str,
+    items: &[T],
+    offset: usize,
+    max: usize,
+    each: impl Fn(&T) -> Value,
+) -> Value {
+    let shown: Vec<Value> = items.iter().skip(offset).take(max).map(each).collect();
+    let mut out = json!({ field: shown });
+    if offset + max < items.len() {
+        out["next_page_token"] = json!((offset + max).to_string());
+    }
+    out
+}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use berth_scheduler::manager::LOCAL_POOL;
 use berth_store::Kind;
-use berth_store::tracking::{Metric, NewRun};
+use berth_store::tracking::NewRun;
 
 use crate::AppState;
 
@@ -75,17 +75,8 @@ impl ComputeSampler {
             ("jobs/running", running),
             ("jobs/queued", queued),
         ];
-        let metrics: Vec<Metric> = points
-            .iter()
-            .map(|(k, v)| Metric {
-                key: k.to_string(),
-                value: *v,
-                timestamp: stamp,
-                step: self.step,
-            })
-            .collect();
+        super::log_sample(state, &run, points, stamp, self.step).await;
         self.step += 1;
-        let _ = state.store.log_batch(&run, &metrics, &[], &[]).await;
         if self
             .pruned
             .is_none_or(|p| p.elapsed() > Duration::from_secs(3600))

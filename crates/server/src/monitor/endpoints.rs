@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use berth_store::tracking::Metric;
-
 use super::computes::{KEEP, ensure_run};
 use super::traffic::{self, Snapshot};
 use crate::AppState;
@@ -70,16 +68,7 @@ impl EndpointSampler {
                 points.push(("latency_p50_ms", p50));
                 points.push(("latency_p99_ms", p99));
             }
-            let metrics: Vec<Metric> = points
-                .into_iter()
-                .map(|(k, v)| Metric {
-                    key: k.into(),
-                    value: v,
-                    timestamp: stamp,
-                    step: self.step,
-                })
-                .collect();
-            let _ = state.store.log_batch(&run, &metrics, &[], &[]).await;
+            super::log_sample(state, &run, points, stamp, self.step).await;
             if prune {
                 let _ = state
                     .store
@@ -134,16 +123,7 @@ impl EndpointSampler {
             if ensure_run(state, EXPERIMENT, &run).await.is_err() {
                 continue;
             }
-            let metrics: Vec<Metric> = points
-                .into_iter()
-                .map(|(k, v)| Metric {
-                    key: k.into(),
-                    value: v,
-                    timestamp: stamp,
-                    step: self.step,
-                })
-                .collect();
-            let _ = state.store.log_batch(&run, &metrics, &[], &[]).await;
+            super::log_sample(state, &run, points, stamp, self.step).await;
         }
     }
 }

@@ -6,7 +6,6 @@ use std::time::Instant;
 use berth_core::job::{JobRecord, JobState};
 use berth_scheduler::workdir::JobDir;
 use berth_store::Kind;
-use berth_store::tracking::Metric;
 
 use super::usage::{self, Previous};
 use crate::AppState;
@@ -81,18 +80,7 @@ impl JobSampler {
             state.job_usage.set(&job.name, &points);
             let taken = self.jobs.get(&job.name).map_or(0, |t| t.taken);
             let stamp = crate::mlflow::now_ms();
-            let metrics: Vec<Metric> = points
-                .into_iter()
-                .map(|(key, value)| Metric {
-                    key,
-                    value,
-                    timestamp: stamp,
-                    step: taken as i64,
-                })
-                .collect();
-            if !metrics.is_empty() {
-                let _ = state.store.log_batch(&job.name, &metrics, &[], &[]).await;
-            }
+            super::log_sample(state, &job.name, points, stamp, taken as i64).await;
             self.jobs.insert(
                 job.name.clone(),
                 Tracked {

@@ -17,6 +17,28 @@ use crate::AppState;
 pub use computes::run_id as compute_run;
 pub use endpoints::run_id as endpoint_run;
 
+/// Logs one sample (`(key, value)` pairs, all at `stamp` and `step`) to `run`.
+async fn log_sample<K: Into<String>>(
+    state: &AppState,
+    run: &str,
+    points: impl IntoIterator<Item = (K, f64)>,
+    stamp: i64,
+    step: i64,
+) {
+    let metrics: Vec<berth_store::tracking::Metric> = points
+        .into_iter()
+        .map(|(key, value)| berth_store::tracking::Metric {
+            key: key.into(),
+            value,
+            timestamp: stamp,
+            step,
+        })
+        .collect();
+    if !metrics.is_empty() {
+        let _ = state.store.log_batch(run, &metrics, &[], &[]).await;
+    }
+}
+
 /// How often the monitor wakes.
 const TICK: Duration = Duration::from_secs(5);
 

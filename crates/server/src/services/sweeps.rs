@@ -204,9 +204,18 @@ pub async fn recover(state: &AppState) {
 }
 
 async fn drive(state: AppState, name: String) {
+    // The file never changes: it is read once, not at every round.
+    let spec = match spec_of(&state, &name).await {
+        Ok(Some(spec)) => spec,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(sweep = %name, error = %e, "the sweep's file cannot be read; it is not driven");
+            return;
+        }
+    };
     let mut changes = state.jobs.subscribe();
     loop {
-        match step(&state, &name).await {
+        match step(&state, &name, &spec).await {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => tracing::warn!(sweep = %name, error = %e, "sweep step failed; trying again"),
@@ -216,6 +225,16 @@ async fn drive(state: AppState, name: String) {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     }
+}
+
+/// The stored sweep's file, checked.
+async fn spec_of(state: &AppState, name: &str) -> Result<Option<SweepSpec>, ApiError> {
+    let stored = state.store.get::<JobRecord>(Kind::Job, name).await?;
+    let Some(run) = stored.and_then(|j| j.value.sweep) else {
+        return Ok(None);
+    };
+    let spec = SweepSpec::parse(&Source::new(&run.file, &run.yaml)).map_err(ApiError::spec)?;
+    Ok(Some(spec))
 }
 
 /// Appends a line to the sweep's log.
@@ -362,7 +381,7 @@ async fn launch(
 }
 
 /// One round of the driver; true once the sweep has ended.
-async fn step(state: &AppState, name: &str) -> Result<bool, ApiError> {
+async fn step(state: &AppState, name: &str, spec: &SweepSpec) -> Result<bool, ApiError> {
     let Some(stored) = state.store.get::<JobRecord>(Kind::Job, name).await? else {
         return Ok(true);
     };
@@ -370,8 +389,7 @@ async fn step(state: &AppState, name: &str) -> Result<bool, ApiError> {
     let Some(mut run) = record.sweep.clone() else {
         return Ok(true);
     };
-    let spec = SweepSpec::parse(&Source::new(&run.file, &run.yaml)).map_err(ApiError::spec)?;
-    let mut seen = observe(state, &spec, &mut run).await?;
+    let mut seen = observe(state, spec, &mut run).await?;
     let started = record.state.started_at().unwrap_or(record.created_at);
     let timed_out = spec
         .limits
@@ -387,8 +405,8 @@ async fn step(state: &AppState, name: &str) -> Result<bool, ApiError> {
         }
         seen.running.clear();
     }
-    terminate_early(state, &record, &spec, &mut run, &seen.reports).await;
-    if !timed_out && let Err(message) = launch(state, &record, &spec, &mut run, &mut seen).await {
+    terminate_early(state, &record, spec, &mut run, &seen.reports).await;
+    if !timed_out && let Err(message) = launch(state, &record, spec, &mut run, &mut seen).await {
         log(&record, &message).await;
         return finish(state, &stored, record, run, Err(message)).await;
     }
