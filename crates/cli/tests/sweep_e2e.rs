@@ -131,7 +131,12 @@ fn canceling_a_sweep_cancels_its_running_trials() {
     ));
     s.ok_in(dir.path(), &["job", "create", "--file", "sweep.yml"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while s.status("lr_sweep_0")["status"] != "Running" {
+    // The driver submits the trials just after the sweep is accepted: wait for them to exist.
+    let running = |trial: &str| {
+        let out = s.cli(&["job", "show", "--name", trial, "-o", "json"]);
+        out.status.success() && text(&out.stdout).contains("\"status\": \"Running\"")
+    };
+    while !running("lr_sweep_0") {
         assert!(
             std::time::Instant::now() < deadline,
             "the first trial never ran"
