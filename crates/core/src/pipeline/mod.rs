@@ -1,7 +1,15 @@
-//! Pipeline jobs' wiring, as pure functions: the bindings between a pipeline's inputs, its
-//! steps' outputs and inputs and its own outputs, checked all at once (unknown steps, inputs
-//! and outputs, type mismatches, cycles), and the order steps can run in. Running the steps as
-//! child jobs is the server's.
+//! Pipeline jobs, as pure functions: the file read ([`spec`]), each step made the job file of
+//! its child and the wiring checked all at once ([`plan`], [`graph`], [`binding`],
+//! [`optional`]), what to do next given the steps' states ([`run`]), and when an earlier run
+//! may stand in for a step ([`reuse`]). Running the steps as child jobs is the server's.
 
 pub mod binding;
 pub mod graph;
+pub mod optional;
+pub mod plan;
+pub mod reuse;
+pub mod run;
+pub mod spec;
+
+#[cfg(test)]
+mod plan_tests;

@@ -2,6 +2,7 @@
 
 pub mod asset;
 pub mod azure_sizes;
+pub mod component;
 pub mod compute;
 pub mod data;
 pub mod datastore;

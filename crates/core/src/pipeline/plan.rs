@@ -1,0 +1,668 @@
+//! A pipeline made ready to run: each step turned into the job file its child job is made
+//! from (an inline step as written; a component's command with its inputs bound, defaults
+//! filled and `$[[...]]` resolved), checked whole; and, when a step's turn comes, that file
+//! with its `${{parent...}}` bindings replaced by the pipeline's inputs and the paths of the
+//! outputs earlier steps made.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::binding::{self, Binding};
+use super::graph::{self, Graph, GraphError};
+use super::optional;
+use super::spec::{PipelineSpec, Settings, StepKind, StepSpec};
+use crate::spec::component::{ComponentSpec, fits, is_data_type};
+
+/// A step's component, found by the server: the spec, the folder its relative paths start
+/// from, and how to name it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    /// The component.
+    pub spec: ComponentSpec,
+    /// Its folder.
+    pub base_dir: String,
+    /// `name:version`, or the file it came from.
+    pub label: String,
+}
+
+/// One step, ready to be submitted once its inputs exist.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// Command, sweep or pipeline.
+    pub kind: StepKind,
+    /// The child's job file, with `${{parent...}}` bindings still in its inputs and outputs.
+    pub job: Value,
+    /// The folder the file's relative paths start from.
+    pub base_dir: String,
+    /// Whether an earlier run with the same inputs may stand in for it.
+    pub deterministic: bool,
+    /// The component it runs, when it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+}
+
+/// A checked pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The pipeline's inputs (local paths made absolute).
+    pub inputs: BTreeMap<String, Value>,
+    /// The pipeline's outputs as declared (local paths made absolute).
+    pub outputs: BTreeMap<String, Value>,
+    /// Settings.
+    pub settings: Settings,
+    /// Steps by name.
+    pub steps: BTreeMap<String, PlannedStep>,
+}
+
+/// A local path made absolute against `base`; URLs, datastore and asset paths as written.
+pub fn absolute(path: &str, base: &str) -> String {
+    if path.contains("://") || path.starts_with("azureml:") || path.contains("${{") {
+        return path.to_string();
+    }
+    let local = path
+        .strip_prefix("file://")
+        .or_else(|| path.strip_prefix("file:"))
+        .unwrap_or(path);
+    Path::new(base).join(local).to_string_lossy().into_owned()
+}
+
+/// A `{type, path, mode}` value with its local path made absolute.
+fn absolute_value(v: &Value, base: &str) -> Value {
+    match v {
+        Value::Object(m) if m.get("path").and_then(Value::as_str).is_some() => {
+            let mut m = m.clone();
+            let p = absolute(m["path"].as_str().unwrap_or_default(), base);
+            m.insert("path".into(), json!(p));
+            Value::Object(m)
+        }
+        other => other.clone(),
+    }
+}
+
+fn absolute_map(m: &BTreeMap<String, Value>, base: &str) -> BTreeMap<String, Value> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), absolute_value(v, base)))
+        .collect()
+}
+
+/// The step fields that override the component's.
+const STEP_FIELDS: &[&str] = &[
+    "compute",
+    "environment",
+    "resources",
+    "limits",
+    "queue_settings",
+    "display_name",
+    "description",
+    "tags",
+    "services",
+    "distribution",
+    "identity",
+];
+
+/// The binding a step's value holds, if any (`"${{...}}"` or `{path: "${{...}}"}`).
+fn binding_in(v: &Value) -> Option<String> {
+    let t = v
+        .as_str()
+        .or_else(|| v.get("path").and_then(Value::as_str))?;
+    t.contains("${{").then(|| t.to_string())
+}
+
+/// Binds a component's inputs from the step's `inputs:`; all problems at once.
+fn bind_inputs(
+    step: &str,
+    comp: &Resolved,
+    given: Option<&Value>,
+    pipeline_base: &str,
+    errors: &mut Vec<String>,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    let given = given
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for name in given.keys() {
+        if !comp.spec.inputs.contains_key(name) {
+            errors.push(format!(
+                "step `{step}`: component {} has no input `{name}` (it has: {})",
+                comp.label,
+                comp.spec
+                    .inputs
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    for (name, decl) in &comp.spec.inputs {
+        let data = is_data_type(&decl.kind);
+        let value = match given.get(name).filter(|v| !v.is_null()) {
+            Some(v) if binding_in(v).is_some() => {
+                if data {
+                    let mut m = v.as_object().cloned().unwrap_or_default();
+                    m.insert("type".into(), json!(decl.kind));
+                    m.insert("path".into(), json!(binding_in(v)));
+                    Value::Object(m)
+                } else {
+                    v.clone()
+                }
+            }
+            Some(v) if data => {
+                let mut m = match v {
+                    Value::Object(m) => m.clone(),
+                    other => {
+                        let mut m = Map::new();
+                        m.insert("path".into(), other.clone());
+                        m
+                    }
+                };
+                if let Some(t) = m.get("type").and_then(Value::as_str)
+                    && t != decl.kind
+                {
+                    errors.push(format!(
+                        "step `{step}`, input `{name}` is a {} but the component declares a {t}",
+                        decl.kind
+                    ));
+                }
+                m.insert("type".into(), json!(decl.kind));
+                absolute_value(&Value::Object(m), pipeline_base)
+            }
+            Some(v) => {
+                let v = v.get("value").or_else(|| v.get("default")).unwrap_or(v);
+                if !fits(&decl.kind, v) {
+                    errors.push(format!(
+                        "step `{step}`, input `{name}`: {v} is not a{} {}",
+                        if decl.kind == "integer" { "n" } else { "" },
+                        decl.kind
+                    ));
+                }
+                v.clone()
+            }
+            None => match &decl.default {
+                Some(d) if data => {
+                    absolute_value(&json!({"type": decl.kind, "path": d}), &comp.base_dir)
+                }
+                Some(d) => d.clone(),
+                None if decl.optional => continue,
+                None => {
+                    errors.push(format!(
+                        "step `{step}`: input `{name}` of component {} is required and not bound; bind it under the step's `inputs:` or give it a default",
+                        comp.label
+                    ));
+                    continue;
+                }
+            },
+        };
+        out.insert(name.clone(), value);
+    }
+    out
+}
+
+/// Binds a component's outputs from the step's `outputs:`.
+fn bind_outputs(
+    step: &str,
+    comp: &Resolved,
+    given: Option<&Value>,
+    pipeline_base: &str,
+    errors: &mut Vec<String>,
+) -> Map<String, Value> {
+    let given = given
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for name in given.keys() {
+        if !comp.spec.outputs.contains_key(name) {
+            errors.push(format!(
+                "step `{step}`: component {} has no output `{name}` (it has: {})",
+                comp.label,
+                comp.spec
+                    .outputs
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    comp.spec
+        .outputs
+        .iter()
+        .map(|(name, decl)| {
+            let mut m = match given.get(name) {
+                Some(Value::Object(m)) => absolute_value(&Value::Object(m.clone()), pipeline_base)
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+                Some(Value::String(s)) => {
+                    let mut m = Map::new();
+                    m.insert("path".into(), json!(s));
+                    m
+                }
+                _ => Map::new(),
+            };
+            m.insert("type".into(), json!(decl.kind));
+            (name.clone(), Value::Object(m))
+        })
+        .collect()
+}
+
+/// A command component step's job file.
+fn command_job(
+    name: &str,
+    step: &StepSpec,
+    comp: &Resolved,
+    pipeline_base: &str,
+    errors: &mut Vec<String>,
+) -> Map<String, Value> {
+    let mut job = comp.spec.body.clone();
+    job.insert("type".into(), json!("command"));
+    let inputs = bind_inputs(name, comp, step.fields.get("inputs"), pipeline_base, errors);
+    let given: BTreeSet<String> = inputs.keys().cloned().collect();
+    match optional::resolve(comp.spec.command().unwrap_or_default(), &given) {
+        Ok(c) => {
+            job.insert("command".into(), json!(c));
+        }
+        Err(e) => errors.push(format!("step `{name}`: component {}: {e}", comp.label)),
+    }
+    job.insert("inputs".into(), Value::Object(inputs));
+    job.insert(
+        "outputs".into(),
+        Value::Object(bind_outputs(
+            name,
+            comp,
+            step.fields.get("outputs"),
+            pipeline_base,
+            errors,
+        )),
+    );
+    if let Some(d) = &comp.spec.display_name {
+        job.insert("display_name".into(), json!(d));
+    }
+    for f in STEP_FIELDS {
+        if let Some(v) = step.fields.get(*f) {
+            job.insert(f.to_string(), v.clone());
+        }
+    }
+    if let Some(Value::Object(extra)) = step.fields.get("environment_variables") {
+        let mut vars = job
+            .get("environment_variables")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        vars.extend(extra.clone());
+        job.insert("environment_variables".into(), Value::Object(vars));
+    }
+    let known: BTreeSet<&str> = STEP_FIELDS
+        .iter()
+        .copied()
+        .chain(["inputs", "outputs", "environment_variables", "name"])
+        .collect();
+    for f in step.fields.keys() {
+        if !known.contains(f.as_str()) {
+            errors.push(format!(
+                "step `{name}`: `{f}` cannot be set on a step that uses a component (set it in the component)"
+            ));
+        }
+    }
+    job
+}
+
+/// An inline command step's job file, with its local paths made absolute.
+fn inline_job(step: &StepSpec, pipeline_base: &str) -> Map<String, Value> {
+    let mut job = step.fields.clone();
+    job.insert("type".into(), json!("command"));
+    for key in ["inputs", "outputs"] {
+        if let Some(Value::Object(m)) = job.get(key) {
+            let m: Map<String, Value> = m
+                .iter()
+                .map(|(k, v)| (k.clone(), absolute_value(v, pipeline_base)))
+                .collect();
+            job.insert(key.into(), Value::Object(m));
+        }
+    }
+    job
+}
+
+/// A sweep step's job file: its trial (a component) made a command job whose search-space
+/// inputs become `${{search_space.<name>}}`.
+fn sweep_job(
+    name: &str,
+    step: &StepSpec,
+    comp: Option<&Resolved>,
+    pipeline_base: &str,
+    errors: &mut Vec<String>,
+) -> Map<String, Value> {
+    let mut job = step.fields.clone();
+    job.insert("type".into(), json!("sweep"));
+    let Some(comp) = comp else {
+        return inline_job(step, pipeline_base);
+    };
+    let space: BTreeSet<String> = step
+        .fields
+        .get("search_space")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut bound = step
+        .fields
+        .get("inputs")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for p in &space {
+        bound.insert(p.clone(), json!(format!("${{{{search_space.{p}}}}}")));
+    }
+    let trial_step = StepSpec {
+        kind: StepKind::Command,
+        component: None,
+        fields: [
+            ("inputs".to_string(), Value::Object(bound)),
+            (
+                "outputs".to_string(),
+                step.fields.get("outputs").cloned().unwrap_or(Value::Null),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    };
+    let mut trial = command_job(name, &trial_step, comp, pipeline_base, errors);
+    // The sweep fills its parameters into the command itself.
+    let mut command = trial["command"].as_str().unwrap_or_default().to_string();
+    if let Some(Value::Object(inputs)) = trial.get_mut("inputs") {
+        for p in &space {
+            inputs.remove(p);
+            command = command
+                .replace(
+                    &format!("${{{{inputs.{p}}}}}"),
+                    &format!("${{{{search_space.{p}}}}}"),
+                )
+                .replace(
+                    &format!("${{{{ inputs.{p} }}}}"),
+                    &format!("${{{{search_space.{p}}}}}"),
+                );
+        }
+    }
+    trial.insert("command".into(), json!(command));
+    trial.remove("type");
+    job.insert(
+        "outputs".into(),
+        trial.get("outputs").cloned().unwrap_or_default(),
+    );
+    job.insert("trial".into(), Value::Object(trial));
+    job.remove("inputs");
+    job
+}
+
+/// A pipeline component step's job file: a child pipeline whose inputs are the step's.
+fn pipeline_job(
+    name: &str,
+    step: &StepSpec,
+    comp: &Resolved,
+    pipeline_base: &str,
+    settings: &Settings,
+    errors: &mut Vec<String>,
+) -> Map<String, Value> {
+    let mut job = Map::new();
+    job.insert("type".into(), json!("pipeline"));
+    job.insert(
+        "inputs".into(),
+        Value::Object(bind_inputs(
+            name,
+            comp,
+            step.fields.get("inputs"),
+            pipeline_base,
+            errors,
+        )),
+    );
+    job.insert(
+        "outputs".into(),
+        Value::Object(bind_outputs(
+            name,
+            comp,
+            step.fields.get("outputs"),
+            pipeline_base,
+            errors,
+        )),
+    );
+    job.insert("jobs".into(), comp.spec.body["jobs"].clone());
+    let mut inner = comp
+        .spec
+        .body
+        .get("settings")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let compute = step
+        .fields
+        .get("compute")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| settings.default_compute.clone());
+    if let Some(c) = compute
+        && !inner.contains_key("default_compute")
+    {
+        inner.insert("default_compute".into(), json!(c));
+    }
+    if settings.force_rerun {
+        inner.insert("force_rerun".into(), json!(true));
+    }
+    job.insert("settings".into(), Value::Object(inner));
+    job
+}
+
+/// The wiring of a step's job file: for a sweep, its trial's inputs and the sweep's outputs.
+fn wiring(step: &PlannedStep) -> Result<graph::Step, GraphError> {
+    match step.kind {
+        StepKind::Sweep => {
+            let mut s = graph::step_of(&step.job["trial"])?;
+            s.outputs = graph::step_of(&json!({"outputs": step.job["outputs"]}))?.outputs;
+            s.output_bindings =
+                graph::step_of(&json!({"outputs": step.job["outputs"]}))?.output_bindings;
+            Ok(s)
+        }
+        _ => graph::step_of(&step.job),
+    }
+}
+
+impl Plan {
+    /// Turns a pipeline file into a plan: `components` holds each component step's resolved
+    /// component, by step name. Every problem is named at once.
+    pub fn build(
+        spec: &PipelineSpec,
+        base_dir: &str,
+        components: &BTreeMap<String, Resolved>,
+    ) -> Result<Plan, GraphError> {
+        let mut errors = Vec::new();
+        let mut steps = BTreeMap::new();
+        for (name, step) in &spec.steps {
+            let comp = components.get(name);
+            let (job, base, deterministic) = match (step.kind, comp) {
+                (StepKind::Command, Some(c)) if c.spec.kind == "pipeline" => (
+                    pipeline_job(name, step, c, base_dir, &spec.settings, &mut errors),
+                    c.base_dir.clone(),
+                    c.spec.is_deterministic,
+                ),
+                (StepKind::Command, Some(c)) => (
+                    command_job(name, step, c, base_dir, &mut errors),
+                    c.base_dir.clone(),
+                    c.spec.is_deterministic,
+                ),
+                (StepKind::Command, None) => {
+                    (inline_job(step, base_dir), base_dir.to_string(), true)
+                }
+                (StepKind::Pipeline, Some(c)) => {
+                    if c.spec.kind != "pipeline" {
+                        errors.push(format!(
+                            "step `{name}` is `type: pipeline` but component {} is a {} component",
+                            c.label, c.spec.kind
+                        ));
+                    }
+                    (
+                        pipeline_job(name, step, c, base_dir, &spec.settings, &mut errors),
+                        c.base_dir.clone(),
+                        c.spec.is_deterministic,
+                    )
+                }
+                (StepKind::Sweep, c) => (
+                    sweep_job(name, step, c, base_dir, &mut errors),
+                    c.map_or(base_dir.to_string(), |c| c.base_dir.clone()),
+                    false,
+                ),
+                (StepKind::Pipeline, None) => {
+                    errors.push(format!("step `{name}` needs a `component`"));
+                    continue;
+                }
+            };
+            let kind = match (step.kind, comp) {
+                (StepKind::Command, Some(c)) if c.spec.kind == "pipeline" => StepKind::Pipeline,
+                (k, _) => k,
+            };
+            steps.insert(
+                name.clone(),
+                PlannedStep {
+                    kind,
+                    job: Value::Object(job),
+                    base_dir: base,
+                    deterministic,
+                    component: comp.map(|c| c.label.clone()),
+                },
+            );
+        }
+        let plan = Plan {
+            inputs: absolute_map(&spec.inputs, base_dir),
+            outputs: absolute_map(&spec.outputs, base_dir),
+            settings: spec.settings.clone(),
+            steps,
+        };
+        match plan.graph() {
+            Ok(g) => {
+                if let Err(GraphError(more)) = g.check() {
+                    errors.extend(more);
+                }
+            }
+            Err(GraphError(more)) => errors.extend(more),
+        }
+        if errors.is_empty() {
+            Ok(plan)
+        } else {
+            Err(GraphError(errors))
+        }
+    }
+
+    /// The steps' wiring.
+    pub fn graph(&self) -> Result<Graph, GraphError> {
+        let mut errors = Vec::new();
+        let mut steps = BTreeMap::new();
+        for (name, step) in &self.steps {
+            match wiring(step) {
+                Ok(s) => {
+                    steps.insert(name.clone(), s);
+                }
+                Err(GraphError(e)) => {
+                    errors.extend(e.into_iter().map(|m| format!("step `{name}`, {m}")))
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(GraphError(errors));
+        }
+        Ok(Graph {
+            inputs: self.inputs.keys().cloned().collect(),
+            outputs: self.outputs.keys().cloned().collect(),
+            steps,
+        })
+    }
+
+    /// Step `name`'s job file with every binding replaced: pipeline inputs by their values,
+    /// other steps' outputs by `made[(step, output)] = (type, path)`, and outputs bound to a
+    /// pipeline output with a `path` written there.
+    pub fn materialize(
+        &self,
+        name: &str,
+        made: &BTreeMap<(String, String), (String, String)>,
+    ) -> Result<Value, String> {
+        let step = self
+            .steps
+            .get(name)
+            .ok_or_else(|| format!("no step `{name}`"))?;
+        let mut job = step.job.clone();
+        let inputs_at = match step.kind {
+            StepKind::Sweep => job.get_mut("trial").and_then(|t| t.get_mut("inputs")),
+            _ => job.get_mut("inputs"),
+        };
+        if let Some(Value::Object(inputs)) = inputs_at {
+            for (input, v) in inputs.iter_mut() {
+                let Some(text) = binding_in(v) else { continue };
+                let b = binding::parse(&text)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("input `{input}` has no binding"))?;
+                *v = self.bound_value(&b, v, made)?;
+            }
+        }
+        if let Some(Value::Object(outputs)) = job.get_mut("outputs") {
+            for v in outputs.values_mut() {
+                let Some(m) = v.as_object_mut() else { continue };
+                let Some(Ok(Some(Binding::ParentOutput(z)))) =
+                    m.get("path").and_then(Value::as_str).map(binding::parse)
+                else {
+                    continue;
+                };
+                m.remove("path");
+                if let Some(p) = self.outputs.get(&z).and_then(|o| o.get("path")) {
+                    m.insert("path".into(), p.clone());
+                }
+                if let Some(mode) = self.outputs.get(&z).and_then(|o| o.get("mode")) {
+                    m.entry("mode").or_insert(mode.clone());
+                }
+            }
+        }
+        Ok(job)
+    }
+
+    fn bound_value(
+        &self,
+        b: &Binding,
+        at: &Value,
+        made: &BTreeMap<(String, String), (String, String)>,
+    ) -> Result<Value, String> {
+        let declared = at.get("type").and_then(Value::as_str);
+        match b {
+            Binding::ParentInput(x) => {
+                let v = self
+                    .inputs
+                    .get(x)
+                    .ok_or_else(|| format!("the pipeline has no input `{x}`"))?;
+                Ok(match (v, declared) {
+                    (Value::Object(m), _) if m.contains_key("path") => {
+                        let mut m = m.clone();
+                        if let Some(t) = declared {
+                            m.insert("type".into(), json!(t));
+                        }
+                        Value::Object(m)
+                    }
+                    (Value::Object(m), _) => m
+                        .get("value")
+                        .or_else(|| m.get("default"))
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                    (other, Some(t)) if is_data_type(t) => json!({"type": t, "path": other}),
+                    (other, _) => other.clone(),
+                })
+            }
+            Binding::StepOutput { step, output } => {
+                let (kind, path) = made
+                    .get(&(step.clone(), output.clone()))
+                    .ok_or_else(|| format!("step `{step}` has not made output `{output}`"))?;
+                let mut m = at.as_object().cloned().unwrap_or_default();
+                m.insert("type".into(), json!(declared.unwrap_or(kind)));
+                m.insert("path".into(), json!(path));
+                Ok(Value::Object(m))
+            }
+            Binding::ParentOutput(z) => Err(format!("an input cannot read pipeline output `{z}`")),
+        }
+    }
+}
