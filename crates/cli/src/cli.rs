@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[cfg(feature = "kubernetes")]
+pub use crate::cli_component::ComponentCommand;
 pub use crate::cli_extension::{ExtensionCommand, ExtensionSettings, ExtensionTarget, Readiness};
 
 /// Berth: training jobs and inference endpoints on one machine or a Kubernetes cluster,
@@ -79,6 +80,9 @@ pub enum Command {
     /// Environments: an image and/or a conda file, built into a Python virtual environment.
     #[command(subcommand)]
     Environment(EnvironmentCommand),
+    /// Components: named, versioned steps with typed inputs and outputs, for pipelines.
+    #[command(subcommand)]
+    Component(ComponentCommand),
     /// Models: versioned files a deployment serves.
     #[command(subcommand)]
     Model(ModelCommand),

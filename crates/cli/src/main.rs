@@ -3,6 +3,7 @@
 
 mod cli;
 #[cfg(feature = "kubernetes")]
+mod cli_component;
 mod cli_extension;
 mod client;
 mod commands;
@@ -110,6 +111,9 @@ async fn dispatch(cli: Cli) -> Result<i32, Failure> {
         }
         Command::Environment(cmd) => {
             commands::assets::environment(&client::Client::connect(&home)?, &out, cmd).await
+        }
+        Command::Component(cmd) => {
+            commands::assets::component(&client::Client::connect(&home)?, &out, cmd).await
         }
         Command::Datastore(cmd) => {
             commands::resources::datastore(&client::Client::connect(&home)?, &out, cmd).await

@@ -190,6 +190,10 @@ pub struct JobView {
     /// parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<serde_json::Value>,
+    /// A pipeline's steps (each one's job, status, component, and the job it reused) and
+    /// settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<serde_json::Value>,
     /// Version.
     pub resource_version: i64,
 }

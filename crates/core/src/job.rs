@@ -153,6 +153,8 @@ pub enum FailureKind {
     /// A sweep's trials gave no result (none logged the primary metric, or one could not be
     /// submitted).
     SweepFailed,
+    /// A pipeline step failed.
+    StepFailed,
 }
 
 /// The job's state; each carries the data that state has.
@@ -316,6 +318,48 @@ pub struct JobRecord {
     /// the server's sweep driver runs its trials as child jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sweep: Option<SweepRun>,
+    /// For a pipeline job: its plan and its steps' progress. Such a job runs no command of its
+    /// own: the server's pipeline driver runs its steps as child jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineRun>,
+}
+
+impl JobRecord {
+    /// Whether the server drives it (a sweep or a pipeline) instead of running a command.
+    pub fn is_driven(&self) -> bool {
+        self.sweep.is_some() || self.pipeline.is_some()
+    }
+}
+
+/// A pipeline job's plan and progress.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PipelineRun {
+    /// The pipeline file's name, for messages.
+    pub file: String,
+    /// Its steps, made ready at submission.
+    pub plan: crate::pipeline::plan::Plan,
+    /// Each step's progress.
+    #[serde(default)]
+    pub steps: BTreeMap<String, StepRun>,
+}
+
+/// One pipeline step's progress.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StepRun {
+    /// Where it is.
+    pub state: crate::pipeline::run::StepState,
+    /// Its child job, once submitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The child's status as last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The earlier job whose outputs stand in for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
+    /// Its reuse key, when it may be reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse_key: Option<String>,
 }
 
 /// A sweep job's file and progress.

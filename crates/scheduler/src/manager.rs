@@ -412,8 +412,8 @@ impl<B: Backend> JobManager<B> {
         let mut requeue = Vec::new();
         for job in jobs {
             let name = job.value.name.clone();
-            if job.value.sweep.is_some() {
-                // A sweep runs no process: the server's sweep driver takes it up again.
+            if job.value.is_driven() {
+                // A sweep or pipeline runs no process: the server's driver takes it up again.
                 continue;
             }
             match job.value.state.status() {

@@ -411,6 +411,7 @@ async fn start_serving(
     services::routes::settled(state).await;
     services::deployments::recover(state).await;
     services::sweeps::recover(state).await;
+    services::pipelines::recover(state).await;
     #[cfg(feature = "kubernetes")]
     {
         let st = state.clone();

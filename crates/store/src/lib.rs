@@ -35,6 +35,10 @@ pub enum Kind {
     Environment,
     /// Data asset versions (`name:version`).
     Data,
+    /// Component versions (`name:version`).
+    Component,
+    /// Pipeline steps that may be reused, by reuse key.
+    StepReuse,
 }
 
 impl Kind {
@@ -50,6 +54,8 @@ impl Kind {
             Kind::Deployment => "online deployment",
             Kind::Environment => "environment version",
             Kind::Data => "data asset version",
+            Kind::Component => "component version",
+            Kind::StepReuse => "reusable step",
         }
     }
 
@@ -64,6 +70,8 @@ impl Kind {
             Kind::Deployment => "deployment",
             Kind::Environment => "environment",
             Kind::Data => "data",
+            Kind::Component => "component",
+            Kind::StepReuse => "step_reuse",
         }
     }
 }
@@ -144,7 +152,7 @@ pub struct Store {
 struct Changes([tokio::sync::watch::Sender<u64>; KINDS]);
 
 /// How many kinds there are.
-const KINDS: usize = 9;
+const KINDS: usize = 11;
 
 impl Default for Changes {
     fn default() -> Self {
@@ -164,6 +172,8 @@ impl Kind {
             Kind::Deployment => 6,
             Kind::Environment => 7,
             Kind::Data => 8,
+            Kind::Component => 9,
+            Kind::StepReuse => 10,
         }
     }
 }

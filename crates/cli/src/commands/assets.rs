@@ -5,10 +5,13 @@ use std::path::{Path, PathBuf};
 use berth_core::api::AssetCreateRequest;
 use berth_core::serving::ModelRecord;
 use berth_core::spec::asset::DataRecord;
+use berth_core::spec::component::ComponentRecord;
 use berth_core::spec::environment::EnvironmentRecord;
 use reqwest::Method;
 
-use crate::cli::{AssetCreateArgs, AssetShowArgs, DataCommand, EnvironmentCommand, ModelCommand};
+use crate::cli::{
+    AssetCreateArgs, AssetShowArgs, ComponentCommand, DataCommand, EnvironmentCommand, ModelCommand,
+};
 use crate::client::{Client, seg};
 use crate::failure::Failure;
 use crate::output::Printer;
@@ -91,6 +94,49 @@ pub async fn environment(
                 .get::<EnvironmentRecord>(&show_path("environments", &a))
                 .await?,
             &ENV_COLUMNS,
+        )?,
+    }
+    Ok(0)
+}
+
+const COMPONENT_COLUMNS: [(&str, &str); 5] = [
+    ("Name", "name"),
+    ("Version", "version"),
+    ("Type", "spec.type"),
+    ("Display name", "spec.display_name"),
+    ("Created", "created_at"),
+];
+
+/// `berth component ...`
+pub async fn component(
+    client: &Client,
+    out: &Printer,
+    cmd: ComponentCommand,
+) -> Result<i32, Failure> {
+    match cmd {
+        ComponentCommand::Create {
+            file,
+            name,
+            version,
+            set,
+        } => {
+            let req = file_request(&file, name, version, set)?;
+            let created: ComponentRecord = client
+                .call(Method::POST, "/api/components", Some(&req))
+                .await?;
+            out.print(&created, &COMPONENT_COLUMNS)?;
+        }
+        ComponentCommand::List { name } => out.print(
+            &client
+                .get::<Vec<ComponentRecord>>(&list_path("components", name.as_deref()))
+                .await?,
+            &COMPONENT_COLUMNS,
+        )?,
+        ComponentCommand::Show(a) => out.print(
+            &client
+                .get::<ComponentRecord>(&show_path("components", &a))
+                .await?,
+            &COMPONENT_COLUMNS,
         )?,
     }
     Ok(0)

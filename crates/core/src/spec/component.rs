@@ -318,6 +318,23 @@ impl ComponentSpec {
     }
 }
 
+/// A registered component version: its spec (its code copied under the server's home and
+/// named by absolute path) and the folder its other relative paths start from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComponentRecord {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// The component.
+    pub spec: ComponentSpec,
+    /// Where its relative paths start.
+    pub base_dir: String,
+    /// When it was registered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
 /// Every reference in a component's command names a declared input or output, and an
 /// optional input (with no default) is used only inside `$[[...]]`.
 fn check_command(

@@ -10,6 +10,15 @@ use crate::yaml::{Source, SpecError};
 /// The compute every workspace has: this machine.
 pub const LOCAL_COMPUTE: &str = "local";
 
+/// The compute a job names, without `azureml:`; `serverless` (Azure ML picks the machine)
+/// is the local compute.
+pub fn effective_compute(written: &str) -> String {
+    match written.trim().trim_start_matches("azureml:") {
+        "serverless" => LOCAL_COMPUTE.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Which kind of compute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

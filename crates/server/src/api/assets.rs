@@ -6,13 +6,14 @@ use axum::http::StatusCode;
 use berth_core::api::AssetCreateRequest;
 use berth_core::serving::ModelRecord;
 use berth_core::spec::asset::DataRecord;
+use berth_core::spec::component::ComponentRecord;
 use berth_core::spec::environment::EnvironmentRecord;
 use serde::Deserialize;
 
 use super::ApiJson;
 use crate::AppState;
 use crate::error::ApiError;
-use crate::services::{data, environments as envs, models};
+use crate::services::{components, data, environments as envs, models};
 
 #[derive(Deserialize)]
 pub struct NameFilter {
@@ -89,4 +90,28 @@ pub async fn show_data(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<DataRecord>, ApiError> {
     data::get(&s, &name, &version).await.map(Json)
+}
+
+pub async fn create_component(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<AssetCreateRequest>,
+) -> Result<(StatusCode, Json<ComponentRecord>), ApiError> {
+    components::create(&s, req)
+        .await
+        .map(|c| (StatusCode::CREATED, Json(c)))
+}
+
+pub async fn list_components(
+    State(s): State<AppState>,
+    Query(q): Query<NameFilter>,
+) -> Result<Json<Vec<ComponentRecord>>, ApiError> {
+    components::list(&s, q.name.as_deref()).await.map(Json)
+}
+
+/// `version` may be `latest`.
+pub async fn show_component(
+    State(s): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ComponentRecord>, ApiError> {
+    components::get(&s, &name, &version).await.map(Json)
 }

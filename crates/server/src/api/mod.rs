@@ -244,7 +244,7 @@ fn resource_routes() -> Documented<AppState> {
         )
 }
 
-/// Versioned environments, models and data assets.
+/// Versioned environments, components, models and data assets.
 fn asset_routes() -> Documented<AppState> {
     Documented::new(Access::Token)
         .at(
@@ -265,6 +265,25 @@ fn asset_routes() -> Documented<AppState> {
             "/api/environments/{name}/versions/{version}",
             "show an environment version (`latest` for the newest)",
             get(assets::show_environment),
+        )
+        .at(
+            "post",
+            "/api/components",
+            "register a component version (Azure's commandComponent or pipelineComponent YAML)",
+            post(assets::create_component),
+        )
+        .body("JobCreate")
+        .at(
+            "get",
+            "/api/components",
+            "list components",
+            get(assets::list_components),
+        )
+        .at(
+            "get",
+            "/api/components/{name}/versions/{version}",
+            "show a component version (`latest` for the newest)",
+            get(assets::show_component),
         )
         .at(
             "post",

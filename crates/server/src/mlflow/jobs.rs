@@ -43,6 +43,10 @@ pub async fn open_run(state: &AppState, job: &JobRecord) -> Result<JobTracking, 
         ("berth.compute".to_string(), job.compute.clone()),
     ];
     tags.extend(job.spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(parent) = &job.parent_job_name {
+        // A pipeline's step or a sweep's trial is a child run, as MLflow nests them.
+        tags.push(("mlflow.parentRunId".to_string(), parent.clone()));
+    }
     state
         .store
         .create_run(&NewRun {

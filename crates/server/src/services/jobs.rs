@@ -8,7 +8,7 @@ use berth_core::api::{JobCreateRequest, JobView};
 use berth_core::job::{JobRecord, JobState, JobStatus, ResolvedInput, ResolvedOutput};
 use berth_core::names::validate_name;
 use berth_core::spec::asset::{AssetRef, DataRecord};
-use berth_core::spec::compute::{ComputeKind, ComputeSpec, LOCAL_COMPUTE};
+use berth_core::spec::compute::{ComputeKind, ComputeSpec, LOCAL_COMPUTE, effective_compute};
 use berth_core::spec::data::{DataPath, DataType, JobInput};
 use berth_core::spec::instance_type::{DEFAULT_INSTANCE_TYPE, InstanceType};
 use berth_core::spec::job::JobSpec;
@@ -49,6 +49,9 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
     if crate::services::sweeps::is_sweep(&req.yaml) {
         return crate::services::sweeps::create(state, req).await;
     }
+    if crate::services::pipelines::is_pipeline(&req.yaml) {
+        return crate::services::pipelines::create(state, req).await;
+    }
     let src = Source::new(&req.file, &req.yaml);
     let mut spec = berth_core::overrides::parse_with_sets(&src, &req.set, JobSpec::parse)
         .map_err(ApiError::spec)?;
@@ -65,8 +68,8 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
     spec.name = Some(name.clone());
     let compute_name = spec
         .compute
-        .clone()
-        .unwrap_or_else(|| LOCAL_COMPUTE.to_string());
+        .as_deref()
+        .map_or_else(|| LOCAL_COMPUTE.to_string(), effective_compute);
     let compute = find_compute(state, &compute_name).await?.ok_or_else(|| {
         ApiError::spec(
             src.error_near("compute", None, format!("compute `{compute_name}` does not exist"))
@@ -101,6 +104,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         tracking: None,
         parent_job_name: req.parent_job_name.clone(),
         sweep: None,
+        pipeline: None,
         spec,
     };
     snapshot(&workdir, code).await?;
@@ -473,6 +477,8 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
         name: job.name.clone(),
         job_type: if job.sweep.is_some() {
             "sweep"
+        } else if job.pipeline.is_some() {
+            "pipeline"
         } else {
             "command"
         }
@@ -507,6 +513,10 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
         params: Default::default(),
         parent_job_name: job.parent_job_name.clone(),
         sweep: job.sweep.as_ref().map(crate::services::sweeps::summary),
+        pipeline: job
+            .pipeline
+            .as_ref()
+            .map(crate::services::pipelines::summary),
         gpus,
         resource_version: stored.resource_version,
     }
@@ -559,10 +569,11 @@ pub async fn upload_target(
         })
 }
 
-/// Cancels a job; a sweep is marked canceled here and its driver cancels its trials.
+/// Cancels a job; a sweep or pipeline is marked canceled here and its driver cancels its
+/// children.
 pub async fn cancel(state: &AppState, name: &str) -> Result<(), ApiError> {
     let job = get(state, name).await?;
-    if job.value.sweep.is_none() {
+    if !job.value.is_driven() {
         state.jobs.cancel(name).await?;
         return Ok(());
     }

@@ -6,6 +6,7 @@ pub mod clusters;
 #[cfg(not(feature = "kubernetes"))]
 #[path = "clusters_off.rs"]
 pub mod clusters;
+pub mod components;
 pub mod data;
 pub mod deployments;
 pub mod endpoints;
@@ -15,6 +16,8 @@ pub mod jobs;
 pub mod leftovers;
 pub mod mlflow_models;
 pub mod models;
+pub mod pipeline_reuse;
+pub mod pipelines;
 pub mod placement;
 pub mod pod_files;
 pub mod records;

@@ -157,6 +157,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         environment: None,
         tracking: None,
         parent_job_name: None,
+        pipeline: None,
         sweep: Some(SweepRun {
             file: req.file.clone(),
             yaml: text,
@@ -466,6 +467,12 @@ async fn finish(
         ),
     };
     log(&record, &line).await;
+    if let Some((best, _)) = &run.best
+        && let Ok(Some(trial)) = state.store.get::<JobRecord>(Kind::Job, best).await
+    {
+        // A sweep's outputs are its best trial's (what a pipeline step after it reads).
+        record.outputs = trial.value.outputs;
+    }
     if let Some((best, value)) = &run.best {
         let _ = state
             .store

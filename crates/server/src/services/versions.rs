@@ -3,6 +3,7 @@
 
 use berth_core::serving::ModelRecord;
 use berth_core::spec::asset::{AssetVersion, DataRecord};
+use berth_core::spec::component::ComponentRecord;
 use berth_core::spec::environment::EnvironmentRecord;
 use berth_store::{Kind, StoreError, Stored};
 use serde::Serialize;
@@ -53,6 +54,18 @@ impl Asset for DataRecord {
     const KIND: Kind = Kind::Data;
     const NOUN: &'static str = "data asset";
     const GROUP: &'static str = "data";
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn version(&self) -> &str {
+        &self.version
+    }
+}
+
+impl Asset for ComponentRecord {
+    const KIND: Kind = Kind::Component;
+    const NOUN: &'static str = "component";
+    const GROUP: &'static str = "component";
     fn name(&self) -> &str {
         &self.name
     }
@@ -136,6 +149,7 @@ pub async fn insert<T: Asset>(state: &AppState, record: &T) -> Result<(), ApiErr
             kind: match T::KIND {
                 Kind::Environment => "environment version",
                 Kind::Model => "model version",
+                Kind::Component => "component version",
                 _ => "data asset version",
             },
             name: k,

@@ -33,6 +33,7 @@ fn record(dir: &Path, yaml: &str) -> JobRecord {
         tracking: None,
         parent_job_name: None,
         sweep: None,
+        pipeline: None,
         spec,
     }
 }
