@@ -449,3 +449,45 @@ jobs:
     let jobs = s.json(&["job", "list"]);
     assert_eq!(jobs.as_array().unwrap().len(), 0, "nothing stored: {jobs}");
 }
+
+/// Logs `loss = (lr - 0.3)²` to its run and writes it to its model folder.
+const SWEEP_TRAIN: &str = r#"import json, os, sys, time, urllib.request
+lr, out = float(sys.argv[1]), sys.argv[2]
+env = os.environ
+body = json.dumps({"run_id": env["MLFLOW_RUN_ID"], "key": "loss", "value": (lr - 0.3) ** 2, "timestamp": int(time.time() * 1000), "step": 0}).encode()
+urllib.request.urlopen(urllib.request.Request(env["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/runs/log-metric", body, {"Authorization": "Bearer " + env["MLFLOW_TRACKING_TOKEN"], "Content-Type": "application/json"}))
+open(os.path.join(out, "lr.txt"), "w").write(str(lr))
+"#;
+
+#[test]
+fn a_pipeline_runs_a_sweep_step_and_a_nested_pipeline_component() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "src/train.py", SWEEP_TRAIN);
+    write(
+        dir.path(),
+        "train.yml",
+        "type: command\nname: sweep_train\ncode: ./src\ninputs:\n  lr:\n    type: number\noutputs:\n  model:\n    type: uri_folder\ncommand: python train.py ${{inputs.lr}} ${{outputs.model}}\n",
+    );
+    write(
+        dir.path(),
+        "inner.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/pipelineComponent.schema.json\ntype: pipeline\nname: inner\ninputs:\n  model:\n    type: uri_folder\noutputs:\n  report:\n    type: uri_folder\njobs:\n  describe:\n    command: echo \"best lr $(cat ${{inputs.m}}/lr.txt)\" > ${{outputs.r}}/report.txt\n    inputs:\n      m: ${{parent.inputs.model}}\n    outputs:\n      r: ${{parent.outputs.report}}\n",
+    );
+    write(
+        dir.path(),
+        "p.yml",
+        "type: pipeline\noutputs:\n  report:\njobs:\n  tune:\n    type: sweep\n    trial: ./train.yml\n    search_space:\n      lr:\n        type: choice\n        values: [0.1, 0.3, 0.5]\n    sampling_algorithm: grid\n    objective:\n      goal: minimize\n      primary_metric: loss\n    limits:\n      max_concurrent_trials: 3\n  report:\n    type: pipeline\n    component: ./inner.yml\n    inputs:\n      model: ${{parent.jobs.tune.outputs.model}}\n    outputs:\n      report: ${{parent.outputs.report}}\n",
+    );
+    s.cli_in(dir.path(), &["job", "create", "--file", "p.yml", "--name", "pn", "--stream"]);
+    let job = s.status("pn");
+    assert_eq!(job["status"], "Completed", "{job}");
+    let sweep = s.status("pn_tune");
+    assert_eq!((sweep["type"].as_str(), sweep["parent_job_name"].as_str()), (Some("sweep"), Some("pn")));
+    assert_eq!(sweep["sweep"]["best"]["params"]["lr"], 0.3, "{sweep}");
+    let inner = s.status("pn_report");
+    assert_eq!(inner["type"], "pipeline");
+    assert_eq!(inner["pipeline"]["jobs"]["describe"]["job"], "pn_report_describe");
+    let report = job["outputs"]["report"]["path"].as_str().unwrap();
+    assert_eq!(read(report, "report.txt"), "best lr 0.3\n");
+}

@@ -360,6 +360,9 @@ pub struct StepRun {
     /// Its reuse key, when it may be reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reuse_key: Option<String>,
+    /// Why it could not be submitted, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A sweep job's file and progress.

@@ -605,6 +605,9 @@ impl Plan {
         }
         if let Some(Value::Object(outputs)) = job.get_mut("outputs") {
             for v in outputs.values_mut() {
+                if let Some(text) = v.as_str().filter(|t| t.contains("${{")) {
+                    *v = json!({ "path": text });
+                }
                 let Some(m) = v.as_object_mut() else { continue };
                 let Some(Ok(Some(Binding::ParentOutput(z)))) =
                     m.get("path").and_then(Value::as_str).map(binding::parse)

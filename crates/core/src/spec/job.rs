@@ -237,6 +237,17 @@ struct JobShape {
     rest: BTreeMap<String, Spanned<IgnoredAny>>,
 }
 
+/// The `type:` a job file gives (`None`: no type, a command job), for choosing its parser;
+/// `None` too when the file does not parse (the parser then says why).
+pub fn job_type(yaml: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Shape {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+    serde_saphyr::from_str::<Shape>(yaml).ok()?.kind
+}
+
 fn refuse_other_job_types(src: &Source<'_>) -> Result<(), SpecError> {
     let Ok(shape) = src.parse::<JobShape>() else {
         // The strict parse reports what is wrong with the file.

@@ -46,11 +46,10 @@ pub fn generate_name() -> String {
 
 /// Validates, resolves and submits a job file.
 pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, ApiError> {
-    if crate::services::sweeps::is_sweep(&req.yaml) {
-        return crate::services::sweeps::create(state, req).await;
-    }
-    if crate::services::pipelines::is_pipeline(&req.yaml) {
-        return crate::services::pipelines::create(state, req).await;
+    match berth_core::spec::job::job_type(&req.yaml).as_deref() {
+        Some("sweep") => return crate::services::sweeps::create(state, req).await,
+        Some("pipeline") => return crate::services::pipelines::create(state, req).await,
+        _ => {}
     }
     let src = Source::new(&req.file, &req.yaml);
     let mut spec = berth_core::overrides::parse_with_sets(&src, &req.set, JobSpec::parse)

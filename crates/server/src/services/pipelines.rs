@@ -33,14 +33,6 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::services::{components, pipeline_reuse};
 
-/// Whether a job file is a pipeline (`type: pipeline`).
-pub fn is_pipeline(yaml: &str) -> bool {
-    yaml.lines().any(|l| {
-        let l = l.trim_end();
-        l == "type: pipeline" || l == "type: 'pipeline'" || l == "type: \"pipeline\""
-    }) || serde_json::from_str::<Value>(yaml).is_ok_and(|v| v["type"] == "pipeline")
-}
-
 /// The compute a step runs on: its own, else the pipeline's default, else the local compute;
 /// `serverless` (Azure picks one) is the local compute.
 pub fn compute_of(job: &Value, plan: &Plan) -> String {
@@ -187,6 +179,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
                     status: None,
                     reused_from: None,
                     reuse_key: None,
+                    message: None,
                 },
             )
         })
@@ -432,9 +425,11 @@ async fn launch(
             match crate::services::jobs::create(state, req).await {
                 Ok(v) => v.name,
                 Err(e) => {
+                    let message = format!("step {step} could not be submitted: {e}");
                     s.state = StepState::Failed;
-                    s.status = Some("NotSubmitted".into());
-                    return Err(format!("step {step} could not be submitted: {e}"));
+                    s.status = Some(JobStatus::Failed.as_str().to_string());
+                    s.message = Some(message.clone());
+                    return Err(message);
                 }
             }
         }
@@ -455,8 +450,8 @@ fn pipeline_outputs(
     for (step, planned) in &run.plan.steps {
         let outputs = planned.job.get("outputs").and_then(Value::as_object);
         for (o, v) in outputs.into_iter().flatten() {
-            let Some(Ok(Some(Binding::ParentOutput(z)))) =
-                v.get("path").and_then(Value::as_str).map(binding::parse)
+            let text = v.as_str().or_else(|| v.get("path").and_then(Value::as_str));
+            let Some(Ok(Some(Binding::ParentOutput(z)))) = text.map(binding::parse)
             else {
                 continue;
             };
@@ -570,12 +565,22 @@ async fn finish(
             "every step completed".to_string(),
         ),
         Outcome::Failed(steps) => {
-            let message = format!(
-                "step{} {} failed; `berth job show --name {}_<step>` says why",
-                if steps.len() == 1 { "" } else { "s" },
-                steps.join(", "),
-                record.name
-            );
+            let unsubmitted: Vec<&str> = record
+                .pipeline
+                .iter()
+                .flat_map(|r| r.steps.values())
+                .filter_map(|s| s.message.as_deref())
+                .collect();
+            let message = if unsubmitted.is_empty() {
+                format!(
+                    "step{} {} failed; `berth job show --name {}_<step>` says why",
+                    if steps.len() == 1 { "" } else { "s" },
+                    steps.join(", "),
+                    record.name
+                )
+            } else {
+                unsubmitted.join("; ")
+            };
             (
                 JobState::Failed {
                     started_at: Some(started_at),
@@ -627,6 +632,9 @@ pub fn summary(run: &PipelineRun) -> Value {
             if let Some(r) = &s.reused_from {
                 v["reused_from"] = json!(r);
             }
+            if let Some(m) = &s.message {
+                v["message"] = json!(m);
+            }
             if let Some(c) = planned.and_then(|p| p.component.as_ref()) {
                 v["component"] = json!(c);
             }
@@ -636,16 +644,3 @@ pub fn summary(run: &PipelineRun) -> Value {
     json!({"jobs": steps, "settings": run.plan.settings})
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pipeline_file_is_told_from_others_by_its_type() {
-        assert!(is_pipeline("$schema: x\ntype: pipeline\njobs: {}\n"));
-        assert!(is_pipeline(r#"{"type":"pipeline","jobs":{}}"#));
-        assert!(!is_pipeline(
-            "type: command\ncommand: echo type: pipeline\n"
-        ));
-    }
-}

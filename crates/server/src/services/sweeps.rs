@@ -27,14 +27,6 @@ use time::OffsetDateTime;
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Whether a job file is a sweep (`type: sweep`).
-pub fn is_sweep(yaml: &str) -> bool {
-    yaml.lines().any(|l| {
-        let l = l.trim_end();
-        l == "type: sweep" || l == "type: 'sweep'" || l == "type: \"sweep\""
-    })
-}
-
 /// The `i`-th trial's job file (JSON, which is YAML): the trial with its parameters filled in.
 fn trial_file(spec: &SweepSpec, parent: &str, i: usize, params: &Params) -> String {
     let mut t = spec.trial.clone();
@@ -156,7 +148,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         upload_token: None,
         environment: None,
         tracking: None,
-        parent_job_name: None,
+        parent_job_name: req.parent_job_name.clone(),
         pipeline: None,
         sweep: Some(SweepRun {
             file: req.file.clone(),
@@ -524,16 +516,3 @@ pub fn summary(run: &SweepRun) -> Value {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_sweep_file_is_told_from_a_command_job_by_its_type() {
-        assert!(is_sweep(
-            "$schema: x\ntype: sweep\ntrial:\n  command: echo\n"
-        ));
-        assert!(!is_sweep("command: echo type: sweep\n"));
-        assert!(!is_sweep("type: command\ncommand: echo\n"));
-    }
-}
