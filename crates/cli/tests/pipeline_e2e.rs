@@ -491,3 +491,37 @@ fn a_pipeline_runs_a_sweep_step_and_a_nested_pipeline_component() {
     let report = job["outputs"]["report"]["path"].as_str().unwrap();
     assert_eq!(read(report, "report.txt"), "best lr 0.3\n");
 }
+
+#[test]
+fn a_pipeline_goes_on_where_it_was_after_the_server_is_killed() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("go");
+    write(
+        dir.path(),
+        "p.yml",
+        &format!(
+            "type: pipeline\njobs:\n  first:\n    command: while [ ! -e {flag} ]; do sleep 0.05; done; echo one > ${{{{outputs.o}}}}/one\n    outputs:\n      o:\n  second:\n    command: cat ${{{{inputs.x}}}}/one\n    inputs:\n      x: ${{{{parent.jobs.first.outputs.o}}}}\n",
+            flag = flag.display()
+        ),
+    );
+    s.ok_in(dir.path(), &["job", "create", "--file", "p.yml", "--name", "pr"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let running = || {
+        let out = s.cli(&["job", "show", "--name", "pr_first", "-o", "json"]);
+        out.status.success() && text(&out.stdout).contains("\"status\": \"Running\"")
+    };
+    while !running() {
+        assert!(Instant::now() < deadline, "the first step never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let home = s.kill9();
+    // The step ends while no server runs.
+    std::fs::write(&flag, "").unwrap();
+    let s = Server::start_in(home, &[], &[]);
+    s.ok_in(dir.path(), &["job", "stream", "--name", "pr"]);
+    let job = s.status("pr");
+    assert_eq!(job["status"], "Completed", "{job}");
+    assert_eq!(job["pipeline"]["jobs"]["second"]["status"], "Completed", "{job}");
+    assert_eq!(s.status("pr_first")["status"], "Completed");
+}
