@@ -479,15 +479,26 @@ fn a_pipeline_runs_a_sweep_step_and_a_nested_pipeline_component() {
         "p.yml",
         "type: pipeline\noutputs:\n  report:\njobs:\n  tune:\n    type: sweep\n    trial: ./train.yml\n    search_space:\n      lr:\n        type: choice\n        values: [0.1, 0.3, 0.5]\n    sampling_algorithm: grid\n    objective:\n      goal: minimize\n      primary_metric: loss\n    limits:\n      max_concurrent_trials: 3\n  report:\n    type: pipeline\n    component: ./inner.yml\n    inputs:\n      model: ${{parent.jobs.tune.outputs.model}}\n    outputs:\n      report: ${{parent.outputs.report}}\n",
     );
-    s.cli_in(dir.path(), &["job", "create", "--file", "p.yml", "--name", "pn", "--stream"]);
+    s.cli_in(
+        dir.path(),
+        &[
+            "job", "create", "--file", "p.yml", "--name", "pn", "--stream",
+        ],
+    );
     let job = s.status("pn");
     assert_eq!(job["status"], "Completed", "{job}");
     let sweep = s.status("pn_tune");
-    assert_eq!((sweep["type"].as_str(), sweep["parent_job_name"].as_str()), (Some("sweep"), Some("pn")));
+    assert_eq!(
+        (sweep["type"].as_str(), sweep["parent_job_name"].as_str()),
+        (Some("sweep"), Some("pn"))
+    );
     assert_eq!(sweep["sweep"]["best"]["params"]["lr"], 0.3, "{sweep}");
     let inner = s.status("pn_report");
     assert_eq!(inner["type"], "pipeline");
-    assert_eq!(inner["pipeline"]["jobs"]["describe"]["job"], "pn_report_describe");
+    assert_eq!(
+        inner["pipeline"]["jobs"]["describe"]["job"],
+        "pn_report_describe"
+    );
     let report = job["outputs"]["report"]["path"].as_str().unwrap();
     assert_eq!(read(report, "report.txt"), "best lr 0.3\n");
 }
@@ -505,7 +516,10 @@ fn a_pipeline_goes_on_where_it_was_after_the_server_is_killed() {
             flag = flag.display()
         ),
     );
-    s.ok_in(dir.path(), &["job", "create", "--file", "p.yml", "--name", "pr"]);
+    s.ok_in(
+        dir.path(),
+        &["job", "create", "--file", "p.yml", "--name", "pr"],
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let running = || {
         let out = s.cli(&["job", "show", "--name", "pr_first", "-o", "json"]);
@@ -522,6 +536,9 @@ fn a_pipeline_goes_on_where_it_was_after_the_server_is_killed() {
     s.ok_in(dir.path(), &["job", "stream", "--name", "pr"]);
     let job = s.status("pr");
     assert_eq!(job["status"], "Completed", "{job}");
-    assert_eq!(job["pipeline"]["jobs"]["second"]["status"], "Completed", "{job}");
+    assert_eq!(
+        job["pipeline"]["jobs"]["second"]["status"], "Completed",
+        "{job}"
+    );
     assert_eq!(s.status("pr_first")["status"], "Completed");
 }

@@ -235,7 +235,13 @@ fn an_unknown_field_is_still_a_typo() {
 #[test]
 fn a_files_type_is_read_however_it_is_written() {
     use crate::spec::job::job_type;
-    assert_eq!(job_type("type: sweep # tuned\ntrial: {}\n").as_deref(), Some("sweep"));
-    assert_eq!(job_type(r#"{"type":"pipeline","jobs":{}}"#).as_deref(), Some("pipeline"));
+    assert_eq!(
+        job_type("type: sweep # tuned\ntrial: {}\n").as_deref(),
+        Some("sweep")
+    );
+    assert_eq!(
+        job_type(r#"{"type":"pipeline","jobs":{}}"#).as_deref(),
+        Some("pipeline")
+    );
     assert_eq!(job_type("command: echo type: pipeline\n"), None);
 }

@@ -36,6 +36,7 @@ pub async fn show(
     let job = svc::get(&s, &name).await?;
     let mut view = svc::view(&s, &job);
     crate::mlflow::jobs::add_run(&s, &mut view).await?;
+    crate::services::pipelines::add_live_status(&s, &mut view).await;
     Ok(Json(view))
 }
 

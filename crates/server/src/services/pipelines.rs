@@ -326,9 +326,13 @@ async fn made(
     Ok(out)
 }
 
-/// Reads the running steps' children; records what a completed deterministic step may be
-/// reused for.
-async fn observe(state: &AppState, run: &mut PipelineRun) -> Result<(), ApiError> {
+/// Reads the running steps' children; returns the reuse keys of those that completed, with
+/// their jobs (recorded once the next steps are on their way).
+async fn observe(
+    state: &AppState,
+    run: &mut PipelineRun,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let mut completed = Vec::new();
     for s in run.steps.values_mut() {
         let Some(job) = &s.job else { continue };
         if s.state != StepState::Running {
@@ -340,15 +344,17 @@ async fn observe(state: &AppState, run: &mut PipelineRun) -> Result<(), ApiError
             continue;
         };
         let status = child.value.state.status();
-        s.status = Some(status.as_str().to_string());
         s.state = state_of(status);
+        if s.state != StepState::Running {
+            s.status = Some(status.as_str().to_string());
+        }
         if s.state == StepState::Completed
             && let Some(key) = &s.reuse_key
         {
-            pipeline_reuse::remember(state, key, job).await;
+            completed.push((key.clone(), job.clone()));
         }
     }
-    Ok(())
+    Ok(completed)
 }
 
 /// The child job file of step `step`, named and placed in the pipeline's experiment.
@@ -380,11 +386,11 @@ async fn launch(
     state: &AppState,
     record: &JobRecord,
     run: &mut PipelineRun,
+    made: &BTreeMap<(String, String), (String, String)>,
     step: &str,
 ) -> Result<(), String> {
-    let made = made(state, run).await.map_err(|e| e.to_string())?;
     let planned = run.plan.steps[step].clone();
-    let mut job = run.plan.materialize(step, &made)?;
+    let mut job = run.plan.materialize(step, made)?;
     child_file(record, &run.plan, step, &mut job);
     let child_name = format!("{}_{step}", record.name);
     let s = run.steps.get_mut(step).ok_or("no such step")?;
@@ -437,7 +443,7 @@ async fn launch(
     log(record, &format!("step {step} started as job {submitted}")).await;
     s.job = Some(submitted);
     s.state = StepState::Running;
-    s.status = Some(JobStatus::NotStarted.as_str().to_string());
+    s.status = Some(JobStatus::Running.as_str().to_string());
     Ok(())
 }
 
@@ -451,8 +457,7 @@ fn pipeline_outputs(
         let outputs = planned.job.get("outputs").and_then(Value::as_object);
         for (o, v) in outputs.into_iter().flatten() {
             let text = v.as_str().or_else(|| v.get("path").and_then(Value::as_str));
-            let Some(Ok(Some(Binding::ParentOutput(z)))) = text.map(binding::parse)
-            else {
+            let Some(Ok(Some(Binding::ParentOutput(z)))) = text.map(binding::parse) else {
                 continue;
             };
             if let Some((kind, path)) = made.get(&(step.clone(), o.clone()))
@@ -480,7 +485,7 @@ async fn step(state: &AppState, name: &str) -> Result<bool, ApiError> {
     let Some(mut run) = record.pipeline.clone() else {
         return Ok(true);
     };
-    observe(state, &mut run).await?;
+    let completed = observe(state, &mut run).await?;
     if record.state.status().is_terminal() {
         // Canceled: so are its running steps.
         for s in run.steps.values().filter(|s| s.state == StepState::Running) {
@@ -516,20 +521,30 @@ async fn step(state: &AppState, name: &str) -> Result<bool, ApiError> {
             r.state = StepState::Skipped;
         }
     }
+    let mut made = made(state, &run).await?;
     if decision.end.is_none() {
         for s in &decision.start {
-            if let Err(m) = launch(state, &record, &mut run, s).await {
+            if let Err(m) = launch(state, &record, &mut run, &made, s).await {
                 log(&record, &m).await;
             }
         }
     }
-    let made = made(state, &run).await?;
-    record.outputs = pipeline_outputs(&run, &made);
     // A reused step may have made more steps ready: decide again at once.
     let again = decision.start.iter().any(|s| run.steps[s].state.done());
+    if again {
+        made = self::made(state, &run).await?;
+    }
+    record.outputs = pipeline_outputs(&run, &made);
+    for (key, job) in completed {
+        pipeline_reuse::remember(state, &key, &job).await;
+    }
     record.pipeline = Some(run);
     if let Some(end) = decision.end {
         return finish(state, &stored, record, end).await;
+    }
+    if record == stored.value {
+        // Nothing changed (a child moved on inside its own run): no write.
+        return Ok(false);
     }
     state
         .store
@@ -610,6 +625,24 @@ async fn finish(
     Ok(true)
 }
 
+/// Puts each running step's child status, as it is now, in a pipeline's view (the driver
+/// stores a step's state when it changes, not each status its child passes through).
+pub async fn add_live_status(state: &AppState, view: &mut JobView) {
+    let Some(Value::Object(steps)) = view.pipeline.as_mut().and_then(|p| p.get_mut("jobs")) else {
+        return;
+    };
+    for step in steps.values_mut() {
+        let Some(job) = step.get("job").and_then(Value::as_str).map(str::to_string) else {
+            continue;
+        };
+        if step.get("status").and_then(Value::as_str) == Some("Running")
+            && let Ok(Some(child)) = state.store.get::<JobRecord>(Kind::Job, &job).await
+        {
+            step["status"] = json!(child.value.state.status().as_str());
+        }
+    }
+}
+
 /// What `job show` says of a pipeline: each step's job, status, component and reuse.
 pub fn summary(run: &PipelineRun) -> Value {
     let steps: serde_json::Map<String, Value> = run
@@ -643,4 +676,3 @@ pub fn summary(run: &PipelineRun) -> Value {
         .collect();
     json!({"jobs": steps, "settings": run.plan.settings})
 }
-

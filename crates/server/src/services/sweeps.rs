@@ -515,4 +515,3 @@ pub fn summary(run: &SweepRun) -> Value {
         "best": best,
     })
 }
-
