@@ -1,5 +1,6 @@
 //! Pipeline step overhead on the local compute: a 50-step chain and a 50-wide fan-out, beside
-//! running the same commands one after another with `sh -c`.
+//! running the same commands one after another with `sh -c`; and a sweep's overhead per
+//! trial: 50 grid trials one at a time, from a trial's end to the next one's start.
 //!
 //! Needs a release build: `cargo build --release`, then
 //! `cargo bench -p berth-bench --bench pipeline`. Each step writes the wall-clock time it
@@ -58,6 +59,19 @@ fn fan_out() -> String {
 
 /// Runs a pipeline file to its end; returns the seconds it took and each step's stamps.
 fn run(bin: &Path, home: &Path, work: &Path, name: &str, yaml: &str) -> f64 {
+    run_to_end(bin, home, work, name, yaml, true)
+}
+
+/// As [`run`]; `must_complete` false for a sweep whose trials log no metric (it fails, after
+/// running every trial).
+fn run_to_end(
+    bin: &Path,
+    home: &Path,
+    work: &Path,
+    name: &str,
+    yaml: &str,
+    must_complete: bool,
+) -> f64 {
     std::fs::write(work.join(format!("{name}.yml")), yaml).expect("write");
     let t0 = Instant::now();
     let ok = Command::new(bin)
@@ -77,7 +91,7 @@ fn run(bin: &Path, home: &Path, work: &Path, name: &str, yaml: &str) -> f64 {
         .status()
         .expect("create")
         .success();
-    assert!(ok, "pipeline {name} failed");
+    assert!(ok || !must_complete, "pipeline {name} failed");
     t0.elapsed().as_secs_f64()
 }
 
@@ -124,11 +138,26 @@ fn main() {
             (start as f64 - root_end as f64) / 1e6
         })
         .collect();
+    let trials: Vec<String> = (0..STEPS).map(|i| i.to_string()).collect();
+    let sweep = format!(
+        "type: sweep\ntrial:\n  command: date +%s%N > {w}/trial-${{{{search_space.i}}}} && date +%s%N >> {w}/trial-${{{{search_space.i}}}}\nsampling_algorithm: grid\nsearch_space:\n  i:\n    type: choice\n    values: [{}]\nobjective:\n  goal: minimize\n  primary_metric: unused\nlimits:\n  max_concurrent_trials: 1\n",
+        trials.join(", "),
+        w = work.display()
+    );
+    let sweep_total = run_to_end(&bin, home.path(), work, "sweep", &sweep, false);
+    let trial_gaps: Vec<f64> = (1..STEPS)
+        .map(|i| {
+            let (_, prev_end) = stamps(&work.join(format!("trial-{}", i - 1)));
+            let (start, _) = stamps(&work.join(format!("trial-{i}")));
+            (start as f64 - prev_end as f64) / 1e6
+        })
+        .collect();
     let _ = server.kill();
     let _ = server.wait();
 
     let (g50, g99, gmax) = percentiles(gaps);
     let (w50, w99, wmax) = percentiles(waits);
+    let (t50, t99, tmax) = percentiles(trial_gaps);
     println!("{STEPS} steps; each writes its start and end time");
     println!(
         "sh -c, in sequence          total {:.2} s  ({:.2} ms a command)",
@@ -144,5 +173,8 @@ fn main() {
     );
     println!(
         "fan-out of {STEPS}               total {fan_total:.2} s; root end → leaf start p50 {w50:.1} ms  p99 {w99:.1} ms  last {wmax:.1} ms"
+    );
+    println!(
+        "sweep of {STEPS}, one at a time  total {sweep_total:.2} s; trial end → next trial's start p50 {t50:.1} ms  p99 {t99:.1} ms  max {tmax:.1} ms"
     );
 }
