@@ -112,6 +112,51 @@ fn a_running_jobs_page_shows_its_log_and_chart_and_cancels_it() {
 }
 
 #[test]
+fn a_pipelines_page_lists_its_steps_with_their_jobs_and_reuse() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "p.yml",
+        "type: pipeline\njobs:\n  prep:\n    command: echo x > ${{outputs.o}}/x\n    outputs:\n      o:\n  train:\n    command: cat ${{inputs.d}}/x\n    inputs:\n      d: ${{parent.jobs.prep.outputs.o}}\n",
+    );
+    s.ok_in(
+        dir.path(),
+        &[
+            "job", "create", "--file", "p.yml", "--name", "first", "--stream",
+        ],
+    );
+    s.ok_in(
+        dir.path(),
+        &[
+            "job", "create", "--file", "p.yml", "--name", "again", "--stream",
+        ],
+    );
+    let token = std::fs::read_to_string(s.home.path().join("token")).unwrap();
+    let b = Browser::start();
+    sign_in(&b, &s, token.trim());
+    b.go(&format!("{}/studio/jobs/again", s.api_url));
+    b.wait_until(
+        "return document.getElementById('steps-h') !== null",
+        Duration::from_secs(10),
+    );
+    let steps =
+        b.eval("return document.querySelector('section[aria-labelledby=steps-h]').innerText");
+    let steps = steps.as_str().unwrap();
+    assert!(
+        steps.contains("prep") && steps.contains("reused first_prep"),
+        "{steps}"
+    );
+    assert!(steps.contains("reused first_train"), "{steps}");
+    b.screenshot("pipeline");
+    b.click("a[href='/studio/jobs/first_prep']");
+    b.wait_until(
+        "return location.pathname === '/studio/jobs/first_prep'",
+        Duration::from_secs(10),
+    );
+}
+
+#[test]
 fn a_wrong_token_on_the_login_page_is_refused_without_a_session() {
     let s = Server::start(&[]);
     let (status, body) = http_post(

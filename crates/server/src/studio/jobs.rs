@@ -186,6 +186,31 @@ fn trials(sweep: &serde_json::Value) -> Markup {
     }
 }
 
+/// A pipeline's steps: each one's job, status, component, and the job it reused.
+fn steps(pipeline: &serde_json::Value) -> Markup {
+    let empty = serde_json::Map::new();
+    html! {
+        section aria-labelledby="steps-h" {
+            h2 id="steps-h" { "Steps" }
+            table {
+                thead { tr { th scope="col" { "Step" } th scope="col" { "Status" } th scope="col" { "Job" } th scope="col" { "Component" } } }
+                tbody { @for (step, s) in pipeline["jobs"].as_object().unwrap_or(&empty) {
+                    tr {
+                        td { (step) }
+                        td { (status(s["status"].as_str().unwrap_or_default())) }
+                        td {
+                            @if let Some(j) = s["job"].as_str() { a href={"/studio/jobs/" (super::enc(j))} { (j) } }
+                            @if let Some(r) = s["reused_from"].as_str() { "reused " a href={"/studio/jobs/" (super::enc(r))} { (r) } }
+                            @if let Some(m) = s["message"].as_str() { " " (m) }
+                        }
+                        td { (s["component"].as_str().unwrap_or_default()) }
+                    }
+                } }
+            }
+        }
+    }
+}
+
 /// `GET /studio/jobs/{name}`.
 pub async fn show(
     State(s): State<AppState>,
@@ -198,6 +223,7 @@ pub async fn show(
     };
     let mut view = svc::view(&s, &stored);
     let _ = crate::mlflow::jobs::add_run(&s, &mut view).await;
+    crate::services::pipelines::add_live_status(&s, &mut view).await;
     let job = &stored.value;
     let (system, user): (Vec<&String>, Vec<&String>) =
         view.metrics.keys().partition(|k| k.starts_with("system/"));
@@ -215,6 +241,7 @@ pub async fn show(
         (summary(&view, job))
         (kv_table("Params", &view.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()))
         @if let Some(sweep) = &view.sweep { (trials(sweep)) }
+        @if let Some(pipeline) = &view.pipeline { (steps(pipeline)) }
         (kv_table("Latest metrics", &view.metrics.iter().map(|(k, v)| (k.clone(), v.to_string())).collect::<Vec<_>>()))
         @if !user.is_empty() {
             section aria-labelledby="metrics-h" {
