@@ -542,3 +542,68 @@ fn a_pipeline_goes_on_where_it_was_after_the_server_is_killed() {
     );
     assert_eq!(s.status("pr_first")["status"], "Completed");
 }
+
+#[test]
+fn outputs_go_to_the_default_datastore_and_an_unknown_one_is_refused() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let yaml = "type: pipeline\nsettings:\n  default_datastore: azureml:shared\njobs:\n  make:\n    command: echo hi > ${{outputs.o}}/hi.txt\n    outputs:\n      o:\n";
+    write(dir.path(), "p.yml", yaml);
+    let out = s.cli_in(
+        dir.path(),
+        &["job", "create", "--file", "p.yml", "--name", "pd"],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("datastore `shared` does not exist")
+            && err.contains("berth datastore create --name shared"),
+        "{err}"
+    );
+    s.ok_in(
+        dir.path(),
+        &[
+            "datastore",
+            "create",
+            "--name",
+            "shared",
+            "--path",
+            store.path().to_str().unwrap(),
+        ],
+    );
+    s.ok_in(
+        dir.path(),
+        &[
+            "job", "create", "--file", "p.yml", "--name", "pd", "--stream",
+        ],
+    );
+    assert_eq!(s.status("pd")["status"], "Completed");
+    let written = store.path().join("azureml/pd_make/o/hi.txt");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        "hi\n",
+        "Azure's layout: <datastore>/azureml/<job>/<output>/"
+    );
+}
+
+#[test]
+fn serverless_is_the_local_compute_for_a_command_job_too() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "job.yml",
+        "command: echo ok\ncompute: azureml:serverless\nname: sl\n",
+    );
+    s.ok_in(
+        dir.path(),
+        &["job", "create", "--file", "job.yml", "--stream"],
+    );
+    let job = s.status("sl");
+    assert_eq!(
+        (job["status"].as_str(), job["compute"].as_str()),
+        (Some("Completed"), Some("azureml:local")),
+        "{job}"
+    );
+}

@@ -201,3 +201,33 @@ fn name_and_set_apply_to_a_sweep_as_to_any_job() {
     let names: Vec<&str> = trials.iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["renamed_0", "renamed_1"]);
 }
+
+#[test]
+fn a_sweeps_trial_may_be_a_component_whose_inputs_are_swept() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "components/src/train.py", TRAIN);
+    write(
+        dir.path(),
+        "components/train.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/commandComponent.schema.json\ntype: command\nname: train_lr\ncode: ./src\ninputs:\n  lr:\n    type: number\n  steps:\n    type: integer\n    default: 2\ncommand: STEPS=${{inputs.steps}} python train.py --lr ${{inputs.lr}}\n",
+    );
+    write(
+        dir.path(),
+        "sweep.yml",
+        "$schema: https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json\ntype: sweep\nname: component_sweep\ntrial: ./components/train.yml\ninputs:\n  steps: 3\nsampling_algorithm: grid\nsearch_space:\n  lr:\n    type: choice\n    values: [0.1, 0.3]\nobjective:\n  goal: minimize\n  primary_metric: loss\n",
+    );
+    s.ok_in(
+        dir.path(),
+        &["job", "create", "--file", "sweep.yml", "--stream"],
+    );
+    let job = s.status("component_sweep");
+    assert_eq!(job["status"], "Completed", "{job}");
+    assert_eq!(job["sweep"]["best"]["params"]["lr"], 0.3, "{job}");
+    let trial = s.status("component_sweep_1");
+    assert_eq!(
+        trial["command"], "STEPS=${{inputs.steps}} python train.py --lr 0.3",
+        "the parameter is filled in; the sweep's input binds the component's: {trial}"
+    );
+    assert_eq!(trial["inputs"]["steps"]["value"], "3", "{trial}");
+}

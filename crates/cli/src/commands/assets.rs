@@ -1,4 +1,5 @@
-//! `berth environment|model|data ...`: versioned assets, created from Azure ML's YAML files.
+//! `berth environment|component|model|data ...`: versioned assets, created from Azure ML's
+//! YAML files.
 
 use std::path::{Path, PathBuf};
 

@@ -62,10 +62,13 @@ pub fn absolute(path: &str, base: &str) -> String {
     if path.contains("://") || path.starts_with("azureml:") || path.contains("${{") {
         return path.to_string();
     }
-    let local = path
+    let mut local = path
         .strip_prefix("file://")
         .or_else(|| path.strip_prefix("file:"))
         .unwrap_or(path);
+    while let Some(rest) = local.strip_prefix("./") {
+        local = rest;
+    }
     Path::new(base).join(local).to_string_lossy().into_owned()
 }
 
@@ -327,33 +330,24 @@ fn inline_job(step: &StepSpec, pipeline_base: &str) -> Map<String, Value> {
     job
 }
 
-/// A sweep step's job file: its trial (a component) made a command job whose search-space
-/// inputs become `${{search_space.<name>}}`.
-fn sweep_job(
+/// A sweep's trial that is a component, made the command job its trials run: `inputs` bind
+/// the component's inputs, those named in the search space become `${{search_space.<name>}}`
+/// in the command, and its code and conda file are named by absolute path (the trials start
+/// from the sweep's folder, not the component's).
+pub fn component_trial(
     name: &str,
-    step: &StepSpec,
-    comp: Option<&Resolved>,
-    pipeline_base: &str,
+    comp: &Resolved,
+    inputs: Option<&Value>,
+    outputs: Option<&Value>,
+    space: &BTreeSet<String>,
+    base: &str,
     errors: &mut Vec<String>,
 ) -> Map<String, Value> {
-    let mut job = step.fields.clone();
-    job.insert("type".into(), json!("sweep"));
-    let Some(comp) = comp else {
-        return inline_job(step, pipeline_base);
-    };
-    let space: BTreeSet<String> = step
-        .fields
-        .get("search_space")
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
-    let mut bound = step
-        .fields
-        .get("inputs")
+    let mut bound = inputs
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    for p in &space {
+    for p in space {
         bound.insert(p.clone(), json!(format!("${{{{search_space.{p}}}}}")));
     }
     let trial_step = StepSpec {
@@ -363,31 +357,74 @@ fn sweep_job(
             ("inputs".to_string(), Value::Object(bound)),
             (
                 "outputs".to_string(),
-                step.fields.get("outputs").cloned().unwrap_or(Value::Null),
+                outputs.cloned().unwrap_or(Value::Null),
             ),
         ]
         .into_iter()
         .collect(),
     };
-    let mut trial = command_job(name, &trial_step, comp, pipeline_base, errors);
+    let mut trial = command_job(name, &trial_step, comp, base, errors);
     // The sweep fills its parameters into the command itself.
     let mut command = trial["command"].as_str().unwrap_or_default().to_string();
     if let Some(Value::Object(inputs)) = trial.get_mut("inputs") {
-        for p in &space {
+        for p in space {
             inputs.remove(p);
-            command = command
-                .replace(
-                    &format!("${{{{inputs.{p}}}}}"),
-                    &format!("${{{{search_space.{p}}}}}"),
-                )
-                .replace(
-                    &format!("${{{{ inputs.{p} }}}}"),
-                    &format!("${{{{search_space.{p}}}}}"),
-                );
+            for form in [
+                format!("${{{{inputs.{p}}}}}"),
+                format!("${{{{ inputs.{p} }}}}"),
+            ] {
+                command = command.replace(&form, &format!("${{{{search_space.{p}}}}}"));
+            }
         }
     }
     trial.insert("command".into(), json!(command));
     trial.remove("type");
+    if let Some(code) = trial.get("code").and_then(Value::as_str) {
+        let code = absolute(code, &comp.base_dir);
+        trial.insert("code".into(), json!(code));
+    }
+    if let Some(Value::Object(env)) = trial.get_mut("environment")
+        && let Some(conda) = env.get("conda_file").and_then(Value::as_str)
+    {
+        let conda = absolute(conda, &comp.base_dir);
+        env.insert("conda_file".into(), json!(conda));
+    }
+    trial
+}
+
+/// The names a sweep's `search_space` gives.
+pub fn space_names(search_space: Option<&Value>) -> BTreeSet<String> {
+    search_space
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// A sweep step's job file: its trial (a component) made a command job whose search-space
+/// inputs become `${{search_space.<name>}}`.
+fn sweep_job(
+    name: &str,
+    step: &StepSpec,
+    comp: Option<&Resolved>,
+    pipeline_base: &str,
+    errors: &mut Vec<String>,
+) -> Map<String, Value> {
+    let Some(comp) = comp else {
+        let mut job = inline_job(step, pipeline_base);
+        job.insert("type".into(), json!("sweep"));
+        return job;
+    };
+    let mut job = step.fields.clone();
+    job.insert("type".into(), json!("sweep"));
+    let trial = component_trial(
+        name,
+        comp,
+        step.fields.get("inputs"),
+        step.fields.get("outputs"),
+        &space_names(step.fields.get("search_space")),
+        pipeline_base,
+        errors,
+    );
     job.insert(
         "outputs".into(),
         trial.get("outputs").cloned().unwrap_or_default(),

@@ -103,7 +103,7 @@ fn a_component_step_gets_its_defaults_its_optional_segments_and_the_pipeline_com
     let job = p.materialize("train_job", &BTreeMap::new()).unwrap();
     assert_eq!(
         job["inputs"]["training_data"],
-        json!({"type": "uri_folder", "path": "/work/project/./data"})
+        json!({"type": "uri_folder", "path": "/work/project/data"})
     );
     assert_eq!(job["inputs"]["max_epocs"], json!(20));
     assert_eq!(
@@ -131,7 +131,7 @@ fn a_step_reads_the_path_its_producer_made() {
     );
     assert_eq!(
         job["inputs"]["test_data"],
-        json!({"type": "uri_file", "path": "/work/project/./data/test.csv"})
+        json!({"type": "uri_file", "path": "/work/project/data/test.csv"})
     );
     let e = p.materialize("score_job", &BTreeMap::new()).unwrap_err();
     assert!(
@@ -219,7 +219,7 @@ jobs:
     assert!(job["trial"]["inputs"].get("max_epocs").is_none());
     assert_eq!(
         job["trial"]["inputs"]["training_data"]["path"],
-        "/work/project/./data"
+        "/work/project/data"
     );
     assert_eq!(job["outputs"]["model_output"]["type"], "uri_folder");
 }

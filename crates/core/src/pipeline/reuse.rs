@@ -1,6 +1,6 @@
 //! Reuse keys: a deterministic step whose job file, code, environment and input contents are
 //! unchanged gets the key of the earlier run, whose outputs then stand in for it. Names,
-//! display names, tags, the experiment and the compute do not count; each data input counts
+//! display names, tags, the experiment, the compute and where outputs go do not count; each data input counts
 //! by the digest of its contents, not by its path, so a step that reads the outputs of a step
 //! that ran again (to the same bytes) is still reused.
 
@@ -64,6 +64,15 @@ pub fn key(job: &Value, digests: &BTreeMap<String, String>) -> String {
                     (v.as_object_mut(), digests.get(&format!("input:{name}")))
                 {
                     obj.insert("path".into(), Value::String(d.clone()));
+                }
+            }
+        }
+        // Where outputs are written does not change what is computed (a default datastore
+        // path names the job).
+        if let Some(Value::Object(outputs)) = m.get_mut("outputs") {
+            for v in outputs.values_mut() {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("path");
                 }
             }
         }
@@ -138,6 +147,18 @@ mod tests {
             base,
             key(&other, &digests(&[("input:d", "abc"), ("code", "c1")]))
         );
+    }
+
+    #[test]
+    fn where_an_output_goes_does_not_count() {
+        let mut a = job("a", "/x");
+        a["outputs"] = json!({"o": {"type": "uri_folder", "path": "azureml://datastores/d/paths/azureml/p1_s/o/"}});
+        let mut b = a.clone();
+        b["outputs"]["o"]["path"] = json!("azureml://datastores/d/paths/azureml/p2_s/o/");
+        let d = digests(&[("input:d", "abc")]);
+        assert_eq!(key(&a, &d), key(&b, &d));
+        b["outputs"]["o"]["type"] = json!("uri_file");
+        assert_ne!(key(&a, &d), key(&b, &d), "its type does");
     }
 
     #[test]

@@ -569,36 +569,44 @@ pub async fn upload_target(
 }
 
 /// Cancels a job; a sweep or pipeline is marked canceled here and its driver cancels its
-/// children.
+/// children. Its driver writes the same record: a write it made in between is read again.
 pub async fn cancel(state: &AppState, name: &str) -> Result<(), ApiError> {
-    let job = get(state, name).await?;
-    if !job.value.is_driven() {
-        state.jobs.cancel(name).await?;
-        return Ok(());
-    }
-    let status = job.value.state.status();
-    if status.is_terminal() {
-        return Err(berth_scheduler::manager::ManagerError::AlreadyFinished {
-            name: name.to_string(),
-            status,
+    loop {
+        let job = get(state, name).await?;
+        if !job.value.is_driven() {
+            state.jobs.cancel(name).await?;
+            return Ok(());
         }
-        .into());
+        let status = job.value.state.status();
+        if status.is_terminal() {
+            return Err(berth_scheduler::manager::ManagerError::AlreadyFinished {
+                name: name.to_string(),
+                status,
+            }
+            .into());
+        }
+        let mut record = job.value.clone();
+        record.state = JobState::Canceled {
+            started_at: record.state.started_at(),
+            ended_at: OffsetDateTime::now_utc(),
+        };
+        let written = state
+            .store
+            .update(
+                Kind::Job,
+                name,
+                job.resource_version,
+                Some(JobStatus::Canceled.as_str()),
+                &record,
+            )
+            .await;
+        match written {
+            Ok(_) => {
+                state.jobs.notify();
+                return Ok(());
+            }
+            Err(berth_store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
-    let mut record = job.value.clone();
-    record.state = JobState::Canceled {
-        started_at: record.state.started_at(),
-        ended_at: OffsetDateTime::now_utc(),
-    };
-    state
-        .store
-        .update(
-            Kind::Job,
-            name,
-            job.resource_version,
-            Some(JobStatus::Canceled.as_str()),
-            &record,
-        )
-        .await?;
-    state.jobs.notify();
-    Ok(())
 }

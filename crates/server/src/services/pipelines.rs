@@ -95,6 +95,16 @@ async fn check_steps(state: &AppState, src: &Source<'_>, plan: &Plan) -> Result<
             })
         })
         .collect();
+    if let Some(ds) = &plan.settings.default_datastore
+        && crate::services::resources::datastore_root(state, ds)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::spec(
+            src.error_near("default_datastore", None, format!("datastore `{ds}` does not exist"))
+                .hint(format!("create it with `berth datastore create --name {ds} --path <folder>`, or leave `default_datastore` out to keep outputs in each step's folder")),
+        ));
+    }
     for (name, step) in &plan.steps {
         let near = |m: String| src.error_near(name, None, format!("step `{name}`: {m}"));
         let at = |m: String| ApiError::spec(near(m));
@@ -367,6 +377,29 @@ fn child_file(record: &JobRecord, plan: &Plan, step: &str, job: &mut Value) {
     let kind = plan.steps.get(step).map(|s| s.kind);
     if kind == Some(StepKind::Pipeline) {
         return;
+    }
+    if kind == Some(StepKind::Command)
+        && let Some(ds) = &plan.settings.default_datastore
+    {
+        // Outputs without a path go to the default datastore, where Azure ML puts them.
+        let child = format!("{}_{step}", record.name);
+        if let Some(Value::Object(outputs)) = job.get_mut("outputs") {
+            for (o, v) in outputs.iter_mut() {
+                if v.is_null() {
+                    *v = json!({});
+                }
+                let Some(m) = v.as_object_mut() else { continue };
+                if m.contains_key("path") {
+                    continue;
+                }
+                let file = m.get("type").and_then(Value::as_str) == Some("uri_file");
+                let path = format!(
+                    "azureml://datastores/{ds}/paths/azureml/{child}/{o}/{}",
+                    if file { o.as_str() } else { "" }
+                );
+                m.insert("path".into(), json!(path));
+            }
+        }
     }
     let compute = compute_of(job, plan);
     match kind {

@@ -88,9 +88,79 @@ fn params_for(spec: &SweepSpec, parent: &str, i: usize, history: &[Observation])
     }
 }
 
+/// A sweep whose `trial:` names a component (a file or `azureml:<name>...`), rewritten with
+/// the command job its trials run (the sweep's `inputs` bind the component's); `None` for a
+/// trial written as a command job.
+async fn with_component_trial(
+    state: &AppState,
+    req: &JobCreateRequest,
+    base_dir: &std::path::Path,
+) -> Result<Option<String>, ApiError> {
+    use berth_core::pipeline::plan::{component_trial, space_names};
+    use berth_core::pipeline::spec::ComponentRef;
+    let src = Source::new(&req.file, &req.yaml);
+    let text = berth_core::overrides::apply(&src, &req.set).map_err(ApiError::spec)?;
+    let Ok(mut doc) = serde_saphyr::from_str::<Value>(&text) else {
+        // The sweep's own parse says what is wrong.
+        return Ok(None);
+    };
+    let Some(reference) = doc
+        .get("trial")
+        .filter(|t| t.is_string())
+        .and_then(ComponentRef::of)
+    else {
+        return Ok(None);
+    };
+    let comp =
+        crate::services::components::resolve(state, &src, "trial", &reference, base_dir).await?;
+    if comp.spec.kind != "command" {
+        return Err(ApiError::spec(src.error_near(
+            "trial",
+            None,
+            format!(
+                "the trial's component {} is a {} component; a trial is a command component",
+                comp.label, comp.spec.kind
+            ),
+        )));
+    }
+    let mut errors = Vec::new();
+    let trial = component_trial(
+        "trial",
+        &comp,
+        doc.get("inputs"),
+        doc.get("outputs"),
+        &space_names(doc.get("search_space")),
+        &req.base_dir,
+        &mut errors,
+    );
+    if !errors.is_empty() {
+        return Err(ApiError::spec(src.error_near(
+            "trial",
+            None,
+            errors.join("\n"),
+        )));
+    }
+    doc["trial"] = Value::Object(trial);
+    if let Some(m) = doc.as_object_mut() {
+        m.remove("inputs");
+    }
+    Ok(Some(doc.to_string()))
+}
+
 /// Accepts a sweep file: checks it whole (and its first trial as a job file), stores the
 /// sweep, and starts its driver.
-pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, ApiError> {
+pub async fn create(state: &AppState, mut req: JobCreateRequest) -> Result<JobView, ApiError> {
+    let base_dir = PathBuf::from(&req.base_dir);
+    if !base_dir.is_absolute() {
+        return Err(ApiError::BadRequest(format!(
+            "base_dir `{}` must be an absolute path",
+            req.base_dir
+        )));
+    }
+    if let Some(text) = with_component_trial(state, &req, &base_dir).await? {
+        req.yaml = text;
+        req.set.clear();
+    }
     let src = Source::new(&req.file, &req.yaml);
     // `--set` and `--name` apply as to a command job; the driver keeps the text they made.
     let spec = berth_core::overrides::parse_with_sets(&src, &req.set, SweepSpec::parse)
@@ -100,13 +170,6 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
     } else {
         berth_core::overrides::apply(&src, &req.set).map_err(ApiError::spec)?
     };
-    let base_dir = PathBuf::from(&req.base_dir);
-    if !base_dir.is_absolute() {
-        return Err(ApiError::BadRequest(format!(
-            "base_dir `{}` must be an absolute path",
-            req.base_dir
-        )));
-    }
     let name = crate::services::jobs::free_name(state, spec.name.clone()).await?;
     let first = trial_file(&spec, &name, 0, &params_for(&spec, &name, 0, &[]));
     let mut trial = JobSpec::parse(&Source::new(&format!("{} (trial)", req.file), &first))
