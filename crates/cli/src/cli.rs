@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-#[cfg(feature = "kubernetes")]
 pub use crate::cli_component::ComponentCommand;
+#[cfg(feature = "kubernetes")]
 pub use crate::cli_extension::{ExtensionCommand, ExtensionSettings, ExtensionTarget, Readiness};
 
 /// Berth: training jobs and inference endpoints on one machine or a Kubernetes cluster,

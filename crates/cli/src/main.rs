@@ -2,8 +2,8 @@
 //! server, or the per-job supervisor.
 
 mod cli;
-#[cfg(feature = "kubernetes")]
 mod cli_component;
+#[cfg(feature = "kubernetes")]
 mod cli_extension;
 mod client;
 mod commands;
