@@ -295,11 +295,44 @@ pub enum JobCommand {
         #[arg(short, long)]
         name: String,
     },
-    /// List jobs, newest first.
+    /// List jobs, newest first: the first 50 unless told otherwise.
     List {
         /// Only the trials or steps of this sweep or pipeline.
         #[arg(long)]
         parent_job_name: Option<String>,
+        /// How many jobs (default 50, as az).
+        #[arg(short = 'r', long, conflicts_with = "all_results")]
+        max_results: Option<i64>,
+        /// Every job, a page at a time.
+        #[arg(long)]
+        all_results: bool,
+        /// Only jobs with this status (repeatable).
+        #[arg(long)]
+        status: Vec<String>,
+        /// Only this experiment's jobs.
+        #[arg(long)]
+        experiment_name: Option<String>,
+        /// Only the jobs of this compute.
+        #[arg(long)]
+        compute: Option<String>,
+        /// Archived jobs too.
+        #[arg(long, conflicts_with = "archived_only")]
+        include_archived: bool,
+        /// Only archived jobs.
+        #[arg(long)]
+        archived_only: bool,
+    },
+    /// Archive a job that has ended: it leaves `job list` (see --include-archived).
+    Archive {
+        /// Job name.
+        #[arg(short, long)]
+        name: String,
+    },
+    /// Restore an archived job.
+    Restore {
+        /// Job name.
+        #[arg(short, long)]
+        name: String,
     },
     /// Stream a job's log until it ends; exit non-zero unless it completes.
     Stream {

@@ -194,6 +194,9 @@ pub struct JobView {
     /// settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<serde_json::Value>,
+    /// Archived: left out of `job list` unless asked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
     /// Version.
     pub resource_version: i64,
 }

@@ -99,6 +99,21 @@ impl JobStatus {
         JobStatus::Finalizing,
     ];
 
+    /// Every status's name.
+    pub fn all_names() -> [&'static str; 8] {
+        [
+            JobStatus::NotStarted,
+            JobStatus::Queued,
+            JobStatus::Preparing,
+            JobStatus::Running,
+            JobStatus::Finalizing,
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Canceled,
+        ]
+        .map(JobStatus::as_str)
+    }
+
     /// The names of [`JobStatus::ACTIVE`], as the store filters by them.
     pub fn active_names() -> [&'static str; 5] {
         JobStatus::ACTIVE.map(JobStatus::as_str)
@@ -322,6 +337,9 @@ pub struct JobRecord {
     /// own: the server's pipeline driver runs its steps as child jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<PipelineRun>,
+    /// Archived (`job archive`): left out of lists unless asked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
 }
 
 impl JobRecord {

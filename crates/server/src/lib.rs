@@ -195,17 +195,12 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     let body = out.trim_end().trim_end_matches("# EOF").to_string();
     out = body;
     out.push_str("# HELP berth_jobs Jobs by status.\n# TYPE berth_jobs gauge\n");
-    let jobs = state
+    // One aggregate query: a scrape costs the same at ten jobs or ten million.
+    let counts = state
         .store
-        .list::<berth_core::job::JobRecord>(berth_store::Kind::Job)
+        .count_by_status(berth_store::Kind::Job)
         .await
         .unwrap_or_default();
-    let mut counts = std::collections::BTreeMap::new();
-    for j in jobs {
-        *counts
-            .entry(j.value.state.status().as_str())
-            .or_insert(0u64) += 1;
-    }
     for (status, n) in counts {
         out.push_str(&format!("berth_jobs{{status=\"{status}\"}} {n}\n"));
     }

@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 
+pub mod listing;
 pub mod page;
 pub mod tracking;
 

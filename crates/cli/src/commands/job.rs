@@ -51,14 +51,60 @@ pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32,
             let job: JobView = client.get(&format!("/api/jobs/{}", seg(&name))).await?;
             out.print(&job, &COLUMNS).map(|_| 0)
         }
-        JobCommand::List { parent_job_name } => {
-            let path = match parent_job_name {
-                Some(p) => format!("/api/jobs?parent={}", seg(&p)),
-                None => "/api/jobs".to_string(),
+        JobCommand::List {
+            parent_job_name,
+            max_results,
+            all_results,
+            status,
+            experiment_name,
+            compute,
+            include_archived,
+            archived_only,
+        } => {
+            let mut query = vec![format!(
+                "max_results={}",
+                max_results.unwrap_or(if all_results { 1000 } else { 50 })
+            )];
+            let mut add = |k: &str, v: Option<String>| {
+                if let Some(v) = v {
+                    query.push(format!("{k}={}", seg(&v)));
+                }
             };
-            let jobs: Vec<JobView> = client.get(&path).await?;
+            add("parent", parent_job_name);
+            add("status", (!status.is_empty()).then(|| status.join(",")));
+            add("experiment", experiment_name);
+            add("compute", compute);
+            add(
+                "archived",
+                (include_archived || archived_only)
+                    .then(|| if archived_only { "only" } else { "include" }.to_string()),
+            );
+            let base = format!("/api/jobs?{}", query.join("&"));
+            let mut jobs: Vec<JobView> = Vec::new();
+            let mut next: Option<String> = None;
+            loop {
+                let path = match &next {
+                    Some(t) => format!("{base}&continuation={}", seg(t)),
+                    None => base.clone(),
+                };
+                let resp = client.send(Method::GET, &path, None::<&()>).await?;
+                next = resp
+                    .headers()
+                    .get("berth-continuation")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let page: Vec<JobView> = resp.json().await.map_err(|e| {
+                    Failure::new(format!("the server's answer is not readable: {e}"))
+                })?;
+                jobs.extend(page);
+                if !all_results || next.is_none() {
+                    break;
+                }
+            }
             out.print(&jobs, &COLUMNS).map(|_| 0)
         }
+        JobCommand::Archive { name } => archive(client, out, &name, "archive").await,
+        JobCommand::Restore { name } => archive(client, out, &name, "restore").await,
         JobCommand::Stream { name } => follow(client, &name).await,
         JobCommand::Metrics { name, metric } => {
             let mut path = format!("/api/jobs/{}/metrics", seg(&name));
@@ -250,4 +296,16 @@ fn write_file(path: &Path, data: &[u8]) -> Result<(), Failure> {
     }
     std::fs::write(path, data)
         .map_err(|e| Failure::new(format!("cannot write {}: {e}", path.display())))
+}
+
+/// `job archive` and `job restore`.
+async fn archive(client: &Client, out: &Printer, name: &str, verb: &str) -> Result<i32, Failure> {
+    let job: JobView = client
+        .call(
+            Method::POST,
+            &format!("/api/jobs/{}/{verb}", seg(name)),
+            None::<&()>,
+        )
+        .await?;
+    out.print(&job, &COLUMNS).map(|_| 0)
 }

@@ -256,12 +256,23 @@ pub fn runtime_pids(home: &Path) -> Vec<u32> {
 
 /// A minimal HTTP/1.1 POST over a plain TCP socket: returns the status and the body.
 pub fn http_post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let (status, _, body) = http_request("POST", url, headers, body);
+    (status, body)
+}
+
+/// A minimal HTTP/1.1 request over a plain TCP socket: the status, the head and the body.
+pub fn http_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').expect("path");
     let mut conn = std::net::TcpStream::connect(host).expect("connect");
     let mut req = format!(
-        "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -277,11 +288,8 @@ pub fn http_post(url: &str, headers: &[(&str, &str)], body: &str) -> (u16, Strin
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 pub fn text(b: &[u8]) -> String {

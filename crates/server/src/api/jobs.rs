@@ -9,9 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::api::{JobCreateRequest, JobView, OutputFile};
-use berth_core::job::JobRecord;
 use berth_scheduler::workdir::JobDir;
-use berth_store::Kind;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -77,26 +75,36 @@ pub async fn metrics(
     Ok(Json(out))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    parent: Option<String>,
-}
+/// The response header that carries the next page's token.
+pub const CONTINUATION: &str = "berth-continuation";
 
+/// A page of jobs, newest first; the next page's token in the `berth-continuation` header.
 pub async fn list(
     State(s): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<JobView>>, ApiError> {
-    let jobs = s.store.list::<JobRecord>(Kind::Job).await?;
-    let wanted = |j: &&berth_store::Stored<JobRecord>| {
-        q.parent.is_none() || j.value.parent_job_name == q.parent
-    };
-    Ok(Json(
-        jobs.iter()
-            .rev()
-            .filter(wanted)
-            .map(|j| svc::view(&s, j))
-            .collect(),
-    ))
+    Query(q): Query<crate::services::job_list::ListParams>,
+) -> Result<Response, ApiError> {
+    let (jobs, next) = crate::services::job_list::list(&s, &q).await?;
+    let mut resp = Json(jobs).into_response();
+    if let Some(t) = next.and_then(|t| axum::http::HeaderValue::from_str(&t).ok()) {
+        resp.headers_mut().insert(CONTINUATION, t);
+    }
+    Ok(resp)
+}
+
+/// `POST /api/jobs/{name}/archive`.
+pub async fn archive(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    svc::set_archived(&s, &name, true).await.map(Json)
+}
+
+/// `POST /api/jobs/{name}/restore`.
+pub async fn restore(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    svc::set_archived(&s, &name, false).await.map(Json)
 }
 
 pub async fn cancel(

@@ -134,8 +134,20 @@ fn job_routes() -> Documented<AppState> {
         .at(
             "get",
             "/api/jobs",
-            "list jobs, newest first (?parent=NAME: a sweep's trials)",
+            "list jobs, newest first, a page at a time (?max_results=N (default 100, at most 1000), ?continuation=TOKEN from the `berth-continuation` header, ?status=A,B, ?experiment=E, ?parent=P, ?compute=C, ?archived=include|only)",
             get(jobs::list),
+        )
+        .at(
+            "post",
+            "/api/jobs/{name}/archive",
+            "archive a finished job (left out of lists unless asked for)",
+            post(jobs::archive),
+        )
+        .at(
+            "post",
+            "/api/jobs/{name}/restore",
+            "restore an archived job",
+            post(jobs::restore),
         )
         .at("get", "/api/jobs/{name}", "show a job", get(jobs::show))
         .at(

@@ -105,6 +105,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         sweep: None,
         pipeline: None,
         spec,
+        archived: false,
     };
     snapshot(&workdir, code).await?;
     let tracking = match crate::mlflow::jobs::open_run(state, &record).await {
@@ -516,6 +517,7 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
             .pipeline
             .as_ref()
             .map(crate::services::pipelines::summary),
+        archived: job.archived,
         gpus,
         resource_version: stored.resource_version,
     }
@@ -605,6 +607,49 @@ pub async fn cancel(state: &AppState, name: &str) -> Result<(), ApiError> {
                 state.jobs.notify();
                 return Ok(());
             }
+            Err(berth_store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Archives (or restores) a job. A job that has not ended cannot be archived.
+pub async fn set_archived(
+    state: &AppState,
+    name: &str,
+    archived: bool,
+) -> Result<JobView, ApiError> {
+    loop {
+        let job = get(state, name).await?;
+        let status = job.value.state.status();
+        if archived && !status.is_terminal() {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "job `{name}` is {}; only a job that has ended can be archived",
+                    status.as_str()
+                ),
+                hint: Some(format!(
+                    "wait for it to end, or `berth job cancel --name {name}` first"
+                )),
+            });
+        }
+        if job.value.archived == archived {
+            return Ok(view(state, &job));
+        }
+        let mut record = job.value.clone();
+        record.archived = archived;
+        match state
+            .store
+            .update(
+                Kind::Job,
+                name,
+                job.resource_version,
+                Some(status.as_str()),
+                &record,
+            )
+            .await
+        {
+            Ok(_) => return Ok(view(state, &get(state, name).await?)),
             Err(berth_store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -213,6 +213,7 @@ pub async fn create(state: &AppState, mut req: JobCreateRequest) -> Result<JobVi
         tracking: None,
         parent_job_name: req.parent_job_name.clone(),
         pipeline: None,
+        archived: false,
         sweep: Some(SweepRun {
             file: req.file.clone(),
             yaml: text,

@@ -34,6 +34,7 @@ fn record(dir: &Path, yaml: &str) -> JobRecord {
         parent_job_name: None,
         sweep: None,
         pipeline: None,
+        archived: false,
         spec,
     }
 }

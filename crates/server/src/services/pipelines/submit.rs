@@ -200,6 +200,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         tracking: None,
         parent_job_name: req.parent_job_name.clone(),
         sweep: None,
+        archived: false,
         spec: parent_spec(&spec, &name, &plan),
         pipeline: Some(PipelineRun {
             file: req.file.clone(),
