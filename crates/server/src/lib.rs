@@ -321,6 +321,9 @@ pub async fn build_state(
     api_url: &str,
     scoring_url: &str,
 ) -> Result<AppState, StartError> {
+    // Job folders last changed before this instant and owned by no job were left by an
+    // interrupted submission; anything this server makes is newer.
+    let started = std::time::SystemTime::now();
     let home = &config.home;
     let OpenedHome {
         token,
@@ -389,6 +392,10 @@ pub async fn build_state(
         clusters,
     };
     start_serving(&state, serving_events).await;
+    let (st, home) = (state.store.clone(), home.clone());
+    tokio::spawn(async move {
+        services::leftovers::remove_orphan_job_folders(st, &home, started).await
+    });
     monitor::start(state.clone());
     Ok(state)
 }

@@ -257,6 +257,44 @@ impl Store {
         }
     }
 
+    /// Inserts many resources in one transaction (an import, or a bench's history): all or
+    /// none. `items` are `(name, status, body)`.
+    pub async fn insert_many<T: Serialize>(
+        &self,
+        kind: Kind,
+        items: &[(String, Option<String>, T)],
+    ) -> Result<(), StoreError> {
+        let t = now();
+        let mut tx = self.write_tx().await?;
+        for (name, status, value) in items {
+            let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
+            let res = sqlx::query(
+                "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
+            )
+            .bind(kind.as_str())
+            .bind(name)
+            .bind(status)
+            .bind(body)
+            .bind(&t)
+            .bind(&t)
+            .execute(&mut *tx)
+            .await;
+            match res {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(StoreError::AlreadyExists {
+                        kind,
+                        name: name.clone(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tx.commit().await?;
+        self.changed(kind);
+        Ok(())
+    }
+
     /// Inserts or replaces a resource; returns its new version.
     pub async fn upsert<T: Serialize>(
         &self,
@@ -358,6 +396,39 @@ impl Store {
             .bind(kind.as_str())
             .fetch_all(&self.pool)
             .await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Which of `names` exist as resources of `kind` (one query; give a few hundred at most).
+    pub async fn existing(
+        &self,
+        kind: Kind,
+        names: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        if names.is_empty() {
+            return Ok(Default::default());
+        }
+        let sql = format!(
+            "SELECT name FROM resources WHERE kind = ? AND name IN ({})",
+            vec!["?"; names.len()].join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.as_str());
+        for n in names {
+            q = q.bind(n);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// The names of `kind`'s resources whose status is not `status`.
+    pub async fn names_except(&self, kind: Kind, status: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name FROM resources WHERE kind = ? AND (status IS NULL OR status != ?)",
+        )
+        .bind(kind.as_str())
+        .bind(status)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 

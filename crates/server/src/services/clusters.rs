@@ -146,11 +146,17 @@ pub fn forget(state: &AppState, compute: &str) {
 pub async fn collect_orphans(state: &AppState) {
     use std::collections::HashSet;
     let known_at = std::time::SystemTime::now();
-    let (Ok(computes), Ok(jobs), Ok(deployments)) = (
-        state.store.list::<ComputeSpec>(Kind::Compute).await,
+    let Ok(computes) = state.store.list::<ComputeSpec>(Kind::Compute).await else {
+        return;
+    };
+    if !computes.iter().any(|c| is_kubernetes(&c.value)) {
+        return;
+    }
+    // Names only: a long history is not read whole.
+    let (Ok(jobs), Ok(deployments)) = (
         state
             .store
-            .list::<berth_core::job::JobRecord>(Kind::Job)
+            .names_except(Kind::Job, berth_core::job::JobStatus::Canceled.as_str())
             .await,
         state
             .store
@@ -159,11 +165,7 @@ pub async fn collect_orphans(state: &AppState) {
     ) else {
         return;
     };
-    let known_jobs: HashSet<String> = jobs
-        .into_iter()
-        .filter(|j| j.value.state.status() != berth_core::job::JobStatus::Canceled)
-        .map(|j| j.value.name)
-        .collect();
+    let known_jobs: HashSet<String> = jobs.into_iter().collect();
     let known_deployments: HashSet<(String, String)> = deployments
         .into_iter()
         .map(|d| (d.value.spec.endpoint_name, d.value.spec.name))
