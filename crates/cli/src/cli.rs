@@ -198,6 +198,10 @@ pub struct ServerArgs {
     /// Seconds a connection may stay open with nothing in flight [default: 60].
     #[arg(long)]
     pub idle_timeout_seconds: Option<u64>,
+    /// Days an archived job keeps its code snapshot and outputs (its record and logs stay);
+    /// checked hourly [default: kept for ever].
+    #[arg(long)]
+    pub retain_days: Option<u32>,
     /// Run local jobs' commands as this user (name or uid); the server must run as root.
     #[arg(long)]
     pub run_as: Option<String>,
@@ -333,6 +337,19 @@ pub enum JobCommand {
         /// Job name.
         #[arg(short, long)]
         name: String,
+    },
+    /// Remove the code snapshots and outputs of archived jobs that ended more than
+    /// --retain-days ago; their records and logs stay.
+    Prune {
+        /// Days to keep (at least 1).
+        #[arg(long)]
+        retain_days: u32,
+        /// Only this experiment's jobs.
+        #[arg(long)]
+        experiment_name: Option<String>,
+        /// Say what would be freed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Stream a job's log until it ends; exit non-zero unless it completes.
     Stream {

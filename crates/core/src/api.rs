@@ -197,6 +197,9 @@ pub struct JobView {
     /// Archived: left out of `job list` unless asked for.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archived: bool,
+    /// Its code snapshot and outputs were removed by retention.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
     /// Version.
     pub resource_version: i64,
 }
@@ -272,4 +275,29 @@ pub struct DeploymentView {
     pub ready_replicas: usize,
     /// Version.
     pub resource_version: i64,
+}
+
+/// `POST /api/jobs/prune`: remove the code snapshots and outputs of archived jobs that ended
+/// more than `retain_days` ago (their records and logs stay).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruneRequest {
+    /// Days to keep; at least 1.
+    pub retain_days: u32,
+    /// Only this experiment's jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_name: Option<String>,
+    /// Say what would be freed, and free nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a prune freed (or would free).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PruneReport {
+    /// The jobs.
+    pub jobs: Vec<String>,
+    /// Bytes freed (or that would be).
+    pub bytes: u64,
+    /// Whether nothing was removed.
+    pub dry_run: bool,
 }

@@ -340,6 +340,9 @@ pub struct JobRecord {
     /// Archived (`job archive`): left out of lists unless asked for.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub archived: bool,
+    /// Its code snapshot and outputs were removed by retention (its record and logs stay).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
 }
 
 impl JobRecord {

@@ -43,6 +43,9 @@ pub struct ServerConfig {
     pub idle_timeout_seconds: u64,
     /// The user local jobs run as (the server being root).
     pub run_as: Option<String>,
+    /// Days an archived job keeps its code snapshot and outputs (its record and logs stay);
+    /// checked hourly. `None`: kept for ever.
+    pub retain_days: Option<u32>,
     /// The command that supervises one job (`<berth> job-supervise`).
     pub supervisor: Vec<String>,
     /// The command that runs one deployment replica (`<berth> runtime`).
@@ -83,6 +86,8 @@ pub struct ConfigLayer {
     pub idle_timeout_seconds: Option<u64>,
     /// `run_as: ml`
     pub run_as: Option<String>,
+    /// `retain_days: 30`
+    pub retain_days: Option<u32>,
 }
 
 /// Why the configuration cannot be used.
@@ -100,6 +105,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// A setting is out of range.
+    #[error("{0}")]
+    Invalid(String),
     /// An environment variable holds a bad value.
     #[error("environment variable {name}={value} is not valid: {reason}")]
     Env {
@@ -132,6 +140,7 @@ impl ConfigLayer {
             max_connections: self.max_connections.or(base.max_connections),
             idle_timeout_seconds: self.idle_timeout_seconds.or(base.idle_timeout_seconds),
             run_as: self.run_as.or(base.run_as),
+            retain_days: self.retain_days.or(base.retain_days),
         }
     }
 
@@ -171,6 +180,7 @@ impl ConfigLayer {
             max_connections: parse(&get, "BERTH_MAX_CONNECTIONS")?,
             idle_timeout_seconds: parse(&get, "BERTH_IDLE_TIMEOUT_SECONDS")?,
             run_as: parse(&get, "BERTH_RUN_AS")?,
+            retain_days: parse(&get, "BERTH_RETAIN_DAYS")?,
         })
     }
 }
@@ -201,6 +211,11 @@ impl ServerConfig {
             }
         };
         let merged = flags.over(env.over(file));
+        if merged.retain_days == Some(0) {
+            return Err(ConfigError::Invalid(
+                "retain_days is 0: retention is counted in whole days, at least 1 (leave it out to keep everything)".into(),
+            ));
+        }
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Ok(ServerConfig {
             home: home.to_path_buf(),
@@ -219,6 +234,7 @@ impl ServerConfig {
             max_connections: merged.max_connections,
             idle_timeout_seconds: merged.idle_timeout_seconds.unwrap_or(60).max(1),
             run_as: merged.run_as,
+            retain_days: merged.retain_days,
             supervisor: berth
                 .iter()
                 .map(|b| vec![b.clone(), "job-supervise".into()])
@@ -263,6 +279,25 @@ mod tests {
         assert_eq!(c.local_gpus, Some(1));
         assert_eq!(c.api_listen.port(), 0);
         assert_eq!(c.scoring_listen.port(), 8701);
+        Ok(())
+    }
+
+    #[test]
+    fn a_retention_of_zero_days_is_refused_at_start() -> Result<(), Box<dyn std::error::Error>> {
+        let home = tempfile::tempdir()?;
+        let flags = ConfigLayer {
+            retain_days: Some(0),
+            ..Default::default()
+        };
+        let err = ServerConfig::load(home.path(), ConfigLayer::default(), flags, None).err();
+        assert!(
+            err.map(|e| e.to_string())
+                .unwrap_or_default()
+                .contains("retain_days is 0"),
+        );
+        let env = ConfigLayer::from_env(|k| (k == "BERTH_RETAIN_DAYS").then(|| "30".to_string()))?;
+        let c = ServerConfig::load(home.path(), env, ConfigLayer::default(), None)?;
+        assert_eq!(c.retain_days, Some(30));
         Ok(())
     }
 

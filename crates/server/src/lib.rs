@@ -397,6 +397,9 @@ pub async fn build_state(
         services::leftovers::remove_orphan_job_folders(st, &home, started).await
     });
     monitor::start(state.clone());
+    if let Some(days) = config.retain_days {
+        services::retention::start(state.clone(), days);
+    }
     Ok(state)
 }
 

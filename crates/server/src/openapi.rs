@@ -85,6 +85,7 @@ fn schemas() -> Value {
         "EndpointUpdate": {"type": "object", "properties": string_fields(&["traffic", "mirror_traffic"])},
         "Regenerate": {"type": "object", "required": ["keyType"], "properties": {"keyType": {"type": "string", "enum": ["primary", "secondary"]}}},
         "Apply": {"type": "object", "required": ["file", "yaml"], "properties": string_fields(&["file", "yaml"])},
+        "PruneRequest": {"type": "object", "required": ["retain_days"], "properties": {"retain_days": {"type": "integer", "minimum": 1}, "experiment_name": {"type": "string"}, "dry_run": {"type": "boolean"}}},
         "Compute": {"type": "object", "required": ["name", "type"], "properties": {"name": {"type": "string"}, "type": {"type": "string", "enum": ["local", "kubernetes"]}, "description": {"type": "string"}}},
         "Datastore": {"type": "object", "required": ["name", "type", "path"], "properties": {"name": {"type": "string"}, "type": {"type": "string", "enum": ["local"]}, "path": {"type": "string"}, "description": {"type": "string"}}}
     })

@@ -104,6 +104,40 @@ pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32,
             out.print(&jobs, &COLUMNS).map(|_| 0)
         }
         JobCommand::Archive { name } => archive(client, out, &name, "archive").await,
+        JobCommand::Prune {
+            retain_days,
+            experiment_name,
+            dry_run,
+        } => {
+            let req = berth_core::api::PruneRequest {
+                retain_days,
+                experiment_name,
+                dry_run,
+            };
+            let report: berth_core::api::PruneReport = client
+                .call(Method::POST, "/api/jobs/prune", Some(&req))
+                .await?;
+            eprintln!(
+                "{} {} job(s): {:.1} MB{}",
+                if report.dry_run {
+                    "would free"
+                } else {
+                    "freed"
+                },
+                report.jobs.len(),
+                report.bytes as f64 / 1e6,
+                if report.dry_run {
+                    " (dry run: nothing removed)"
+                } else {
+                    ""
+                }
+            );
+            out.print(
+                &report,
+                &[("Jobs", "jobs"), ("Bytes", "bytes"), ("Dry run", "dry_run")],
+            )
+            .map(|_| 0)
+        }
         JobCommand::Restore { name } => archive(client, out, &name, "restore").await,
         JobCommand::Stream { name } => follow(client, &name).await,
         JobCommand::Metrics { name, metric } => {

@@ -296,3 +296,11 @@ pub async fn upload_output(
     crate::services::job_outputs::write_streamed(&dest, body.into_data_stream()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `POST /api/jobs/prune`: retention on demand (with `dry_run`, what it would free).
+pub async fn prune(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<berth_core::api::PruneRequest>,
+) -> Result<Json<berth_core::api::PruneReport>, ApiError> {
+    crate::services::retention::prune(&s, &req).await.map(Json)
+}

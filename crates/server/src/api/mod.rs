@@ -139,6 +139,13 @@ fn job_routes() -> Documented<AppState> {
         )
         .at(
             "post",
+            "/api/jobs/prune",
+            "remove the code snapshots and outputs of archived jobs older than retain_days (records and logs stay); dry_run says what it would free",
+            post(jobs::prune),
+        )
+        .body("PruneRequest")
+        .at(
+            "post",
             "/api/jobs/{name}/archive",
             "archive a finished job (left out of lists unless asked for)",
             post(jobs::archive),

@@ -64,10 +64,16 @@ pub async fn output_root(
             only: Some(&ARTIFACT_FOLDERS),
         });
     }
-    Ok(OutputRoot {
-        root: output_path(state, name, output).await?,
-        only: None,
-    })
+    let root = output_path(state, name, output).await?;
+    if job.value.pruned && root.starts_with(&job.value.workdir) {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "job `{name}`'s output `{output}` was removed by retention (the job was archived and older than the server's retain_days); its record and logs remain"
+            ),
+            hint: Some(format!("`berth job stream --name {name}` shows its log")),
+        });
+    }
+    Ok(OutputRoot { root, only: None })
 }
 
 /// The folder or file an output was written to.

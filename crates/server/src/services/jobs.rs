@@ -106,6 +106,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         pipeline: None,
         spec,
         archived: false,
+        pruned: false,
     };
     snapshot(&workdir, code).await?;
     let tracking = match crate::mlflow::jobs::open_run(state, &record).await {
@@ -518,6 +519,7 @@ pub fn view(state: &AppState, stored: &Stored<JobRecord>) -> JobView {
             .as_ref()
             .map(crate::services::pipelines::summary),
         archived: job.archived,
+        pruned: job.pruned,
         gpus,
         resource_version: stored.resource_version,
     }

@@ -23,6 +23,7 @@ pub mod placement;
 pub mod pod_files;
 pub mod records;
 pub mod resources;
+pub mod retention;
 pub mod revisions;
 pub mod routes;
 pub mod sweeps;

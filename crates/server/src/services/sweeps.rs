@@ -214,6 +214,7 @@ pub async fn create(state: &AppState, mut req: JobCreateRequest) -> Result<JobVi
         parent_job_name: req.parent_job_name.clone(),
         pipeline: None,
         archived: false,
+        pruned: false,
         sweep: Some(SweepRun {
             file: req.file.clone(),
             yaml: text,

@@ -35,6 +35,7 @@ fn record(dir: &Path, yaml: &str) -> JobRecord {
         sweep: None,
         pipeline: None,
         archived: false,
+        pruned: false,
         spec,
     }
 }

@@ -201,6 +201,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         parent_job_name: req.parent_job_name.clone(),
         sweep: None,
         archived: false,
+        pruned: false,
         spec: parent_spec(&spec, &name, &plan),
         pipeline: Some(PipelineRun {
             file: req.file.clone(),

@@ -1,0 +1,179 @@
+//! Retention: archived jobs that ended more than `retain_days` ago lose their code snapshot,
+//! downloaded inputs and default outputs; their records, their log and what their command
+//! wrote to `./logs` stay. Outputs written to a datastore are the user's and are never
+//! touched. On demand (`job prune`, with a dry run that says what would be freed) and hourly
+//! when the server has `--retain-days`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_core::api::{PruneReport, PruneRequest};
+use berth_core::job::{JobRecord, JobStatus};
+use berth_scheduler::workdir::JobDir;
+use berth_store::Kind;
+use berth_store::listing::{Archived, ListQuery};
+use time::OffsetDateTime;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// What retention removes of a job's folder: everything of the code snapshot but its `logs`,
+/// the downloaded inputs and the default outputs.
+fn removable(workdir: &Path) -> Vec<PathBuf> {
+    let dir = JobDir::new(workdir);
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir.code())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name() != "logs")
+        .map(|e| e.path())
+        .collect();
+    out.extend(
+        [dir.inputs(), dir.outputs()]
+            .into_iter()
+            .filter(|p| p.exists()),
+    );
+    out
+}
+
+/// Bytes under a path (links not followed).
+fn size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| size(&e.path()))
+        .sum()
+}
+
+fn remove(path: &Path) {
+    let _ = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+}
+
+/// Prunes (or, with `dry_run`, measures) the archived jobs past retention.
+pub async fn prune(state: &AppState, req: &PruneRequest) -> Result<PruneReport, ApiError> {
+    if req.retain_days == 0 {
+        return Err(ApiError::BadRequest(
+            "retain_days is 0: retention is counted in whole days, at least 1".into(),
+        ));
+    }
+    let cutoff = OffsetDateTime::now_utc() - time::Duration::days(i64::from(req.retain_days));
+    let ended = [
+        JobStatus::Completed.as_str(),
+        JobStatus::Failed.as_str(),
+        JobStatus::Canceled.as_str(),
+    ];
+    let fields: Vec<(&str, &str)> = req
+        .experiment_name
+        .as_deref()
+        .map(|e| ("experiment_name", e))
+        .into_iter()
+        .collect();
+    let mut report = PruneReport {
+        jobs: Vec::new(),
+        bytes: 0,
+        dry_run: req.dry_run,
+    };
+    let mut before = None;
+    loop {
+        let page = state
+            .store
+            .list_page::<JobRecord>(
+                Kind::Job,
+                &ListQuery {
+                    statuses: &ended,
+                    fields: &fields,
+                    archived: Archived::Only,
+                    before,
+                    limit: 500,
+                },
+            )
+            .await?;
+        for job in &page.items {
+            let j = &job.value;
+            if j.pruned || j.state.ended_at().is_none_or(|t| t > cutoff) {
+                continue;
+            }
+            let workdir = PathBuf::from(&j.workdir);
+            let dry = req.dry_run;
+            let bytes = tokio::task::spawn_blocking(move || {
+                let paths = removable(&workdir);
+                let bytes = paths.iter().map(|p| size(p)).sum::<u64>();
+                if !dry {
+                    paths.iter().for_each(|p| remove(p));
+                }
+                bytes
+            })
+            .await
+            .unwrap_or(0);
+            if !dry {
+                mark_pruned(state, &j.name).await?;
+            }
+            report.bytes += bytes;
+            report.jobs.push(j.name.clone());
+        }
+        match page.next {
+            Some(n) => before = Some(n),
+            None => break,
+        }
+    }
+    Ok(report)
+}
+
+async fn mark_pruned(state: &AppState, name: &str) -> Result<(), ApiError> {
+    loop {
+        let job = crate::services::jobs::get(state, name).await?;
+        let mut record = job.value.clone();
+        record.pruned = true;
+        let status = record.state.status();
+        match state
+            .store
+            .update(
+                Kind::Job,
+                name,
+                job.resource_version,
+                Some(status.as_str()),
+                &record,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(berth_store::StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Prunes hourly with the server's `retain_days`, the first time a minute after start.
+pub fn start(state: AppState, retain_days: u32) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        loop {
+            let req = PruneRequest {
+                retain_days,
+                experiment_name: None,
+                dry_run: false,
+            };
+            match prune(&state, &req).await {
+                Ok(r) if !r.jobs.is_empty() => tracing::info!(
+                    jobs = r.jobs.len(),
+                    bytes = r.bytes,
+                    "retention removed the code and outputs of archived jobs"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention could not run"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
+}
