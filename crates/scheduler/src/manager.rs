@@ -361,8 +361,14 @@ impl<B: Backend> JobManager<B> {
                 message: result.message,
             },
         };
-        if let Err(e) = self.set_state(name, |_| Some(state.clone())).await {
-            warn!(job = %name, error = %e, "cannot record the end of a job");
+        match self.set_state(name, |_| Some(state.clone())).await {
+            Ok(Some(job)) => {
+                // The end is stored: what only a running job needs can go.
+                let dir = crate::workdir::JobDir::new(&job.workdir);
+                let _ = tokio::task::spawn_blocking(move || dir.tidy_after_end()).await;
+            }
+            Ok(None) => {}
+            Err(e) => warn!(job = %name, error = %e, "cannot record the end of a job"),
         }
         if let Ok(mut c) = self.cancels.lock() {
             c.remove(name);

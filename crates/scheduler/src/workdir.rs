@@ -62,6 +62,36 @@ impl JobDir {
     pub fn process_group(&self) -> PathBuf {
         self.root.join("pgid")
     }
+
+    /// Removes what only a running job needs (its run plan, result, pids, cgroup note and
+    /// cancel flag, an empty supervisor log) and the empty folders its command was given
+    /// (`code/outputs`, `code/logs`, `outputs`, `inputs`): once the job's end is stored, a
+    /// trivial job keeps its log and little else. Call it only after that.
+    pub fn tidy_after_end(&self) {
+        for f in [
+            self.plan(),
+            self.result(),
+            self.supervisor_pid(),
+            self.process_group(),
+            self.cgroup(),
+            self.cancel_flag(),
+        ] {
+            let _ = std::fs::remove_file(f);
+        }
+        let supervisor_log = self.root.join("supervisor.log");
+        if std::fs::metadata(&supervisor_log).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(supervisor_log);
+        }
+        // `remove_dir` removes only empty folders.
+        for d in [
+            self.code().join("outputs"),
+            self.code().join("logs"),
+            self.outputs(),
+            self.inputs(),
+        ] {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 /// The layout of one deployment revision's folder,
@@ -107,4 +137,67 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, contents)?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn after_the_end_a_trivial_jobs_folder_keeps_its_log_and_what_the_command_wrote() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = JobDir::new(t.path());
+        for f in [
+            "run.json",
+            "result.json",
+            "supervisor.pid",
+            "pgid",
+            "cgroup.json",
+            "supervisor.log",
+        ] {
+            std::fs::write(
+                t.path().join(f),
+                if f == "supervisor.log" { "" } else { "x" },
+            )
+            .unwrap();
+        }
+        for d in ["code/outputs", "code/logs", "outputs", "inputs"] {
+            std::fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        std::fs::create_dir_all(dir.log().parent().unwrap()).unwrap();
+        std::fs::write(dir.log(), "hi\n").unwrap();
+        std::fs::write(t.path().join("code/train.py"), "print(1)").unwrap();
+        std::fs::create_dir_all(t.path().join("outputs/model")).unwrap();
+        dir.tidy_after_end();
+        let mut left: Vec<String> = walk(t.path(), t.path());
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "code",
+                "code/train.py",
+                "outputs",
+                "outputs/model",
+                "user_logs",
+                "user_logs/std_log.txt"
+            ]
+        );
+    }
+
+    fn walk(root: &Path, at: &Path) -> Vec<String> {
+        std::fs::read_dir(at)
+            .unwrap()
+            .flatten()
+            .flat_map(|e| {
+                let p = e.path();
+                let mut v = vec![p.strip_prefix(root).unwrap().to_string_lossy().into_owned()];
+                if p.is_dir() {
+                    v.extend(walk(root, &p));
+                }
+                v
+            })
+            .collect()
+    }
 }
