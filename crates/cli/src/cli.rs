@@ -304,8 +304,8 @@ pub enum JobCommand {
         /// Only the trials or steps of this sweep or pipeline.
         #[arg(long)]
         parent_job_name: Option<String>,
-        /// How many jobs (default 50, as az).
-        #[arg(short = 'r', long, conflicts_with = "all_results")]
+        /// How many jobs (default 50, as az); with --all-results, how many a page.
+        #[arg(short = 'r', long)]
         max_results: Option<i64>,
         /// Every job, a page at a time.
         #[arg(long)]
@@ -319,6 +319,15 @@ pub enum JobCommand {
         /// Only the jobs of this compute.
         #[arg(long)]
         compute: Option<String>,
+        /// Only jobs with this tag, KEY=VALUE (repeatable; all must match).
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<String>,
+        /// Only jobs accepted at or after this time (2026-11-30 or RFC 3339).
+        #[arg(long)]
+        created_after: Option<String>,
+        /// Only jobs accepted before this time (2026-11-30 or RFC 3339).
+        #[arg(long)]
+        created_before: Option<String>,
         /// Archived jobs too.
         #[arg(long, conflicts_with = "archived_only")]
         include_archived: bool,

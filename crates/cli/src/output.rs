@@ -26,6 +26,12 @@ fn pick<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 impl Printer {
+    /// Whether a long list may be printed a page at a time (TSV without `--query`: rows do not
+    /// depend on each other); tables, JSON and YAML need the whole list.
+    pub fn streams_pages(&self) -> bool {
+        matches!(self.format, Format::Tsv) && self.query.is_none()
+    }
+
     /// Prints one resource or a list; `columns` are (header, field path) for tables and TSV.
     pub fn print(&self, value: &impl Serialize, columns: &[(&str, &str)]) -> Result<(), Failure> {
         let mut v = serde_json::to_value(value).map_err(|e| Failure::new(e.to_string()))?;

@@ -135,3 +135,42 @@ fn an_archived_job_leaves_the_list_until_restored_and_a_running_one_cannot_be() 
     );
     s.ok_in(dir.path(), &["job", "cancel", "--name", "long"]);
 }
+
+#[test]
+fn tags_and_creation_times_filter_and_a_long_tsv_listing_comes_a_page_at_a_time() {
+    let s = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, team) in [("v1", "vision"), ("n1", "nlp"), ("v2", "vision")] {
+        write(
+            dir.path(),
+            "job.yml",
+            &format!("command: echo hi\nname: {name}\ntags:\n  team: {team}\n"),
+        );
+        s.ok_in(dir.path(), &["job", "create", "--file", "job.yml"]);
+    }
+    assert_eq!(
+        names(&s.json(&["job", "list", "--tag", "team=vision"])),
+        ["v2", "v1"]
+    );
+    assert!(names(&s.json(&["job", "list", "--created-after", "2999-01-01"])).is_empty());
+    assert_eq!(
+        names(&s.json(&["job", "list", "--created-before", "2999-01-01T00:00:00Z"])).len(),
+        3
+    );
+    let out = s.cli(&["job", "list", "--created-after", "yesterday"]);
+    assert!(
+        text(&out.stderr).contains("created_after=yesterday is not a time"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Pages of one, printed as they come.
+    let out = s.ok_in(
+        dir.path(),
+        &["job", "list", "--all-results", "-r", "1", "-o", "tsv"],
+    );
+    let rows: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    assert_eq!(rows, ["v2", "n1", "v1"]);
+}

@@ -27,6 +27,13 @@ pub struct ListQuery<'a> {
     pub statuses: &'a [&'a str],
     /// Top-level body fields and the text each must equal (names of letters, digits and `_`).
     pub fields: &'a [(&'a str, &'a str)],
+    /// Tags (the body's `spec.tags`) and the value each must have; keys of letters, digits,
+    /// `_`, `-` and `.`.
+    pub tags: &'a [(&'a str, &'a str)],
+    /// Only resources stored at or after this time (RFC 3339, UTC).
+    pub created_after: Option<&'a str>,
+    /// Only resources stored before this time (RFC 3339, UTC).
+    pub created_before: Option<&'a str>,
     /// Archived resources.
     pub archived: Archived,
     /// Only resources older than this position (`seq`), for the next page.
@@ -46,6 +53,13 @@ pub struct ListPage<T> {
 
 fn field_ok(f: &str) -> bool {
     !f.is_empty() && f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether a tag key can be filtered on (it becomes part of a JSON path).
+pub fn tag_key_ok(k: &str) -> bool {
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
 impl Store {
@@ -68,6 +82,16 @@ impl Store {
             assert!(field_ok(f), "not a field name: {f}");
             sql.push_str(&format!(" AND json_extract(body, '$.{f}') = ?"));
         }
+        for (k, _) in q.tags {
+            assert!(tag_key_ok(k), "not a tag key: {k}");
+            sql.push_str(" AND json_extract(body, ?) = ?");
+        }
+        if q.created_after.is_some() {
+            sql.push_str(" AND created_at >= ?");
+        }
+        if q.created_before.is_some() {
+            sql.push_str(" AND created_at < ?");
+        }
         match q.archived {
             Archived::Exclude => {
                 sql.push_str(" AND COALESCE(json_extract(body, '$.archived'), 0) = 0")
@@ -85,6 +109,15 @@ impl Store {
         }
         for (_, v) in q.fields {
             query = query.bind(*v);
+        }
+        for (k, v) in q.tags {
+            query = query.bind(format!("$.spec.tags.\"{k}\"")).bind(*v);
+        }
+        if let Some(t) = q.created_after {
+            query = query.bind(t);
+        }
+        if let Some(t) = q.created_before {
+            query = query.bind(t);
         }
         if let Some(b) = q.before {
             query = query.bind(b);
@@ -177,6 +210,59 @@ mod tests {
             .await?;
         assert_eq!(names(&third.items), [0]);
         assert_eq!(third.next, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn tag_and_creation_time_filters_run_in_sql() -> Result<(), StoreError> {
+        let s = Store::in_memory().await?;
+        s.insert(
+            Kind::Job,
+            "a",
+            Some("Completed"),
+            &json!({"i": 0, "spec": {"tags": {"team.name": "vision"}}}),
+        )
+        .await?;
+        s.insert(
+            Kind::Job,
+            "b",
+            Some("Completed"),
+            &json!({"i": 1, "spec": {"tags": {"team.name": "nlp"}}}),
+        )
+        .await?;
+        let page: ListPage<Value> = s
+            .list_page(
+                Kind::Job,
+                &ListQuery {
+                    tags: &[("team.name", "nlp")],
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert_eq!(names(&page.items), [1]);
+        let later: ListPage<Value> = s
+            .list_page(
+                Kind::Job,
+                &ListQuery {
+                    created_after: Some("2999-01-01T00:00:00Z"),
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert!(later.items.is_empty());
+        let earlier: ListPage<Value> = s
+            .list_page(
+                Kind::Job,
+                &ListQuery {
+                    created_before: Some("2999-01-01T00:00:00Z"),
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        assert_eq!(earlier.items.len(), 2);
         Ok(())
     }
 

@@ -58,6 +58,9 @@ pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32,
             status,
             experiment_name,
             compute,
+            tags,
+            created_after,
+            created_before,
             include_archived,
             archived_only,
         } => {
@@ -74,6 +77,9 @@ pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32,
             add("status", (!status.is_empty()).then(|| status.join(",")));
             add("experiment", experiment_name);
             add("compute", compute);
+            add("tag", (!tags.is_empty()).then(|| tags.join(",")));
+            add("created_after", created_after);
+            add("created_before", created_before);
             add(
                 "archived",
                 (include_archived || archived_only)
@@ -96,10 +102,18 @@ pub async fn run(client: &Client, out: &Printer, cmd: JobCommand) -> Result<i32,
                 let page: Vec<JobView> = resp.json().await.map_err(|e| {
                     Failure::new(format!("the server's answer is not readable: {e}"))
                 })?;
-                jobs.extend(page);
+                if all_results && out.streams_pages() {
+                    // A long listing is printed as it comes, not held.
+                    out.print(&page, &COLUMNS)?;
+                } else {
+                    jobs.extend(page);
+                }
                 if !all_results || next.is_none() {
                     break;
                 }
+            }
+            if all_results && out.streams_pages() {
+                return Ok(0);
             }
             out.print(&jobs, &COLUMNS).map(|_| 0)
         }

@@ -33,18 +33,27 @@ pub struct ListParams {
     pub compute: Option<String>,
     /// `include` or `only`.
     pub archived: Option<String>,
+    /// Tags, `key=value`, comma-separated: all must match.
+    pub tag: Option<String>,
+    /// Only jobs accepted at or after this time (RFC 3339, or a date `YYYY-MM-DD`).
+    pub created_after: Option<String>,
+    /// Only jobs accepted before this time (RFC 3339, or a date `YYYY-MM-DD`).
+    pub created_before: Option<String>,
 }
 
 impl ListParams {
     /// The filters in one canonical line, which a token is signed with.
     fn key(&self, statuses: &[&str]) -> String {
         format!(
-            "status={}|experiment={}|parent={}|compute={}|archived={}",
+            "status={}|experiment={}|parent={}|compute={}|archived={}|tag={}|after={}|before={}",
             statuses.join(","),
             self.experiment.as_deref().unwrap_or_default(),
             self.parent.as_deref().unwrap_or_default(),
             self.compute.as_deref().unwrap_or_default(),
-            self.archived.as_deref().unwrap_or_default()
+            self.archived.as_deref().unwrap_or_default(),
+            self.tag.as_deref().unwrap_or_default(),
+            self.created_after.as_deref().unwrap_or_default(),
+            self.created_before.as_deref().unwrap_or_default()
         )
     }
 }
@@ -70,6 +79,26 @@ fn position(state: &AppState, token: &str, key: &str) -> Result<i64, ApiError> {
         return Err(refused());
     }
     Ok(seq)
+}
+
+/// A time as the store writes it (RFC 3339, UTC): from RFC 3339, or a date (its midnight, UTC).
+fn instant(what: &str, text: &str) -> Result<String, ApiError> {
+    use time::format_description::well_known::Rfc3339;
+    let parsed = time::OffsetDateTime::parse(text, &Rfc3339).or_else(|_| {
+        let date = time::Date::parse(
+            text,
+            time::macros::format_description!("[year]-[month]-[day]"),
+        )?;
+        Ok::<_, time::error::Parse>(date.midnight().assume_utc())
+    });
+    let t = parsed.map_err(|_| {
+        ApiError::BadRequest(format!(
+            "{what}={text} is not a time; write a date (2026-11-30) or RFC 3339 (2026-11-30T08:00:00Z)"
+        ))
+    })?;
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// One page of jobs and the token of the next, when there is more.
@@ -125,6 +154,34 @@ pub async fn list(
     if let Some(c) = compute.as_deref() {
         fields.push(("compute", c));
     }
+    let mut tags: Vec<(&str, &str)> = Vec::new();
+    for pair in p
+        .tag
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+    {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| ApiError::BadRequest(format!("tag `{pair}` is not key=value")))?;
+        if !berth_store::listing::tag_key_ok(k.trim()) {
+            return Err(ApiError::BadRequest(format!(
+                "tag key `{k}` cannot be filtered on; use letters, digits, `_`, `-` and `.`"
+            )));
+        }
+        tags.push((k.trim(), v));
+    }
+    let created_after = p
+        .created_after
+        .as_deref()
+        .map(|t| instant("created_after", t))
+        .transpose()?;
+    let created_before = p
+        .created_before
+        .as_deref()
+        .map(|t| instant("created_before", t))
+        .transpose()?;
     let key = p.key(&statuses);
     let before = p
         .continuation
@@ -138,6 +195,9 @@ pub async fn list(
             &ListQuery {
                 statuses: &statuses,
                 fields: &fields,
+                tags: &tags,
+                created_after: created_after.as_deref(),
+                created_before: created_before.as_deref(),
                 archived,
                 before,
                 limit,

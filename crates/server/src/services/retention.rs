@@ -96,6 +96,7 @@ pub async fn prune(state: &AppState, req: &PruneRequest) -> Result<PruneReport, 
                     archived: Archived::Only,
                     before,
                     limit: 500,
+                    ..Default::default()
                 },
             )
             .await?;
