@@ -4,6 +4,8 @@ CREATE INDEX resources_job_parent ON resources (kind, json_extract(body, '$.pare
 CREATE INDEX resources_job_experiment ON resources (kind, json_extract(body, '$.experiment_name'), seq);
 -- Newest first within a kind, a page at a time, without sorting the whole kind.
 CREATE INDEX resources_kind_seq ON resources (kind, seq);
+-- The archived few (`job list --archived-only`, retention) without reading the rest.
+CREATE INDEX resources_archived ON resources (kind, json_extract(body, '$.archived'), seq);
 
 -- Counts by status kept as resources change: /metrics reads a few rows, however many jobs.
 CREATE TABLE status_counts (
