@@ -209,11 +209,11 @@ fn a_running_jobs_cpu_and_memory_become_system_metrics() {
         "{metrics}"
     );
     // A share of the default instance type's limits (2 CPU, 2Gi).
-    assert!(
-        metrics["system/memory_utilization_percentage"]
-            .as_f64()
-            .unwrap()
-            >= 3.0,
-        "{metrics}"
-    );
+    let share = metrics["system/memory_utilization_percentage"]
+        .as_f64()
+        .unwrap();
+    // The job outlives the test's server (jobs outlive restarts): let its loop end first, or
+    // it keeps a core busy for every later test.
+    std::fs::write(&flag, "").unwrap();
+    assert!(share >= 3.0, "{metrics}");
 }

@@ -384,6 +384,10 @@ pub struct StepRun {
     /// Why it could not be submitted, when it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The outputs it made (its own, or those of the job it reused), once done: the steps
+    /// after it bind to them without reading that job again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<BTreeMap<String, ResolvedOutput>>,
 }
 
 /// A sweep job's file and progress.

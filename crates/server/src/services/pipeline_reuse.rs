@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use berth_core::job::{JobRecord, JobStatus};
+use berth_core::job::{JobRecord, JobStatus, ResolvedOutput};
 use berth_core::pipeline::reuse;
 use berth_store::Kind;
 use serde::{Deserialize, Serialize};
@@ -121,8 +121,12 @@ pub async fn key(job: &Value, base: &Path) -> String {
     reuse::key(job, &digests)
 }
 
-/// The earlier job a step with this key may reuse: Completed, its outputs all there.
-pub async fn find(state: &AppState, key: &str) -> Option<String> {
+/// The earlier job a step with this key may reuse, and its outputs: Completed, its outputs
+/// all there.
+pub async fn find(
+    state: &AppState,
+    key: &str,
+) -> Option<(String, BTreeMap<String, ResolvedOutput>)> {
     let r = state
         .store
         .get::<Reusable>(Kind::StepReuse, key)
@@ -139,7 +143,7 @@ pub async fn find(state: &AppState, key: &str) -> Option<String> {
             .outputs
             .values()
             .all(|o| Path::new(&o.path).exists());
-    ok.then_some(r.value.job)
+    ok.then_some((r.value.job, job.value.outputs))
 }
 
 /// Records that `job` completed with this key (the latest such job wins).

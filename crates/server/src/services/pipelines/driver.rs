@@ -98,10 +98,18 @@ async fn made(
         else {
             continue;
         };
-        let Some(child) = state.store.get::<JobRecord>(Kind::Job, job).await? else {
-            continue;
+        let read;
+        let outputs = match &s.outputs {
+            Some(o) => o,
+            None => {
+                let Some(child) = state.store.get::<JobRecord>(Kind::Job, job).await? else {
+                    continue;
+                };
+                read = child.value.outputs;
+                &read
+            }
         };
-        for (o, r) in &child.value.outputs {
+        for (o, r) in outputs {
             let kind = serde_json::to_value(r.data_type)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
@@ -131,6 +139,9 @@ async fn observe(
         };
         let status = child.value.state.status();
         s.state = state_of(status);
+        if s.state == StepState::Completed {
+            s.outputs = Some(child.value.outputs.clone());
+        }
         if s.state != StepState::Running {
             s.status = Some(status.as_str().to_string());
         }
@@ -206,7 +217,7 @@ async fn launch(
     if planned.deterministic && planned.kind == StepKind::Command {
         let key = pipeline_reuse::key(&job, Path::new(&planned.base_dir)).await;
         if !run.plan.settings.force_rerun
-            && let Some(earlier) = pipeline_reuse::find(state, &key).await
+            && let Some((earlier, outputs)) = pipeline_reuse::find(state, &key).await
         {
             log(
                 record,
@@ -215,6 +226,7 @@ async fn launch(
             .await;
             s.state = StepState::Reused;
             s.reused_from = Some(earlier);
+            s.outputs = Some(outputs);
             s.status = Some(JobStatus::Completed.as_str().to_string());
             return Ok(());
         }

@@ -171,6 +171,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
                     reused_from: None,
                     reuse_key: None,
                     message: None,
+                    outputs: None,
                 },
             )
         })
