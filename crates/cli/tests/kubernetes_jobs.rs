@@ -426,6 +426,24 @@ fn cancel_deletes_the_job_and_its_pod() {
                 .is_none()
         },
     );
+    // The test kubelet does not stop a deleted pod's process: let the command end, or it
+    // outlives the test.
+    std::fs::write(&flag, "").unwrap();
+    let flag_text = flag.display().to_string();
+    let polling = || {
+        support::pids().any(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains(&flag_text))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while polling() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod's command kept running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
