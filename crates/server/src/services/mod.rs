@@ -11,6 +11,7 @@ pub mod data;
 pub mod deployments;
 pub mod endpoints;
 pub mod environments;
+pub mod job_control;
 pub mod job_list;
 pub mod job_outputs;
 pub mod jobs;

@@ -96,8 +96,8 @@ async fn with_component_trial(
     req: &JobCreateRequest,
     base_dir: &std::path::Path,
 ) -> Result<Option<String>, ApiError> {
-    use berth_core::pipeline::plan::{component_trial, space_names};
     use berth_core::pipeline::spec::ComponentRef;
+    use berth_core::pipeline::steps::{component_trial, space_names};
     let src = Source::new(&req.file, &req.yaml);
     let text = berth_core::overrides::apply(&src, &req.set).map_err(ApiError::spec)?;
     let Ok(mut doc) = serde_saphyr::from_str::<Value>(&text) else {
