@@ -179,6 +179,20 @@ impl Kind {
     }
 }
 
+/// Stores one new resource: kind, name, status, body, created and updated times.
+const INSERT: &str = "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)";
+
+/// An insert's error: a taken name is `AlreadyExists`.
+fn inserted(e: sqlx::Error, kind: Kind, name: &str) -> StoreError {
+    match e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::AlreadyExists {
+            kind,
+            name: name.to_string(),
+        },
+        e => e.into(),
+    }
+}
+
 fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -231,29 +245,21 @@ impl Store {
     ) -> Result<(i64, i64), StoreError> {
         let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
         let t = now();
-        let res = sqlx::query(
-            "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
-        )
-        .bind(kind.as_str())
-        .bind(name)
-        .bind(status)
-        .bind(body)
-        .bind(&t)
-        .bind(&t)
-        .execute(&self.pool)
-        .await;
+        let res = sqlx::query(INSERT)
+            .bind(kind.as_str())
+            .bind(name)
+            .bind(status)
+            .bind(body)
+            .bind(&t)
+            .bind(&t)
+            .execute(&self.pool)
+            .await;
         match res {
             Ok(done) => {
                 self.changed(kind);
                 Ok((1, done.last_insert_rowid()))
             }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::AlreadyExists {
-                    kind,
-                    name: name.to_string(),
-                })
-            }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(inserted(e, kind, name)),
         }
     }
 
@@ -268,27 +274,16 @@ impl Store {
         let mut tx = self.write_tx().await?;
         for (name, status, value) in items {
             let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
-            let res = sqlx::query(
-                "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)",
-            )
-            .bind(kind.as_str())
-            .bind(name)
-            .bind(status)
-            .bind(body)
-            .bind(&t)
-            .bind(&t)
-            .execute(&mut *tx)
-            .await;
-            match res {
-                Ok(_) => {}
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                    return Err(StoreError::AlreadyExists {
-                        kind,
-                        name: name.clone(),
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            }
+            let res = sqlx::query(INSERT)
+                .bind(kind.as_str())
+                .bind(name)
+                .bind(status)
+                .bind(body)
+                .bind(&t)
+                .bind(&t)
+                .execute(&mut *tx)
+                .await;
+            res.map_err(|e| inserted(e, kind, name))?;
         }
         tx.commit().await?;
         self.changed(kind);
