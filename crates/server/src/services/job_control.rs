@@ -3,7 +3,7 @@
 //! another writer (a driver, the scheduler) wrote the record in between.
 
 use berth_core::api::JobView;
-use berth_core::job::{JobState, JobStatus};
+use berth_core::job::JobState;
 use berth_store::Kind;
 use time::OffsetDateTime;
 
@@ -11,74 +11,22 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::services::jobs::{get, view};
 
-/// Cancels a job; a sweep or pipeline is marked canceled here and its driver cancels its
-/// children. Its driver writes the same record: a write it made in between is read again.
-pub async fn cancel(state: &AppState, name: &str) -> Result<(), ApiError> {
-    loop {
-        let job = get(state, name).await?;
-        if !job.value.is_driven() {
-            state.jobs.cancel(name).await?;
-            return Ok(());
-        }
-        let status = job.value.state.status();
-        if status.is_terminal() {
-            return Err(berth_scheduler::manager::ManagerError::AlreadyFinished {
-                name: name.to_string(),
-                status,
-            }
-            .into());
-        }
-        let mut record = job.value.clone();
-        record.state = JobState::Canceled {
-            started_at: record.state.started_at(),
-            ended_at: OffsetDateTime::now_utc(),
-        };
-        let written = state
-            .store
-            .update(
-                Kind::Job,
-                name,
-                job.resource_version,
-                Some(JobStatus::Canceled.as_str()),
-                &record,
-            )
-            .await;
-        match written {
-            Ok(_) => {
-                state.jobs.notify();
-                return Ok(());
-            }
-            Err(berth_store::StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Archives (or restores) a job. A job that has not ended cannot be archived.
-pub async fn set_archived(
+/// Changes a stored job with `change`, which sees the latest record and says whether it
+/// changed it (an error stops). The job's driver or the scheduler may write the same record:
+/// a write made in between is read again and `change` applied again. Returns whether
+/// anything was written.
+pub async fn update_job(
     state: &AppState,
     name: &str,
-    archived: bool,
-) -> Result<JobView, ApiError> {
+    change: impl Fn(&mut berth_core::job::JobRecord) -> Result<bool, ApiError>,
+) -> Result<bool, ApiError> {
     loop {
         let job = get(state, name).await?;
-        let status = job.value.state.status();
-        if archived && !status.is_terminal() {
-            return Err(ApiError::Conflict {
-                message: format!(
-                    "job `{name}` is {}; only a job that has ended can be archived",
-                    status.as_str()
-                ),
-                hint: Some(format!(
-                    "wait for it to end, or `berth job cancel --name {name}` first"
-                )),
-            });
-        }
-        if job.value.archived == archived {
-            return Ok(view(state, &job));
-        }
         let mut record = job.value.clone();
-        record.archived = archived;
+        if !change(&mut record)? {
+            return Ok(false);
+        }
+        let status = record.state.status();
         match state
             .store
             .update(
@@ -90,9 +38,63 @@ pub async fn set_archived(
             )
             .await
         {
-            Ok(_) => return Ok(view(state, &get(state, name).await?)),
+            Ok(_) => return Ok(true),
             Err(berth_store::StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Cancels a job; a sweep or pipeline is marked canceled here and its driver cancels its
+/// children.
+pub async fn cancel(state: &AppState, name: &str) -> Result<(), ApiError> {
+    if !get(state, name).await?.value.is_driven() {
+        state.jobs.cancel(name).await?;
+        return Ok(());
+    }
+    update_job(state, name, |record| {
+        let status = record.state.status();
+        if status.is_terminal() {
+            return Err(berth_scheduler::manager::ManagerError::AlreadyFinished {
+                name: name.to_string(),
+                status,
+            }
+            .into());
+        }
+        record.state = JobState::Canceled {
+            started_at: record.state.started_at(),
+            ended_at: OffsetDateTime::now_utc(),
+        };
+        Ok(true)
+    })
+    .await?;
+    state.jobs.notify();
+    Ok(())
+}
+
+/// Archives (or restores) a job. A job that has not ended cannot be archived.
+pub async fn set_archived(
+    state: &AppState,
+    name: &str,
+    archived: bool,
+) -> Result<JobView, ApiError> {
+    update_job(state, name, |record| {
+        let status = record.state.status();
+        if archived && !status.is_terminal() {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "job `{name}` is {}; only a job that has ended can be archived",
+                    status.as_str()
+                ),
+                hint: Some(format!(
+                    "wait for it to end, or `berth job cancel --name {name}` first"
+                )),
+            });
+        }
+        let changed = record.archived != archived;
+        record.archived = archived;
+        Ok(changed)
+    })
+    .await?;
+    Ok(view(state, &get(state, name).await?))
 }

@@ -9,6 +9,7 @@ pub mod clusters;
 pub mod components;
 pub mod data;
 pub mod deployments;
+pub mod driven;
 pub mod endpoints;
 pub mod environments;
 pub mod job_control;

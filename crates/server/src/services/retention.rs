@@ -118,7 +118,11 @@ pub async fn prune(state: &AppState, req: &PruneRequest) -> Result<PruneReport, 
             .await
             .unwrap_or(0);
             if !dry {
-                mark_pruned(state, &j.name).await?;
+                crate::services::job_control::update_job(state, &j.name, |r| {
+                    r.pruned = true;
+                    Ok(true)
+                })
+                .await?;
             }
             report.bytes += bytes;
             report.jobs.push(j.name.clone());
@@ -129,30 +133,6 @@ pub async fn prune(state: &AppState, req: &PruneRequest) -> Result<PruneReport, 
         }
     }
     Ok(report)
-}
-
-async fn mark_pruned(state: &AppState, name: &str) -> Result<(), ApiError> {
-    loop {
-        let job = crate::services::jobs::get(state, name).await?;
-        let mut record = job.value.clone();
-        record.pruned = true;
-        let status = record.state.status();
-        match state
-            .store
-            .update(
-                Kind::Job,
-                name,
-                job.resource_version,
-                Some(status.as_str()),
-                &record,
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(berth_store::StoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// Prunes hourly with the server's `retain_days`, the first time a minute after start.

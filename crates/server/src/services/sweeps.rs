@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::time::Duration;
 
 use berth_core::api::{JobCreateRequest, JobView};
 use berth_core::job::{FailureKind, JobRecord, JobState, JobStatus, SweepRun, SweepTrial};
@@ -26,6 +25,7 @@ use time::OffsetDateTime;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::services::driven::{self, log};
 
 /// The `i`-th trial's job file (JSON, which is YAML): the trial with its parameters filled in.
 fn trial_file(spec: &SweepSpec, parent: &str, i: usize, params: &Params) -> String {
@@ -251,14 +251,7 @@ pub fn start(state: AppState, name: String) {
 
 /// Starts the drivers of the unfinished sweeps (at server start).
 pub async fn recover(state: &AppState) {
-    let active = state
-        .store
-        .list_with_status::<JobRecord>(Kind::Job, &JobStatus::active_names())
-        .await
-        .unwrap_or_default();
-    for job in active.into_iter().filter(|j| j.value.sweep.is_some()) {
-        start(state.clone(), job.value.name);
-    }
+    driven::recover(state, |j| j.sweep.is_some(), start).await;
 }
 
 async fn drive(state: AppState, name: String) {
@@ -271,18 +264,7 @@ async fn drive(state: AppState, name: String) {
             return;
         }
     };
-    let mut changes = state.jobs.subscribe();
-    loop {
-        match step(&state, &name, &spec).await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(sweep = %name, error = %e, "sweep step failed; trying again"),
-        }
-        tokio::select! {
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
+    driven::rounds(&state, &name, "sweep", || step(&state, &name, &spec)).await;
 }
 
 /// The stored sweep's file, checked.
@@ -293,20 +275,6 @@ async fn spec_of(state: &AppState, name: &str) -> Result<Option<SweepSpec>, ApiE
     };
     let spec = SweepSpec::parse(&Source::new(&run.file, &run.yaml)).map_err(ApiError::spec)?;
     Ok(Some(spec))
-}
-
-/// Appends a line to the sweep's log.
-async fn log(record: &JobRecord, line: &str) {
-    use tokio::io::AsyncWriteExt;
-    let path = JobDir::new(&record.workdir).log();
-    if let Ok(mut f) = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .await
-    {
-        let _ = f.write_all(format!("[berth] {line}\n").as_bytes()).await;
-    }
 }
 
 /// The best of a trial's reports.

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::time::Duration;
 
 use berth_core::api::JobCreateRequest;
 use berth_core::job::{FailureKind, JobRecord, JobState, JobStatus, PipelineRun, ResolvedOutput};
@@ -14,7 +13,6 @@ use berth_core::pipeline::binding::{self, Binding};
 use berth_core::pipeline::plan::Plan;
 use berth_core::pipeline::run::{Outcome, StepState, decide};
 use berth_core::pipeline::spec::StepKind;
-use berth_scheduler::workdir::JobDir;
 use berth_store::{Kind, Stored};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -22,56 +20,22 @@ use time::OffsetDateTime;
 use super::compute_of;
 use crate::AppState;
 use crate::error::ApiError;
+use crate::services::driven::{self, log};
 use crate::services::pipeline_reuse;
 
 /// Starts the driver of pipeline `name` (boxed: the driver submits jobs, which may be
 /// pipelines).
 pub fn start(state: AppState, name: String) {
-    let driver: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(drive(state, name));
+    let driver: Pin<Box<dyn Future<Output = ()> + Send>> =
+        Box::pin(
+            async move { driven::rounds(&state, &name, "pipeline", || step(&state, &name)).await },
+        );
     tokio::spawn(driver);
 }
 
 /// Starts the drivers of the unfinished pipelines (at server start).
 pub async fn recover(state: &AppState) {
-    let active = state
-        .store
-        .list_with_status::<JobRecord>(Kind::Job, &JobStatus::active_names())
-        .await
-        .unwrap_or_default();
-    for job in active.into_iter().filter(|j| j.value.pipeline.is_some()) {
-        start(state.clone(), job.value.name);
-    }
-}
-
-async fn drive(state: AppState, name: String) {
-    let mut changes = state.jobs.subscribe();
-    loop {
-        match step(&state, &name).await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(pipeline = %name, error = %e, "pipeline step failed; trying again")
-            }
-        }
-        tokio::select! {
-            _ = changes.changed() => {}
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
-}
-
-/// Appends a line to the pipeline's log.
-async fn log(record: &JobRecord, line: &str) {
-    use tokio::io::AsyncWriteExt;
-    let path = JobDir::new(&record.workdir).log();
-    if let Ok(mut f) = tokio::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .await
-    {
-        let _ = f.write_all(format!("[berth] {line}\n").as_bytes()).await;
-    }
+    driven::recover(state, |j| j.pipeline.is_some(), start).await;
 }
 
 /// The step's state as its child job's status says.
