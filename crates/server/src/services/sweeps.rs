@@ -11,14 +11,12 @@ use std::pin::Pin;
 
 use berth_core::api::{JobCreateRequest, JobView};
 use berth_core::job::{FailureKind, JobRecord, JobState, JobStatus, SweepRun, SweepTrial};
-use berth_core::spec::instance_type::InstanceType;
 use berth_core::spec::job::JobSpec;
 use berth_core::sweep::rng::Rng;
 use berth_core::sweep::sample::{self, Goal, Observation, Params};
 use berth_core::sweep::spec::{Sampler, SweepSpec, trial_command};
 use berth_core::sweep::terminate::TrialReports;
 use berth_core::yaml::Source;
-use berth_scheduler::workdir::JobDir;
 use berth_store::{Kind, Stored};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -181,66 +179,24 @@ pub async fn create(state: &AppState, mut req: JobCreateRequest) -> Result<JobVi
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let now = OffsetDateTime::now_utc();
-    let workdir = state.home.join("jobs").join(&name);
-    let mut record = JobRecord {
-        name: name.clone(),
-        display_name: spec.display_name.clone().unwrap_or_else(|| name.clone()),
-        experiment_name: spec
-            .experiment_name
-            .clone()
-            .unwrap_or_else(|| crate::services::jobs::experiment_from(&base_dir)),
-        compute: trial
-            .compute
-            .clone()
-            .unwrap_or_else(|| "local".into())
-            .trim_start_matches("azureml:")
-            .to_string(),
-        instance_type: InstanceType::default_type(),
-        base_dir: req.base_dir.clone(),
-        workdir: workdir.to_string_lossy().into_owned(),
-        inputs: Default::default(),
-        outputs: Default::default(),
-        created_at: now,
-        state: JobState::Running {
-            started_at: now,
-            gpus: Vec::new(),
-            supervisor_pid: 0,
-            note: None,
-        },
-        upload_token: None,
-        environment: None,
-        tracking: None,
-        parent_job_name: req.parent_job_name.clone(),
-        pipeline: None,
-        archived: false,
-        pruned: false,
-        sweep: Some(SweepRun {
-            file: req.file.clone(),
-            yaml: text,
-            ..Default::default()
-        }),
-        spec: trial,
-    };
-    record.tracking = Some(
-        crate::mlflow::jobs::open_run(state, &record)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-    );
-    tokio::fs::create_dir_all(JobDir::new(&workdir).log().parent().unwrap_or(&workdir))
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot make {}: {e}", workdir.display())))?;
-    let inserted = state
-        .store
-        .insert(Kind::Job, &name, Some(JobStatus::Running.as_str()), &record)
-        .await;
-    if let Err(e) = inserted {
-        let _ = state.store.purge_run(&name).await;
-        return Err(e.into());
-    }
-    start(state.clone(), name.clone());
-    let stored = crate::services::jobs::get(state, &name).await?;
-    Ok(crate::services::jobs::view(state, &stored))
+    let compute = trial
+        .compute
+        .clone()
+        .unwrap_or_else(|| "local".into())
+        .trim_start_matches("azureml:")
+        .to_string();
+    let mut record = driven::parent_record(state, &req, &name, trial, compute);
+    record.display_name = spec.display_name.clone().unwrap_or_else(|| name.clone());
+    record.experiment_name = spec
+        .experiment_name
+        .clone()
+        .unwrap_or_else(|| crate::services::jobs::experiment_from(&base_dir));
+    record.sweep = Some(SweepRun {
+        file: req.file.clone(),
+        yaml: text,
+        ..Default::default()
+    });
+    driven::accept(state, record, start).await
 }
 
 /// Starts the driver of sweep `name` (boxed: the driver submits jobs, which may be sweeps).

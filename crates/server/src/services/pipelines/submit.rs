@@ -8,23 +8,20 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use berth_core::api::{JobCreateRequest, JobView};
-use berth_core::job::{JobRecord, JobState, JobStatus, PipelineRun, StepRun};
+use berth_core::job::{PipelineRun, StepRun};
 use berth_core::pipeline::plan::{Plan, Resolved};
 use berth_core::pipeline::run::StepState;
 use berth_core::pipeline::spec::{PipelineSpec, StepKind};
-use berth_core::spec::instance_type::InstanceType;
 use berth_core::spec::job::JobSpec;
 use berth_core::sweep::spec::SweepSpec;
 use berth_core::yaml::{Source, SpecError};
-use berth_scheduler::workdir::JobDir;
-use berth_store::Kind;
 use serde_json::json;
-use time::OffsetDateTime;
 
 use super::{compute_of, start};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::services::components;
+use crate::services::driven;
 
 /// Resolves every step's component and builds the plan; a step that is itself a pipeline is
 /// planned too, so its problems are found now.
@@ -156,8 +153,6 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
     }
     let plan = plan_of(state, &src, &spec, &base_dir).await?;
     let name = crate::services::jobs::free_name(state, spec.name.clone()).await?;
-    let now = OffsetDateTime::now_utc();
-    let workdir = state.home.join("jobs").join(&name);
     let steps = plan
         .steps
         .keys()
@@ -176,58 +171,17 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
             )
         })
         .collect();
-    let mut record = JobRecord {
-        name: name.clone(),
-        display_name: spec.display_name.clone().unwrap_or_else(|| name.clone()),
-        experiment_name: spec
-            .experiment_name
-            .clone()
-            .unwrap_or_else(|| crate::services::jobs::experiment_from(&base_dir)),
-        compute: compute_of(&json!({}), &plan),
-        instance_type: InstanceType::default_type(),
-        base_dir: req.base_dir.clone(),
-        workdir: workdir.to_string_lossy().into_owned(),
-        inputs: Default::default(),
-        outputs: Default::default(),
-        created_at: now,
-        state: JobState::Running {
-            started_at: now,
-            gpus: Vec::new(),
-            supervisor_pid: 0,
-            note: None,
-        },
-        upload_token: None,
-        environment: None,
-        tracking: None,
-        parent_job_name: req.parent_job_name.clone(),
-        sweep: None,
-        archived: false,
-        pruned: false,
-        spec: parent_spec(&spec, &name, &plan),
-        pipeline: Some(PipelineRun {
-            file: req.file.clone(),
-            plan,
-            steps,
-        }),
-    };
-    record.tracking = Some(
-        crate::mlflow::jobs::open_run(state, &record)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    let mut record = driven::parent_record(
+        state,
+        &req,
+        &name,
+        parent_spec(&spec, &name, &plan),
+        compute_of(&json!({}), &plan),
     );
-    tokio::fs::create_dir_all(JobDir::new(&workdir).log().parent().unwrap_or(&workdir))
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot make {}: {e}", workdir.display())))?;
-    let inserted = state
-        .store
-        .insert(Kind::Job, &name, Some(JobStatus::Running.as_str()), &record)
-        .await;
-    if let Err(e) = inserted {
-        let _ = state.store.purge_run(&name).await;
-        let _ = tokio::fs::remove_dir_all(&workdir).await;
-        return Err(e.into());
-    }
-    start(state.clone(), name.clone());
-    let stored = crate::services::jobs::get(state, &name).await?;
-    Ok(crate::services::jobs::view(state, &stored))
+    record.pipeline = Some(PipelineRun {
+        file: req.file.clone(),
+        plan,
+        steps,
+    });
+    driven::accept(state, record, start).await
 }
