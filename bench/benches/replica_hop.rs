@@ -102,8 +102,9 @@ fn router(socket: &Path, port: u16) {
         let rt = berth_bench::router_runtime();
         rt.block_on(async move {
             let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-            berth_router::listen::serve(
+            berth_router::listen::serve_scoring(
                 l,
+                std::sync::Arc::clone(&router),
                 router.app(),
                 None,
                 berth_router::listen::Limits::with_max_connections(1000),

@@ -62,11 +62,15 @@ fn start_router(backend: u16, router_port: u16) {
             let l = tokio::net::TcpListener::bind(("127.0.0.1", router_port))
                 .await
                 .expect("bind");
-            use axum::serve::ListenerExt;
-            let l = l.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            axum::serve(l, router.app()).await
+            berth_router::listen::serve_scoring(
+                l,
+                std::sync::Arc::clone(&router),
+                router.app(),
+                None,
+                berth_router::listen::Limits::with_max_connections(1000),
+                std::future::pending(),
+            )
+            .await
         })
     });
 }

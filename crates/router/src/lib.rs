@@ -2,15 +2,19 @@
 //! Key auth, deployment pinning or a weighted choice by traffic, per-replica concurrency
 //! slots with a bounded queue wait (429), request timeouts (504), no ready replica (503), a
 //! scoring-script failure (502), and one retry on another replica when a connection fails
-//! before anything was sent.
+//! before anything was sent. Plain HTTP/1.1 scoring requests take a path of the router's own
+//! ([`fast`]), and every request reaches its replica over the router's own kept-alive
+//! connections ([`upstream`]).
 
-pub mod connect;
+mod fast;
 pub mod listen;
 pub mod metrics;
 pub mod selector;
 pub mod slots;
 pub mod tls;
 pub mod token;
+pub mod upstream;
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -25,9 +29,6 @@ use axum::{Json, Router};
 use berth_core::secret::constant_time_eq;
 use berth_core::spec::deployment::RequestSettings;
 use berth_core::spec::endpoint::TrafficSplit;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
 use slots::{ReplicaSet, Slot};
@@ -126,7 +127,7 @@ pub fn table_from_doc(doc: &berth_core::serving::RoutesDoc) -> RouteTable {
 /// The router.
 pub struct InferenceRouter {
     table: RwLock<Arc<RouteTable>>,
-    client: Client<connect::ReplicaConnector, Full<Bytes>>,
+    upstream: Arc<upstream::Upstream>,
     /// Prometheus metrics, served at `/metrics`.
     pub metrics: metrics::RouterMetrics,
     /// Largest request body (100 MiB, azureml-fe's limit).
@@ -174,23 +175,38 @@ impl RouteError {
 impl IntoResponse for RouteError {
     fn into_response(self) -> Response {
         let (status, code) = self.status();
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": self.to_string()}})),
-        )
-            .into_response()
+        json_response(status, error_body(code, &self.to_string()))
     }
 }
+
+/// The body of an error answer: `{"error": {"code", "message"}}`.
+fn error_body(code: &str, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"error": {"code": code, "message": message}})).unwrap_or_default()
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Headers of an answer that the router sets, not the replica.
+const SET_BY_ROUTER: [&str; 3] = [
+    "azureml-model-deployment",
+    "x-berth-queue-ms",
+    "x-berth-upstream-ms",
+];
 
 impl InferenceRouter {
     /// A router with no endpoints.
     pub fn new() -> Arc<InferenceRouter> {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connect::ReplicaConnector::new());
         Arc::new(InferenceRouter {
             table: RwLock::new(Arc::new(RouteTable::new())),
-            client,
+            upstream: Arc::default(),
             metrics: metrics::RouterMetrics::default(),
             max_body_bytes: 100 << 20,
         })
@@ -217,6 +233,13 @@ impl InferenceRouter {
                 dep.metrics = Some(self.metrics.deployment(ep, name));
             }
         }
+        // Connections kept to replicas that left the table are closed.
+        let addrs: std::collections::HashSet<&str> = next
+            .values()
+            .flat_map(|r| r.deployments.values())
+            .flat_map(|d| d.addrs.iter().map(String::as_str))
+            .collect();
+        self.upstream.retain(&addrs);
         *cur = Arc::new(next);
     }
 
@@ -258,30 +281,28 @@ impl InferenceRouter {
         let Some(slot) = d.replicas.try_take(None) else {
             return;
         };
-        let Some(uri) = slot.replica.score_uri.clone() else {
+        let Some(target) = slot.replica.target.clone() else {
             return;
         };
-        let mut req = hyper::Request::post(uri);
-        if let Some(v) = headers.get(header::CONTENT_TYPE) {
-            req = req.header(header::CONTENT_TYPE, v);
-        }
-        let Ok(req) = req.body(Full::new(body)) else {
-            return;
-        };
-        let client = self.client.clone();
+        let content_type = headers.get(header::CONTENT_TYPE);
+        let kept: Vec<(&str, &[u8])> = content_type
+            .iter()
+            .map(|v| ("content-type", v.as_bytes()))
+            .collect();
+        let request = upstream::request(&target, &kept, &body);
+        let up = Arc::clone(&self.upstream);
         let timeout = Duration::from_millis(d.settings.request_timeout_ms);
         let ok = d.metrics.as_ref().map(|m| m.ok.clone());
         let (endpoint, shadow) = (endpoint.to_string(), shadow.to_string());
         tokio::spawn(async move {
-            let _slot = slot;
-            let status = match tokio::time::timeout(timeout, client.request(req)).await {
-                Ok(Ok(resp)) => {
-                    let status = resp.status();
-                    let _ = resp.into_body().collect().await;
-                    status
+            let sent = up.send(&slot.replica.addr, &target, &request);
+            let status = match tokio::time::timeout(timeout, sent).await {
+                Ok(Ok(reply)) => {
+                    StatusCode::from_u16(reply.status).unwrap_or(StatusCode::BAD_GATEWAY)
                 }
                 _ => StatusCode::GATEWAY_TIMEOUT,
             };
+            drop(slot);
             if status == StatusCode::OK
                 && let Some(ok) = ok
             {
@@ -305,33 +326,43 @@ impl InferenceRouter {
             .with_state(self)
     }
 
+    /// Sends the request to the slot's replica and reads its answer. The error says whether
+    /// nothing reached the replica (so another may be tried).
     async fn forward(
         &self,
         slot: &Slot,
         headers: &HeaderMap,
-        body: Bytes,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, (bool, String)> {
-        let uri = slot.replica.score_uri.clone().ok_or((
+        body: &[u8],
+    ) -> Result<upstream::Reply, (bool, String)> {
+        let target = slot.replica.target.as_ref().ok_or((
             false,
             format!("`{}` is not a valid replica address", slot.replica.addr),
         ))?;
-        let mut req = hyper::Request::post(uri);
-        for name in [
-            header::CONTENT_TYPE,
-            header::HeaderName::from_static("x-request-id"),
-            header::HeaderName::from_static("x-ms-client-request-id"),
-        ] {
-            if let Some(v) = headers.get(&name) {
-                req = req.header(name, v);
-            }
-        }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| (false, e.to_string()))?;
-        self.client
-            .request(req)
+        let kept: Vec<(&str, &[u8])> = FORWARDED
+            .iter()
+            .filter_map(|name| Some((*name, headers.get(*name)?.as_bytes())))
+            .collect();
+        let request = upstream::request(target, &kept, body);
+        self.upstream
+            .send(&slot.replica.addr, target, &request)
             .await
-            .map_err(|e| (e.is_connect(), e.to_string()))
+            .map_err(|e| (matches!(e, upstream::SendError::Connect(_)), e.to_string()))
+    }
+
+    /// Counts a finished request: a 200 from a deployment on its cached counter.
+    fn count(
+        &self,
+        endpoint: &str,
+        deployment: &str,
+        status: StatusCode,
+        ok: Option<prometheus_client::metrics::counter::Counter>,
+    ) {
+        match ok {
+            Some(ok) if status == StatusCode::OK => {
+                ok.inc();
+            }
+            _ => self.metrics.request(endpoint, deployment, status.as_u16()),
+        }
     }
 
     /// Checks the endpoint and the credentials from the headers alone, so a request that will
@@ -345,14 +376,15 @@ impl InferenceRouter {
         Ok(table)
     }
 
-    /// Sends an admitted request to a deployment of `endpoint` in `table`.
+    /// Sends an admitted request to a deployment of `endpoint` in `table`: the answer and the
+    /// deployment that gave it.
     async fn route(
         &self,
         table: &RouteTable,
         endpoint: &str,
         headers: &HeaderMap,
         body: Bytes,
-    ) -> Result<Response, RouteError> {
+    ) -> Result<(Answer, String), RouteError> {
         let ep = table
             .get(endpoint)
             .ok_or_else(|| RouteError::NoEndpoint(endpoint.to_string()))?;
@@ -373,15 +405,13 @@ impl InferenceRouter {
                 m.in_flight.dec();
             }
         });
-        let answer = self.call(dep, &name, headers, body).await?;
+        let mut answer = self.call(dep, &name, headers, body).await?;
         if let Some(m) = &dep.metrics {
             m.queue_wait.observe(answer.queue_ms as f64 / 1e3);
             m.upstream.observe(answer.upstream.as_secs_f64());
-            if status_is_ok(answer.parts.status) {
-                m.ok.inc();
-            }
+            answer.ok = Some(m.ok.clone());
         }
-        Ok(respond(answer, &name))
+        Ok((answer, name))
     }
 
     /// The deployment that answers: the one pinned by `azureml-model-deployment`, else one
@@ -431,46 +461,51 @@ impl InferenceRouter {
         let queue_ms = queued.elapsed().as_millis();
         let upstream = Instant::now();
         let timeout = Duration::from_millis(s.request_timeout_ms);
-        let mut first =
-            tokio::time::timeout(timeout, self.forward(&slot, headers, body.clone())).await;
+        let mut first = tokio::time::timeout(timeout, self.forward(&slot, headers, &body)).await;
         if let Ok(Err((true, _))) = &first
             && let Some(other) = dep.replicas.try_take(Some(&slot.replica.addr))
         {
             slot = other;
-            first = tokio::time::timeout(timeout, self.forward(&slot, headers, body)).await;
+            first = tokio::time::timeout(timeout, self.forward(&slot, headers, &body)).await;
         }
-        let resp = match first {
-            Err(_) => return Err(RouteError::Timeout(name.to_string(), s.request_timeout_ms)),
-            Ok(Err((_, e))) => return Err(RouteError::Upstream(name.to_string(), e)),
-            Ok(Ok(r)) => r,
-        };
-        let (parts, incoming) = resp.into_parts();
-        let bytes = match tokio::time::timeout(
-            timeout.saturating_sub(upstream.elapsed()),
-            incoming.collect(),
-        )
-        .await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) => return Err(RouteError::Upstream(name.to_string(), e.to_string())),
-            Err(_) => return Err(RouteError::Timeout(name.to_string(), s.request_timeout_ms)),
-        };
         drop(slot);
-        Ok(Answer {
-            parts,
-            bytes,
-            queue_ms,
-            upstream: upstream.elapsed(),
-        })
+        match first {
+            Err(_) => Err(RouteError::Timeout(name.to_string(), s.request_timeout_ms)),
+            Ok(Err((_, e))) => Err(RouteError::Upstream(name.to_string(), e)),
+            Ok(Ok(reply)) => Ok(Answer {
+                reply,
+                queue_ms,
+                upstream: upstream.elapsed(),
+                ok: None,
+            }),
+        }
     }
 }
 
+/// The request headers a replica gets.
+const FORWARDED: [&str; 3] = ["content-type", "x-request-id", "x-ms-client-request-id"];
+
 /// A replica's answer, read whole, and how long it waited for a slot and for the replica.
 struct Answer {
-    parts: hyper::http::response::Parts,
-    bytes: Bytes,
+    reply: upstream::Reply,
     queue_ms: u128,
     upstream: Duration,
+    /// The deployment's counter of 200 answers, looked up once per route-table update.
+    ok: Option<prometheus_client::metrics::counter::Counter>,
+}
+
+impl Answer {
+    /// The client's status: the replica's, except that a failed `run()` is 502.
+    fn status(&self) -> StatusCode {
+        let status = StatusCode::from_u16(self.reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        if status == StatusCode::INTERNAL_SERVER_ERROR
+            && self.reply.header("x-ms-run-function-failed").is_some()
+        {
+            StatusCode::BAD_GATEWAY
+        } else {
+            status
+        }
+    }
 }
 
 /// Checks the bearer key or token against the endpoint's.
@@ -504,46 +539,39 @@ fn authorize(ep: &EndpointRoute, endpoint: &str, headers: &HeaderMap) -> Result<
     Ok(())
 }
 
-/// The client's response: the replica's status (a failed `run()` becomes 502), its headers
-/// less hop-by-hop ones, and which deployment answered with the time it took.
+/// The client's response: the answer's status and the replica's headers, and which
+/// deployment answered with the time it took.
 fn respond(answer: Answer, name: &str) -> Response {
+    let status = answer.status();
     let Answer {
-        parts,
-        bytes,
+        reply,
         queue_ms,
         upstream,
+        ..
     } = answer;
-    let script_failed = parts.headers.get("x-ms-run-function-failed").is_some();
-    let status = if parts.status == StatusCode::INTERNAL_SERVER_ERROR && script_failed {
-        StatusCode::BAD_GATEWAY
-    } else {
-        parts.status
-    };
-    let mut out = Response::builder().status(status);
-    for (k, v) in parts.headers.iter() {
-        if k != header::CONNECTION && k != header::TRANSFER_ENCODING && k != header::CONTENT_LENGTH
-        {
-            out = out.header(k, v);
+    let mut out = Response::new(Body::from(reply.body));
+    *out.status_mut() = status;
+    let h = out.headers_mut();
+    for (k, v) in reply.headers {
+        if SET_BY_ROUTER.contains(&k.as_str()) {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_maybe_shared(v),
+        ) {
+            h.append(k, v);
         }
     }
-    let mut out = out
-        .body(Body::from(bytes))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-    let h = out.headers_mut();
     if let Ok(v) = HeaderValue::from_str(name) {
         h.insert("azureml-model-deployment", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&queue_ms.to_string()) {
-        h.insert("x-berth-queue-ms", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&upstream.as_millis().to_string()) {
-        h.insert("x-berth-upstream-ms", v);
-    }
+    h.insert("x-berth-queue-ms", HeaderValue::from(queue_ms as u64));
+    h.insert(
+        "x-berth-upstream-ms",
+        HeaderValue::from(upstream.as_millis() as u64),
+    );
     out
-}
-
-fn status_is_ok(s: StatusCode) -> bool {
-    s == StatusCode::OK
 }
 
 /// Runs `f` when dropped.
@@ -570,6 +598,7 @@ async fn score(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
+    let mut ok = None;
     let (label, resp) = match router.admit(&endpoint, &headers) {
         // Refused on the headers alone: the body is never read.
         Err(e) => {
@@ -582,7 +611,10 @@ async fn score(
         Ok(table) => {
             let resp = match axum::body::to_bytes(body, router.max_body_bytes).await {
                 Ok(body) => match router.route(&table, &endpoint, &headers, body).await {
-                    Ok(r) => r,
+                    Ok((answer, name)) => {
+                        ok = answer.ok.clone();
+                        respond(answer, &name)
+                    }
                     Err(e) => e.into_response(),
                 },
                 Err(e) => body_error(&e, router.max_body_bytes),
@@ -595,9 +627,7 @@ async fn score(
         .get("azureml-model-deployment")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    router
-        .metrics
-        .request(label, deployment, resp.status().as_u16());
+    router.count(label, deployment, resp.status(), ok);
     resp
 }
 

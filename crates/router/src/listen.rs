@@ -16,7 +16,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -79,8 +79,61 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let acceptor = tls.map(TlsAcceptor::from);
+    accept(listener, limits, shutdown, move |tcp| {
+        let (app, acceptor) = (app.clone(), acceptor.clone());
+        async move { plain_or_tls(tcp, app, acceptor, limits).await }
+    })
+    .await
+}
+
+/// Serves a scoring listener: `app` with `router`'s scoring route, whose plain HTTP/1.1
+/// requests take the router's own path (TLS connections are served by `app` alone).
+pub async fn serve_scoring(
+    listener: TcpListener,
+    router: Arc<crate::InferenceRouter>,
+    app: Router,
+    tls: Option<ServerTls>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tls.map(TlsAcceptor::from);
+    accept(listener, limits, shutdown, move |tcp| {
+        let (app, acceptor, router) = (app.clone(), acceptor.clone(), Arc::clone(&router));
+        async move {
+            match acceptor {
+                None => crate::fast::connection(tcp, router, app, limits).await,
+                Some(_) => plain_or_tls(tcp, app, acceptor, limits).await,
+            }
+        }
+    })
+    .await
+}
+
+async fn plain_or_tls(tcp: TcpStream, app: Router, acceptor: Option<TlsAcceptor>, limits: Limits) {
+    match acceptor {
+        None => connection(tcp, app, limits).await,
+        Some(acceptor) => {
+            let handshake = acceptor.accept(tcp);
+            if let Ok(Ok(tls)) = tokio::time::timeout(limits.handshake_timeout, handshake).await {
+                connection(tls, app, limits).await;
+            }
+        }
+    }
+}
+
+/// Accepts connections until `shutdown`, at most `limits.max_connections` at once, each
+/// served by `serve_one` in a task of its own.
+async fn accept<F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    serve_one: F,
+) where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut refused = 0u64;
     tokio::pin!(shutdown);
     loop {
@@ -108,20 +161,10 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (app, acceptor) = (app.clone(), acceptor.clone());
+        let served = serve_one(tcp);
         tokio::spawn(async move {
             let _slot = slot;
-            match acceptor {
-                None => connection(tcp, app, limits).await,
-                Some(acceptor) => {
-                    let handshake = acceptor.accept(tcp);
-                    if let Ok(Ok(tls)) =
-                        tokio::time::timeout(limits.handshake_timeout, handshake).await
-                    {
-                        connection(tls, app, limits).await;
-                    }
-                }
-            }
+            served.await;
         });
     }
 }
@@ -197,7 +240,7 @@ impl HttpBody for Tracked {
     }
 }
 
-async fn connection<I>(io: I, app: Router, limits: Limits)
+pub(crate) async fn connection<I>(io: I, app: Router, limits: Limits)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -13,8 +13,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 pub struct Replica {
     /// Where it listens (`127.0.0.1:port`, `unix:/path`).
     pub addr: String,
-    /// Its scoring URI, parsed once.
-    pub score_uri: Option<axum::http::Uri>,
+    /// Where it is reached, parsed once (`None` for an address that is not one).
+    pub target: Option<crate::upstream::Target>,
     slots: Arc<Semaphore>,
     busy: AtomicUsize,
 }
@@ -51,7 +51,7 @@ impl ReplicaSet {
             .map(|a| {
                 Arc::new(Replica {
                     addr: a.clone(),
-                    score_uri: crate::connect::score_uri(a),
+                    target: crate::upstream::Target::parse(a),
                     slots: Arc::new(Semaphore::new(slots as usize)),
                     busy: AtomicUsize::new(0),
                 })

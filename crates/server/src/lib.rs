@@ -461,7 +461,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
         let _ = rx.recv().await;
     };
-    use berth_router::listen::serve;
+    use berth_router::listen::{serve, serve_scoring};
     let api_task = tokio::spawn(serve(
         api,
         app,
@@ -469,8 +469,9 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         api_limits,
         stopped(stop_tx.subscribe()),
     ));
-    let scoring_task = tokio::spawn(serve(
+    let scoring_task = tokio::spawn(serve_scoring(
         scoring,
+        Arc::clone(&router),
         scoring_app(router),
         tls,
         scoring_limits,

@@ -78,7 +78,7 @@ pub async fn run(client: Client, args: RouterArgs) -> Result<i32, Failure> {
     let _ = rx.await;
     let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!("berth router ready on {scheme}://{addr}");
-    let app = router.app();
+    let app = Arc::clone(&router).app();
     let open_files = berth_router::listen::raise_open_files_limit();
     let limits = berth_router::listen::Limits {
         idle_timeout: std::time::Duration::from_secs(
@@ -89,6 +89,7 @@ pub async fn run(client: Client, args: RouterArgs) -> Result<i32, Failure> {
                 .unwrap_or(open_files.saturating_sub(256).clamp(16, 1 << 20) as usize),
         )
     };
-    berth_router::listen::serve(listener, app, tls, limits, std::future::pending()).await;
+    berth_router::listen::serve_scoring(listener, router, app, tls, limits, std::future::pending())
+        .await;
     Ok(0)
 }

@@ -12,6 +12,40 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 
+/// The longest any one CLI call of a test may take (a conda build on a cold cache is the
+/// slowest): past it the call is killed and the test fails with what the CLI said so far,
+/// instead of hanging the whole run.
+const CLI_LIMIT: std::time::Duration = std::time::Duration::from_secs(420);
+
+/// Runs `cmd` to its end with its output captured, or kills it after `CLI_LIMIT` and fails.
+pub fn output_within_limit(mut cmd: Command) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run berth");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(CLI_LIMIT) {
+        Ok(out) => out.expect("wait for berth"),
+        Err(_) => {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            let out = rx.recv().expect("berth's output").expect("wait for berth");
+            panic!(
+                "{cmd:?} did not end within {CLI_LIMIT:?}; it said:\n{}\n{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+    }
+}
+
 /// A running server and its home folder.
 pub struct Server {
     pub home: tempfile::TempDir,
@@ -117,12 +151,11 @@ impl Server {
 
     /// Runs `berth <args>` against this server from folder `cwd`.
     pub fn cli_in(&self, cwd: &Path, args: &[&str]) -> Output {
-        Command::new(BERTH)
-            .args(args)
+        let mut cmd = Command::new(BERTH);
+        cmd.args(args)
             .current_dir(cwd)
-            .env("BERTH_HOME", self.home.path())
-            .output()
-            .expect("run berth")
+            .env("BERTH_HOME", self.home.path());
+        output_within_limit(cmd)
     }
 
     /// Runs `berth <args>` from `cwd` and asserts that it succeeded.
@@ -271,6 +304,9 @@ pub fn http_request(
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').expect("path");
     let mut conn = std::net::TcpStream::connect(host).expect("connect");
+    // A request that is never answered fails the test instead of hanging the run.
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .expect("read timeout");
     let mut req = format!(
         "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
