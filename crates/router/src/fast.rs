@@ -112,10 +112,12 @@ pub(crate) async fn connection(
     limits: Limits,
 ) {
     let mut conn = Buffered::new(tcp);
-    // One idle timer for the connection's life, moved on at each request (moving a timer
-    // later is cheap; a new one per request is not).
+    // One idle timer and one request timer for the connection's life, moved on at each
+    // request (moving a timer later is cheap; a new one per request is not).
     let idle = tokio::time::sleep(limits.idle_timeout);
     tokio::pin!(idle);
+    let request = crate::request_timer();
+    tokio::pin!(request);
     loop {
         // The next request: its first byte within the idle timeout, its head within the
         // header timeout.
@@ -144,7 +146,7 @@ pub(crate) async fn connection(
             }
         };
         let close = head.close;
-        let Some(keep) = serve(&mut conn, &router, head, limits).await else {
+        let Some(keep) = serve(&mut conn, &router, head, limits, request.as_mut()).await else {
             return;
         };
         if close || !keep {
@@ -161,6 +163,7 @@ async fn serve(
     router: &InferenceRouter,
     head: ScoreHead,
     limits: Limits,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
 ) -> Option<bool> {
     let ScoreHead {
         endpoint,
@@ -197,7 +200,7 @@ async fn serve(
         Ok(table) => {
             read_body(conn, length, limits).await?;
             let body = conn.buf.split_to(length).freeze();
-            let result = router.route(&table, &endpoint, &headers, body).await;
+            let result = router.route(&table, &endpoint, &headers, body, timer).await;
             (endpoint.as_str(), result, true)
         }
     };

@@ -17,6 +17,7 @@ pub mod upstream;
 mod wire;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use berth_core::secret::constant_time_eq;
 use berth_core::spec::deployment::RequestSettings;
 use berth_core::spec::endpoint::TrafficSplit;
 use serde_json::json;
+use tokio::time::Sleep;
 
 use slots::{ReplicaSet, Slot};
 
@@ -384,6 +386,7 @@ impl InferenceRouter {
         endpoint: &str,
         headers: &HeaderMap,
         body: Bytes,
+        timer: Pin<&mut Sleep>,
     ) -> Result<(Answer, String), RouteError> {
         let ep = table
             .get(endpoint)
@@ -405,7 +408,7 @@ impl InferenceRouter {
                 m.in_flight.dec();
             }
         });
-        let mut answer = self.call(dep, &name, headers, body).await?;
+        let mut answer = self.call(dep, &name, headers, body, timer).await?;
         if let Some(m) = &dep.metrics {
             m.queue_wait.observe(answer.queue_ms as f64 / 1e3);
             m.upstream.observe(answer.upstream.as_secs_f64());
@@ -443,13 +446,15 @@ impl InferenceRouter {
     }
 
     /// Sends the request to a replica of `dep` once a slot is free, and reads its answer
-    /// within the request timeout. When nothing reached the first replica, another is tried.
+    /// within the request timeout, kept by `timer`. When nothing reached the first replica,
+    /// another is tried.
     async fn call(
         &self,
         dep: &DeploymentRoute,
         name: &str,
         headers: &HeaderMap,
         body: Bytes,
+        mut timer: Pin<&mut Sleep>,
     ) -> Result<Answer, RouteError> {
         let s = dep.settings;
         let queued = Instant::now();
@@ -461,18 +466,18 @@ impl InferenceRouter {
         let queue_ms = queued.elapsed().as_millis();
         let upstream = Instant::now();
         let timeout = Duration::from_millis(s.request_timeout_ms);
-        let mut first = tokio::time::timeout(timeout, self.forward(&slot, headers, &body)).await;
-        if let Ok(Err((true, _))) = &first
+        let mut first = within(timer.as_mut(), timeout, self.forward(&slot, headers, &body)).await;
+        if let Some(Err((true, _))) = &first
             && let Some(other) = dep.replicas.try_take(Some(&slot.replica.addr))
         {
             slot = other;
-            first = tokio::time::timeout(timeout, self.forward(&slot, headers, &body)).await;
+            first = within(timer.as_mut(), timeout, self.forward(&slot, headers, &body)).await;
         }
         drop(slot);
         match first {
-            Err(_) => Err(RouteError::Timeout(name.to_string(), s.request_timeout_ms)),
-            Ok(Err((_, e))) => Err(RouteError::Upstream(name.to_string(), e)),
-            Ok(Ok(reply)) => Ok(Answer {
+            None => Err(RouteError::Timeout(name.to_string(), s.request_timeout_ms)),
+            Some(Err((_, e))) => Err(RouteError::Upstream(name.to_string(), e)),
+            Some(Ok(reply)) => Ok(Answer {
                 reply,
                 queue_ms,
                 upstream: upstream.elapsed(),
@@ -480,6 +485,26 @@ impl InferenceRouter {
             }),
         }
     }
+}
+
+/// Runs `f` until `limit` from now, on `timer`: a connection's requests share one timer, moved
+/// later at each (cheap), where a new timer each time wakes the runtime's driver to arm it.
+async fn within<T>(
+    mut timer: Pin<&mut Sleep>,
+    limit: Duration,
+    f: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+    tokio::select! {
+        biased;
+        v = f => Some(v),
+        _ = timer => None,
+    }
+}
+
+/// A timer for [`within`], not yet armed.
+pub(crate) fn request_timer() -> Sleep {
+    tokio::time::sleep(Duration::from_secs(3600))
 }
 
 /// The request headers a replica gets.
@@ -610,7 +635,16 @@ async fn score(
         }
         Ok(table) => {
             let resp = match axum::body::to_bytes(body, router.max_body_bytes).await {
-                Ok(body) => match router.route(&table, &endpoint, &headers, body).await {
+                Ok(body) => match router
+                    .route(
+                        &table,
+                        &endpoint,
+                        &headers,
+                        body,
+                        std::pin::pin!(request_timer()),
+                    )
+                    .await
+                {
                     Ok((answer, name)) => {
                         ok = answer.ok.clone();
                         respond(answer, &name)
