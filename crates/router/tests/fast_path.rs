@@ -29,13 +29,17 @@ const SETTINGS: RequestSettings = RequestSettings {
 /// A router for endpoint `ep` (key `k`) with one deployment `d` on `replica`, served on a
 /// loopback port by `serve_scoring`; returns its address.
 async fn scoring_listener(replica: String) -> String {
+    scoring_listener_with(replica, SETTINGS).await
+}
+
+async fn scoring_listener_with(replica: String, settings: RequestSettings) -> String {
     let ep = EndpointRoute {
         mirror: None,
         auth: RouteAuth::Keys(vec!["k".into()]),
         traffic: TrafficSplit::parse_cli("d=100").unwrap(),
         deployments: HashMap::from([(
             "d".to_string(),
-            DeploymentRoute::new(vec![replica], SETTINGS),
+            DeploymentRoute::new(vec![replica], settings),
         )]),
     };
     let router = InferenceRouter::new();
@@ -59,6 +63,9 @@ async fn echo_replica() -> (String, Arc<AtomicUsize>) {
     let app = Router::new().route(
         "/score",
         post(|headers: axum::http::HeaderMap, body: Bytes| async move {
+            if &body[..] == b"slow" {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
             let ct = headers
                 .get("content-type")
                 .map(|v| v.to_str().unwrap().to_string())
@@ -308,5 +315,29 @@ async fn a_replica_connection_closed_while_idle_is_replaced_not_failed() {
             .unwrap();
         let a = read_answer(&mut conn).await;
         assert_eq!((a.status, a.body.as_str()), (200, "[ok]"));
+    }
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_the_connection_serves_the_next_request() {
+    let (replica, _) = echo_replica().await;
+    let settings = RequestSettings {
+        request_timeout_ms: 200,
+        ..SETTINGS
+    };
+    let addr = scoring_listener_with(replica, settings).await;
+    let mut conn = BufReader::new(TcpStream::connect(&addr).await.unwrap());
+    // The request timer is shared by the connection's requests: it fires, is armed again, and
+    // a request that does not take long is not cut short by an earlier deadline.
+    for (body, status) in [("slow", 504), ("{}", 200), ("slow", 504), ("{}", 200)] {
+        conn.get_mut()
+            .write_all(score_request("k", body).as_bytes())
+            .await
+            .unwrap();
+        let a = read_answer(&mut conn).await;
+        assert_eq!(a.status, status, "{}", a.body);
+        if status == 504 {
+            assert!(a.body.contains("request_timeout_ms (200 ms)"), "{}", a.body);
+        }
     }
 }
