@@ -202,6 +202,10 @@ pub struct ServerArgs {
     /// checked hourly [default: kept for ever].
     #[arg(long)]
     pub retain_days: Option<u32>,
+    /// Keep the state in PostgreSQL (postgres://user[:password]@host[:port]/database)
+    /// instead of SQLite in the home [env: BERTH_STORE].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
     /// Run local jobs' commands as this user (name or uid); the server must run as root.
     #[arg(long)]
     pub run_as: Option<String>,

@@ -291,6 +291,7 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         idle_timeout_seconds: args.idle_timeout_seconds,
         run_as: args.run_as,
         retain_days: args.retain_days,
+        store: args.store,
     };
     let config = berth_server::ServerConfig::load(
         &home,

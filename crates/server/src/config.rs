@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// Days an archived job keeps its code snapshot and outputs (its record and logs stay);
     /// checked hourly. `None`: kept for ever.
     pub retain_days: Option<u32>,
+    /// Where the state is kept: a `postgres://` URL, or `None` for SQLite in the home.
+    pub store: Option<String>,
     /// The command that supervises one job (`<berth> job-supervise`).
     pub supervisor: Vec<String>,
     /// The command that runs one deployment replica (`<berth> runtime`).
@@ -88,6 +90,8 @@ pub struct ConfigLayer {
     pub run_as: Option<String>,
     /// `retain_days: 30`
     pub retain_days: Option<u32>,
+    /// `store: postgres://berth@db/berth`
+    pub store: Option<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -141,6 +145,7 @@ impl ConfigLayer {
             idle_timeout_seconds: self.idle_timeout_seconds.or(base.idle_timeout_seconds),
             run_as: self.run_as.or(base.run_as),
             retain_days: self.retain_days.or(base.retain_days),
+            store: self.store.or(base.store),
         }
     }
 
@@ -181,6 +186,7 @@ impl ConfigLayer {
             idle_timeout_seconds: parse(&get, "BERTH_IDLE_TIMEOUT_SECONDS")?,
             run_as: parse(&get, "BERTH_RUN_AS")?,
             retain_days: parse(&get, "BERTH_RETAIN_DAYS")?,
+            store: get("BERTH_STORE"),
         })
     }
 }
@@ -235,6 +241,7 @@ impl ServerConfig {
             idle_timeout_seconds: merged.idle_timeout_seconds.unwrap_or(60).max(1),
             run_as: merged.run_as,
             retain_days: merged.retain_days,
+            store: merged.store,
             supervisor: berth
                 .iter()
                 .map(|b| vec![b.clone(), "job-supervise".into()])

@@ -146,6 +146,9 @@ impl From<StoreError> for ApiError {
             StoreError::Database(_)
             | StoreError::Migrate(_)
             | StoreError::Corrupt { .. }
+            | StoreError::NewerSchema { .. }
+            | StoreError::Connect { .. }
+            | StoreError::BadUrl(_)
             | StoreError::Encode(_) => ApiError::Internal(e.to_string()),
         }
     }

@@ -291,14 +291,22 @@ struct OpenedHome {
 
 /// Makes or opens the home: its token, signing key and store (private), without the leftovers
 /// of an earlier server, and the replicas' socket folder.
-async fn open_home(home: &std::path::Path) -> Result<OpenedHome, StartError> {
+async fn open_home(
+    home: &std::path::Path,
+    store_url: Option<&str>,
+) -> Result<OpenedHome, StartError> {
     make_home(home).map_err(home_error(home))?;
     std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
     let token = auth::load_or_create_token(home).map_err(home_error(home))?;
     let signing =
         auth::load_or_create_secret(&home.join("token-signing-key")).map_err(home_error(home))?;
-    private_file(&home.join("berth.db")).map_err(home_error(home))?;
-    let store = Store::open(&home.join("berth.db")).await?;
+    let store = match store_url {
+        Some(url) => Store::connect(url).await?,
+        None => {
+            private_file(&home.join("berth.db")).map_err(home_error(home))?;
+            Store::open(&home.join("berth.db")).await?
+        }
+    };
     services::leftovers::remove(&store, home)
         .await
         .map_err(|e| StartError::Recover(e.to_string()))?;
@@ -330,7 +338,7 @@ pub async fn build_state(
         signing,
         store,
         sockets,
-    } = open_home(home).await?;
+    } = open_home(home, config.store.as_deref()).await?;
     let (capacity, gpu_ids) = local::local_capacity(config);
     let local::LocalIsolation {
         run_as,

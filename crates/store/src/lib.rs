@@ -1,18 +1,22 @@
-//! Berth's durable state: every resource as a versioned JSON row in SQLite (one file under
-//! `$BERTH_HOME`, WAL, synced on commit), so that what the API accepted survives a crash.
+//! Berth's durable state: every resource as a versioned JSON row, in SQLite (one file under
+//! `$BERTH_HOME`, WAL, synced on commit; the embedded default) or in PostgreSQL
+//! (`--store postgres://...`), so that what the API accepted survives a crash. The same
+//! queries run on both, through sqlx's `Any` driver; [`dialect`] holds what differs.
 
 use std::path::Path;
-use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, Row};
+use sqlx::{AnyConnection, AnyPool};
 
+pub mod dialect;
 pub mod listing;
 pub mod page;
+#[cfg(test)]
+mod testing;
 pub mod tracking;
 
 /// Which table of resources.
@@ -114,6 +118,31 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's schema is newer than this Berth's.
+    #[error(
+        "the database was migrated by a newer Berth: its schema is at version {found}, this Berth knows versions up to {known}; run the newer Berth, or point --store at another database"
+    )]
+    NewerSchema {
+        /// The newest migration the database has.
+        found: i64,
+        /// The newest migration this Berth has.
+        known: i64,
+    },
+    /// The database could not be reached or refused the connection.
+    #[error(
+        "cannot connect to the store at {url}: {reason}; check that PostgreSQL runs there and that the user, password and database in the URL are right"
+    )]
+    Connect {
+        /// The URL, without its password.
+        url: String,
+        /// What the database or the network said.
+        reason: String,
+    },
+    /// The store URL is not one Berth can use.
+    #[error(
+        "`{0}` is not a store URL: give postgres://user[:password]@host[:port]/database, or sqlite:///path/to/berth.db"
+    )]
+    BadUrl(String),
     /// A stored body no longer parses (written by an incompatible version).
     #[error("stored {kind:?} `{name}` is unreadable: {source}")]
     Corrupt {
@@ -141,10 +170,11 @@ pub struct Stored<T> {
     pub seq: i64,
 }
 
-/// The store: a pool of SQLite connections, and a feed of which kinds changed.
+/// The store: a pool of database connections, and a feed of which kinds changed.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: dialect::Dialect,
     changes: std::sync::Arc<Changes>,
 }
 
@@ -180,7 +210,12 @@ impl Kind {
 }
 
 /// Stores one new resource: kind, name, status, body, created and updated times.
-const INSERT: &str = "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?)";
+const INSERT: &str = "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, ?, ?, 1, ?, ?) RETURNING seq";
+
+/// Inserts or replaces a resource: kind, name, body, created and updated times.
+const UPSERT: &str = "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, NULL, ?, 1, ?, ?)
+    ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, resource_version = resources.resource_version + 1, updated_at = excluded.updated_at
+    RETURNING resource_version";
 
 /// An insert's error: a taken name is `AlreadyExists`.
 fn inserted(e: sqlx::Error, kind: Kind, name: &str) -> StoreError {
@@ -200,38 +235,91 @@ fn now() -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
-        Self::migrate(pool).await
+        let url = format!("sqlite://{}?mode=rwc", encode_path(path));
+        Self::sqlite(&url, 4).await
     }
 
-    /// An empty in-memory store, for tests.
+    /// An empty in-memory SQLite store, for tests.
     pub async fn in_memory() -> Result<Store, StoreError> {
-        let opts = SqliteConnectOptions::from_str("sqlite::memory:")?;
         // One connection: each in-memory connection would otherwise be its own database.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts)
-            .await?;
-        Self::migrate(pool).await
+        Self::sqlite("sqlite::memory:", 1).await
     }
 
-    async fn migrate(pool: SqlitePool) -> Result<Store, StoreError> {
-        sqlx::migrate!("./migrations").run(&pool).await?;
+    /// Connects to the store at `url` (`postgres://...`, or `sqlite://...`) and brings its
+    /// schema up to date; an unreachable database is given up on after 10 s.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            return Self::sqlite(url, 4).await;
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(StoreError::BadUrl(url.to_string()));
+        }
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Connect {
+                url: redact(url),
+                reason: match e {
+                    sqlx::Error::PoolTimedOut => "no answer within 10 s".to_string(),
+                    sqlx::Error::Database(d) => d.message().to_string(),
+                    e => e.to_string(),
+                },
+            })?;
+        Self::migrate(pool, dialect::Dialect::Postgres).await
+    }
+
+    async fn sqlite(url: &str, connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(connections)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL, synced on commit, and a wait for the write lock instead of an error.
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        Self::migrate(pool, dialect::Dialect::Sqlite).await
+    }
+
+    async fn migrate(pool: AnyPool, dialect: dialect::Dialect) -> Result<Store, StoreError> {
+        let migrator = match dialect {
+            dialect::Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            dialect::Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        match migrator.run(&pool).await {
+            Err(sqlx::migrate::MigrateError::VersionMissing(found)) => {
+                return Err(StoreError::NewerSchema { found, known });
+            }
+            r => r?,
+        }
         Ok(Store {
             pool,
+            dialect,
             changes: Default::default(),
         })
+    }
+
+    /// Which database this store is on.
+    pub fn dialect(&self) -> dialect::Dialect {
+        self.dialect
+    }
+
+    /// `sql` written for this store's database.
+    fn sql(&self, sql: &str) -> sqlx::AssertSqlSafe<String> {
+        self.dialect.sql(sql)
     }
 
     /// Inserts a new resource; fails with `AlreadyExists` if the name is taken. Returns its
@@ -245,19 +333,19 @@ impl Store {
     ) -> Result<(i64, i64), StoreError> {
         let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
         let t = now();
-        let res = sqlx::query(INSERT)
+        let res = sqlx::query(self.sql(INSERT))
             .bind(kind.as_str())
             .bind(name)
             .bind(status)
             .bind(body)
             .bind(&t)
             .bind(&t)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await;
         match res {
-            Ok(done) => {
+            Ok(row) => {
                 self.changed(kind);
-                Ok((1, done.last_insert_rowid()))
+                Ok((1, row.get(0)))
             }
             Err(e) => Err(inserted(e, kind, name)),
         }
@@ -274,7 +362,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         for (name, status, value) in items {
             let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
-            let res = sqlx::query(INSERT)
+            let res = sqlx::query(self.sql(INSERT))
                 .bind(kind.as_str())
                 .bind(name)
                 .bind(status)
@@ -299,18 +387,14 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
         let t = now();
-        let row = sqlx::query(
-            "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, NULL, ?, 1, ?, ?)
-             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, resource_version = resource_version + 1, updated_at = excluded.updated_at
-             RETURNING resource_version",
-        )
-        .bind(kind.as_str())
-        .bind(name)
-        .bind(body)
-        .bind(&t)
-        .bind(&t)
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(self.sql(UPSERT))
+            .bind(kind.as_str())
+            .bind(name)
+            .bind(body)
+            .bind(&t)
+            .bind(&t)
+            .fetch_one(&self.pool)
+            .await?;
         self.changed(kind);
         Ok(row.get(0))
     }
@@ -325,10 +409,10 @@ impl Store {
         value: &T,
     ) -> Result<i64, StoreError> {
         let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
-        let row = sqlx::query(
+        let row = sqlx::query(self.sql(
             "UPDATE resources SET body = ?, status = ?, resource_version = resource_version + 1, updated_at = ?
              WHERE kind = ? AND name = ? AND resource_version = ? RETURNING resource_version",
-        )
+        ))
         .bind(body)
         .bind(status)
         .bind(now())
@@ -361,11 +445,13 @@ impl Store {
     }
 
     async fn version(&self, kind: Kind, name: &str) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT resource_version FROM resources WHERE kind = ? AND name = ?")
-            .bind(kind.as_str())
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            self.sql("SELECT resource_version FROM resources WHERE kind = ? AND name = ?"),
+        )
+        .bind(kind.as_str())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -375,19 +461,20 @@ impl Store {
         kind: Kind,
         name: &str,
     ) -> Result<Option<Stored<T>>, StoreError> {
-        let row = sqlx::query(
-            "SELECT body, resource_version, seq FROM resources WHERE kind = ? AND name = ?",
-        )
-        .bind(kind.as_str())
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query(self.sql(
+                "SELECT body, resource_version, seq FROM resources WHERE kind = ? AND name = ?",
+            ))
+            .bind(kind.as_str())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.map(|r| decode(kind, name, &r)).transpose()
     }
 
     /// The names of every resource of a kind, without reading the resources.
     pub async fn names(&self, kind: Kind) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT name FROM resources WHERE kind = ?")
+        let rows = sqlx::query(self.sql("SELECT name FROM resources WHERE kind = ?"))
             .bind(kind.as_str())
             .fetch_all(&self.pool)
             .await?;
@@ -407,7 +494,7 @@ impl Store {
             "SELECT name FROM resources WHERE kind = ? AND name IN ({})",
             vec!["?"; names.len()].join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.as_str());
+        let mut q = sqlx::query(self.sql(&sql)).bind(kind.as_str());
         for n in names {
             q = q.bind(n);
         }
@@ -417,13 +504,14 @@ impl Store {
 
     /// The names of `kind`'s resources whose status is not `status`.
     pub async fn names_except(&self, kind: Kind, status: &str) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name FROM resources WHERE kind = ? AND (status IS NULL OR status != ?)",
-        )
-        .bind(kind.as_str())
-        .bind(status)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query(self.sql(
+                "SELECT name FROM resources WHERE kind = ? AND (status IS NULL OR status != ?)",
+            ))
+            .bind(kind.as_str())
+            .bind(status)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 
@@ -432,9 +520,9 @@ impl Store {
         &self,
         kind: Kind,
     ) -> Result<Vec<Stored<T>>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(self.sql(
             "SELECT body, resource_version, seq, name FROM resources WHERE kind = ? ORDER BY seq",
-        )
+        ))
         .bind(kind.as_str())
         .fetch_all(&self.pool)
         .await?;
@@ -451,7 +539,7 @@ impl Store {
     ) -> Result<Vec<Stored<T>>, StoreError> {
         let mut out = Vec::new();
         for status in statuses {
-            let rows = sqlx::query("SELECT body, resource_version, seq, name FROM resources WHERE kind = ? AND status = ? ORDER BY seq")
+            let rows = sqlx::query(self.sql("SELECT body, resource_version, seq, name FROM resources WHERE kind = ? AND status = ? ORDER BY seq"))
                 .bind(kind.as_str())
                 .bind(status)
                 .fetch_all(&self.pool)
@@ -473,12 +561,19 @@ impl Store {
         field: &str,
         value: &str,
     ) -> Result<i64, StoreError> {
+        assert!(
+            !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "not a field name: {field}"
+        );
+        let sql = format!(
+            "SELECT COUNT(*) FROM resources WHERE kind = ? AND status = ? AND {} = ?",
+            self.dialect.field(field)
+        );
         let mut n = 0;
         for status in statuses {
-            let row = sqlx::query("SELECT COUNT(*) FROM resources WHERE kind = ? AND status = ? AND json_extract(body, ?) = ?")
+            let row = sqlx::query(self.sql(&sql))
                 .bind(kind.as_str())
                 .bind(status)
-                .bind(format!("$.{field}"))
                 .bind(value)
                 .fetch_one(&self.pool)
                 .await?;
@@ -489,7 +584,7 @@ impl Store {
 
     /// Deletes a resource; returns whether it existed.
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
-        let res = sqlx::query("DELETE FROM resources WHERE kind = ? AND name = ?")
+        let res = sqlx::query(self.sql("DELETE FROM resources WHERE kind = ? AND name = ?"))
             .bind(kind.as_str())
             .bind(name)
             .execute(&self.pool)
@@ -509,47 +604,74 @@ impl Store {
     }
 
     /// Runs `f` inside one transaction (for several writes that must land together).
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, Any>, StoreError> {
         Ok(self.write_tx().await?)
     }
 
-    /// A transaction that holds the write lock from its start (`BEGIN IMMEDIATE`): one that
-    /// reads and then writes would otherwise fail at once (`SQLITE_BUSY`, which the busy
-    /// timeout does not wait out) when another connection wrote in between.
-    pub(crate) async fn write_tx(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+    /// A write transaction. On SQLite it holds the write lock from its start
+    /// (`BEGIN IMMEDIATE`): one that reads and then writes would otherwise fail at once
+    /// (`SQLITE_BUSY`, which the busy timeout does not wait out) when another connection wrote
+    /// in between.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+        match self.dialect {
+            dialect::Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            dialect::Dialect::Postgres => self.pool.begin().await,
+        }
     }
 
     /// Upserts inside a transaction.
     pub async fn upsert_in<T: Serialize>(
-        conn: &mut SqliteConnection,
+        &self,
+        conn: &mut AnyConnection,
         kind: Kind,
         name: &str,
         value: &T,
     ) -> Result<(), StoreError> {
         let body = serde_json::to_string(value).map_err(StoreError::Encode)?;
         let t = now();
-        sqlx::query(
-            "INSERT INTO resources (kind, name, status, body, resource_version, created_at, updated_at) VALUES (?, ?, NULL, ?, 1, ?, ?)
-             ON CONFLICT (kind, name) DO UPDATE SET body = excluded.body, resource_version = resource_version + 1, updated_at = excluded.updated_at",
-        )
-        .bind(kind.as_str())
-        .bind(name)
-        .bind(body)
-        .bind(&t)
-        .bind(&t)
-        .execute(conn)
-        .await?;
+        sqlx::query(self.sql(UPSERT))
+            .bind(kind.as_str())
+            .bind(name)
+            .bind(body)
+            .bind(&t)
+            .bind(&t)
+            .execute(conn)
+            .await?;
         Ok(())
     }
+}
+
+/// `url` without the password it may carry (for messages and logs).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    match authority.rsplit_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}/{path}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `path` for a `sqlite://` URL: percent-encoded where a URL would misread it.
+fn encode_path(path: &Path) -> String {
+    let mut out = String::new();
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'%' | b'?' | b'#' | b' ' | 0x80.. | ..0x20 => out.push_str(&format!("%{b:02X}")),
+            _ => out.push(*b as char),
+        }
+    }
+    out
 }
 
 fn decode<T: DeserializeOwned>(
     kind: Kind,
     name: &str,
-    r: &sqlx::sqlite::SqliteRow,
+    r: &AnyRow,
 ) -> Result<Stored<T>, StoreError> {
     let body: &str = r.get(0);
     let value = serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
@@ -570,59 +692,63 @@ mod tests {
 
     #[tokio::test]
     async fn insert_get_update_with_versions() -> Result<(), StoreError> {
-        let s = Store::in_memory().await?;
-        assert_eq!(
-            s.insert(Kind::Job, "a", Some("Queued"), &serde_json::json!({"x": 1}))
+        for (db, s) in &crate::testing::both().await {
+            eprintln!("on {db}");
+            assert_eq!(
+                s.insert(Kind::Job, "a", Some("Queued"), &serde_json::json!({"x": 1}))
+                    .await?,
+                (1, 1)
+            );
+            assert!(matches!(
+                s.insert(Kind::Job, "a", None, &serde_json::json!({})).await,
+                Err(StoreError::AlreadyExists { .. })
+            ));
+            let got: Stored<serde_json::Value> =
+                s.get(Kind::Job, "a").await?.ok_or(StoreError::NotFound {
+                    kind: Kind::Job,
+                    name: "a".into(),
+                })?;
+            assert_eq!(got.value["x"], 1);
+            assert_eq!(
+                s.update(
+                    Kind::Job,
+                    "a",
+                    1,
+                    Some("Running"),
+                    &serde_json::json!({"x": 2})
+                )
                 .await?,
-            (1, 1)
-        );
-        assert!(matches!(
-            s.insert(Kind::Job, "a", None, &serde_json::json!({})).await,
-            Err(StoreError::AlreadyExists { .. })
-        ));
-        let got: Stored<serde_json::Value> =
-            s.get(Kind::Job, "a").await?.ok_or(StoreError::NotFound {
-                kind: Kind::Job,
-                name: "a".into(),
-            })?;
-        assert_eq!(got.value["x"], 1);
-        assert_eq!(
-            s.update(
-                Kind::Job,
-                "a",
-                1,
-                Some("Running"),
-                &serde_json::json!({"x": 2})
-            )
-            .await?,
-            2
-        );
-        assert!(matches!(
-            s.update(Kind::Job, "a", 1, None, &serde_json::json!({}))
-                .await,
-            Err(StoreError::Conflict { expected: 1, .. })
-        ));
-        assert!(matches!(
-            s.update(Kind::Job, "zz", 1, None, &serde_json::json!({}))
-                .await,
-            Err(StoreError::NotFound { .. })
-        ));
-        let running: Vec<Stored<serde_json::Value>> =
-            s.list_with_status(Kind::Job, &["Running"]).await?;
-        assert_eq!(running.len(), 1);
+                2
+            );
+            assert!(matches!(
+                s.update(Kind::Job, "a", 1, None, &serde_json::json!({}))
+                    .await,
+                Err(StoreError::Conflict { expected: 1, .. })
+            ));
+            assert!(matches!(
+                s.update(Kind::Job, "zz", 1, None, &serde_json::json!({}))
+                    .await,
+                Err(StoreError::NotFound { .. })
+            ));
+            let running: Vec<Stored<serde_json::Value>> =
+                s.list_with_status(Kind::Job, &["Running"]).await?;
+            assert_eq!(running.len(), 1);
+        }
         Ok(())
     }
 
     #[tokio::test]
     async fn upsert_bumps_version_and_kinds_are_separate() -> Result<(), StoreError> {
-        let s = Store::in_memory().await?;
-        assert_eq!(s.upsert(Kind::InstanceType, "a", &1).await?, 1);
-        assert_eq!(s.upsert(Kind::InstanceType, "a", &2).await?, 2);
-        assert_eq!(s.upsert(Kind::Compute, "a", &3).await?, 1);
-        let all: Vec<Stored<i32>> = s.list(Kind::InstanceType).await?;
-        assert_eq!(all.iter().map(|x| x.value).collect::<Vec<_>>(), [2]);
-        assert!(s.delete(Kind::InstanceType, "a").await?);
-        assert!(!s.delete(Kind::InstanceType, "a").await?);
+        for (db, s) in &crate::testing::both().await {
+            eprintln!("on {db}");
+            assert_eq!(s.upsert(Kind::InstanceType, "a", &1).await?, 1);
+            assert_eq!(s.upsert(Kind::InstanceType, "a", &2).await?, 2);
+            assert_eq!(s.upsert(Kind::Compute, "a", &3).await?, 1);
+            let all: Vec<Stored<i32>> = s.list(Kind::InstanceType).await?;
+            assert_eq!(all.iter().map(|x| x.value).collect::<Vec<_>>(), [2]);
+            assert!(s.delete(Kind::InstanceType, "a").await?);
+            assert!(!s.delete(Kind::InstanceType, "a").await?);
+        }
         Ok(())
     }
 

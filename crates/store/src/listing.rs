@@ -77,14 +77,15 @@ impl Store {
                 vec!["?"; q.statuses.len()].join(", ")
             ));
         }
+        let d = self.dialect();
         for (f, _) in q.fields {
             // Field names are Berth's own, never a caller's text; checked all the same.
             assert!(field_ok(f), "not a field name: {f}");
-            sql.push_str(&format!(" AND json_extract(body, '$.{f}') = ?"));
+            sql.push_str(&format!(" AND {} = ?", d.field(f)));
         }
         for (k, _) in q.tags {
             assert!(tag_key_ok(k), "not a tag key: {k}");
-            sql.push_str(" AND json_extract(body, ?) = ?");
+            sql.push_str(&format!(" AND {} = ?", d.tag()));
         }
         if q.created_after.is_some() {
             sql.push_str(" AND created_at >= ?");
@@ -93,17 +94,15 @@ impl Store {
             sql.push_str(" AND created_at < ?");
         }
         match q.archived {
-            Archived::Exclude => {
-                sql.push_str(" AND COALESCE(json_extract(body, '$.archived'), 0) = 0")
-            }
-            Archived::Only => sql.push_str(" AND json_extract(body, '$.archived') = 1"),
+            Archived::Exclude => sql.push_str(&format!(" AND {}", d.archived(false))),
+            Archived::Only => sql.push_str(&format!(" AND {}", d.archived(true))),
             Archived::Include => {}
         }
         if q.before.is_some() {
             sql.push_str(" AND seq < ?");
         }
         sql.push_str(" ORDER BY seq DESC LIMIT ?");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.as_str());
+        let mut query = sqlx::query(d.sql(&sql)).bind(kind.as_str());
         for s in q.statuses {
             query = query.bind(*s);
         }
@@ -111,7 +110,7 @@ impl Store {
             query = query.bind(*v);
         }
         for (k, v) in q.tags {
-            query = query.bind(format!("$.spec.tags.\"{k}\"")).bind(*v);
+            query = query.bind(d.tag_param(k)).bind(*v);
         }
         if let Some(t) = q.created_after {
             query = query.bind(t);
@@ -139,12 +138,13 @@ impl Store {
     /// How many resources of `kind` have each status.
     pub async fn count_by_status(&self, kind: Kind) -> Result<Vec<(String, i64)>, StoreError> {
         // Kept by triggers (migration 0003): a few rows, however many resources.
-        let rows = sqlx::query(
-            "SELECT status, n FROM status_counts WHERE kind = ? AND n > 0 ORDER BY status",
-        )
-        .bind(kind.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query(self.dialect().sql(
+                "SELECT status, n FROM status_counts WHERE kind = ? AND n > 0 ORDER BY status",
+            ))
+            .bind(kind.as_str())
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows
             .iter()
             .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
@@ -157,15 +157,14 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
-    async fn store_with(n: usize) -> Result<Store, StoreError> {
-        let s = Store::in_memory().await?;
+    async fn fill(s: &Store, n: usize) -> Result<(), StoreError> {
         for i in 0..n {
             let status = if i % 2 == 0 { "Completed" } else { "Failed" };
             let body = json!({"i": i, "parent_job_name": if i % 3 == 0 { "p" } else { "q" }, "archived": i == 4});
             s.insert(Kind::Job, &format!("j{i}"), Some(status), &body)
                 .await?;
         }
-        Ok(s)
+        Ok(())
     }
 
     fn names(items: &[Stored<Value>]) -> Vec<i64> {
@@ -178,164 +177,175 @@ mod tests {
     #[tokio::test]
     async fn pages_follow_each_other_newest_first_and_stay_put_while_jobs_are_added()
     -> Result<(), StoreError> {
-        let s = store_with(7).await?;
-        let q = ListQuery {
-            limit: 3,
-            archived: Archived::Include,
-            ..Default::default()
-        };
-        let first: ListPage<Value> = s.list_page(Kind::Job, &q).await?;
-        assert_eq!(names(&first.items), [6, 5, 4]);
-        // New jobs land before the first page: the second page does not move.
-        s.insert(Kind::Job, "new", Some("Running"), &json!({"i": 99}))
-            .await?;
-        let second: ListPage<Value> = s
-            .list_page(
-                Kind::Job,
-                &ListQuery {
-                    before: first.next,
-                    ..q.clone()
-                },
-            )
-            .await?;
-        assert_eq!(names(&second.items), [3, 2, 1]);
-        let third: ListPage<Value> = s
-            .list_page(
-                Kind::Job,
-                &ListQuery {
-                    before: second.next,
-                    ..q.clone()
-                },
-            )
-            .await?;
-        assert_eq!(names(&third.items), [0]);
-        assert_eq!(third.next, None);
+        for (db, s) in &crate::testing::both().await {
+            eprintln!("on {db}");
+            fill(s, 7).await?;
+            let q = ListQuery {
+                limit: 3,
+                archived: Archived::Include,
+                ..Default::default()
+            };
+            let first: ListPage<Value> = s.list_page(Kind::Job, &q).await?;
+            assert_eq!(names(&first.items), [6, 5, 4]);
+            // New jobs land before the first page: the second page does not move.
+            s.insert(Kind::Job, "new", Some("Running"), &json!({"i": 99}))
+                .await?;
+            let second: ListPage<Value> = s
+                .list_page(
+                    Kind::Job,
+                    &ListQuery {
+                        before: first.next,
+                        ..q.clone()
+                    },
+                )
+                .await?;
+            assert_eq!(names(&second.items), [3, 2, 1]);
+            let third: ListPage<Value> = s
+                .list_page(
+                    Kind::Job,
+                    &ListQuery {
+                        before: second.next,
+                        ..q.clone()
+                    },
+                )
+                .await?;
+            assert_eq!(names(&third.items), [0]);
+            assert_eq!(third.next, None);
+        }
         Ok(())
     }
 
     #[tokio::test]
     async fn tag_and_creation_time_filters_run_in_sql() -> Result<(), StoreError> {
-        let s = Store::in_memory().await?;
-        s.insert(
-            Kind::Job,
-            "a",
-            Some("Completed"),
-            &json!({"i": 0, "spec": {"tags": {"team.name": "vision"}}}),
-        )
-        .await?;
-        s.insert(
-            Kind::Job,
-            "b",
-            Some("Completed"),
-            &json!({"i": 1, "spec": {"tags": {"team.name": "nlp"}}}),
-        )
-        .await?;
-        let page: ListPage<Value> = s
-            .list_page(
+        for (db, s) in &crate::testing::both().await {
+            eprintln!("on {db}");
+            s.insert(
                 Kind::Job,
-                &ListQuery {
-                    tags: &[("team.name", "nlp")],
-                    limit: 10,
-                    ..Default::default()
-                },
+                "a",
+                Some("Completed"),
+                &json!({"i": 0, "spec": {"tags": {"team.name": "vision"}}}),
             )
             .await?;
-        assert_eq!(names(&page.items), [1]);
-        let later: ListPage<Value> = s
-            .list_page(
+            s.insert(
                 Kind::Job,
-                &ListQuery {
-                    created_after: Some("2999-01-01T00:00:00Z"),
-                    limit: 10,
-                    ..Default::default()
-                },
+                "b",
+                Some("Completed"),
+                &json!({"i": 1, "spec": {"tags": {"team.name": "nlp"}}}),
             )
             .await?;
-        assert!(later.items.is_empty());
-        let earlier: ListPage<Value> = s
-            .list_page(
-                Kind::Job,
-                &ListQuery {
-                    created_before: Some("2999-01-01T00:00:00Z"),
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        assert_eq!(earlier.items.len(), 2);
+            let page: ListPage<Value> = s
+                .list_page(
+                    Kind::Job,
+                    &ListQuery {
+                        tags: &[("team.name", "nlp")],
+                        limit: 10,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            assert_eq!(names(&page.items), [1]);
+            let later: ListPage<Value> = s
+                .list_page(
+                    Kind::Job,
+                    &ListQuery {
+                        created_after: Some("2999-01-01T00:00:00Z"),
+                        limit: 10,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            assert!(later.items.is_empty());
+            let earlier: ListPage<Value> = s
+                .list_page(
+                    Kind::Job,
+                    &ListQuery {
+                        created_before: Some("2999-01-01T00:00:00Z"),
+                        limit: 10,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            assert_eq!(earlier.items.len(), 2);
+        }
         Ok(())
     }
 
     #[tokio::test]
     async fn status_field_and_archive_filters_run_in_sql() -> Result<(), StoreError> {
-        let s = store_with(7).await?;
-        let page: ListPage<Value> = s
-            .list_page(
-                Kind::Job,
-                &ListQuery {
-                    statuses: &["Completed"],
-                    fields: &[("parent_job_name", "p")],
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        assert_eq!(names(&page.items), [6, 0]);
-        let archived: ListPage<Value> = s
-            .list_page(
-                Kind::Job,
-                &ListQuery {
-                    archived: Archived::Only,
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        assert_eq!(names(&archived.items), [4]);
-        let without: ListPage<Value> = s
-            .list_page(
-                Kind::Job,
-                &ListQuery {
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        assert_eq!(without.items.len(), 6);
+        for (db, s) in &crate::testing::both().await {
+            eprintln!("on {db}");
+            fill(s, 7).await?;
+            let page: ListPage<Value> = s
+                .list_page(
+                    Kind::Job,
+                    &ListQuery {
+                        statuses: &["Completed"],
+                        fields: &[("parent_job_name", "p")],
+                        limit: 10,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            assert_eq!(names(&page.items), [6, 0]);
+            let archived: ListPage<Value> = s
+                .list_page(
+                    Kind::Job,
+                    &ListQuery {
+                        archived: Archived::Only,
+                        limit: 10,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            assert_eq!(names(&archived.items), [4]);
+            let without: ListPage<Value> = s
+                .list_page(
+                    Kind::Job,
+                    &ListQuery {
+                        limit: 10,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            assert_eq!(without.items.len(), 6);
+        }
         Ok(())
     }
 
     #[tokio::test]
     async fn counts_by_status_follow_inserts_updates_and_deletes() -> Result<(), StoreError> {
-        let s = store_with(5).await?;
-        assert_eq!(
-            s.count_by_status(Kind::Job).await?,
-            [("Completed".to_string(), 3), ("Failed".to_string(), 2)]
-        );
-        let j0 = s.get::<Value>(Kind::Job, "j0").await?.unwrap();
-        s.update(
-            Kind::Job,
-            "j0",
-            j0.resource_version,
-            Some("Failed"),
-            &j0.value,
-        )
-        .await?;
-        s.delete(Kind::Job, "j1").await?;
-        let j2 = s.get::<Value>(Kind::Job, "j2").await?.unwrap();
-        // A write that keeps the status keeps the counts.
-        s.update(
-            Kind::Job,
-            "j2",
-            j2.resource_version,
-            Some("Completed"),
-            &j2.value,
-        )
-        .await?;
-        assert_eq!(
-            s.count_by_status(Kind::Job).await?,
-            [("Completed".to_string(), 2), ("Failed".to_string(), 2)]
-        );
+        for (db, s) in &crate::testing::both().await {
+            eprintln!("on {db}");
+            fill(s, 5).await?;
+            assert_eq!(
+                s.count_by_status(Kind::Job).await?,
+                [("Completed".to_string(), 3), ("Failed".to_string(), 2)]
+            );
+            let j0 = s.get::<Value>(Kind::Job, "j0").await?.unwrap();
+            s.update(
+                Kind::Job,
+                "j0",
+                j0.resource_version,
+                Some("Failed"),
+                &j0.value,
+            )
+            .await?;
+            s.delete(Kind::Job, "j1").await?;
+            let j2 = s.get::<Value>(Kind::Job, "j2").await?.unwrap();
+            // A write that keeps the status keeps the counts.
+            s.update(
+                Kind::Job,
+                "j2",
+                j2.resource_version,
+                Some("Completed"),
+                &j2.value,
+            )
+            .await?;
+            assert_eq!(
+                s.count_by_status(Kind::Job).await?,
+                [("Completed".to_string(), 2), ("Failed".to_string(), 2)]
+            );
+        }
         Ok(())
     }
 }

@@ -53,9 +53,9 @@ impl Store {
             format!("AND status IN ({})", vec!["?"; q.statuses.len()].join(", "))
         };
         let name_clause = if q.name_like.is_empty() {
-            ""
+            String::new()
         } else {
-            "AND name LIKE ? ESCAPE '\\'"
+            format!("AND name {} ? ESCAPE '\\'", self.dialect().like())
         };
         let filter = format!("WHERE kind = ? {status_clause} {name_clause}");
         let count_sql = format!("SELECT COUNT(*) FROM resources {filter}");
@@ -64,7 +64,7 @@ impl Store {
         );
         let pattern = like_pattern(q.name_like);
         let bind = |sql: String| {
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kind.as_str());
+            let mut query = sqlx::query(self.dialect().sql(&sql)).bind(kind.as_str());
             for s in q.statuses {
                 query = query.bind(*s);
             }
@@ -93,42 +93,44 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_is_newest_first_and_filtered_in_sql() -> Result<(), StoreError> {
-        let s = Store::in_memory().await?;
-        for (i, status) in ["Completed", "Failed", "Completed", "Running"]
-            .iter()
-            .enumerate()
-        {
+        for (db, s) in &crate::testing::both().await {
+            eprintln!("on {db}");
+            for (i, status) in ["Completed", "Failed", "Completed", "Running"]
+                .iter()
+                .enumerate()
+            {
+                s.insert(
+                    Kind::Job,
+                    &format!("job_{i}"),
+                    Some(status),
+                    &serde_json::json!({"i": i}),
+                )
+                .await?;
+            }
             s.insert(
                 Kind::Job,
-                &format!("job_{i}"),
-                Some(status),
-                &serde_json::json!({"i": i}),
+                "odd_100%",
+                Some("Completed"),
+                &serde_json::json!({}),
             )
             .await?;
+            let q = PageQuery {
+                statuses: &["Completed"],
+                name_like: "job",
+                offset: 0,
+                limit: 1,
+            };
+            let p: Page<serde_json::Value> = s.page(Kind::Job, &q).await?;
+            assert_eq!(p.total, 2);
+            assert_eq!(p.items[0].value["i"], 2, "newest first");
+            let q = PageQuery {
+                name_like: "100%",
+                limit: 10,
+                ..Default::default()
+            };
+            let p: Page<serde_json::Value> = s.page(Kind::Job, &q).await?;
+            assert_eq!(p.total, 1, "% in the text is a character, not a wildcard");
         }
-        s.insert(
-            Kind::Job,
-            "odd_100%",
-            Some("Completed"),
-            &serde_json::json!({}),
-        )
-        .await?;
-        let q = PageQuery {
-            statuses: &["Completed"],
-            name_like: "job",
-            offset: 0,
-            limit: 1,
-        };
-        let p: Page<serde_json::Value> = s.page(Kind::Job, &q).await?;
-        assert_eq!(p.total, 2);
-        assert_eq!(p.items[0].value["i"], 2, "newest first");
-        let q = PageQuery {
-            name_like: "100%",
-            limit: 10,
-            ..Default::default()
-        };
-        let p: Page<serde_json::Value> = s.page(Kind::Job, &q).await?;
-        assert_eq!(p.total, 1, "% in the text is a character, not a wildcard");
         Ok(())
     }
 }

@@ -22,7 +22,10 @@ pub async fn apply_instance_types(
         InstanceType::parse_file(&Source::new(&req.file, &req.yaml)).map_err(ApiError::spec)?;
     let mut tx = state.store.begin().await?;
     for t in &types {
-        Store::upsert_in(&mut tx, Kind::InstanceType, &t.name, t).await?;
+        state
+            .store
+            .upsert_in(&mut tx, Kind::InstanceType, &t.name, t)
+            .await?;
     }
     tx.commit()
         .await

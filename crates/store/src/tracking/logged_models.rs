@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{LoggedModel, TrackingError};
 use crate::Store;
@@ -10,9 +11,7 @@ use crate::Store;
 impl Store {
     /// Records a logged model.
     pub async fn create_logged_model(&self, m: &LoggedModel) -> Result<(), TrackingError> {
-        sqlx::query(
-            "INSERT INTO logged_models (model_id, experiment_id, name, source_run_id, model_type, status, artifact_uri, creation_time, last_update, tags, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        sqlx::query(self.sql("INSERT INTO logged_models (model_id, experiment_id, name, source_run_id, model_type, status, artifact_uri, creation_time, last_update, tags, params) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
         .bind(&m.model_id)
         .bind(m.experiment_id)
         .bind(&m.name)
@@ -31,7 +30,7 @@ impl Store {
 
     /// Logged model `model_id`.
     pub async fn logged_model(&self, model_id: &str) -> Result<Option<LoggedModel>, TrackingError> {
-        let row = sqlx::query("SELECT * FROM logged_models WHERE model_id = ?")
+        let row = sqlx::query(self.sql("SELECT * FROM logged_models WHERE model_id = ?"))
             .bind(model_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -47,7 +46,7 @@ impl Store {
         let sql = format!(
             "SELECT * FROM logged_models WHERE experiment_id IN ({marks}) ORDER BY creation_time DESC"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(self.sql(&sql));
         for e in experiments {
             q = q.bind(*e);
         }
@@ -57,9 +56,7 @@ impl Store {
 
     /// Writes a logged model's status, tags and params back.
     pub async fn save_logged_model(&self, m: &LoggedModel) -> Result<(), TrackingError> {
-        sqlx::query(
-            "UPDATE logged_models SET status = ?, tags = ?, params = ?, last_update = ? WHERE model_id = ?",
-        )
+        sqlx::query(self.sql("UPDATE logged_models SET status = ?, tags = ?, params = ?, last_update = ? WHERE model_id = ?"))
         .bind(&m.status)
         .bind(encode_map(&m.tags))
         .bind(encode_map(&m.params))
@@ -72,7 +69,7 @@ impl Store {
 
     /// Removes a logged model's record (its files are the caller's to remove).
     pub async fn delete_logged_model(&self, model_id: &str) -> Result<bool, TrackingError> {
-        let done = sqlx::query("DELETE FROM logged_models WHERE model_id = ?")
+        let done = sqlx::query(self.sql("DELETE FROM logged_models WHERE model_id = ?"))
             .bind(model_id)
             .execute(&self.pool)
             .await?;
@@ -84,7 +81,7 @@ fn encode_map(m: &BTreeMap<String, String>) -> String {
     serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
 }
 
-fn logged_model(row: &sqlx::sqlite::SqliteRow) -> Result<LoggedModel, sqlx::Error> {
+fn logged_model(row: &AnyRow) -> Result<LoggedModel, sqlx::Error> {
     let map = |col: &str| -> Result<BTreeMap<String, String>, sqlx::Error> {
         let text: String = row.try_get(col)?;
         Ok(serde_json::from_str(&text).unwrap_or_default())

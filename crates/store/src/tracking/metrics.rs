@@ -5,12 +5,14 @@ use std::collections::BTreeMap;
 
 use super::{Metric, TrackingError, decode_value, encode_value};
 use crate::Store;
+use crate::dialect::Dialect;
+use sqlx::AnyConnection;
 
 impl Store {
     /// Whether run `run_id` has ever logged metric `key`.
     pub async fn has_metric(&self, run_id: &str, key: &str) -> Result<bool, TrackingError> {
         Ok(
-            sqlx::query("SELECT 1 FROM metric_series WHERE run_id = ? AND key = ?")
+            sqlx::query(self.sql("SELECT 1 FROM metric_series WHERE run_id = ? AND key = ?"))
                 .bind(run_id)
                 .bind(key)
                 .fetch_optional(&self.pool)
@@ -27,18 +29,19 @@ impl Store {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<Metric>, TrackingError> {
-        let series: Option<i64> =
-            sqlx::query_scalar("SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?")
-                .bind(run_id)
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
+        let series: Option<i64> = sqlx::query_scalar(
+            self.sql("SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?"),
+        )
+        .bind(run_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(series) = series else {
             return Ok(Vec::new());
         };
-        let rows: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(
+        let rows: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(self.sql(
             "SELECT step, timestamp, value FROM metric_points WHERE series_id = ? ORDER BY rowid LIMIT ? OFFSET ?",
-        )
+        ))
         .bind(series)
         .bind(limit)
         .bind(offset)
@@ -65,7 +68,10 @@ impl Store {
             "DELETE FROM run_tags WHERE run_id = ?",
             "DELETE FROM runs WHERE run_id = ?",
         ] {
-            sqlx::query(sql).bind(run_id).execute(&mut *tx).await?;
+            sqlx::query(self.sql(sql))
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -74,9 +80,7 @@ impl Store {
     /// Drops the points of a run's metrics logged before `before_ms` (a bounded history for
     /// the runs Berth keeps itself: computes, endpoints). Returns how many went.
     pub async fn prune_points(&self, run_id: &str, before_ms: i64) -> Result<u64, TrackingError> {
-        let done = sqlx::query(
-            "DELETE FROM metric_points WHERE series_id IN (SELECT series_id FROM metric_series WHERE run_id = ?) AND timestamp < ?",
-        )
+        let done = sqlx::query(self.sql("DELETE FROM metric_points WHERE series_id IN (SELECT series_id FROM metric_series WHERE run_id = ?) AND timestamp < ?"))
         .bind(run_id)
         .bind(before_ms)
         .execute(&self.pool)
@@ -98,7 +102,8 @@ fn later(a: &Metric, b: &Metric) -> bool {
 /// Appends the points of a batch: one upsert per metric key for its latest value, then the
 /// points in multi-row inserts (a point is one row of four numbers).
 pub(super) async fn log_points(
-    tx: &mut sqlx::SqliteConnection,
+    d: Dialect,
+    tx: &mut AnyConnection,
     run_id: &str,
     metrics: &[Metric],
 ) -> Result<(), sqlx::Error> {
@@ -119,19 +124,22 @@ pub(super) async fn log_points(
     let mut series = BTreeMap::new();
     for key in keys {
         let m = latest[key];
-        series.insert(key, upsert_series(tx, run_id, m).await?);
+        series.insert(key, upsert_series(d, tx, run_id, m).await?);
     }
     for chunk in metrics.chunks(500) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO metric_points (series_id, step, timestamp, value) ",
+        let sql = format!(
+            "INSERT INTO metric_points (series_id, step, timestamp, value) VALUES {}",
+            vec!["(?, ?, ?, ?)"; chunk.len()].join(", ")
         );
-        q.push_values(chunk, |mut row, m| {
-            row.push_bind(series[m.key.as_str()])
-                .push_bind(m.step)
-                .push_bind(m.timestamp)
-                .push_bind(encode_value(m.value));
-        });
-        q.build().execute(&mut *tx).await?;
+        let mut q = sqlx::query(d.sql(&sql));
+        for m in chunk {
+            q = q
+                .bind(series[m.key.as_str()])
+                .bind(m.step)
+                .bind(m.timestamp)
+                .bind(encode_value(m.value));
+        }
+        q.execute(&mut *tx).await?;
     }
     Ok(())
 }
@@ -139,16 +147,16 @@ pub(super) async fn log_points(
 /// The series of metric `m.key` of a run, made if new, its latest value moved to `m` when `m`
 /// is later.
 async fn upsert_series(
-    tx: &mut sqlx::SqliteConnection,
+    d: Dialect,
+    tx: &mut AnyConnection,
     run_id: &str,
     m: &Metric,
 ) -> Result<i64, sqlx::Error> {
-    let moved: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO metric_series (run_id, key, step, timestamp, value) VALUES (?, ?, ?, ?, ?)
+    let moved: Option<i64> = sqlx::query_scalar(d.sql("INSERT INTO metric_series (run_id, key, step, timestamp, value) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, value = excluded.value
-           WHERE (excluded.step, excluded.timestamp, COALESCE(excluded.value, -1e308)) > (step, timestamp, COALESCE(value, -1e308))
-         RETURNING series_id",
-    )
+           WHERE (excluded.step, excluded.timestamp, COALESCE(excluded.value, -1e308))
+               > (metric_series.step, metric_series.timestamp, COALESCE(metric_series.value, -1e308))
+         RETURNING series_id"))
     .bind(run_id)
     .bind(&m.key)
     .bind(m.step)
@@ -160,11 +168,13 @@ async fn upsert_series(
     match moved {
         Some(id) => Ok(id),
         None => {
-            sqlx::query_scalar("SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?")
-                .bind(run_id)
-                .bind(&m.key)
-                .fetch_one(&mut *tx)
-                .await
+            sqlx::query_scalar(
+                d.sql("SELECT series_id FROM metric_series WHERE run_id = ? AND key = ?"),
+            )
+            .bind(run_id)
+            .bind(&m.key)
+            .fetch_one(&mut *tx)
+            .await
         }
     }
 }

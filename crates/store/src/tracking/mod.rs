@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::{Store, StoreError};
 
@@ -172,7 +173,7 @@ pub(super) fn encode_value(v: f64) -> Option<f64> {
 const RUN_COLUMNS: &str = "r.run_id, r.experiment_id, r.run_name, r.user_id, r.job_name, j.status AS job_status, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri";
 const RUN_FROM: &str = "runs r LEFT JOIN resources j ON j.kind = 'job' AND j.name = r.job_name";
 
-fn run_info(row: &sqlx::sqlite::SqliteRow) -> Result<RunInfo, sqlx::Error> {
+fn run_info(row: &AnyRow) -> Result<RunInfo, sqlx::Error> {
     Ok(RunInfo {
         run_id: row.try_get("run_id")?,
         experiment_id: row.try_get("experiment_id")?,
@@ -188,7 +189,7 @@ fn run_info(row: &sqlx::sqlite::SqliteRow) -> Result<RunInfo, sqlx::Error> {
     })
 }
 
-fn pairs(rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<BTreeMap<String, String>, sqlx::Error> {
+fn pairs(rows: Vec<AnyRow>) -> Result<BTreeMap<String, String>, sqlx::Error> {
     rows.iter()
         .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
         .collect()
@@ -204,16 +205,14 @@ impl Store {
         now: i64,
     ) -> Result<i64, TrackingError> {
         let mut tx = self.write_tx().await?;
-        let res = sqlx::query(
-            "INSERT INTO experiments (name, artifact_location, creation_time, last_update_time) VALUES (?, '', ?, ?)",
-        )
+        let res = sqlx::query_scalar(self.sql("INSERT INTO experiments (name, artifact_location, creation_time, last_update_time) VALUES (?, '', ?, ?) RETURNING experiment_id"))
         .bind(name)
         .bind(now)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await;
-        let id = match res {
-            Ok(done) => done.last_insert_rowid(),
+        let id: i64 = match res {
+            Ok(id) => id,
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(TrackingError::AlreadyExists(format!(
                     "an experiment named `{name}` already exists"
@@ -224,13 +223,15 @@ impl Store {
         let location = artifact_location
             .map(str::to_string)
             .unwrap_or_else(|| experiment_artifacts(id));
-        sqlx::query("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?")
-            .bind(location)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            self.sql("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?"),
+        )
+        .bind(location)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         for (k, v) in tags {
-            sqlx::query("INSERT OR REPLACE INTO experiment_tags VALUES (?, ?, ?)")
+            sqlx::query(self.sql("INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?) ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value"))
                 .bind(id)
                 .bind(k)
                 .bind(v)
@@ -260,24 +261,24 @@ impl Store {
         &self,
         clause: &str,
         bind: impl FnOnce(
-            sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-        )
-            -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+            sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
+        ) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<Vec<Experiment>, TrackingError> {
         let sql = format!(
             "SELECT experiment_id, name, artifact_location, lifecycle_stage, creation_time, last_update_time FROM experiments {clause}"
         );
-        let rows = bind(sqlx::query(sqlx::AssertSqlSafe(sql)))
+        let rows = bind(sqlx::query(self.sql(&sql)))
             .fetch_all(&self.pool)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let id: i64 = row.try_get("experiment_id")?;
-            let tags =
-                sqlx::query("SELECT key, value FROM experiment_tags WHERE experiment_id = ?")
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
+            let tags = sqlx::query(
+                self.sql("SELECT key, value FROM experiment_tags WHERE experiment_id = ?"),
+            )
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
             out.push(Experiment {
                 id,
                 name: row.try_get("name")?,
@@ -338,9 +339,7 @@ impl Store {
         stage: Option<&str>,
         now: i64,
     ) -> Result<(), TrackingError> {
-        let res = sqlx::query(
-            "UPDATE experiments SET name = COALESCE(?, name), lifecycle_stage = COALESCE(?, lifecycle_stage), last_update_time = ? WHERE experiment_id = ?",
-        )
+        let res = sqlx::query(self.sql("UPDATE experiments SET name = COALESCE(?, name), lifecycle_stage = COALESCE(?, lifecycle_stage), last_update_time = ? WHERE experiment_id = ?"))
         .bind(name)
         .bind(stage)
         .bind(now)
@@ -375,11 +374,11 @@ impl Store {
             )));
         }
         match value {
-            Some(v) => sqlx::query("INSERT OR REPLACE INTO experiment_tags VALUES (?, ?, ?)")
+            Some(v) => sqlx::query(self.sql("INSERT INTO experiment_tags (experiment_id, key, value) VALUES (?, ?, ?) ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value"))
                 .bind(id)
                 .bind(key)
                 .bind(v),
-            None => sqlx::query("DELETE FROM experiment_tags WHERE experiment_id = ? AND key = ?")
+            None => sqlx::query(self.sql("DELETE FROM experiment_tags WHERE experiment_id = ? AND key = ?"))
                 .bind(id)
                 .bind(key),
         }
@@ -391,9 +390,7 @@ impl Store {
     /// Makes a run; fails if the id is taken.
     pub async fn create_run(&self, run: &NewRun) -> Result<(), TrackingError> {
         let mut tx = self.write_tx().await?;
-        let res = sqlx::query(
-            "INSERT INTO runs (run_id, experiment_id, run_name, user_id, job_name, status, start_time, artifact_uri) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        let res = sqlx::query(self.sql("INSERT INTO runs (run_id, experiment_id, run_name, user_id, job_name, status, start_time, artifact_uri) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
         .bind(&run.run_id)
         .bind(run.experiment_id)
         .bind(&run.run_name)
@@ -415,7 +412,7 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         for (k, v) in &run.tags {
-            sqlx::query("INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)")
+            sqlx::query(self.sql("INSERT INTO run_tags (run_id, key, value) VALUES (?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"))
                 .bind(&run.run_id)
                 .bind(k)
                 .bind(v)
@@ -429,7 +426,7 @@ impl Store {
     /// What run `run_id` is.
     pub async fn run_info(&self, run_id: &str) -> Result<Option<RunInfo>, TrackingError> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.run_id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query(self.sql(&sql))
             .bind(run_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -441,9 +438,9 @@ impl Store {
         let Some(info) = self.run_info(run_id).await? else {
             return Ok(None);
         };
-        let metrics = sqlx::query(
+        let metrics = sqlx::query(self.sql(
             "SELECT key, value, timestamp, step FROM metric_series WHERE run_id = ? ORDER BY key",
-        )
+        ))
         .bind(run_id)
         .fetch_all(&self.pool)
         .await?
@@ -457,11 +454,11 @@ impl Store {
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let params = sqlx::query("SELECT key, value FROM params WHERE run_id = ?")
+        let params = sqlx::query(self.sql("SELECT key, value FROM params WHERE run_id = ?"))
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
-        let tags = sqlx::query("SELECT key, value FROM run_tags WHERE run_id = ?")
+        let tags = sqlx::query(self.sql("SELECT key, value FROM run_tags WHERE run_id = ?"))
             .bind(run_id)
             .fetch_all(&self.pool)
             .await?;
@@ -490,7 +487,7 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.experiment_id IN ({exp}) AND r.lifecycle_stage IN ({st}) {job_clause} ORDER BY r.start_time DESC, r.run_id"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query(self.sql(&sql));
         for e in experiments {
             q = q.bind(*e);
         }
@@ -513,9 +510,7 @@ impl Store {
         run_name: Option<&str>,
         stage: Option<&str>,
     ) -> Result<(), TrackingError> {
-        let done = sqlx::query(
-            "UPDATE runs SET status = COALESCE(?, status), end_time = COALESCE(?, end_time), run_name = COALESCE(?, run_name), lifecycle_stage = COALESCE(?, lifecycle_stage) WHERE run_id = ?",
-        )
+        let done = sqlx::query(self.sql("UPDATE runs SET status = COALESCE(?, status), end_time = COALESCE(?, end_time), run_name = COALESCE(?, run_name), lifecycle_stage = COALESCE(?, lifecycle_stage) WHERE run_id = ?"))
         .bind(status)
         .bind(end_time)
         .bind(run_name)
@@ -529,7 +524,7 @@ impl Store {
             )));
         }
         if let Some(name) = run_name {
-            sqlx::query("INSERT OR REPLACE INTO run_tags VALUES (?, 'mlflow.runName', ?)")
+            sqlx::query(self.sql("INSERT INTO run_tags (run_id, key, value) VALUES (?, 'mlflow.runName', ?) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"))
                 .bind(run_id)
                 .bind(name)
                 .execute(&self.pool)
@@ -549,12 +544,13 @@ impl Store {
     ) -> Result<(), TrackingError> {
         let mut tx = self.write_tx().await?;
         for (k, v) in params {
-            let old: Option<String> =
-                sqlx::query_scalar("SELECT value FROM params WHERE run_id = ? AND key = ?")
-                    .bind(run_id)
-                    .bind(k)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let old: Option<String> = sqlx::query_scalar(
+                self.sql("SELECT value FROM params WHERE run_id = ? AND key = ?"),
+            )
+            .bind(run_id)
+            .bind(k)
+            .fetch_optional(&mut *tx)
+            .await?;
             match old {
                 Some(old) if old != *v => {
                     return Err(TrackingError::Invalid(format!(
@@ -563,7 +559,7 @@ impl Store {
                 }
                 Some(_) => {}
                 None => {
-                    sqlx::query("INSERT INTO params VALUES (?, ?, ?)")
+                    sqlx::query(self.sql("INSERT INTO params VALUES (?, ?, ?)"))
                         .bind(run_id)
                         .bind(k)
                         .bind(v)
@@ -573,21 +569,21 @@ impl Store {
             }
         }
         for (k, v) in tags {
-            sqlx::query("INSERT OR REPLACE INTO run_tags VALUES (?, ?, ?)")
+            sqlx::query(self.sql("INSERT INTO run_tags (run_id, key, value) VALUES (?, ?, ?) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"))
                 .bind(run_id)
                 .bind(k)
                 .bind(v)
                 .execute(&mut *tx)
                 .await?;
         }
-        metrics::log_points(&mut tx, run_id, metrics).await?;
+        metrics::log_points(self.dialect(), &mut tx, run_id, metrics).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Removes a tag of a run.
     pub async fn delete_run_tag(&self, run_id: &str, key: &str) -> Result<bool, TrackingError> {
-        let done = sqlx::query("DELETE FROM run_tags WHERE run_id = ? AND key = ?")
+        let done = sqlx::query(self.sql("DELETE FROM run_tags WHERE run_id = ? AND key = ?"))
             .bind(run_id)
             .bind(key)
             .execute(&self.pool)
