@@ -98,6 +98,15 @@ pub fn berth_binary() -> std::path::PathBuf {
 /// `berth server` on port 0 with its home in `home`, returned once it is ready (its output
 /// drained from then on).
 pub fn start_server(bin: &std::path::Path, home: &std::path::Path) -> std::process::Child {
+    start_server_with(bin, home, &[])
+}
+
+/// [`start_server`] with extra environment (`BERTH_STORE=postgres://...`).
+pub fn start_server_with(
+    bin: &std::path::Path,
+    home: &std::path::Path,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     use std::io::BufRead;
     let mut server = Command::new(bin)
         .args([
@@ -107,6 +116,7 @@ pub fn start_server(bin: &std::path::Path, home: &std::path::Path) -> std::proce
             "--scoring-listen",
             "127.0.0.1:0",
         ])
+        .envs(env.iter().copied())
         .env("BERTH_HOME", home)
         .env("BERTH_LOG", "warn")
         .stderr(std::process::Stdio::piped())

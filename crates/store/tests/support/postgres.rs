@@ -9,6 +9,15 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// Whether the cluster syncs its commits (off for tests: they need no durability; on for a
+/// bench that compares stores). Set before the first [`database`].
+static DURABLE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the cluster sync its commits, as a production server does.
+pub fn durable() {
+    DURABLE.store(true, Ordering::Relaxed);
+}
+
 /// The test cluster's password for user `berth`.
 pub const PASSWORD: &str = "berth-test";
 
@@ -113,7 +122,11 @@ fn cluster() -> &'static Cluster {
                 "-c",
                 "listen_addresses=127.0.0.1",
                 "-c",
-                "fsync=off",
+                if DURABLE.load(Ordering::Relaxed) {
+                    "fsync=on"
+                } else {
+                    "fsync=off"
+                },
                 "-c",
                 "max_connections=200",
             ])
