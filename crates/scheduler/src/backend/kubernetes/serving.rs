@@ -387,6 +387,9 @@ fn rollout_of(d: &Deployment, revision: u32, ready: usize, pods: &[Pod]) -> Roll
     if let Some(reason) = pods.iter().find_map(pod_failure) {
         return Rollout::Failed(reason);
     }
+    if let Some(reason) = past_deadline(st.conditions.as_deref()) {
+        return Rollout::Failed(reason);
+    }
     match unplaceable(st.conditions.as_deref(), pods) {
         Some(reason) => Rollout::Unplaceable(reason),
         None => Rollout::Progressing,
@@ -450,6 +453,21 @@ fn unplaceable(conditions: Option<&[DeploymentCondition]>, pods: &[Pod]) -> Opti
             c.message.as_deref().unwrap_or_default()
         ))
     })
+}
+
+/// Why the rollout stopped, when Kubernetes gave up on it: no progress within the
+/// Deployment's `progressDeadlineSeconds` (ten minutes by default), so a replica that never
+/// becomes ready fails the deployment instead of keeping it Creating for ever.
+fn past_deadline(conditions: Option<&[DeploymentCondition]>) -> Option<String> {
+    let c = conditions.into_iter().flatten().find(|c| {
+        c.type_ == "Progressing"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    })?;
+    Some(format!(
+        "the replicas made no progress within the rollout's deadline (ProgressDeadlineExceeded: {}); `berth online-deployment get-logs` shows what they said",
+        c.message.as_deref().unwrap_or_default()
+    ))
 }
 
 /// Sets a deployment's replica count through the scale subresource (the autoscaler's write).
@@ -605,5 +623,33 @@ mod tests {
             &[pod(Some("ContainerCreating"), None)],
         );
         assert_eq!(starting, Rollout::Progressing);
+    }
+
+    #[test]
+    fn a_rollout_past_its_progress_deadline_fails_saying_so() {
+        let mut d = deployment(1, 1, 0);
+        d.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(json!({
+                "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                "message": "ReplicaSet \"ep-blue-1\" has timed out progressing.",
+            }))
+            .unwrap(),
+        ]);
+        let r = rollout_of(&d, 1, 0, &[pod(None, None)]);
+        assert!(
+            matches!(&r, Rollout::Failed(m) if m.contains("ProgressDeadlineExceeded") && m.contains("timed out")),
+            "{r:?}"
+        );
+        // Still progressing: no verdict yet.
+        d.status.as_mut().unwrap().conditions = Some(vec![
+            serde_json::from_value(json!({
+                "type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
+            }))
+            .unwrap(),
+        ]);
+        assert_eq!(
+            rollout_of(&d, 1, 0, &[pod(None, None)]),
+            Rollout::Progressing
+        );
     }
 }
