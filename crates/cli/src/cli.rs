@@ -202,6 +202,10 @@ pub struct ServerArgs {
     /// checked hourly [default: kept for ever].
     #[arg(long)]
     pub retain_days: Option<u32>,
+    /// Days the archived jobs of one experiment keep their files, instead of --retain-days
+    /// (repeatable): --retain-days-for nightly=7.
+    #[arg(long, value_name = "EXPERIMENT=DAYS")]
+    pub retain_days_for: Vec<String>,
     /// Keep the state in PostgreSQL (postgres://user[:password]@host[:port]/database)
     /// instead of SQLite in the home [env: BERTH_STORE].
     #[arg(long, value_name = "URL")]

@@ -292,6 +292,7 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         run_as: args.run_as,
         retain_days: args.retain_days,
         store: args.store,
+        retain_days_by_experiment: retention_by_experiment(&args.retain_days_for)?,
     };
     let config = berth_server::ServerConfig::load(
         &home,
@@ -304,4 +305,27 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         .await
         .map_err(|e| Failure::new(e.to_string()))?;
     Ok(0)
+}
+
+/// `--retain-days-for EXPERIMENT=DAYS` flags, as a map (`None` when there are none).
+fn retention_by_experiment(
+    flags: &[String],
+) -> Result<Option<std::collections::BTreeMap<String, u32>>, Failure> {
+    if flags.is_empty() {
+        return Ok(None);
+    }
+    flags
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .and_then(|(e, d)| Some((e.trim().to_string(), d.trim().parse::<u32>().ok()?)))
+                .filter(|(e, _)| !e.is_empty())
+                .ok_or_else(|| {
+                    Failure::new(format!(
+                        "--retain-days-for {f}: give an experiment and whole days, as EXPERIMENT=DAYS (nightly=7)"
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }

@@ -148,3 +148,26 @@ fn json_and_query_outputs_use_azure_field_names() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn a_malformed_experiment_retention_stops_the_server_saying_the_form() {
+    let home = tempfile::tempdir().expect("tmp");
+    let out = Command::new(BERTH)
+        .args([
+            "server",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--scoring-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--retain-days-for", "nightly"])
+        .env("BERTH_HOME", home.path())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--retain-days-for nightly") && err.contains("EXPERIMENT=DAYS"),
+        "{err}"
+    );
+}

@@ -46,6 +46,9 @@ pub struct ServerConfig {
     /// Days an archived job keeps its code snapshot and outputs (its record and logs stay);
     /// checked hourly. `None`: kept for ever.
     pub retain_days: Option<u32>,
+    /// Days the archived jobs of each named experiment keep their files (winning over
+    /// `retain_days` for those experiments).
+    pub retain_days_by_experiment: std::collections::BTreeMap<String, u32>,
     /// Where the state is kept: a `postgres://` URL, or `None` for SQLite in the home.
     pub store: Option<String>,
     /// The command that supervises one job (`<berth> job-supervise`).
@@ -92,6 +95,8 @@ pub struct ConfigLayer {
     pub retain_days: Option<u32>,
     /// `store: postgres://berth@db/berth`
     pub store: Option<String>,
+    /// `retain_days_by_experiment: {nightly: 7}`
+    pub retain_days_by_experiment: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 /// Why the configuration cannot be used.
@@ -146,6 +151,18 @@ impl ConfigLayer {
             run_as: self.run_as.or(base.run_as),
             retain_days: self.retain_days.or(base.retain_days),
             store: self.store.or(base.store),
+            retain_days_by_experiment: match (
+                self.retain_days_by_experiment,
+                base.retain_days_by_experiment,
+            ) {
+                (Some(mut over), Some(under)) => {
+                    for (k, v) in under {
+                        over.entry(k).or_insert(v);
+                    }
+                    Some(over)
+                }
+                (over, under) => over.or(under),
+            },
         }
     }
 
@@ -187,6 +204,7 @@ impl ConfigLayer {
             run_as: parse(&get, "BERTH_RUN_AS")?,
             retain_days: parse(&get, "BERTH_RETAIN_DAYS")?,
             store: get("BERTH_STORE"),
+            retain_days_by_experiment: None,
         })
     }
 }
@@ -222,6 +240,12 @@ impl ServerConfig {
                 "retain_days is 0: retention is counted in whole days, at least 1 (leave it out to keep everything)".into(),
             ));
         }
+        let by_experiment = merged.retain_days_by_experiment.unwrap_or_default();
+        if let Some((e, _)) = by_experiment.iter().find(|(_, d)| **d == 0) {
+            return Err(ConfigError::Invalid(format!(
+                "the retention of experiment `{e}` is 0 days: retention is counted in whole days, at least 1"
+            )));
+        }
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Ok(ServerConfig {
             home: home.to_path_buf(),
@@ -242,6 +266,7 @@ impl ServerConfig {
             run_as: merged.run_as,
             retain_days: merged.retain_days,
             store: merged.store,
+            retain_days_by_experiment: by_experiment,
             supervisor: berth
                 .iter()
                 .map(|b| vec![b.clone(), "job-supervise".into()])
@@ -286,6 +311,36 @@ mod tests {
         assert_eq!(c.local_gpus, Some(1));
         assert_eq!(c.api_listen.port(), 0);
         assert_eq!(c.scoring_listen.port(), 8701);
+        Ok(())
+    }
+
+    #[test]
+    fn an_experiments_retention_comes_from_the_file_and_flags_and_zero_is_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let home = tempfile::tempdir()?;
+        std::fs::write(
+            home.path().join("config.yaml"),
+            "retain_days: 30\nretain_days_by_experiment:\n  nightly: 7\n  iris: 90\n",
+        )?;
+        let flags = ConfigLayer {
+            retain_days_by_experiment: Some([("nightly".to_string(), 2)].into()),
+            ..Default::default()
+        };
+        let c = ServerConfig::load(home.path(), ConfigLayer::default(), flags, None)?;
+        assert_eq!(c.retain_days, Some(30));
+        assert_eq!(
+            c.retain_days_by_experiment,
+            [("iris".to_string(), 90), ("nightly".to_string(), 2)].into()
+        );
+        let zero = ConfigLayer {
+            retain_days_by_experiment: Some([("iris".to_string(), 0)].into()),
+            ..Default::default()
+        };
+        let err = ServerConfig::load(home.path(), ConfigLayer::default(), zero, None)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("experiment `iris` is 0 days"), "{err}");
         Ok(())
     }
 

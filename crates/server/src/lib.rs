@@ -405,8 +405,12 @@ pub async fn build_state(
         services::leftovers::remove_orphan_job_folders(st, &home, started).await
     });
     monitor::start(state.clone());
-    if let Some(days) = config.retain_days {
-        services::retention::start(state.clone(), days);
+    let retention = services::retention::Policy {
+        default: config.retain_days,
+        by_experiment: config.retain_days_by_experiment.clone(),
+    };
+    if !retention.is_empty() {
+        services::retention::start(state.clone(), retention);
     }
     Ok(state)
 }

@@ -21,6 +21,18 @@ async fn finished(
     days_ago: i64,
     archived: bool,
 ) -> std::path::PathBuf {
+    finished_in(a, root, name, days_ago, archived, None).await
+}
+
+/// [`finished`], in experiment `experiment` when given.
+async fn finished_in(
+    a: &Api,
+    root: &std::path::Path,
+    name: &str,
+    days_ago: i64,
+    archived: bool,
+    experiment: Option<&str>,
+) -> std::path::PathBuf {
     let (status, body) = a
         .submit(&format!("name: template_{name}\ncommand: echo hi\n"))
         .await;
@@ -56,6 +68,9 @@ async fn finished(
             ended_at,
         },
         archived,
+        experiment_name: experiment
+            .map(str::to_string)
+            .unwrap_or(template.experiment_name.clone()),
         ..template
     };
     a.state
@@ -135,5 +150,50 @@ async fn a_retention_under_a_day_is_refused() {
             .unwrap()
             .contains("at least 1"),
         "{body}"
+    );
+}
+
+#[tokio::test]
+async fn an_experiments_own_retention_wins_over_the_servers() {
+    use berth_server::services::retention::{Policy, apply};
+    let a = api().await;
+    let root = tempfile::tempdir().unwrap();
+    let nightly_old = finished_in(&a, root.path(), "n_old", 3, true, Some("nightly")).await;
+    let nightly_new = finished_in(&a, root.path(), "n_new", 0, true, Some("nightly")).await;
+    let iris_mid = finished_in(&a, root.path(), "i_mid", 3, true, Some("iris")).await;
+    let iris_old = finished_in(&a, root.path(), "i_old", 40, true, Some("iris")).await;
+    let policy = Policy {
+        default: Some(30),
+        by_experiment: [("nightly".to_string(), 1)].into(),
+    };
+    let report = apply(&a.state, &policy).await.unwrap();
+    let mut pruned = report.jobs.clone();
+    pruned.sort();
+    assert_eq!(pruned, ["i_old", "n_old"]);
+    for (dir, gone) in [
+        (&nightly_old, true),
+        (&nightly_new, false),
+        (&iris_mid, false),
+        (&iris_old, true),
+    ] {
+        assert_eq!(
+            !dir.join("code/train.py").exists(),
+            gone,
+            "{}",
+            dir.display()
+        );
+        assert!(dir.join("code/logs/train.log").exists(), "logs stay");
+    }
+    // Only the experiments named in the policy have days of their own.
+    let nightly_only = Policy {
+        default: None,
+        by_experiment: [("nightly".to_string(), 1)].into(),
+    };
+    assert!(
+        apply(&a.state, &nightly_only)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
     );
 }

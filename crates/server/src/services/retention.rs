@@ -2,8 +2,11 @@
 //! downloaded inputs and default outputs; their records, their log and what their command
 //! wrote to `./logs` stay. Outputs written to a datastore are the user's and are never
 //! touched. On demand (`job prune`, with a dry run that says what would be freed) and hourly
-//! when the server has `--retain-days`.
+//! when the server has `--retain-days` or a retention for some experiments
+//! (`--retain-days-for EXPERIMENT=DAYS`), an experiment's own setting winning over the global
+//! one.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -62,6 +65,63 @@ fn remove(path: &Path) {
 
 /// Prunes (or, with `dry_run`, measures) the archived jobs past retention.
 pub async fn prune(state: &AppState, req: &PruneRequest) -> Result<PruneReport, ApiError> {
+    prune_except(state, req, &[]).await
+}
+
+/// The server's retention: days for the jobs of each named experiment, and for the rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Days for the jobs of experiments not named below; `None`: kept.
+    pub default: Option<u32>,
+    /// Days for the jobs of each of these experiments.
+    pub by_experiment: BTreeMap<String, u32>,
+}
+
+impl Policy {
+    /// Whether the policy removes anything.
+    pub fn is_empty(&self) -> bool {
+        self.default.is_none() && self.by_experiment.is_empty()
+    }
+}
+
+/// One pass of `policy`: each named experiment with its own days, then every other
+/// experiment with the default.
+pub async fn apply(state: &AppState, policy: &Policy) -> Result<PruneReport, ApiError> {
+    let mut total = PruneReport {
+        jobs: Vec::new(),
+        bytes: 0,
+        dry_run: false,
+    };
+    let mut add = |r: PruneReport| {
+        total.jobs.extend(r.jobs);
+        total.bytes += r.bytes;
+    };
+    for (experiment, days) in &policy.by_experiment {
+        let req = PruneRequest {
+            retain_days: *days,
+            experiment_name: Some(experiment.clone()),
+            dry_run: false,
+        };
+        add(prune(state, &req).await?);
+    }
+    if let Some(days) = policy.default {
+        let req = PruneRequest {
+            retain_days: days,
+            experiment_name: None,
+            dry_run: false,
+        };
+        let own: Vec<String> = policy.by_experiment.keys().cloned().collect();
+        add(prune_except(state, &req, &own).await?);
+    }
+    Ok(total)
+}
+
+/// [`prune`], leaving alone the jobs of the experiments in `skip` (they have their own days).
+async fn prune_except(
+    state: &AppState,
+    req: &PruneRequest,
+    skip: &[String],
+) -> Result<PruneReport, ApiError> {
     if req.retain_days == 0 {
         return Err(ApiError::BadRequest(
             "retain_days is 0: retention is counted in whole days, at least 1".into(),
@@ -102,7 +162,10 @@ pub async fn prune(state: &AppState, req: &PruneRequest) -> Result<PruneReport, 
             .await?;
         for job in &page.items {
             let j = &job.value;
-            if j.pruned || j.state.ended_at().is_none_or(|t| t > cutoff) {
+            if j.pruned
+                || j.state.ended_at().is_none_or(|t| t > cutoff)
+                || skip.contains(&j.experiment_name)
+            {
                 continue;
             }
             let workdir = PathBuf::from(&j.workdir);
@@ -135,17 +198,12 @@ pub async fn prune(state: &AppState, req: &PruneRequest) -> Result<PruneReport, 
     Ok(report)
 }
 
-/// Prunes hourly with the server's `retain_days`, the first time a minute after start.
-pub fn start(state: AppState, retain_days: u32) {
+/// Applies the server's retention hourly, the first time a minute after start.
+pub fn start(state: AppState, policy: Policy) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
         loop {
-            let req = PruneRequest {
-                retain_days,
-                experiment_name: None,
-                dry_run: false,
-            };
-            match prune(&state, &req).await {
+            match apply(&state, &policy).await {
                 Ok(r) if !r.jobs.is_empty() => tracing::info!(
                     jobs = r.jobs.len(),
                     bytes = r.bytes,
