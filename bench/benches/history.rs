@@ -5,7 +5,11 @@
 //! `cargo build --release`, then `cargo bench -p berth-bench --bench history` (`N=100000` for
 //! a quicker run). The jobs are inserted by the bench in one transaction per 10,000 (copies of
 //! a real job's record, each its own name), not submitted one by one; they have no folders and
-//! no MLflow runs. The disk needs about 2.5 KB a job.
+//! no MLflow runs. The disk needs about 2.5 KB a job. `STORE=postgres` runs the same on
+//! PostgreSQL (a cluster the bench starts, as the tests do, `fsync` on).
+
+#[path = "../../crates/store/tests/support/postgres.rs"]
+mod postgres;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -82,9 +86,9 @@ struct Measured {
     metrics: (f64, f64),
 }
 
-fn measure(bin: &Path, home: &Path) -> (Measured, Child) {
+fn measure(bin: &Path, home: &Path, env: &[(&str, &str)]) -> (Measured, Child) {
     let t0 = Instant::now();
-    let server = berth_bench::start_server(bin, home);
+    let server = berth_bench::start_server_with(bin, home, env);
     let start_ms = t0.elapsed().as_secs_f64() * 1e3;
     std::thread::sleep(Duration::from_secs(3));
     let rss_mib = rss_kib(server.id()) as f64 / 1024.0;
@@ -118,9 +122,15 @@ fn main() {
     let home_dir = tempfile::tempdir().expect("home");
     let home = home_dir.path();
     let work = tempfile::tempdir().expect("work");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let url = (std::env::var("STORE").as_deref() == Ok("postgres")).then(|| {
+        postgres::durable();
+        rt.block_on(postgres::database())
+    });
+    let env: Vec<(&str, &str)> = url.iter().map(|u| ("BERTH_STORE", u.as_str())).collect();
 
     // The empty server, with one real job whose record the history copies.
-    let (empty, server) = measure(&bin, home);
+    let (empty, server) = measure(&bin, home, &env);
     std::fs::write(
         work.path().join("job.yml"),
         "command: echo hi\nname: template\n",
@@ -138,11 +148,13 @@ fn main() {
     assert!(ok);
     stop(server);
 
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
     let db = home.join("berth.db");
     let t0 = Instant::now();
     rt.block_on(async {
-        let store = Store::open(&db).await.expect("store");
+        let store = match &url {
+            Some(u) => Store::connect(u).await.expect("store"),
+            None => Store::open(&db).await.expect("store"),
+        };
         let template: Value = store
             .get::<Value>(Kind::Job, "template")
             .await
@@ -166,14 +178,33 @@ fn main() {
         }
     });
     let insert_s = t0.elapsed().as_secs_f64();
-    let bytes: u64 = ["berth.db", "berth.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(home.join(f)).ok())
-        .map(|m| m.len())
-        .sum();
+    let bytes: u64 = match &url {
+        Some(u) => rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(u).await.expect("connect");
+            let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                .fetch_one(&mut c)
+                .await
+                .expect("size");
+            size as u64
+        }),
+        None => ["berth.db", "berth.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(home.join(f)).ok())
+            .map(|m| m.len())
+            .sum(),
+    };
 
-    let (full, server) = measure(&bin, home);
+    let (full, server) = measure(&bin, home, &env);
     stop(server);
+    println!(
+        "store: {}",
+        if url.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
     println!(
         "{n} finished jobs inserted in {insert_s:.1} s; store {:.1} MB, {:.0} bytes a job",
         bytes as f64 / 1e6,

@@ -271,7 +271,8 @@ async fn exchange(conn: &mut Buffered<Stream>, request: &[u8]) -> Exchange {
         Ok(b) => b,
         Err(e) => return Exchange::Failed(format!("cannot read the answer's body: {e}")),
     };
-    let keep = !close && framing != wire::Framing::UntilClose;
+    // Bytes past the answer mean the two sides disagree on framing: not reused.
+    let keep = !close && framing != wire::Framing::UntilClose && conn.buf.is_empty();
     Exchange::Answered(
         Reply {
             status,
