@@ -126,22 +126,39 @@ impl Server {
             .spawn()
             .expect("start berth server");
         let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let mut api_url = String::new();
-        for line in lines.by_ref() {
-            let line = line.expect("server output");
-            if let Some(rest) = line.strip_prefix("berth server ready: API ") {
-                api_url = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                break;
+        // The server's lines, read on a thread of their own so that a server that never says
+        // it is ready fails the test after a while, saying what it said, instead of hanging;
+        // the thread keeps draining them after (a full pipe would block the server).
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
             }
-        }
-        assert!(!api_url.is_empty(), "server did not start");
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut said = Vec::new();
+        let api_url = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("berth server ready: API ") {
+                        break rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
+                    }
+                    said.push(line);
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!(
+                        "the server did not start ({e}); it said:\n{}",
+                        said.join("\n")
+                    );
+                }
+            }
+        };
         Server {
             home,
             child,
