@@ -112,3 +112,146 @@ fn a_server_pointed_at_an_unreachable_database_exits_saying_so() {
     );
     assert!(!err.contains(":pw@"), "the password is not printed: {err}");
 }
+
+/// A `berth server` started by hand on `home` and `url`, and its stderr lines as they come.
+struct Raw {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Raw {
+    fn start(home: &std::path::Path, url: &str) -> Raw {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(support::BERTH)
+            .args([
+                "server",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--scoring-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--store", url])
+            .env("BERTH_HOME", home)
+            .env("BERTH_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(l);
+            }
+        });
+        Raw { child, lines }
+    }
+
+    /// Waits (at most `secs`) for a line holding `text`; returns it.
+    fn said(&self, text: &str, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(text) => return l,
+                Ok(l) => seen.push(l),
+                Err(e) => panic!("no line with `{text}` ({e}); it said:\n{}", seen.join("\n")),
+            }
+        }
+    }
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_second_server_waits_as_standby_and_takes_over_a_running_job_when_the_leader_dies() {
+    let url = database();
+    let s = Server::start(&["--store", &url]);
+    let work = tempfile::tempdir().unwrap();
+    let gate = work.path().join("go");
+    std::fs::write(
+        work.path().join("job.yml"),
+        format!(
+            "command: while [ ! -e {} ]; do sleep 0.05; done; echo after the failover\n",
+            gate.display()
+        ),
+    )
+    .unwrap();
+    s.ok_in(
+        work.path(),
+        &["job", "create", "-f", "job.yml", "--name", "long"],
+    );
+    // The same home and database: it waits, saying who leads.
+    let standby = Raw::start(s.home.path(), &url);
+    let line = standby.said("standby", 30);
+    assert!(line.contains("leads on this database"), "{line}");
+
+    let killed = std::time::Instant::now();
+    let home = s.kill9();
+    standby.said("berth server ready", 30);
+    let took = killed.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "took over in {took:?}"
+    );
+    eprintln!("failover: {} ms", took.as_millis());
+
+    // The job the dead leader started is the new leader's now: it ends, and is seen to.
+    std::fs::write(&gate, "").unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(support::BERTH)
+            .args(args)
+            .env("BERTH_HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let streamed = cli(&["job", "stream", "--name", "long"]);
+    assert!(streamed.contains("after the failover"), "{streamed}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&cli(&["job", "show", "--name", "long", "-o", "json"])).unwrap();
+    assert_eq!(shown["status"], "Completed", "{shown}");
+}
+
+#[test]
+fn a_paused_leader_loses_its_lease_and_stops_when_it_wakes() {
+    let url = database();
+    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Raw::start(home_a.path(), &url);
+    a.said("berth server ready", 30);
+    let b = Raw::start(home_b.path(), &url);
+    b.said("standby", 30);
+    let stop = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &a.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    stop("-STOP");
+    b.said("berth server ready", 30);
+    stop("-CONT");
+    // Its next renewal finds the lease taken: it stops instead of acting beside b.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = a.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the paused leader kept running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(75));
+}

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod leadership;
 mod local;
 pub mod mlflow;
 pub mod monitor;
@@ -440,6 +441,11 @@ async fn start_serving(
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let home = config.home.clone();
     make_home(&home).map_err(home_error(&home))?;
+    // On a shared database, one server leads; the others wait here as standbys.
+    let leadership = match &config.store {
+        Some(url) => Some(leadership::lead(url).await?),
+        None => None,
+    };
     let lock = lock_home(&home)?;
     // Its memory and environment are nobody else's business, its jobs' least of all.
     berth_scheduler::sandbox::guard_server();
@@ -467,6 +473,9 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let (api_limits, scoring_limits) = listener_limits(&config);
+    if let Some(l) = &leadership {
+        l.keep(info.api_url.clone());
+    }
     announce(&home, &info)?;
     let app = app(state, config.max_body_bytes);
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
@@ -496,6 +505,9 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let grace = std::time::Duration::from_secs(3);
     let _ = tokio::time::timeout(grace, api_task).await;
     let _ = tokio::time::timeout(grace, scoring_task).await;
+    if let Some(l) = &leadership {
+        l.release().await;
+    }
     let _ = std::fs::remove_file(home.join("server.json"));
     drop(lock);
     Ok(())

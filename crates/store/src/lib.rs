@@ -13,6 +13,7 @@ use sqlx::{Any, Row};
 use sqlx::{AnyConnection, AnyPool};
 
 pub mod dialect;
+pub mod lease;
 pub mod listing;
 pub mod page;
 #[cfg(test)]

@@ -1,0 +1,123 @@
+//! Several servers on one PostgreSQL database: the one holding the leader lease runs; the
+//! others wait as standbys, saying who leads, and the first to find the lease lapsed takes
+//! over (its start then re-attaches running jobs and replicas as any restart does). A leader
+//! renews its lease every second; one that finds it lost (it was paused past the lease, and
+//! another took over) or cannot renew it for as long as the lease lasts stops at once, so
+//! that two servers never act on the same state.
+
+use std::time::Duration;
+
+use berth_store::Store;
+use berth_store::lease::{Claim, Lease};
+use tracing::{error, info};
+
+use crate::StartError;
+
+/// How long a lease lasts without renewal: about how long a standby waits after its leader
+/// died.
+pub const LEASE_MS: i64 = 5_000;
+
+/// How often a leader renews, and a standby looks.
+const EVERY: Duration = Duration::from_millis(1_000);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// This process, as a lease holder: host, process id and a random part.
+fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// The lease this server holds, and the store it is kept in.
+pub struct Leadership {
+    store: Store,
+    lease: Lease,
+}
+
+/// Waits until this server leads on the database at `url`: at once when nobody else does;
+/// otherwise as a standby, saying who leads (again when that changes).
+pub async fn lead(url: &str) -> Result<Leadership, StartError> {
+    let store = Store::connect(url).await?;
+    let holder = holder_id();
+    let mut said: Option<String> = None;
+    loop {
+        match store.claim_lead(&holder, now_ms(), LEASE_MS).await? {
+            Claim::Leader(lease) => {
+                if said.is_some() {
+                    eprintln!("berth server: the leader's lease lapsed; this server takes over");
+                }
+                return Ok(Leadership { store, lease });
+            }
+            Claim::Held {
+                holder: leader,
+                api_url,
+                ..
+            } => {
+                if said.as_deref() != Some(leader.as_str()) {
+                    let at = if api_url.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (API {api_url})")
+                    };
+                    eprintln!(
+                        "berth server standby: {leader}{at} leads on this database; this server takes over if its lease lapses ({} s without renewal)",
+                        LEASE_MS / 1000
+                    );
+                    said = Some(leader);
+                }
+                tokio::time::sleep(EVERY).await;
+            }
+        }
+    }
+}
+
+impl Leadership {
+    /// Renews the lease every second from now on, recording `api_url` as the leader's. A lost
+    /// lease, or none renewed for as long as a lease lasts, ends the process.
+    pub fn keep(&self, api_url: String) {
+        let (store, lease) = (self.store.clone(), self.lease.clone());
+        tokio::spawn(async move {
+            let mut last_ok = now_ms();
+            let mut url = Some(api_url);
+            loop {
+                match store
+                    .renew_lead(&lease, url.as_deref(), now_ms(), LEASE_MS)
+                    .await
+                {
+                    Ok(true) => {
+                        last_ok = now_ms();
+                        url = None;
+                    }
+                    Ok(false) => {
+                        error!(
+                            "this server lost the leader lease (another server took over after it could not renew it); stopping so that only one server acts"
+                        );
+                        std::process::exit(75);
+                    }
+                    Err(e) if now_ms() - last_ok >= LEASE_MS => {
+                        error!(error = %e, "the leader lease could not be renewed for as long as it lasts; stopping so that a standby can take over");
+                        std::process::exit(75);
+                    }
+                    Err(e) => info!(error = %e, "renewing the leader lease failed; trying again"),
+                }
+                tokio::time::sleep(EVERY).await;
+            }
+        });
+    }
+
+    /// Gives the lease up (a clean shutdown), so that a standby takes over at once.
+    pub async fn release(&self) {
+        let _ = self.store.release_lead(&self.lease).await;
+    }
+}
