@@ -3,15 +3,13 @@
 //! (`--store postgres://...`), so that what the API accepted survives a crash. The same
 //! queries run on both, through sqlx's `Any` driver; [`dialect`] holds what differs.
 
-use std::path::Path;
-use std::time::Duration;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 use sqlx::{AnyConnection, AnyPool};
 
+mod connect;
 pub mod dialect;
 pub mod lease;
 pub mod listing;
@@ -236,83 +234,6 @@ fn now() -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the SQLite database file and brings its schema up to date.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        let url = format!("sqlite://{}?mode=rwc", encode_path(path));
-        Self::sqlite(&url, 4).await
-    }
-
-    /// An empty in-memory SQLite store, for tests.
-    pub async fn in_memory() -> Result<Store, StoreError> {
-        // One connection: each in-memory connection would otherwise be its own database.
-        Self::sqlite("sqlite::memory:", 1).await
-    }
-
-    /// Connects to the store at `url` (`postgres://...`, or `sqlite://...`) and brings its
-    /// schema up to date; an unreachable database is given up on after 10 s.
-    pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        if url.starts_with("sqlite:") {
-            return Self::sqlite(url, 4).await;
-        }
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(StoreError::BadUrl(url.to_string()));
-        }
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
-            .await
-            .map_err(|e| StoreError::Connect {
-                url: redact(url),
-                reason: match e {
-                    sqlx::Error::PoolTimedOut => "no answer within 10 s".to_string(),
-                    sqlx::Error::Database(d) => d.message().to_string(),
-                    e => e.to_string(),
-                },
-            })?;
-        Self::migrate(pool, dialect::Dialect::Postgres).await
-    }
-
-    async fn sqlite(url: &str, connections: u32) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(connections)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL, synced on commit, and a wait for the write lock instead of an error.
-                    sqlx::raw_sql(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
-                    )
-                    .execute(conn)
-                    .await?;
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
-        Self::migrate(pool, dialect::Dialect::Sqlite).await
-    }
-
-    async fn migrate(pool: AnyPool, dialect: dialect::Dialect) -> Result<Store, StoreError> {
-        let migrator = match dialect {
-            dialect::Dialect::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            dialect::Dialect::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
-        match migrator.run(&pool).await {
-            Err(sqlx::migrate::MigrateError::VersionMissing(found)) => {
-                return Err(StoreError::NewerSchema { found, known });
-            }
-            r => r?,
-        }
-        Ok(Store {
-            pool,
-            dialect,
-            changes: Default::default(),
-        })
-    }
-
     /// Which database this store is on.
     pub fn dialect(&self) -> dialect::Dialect {
         self.dialect
@@ -642,33 +563,6 @@ impl Store {
     }
 }
 
-/// `url` without the password it may carry (for messages and logs).
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    match authority.rsplit_once('@') {
-        Some((user, host)) if user.contains(':') => {
-            let user = user.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}/{path}")
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// `path` for a `sqlite://` URL: percent-encoded where a URL would misread it.
-fn encode_path(path: &Path) -> String {
-    let mut out = String::new();
-    for b in path.as_os_str().as_encoded_bytes() {
-        match b {
-            b'%' | b'?' | b'#' | b' ' | 0x80.. | ..0x20 => out.push_str(&format!("%{b:02X}")),
-            _ => out.push(*b as char),
-        }
-    }
-    out
-}
-
 fn decode<T: DeserializeOwned>(
     kind: Kind,
     name: &str,
@@ -688,96 +582,5 @@ fn decode<T: DeserializeOwned>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn insert_get_update_with_versions() -> Result<(), StoreError> {
-        for (db, s) in &crate::testing::both().await {
-            eprintln!("on {db}");
-            assert_eq!(
-                s.insert(Kind::Job, "a", Some("Queued"), &serde_json::json!({"x": 1}))
-                    .await?,
-                (1, 1)
-            );
-            assert!(matches!(
-                s.insert(Kind::Job, "a", None, &serde_json::json!({})).await,
-                Err(StoreError::AlreadyExists { .. })
-            ));
-            let got: Stored<serde_json::Value> =
-                s.get(Kind::Job, "a").await?.ok_or(StoreError::NotFound {
-                    kind: Kind::Job,
-                    name: "a".into(),
-                })?;
-            assert_eq!(got.value["x"], 1);
-            assert_eq!(
-                s.update(
-                    Kind::Job,
-                    "a",
-                    1,
-                    Some("Running"),
-                    &serde_json::json!({"x": 2})
-                )
-                .await?,
-                2
-            );
-            assert!(matches!(
-                s.update(Kind::Job, "a", 1, None, &serde_json::json!({}))
-                    .await,
-                Err(StoreError::Conflict { expected: 1, .. })
-            ));
-            assert!(matches!(
-                s.update(Kind::Job, "zz", 1, None, &serde_json::json!({}))
-                    .await,
-                Err(StoreError::NotFound { .. })
-            ));
-            let running: Vec<Stored<serde_json::Value>> =
-                s.list_with_status(Kind::Job, &["Running"]).await?;
-            assert_eq!(running.len(), 1);
-        }
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn upsert_bumps_version_and_kinds_are_separate() -> Result<(), StoreError> {
-        for (db, s) in &crate::testing::both().await {
-            eprintln!("on {db}");
-            assert_eq!(s.upsert(Kind::InstanceType, "a", &1).await?, 1);
-            assert_eq!(s.upsert(Kind::InstanceType, "a", &2).await?, 2);
-            assert_eq!(s.upsert(Kind::Compute, "a", &3).await?, 1);
-            let all: Vec<Stored<i32>> = s.list(Kind::InstanceType).await?;
-            assert_eq!(all.iter().map(|x| x.value).collect::<Vec<_>>(), [2]);
-            assert!(s.delete(Kind::InstanceType, "a").await?);
-            assert!(!s.delete(Kind::InstanceType, "a").await?);
-        }
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn survives_reopen() -> Result<(), StoreError> {
-        let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e.into()))?;
-        let path = dir.path().join("berth.db");
-        Store::open(&path)
-            .await?
-            .insert(Kind::Job, "j", Some("Queued"), &"body")
-            .await?;
-        let again = Store::open(&path).await?;
-        let got: Option<Stored<String>> = again.get(Kind::Job, "j").await?;
-        assert_eq!(got.map(|g| g.value).as_deref(), Some("body"));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_write_wakes_the_watchers_of_its_kind_only() {
-        let s = Store::in_memory().await.unwrap();
-        let mut endpoints = s.watch(Kind::Endpoint);
-        let jobs = s.watch(Kind::Job);
-        s.insert(Kind::Endpoint, "e", None, &1).await.unwrap();
-        assert!(endpoints.has_changed().unwrap());
-        assert_eq!(*endpoints.borrow_and_update(), 1);
-        s.update(Kind::Endpoint, "e", 1, None, &2).await.unwrap();
-        s.delete(Kind::Endpoint, "e").await.unwrap();
-        assert_eq!(*endpoints.borrow_and_update(), 3);
-        assert!(!jobs.has_changed().unwrap());
-    }
-}
+#[path = "lib_tests.rs"]
+mod tests;
