@@ -134,6 +134,14 @@ fn an_archived_job_leaves_the_list_until_restored_and_a_running_one_cannot_be() 
         "{err}"
     );
     s.ok_in(dir.path(), &["job", "cancel", "--name", "long"]);
+    // Ended before the test ends: the job would outlive the server otherwise.
+    let streamed = s.cli(&["job", "stream", "--name", "long"]);
+    assert!(
+        text(&streamed.stderr).contains("Canceled"),
+        "{}",
+        text(&streamed.stderr)
+    );
+    assert_eq!(s.status("long")["status"], "Canceled");
 }
 
 #[test]
