@@ -83,6 +83,11 @@ pub async fn lead(url: &str) -> Result<Leadership, StartError> {
 }
 
 impl Leadership {
+    /// The store the lease is kept in (the server's own store from then on).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Renews the lease every second from now on, recording `api_url` as the leader's. A lost
     /// lease, or none renewed for as long as a lease lasts, ends the process.
     pub fn keep(&self, api_url: String) {

@@ -292,18 +292,22 @@ struct OpenedHome {
 
 /// Makes or opens the home: its token, signing key and store (private), without the leftovers
 /// of an earlier server, and the replicas' socket folder.
+/// `opened` is a store already open (a leader's, opened to take the lease); else it is opened
+/// from `store_url`, or the home's SQLite file.
 async fn open_home(
     home: &std::path::Path,
     store_url: Option<&str>,
+    opened: Option<Store>,
 ) -> Result<OpenedHome, StartError> {
     make_home(home).map_err(home_error(home))?;
     std::fs::create_dir_all(home.join("jobs")).map_err(home_error(home))?;
     let token = auth::load_or_create_token(home).map_err(home_error(home))?;
     let signing =
         auth::load_or_create_secret(&home.join("token-signing-key")).map_err(home_error(home))?;
-    let store = match store_url {
-        Some(url) => Store::connect(url).await?,
-        None => {
+    let store = match (opened, store_url) {
+        (Some(store), _) => store,
+        (None, Some(url)) => Store::connect(url).await?,
+        (None, None) => {
             private_file(&home.join("berth.db")).map_err(home_error(home))?;
             Store::open(&home.join("berth.db")).await?
         }
@@ -330,6 +334,16 @@ pub async fn build_state(
     api_url: &str,
     scoring_url: &str,
 ) -> Result<AppState, StartError> {
+    build_state_on(config, api_url, scoring_url, None).await
+}
+
+/// [`build_state`] on a store already open, when there is one.
+async fn build_state_on(
+    config: &ServerConfig,
+    api_url: &str,
+    scoring_url: &str,
+    store: Option<Store>,
+) -> Result<AppState, StartError> {
     // Job folders last changed before this instant and owned by no job were left by an
     // interrupted submission; anything this server makes is newer.
     let started = std::time::SystemTime::now();
@@ -339,7 +353,7 @@ pub async fn build_state(
         signing,
         store,
         sockets,
-    } = open_home(home, config.store.as_deref()).await?;
+    } = open_home(home, config.store.as_deref(), store).await?;
     let (capacity, gpu_ids) = local::local_capacity(config);
     let local::LocalIsolation {
         run_as,
@@ -458,10 +472,12 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let api_scheme = if api_tls.is_some() { "https" } else { "http" };
     let local_api = loopback_for(api_addr);
-    let state = build_state(
+    // A leader's store is the one it took the lease on: one pool, migrated once.
+    let state = build_state_on(
         &config,
         &format!("{api_scheme}://{local_api}"),
         &format!("{scheme}://{scoring_addr}"),
+        leadership.as_ref().map(|l| l.store().clone()),
     )
     .await?;
     let router = Arc::clone(&state.router);
