@@ -58,7 +58,14 @@ impl Store {
             format!("AND name {} ? ESCAPE '\\'", self.dialect().like())
         };
         let filter = format!("WHERE kind = ? {status_clause} {name_clause}");
-        let count_sql = format!("SELECT COUNT(*) FROM resources {filter}");
+        let count_sql = if q.name_like.is_empty() {
+            // Counts by status are kept by triggers: the total costs the same at any history.
+            format!(
+                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM status_counts WHERE kind = ? {status_clause}"
+            )
+        } else {
+            format!("SELECT COUNT(*) FROM resources {filter}")
+        };
         let page_sql = format!(
             "SELECT body, resource_version, seq, name FROM resources {filter} ORDER BY seq DESC LIMIT ? OFFSET ?"
         );
@@ -73,25 +80,7 @@ impl Store {
             }
             query
         };
-        let total: i64 = if q.name_like.is_empty() {
-            // Counts by status are kept by triggers: the total costs the same at any history.
-            let marks = vec!["?"; q.statuses.len()].join(", ");
-            let sql = if q.statuses.is_empty() {
-                "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM status_counts WHERE kind = ?"
-                    .to_string()
-            } else {
-                format!(
-                    "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM status_counts WHERE kind = ? AND status IN ({marks})"
-                )
-            };
-            let mut query = sqlx::query(self.dialect().sql(&sql)).bind(kind.as_str());
-            for s in q.statuses {
-                query = query.bind(*s);
-            }
-            query.fetch_one(&self.pool).await?.get(0)
-        } else {
-            bind(count_sql).fetch_one(&self.pool).await?.get(0)
-        };
+        let total: i64 = bind(count_sql).fetch_one(&self.pool).await?.get(0);
         let rows = bind(page_sql)
             .bind(q.limit)
             .bind(q.offset)
