@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::listen::Limits;
 use crate::wire::{self, Buffered, MAX_HEADERS, ReadError};
-use crate::{Answer, InferenceRouter, RouteError, UNKNOWN_ENDPOINT};
+use crate::{Answer, InferenceRouter};
 
 /// A scoring request's head, as the fast path needs it.
 #[derive(Debug)]
@@ -179,11 +179,7 @@ async fn serve(
             if keep {
                 bytes::Buf::advance(&mut conn.buf, length);
             }
-            let label = match e {
-                RouteError::NoEndpoint(_) => UNKNOWN_ENDPOINT,
-                _ => endpoint.as_str(),
-            };
-            (label, Err(e), keep)
+            (e.label(&endpoint), Err(e), keep)
         }
         Ok(_) if length > router.max_body_bytes => {
             let message = format!(
@@ -243,20 +239,13 @@ async fn write_answer(
     name: &str,
     keep: bool,
 ) -> Option<()> {
-    let status = answer.status();
-    let queue = answer.queue_ms.to_string();
-    let upstream = answer.upstream.as_millis().to_string();
-    let mut extra: Vec<(&[u8], &[u8])> = answer
-        .reply
-        .headers
-        .iter()
-        .filter(|(k, _)| !crate::SET_BY_ROUTER.contains(&k.as_str()))
+    let ours = answer.router_headers(name);
+    let headers: Vec<(&[u8], &[u8])> = answer
+        .replica_headers()
         .map(|(k, v)| (k.as_bytes(), v.as_ref()))
+        .chain(ours.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
         .collect();
-    extra.push((b"azureml-model-deployment", name.as_bytes()));
-    extra.push((b"x-berth-queue-ms", queue.as_bytes()));
-    extra.push((b"x-berth-upstream-ms", upstream.as_bytes()));
-    write(conn, status, &extra, &answer.reply.body, keep).await
+    write(conn, answer.status(), &headers, &answer.reply.body, keep).await
 }
 
 /// Writes a response: status, headers, length, date and body, in one write when small.

@@ -160,6 +160,15 @@ enum RouteError {
 }
 
 impl RouteError {
+    /// The metrics label of a request to `endpoint` refused this way: one label for every
+    /// endpoint that does not exist.
+    fn label<'a>(&self, endpoint: &'a str) -> &'a str {
+        match self {
+            RouteError::NoEndpoint(_) => UNKNOWN_ENDPOINT,
+            _ => endpoint,
+        }
+    }
+
     fn status(&self) -> (StatusCode, &'static str) {
         match self {
             RouteError::NoEndpoint(_) => (StatusCode::NOT_FOUND, "EndpointNotFound"),
@@ -520,6 +529,25 @@ struct Answer {
 }
 
 impl Answer {
+    /// The replica's headers the client gets: all but those the router sets.
+    fn replica_headers(&self) -> impl Iterator<Item = (&str, &Bytes)> {
+        self.reply
+            .headers
+            .iter()
+            .filter(|(k, _)| !SET_BY_ROUTER.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The headers the router sets: which deployment (`name`) answered, and how long the
+    /// request waited for a slot and for the replica.
+    fn router_headers(&self, name: &str) -> [(&'static str, String); 3] {
+        [
+            (SET_BY_ROUTER[0], name.to_string()),
+            (SET_BY_ROUTER[1], self.queue_ms.to_string()),
+            (SET_BY_ROUTER[2], self.upstream.as_millis().to_string()),
+        ]
+    }
+
     /// The client's status: the replica's, except that a failed `run()` is 502.
     fn status(&self) -> StatusCode {
         let status = StatusCode::from_u16(self.reply.status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -567,35 +595,22 @@ fn authorize(ep: &EndpointRoute, endpoint: &str, headers: &HeaderMap) -> Result<
 /// The client's response: the answer's status and the replica's headers, and which
 /// deployment answered with the time it took.
 fn respond(answer: Answer, name: &str) -> Response {
-    let status = answer.status();
-    let Answer {
-        reply,
-        queue_ms,
-        upstream,
-        ..
-    } = answer;
-    let mut out = Response::new(Body::from(reply.body));
-    *out.status_mut() = status;
+    let mut out = Response::new(Body::from(answer.reply.body.clone()));
+    *out.status_mut() = answer.status();
     let h = out.headers_mut();
-    for (k, v) in reply.headers {
-        if SET_BY_ROUTER.contains(&k.as_str()) {
-            continue;
-        }
+    for (k, v) in answer.replica_headers() {
         if let (Ok(k), Ok(v)) = (
             header::HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_maybe_shared(v),
+            HeaderValue::from_maybe_shared(v.clone()),
         ) {
             h.append(k, v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(name) {
-        h.insert("azureml-model-deployment", v);
+    for (k, v) in answer.router_headers(name) {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
     }
-    h.insert("x-berth-queue-ms", HeaderValue::from(queue_ms as u64));
-    h.insert(
-        "x-berth-upstream-ms",
-        HeaderValue::from(upstream.as_millis() as u64),
-    );
     out
 }
 
@@ -626,13 +641,7 @@ async fn score(
     let mut ok = None;
     let (label, resp) = match router.admit(&endpoint, &headers) {
         // Refused on the headers alone: the body is never read.
-        Err(e) => {
-            let label = match e {
-                RouteError::NoEndpoint(_) => UNKNOWN_ENDPOINT,
-                _ => endpoint.as_str(),
-            };
-            (label, e.into_response())
-        }
+        Err(e) => (e.label(&endpoint), e.into_response()),
         Ok(table) => {
             let resp = match axum::body::to_bytes(body, router.max_body_bytes).await {
                 Ok(body) => match router

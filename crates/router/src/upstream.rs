@@ -191,7 +191,11 @@ impl Upstream {
         target: &Target,
         request: &[u8],
     ) -> Result<Reply, SendError> {
-        if let Some(mut conn) = self.take(addr) {
+        let (mut conn, mut pooled) = match self.take(addr) {
+            Some(conn) => (conn, true),
+            None => (connect(target).await?, false),
+        };
+        loop {
             match exchange(&mut conn, request).await {
                 Exchange::Answered(reply, keep) => {
                     if keep {
@@ -199,20 +203,13 @@ impl Upstream {
                     }
                     return Ok(reply);
                 }
-                Exchange::Failed(e) => return Err(SendError::Failed(e)),
-                // The replica closed it while idle: go again on a new connection.
-                Exchange::Stale(_) => {}
-            }
-        }
-        let mut conn = connect(target).await?;
-        match exchange(&mut conn, request).await {
-            Exchange::Answered(reply, keep) => {
-                if keep {
-                    self.put(addr, conn);
+                // The replica closed a pooled one while idle: go again on a new connection.
+                Exchange::Stale(_) if pooled => {
+                    conn = connect(target).await?;
+                    pooled = false;
                 }
-                Ok(reply)
+                Exchange::Stale(e) | Exchange::Failed(e) => return Err(SendError::Failed(e)),
             }
-            Exchange::Stale(e) | Exchange::Failed(e) => Err(SendError::Failed(e)),
         }
     }
 
