@@ -96,23 +96,7 @@ fn router(socket: &Path, port: u16) {
         )]),
     };
     router.update(HashMap::from([("ep".to_string(), ep)]));
-    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let rt = berth_bench::router_runtime();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-            berth_router::listen::serve_scoring(
-                l,
-                std::sync::Arc::clone(&router),
-                router.app(),
-                None,
-                berth_router::listen::Limits::with_max_connections(1000),
-                std::future::pending(),
-            )
-            .await
-        })
-    });
+    berth_bench::serve_router(router, port);
 }
 
 fn main() {

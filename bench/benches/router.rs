@@ -56,23 +56,7 @@ fn start_router(backend: u16, router_port: u16) {
     };
     router.update(HashMap::from([("ep".to_string(), ep)]));
     // The router on its own thread (`berth_bench::router_runtime`).
-    std::thread::spawn(move || {
-        let rt = berth_bench::router_runtime();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", router_port))
-                .await
-                .expect("bind");
-            berth_router::listen::serve_scoring(
-                l,
-                std::sync::Arc::clone(&router),
-                router.app(),
-                None,
-                berth_router::listen::Limits::with_max_connections(1000),
-                std::future::pending(),
-            )
-            .await
-        })
-    });
+    berth_bench::serve_router(router, router_port);
 }
 
 fn main() {

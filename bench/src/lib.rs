@@ -133,6 +133,28 @@ pub fn start_server_with(
     server
 }
 
+/// Serves `router` on `127.0.0.1:port` as the server's scoring listener does
+/// (`listen::serve_scoring`), on a thread of its own with [`router_runtime`].
+pub fn serve_router(router: std::sync::Arc<berth_router::InferenceRouter>, port: u16) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        router_runtime().block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let app = std::sync::Arc::clone(&router).app();
+            berth_router::listen::serve_scoring(
+                l,
+                router,
+                app,
+                None,
+                berth_router::listen::Limits::with_max_connections(1000),
+                std::future::pending(),
+            )
+            .await
+        })
+    });
+}
+
 /// The runtime an in-process router runs on: one worker of a multi-thread runtime, as nginx
 /// has one worker, or a current-thread one with `ROUTER_RT=current`.
 pub fn router_runtime() -> tokio::runtime::Runtime {
