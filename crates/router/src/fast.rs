@@ -13,9 +13,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::InferenceRouter;
+use crate::answer::{Answer, error_body};
 use crate::listen::Limits;
 use crate::wire::{self, Buffered, MAX_HEADERS, ReadError};
-use crate::{Answer, InferenceRouter};
 
 /// A scoring request's head, as the fast path needs it.
 #[derive(Debug)]
@@ -186,7 +187,7 @@ async fn serve(
                 "the request body could not be read: it is over the {} byte limit",
                 router.max_body_bytes
             );
-            let body = crate::error_body("BadRequestBody", &message);
+            let body = error_body("BadRequestBody", &message);
             router
                 .metrics
                 .request(&endpoint, "", StatusCode::PAYLOAD_TOO_LARGE.as_u16());
@@ -208,7 +209,7 @@ async fn serve(
         }
         Err(e) => {
             let (status, code) = e.status();
-            let body = crate::error_body(code, &e.to_string());
+            let body = error_body(code, &e.to_string());
             write(conn, status, &[], &body, keep).await?;
             (status, String::new(), None)
         }
