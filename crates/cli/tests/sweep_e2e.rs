@@ -231,3 +231,50 @@ fn a_sweeps_trial_may_be_a_component_whose_inputs_are_swept() {
     );
     assert_eq!(trial["inputs"]["steps"]["value"], "3", "{trial}");
 }
+
+#[test]
+fn a_sweep_goes_on_where_it_was_after_the_server_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("go");
+    write(dir.path(), "src/train.py", TRAIN);
+    // Each trial logs its loss, then waits for the flag: the first is held while the server
+    // dies, and ends while none runs.
+    let yaml = sweep_file(
+        "0.1, 0.3, 0.5",
+        "limits:\n  max_concurrent_trials: 1\n",
+        "    STEPS: \"1\"\n",
+    )
+    .replace(
+        "command: python train.py --lr ${{search_space.lr}}",
+        &format!(
+            "command: python train.py --lr ${{{{search_space.lr}}}} && while [ ! -e {} ]; do sleep 0.05; done",
+            flag.display()
+        ),
+    );
+    write(dir.path(), "sweep.yml", &yaml);
+    let s = Server::start(&[]);
+    s.ok_in(dir.path(), &["job", "create", "--file", "sweep.yml"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let logged = || {
+        let out = s.cli(&["job", "show", "--name", "lr_sweep_0", "-o", "json"]);
+        out.status.success()
+            && serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|j| j["metrics"]["loss"].is_number())
+    };
+    while !logged() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first trial never logged its loss"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let home = s.kill9();
+    std::fs::write(&flag, "").unwrap();
+    let s = Server::start_in(home, &[], &[]);
+    s.ok_in(dir.path(), &["job", "stream", "--name", "lr_sweep"]);
+    let job = s.status("lr_sweep");
+    assert_eq!(job["status"], "Completed", "{job}");
+    assert_eq!(job["sweep"]["trials"].as_array().unwrap().len(), 3, "{job}");
+    assert_eq!(job["sweep"]["best"]["params"]["lr"], 0.3, "{job}");
+    assert_eq!(s.status("lr_sweep_0")["status"], "Completed");
+}

@@ -55,6 +55,8 @@ pub struct SweepSpec {
     pub compute: Option<String>,
     /// The trial: a command job's fields.
     pub trial: Value,
+    /// `resources` and `queue_settings` for every trial that does not give its own.
+    pub trial_defaults: Value,
     /// The sweep's inputs, which the trial's bindings read.
     pub inputs: Value,
     /// The parameters.
@@ -102,6 +104,8 @@ struct RawSweep {
     #[serde(rename = "tags", default)]
     _tags: BTreeMap<String, String>,
     compute: Option<String>,
+    resources: Option<Value>,
+    queue_settings: Option<Value>,
     trial: Value,
     #[serde(default)]
     inputs: Value,
@@ -286,6 +290,10 @@ impl SweepSpec {
             display_name: raw.display_name,
             experiment_name: raw.experiment_name,
             compute: raw.compute,
+            trial_defaults: serde_json::json!({
+                "resources": raw.resources,
+                "queue_settings": raw.queue_settings,
+            }),
             trial: raw.trial,
             inputs: raw.inputs,
             space,
@@ -360,6 +368,18 @@ early_termination:
         .into();
         let cmd = trial_command(s.trial["command"].as_str().unwrap(), &params);
         assert_eq!(cmd, "python train.py --lr 0.1 --boosting dart");
+    }
+
+    #[test]
+    fn the_sweeps_resources_and_queue_settings_are_the_trials_defaults() {
+        let text = SWEEP.replace(
+            "compute: azureml:cpu-cluster\n",
+            "compute: azureml:cpu-cluster\nresources:\n  instance_type: gpu-small\nqueue_settings:\n  priority: high\n",
+        );
+        let s = parse(&text).expect("parses");
+        assert_eq!(s.trial_defaults["resources"]["instance_type"], "gpu-small");
+        assert_eq!(s.trial_defaults["queue_settings"]["priority"], "high");
+        assert!(parse(SWEEP).unwrap().trial_defaults["resources"].is_null());
     }
 
     #[test]

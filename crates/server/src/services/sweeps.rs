@@ -37,6 +37,12 @@ fn trial_file(spec: &SweepSpec, parent: &str, i: usize, params: &Params) -> Stri
     {
         t["compute"] = json!(c);
     }
+    for key in ["resources", "queue_settings"] {
+        let given = &spec.trial_defaults[key];
+        if !given.is_null() && t.get(key).is_none() {
+            t[key] = given.clone();
+        }
+    }
     if let Some(e) = &spec.experiment_name {
         t["experiment_name"] = json!(e);
     }
