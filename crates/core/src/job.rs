@@ -343,6 +343,10 @@ pub struct JobRecord {
     /// Its code snapshot and outputs were removed by retention (its record and logs stay).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pruned: bool,
+    /// A cancel was asked for while it was starting or running: kept so that a server
+    /// restarted before the job stopped still stops it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
 }
 
 impl JobRecord {

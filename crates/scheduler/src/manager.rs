@@ -404,6 +404,13 @@ impl<B: Backend> JobManager<B> {
         if let Ok(mut c) = self.cancels.lock() {
             c.insert(name.to_string());
         }
+        // Kept in the record before acting, so that a server that dies now still stops it.
+        self.change_record(name, |job| {
+            let first = !job.cancel_requested;
+            job.cancel_requested = true;
+            first
+        })
+        .await?;
         self.cancel_signal.notify_waiters();
         self.backend.cancel(&job.value).await;
         Ok(status)
@@ -422,7 +429,17 @@ impl<B: Backend> JobManager<B> {
                 // A sweep or pipeline runs no process: the server's driver takes it up again.
                 continue;
             }
+            let canceled = job.value.cancel_requested;
+            if canceled && let Ok(mut c) = self.cancels.lock() {
+                c.insert(name.clone());
+            }
             match job.value.state.status() {
+                JobStatus::NotStarted | JobStatus::Queued
+                    if canceled && !self.backend.queues_itself(&job.value) =>
+                {
+                    self.cancel_unstarted(&name, job.value.state.started_at())
+                        .await?;
+                }
                 JobStatus::NotStarted => requeue.push(job),
                 JobStatus::Queued if !self.backend.queues_itself(&job.value) => requeue.push(job),
                 JobStatus::Queued
@@ -442,6 +459,10 @@ impl<B: Backend> JobManager<B> {
                                 );
                             }
                             info!(job = %name, run = %run, "re-attached to a running job");
+                            if canceled {
+                                info!(job = %name, "its cancel was asked for before the restart: stopping it");
+                                self.backend.cancel(&job.value).await;
+                            }
                             let me = Arc::clone(self);
                             tokio::spawn(async move {
                                 let (result, started) =
@@ -453,6 +474,10 @@ impl<B: Backend> JobManager<B> {
                         Reattach::Finished(result) => {
                             let started = job.value.state.started_at();
                             self.end(&name, started, result).await;
+                        }
+                        Reattach::Lost if canceled => {
+                            self.cancel_unstarted(&name, job.value.state.started_at())
+                                .await?;
                         }
                         Reattach::Lost
                             if matches!(
@@ -486,6 +511,26 @@ impl<B: Backend> JobManager<B> {
         Ok(())
     }
 
+    /// Ends a job that had not started, or whose process is gone, as canceled.
+    async fn cancel_unstarted(
+        &self,
+        name: &str,
+        started_at: Option<OffsetDateTime>,
+    ) -> Result<(), ManagerError> {
+        let ended_at = OffsetDateTime::now_utc();
+        self.set_state(name, |_| {
+            Some(JobState::Canceled {
+                started_at,
+                ended_at,
+            })
+        })
+        .await?;
+        if let Ok(mut c) = self.cancels.lock() {
+            c.remove(name);
+        }
+        Ok(())
+    }
+
     /// Reads, changes and writes a job's state, retrying if someone else wrote in between.
     /// `change` returns `None` to leave the job as it is.
     async fn set_state(
@@ -493,17 +538,30 @@ impl<B: Backend> JobManager<B> {
         name: &str,
         change: impl Fn(&JobState) -> Option<JobState>,
     ) -> Result<Option<JobRecord>, ManagerError> {
+        self.change_record(name, |job| match change(&job.state) {
+            Some(next) => {
+                job.state = next;
+                true
+            }
+            None => false,
+        })
+        .await
+    }
+
+    /// Reads, changes and writes an unfinished job's record, retrying if someone else wrote in
+    /// between. `change` returns `false` to leave the job as it is.
+    async fn change_record(
+        &self,
+        name: &str,
+        mut change: impl FnMut(&mut JobRecord) -> bool,
+    ) -> Result<Option<JobRecord>, ManagerError> {
         loop {
             let Some(mut job) = self.store.get::<JobRecord>(Kind::Job, name).await? else {
                 return Err(ManagerError::NotFound(name.to_string()));
             };
-            let Some(next) = change(&job.value.state) else {
-                return Ok(None);
-            };
-            if job.value.state.status().is_terminal() {
+            if job.value.state.status().is_terminal() || !change(&mut job.value) {
                 return Ok(None);
             }
-            job.value.state = next;
             let status = job.value.state.status().as_str();
             match self
                 .store
@@ -539,3 +597,7 @@ fn gpus_of(job: &JobRecord) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+#[path = "manager_tests.rs"]
+mod tests;

@@ -113,6 +113,7 @@ pub fn parent_record(
         pipeline: None,
         archived: false,
         pruned: false,
+        cancel_requested: false,
         spec,
     }
 }

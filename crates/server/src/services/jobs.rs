@@ -107,6 +107,7 @@ pub async fn create(state: &AppState, req: JobCreateRequest) -> Result<JobView, 
         spec,
         archived: false,
         pruned: false,
+        cancel_requested: false,
     };
     snapshot(&workdir, code).await?;
     let tracking = match crate::mlflow::jobs::open_run(state, &record).await {

@@ -36,6 +36,7 @@ fn record(dir: &Path, yaml: &str) -> JobRecord {
         pipeline: None,
         archived: false,
         pruned: false,
+        cancel_requested: false,
         spec,
     }
 }
