@@ -58,6 +58,9 @@ pub enum ApiError {
     /// Something failed inside the server.
     #[error("{0}")]
     Internal(String),
+    /// This server does not lead (a standby, or a leader whose lease was taken over).
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 impl ApiError {
@@ -86,6 +89,11 @@ impl ApiError {
                 StatusCode::BAD_GATEWAY,
                 "Upstream",
                 Some("check that the cluster answers (`berth compute show`)".into()),
+            ),
+            ApiError::NotLeader(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NotLeader",
+                Some("another server leads on this database now: send the request again (to it, or through the servers' common address)".into()),
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -139,6 +147,7 @@ impl From<StoreError> for ApiError {
                 name,
                 hint: None,
             },
+            e if let Some(why) = e.fenced() => ApiError::NotLeader(why),
             StoreError::Conflict { .. } => ApiError::Conflict {
                 message: e.to_string(),
                 hint: Some("retry the request".into()),

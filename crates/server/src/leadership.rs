@@ -3,7 +3,9 @@
 //! over (its start then re-attaches running jobs and replicas as any restart does). A leader
 //! renews its lease every second; one that finds it lost (it was paused past the lease, and
 //! another took over) or cannot renew it for as long as the lease lasts stops at once, so
-//! that two servers never act on the same state.
+//! that two servers never act on the same state. Until then, the database itself refuses its
+//! writes: the server's store carries the lease's epoch, and a write under an old epoch fails
+//! (migration 0005's fence).
 
 use std::time::Duration;
 
@@ -39,9 +41,11 @@ fn holder_id() -> String {
     )
 }
 
-/// The lease this server holds, and the store it is kept in.
+/// The lease this server holds, the store it is kept in, and the server's own store, fenced
+/// by the lease's epoch.
 pub struct Leadership {
     store: Store,
+    fenced: Store,
     lease: Lease,
 }
 
@@ -57,7 +61,12 @@ pub async fn lead(url: &str) -> Result<Leadership, StartError> {
                 if said.is_some() {
                     eprintln!("berth server: the leader's lease lapsed; this server takes over");
                 }
-                return Ok(Leadership { store, lease });
+                let fenced = Store::connect_fenced(url, lease.epoch).await?;
+                return Ok(Leadership {
+                    store,
+                    fenced,
+                    lease,
+                });
             }
             Claim::Held {
                 holder: leader,
@@ -83,9 +92,10 @@ pub async fn lead(url: &str) -> Result<Leadership, StartError> {
 }
 
 impl Leadership {
-    /// The store the lease is kept in (the server's own store from then on).
+    /// The server's store from then on: its writes are refused once another server holds the
+    /// lease.
     pub fn store(&self) -> &Store {
-        &self.store
+        &self.fenced
     }
 
     /// Renews the lease every second from now on, recording `api_url` as the leader's. A lost

@@ -25,6 +25,16 @@ impl Store {
     /// Connects to the store at `url` (`postgres://...`, or `sqlite://...`) and brings its
     /// schema up to date; an unreachable database is given up on after 10 s.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_as(url, None).await
+    }
+
+    /// As [`Store::connect`], for the leader of lease `epoch`: on PostgreSQL every write it
+    /// makes is refused ([`StoreError::fenced`]) once another server holds the lease.
+    pub async fn connect_fenced(url: &str, epoch: i64) -> Result<Store, StoreError> {
+        Self::connect_as(url, Some(epoch)).await
+    }
+
+    async fn connect_as(url: &str, epoch: Option<i64>) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             return Self::sqlite(url, 4).await;
         }
@@ -35,6 +45,17 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if let Some(epoch) = epoch {
+                        // Read by the fence triggers (migration 0005) on every write.
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET berth.epoch = '{epoch}'")))
+                            .execute(conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await
             .map_err(|e| StoreError::Connect {

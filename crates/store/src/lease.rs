@@ -143,4 +143,36 @@ mod tests {
         }
         Ok(())
     }
+
+    #[tokio::test]
+    async fn a_leader_whose_lease_was_taken_over_cannot_write() -> Result<(), StoreError> {
+        let url = crate::testing::postgres_url().await;
+        let s = Store::connect(&url).await?;
+        let Claim::Leader(a) = s.claim_lead("a", 1_000, 5_000).await? else {
+            panic!("the lease was free")
+        };
+        let a_writes = Store::connect_fenced(&url, a.epoch).await?;
+        let job = serde_json::json!({"n": 1});
+        a_writes
+            .insert(crate::Kind::Job, "before", Some("Queued"), &job)
+            .await?;
+        // a is paused past its lease; b takes it over.
+        let Claim::Leader(b) = s.claim_lead("b", 7_001, 5_000).await? else {
+            panic!("the lease had lapsed")
+        };
+        let refused = a_writes
+            .insert(crate::Kind::Job, "after", Some("Queued"), &job)
+            .await
+            .expect_err("a's write is fenced off");
+        let why = refused.fenced().expect("refused by the fence");
+        assert!(why.contains("was taken over by another server"), "{why}");
+        let b_writes = Store::connect_fenced(&url, b.epoch).await?;
+        b_writes
+            .insert(crate::Kind::Job, "after", Some("Queued"), &job)
+            .await?;
+        // A connection without an epoch (one server alone, a tool) is not fenced.
+        s.insert(crate::Kind::Job, "unfenced", Some("Queued"), &job)
+            .await?;
+        Ok(())
+    }
 }

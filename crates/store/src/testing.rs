@@ -14,3 +14,8 @@ pub(crate) async fn both() -> Vec<(&'static str, Store)> {
         .expect("connect to PostgreSQL");
     vec![("sqlite", sqlite), ("postgres", pg)]
 }
+
+/// A fresh database of the test cluster, by URL.
+pub(crate) async fn postgres_url() -> String {
+    postgres::database().await
+}
