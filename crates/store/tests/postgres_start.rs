@@ -73,6 +73,6 @@ async fn a_database_migrated_by_a_newer_berth_is_refused_naming_both_versions() 
     ] {
         let msg = again.expect_err("refused").to_string();
         assert!(msg.contains("9999") && msg.contains("newer Berth"), "{msg}");
-        assert!(msg.contains("up to 4"), "{msg}");
+        assert!(msg.contains("up to 5"), "{msg}");
     }
 }
