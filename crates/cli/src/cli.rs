@@ -210,6 +210,10 @@ pub struct ServerArgs {
     /// instead of SQLite in the home [env: BERTH_STORE].
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// With --store: the API URL a standby forwards to while this server leads
+    /// [env: BERTH_ADVERTISE_URL; default: the API listener's address].
+    #[arg(long, value_name = "URL")]
+    pub advertise_url: Option<String>,
     /// Run local jobs' commands as this user (name or uid); the server must run as root.
     #[arg(long)]
     pub run_as: Option<String>,

@@ -9,11 +9,22 @@ use serde::de::DeserializeOwned;
 
 use crate::failure::Failure;
 
-/// A connection to a Berth server.
+/// A connection to a Berth server, or to any of several servers on one database
+/// (`BERTH_SERVER=URL1,URL2`): a request goes to the one that answered last, and on to the
+/// next when that one cannot be reached or is a standby whose leader does not answer.
 pub struct Client {
     http: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     token: String,
+}
+
+/// The API URLs in `BERTH_SERVER`: one, or several separated by commas.
+fn bases(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|b| b.trim().trim_end_matches('/').to_string())
+        .filter(|b| !b.is_empty())
+        .collect()
 }
 
 /// The home folder: `--home`, else `$BERTH_HOME`, else `~/.berth`.
@@ -36,12 +47,7 @@ impl Client {
             std::env::var("BERTH_SERVER"),
             std::env::var("BERTH_ROUTER_TOKEN"),
         ) {
-            let base = base.trim_end_matches('/').to_string();
-            return Ok(Client {
-                http: http_client(&base)?,
-                base,
-                token: token.trim().to_string(),
-            });
+            return Client::new(bases(&base), token.trim().to_string());
         }
         let mut client = Self::connect(home)?;
         client.token = berth_server::auth::router_token(&client.token);
@@ -55,12 +61,7 @@ impl Client {
                 Failure::new("BERTH_SERVER is set but BERTH_TOKEN is not")
                     .hint("export BERTH_TOKEN=<the server's token>")
             })?;
-            let base = base.trim_end_matches('/').to_string();
-            return Ok(Client {
-                http: http_client(&base)?,
-                base,
-                token,
-            });
+            return Client::new(bases(&base), token);
         }
         let info_path = home.join("server.json");
         let text = std::fs::read_to_string(&info_path).map_err(|_| {
@@ -75,16 +76,26 @@ impl Client {
                 info.token_file
             ))
         })?;
+        Client::new(vec![info.api_url], token.trim().to_string())
+    }
+
+    fn new(bases: Vec<String>, token: String) -> Result<Client, Failure> {
+        let first = bases.first().ok_or_else(|| {
+            Failure::new("BERTH_SERVER is empty").hint("set it to the server's API URL")
+        })?;
+        // One client for all: plain http, or https if any of them is.
+        let tls = bases.iter().find(|b| b.starts_with("https://"));
         Ok(Client {
-            http: http_client(&info.api_url)?,
-            base: info.api_url,
-            token: token.trim().to_string(),
+            http: http_client(tls.unwrap_or(first))?,
+            bases,
+            current: Default::default(),
+            token,
         })
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    fn request(&self, base: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, format!("{base}{path}"))
             .bearer_auth(&self.token)
     }
 
@@ -95,27 +106,55 @@ impl Client {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<reqwest::Response, Failure> {
-        let mut req = self.request(method, path);
-        if let Some(b) = body {
-            req = req.json(b);
+        use std::sync::atomic::Ordering;
+        let first = self.current.load(Ordering::Relaxed);
+        let n = self.bases.len();
+        let mut failure = None;
+        // Only what was not acted on goes on to the next server: a connection refused, or a
+        // standby's NotLeader.
+        for i in (0..n).map(|k| (first + k) % n) {
+            let base = &self.bases[i];
+            let mut req = self.request(base, method.clone(), path);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let f = Failure::new(format!(
+                        "cannot reach the berth server at {base}: {}",
+                        root_cause(&e)
+                    ))
+                    .hint("is `berth server` running? `berth server &` starts one");
+                    if e.is_connect() {
+                        failure = Some(f);
+                        continue;
+                    }
+                    return Err(f);
+                }
+            };
+            if resp.status().is_success() {
+                self.current.store(i, Ordering::Relaxed);
+                return Ok(resp);
+            }
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(body) if body.error.code == "NotLeader" => {
+                    failure = Some(Failure::from_api(status, body.error));
+                }
+                Ok(body) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Err(Failure::from_api(status, body.error));
+                }
+                Err(_) => {
+                    return Err(Failure::new(format!(
+                        "the server answered {status}: {text}"
+                    )));
+                }
+            }
         }
-        let resp = req.send().await.map_err(|e| {
-            Failure::new(format!(
-                "cannot reach the berth server at {}: {}",
-                self.base,
-                root_cause(&e)
-            ))
-            .hint("is `berth server` running? `berth server &` starts one")
-        })?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        Err(match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => Failure::from_api(status, body.error),
-            Err(_) => Failure::new(format!("the server answered {status}: {text}")),
-        })
+        Err(failure.unwrap_or_else(|| Failure::new("no berth server to send the request to")))
     }
 
     /// A JSON request with a JSON answer.
@@ -181,4 +220,19 @@ pub fn seg(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn berth_server_may_name_several_servers() {
+        assert_eq!(
+            bases("http://a:8700/, http://b:8700 ,"),
+            ["http://a:8700", "http://b:8700"]
+        );
+        assert_eq!(bases("http://a:8700"), ["http://a:8700"]);
+        assert!(Client::new(bases(" , "), "t".into()).is_err());
+    }
 }

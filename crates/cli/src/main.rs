@@ -292,6 +292,7 @@ async fn server(home: std::path::PathBuf, args: ServerArgs) -> Result<i32, Failu
         run_as: args.run_as,
         retain_days: args.retain_days,
         store: args.store,
+        advertise_url: args.advertise_url,
         retain_days_by_experiment: retention_by_experiment(&args.retain_days_for)?,
     };
     let config = berth_server::ServerConfig::load(

@@ -4,19 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../store/tests/support/postgres.rs"]
-mod postgres;
+#[path = "support/raw.rs"]
+mod raw;
 mod support;
 
+use raw::{Raw, database};
 use support::{Server, seed_dir, text};
-
-fn database() -> String {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(postgres::database())
-}
 
 #[test]
 fn the_seed_job_and_endpoint_run_on_postgres_and_survive_a_restart() {
@@ -111,66 +104,6 @@ fn a_server_pointed_at_an_unreachable_database_exits_saying_so() {
         "{err}"
     );
     assert!(!err.contains(":pw@"), "the password is not printed: {err}");
-}
-
-/// A `berth server` started by hand on `home` and `url`, and its stderr lines as they come.
-struct Raw {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Raw {
-    fn start(home: &std::path::Path, url: &str) -> Raw {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(support::BERTH)
-            .args([
-                "server",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--scoring-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--store", url])
-            .env("BERTH_HOME", home)
-            .env("BERTH_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = tx.send(l);
-            }
-        });
-        Raw { child, lines }
-    }
-
-    /// Waits (at most `secs`) for a line holding `text`; returns it.
-    fn said(&self, text: &str, secs: u64) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.contains(text) => return l,
-                Ok(l) => seen.push(l),
-                Err(e) => panic!("no line with `{text}` ({e}); it said:\n{}", seen.join("\n")),
-            }
-        }
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     pub retain_days_by_experiment: std::collections::BTreeMap<String, u32>,
     /// Where the state is kept: a `postgres://` URL, or `None` for SQLite in the home.
     pub store: Option<String>,
+    /// The API URL other servers on the same database reach this one at when it leads (a
+    /// standby forwards there); default: the API listener's address (its host name when it
+    /// listens on every interface).
+    pub advertise_url: Option<String>,
     /// The command that supervises one job (`<berth> job-supervise`).
     pub supervisor: Vec<String>,
     /// The command that runs one deployment replica (`<berth> runtime`).
@@ -95,6 +99,8 @@ pub struct ConfigLayer {
     pub retain_days: Option<u32>,
     /// `store: postgres://berth@db/berth`
     pub store: Option<String>,
+    /// `advertise_url: http://10.0.0.5:8700`
+    pub advertise_url: Option<String>,
     /// `retain_days_by_experiment: {nightly: 7}`
     pub retain_days_by_experiment: Option<std::collections::BTreeMap<String, u32>>,
 }
@@ -151,6 +157,7 @@ impl ConfigLayer {
             run_as: self.run_as.or(base.run_as),
             retain_days: self.retain_days.or(base.retain_days),
             store: self.store.or(base.store),
+            advertise_url: self.advertise_url.or(base.advertise_url),
             retain_days_by_experiment: match (
                 self.retain_days_by_experiment,
                 base.retain_days_by_experiment,
@@ -204,6 +211,7 @@ impl ConfigLayer {
             run_as: parse(&get, "BERTH_RUN_AS")?,
             retain_days: parse(&get, "BERTH_RETAIN_DAYS")?,
             store: get("BERTH_STORE"),
+            advertise_url: get("BERTH_ADVERTISE_URL"),
             retain_days_by_experiment: None,
         })
     }
@@ -266,6 +274,7 @@ impl ServerConfig {
             run_as: merged.run_as,
             retain_days: merged.retain_days,
             store: merged.store,
+            advertise_url: merged.advertise_url,
             retain_days_by_experiment: by_experiment,
             supervisor: berth
                 .iter()

@@ -44,14 +44,19 @@ fn holder_id() -> String {
 /// The lease this server holds, the store it is kept in, and the server's own store, fenced
 /// by the lease's epoch.
 pub struct Leadership {
-    store: Store,
+    lease_store: Store,
     fenced: Store,
     lease: Lease,
 }
 
 /// Waits until this server leads on the database at `url`: at once when nobody else does;
-/// otherwise as a standby, saying who leads (again when that changes).
-pub async fn lead(url: &str) -> Result<Leadership, StartError> {
+/// otherwise as a standby, saying who leads (again when that changes) and keeping the
+/// leader's API URL in `leader` for the standby's forwarding.
+pub async fn lead(
+    url: &str,
+    me: &str,
+    leader_url: &tokio::sync::watch::Sender<String>,
+) -> Result<Leadership, StartError> {
     let store = Store::connect(url).await?;
     let holder = holder_id();
     let mut said: Option<String> = None;
@@ -63,27 +68,32 @@ pub async fn lead(url: &str) -> Result<Leadership, StartError> {
                 }
                 let fenced = Store::connect_fenced(url, lease.epoch).await?;
                 return Ok(Leadership {
-                    store,
+                    lease_store: store,
                     fenced,
                     lease,
                 });
             }
             Claim::Held {
-                holder: leader,
+                holder: holder_now,
                 api_url,
                 ..
             } => {
-                if said.as_deref() != Some(leader.as_str()) {
+                leader_url.send_if_modified(|seen| {
+                    let changed = *seen != api_url;
+                    seen.clone_from(&api_url);
+                    changed
+                });
+                if said.as_deref() != Some(holder_now.as_str()) {
                     let at = if api_url.is_empty() {
                         String::new()
                     } else {
                         format!(" (API {api_url})")
                     };
                     eprintln!(
-                        "berth server standby: {leader}{at} leads on this database; this server takes over if its lease lapses ({} s without renewal)",
+                        "berth server standby at {me}: {holder_now}{at} leads on this database; this server forwards API requests to it, and takes over if its lease lapses ({} s without renewal)",
                         LEASE_MS / 1000
                     );
-                    said = Some(leader);
+                    said = Some(holder_now);
                 }
                 tokio::time::sleep(EVERY).await;
             }
@@ -101,7 +111,7 @@ impl Leadership {
     /// Renews the lease every second from now on, recording `api_url` as the leader's. A lost
     /// lease, or none renewed for as long as a lease lasts, ends the process.
     pub fn keep(&self, api_url: String) {
-        let (store, lease) = (self.store.clone(), self.lease.clone());
+        let (store, lease) = (self.lease_store.clone(), self.lease.clone());
         tokio::spawn(async move {
             let mut last_ok = now_ms();
             let mut url = Some(api_url);
@@ -133,6 +143,6 @@ impl Leadership {
 
     /// Gives the lease up (a clean shutdown), so that a standby takes over at once.
     pub async fn release(&self) {
-        let _ = self.store.release_lead(&self.lease).await;
+        let _ = self.lease_store.release_lead(&self.lease).await;
     }
 }

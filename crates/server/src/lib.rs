@@ -12,6 +12,7 @@ pub mod mlflow;
 pub mod monitor;
 pub mod openapi;
 pub mod services;
+pub mod standby;
 pub mod studio;
 
 use std::net::SocketAddr;
@@ -455,22 +456,48 @@ async fn start_serving(
 pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let home = config.home.clone();
     make_home(&home).map_err(home_error(&home))?;
-    // On a shared database, one server leads; the others wait here as standbys.
+    // Alone on its home's SQLite, a server holds the home before anything else; on a shared
+    // database it first waits for the lease, serving the API as a standby meanwhile.
+    let mut lock = match config.store {
+        None => Some(lock_home(&home)?),
+        Some(_) => None,
+    };
+    let api = bind(config.api_listen).await?;
+    let api_addr = api.local_addr().map_err(home_error(&home))?;
+    let api_tls = api_tls(&config, api_addr)?;
+    let api_scheme = if api_tls.is_some() { "https" } else { "http" };
+    let (api_limits, scoring_limits) = listener_limits(&config);
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
+        let _ = rx.recv().await;
+    };
+    let switch = standby::AppSwitch::new(standby::starting());
+    let api_task = tokio::spawn(berth_router::listen::serve(
+        api,
+        switch.router(),
+        api_tls,
+        api_limits,
+        stopped(stop_tx.subscribe()),
+    ));
     let leadership = match &config.store {
-        Some(url) => Some(leadership::lead(url).await?),
+        Some(url) => {
+            let (leader_tx, leader_rx) = tokio::sync::watch::channel(String::new());
+            switch.set(standby::app(leader_rx));
+            let me = format!("{api_scheme}://{api_addr}");
+            Some(leadership::lead(url, &me, &leader_tx).await?)
+        }
         None => None,
     };
-    let lock = lock_home(&home)?;
+    let lock = match lock.take() {
+        Some(l) => l,
+        None => lock_home(&home)?,
+    };
     // Its memory and environment are nobody else's business, its jobs' least of all.
     berth_scheduler::sandbox::guard_server();
-    let api = bind(config.api_listen).await?;
     let scoring = bind(config.scoring_listen).await?;
-    let api_addr = api.local_addr().map_err(home_error(&home))?;
     let scoring_addr = scoring.local_addr().map_err(home_error(&home))?;
     let tls = scoring_tls(&config, scoring_addr)?;
-    let api_tls = api_tls(&config, api_addr)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let api_scheme = if api_tls.is_some() { "https" } else { "http" };
     let local_api = loopback_for(api_addr);
     // A leader's store is the one it took the lease on: one pool, migrated once.
     let state = build_state_on(
@@ -488,25 +515,12 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    let (api_limits, scoring_limits) = listener_limits(&config);
     if let Some(l) = &leadership {
-        l.keep(info.api_url.clone());
+        l.keep(advertised(&config, api_scheme, api_addr));
     }
+    switch.set(app(state, config.max_body_bytes));
     announce(&home, &info)?;
-    let app = app(state, config.max_body_bytes);
-    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
-    let stopped = |mut rx: tokio::sync::broadcast::Receiver<()>| async move {
-        let _ = rx.recv().await;
-    };
-    use berth_router::listen::{serve, serve_scoring};
-    let api_task = tokio::spawn(serve(
-        api,
-        app,
-        api_tls,
-        api_limits,
-        stopped(stop_tx.subscribe()),
-    ));
-    let scoring_task = tokio::spawn(serve_scoring(
+    let scoring_task = tokio::spawn(berth_router::listen::serve_scoring(
         scoring,
         Arc::clone(&router),
         scoring_app(router),
@@ -527,6 +541,21 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let _ = std::fs::remove_file(home.join("server.json"));
     drop(lock);
     Ok(())
+}
+
+/// The API URL a standby forwards to while this server leads: `advertise_url`, else the
+/// listener's address (this machine's host name for a listener on every interface).
+fn advertised(config: &ServerConfig, scheme: &str, api_addr: SocketAddr) -> String {
+    if let Some(url) = &config.advertise_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    if api_addr.ip().is_unspecified()
+        && let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        && !host.trim().is_empty()
+    {
+        return format!("{scheme}://{}:{}", host.trim(), api_addr.port());
+    }
+    format!("{scheme}://{api_addr}")
 }
 
 /// Holds `$BERTH_HOME` for this server: a second one on the same home is refused.
