@@ -35,7 +35,10 @@ impl Apply for ControlPlane {
                 "/apis/rbac.authorization.k8s.io/v1/{}s/{name}",
                 kind.to_lowercase()
             ),
-            "Deployment" => format!("/apis/apps/v1/namespaces/azureml/deployments/{name}"),
+            "Deployment" | "StatefulSet" => format!(
+                "/apis/apps/v1/namespaces/azureml/{}s/{name}",
+                kind.to_lowercase()
+            ),
             "ServiceAccount" | "Secret" | "PersistentVolumeClaim" | "Service" => {
                 format!("/api/v1/namespaces/azureml/{}s/{name}", kind.to_lowercase())
             }
@@ -67,11 +70,17 @@ impl Apply for ControlPlane {
 }
 
 fn render(args: &[&str]) -> Vec<Value> {
-    let out = Command::new(BERTH)
-        .args(["extension", "render", "-o", "json", "--config"])
-        .args(args)
-        .output()
-        .unwrap();
+    render_with(args, &[])
+}
+
+fn render_with(args: &[&str], protected: &[&str]) -> Vec<Value> {
+    let mut cmd = Command::new(BERTH);
+    cmd.args(["extension", "render", "-o", "json", "--config"])
+        .args(args);
+    if !protected.is_empty() {
+        cmd.arg("--config-protected").args(protected);
+    }
+    let out = cmd.output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -126,6 +135,50 @@ fn the_extension_applies_and_its_crd_validates_instance_types() {
             let (status, body) = cp.apply(&client, &bad(name, requests)).await;
             assert_eq!(status, 422, "{name}: {body}");
             assert!(body.contains(why), "{name}: {body}");
+        }
+    });
+}
+
+#[test]
+fn the_server_ha_manifests_apply_on_their_own_and_with_an_external_store() {
+    let cp = ControlPlane::start();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let ha = render(&[
+            "enableTraining=True",
+            "serverHA=True",
+            "serverStorageClass=azurefile-csi",
+        ]);
+        assert!(
+            ha.iter()
+                .any(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == "berth-postgres")
+        );
+        let external = render_with(
+            &[
+                "enableTraining=True",
+                "serverHA=True",
+                "serverStorageClass=azurefile-csi",
+            ],
+            &["storeUrl=postgres://berth:pw@db.example:5432/berth"],
+        );
+        assert!(!external.iter().any(|d| d["kind"] == "StatefulSet"));
+        // The API server validates each (the second set replaces the first's server and volume).
+        for d in ha.iter().chain(&external) {
+            let (status, body) = cp.apply(&client, d).await;
+            assert!(
+                (200..300).contains(&status),
+                "{} {}: {status} {body}",
+                d["kind"],
+                d["metadata"]["name"]
+            );
         }
     });
 }

@@ -160,10 +160,11 @@ fn a_second_server_waits_as_standby_and_takes_over_a_running_job_when_the_leader
 #[test]
 fn a_paused_leader_loses_its_lease_and_stops_when_it_wakes() {
     let url = database();
-    let (home_a, home_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut a = Raw::start(home_a.path(), &url);
+    // One home, as a leader and its standby share it on one machine (or on a shared volume).
+    let home = tempfile::tempdir().unwrap();
+    let mut a = Raw::start(home.path(), &url);
     a.said("berth server ready", 30);
-    let b = Raw::start(home_b.path(), &url);
+    let b = Raw::start(home.path(), &url);
     b.said("standby", 30);
     let stop = |sig: &str| {
         std::process::Command::new("kill")
@@ -172,7 +173,8 @@ fn a_paused_leader_loses_its_lease_and_stops_when_it_wakes() {
             .unwrap()
     };
     stop("-STOP");
-    b.said("berth server ready", 30);
+    // b takes the lease, but the paused leader still holds the home: b waits for it.
+    b.said("waiting for", 30);
     stop("-CONT");
     // Its next renewal finds the lease taken: it stops instead of acting beside b.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -187,4 +189,5 @@ fn a_paused_leader_loses_its_lease_and_stops_when_it_wakes() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(75));
+    b.said("berth server ready", 30);
 }

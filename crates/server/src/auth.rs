@@ -48,6 +48,12 @@ pub fn router_token(api_token: &str) -> String {
     derive(api_token, "router-token")
 }
 
+/// The in-cluster PostgreSQL's password (`serverHA`): derived from the API token, so an
+/// update of the install renders the same one.
+pub fn store_password(api_token: &str) -> String {
+    derive(api_token, "store-password")
+}
+
 /// Reads a secret file (mode 0600), creating it with 32 random bytes (hex) if it is missing.
 pub fn load_or_create_secret(path: &Path) -> std::io::Result<String> {
     let path = path.to_path_buf();

@@ -484,13 +484,17 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             let (leader_tx, leader_rx) = tokio::sync::watch::channel(String::new());
             switch.set(standby::app(leader_rx));
             let me = format!("{api_scheme}://{api_addr}");
-            Some(leadership::lead(url, &me, &leader_tx).await?)
+            let l = leadership::lead(url, &me, &leader_tx).await?;
+            // Leading from now on: renewed while the rest starts, and no longer forwarding.
+            l.keep(advertised(&config, api_scheme, api_addr));
+            switch.set(standby::starting());
+            Some(l)
         }
         None => None,
     };
     let lock = match lock.take() {
         Some(l) => l,
-        None => lock_home(&home)?,
+        None => lock_home_waiting(&home).await?,
     };
     // Its memory and environment are nobody else's business, its jobs' least of all.
     berth_scheduler::sandbox::guard_server();
@@ -515,9 +519,6 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    if let Some(l) = &leadership {
-        l.keep(advertised(&config, api_scheme, api_addr));
-    }
     switch.set(app(state, config.max_body_bytes));
     announce(&home, &info)?;
     let scoring_task = tokio::spawn(berth_router::listen::serve_scoring(
@@ -569,6 +570,31 @@ fn lock_home(home: &std::path::Path) -> Result<std::fs::File, StartError> {
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| StartError::Busy(home.to_path_buf()))?;
     Ok(lock)
+}
+
+/// Holds the home for a leader on a shared database: a leader that lost its lease may hold it
+/// a moment longer (it stops at its next renewal), so wait for it instead of failing.
+async fn lock_home_waiting(home: &std::path::Path) -> Result<std::fs::File, StartError> {
+    match lock_home(home) {
+        Err(StartError::Busy(_)) => {}
+        r => return r,
+    }
+    eprintln!(
+        "berth server: waiting for {} (the server that led before still holds it; it stops when it finds its lease lost)",
+        home.display()
+    );
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(home.join("server.lock"))
+        .map_err(home_error(home))?;
+    tokio::task::spawn_blocking(move || {
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map(|()| lock)
+    })
+    .await
+    .map_err(|e| home_error(home)(std::io::Error::other(e)))?
+    .map_err(|e| home_error(home)(e.into()))
 }
 
 /// The address this machine's processes reach a listener at: loopback for a listener on

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_core::extension::config::ExtensionConfig;
-use berth_core::extension::render::{render, to_yaml};
+use berth_core::extension::render::{Credentials, render, to_yaml};
 use berth_core::spec::compute::KubernetesTarget;
 use berth_scheduler::backend::kubernetes::apply;
 use berth_scheduler::backend::kubernetes::cluster::{self, Cluster};
@@ -134,19 +134,21 @@ async fn rendered_from(
     settings: &BTreeMap<String, String>,
     protected: Option<BTreeMap<String, String>>,
 ) -> Result<(ExtensionConfig, Vec<Value>), Failure> {
-    let (token, tls) = install::existing_secrets(&cluster.client).await;
+    let kept = install::existing_secrets(&cluster.client).await;
     let protected = protected.unwrap_or_else(|| {
-        tls.map(|(cert, key)| {
-            BTreeMap::from([
-                ("sslCertPemFile".to_string(), cert),
-                ("sslKeyPemFile".to_string(), key),
-            ])
-        })
-        .unwrap_or_default()
+        let mut p = BTreeMap::new();
+        if let Some((cert, key)) = kept.tls {
+            p.insert("sslCertPemFile".to_string(), cert);
+            p.insert("sslKeyPemFile".to_string(), key);
+        }
+        if let Some(url) = kept.store_url {
+            p.insert("storeUrl".to_string(), url);
+        }
+        p
     });
     let cfg = config(settings, &protected)?;
-    let token = token.unwrap_or_else(new_token);
-    let docs = render(&cfg, &token, &berth_server::auth::router_token(&token));
+    let token = kept.token.unwrap_or_else(new_token);
+    let docs = render_with(&cfg, &token);
     Ok((cfg, docs))
 }
 
@@ -267,7 +269,7 @@ pub async fn run(cmd: ExtensionCommand, out: &Printer) -> Result<i32, Failure> {
                 &protected_settings(&settings.config_protected)?,
             )?;
             let token = new_token();
-            let docs = render(&cfg, &token, &berth_server::auth::router_token(&token));
+            let docs = render_with(&cfg, &token);
             match out.format {
                 Format::Json => println!(
                     "{}",
@@ -349,7 +351,7 @@ async fn create(
         version: env!("CARGO_PKG_VERSION").into(),
     };
     let token = new_token();
-    let docs = render(&cfg, &token, &berth_server::auth::router_token(&token));
+    let docs = render_with(&cfg, &token);
     install::apply_all(&cluster.client, &docs, &record, |l| {
         eprintln!("applied {l}")
     })
@@ -432,4 +434,20 @@ async fn versions(cluster: &Cluster, docs: &[Value]) -> Vec<Option<String>> {
         out.push(v);
     }
     out
+}
+
+/// The manifests for `cfg`, with the secrets derived from the API token.
+fn render_with(cfg: &ExtensionConfig, token: &str) -> Vec<Value> {
+    let (router_token, store_password) = (
+        berth_server::auth::router_token(token),
+        berth_server::auth::store_password(token),
+    );
+    render(
+        cfg,
+        &Credentials {
+            api_token: token,
+            router_token: &router_token,
+            store_password: &store_password,
+        },
+    )
 }

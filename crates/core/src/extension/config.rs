@@ -62,6 +62,23 @@ pub enum Tls {
     },
 }
 
+/// Where the server keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateStore {
+    /// SQLite on the server's volume (one replica).
+    Home,
+    /// A PostgreSQL the install runs in the cluster (`serverHA=True` without `storeUrl`).
+    InCluster {
+        /// Its image (`postgresImage=`).
+        image: String,
+    },
+    /// An external PostgreSQL (`--config-protected storeUrl=postgres://...`).
+    External {
+        /// Its URL, password included.
+        url: String,
+    },
+}
+
 /// Validated extension settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExtensionConfig {
@@ -81,6 +98,13 @@ pub struct ExtensionConfig {
     pub node_selector: BTreeMap<String, String>,
     /// The image of every Berth pod (`image=`; Berth's own key).
     pub image: String,
+    /// Two server replicas, a leader and a standby, on one PostgreSQL (`serverHA=True`).
+    pub server_ha: bool,
+    /// Where the server keeps its state.
+    pub store: StateStore,
+    /// The storage class of the server's volume (`serverStorageClass=`): with `serverHA` it
+    /// must offer ReadWriteMany, as both replicas mount it.
+    pub server_storage_class: Option<String>,
     /// Settings Berth accepts and does not need (`installPromOp`, `installVolcano`, ...).
     pub notes: Vec<String>,
 }
@@ -107,8 +131,11 @@ const PUBLIC: &[&str] = &[
     "installVolcano",
     "installDcgmExporter",
     "image",
+    "serverHA",
+    "serverStorageClass",
+    "postgresImage",
 ];
-const PROTECTED: &[&str] = &["sslCertPemFile", "sslKeyPemFile"];
+const PROTECTED: &[&str] = &["sslCertPemFile", "sslKeyPemFile", "storeUrl"];
 
 impl ExtensionConfig {
     /// Validates `--config` (public) and `--config-protected` settings. Protected PEM settings
@@ -165,6 +192,14 @@ impl ExtensionConfig {
         if flag("installNvidiaDevicePlugin", false)? {
             notes.push("installNvidiaDevicePlugin is not done by Berth: install NVIDIA's device plugin (or GPU operator) so nodes offer nvidia.com/gpu".into());
         }
+        let server_ha = flag("serverHA", false)?;
+        let server_storage_class = public.get("serverStorageClass").cloned();
+        let store = state_store(public, protected, server_ha)?;
+        if server_ha && server_storage_class.is_none() {
+            return Err(err(
+                "serverHA=True runs two server replicas that share one volume: give serverStorageClass=<a storage class offering ReadWriteMany> (Azure Files: azurefile-csi; NFS: your NFS class)",
+            ));
+        }
         Ok(ExtensionConfig {
             training,
             inference,
@@ -177,8 +212,42 @@ impl ExtensionConfig {
                 .get("image")
                 .cloned()
                 .unwrap_or_else(|| format!("berth:{}", env!("CARGO_PKG_VERSION"))),
+            server_ha,
+            store,
+            server_storage_class,
             notes,
         })
+    }
+}
+
+/// `storeUrl` (protected), else an in-cluster PostgreSQL for `serverHA`, else SQLite.
+fn state_store(
+    public: &BTreeMap<String, String>,
+    protected: &BTreeMap<String, String>,
+    server_ha: bool,
+) -> Result<StateStore, ConfigError> {
+    let image = public.get("postgresImage");
+    match protected.get("storeUrl") {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            if image.is_some() {
+                return Err(err(
+                    "postgresImage is for the in-cluster PostgreSQL; with storeUrl none is run",
+                ));
+            }
+            Ok(StateStore::External { url: url.clone() })
+        }
+        Some(_) => Err(err(
+            "storeUrl must be a PostgreSQL URL: postgres://user:password@host:5432/database",
+        )),
+        None if server_ha => Ok(StateStore::InCluster {
+            image: image
+                .cloned()
+                .unwrap_or_else(|| "postgres:16-alpine".into()),
+        }),
+        None if image.is_some() => Err(err(
+            "postgresImage needs serverHA=True (the in-cluster PostgreSQL runs only for it)",
+        )),
+        None => Ok(StateStore::Home),
     }
 }
 
@@ -345,6 +414,34 @@ mod tests {
     }
 
     #[test]
+    fn the_server_keeps_its_state_in_sqlite_an_in_cluster_or_an_external_postgresql() {
+        let home = cfg(&[("enableTraining", "True")], &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((home.store, home.server_ha), (StateStore::Home, false));
+        let ha = cfg(
+            &[
+                ("enableTraining", "True"),
+                ("serverHA", "True"),
+                ("serverStorageClass", "azurefile-csi"),
+            ],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(ha.server_ha);
+        assert!(matches!(ha.store, StateStore::InCluster { .. }));
+        let external = cfg(
+            &[("enableTraining", "True")],
+            &[("storeUrl", "postgres://berth:pw@db:5432/berth")],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            external.store,
+            StateStore::External {
+                url: "postgres://berth:pw@db:5432/berth".into()
+            }
+        );
+    }
+
+    #[test]
     fn invalid_settings_are_explained() {
         type Settings<'a> = &'a [(&'a str, &'a str)];
         let cases: &[(Settings<'_>, Settings<'_>, &str)] = &[
@@ -408,6 +505,26 @@ mod tests {
                 "Duplicate keys",
             ),
             (&[("enableTraining", "yes")], &[], "use True or False"),
+            (
+                &[("enableTraining", "True"), ("serverHA", "True")],
+                &[],
+                "give serverStorageClass=",
+            ),
+            (
+                &[("enableTraining", "True")],
+                &[("storeUrl", "mysql://db/berth")],
+                "storeUrl must be a PostgreSQL URL",
+            ),
+            (
+                &[("enableTraining", "True"), ("storeUrl", "postgres://db/b")],
+                &[],
+                "pass it with --config-protected",
+            ),
+            (
+                &[("enableTraining", "True"), ("postgresImage", "postgres:15")],
+                &[],
+                "postgresImage needs serverHA=True",
+            ),
         ];
         for (public, protected, want) in cases {
             let e = cfg(public, protected).err().unwrap_or_default();

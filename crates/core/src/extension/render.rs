@@ -11,7 +11,7 @@ pub const NAMESPACE: &str = "azureml";
 /// The label every object Berth creates carries (for cleanup and adoption).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "berth");
 
-fn labels(component: &str) -> Value {
+pub(super) fn labels(component: &str) -> Value {
     json!({
         "app.kubernetes.io/name": "berth",
         "app.kubernetes.io/component": component,
@@ -20,7 +20,7 @@ fn labels(component: &str) -> Value {
     })
 }
 
-fn meta(name: &str, component: &str, namespaced: bool) -> Value {
+pub(super) fn meta(name: &str, component: &str, namespaced: bool) -> Value {
     let mut m = json!({"name": name, "labels": labels(component)});
     if namespaced {
         m["namespace"] = json!(NAMESPACE);
@@ -129,20 +129,39 @@ fn container(
     })
 }
 
-/// Every manifest, in apply order. `api_token` is the server's API token; `router_token`
-/// is what routers present (it reads the routes and nothing else).
-pub fn render(cfg: &ExtensionConfig, api_token: &str, router_token: &str) -> Vec<Value> {
-    let mut docs = base(api_token);
+/// The secrets the manifests carry.
+pub struct Credentials<'a> {
+    /// The server's API token.
+    pub api_token: &'a str,
+    /// What routers present (it reads the routes and nothing else).
+    pub router_token: &'a str,
+    /// The in-cluster PostgreSQL's password (`serverHA` without `storeUrl`).
+    pub store_password: &'a str,
+}
+
+/// Every manifest, in apply order.
+pub fn render(cfg: &ExtensionConfig, creds: &Credentials<'_>) -> Vec<Value> {
+    let mut docs = base(cfg, creds.api_token);
+    docs.extend(super::state::manifests(cfg, creds.store_password));
     docs.extend(server(cfg));
     if let Some(service_type) = cfg.service_type {
-        docs.extend(router(cfg, service_type.as_str(), router_token));
+        docs.extend(router(cfg, service_type.as_str(), creds.router_token));
     }
     docs
 }
 
 /// The namespace, the InstanceType CRD with its default, RBAC, the API token and the state
 /// volume.
-fn base(api_token: &str) -> Vec<Value> {
+fn base(cfg: &ExtensionConfig, api_token: &str) -> Vec<Value> {
+    // With serverHA both server replicas mount the home: ReadWriteMany, of the class given.
+    let mut home =
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+    if cfg.server_ha {
+        home["accessModes"] = json!(["ReadWriteMany"]);
+    }
+    if let Some(class) = &cfg.server_storage_class {
+        home["storageClassName"] = json!(class);
+    }
     vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta(NAMESPACE, "namespace", false)}),
         instance_type_crd(),
@@ -179,10 +198,20 @@ fn base(api_token: &str) -> Vec<Value> {
         json!({
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": meta("berth-state", "server", true),
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            "metadata": meta(home_claim(cfg), "server", true),
+            "spec": home,
         }),
     ]
+}
+
+/// The server's volume. A shared one (serverHA) has its own name: a claim's access modes
+/// cannot change, so turning serverHA on makes a new claim instead of failing.
+fn home_claim(cfg: &ExtensionConfig) -> &'static str {
+    if cfg.server_ha {
+        "berth-state-shared"
+    } else {
+        "berth-state"
+    }
 }
 
 /// The server's Deployment and Service.
@@ -212,18 +241,35 @@ fn server(cfg: &ExtensionConfig) -> [Value; 2] {
     if let Some(env) = server["env"].as_array_mut() {
         env.push(json!({"name": "BERTH_SERVER_URL", "value": format!("http://berth-server.{NAMESPACE}.svc:8700")}));
         env.push(json!({"name": "BERTH_API_TOKEN", "valueFrom": {"secretKeyRef": {"name": "berth-api-token", "key": "token"}}}));
+        env.extend(super::state::server_env(cfg));
     }
+    let selector =
+        json!({"app.kubernetes.io/name": "berth", "app.kubernetes.io/component": "server"});
+    let mut extra = json!({"volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": home_claim(cfg)}}]});
+    // One server at a time on SQLite; with serverHA a leader and a standby, on two nodes
+    // where there are two, and a rollout that never leaves none.
+    let (replicas, strategy) = if cfg.server_ha {
+        extra["affinity"] = json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": selector}, "topologyKey": "kubernetes.io/hostname"}}
+        ]}});
+        (
+            2,
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+        )
+    } else {
+        (1, json!({"type": "Recreate"}))
+    };
     let deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": meta("berth-server", "server", true),
         "spec": {
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": {"app.kubernetes.io/name": "berth", "app.kubernetes.io/component": "server"}},
+            "replicas": replicas,
+            "strategy": strategy,
+            "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": labels("server")},
-                "spec": pod_spec(cfg, server, json!({"volumes": [{"name": "state", "persistentVolumeClaim": {"claimName": "berth-state"}}]})),
+                "spec": pod_spec(cfg, server, extra),
             },
         },
     });
@@ -237,12 +283,17 @@ fn server(cfg: &ExtensionConfig) -> [Value; 2] {
 }
 
 fn secret(name: &str, component: &str, token: &str) -> Value {
+    secret_with(name, component, "token", token)
+}
+
+/// An Opaque Secret in the namespace holding one `key`.
+pub(super) fn secret_with(name: &str, component: &str, key: &str, value: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": meta(name, component, true),
         "type": "Opaque",
-        "stringData": {"token": token},
+        "stringData": {key: value},
     })
 }
 
@@ -340,6 +391,12 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    const CREDS: Credentials<'static> = Credentials {
+        api_token: "t",
+        router_token: "r",
+        store_password: "p",
+    };
+
     fn config(public: &[(&str, &str)]) -> ExtensionConfig {
         let m: BTreeMap<String, String> = public
             .iter()
@@ -364,8 +421,7 @@ mod tests {
     fn the_server_tells_job_pods_which_image_holds_berth() {
         let docs = render(
             &config(&[("enableTraining", "True"), ("image", "reg.example/berth:2")]),
-            "t",
-            "r",
+            &CREDS,
         );
         let server = docs
             .iter()
@@ -384,7 +440,7 @@ mod tests {
 
     #[test]
     fn training_only_has_no_router() {
-        let docs = render(&config(&[("enableTraining", "True")]), "t", "r");
+        let docs = render(&config(&[("enableTraining", "True")]), &CREDS);
         let k = kinds(&docs);
         assert!(
             k.contains(&"CustomResourceDefinition/instancetypes.amlarc.azureml.com".to_string())
@@ -401,7 +457,7 @@ mod tests {
             ("allowInsecureConnections", "True"),
             ("nodeSelector.pool", "ml"),
         ]);
-        let docs = render(&cfg, "t", "r");
+        let docs = render(&cfg, &CREDS);
         let router = docs
             .iter()
             .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "berth-router")
@@ -432,7 +488,7 @@ mod tests {
             ("allowInsecureConnections", "True"),
             ("inferenceRouterHA", "False"),
         ]);
-        let router = render(&cfg, "t", "r")
+        let router = render(&cfg, &CREDS)
             .into_iter()
             .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "berth-router")
             .unwrap_or_default();
@@ -442,7 +498,7 @@ mod tests {
 
     #[test]
     fn yaml_round_trips_and_the_crd_accepts_the_seed_shapes() {
-        let docs = render(&config(&[("enableTraining", "True")]), "t", "r");
+        let docs = render(&config(&[("enableTraining", "True")]), &CREDS);
         let yaml = to_yaml(&docs).unwrap_or_default();
         let back: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap_or_default();
         assert_eq!(back.len(), docs.len());

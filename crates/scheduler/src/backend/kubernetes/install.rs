@@ -259,8 +259,19 @@ pub async fn namespace_exists(client: &Client) -> Result<bool, KubeError> {
     Ok(ns.get_opt(NAMESPACE).await?.is_some())
 }
 
-/// The API token and TLS PEM pair of an existing install, so an update keeps them.
-pub async fn existing_secrets(client: &Client) -> (Option<String>, Option<(String, String)>) {
+/// What an existing install keeps in its Secrets, so that an update keeps it too.
+#[derive(Default)]
+pub struct ExistingSecrets {
+    /// The API token.
+    pub token: Option<String>,
+    /// The router's TLS PEM pair (certificate, key).
+    pub tls: Option<(String, String)>,
+    /// The external PostgreSQL's URL (`storeUrl`).
+    pub store_url: Option<String>,
+}
+
+/// The Secrets of an existing install.
+pub async fn existing_secrets(client: &Client) -> ExistingSecrets {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
     let field = |s: &Secret, k: &str| {
         s.data
@@ -268,15 +279,19 @@ pub async fn existing_secrets(client: &Client) -> (Option<String>, Option<(Strin
             .and_then(|d| d.get(k))
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
     };
-    let token = match secrets.get_opt("berth-api-token").await {
-        Ok(Some(s)) => field(&s, "token"),
-        _ => None,
+    let read = |name: &'static str| {
+        let secrets = secrets.clone();
+        async move { secrets.get_opt(name).await.ok().flatten() }
     };
-    let tls = match secrets.get_opt("berth-router-tls").await {
-        Ok(Some(s)) => field(&s, "cert.pem").zip(field(&s, "key.pem")),
-        _ => None,
-    };
-    (token, tls)
+    ExistingSecrets {
+        token: read("berth-api-token")
+            .await
+            .and_then(|s| field(&s, "token")),
+        tls: read("berth-router-tls")
+            .await
+            .and_then(|s| field(&s, "cert.pem").zip(field(&s, "key.pem"))),
+        store_url: read("berth-store").await.and_then(|s| field(&s, "url")),
+    }
 }
 
 /// Applies every manifest in order, then the record; `progress` hears each object.
@@ -339,7 +354,7 @@ pub struct Component {
     pub reason: Option<String>,
 }
 
-/// Each manifest's object, and each Deployment's readiness, with the reason a pod is stuck.
+/// Each manifest's object, and each Deployment's and StatefulSet's readiness, with the reason a pod is stuck.
 pub async fn components(client: &Client, docs: &[Value]) -> Result<Vec<Component>, KubeError> {
     let mut out = Vec::new();
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
@@ -354,7 +369,7 @@ pub async fn components(client: &Client, docs: &[Value]) -> Result<Vec<Component
             });
             continue;
         };
-        if doc["kind"] != "Deployment" {
+        if doc["kind"] != "Deployment" && doc["kind"] != "StatefulSet" {
             out.push(Component {
                 name,
                 ready: "present".into(),
