@@ -50,8 +50,8 @@ pub struct Leadership {
 }
 
 /// Waits until this server leads on the database at `url`: at once when nobody else does;
-/// otherwise as a standby, saying who leads (again when that changes) and keeping the
-/// leader's API URL in `leader` for the standby's forwarding.
+/// otherwise as a standby at `me`, saying who leads (again when that changes) and keeping the
+/// leader's API URL in `leader_url` for the standby's forwarding.
 pub async fn lead(
     url: &str,
     me: &str,
@@ -76,7 +76,7 @@ pub async fn lead(
             Claim::Held {
                 holder: holder_now,
                 api_url,
-                ..
+                expires_ms,
             } => {
                 leader_url.send_if_modified(|seen| {
                     let changed = *seen != api_url;
@@ -95,7 +95,9 @@ pub async fn lead(
                     );
                     said = Some(holder_now);
                 }
-                tokio::time::sleep(EVERY).await;
+                // Look again in a second, or just after the lease lapses if that is sooner.
+                let lapses_in = (expires_ms - now_ms() + 20).clamp(20, EVERY.as_millis() as i64);
+                tokio::time::sleep(Duration::from_millis(lapses_in as u64)).await;
             }
         }
     }

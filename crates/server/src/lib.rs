@@ -559,14 +559,19 @@ fn advertised(config: &ServerConfig, scheme: &str, api_addr: SocketAddr) -> Stri
     format!("{scheme}://{api_addr}")
 }
 
-/// Holds `$BERTH_HOME` for this server: a second one on the same home is refused.
-fn lock_home(home: &std::path::Path) -> Result<std::fs::File, StartError> {
-    let lock = std::fs::OpenOptions::new()
+/// The home's lock file.
+fn lock_file(home: &std::path::Path) -> Result<std::fs::File, StartError> {
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(home.join("server.lock"))
-        .map_err(home_error(home))?;
+        .map_err(home_error(home))
+}
+
+/// Holds `$BERTH_HOME` for this server: a second one on the same home is refused.
+fn lock_home(home: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let lock = lock_file(home)?;
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| StartError::Busy(home.to_path_buf()))?;
     Ok(lock)
@@ -583,12 +588,7 @@ async fn lock_home_waiting(home: &std::path::Path) -> Result<std::fs::File, Star
         "berth server: waiting for {} (the server that led before still holds it; it stops when it finds its lease lost)",
         home.display()
     );
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(home.join("server.lock"))
-        .map_err(home_error(home))?;
+    let lock = lock_file(home)?;
     tokio::task::spawn_blocking(move || {
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map(|()| lock)
     })

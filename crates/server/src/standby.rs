@@ -132,6 +132,8 @@ async fn forward(
             ))
         })?;
     *req.uri_mut() = uri;
+    // The leader is reached over HTTP/1.1, whatever the client spoke to this standby.
+    *req.version_mut() = axum::http::Version::HTTP_11;
     let headers = req.headers_mut();
     for h in HOP_BY_HOP {
         headers.remove(h);
