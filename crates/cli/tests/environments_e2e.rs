@@ -155,7 +155,15 @@ fn cancel_during_the_build_ends_the_job_at_once_and_stops_the_installer() {
         dir.path(),
         &["job", "create", "--file", "job.yml", "--name", "slow"],
     );
-    let (mut conn, _) = index.accept().unwrap();
+    // Bounded, so that a machine without uv fails here instead of waiting for ever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(index.accept());
+    });
+    let (mut conn, _) = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the installer never reached the index: is uv installed?")
+        .unwrap();
     assert_eq!(s.status("slow")["status"], "Preparing");
     s.ok_in(dir.path(), &["job", "cancel", "--name", "slow"]);
     let out = s.cli_in(dir.path(), &["job", "stream", "--name", "slow"]);

@@ -58,9 +58,13 @@ pub enum ApiError {
     /// Something failed inside the server.
     #[error("{0}")]
     Internal(String),
-    /// This server does not lead (a standby, or a leader whose lease was taken over).
+    /// This server does not lead (a standby, or a leader whose lease was taken over); nothing
+    /// was done.
     #[error("{0}")]
     NotLeader(String),
+    /// A standby forwarded the request and the leader did not finish answering.
+    #[error("{0}")]
+    LeaderLost(String),
 }
 
 impl ApiError {
@@ -94,6 +98,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "NotLeader",
                 Some("another server leads on this database now: send the request again (to it, or through the servers' common address)".into()),
+            ),
+            ApiError::LeaderLost(_) => (
+                StatusCode::BAD_GATEWAY,
+                "LeaderLost",
+                Some("it may have been acted on: look (`job show`, `job list`, ...) before sending it again".into()),
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,

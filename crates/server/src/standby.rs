@@ -2,7 +2,8 @@
 //! leader as it came (reads and writes, streams and long polls included), so that a client or
 //! a router pointed at any of the servers is answered. When the leader does not answer (it just
 //! died, and this standby takes over once its lease lapses), or cannot be reached from here,
-//! the answer is a 503 `NotLeader` that says so; nothing is half done.
+//! the answer is a 503 `NotLeader` that says so, and nothing was done. When the leader took the
+//! request and then did not answer, it is a 502 `LeaderLost`: it may have been acted on.
 //!
 //! The API listener is bound before the lease is won and serves through an [`AppSwitch`]: the
 //! standby's forwarding app first, the server's own app from the moment it leads.
@@ -145,10 +146,23 @@ async fn forward(
             crate::leadership::LEASE_MS / 1000
         ))
     };
+    // Once the request may have reached the leader, it may have been acted on: say so rather
+    // than invite the client to send it again elsewhere.
+    let lost = |why: String| {
+        ApiError::LeaderLost(format!(
+            "this server is a standby; the leader at {leader} took the request but did not finish answering ({why})"
+        ))
+    };
     let answer = tokio::time::timeout(ANSWER_WITHIN, client.request(req))
         .await
-        .map_err(|_| unreachable(format!("nothing within {} s", ANSWER_WITHIN.as_secs())))?
-        .map_err(|e| unreachable(root_cause(&e)))?;
+        .map_err(|_| lost(format!("nothing within {} s", ANSWER_WITHIN.as_secs())))?
+        .map_err(|e| {
+            if e.is_connect() {
+                unreachable(root_cause(&e))
+            } else {
+                lost(root_cause(&e))
+            }
+        })?;
     let (mut parts, body) = answer.into_parts();
     for h in [header::CONNECTION, header::TRANSFER_ENCODING] {
         parts.headers.remove(h);

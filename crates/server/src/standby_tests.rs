@@ -67,6 +67,26 @@ async fn a_leader_that_does_not_answer_is_a_clear_503() {
 }
 
 #[tokio::test]
+async fn a_leader_that_took_the_request_and_did_not_answer_may_have_acted_on_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Reads the request, then closes without an answer (a leader dying mid-request).
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf).await;
+    });
+    let (_tx, rx) = watch::channel(format!("http://{addr}"));
+    let (status, body) = send(app(rx), post("/api/jobs", "{}")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        body.contains("LeaderLost") && body.contains("may have been acted on"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn a_request_another_standby_forwarded_is_not_forwarded_again() {
     let (_tx, rx) = watch::channel(echo_leader().await);
     let mut req = post("/api/jobs", "{}");
