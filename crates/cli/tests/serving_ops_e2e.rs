@@ -7,17 +7,6 @@ mod support;
 use support::serving::*;
 use support::*;
 
-/// A child process killed when the test ends, passing or not (a standalone router would
-/// otherwise outlive a failed test and hold its output open).
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn replicas_outlive_a_killed_server_and_the_next_one_adopts_them() {
     let s = Server::start(&[]);
@@ -452,22 +441,8 @@ fn onnx_behind_a_router(s: &Server) -> (Killed, String, String) {
             "--all-traffic",
         ],
     );
-    let mut router = Killed(
-        std::process::Command::new(BERTH)
-            .args(["router", "--listen", "127.0.0.1:0"])
-            .env("BERTH_HOME", s.home.path())
-            .env("BERTH_LOG", "warn")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = std::io::BufReader::new(router.0.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("berth router ready on ").map(str::to_string))
-        .expect("router ready line");
-    std::thread::spawn(move || for _ in lines {});
+    let home = s.home.path().to_string_lossy().into_owned();
+    let (router, addr) = start_router(&[("BERTH_HOME", &home)]);
     let key = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"])["primaryKey"]
         .as_str()
         .unwrap()

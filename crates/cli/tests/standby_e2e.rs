@@ -8,10 +8,10 @@
 mod raw;
 mod support;
 
-use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use raw::{Raw, database};
+use support::serving::start_router;
 use support::{BERTH, Server, http_post, seed_dir, text};
 
 /// The CLI against the servers at `bases` (comma-separated), with the API token.
@@ -30,16 +30,6 @@ fn cli_at(bases: &str, token: &str, dir: &std::path::Path, args: &[&str]) -> Str
         text(&out.stderr)
     );
     text(&out.stdout)
-}
-
-/// A child process killed when the test ends, passed or not.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn key(shown: &str) -> String {
@@ -105,42 +95,32 @@ fn a_standby_forwards_the_api_and_a_router_follows_it_when_it_takes_over() {
     assert!(listed.lines().any(|l| l.trim() == "via-b"), "{listed}");
 
     // A router that knows both servers.
-    let mut router = Killed(
-        std::process::Command::new(BERTH)
-            .args(["router", "--listen", "127.0.0.1:0"])
-            .env("BERTH_SERVER", format!("{leader},{b}"))
-            .env(
-                "BERTH_ROUTER_TOKEN",
-                berth_server::auth::router_token(&token),
-            )
-            .env("BERTH_LOG", "warn")
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = std::io::BufReader::new(router.0.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| l.strip_prefix("berth router ready on ").map(str::to_string))
-        .expect("router ready line");
-    std::thread::spawn(move || for _ in lines {});
+    let (router, addr) = start_router(&[
+        ("BERTH_SERVER", &format!("{leader},{b}")),
+        (
+            "BERTH_ROUTER_TOKEN",
+            &berth_server::auth::router_token(&token),
+        ),
+    ]);
     let uri = format!("{addr}/api/v1/endpoint/onnx-endpoint/score");
     let body = std::fs::read_to_string(onnx.join("sample-request.json")).unwrap();
     let score = |key: &str| http_post(&uri, &[("Authorization", &format!("Bearer {key}"))], &body);
-    let old_key = key(&cli_at(
-        &b,
-        &token,
-        work.path(),
-        &[
-            "online-endpoint",
-            "get-credentials",
-            "-n",
-            "onnx-endpoint",
-            "-o",
-            "json",
-        ],
-    ));
+    let primary_key = || {
+        key(&cli_at(
+            &b,
+            &token,
+            work.path(),
+            &[
+                "online-endpoint",
+                "get-credentials",
+                "-n",
+                "onnx-endpoint",
+                "-o",
+                "json",
+            ],
+        ))
+    };
+    let old_key = primary_key();
     assert_eq!(score(&old_key).0, 200);
 
     // The leader dies; the standby takes over.
@@ -159,19 +139,7 @@ fn a_standby_forwards_the_api_and_a_router_follows_it_when_it_takes_over() {
             "primary",
         ],
     );
-    let new_key = key(&cli_at(
-        &b,
-        &token,
-        work.path(),
-        &[
-            "online-endpoint",
-            "get-credentials",
-            "-n",
-            "onnx-endpoint",
-            "-o",
-            "json",
-        ],
-    ));
+    let new_key = primary_key();
     assert_ne!(new_key, old_key);
     // The router learns the new key from the new leader.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -166,6 +166,25 @@ mod tests {
             .expect_err("a's write is fenced off");
         let why = refused.fenced().expect("refused by the fence");
         assert!(why.contains("was taken over by another server"), "{why}");
+        // Every table of the state is fenced (a statement trigger fires even for no rows).
+        for table in [
+            "resources",
+            "experiments",
+            "experiment_tags",
+            "runs",
+            "params",
+            "run_tags",
+            "metric_series",
+            "metric_points",
+            "logged_models",
+        ] {
+            let e: StoreError = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&a_writes.pool)
+                .await
+                .expect_err(table)
+                .into();
+            assert!(e.fenced().is_some(), "{table}: {e}");
+        }
         let b_writes = Store::connect_fenced(&url, b.epoch).await?;
         b_writes
             .insert(crate::Kind::Job, "after", Some("Queued"), &job)

@@ -133,3 +133,37 @@ pub fn invoke(s: &Server, extra: &[&str]) -> std::process::Output {
     args.extend_from_slice(extra);
     s.cli_in(&seed_dir(), &args)
 }
+
+/// A child process killed when the test ends, passing or not (a standalone router would
+/// otherwise outlive a failed test and hold its output open).
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A standalone `berth router` on port 0 with `env` (how it finds its server); it and its
+/// scoring base URL once it says it is ready.
+pub fn start_router(env: &[(&str, &str)]) -> (Killed, String) {
+    use std::io::BufRead;
+    let mut router = Killed(
+        std::process::Command::new(super::BERTH)
+            .args(["router", "--listen", "127.0.0.1:0"])
+            .envs(env.iter().copied())
+            .env("BERTH_LOG", "warn")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(router.0.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("berth router ready on ").map(str::to_string))
+        .expect("router ready line");
+    std::thread::spawn(move || for _ in lines {});
+    (router, addr)
+}
