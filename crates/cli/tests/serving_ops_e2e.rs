@@ -428,7 +428,6 @@ fn a_standalone_router_takes_a_restarted_servers_routes_at_once() {
 /// The seed-style ONNX endpoint behind a standalone `berth router`; the router's scoring URI
 /// and the endpoint's key.
 fn onnx_behind_a_router(s: &Server) -> (Killed, String, String) {
-    use std::io::BufRead;
     let ex = seed_dir().join("../onnx");
     s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
     s.ok_in(
