@@ -85,16 +85,25 @@ fn render_with(args: &[&str], protected: &[&str]) -> Vec<Value> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn the_extension_applies_and_its_crd_validates_instance_types() {
+/// A real API server, a runtime, and an HTTP client for it (its certificate is self-signed).
+fn api_server() -> (ControlPlane, tokio::runtime::Runtime, reqwest::Client) {
     let cp = ControlPlane::start();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    (cp, rt, client)
+}
+
+#[test]
+fn the_extension_applies_and_its_crd_validates_instance_types() {
+    let (cp, rt, client) = api_server();
     rt.block_on(async {
-        let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
         let docs = render(&[
             "enableTraining=True",
             "enableInference=True",
@@ -141,17 +150,8 @@ fn the_extension_applies_and_its_crd_validates_instance_types() {
 
 #[test]
 fn the_server_ha_manifests_apply_on_their_own_and_with_an_external_store() {
-    let cp = ControlPlane::start();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (cp, rt, client) = api_server();
     rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .build()
-            .unwrap();
         let ha = render(&[
             "enableTraining=True",
             "serverHA=True",

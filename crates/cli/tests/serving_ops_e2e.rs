@@ -63,18 +63,7 @@ fn scoring_over_tls_from_pem_files() {
         ],
         &[],
     );
-    let ex = seed_dir().join("../onnx");
-    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
-    s.ok_in(
-        &ex,
-        &[
-            "online-deployment",
-            "create",
-            "-f",
-            "deployment.yaml",
-            "--all-traffic",
-        ],
-    );
+    let ex = serve_onnx(&s);
     let uri = s.json(&["online-endpoint", "show", "-n", "onnx-endpoint"])["scoring_uri"]
         .as_str()
         .unwrap()
@@ -428,18 +417,7 @@ fn a_standalone_router_takes_a_restarted_servers_routes_at_once() {
 /// The seed-style ONNX endpoint behind a standalone `berth router`; the router's scoring URI
 /// and the endpoint's key.
 fn onnx_behind_a_router(s: &Server) -> (Killed, String, String) {
-    let ex = seed_dir().join("../onnx");
-    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
-    s.ok_in(
-        &ex,
-        &[
-            "online-deployment",
-            "create",
-            "-f",
-            "deployment.yaml",
-            "--all-traffic",
-        ],
-    );
+    serve_onnx(s);
     let home = s.home.path().to_string_lossy().into_owned();
     let (router, addr) = start_router(&[("BERTH_HOME", &home)]);
     let key = s.json(&["online-endpoint", "get-credentials", "-n", "onnx-endpoint"])["primaryKey"]

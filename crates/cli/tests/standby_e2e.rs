@@ -11,8 +11,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use raw::{Raw, database};
-use support::serving::start_router;
-use support::{BERTH, Server, http_post, seed_dir, text};
+use support::serving::{serve_onnx, start_router};
+use support::{BERTH, Server, http_post, text};
 
 /// The CLI against the servers at `bases` (comma-separated), with the API token.
 fn cli_at(bases: &str, token: &str, dir: &std::path::Path, args: &[&str]) -> String {
@@ -46,18 +46,7 @@ fn a_standby_forwards_the_api_and_a_router_follows_it_when_it_takes_over() {
         .unwrap()
         .trim()
         .to_string();
-    let onnx = seed_dir().join("../onnx");
-    s.ok_in(&onnx, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
-    s.ok_in(
-        &onnx,
-        &[
-            "online-deployment",
-            "create",
-            "-f",
-            "deployment.yaml",
-            "--all-traffic",
-        ],
-    );
+    let onnx = serve_onnx(&s);
 
     // A standby on the same home and database, and what it says about itself.
     let standby = Raw::start(s.home.path(), &url);

@@ -134,6 +134,23 @@ pub fn invoke(s: &Server, extra: &[&str]) -> std::process::Output {
     s.cli_in(&seed_dir(), &args)
 }
 
+/// The ONNX example's endpoint with its deployment taking all traffic; the example's folder.
+pub fn serve_onnx(s: &Server) -> std::path::PathBuf {
+    let ex = seed_dir().join("../onnx");
+    s.ok_in(&ex, &["online-endpoint", "create", "-f", "endpoint.yaml"]);
+    s.ok_in(
+        &ex,
+        &[
+            "online-deployment",
+            "create",
+            "-f",
+            "deployment.yaml",
+            "--all-traffic",
+        ],
+    );
+    ex
+}
+
 /// A child process killed when the test ends, passing or not (a standalone router would
 /// otherwise outlive a failed test and hold its output open).
 pub struct Killed(pub std::process::Child);
