@@ -7,6 +7,7 @@
 //! writes: the server's store carries the lease's epoch, and a write under an old epoch fails
 //! (migration 0005's fence).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use berth_store::Store;
@@ -39,6 +40,21 @@ fn holder_id() -> String {
         std::process::id(),
         rand::random::<u32>()
     )
+}
+
+/// The API URL a standby forwards to while this server leads: `advertise_url`, else the
+/// listener's address (this machine's host name for a listener on every interface).
+pub fn advertised(advertise_url: Option<&str>, scheme: &str, api_addr: SocketAddr) -> String {
+    if let Some(url) = advertise_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    if api_addr.ip().is_unspecified()
+        && let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        && !host.trim().is_empty()
+    {
+        return format!("{scheme}://{}:{}", host.trim(), api_addr.port());
+    }
+    format!("{scheme}://{api_addr}")
 }
 
 /// The lease this server holds, the store it is kept in, and the server's own store, fenced

@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+mod home_lock;
 pub mod leadership;
 mod local;
 pub mod mlflow;
@@ -459,7 +460,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     // Alone on its home's SQLite, a server holds the home before anything else; on a shared
     // database it first waits for the lease, serving the API as a standby meanwhile.
     let mut lock = match config.store {
-        None => Some(lock_home(&home)?),
+        None => Some(home_lock::lock_home(&home)?),
         Some(_) => None,
     };
     let api = bind(config.api_listen).await?;
@@ -486,7 +487,11 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
             let me = format!("{api_scheme}://{api_addr}");
             let l = leadership::lead(url, &me, &leader_tx).await?;
             // Leading from now on: renewed while the rest starts, and no longer forwarding.
-            l.keep(advertised(&config, api_scheme, api_addr));
+            l.keep(leadership::advertised(
+                config.advertise_url.as_deref(),
+                api_scheme,
+                api_addr,
+            ));
             switch.set(standby::starting());
             Some(l)
         }
@@ -494,7 +499,7 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     };
     let lock = match lock.take() {
         Some(l) => l,
-        None => lock_home_waiting(&home).await?,
+        None => home_lock::lock_home_waiting(&home).await?,
     };
     // Its memory and environment are nobody else's business, its jobs' least of all.
     berth_scheduler::sandbox::guard_server();
@@ -542,59 +547,6 @@ pub async fn run(config: ServerConfig) -> Result<(), StartError> {
     let _ = std::fs::remove_file(home.join("server.json"));
     drop(lock);
     Ok(())
-}
-
-/// The API URL a standby forwards to while this server leads: `advertise_url`, else the
-/// listener's address (this machine's host name for a listener on every interface).
-fn advertised(config: &ServerConfig, scheme: &str, api_addr: SocketAddr) -> String {
-    if let Some(url) = &config.advertise_url {
-        return url.trim_end_matches('/').to_string();
-    }
-    if api_addr.ip().is_unspecified()
-        && let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        && !host.trim().is_empty()
-    {
-        return format!("{scheme}://{}:{}", host.trim(), api_addr.port());
-    }
-    format!("{scheme}://{api_addr}")
-}
-
-/// The home's lock file.
-fn lock_file(home: &std::path::Path) -> Result<std::fs::File, StartError> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(home.join("server.lock"))
-        .map_err(home_error(home))
-}
-
-/// Holds `$BERTH_HOME` for this server: a second one on the same home is refused.
-fn lock_home(home: &std::path::Path) -> Result<std::fs::File, StartError> {
-    let lock = lock_file(home)?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-        .map_err(|_| StartError::Busy(home.to_path_buf()))?;
-    Ok(lock)
-}
-
-/// Holds the home for a leader on a shared database: a leader that lost its lease may hold it
-/// a moment longer (it stops at its next renewal), so wait for it instead of failing.
-async fn lock_home_waiting(home: &std::path::Path) -> Result<std::fs::File, StartError> {
-    match lock_home(home) {
-        Err(StartError::Busy(_)) => {}
-        r => return r,
-    }
-    eprintln!(
-        "berth server: waiting for {} (the server that led before still holds it; it stops when it finds its lease lost)",
-        home.display()
-    );
-    let lock = lock_file(home)?;
-    tokio::task::spawn_blocking(move || {
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map(|()| lock)
-    })
-    .await
-    .map_err(|e| home_error(home)(std::io::Error::other(e)))?
-    .map_err(|e| home_error(home)(e.into()))
 }
 
 /// The address this machine's processes reach a listener at: loopback for a listener on

@@ -28,7 +28,8 @@ impl Store {
         Self::connect_as(url, None).await
     }
 
-    /// As [`Store::connect`], for the leader of lease `epoch`: on PostgreSQL every write it
+    /// As [`Store::connect`], for the leader of lease `epoch`, on a database [`Store::connect`]
+    /// already brought up to date (it is not migrated again): on PostgreSQL every write it
     /// makes is refused ([`StoreError::fenced`]) once another server holds the lease.
     pub async fn connect_fenced(url: &str, epoch: i64) -> Result<Store, StoreError> {
         Self::connect_as(url, Some(epoch)).await
@@ -66,6 +67,9 @@ impl Store {
                     e => e.to_string(),
                 },
             })?;
+        if epoch.is_some() {
+            return Ok(Store::on(pool, dialect::Dialect::Postgres));
+        }
         Self::migrate(pool, dialect::Dialect::Postgres).await
     }
 
@@ -101,11 +105,15 @@ impl Store {
             }
             r => r?,
         }
-        Ok(Store {
+        Ok(Store::on(pool, dialect))
+    }
+
+    fn on(pool: AnyPool, dialect: dialect::Dialect) -> Store {
+        Store {
             pool,
             dialect,
             changes: Default::default(),
-        })
+        }
     }
 }
 

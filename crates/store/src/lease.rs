@@ -104,6 +104,24 @@ impl Store {
     }
 }
 
+impl StoreError {
+    /// Why the database refused a write, when it refused it because another server took this
+    /// one's leader lease over (the fence of migration 0005).
+    pub fn fenced(&self) -> Option<String> {
+        match self {
+            StoreError::Database(sqlx::Error::Database(d))
+                if d.code().as_deref() == Some(FENCED) =>
+            {
+                Some(d.message().to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The SQLSTATE the fence raises.
+const FENCED: &str = "BF001";
+
 #[cfg(test)]
 mod tests {
     use super::*;

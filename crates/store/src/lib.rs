@@ -217,24 +217,6 @@ const UPSERT: &str = "INSERT INTO resources (kind, name, status, body, resource_
     RETURNING resource_version";
 
 /// An insert's error: a taken name is `AlreadyExists`.
-impl StoreError {
-    /// Why the database refused a write, when it refused it because another server took this
-    /// one's leader lease over (the fence of migration 0005).
-    pub fn fenced(&self) -> Option<String> {
-        match self {
-            StoreError::Database(sqlx::Error::Database(d))
-                if d.code().as_deref() == Some(FENCED) =>
-            {
-                Some(d.message().to_string())
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The SQLSTATE the fence raises.
-const FENCED: &str = "BF001";
-
 fn inserted(e: sqlx::Error, kind: Kind, name: &str) -> StoreError {
     match e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::AlreadyExists {
