@@ -17,3 +17,6 @@ pub mod supervisor;
 pub mod tree;
 pub mod users;
 pub mod workdir;
+
+#[cfg(test)]
+mod testing;

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use berth_core::job::{JobRecord, JobState, JobStatus};
 use berth_core::spec::instance_type::InstanceType;
-use berth_core::spec::job::JobSpec;
-use berth_core::yaml::Source;
 use berth_store::{Kind, Store};
 use time::OffsetDateTime;
 
@@ -72,30 +70,10 @@ impl Backend for &'static Scripted {
 }
 
 fn record(name: &str, state: JobState) -> JobRecord {
-    let spec = JobSpec::parse(&Source::new("job.yml", "command: sleep 600\n")).unwrap();
-    JobRecord {
-        name: name.into(),
-        display_name: name.into(),
-        experiment_name: "exp".into(),
-        compute: "local".into(),
-        instance_type: InstanceType::default_type(),
-        base_dir: "/nowhere".into(),
-        workdir: format!("/nowhere/{name}"),
-        inputs: Default::default(),
-        outputs: Default::default(),
-        created_at: OffsetDateTime::now_utc(),
-        state,
-        upload_token: None,
-        environment: None,
-        tracking: None,
-        parent_job_name: None,
-        sweep: None,
-        pipeline: None,
-        archived: false,
-        pruned: false,
-        cancel_requested: false,
-        spec,
-    }
+    let mut job =
+        crate::testing::job_record(name, "command: sleep 600\n", &format!("/nowhere/{name}"));
+    job.state = state;
+    job
 }
 
 fn manager(

@@ -1,44 +1,24 @@
 use std::collections::BTreeMap;
 
-use berth_core::job::{JobRecord, JobState, ResolvedInput, ResolvedOutput};
+use berth_core::job::{JobRecord, ResolvedInput, ResolvedOutput};
 use berth_core::spec::data::{DataType, InputMode};
 use berth_core::spec::instance_type::InstanceType;
-use berth_core::spec::job::JobSpec;
-use berth_core::yaml::Source;
-use time::OffsetDateTime;
 
 use super::*;
 
 fn record(dir: &Path, yaml: &str) -> JobRecord {
-    let spec = JobSpec::parse(&Source::new("job.yaml", yaml)).unwrap();
     let mut it = InstanceType::default_type();
     it.name = "gpu".into();
     it.limits.gpus = 1;
     it.node_selector
         .insert("agentpool".into(), "gpupool".into());
-    JobRecord {
-        name: "Train_Model.1".into(),
-        display_name: "x".into(),
-        experiment_name: "exp".into(),
-        compute: "aks".into(),
-        instance_type: it,
-        base_dir: dir.display().to_string(),
-        workdir: dir.join("job").display().to_string(),
-        inputs: BTreeMap::new(),
-        outputs: BTreeMap::new(),
-        created_at: OffsetDateTime::now_utc(),
-        state: JobState::Queued,
-        upload_token: None,
-        environment: None,
-        tracking: None,
-        parent_job_name: None,
-        sweep: None,
-        pipeline: None,
-        archived: false,
-        pruned: false,
-        cancel_requested: false,
-        spec,
-    }
+    let workdir = dir.join("job").display().to_string();
+    let mut job = crate::testing::job_record("Train_Model.1", yaml, &workdir);
+    job.display_name = "x".into();
+    job.compute = "aks".into();
+    job.instance_type = it;
+    job.base_dir = dir.display().to_string();
+    job
 }
 
 #[test]
